@@ -1,0 +1,99 @@
+/*
+ * config.h - sagad's configuration (sagad.conf(5)) as parsed, validated data.
+ * config_load() reads a file into a fresh structure and hands it over only when
+ * it is whole; on any error the caller keeps what it had (SIGHUP). The loader
+ * never logs: it collects every error, each naming file, line and key.
+ */
+#ifndef SAGAD_CONFIG_H
+#define SAGAD_CONFIG_H
+
+#include <stddef.h>
+
+enum saga_mode {
+	SAGA_MODE_UNSPECIFIED = 0,
+	SAGA_MODE_SYNC = 1,
+	SAGA_MODE_ASYNC = 2,
+	SAGA_MODE_THROTTLING = 3,
+};
+
+struct config_service {
+	char		*name;
+	char		*address;	/* as written: "host:port" */
+	char		 host[256];
+	int		 port;
+	int		 timeout_ms;
+	int		 max_inflight;
+};
+
+struct config_node {
+	char		*name;
+	size_t		 service;	/* index into config.services */
+	char		*action;	/* "/pkg.Service/Method" */
+	char		*compensate;	/* NULL: nothing to undo */
+	int		 retries;
+	int		 compensate_retries;
+	int		 timeout_ms;	/* resolved: node's, else its service's */
+	int		 backoff_ms;
+	int		 workers;
+	int		 concurrency;
+	char		*request;	/* raw mode: context key sent verbatim */
+	char		*reply;		/* raw mode: context key for the reply */
+};
+
+struct config_flow {
+	char		*name;
+	enum saga_mode	 mode;
+	size_t		*steps;		/* indexes into config.nodes */
+	size_t		 nsteps;
+	int		 max_queue;
+};
+
+struct config {
+	char		*path;		/* the file it came from */
+	char		*pod_id;
+	char		*listen;
+	char		 listen_host[256];
+	int		 listen_port;
+	int		 shutdown_timeout_ms;
+	char		*log_file;	/* NULL: syslog (or stderr with -d) */
+
+	struct {
+		char	*url;
+		char	*stream;
+		int	 replicas;
+	} nats;
+	struct {
+		char	*host;
+		int	 port;
+		int	 saga_ttl;
+	} redis;
+	struct {
+		char	**allow;
+		size_t	  nallow;
+		int	  retries;
+	} callbacks;
+
+	struct config_service	*services;
+	size_t			 nservices;
+	struct config_node	*nodes;
+	size_t			 nnodes;
+	struct config_flow	*flows;
+	size_t			 nflows;
+};
+
+/*
+ * Loads and validates path. pod_id overrides the file's pod_id when not NULL
+ * (-P, POD_ID). Returns the config, or NULL with every error found written
+ * into err, one per line, each as "FILE:LINE: KEY: what was expected".
+ */
+struct config	*config_load(const char *path, const char *pod_id,
+		    char *err, size_t errlen);
+void		 config_free(struct config *);
+
+const char	*config_mode_name(enum saga_mode);	/* "sync", ... */
+const struct config_flow *config_flow_find(const struct config *,
+		    const char *);
+const struct config_node *config_node_find(const struct config *,
+		    const char *);
+
+#endif

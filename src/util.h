@@ -1,0 +1,29 @@
+/*
+ * util.h - small helpers every module uses: bounded string copies, time in
+ * milliseconds, host:port parsing, free-port-free socket helpers. No logging.
+ */
+#ifndef SAGAD_UTIL_H
+#define SAGAD_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SAGAD_ERRLEN	512	/* size of every error buffer a caller owns */
+
+int64_t	 util_now_ms(void);		/* wall clock, unix ms */
+int64_t	 util_mono_ms(void);		/* monotonic ms */
+void	*util_xcalloc(size_t, size_t);	/* aborts on OOM: there is no way on */
+void	*util_xrealloc(void *, size_t);
+char	*util_xstrdup(const char *);
+
+/*
+ * Split "host:port" or "[v6]:port" into host and port. Returns 0, or -1 with
+ * a sentence in err saying what was expected.
+ */
+int	 util_parse_hostport(const char *, char *host, size_t hostlen,
+	    int *port, char *err, size_t errlen);
+
+/* Levenshtein distance, for "did you mean" suggestions. */
+int	 util_edit_distance(const char *, const char *);
+
+#endif
