@@ -1,0 +1,454 @@
+/*
+ * saga.c - the rules of a saga as pure functions over struct saga (see
+ * saga.h). Steps run in order; a failed step and every step started before it
+ * are compensated in reverse; the saga ends COMPLETED, COMPENSATED, or FAILED
+ * when a compensation could not be done and an operator must look. Also the
+ * saga's saga.v1.Saga encoding. No I/O, no clock, no logging.
+ */
+#include "autoconf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc/grpc.h"
+#include "saga.h"
+#include "saga/v1/saga.pb-c.h"
+#include "util.h"
+
+static const char *state_names[] = {
+	"UNSPECIFIED", "PENDING", "RUNNING", "COMPENSATING", "COMPLETED",
+	"COMPENSATED", "FAILED",
+};
+
+const char *
+saga_state_name(enum saga_state s)
+{
+	if ((int)s < 0 || s > SAGA_STATE_FAILED)
+		return "UNSPECIFIED";
+	return state_names[s];
+}
+
+struct saga *
+saga_new(const char *id, const struct config *cfg,
+    const struct config_flow *flow, enum saga_mode mode, int64_t now_ms)
+{
+	struct saga *s = util_xcalloc(1, sizeof(*s));
+
+	s->id = util_xstrdup(id);
+	s->flow = util_xstrdup(flow->name);
+	s->mode = mode != SAGA_MODE_UNSPECIFIED ? mode : flow->mode;
+	s->state = SAGA_STATE_PENDING;
+	s->nsteps = flow->nsteps;
+	s->steps = util_xcalloc(flow->nsteps, sizeof(*s->steps));
+	for (size_t i = 0; i < flow->nsteps; i++) {
+		s->steps[i].name = util_xstrdup(cfg->nodes[flow->steps[i]].name);
+		s->steps[i].state = SAGA_STATE_PENDING;
+	}
+	s->created_ms = s->updated_ms = now_ms;
+	return s;
+}
+
+void
+saga_free(struct saga *s)
+{
+	if (s == NULL)
+		return;
+	for (size_t i = 0; i < s->nctx; i++) {
+		free(s->ctx[i].key);
+		free(s->ctx[i].value);
+	}
+	for (size_t i = 0; i < s->nsteps; i++) {
+		free(s->steps[i].name);
+		free(s->steps[i].error);
+	}
+	free(s->ctx);
+	free(s->steps);
+	free(s->id);
+	free(s->flow);
+	free(s->error);
+	free(s);
+}
+
+struct saga *
+saga_dup(const struct saga *s)
+{
+	struct saga *d = util_xcalloc(1, sizeof(*d));
+
+	*d = *s;
+	d->id = util_xstrdup(s->id);
+	d->flow = util_xstrdup(s->flow);
+	d->error = s->error != NULL ? util_xstrdup(s->error) : NULL;
+	d->ctx = util_xcalloc(s->nctx, sizeof(*d->ctx));
+	for (size_t i = 0; i < s->nctx; i++) {
+		d->ctx[i].key = util_xstrdup(s->ctx[i].key);
+		d->ctx[i].value = util_xcalloc(1, s->ctx[i].len + 1);
+		memcpy(d->ctx[i].value, s->ctx[i].value, s->ctx[i].len);
+	}
+	d->steps = util_xcalloc(s->nsteps, sizeof(*d->steps));
+	for (size_t i = 0; i < s->nsteps; i++) {
+		d->steps[i] = s->steps[i];
+		d->steps[i].name = util_xstrdup(s->steps[i].name);
+		d->steps[i].error = s->steps[i].error != NULL ?
+		    util_xstrdup(s->steps[i].error) : NULL;
+	}
+	return d;
+}
+
+const struct saga_kv *
+saga_ctx_get(const struct saga *s, const char *key)
+{
+	for (size_t i = 0; i < s->nctx; i++)
+		if (strcmp(s->ctx[i].key, key) == 0)
+			return &s->ctx[i];
+	return NULL;
+}
+
+void
+saga_ctx_set(struct saga *s, const char *key, const void *value, size_t len)
+{
+	struct saga_kv	*kv = NULL;
+
+	for (size_t i = 0; i < s->nctx; i++)
+		if (strcmp(s->ctx[i].key, key) == 0)
+			kv = &s->ctx[i];
+	if (kv == NULL) {
+		s->ctx = util_xrealloc(s->ctx, (s->nctx + 1) * sizeof(*s->ctx));
+		kv = &s->ctx[s->nctx++];
+		kv->key = util_xstrdup(key);
+	} else
+		free(kv->value);
+	/* One spare NUL so text values print without a copy. */
+	kv->value = util_xcalloc(1, len + 1);
+	if (len > 0)
+		memcpy(kv->value, value, len);
+	kv->len = len;
+}
+
+static void set_error(char **, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+set_error(char **dst, const char *fmt, ...)
+{
+	char	buf[1024];
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	free(*dst);
+	*dst = util_xstrdup(buf);
+}
+
+enum saga_verdict
+saga_classify(int status)
+{
+	switch (status) {
+	case GRPC_STATUS_OK:
+		return SAGA_VERDICT_OK;
+	case GRPC_STATUS_ABORTED:
+	case GRPC_STATUS_INVALID_ARGUMENT:
+	case GRPC_STATUS_NOT_FOUND:
+	case GRPC_STATUS_ALREADY_EXISTS:
+	case GRPC_STATUS_FAILED_PRECONDITION:
+	case GRPC_STATUS_PERMISSION_DENIED:
+	case GRPC_STATUS_UNAUTHENTICATED:
+	case GRPC_STATUS_OUT_OF_RANGE:
+	case GRPC_STATUS_UNIMPLEMENTED:
+		return SAGA_VERDICT_FAIL;
+	default:
+		/* UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ... */
+		return SAGA_VERDICT_RETRY;
+	}
+}
+
+static uint64_t
+xorshift(uint64_t *st)
+{
+	uint64_t x = *st ? *st : 0x9e3779b97f4a7c15ULL;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *st = x;
+}
+
+int64_t
+saga_backoff_ms(int base_ms, int attempt, int64_t max_ms, uint64_t *rng)
+{
+	int64_t d = base_ms > 0 ? base_ms : 1;
+
+	for (int i = 1; i < attempt && d < max_ms; i++)
+		d *= 2;
+	if (d > max_ms)
+		d = max_ms;
+	return d - d / 2 + (int64_t)(xorshift(rng) % (uint64_t)(d / 2 + 1));
+}
+
+static const struct config_node *
+node_of(const struct config *cfg, const struct config_flow *flow, size_t i)
+{
+	return &cfg->nodes[flow->steps[i]];
+}
+
+static struct saga_action
+act_end(struct saga *s, enum saga_state final, int64_t now_ms)
+{
+	struct saga_action a = { .kind = SAGA_ACT_END };
+
+	s->state = final;
+	s->updated_ms = now_ms;
+	return a;
+}
+
+static struct saga_action
+act_call(size_t step, int compensate)
+{
+	struct saga_action a = { .kind = SAGA_ACT_CALL, .step = step,
+	    .compensate = compensate, .attempt = 1 };
+
+	return a;
+}
+
+/*
+ * The next compensation at or below step `from`, skipping steps that never
+ * started or are already undone. A step without a compensation method has
+ * nothing to undo and is marked done here without a call.
+ */
+static struct saga_action
+next_compensation(struct saga *s, const struct config *cfg,
+    const struct config_flow *flow, long from, int64_t now_ms)
+{
+	int failed = 0;
+
+	for (long i = from; i >= 0; i--) {
+		struct saga_step *st = &s->steps[i];
+
+		if (st->state == SAGA_STATE_PENDING ||
+		    st->state == SAGA_STATE_COMPENSATED)
+			continue;
+		if (node_of(cfg, flow, i)->compensate == NULL) {
+			st->state = SAGA_STATE_COMPENSATED;
+			st->finished_ms = now_ms;
+			continue;
+		}
+		return act_call((size_t)i, 1);
+	}
+	for (size_t i = 0; i < s->nsteps; i++)
+		if (s->steps[i].state == SAGA_STATE_FAILED)
+			failed = 1;
+	return act_end(s, failed ? SAGA_STATE_FAILED : SAGA_STATE_COMPENSATED,
+	    now_ms);
+}
+
+struct saga_action
+saga_first(struct saga *s)
+{
+	s->state = SAGA_STATE_RUNNING;
+	return act_call(0, 0);
+}
+
+void
+saga_step_begin(struct saga *s, const struct saga_action *a, int64_t now_ms)
+{
+	struct saga_step *st = &s->steps[a->step];
+
+	st->state = a->compensate ? SAGA_STATE_COMPENSATING :
+	    SAGA_STATE_RUNNING;
+	st->attempts++;
+	if (st->started_ms == 0)
+		st->started_ms = now_ms;
+	if (a->compensate)
+		s->state = SAGA_STATE_COMPENSATING;
+	s->updated_ms = now_ms;
+}
+
+struct saga_action
+saga_step_end(struct saga *s, const struct config *cfg,
+    const struct config_flow *flow, const struct saga_action *a, int status,
+    const char *message, const struct saga_kv *reply, size_t nreply,
+    int64_t now_ms, uint64_t *rng)
+{
+	const struct config_node	*node = node_of(cfg, flow, a->step);
+	struct saga_step		*st = &s->steps[a->step];
+	enum saga_verdict		 v = saga_classify(status);
+	int				 retries;
+	struct saga_action		 next;
+
+	s->updated_ms = now_ms;
+	if (message == NULL)
+		message = "";
+	if (v == SAGA_VERDICT_OK) {
+		st->finished_ms = now_ms;
+		free(st->error);
+		st->error = NULL;
+		if (a->compensate) {
+			st->state = SAGA_STATE_COMPENSATED;
+			return next_compensation(s, cfg, flow,
+			    (long)a->step - 1, now_ms);
+		}
+		st->state = SAGA_STATE_COMPLETED;
+		for (size_t i = 0; i < nreply; i++)
+			saga_ctx_set(s, reply[i].key, reply[i].value,
+			    reply[i].len);
+		if (a->step + 1 < s->nsteps)
+			return act_call(a->step + 1, 0);
+		return act_end(s, SAGA_STATE_COMPLETED, now_ms);
+	}
+
+	set_error(&st->error, "%s: %s", grpc_status_name(status), message);
+	/*
+	 * A compensation must be done whatever the participant says, so every
+	 * failure of one is retried while compensate_retries lasts; an action
+	 * is retried only on transient statuses.
+	 */
+	retries = a->compensate ? node->compensate_retries : node->retries;
+	if ((a->compensate || v == SAGA_VERDICT_RETRY) &&
+	    a->attempt <= retries) {
+		next = *a;
+		next.kind = SAGA_ACT_WAIT;
+		next.attempt = a->attempt + 1;
+		next.delay_ms = saga_backoff_ms(node->backoff_ms, a->attempt,
+		    30000, rng);
+		return next;
+	}
+
+	st->state = SAGA_STATE_FAILED;
+	st->finished_ms = now_ms;
+	if (a->compensate) {
+		char prev[512];
+
+		snprintf(prev, sizeof(prev), "%s", s->error ? s->error : "");
+		set_error(&s->error, "%s%scompensation of %s failed: %s",
+		    prev, *prev ? "; " : "", st->name, st->error);
+		return next_compensation(s, cfg, flow, (long)a->step - 1,
+		    now_ms);
+	}
+	set_error(&s->error, "%s: %s", st->name, st->error);
+	s->state = SAGA_STATE_COMPENSATING;
+	return next_compensation(s, cfg, flow, (long)a->step, now_ms);
+}
+
+struct saga_action
+saga_recover(struct saga *s, const struct config *cfg,
+    const struct config_flow *flow, int64_t now_ms)
+{
+	long	top = -1;
+
+	if (SAGA_STATE_IS_FINAL(s->state))
+		return act_end(s, s->state, now_ms);
+	if (s->state == SAGA_STATE_COMPENSATING) {
+		/* A compensation that was under way goes first. */
+		for (long i = (long)s->nsteps - 1; i >= 0; i--)
+			if (s->steps[i].state == SAGA_STATE_COMPENSATING)
+				return act_call((size_t)i, 1);
+		for (long i = (long)s->nsteps - 1; i >= 0 && top < 0; i--)
+			if (s->steps[i].state != SAGA_STATE_PENDING &&
+			    s->steps[i].state != SAGA_STATE_COMPENSATED)
+				top = i;
+		return next_compensation(s, cfg, flow, top, now_ms);
+	}
+	/* PENDING or RUNNING: its owner died; undo what may have run. */
+	if (s->error == NULL)
+		s->error = util_xstrdup("the process running the saga died; "
+		    "compensated by recovery");
+	s->state = SAGA_STATE_COMPENSATING;
+	for (long i = (long)s->nsteps - 1; i >= 0 && top < 0; i--)
+		if (s->steps[i].state != SAGA_STATE_PENDING)
+			top = i;
+	return next_compensation(s, cfg, flow, top, now_ms);
+}
+
+uint8_t *
+saga_pack(const struct saga *s, size_t *len)
+{
+	Saga__V1__Saga			 pb;
+	Saga__V1__Saga__ContextEntry	*ce, **cep;
+	Saga__V1__StepResult		*sr, **srp;
+	uint8_t				*buf;
+
+	saga__v1__saga__init(&pb);
+	pb.id = s->id;
+	pb.flow = s->flow;
+	pb.mode = (Saga__V1__Mode)s->mode;
+	pb.state = (Saga__V1__State)s->state;
+	pb.error = s->error;	/* protobuf-c packs NULL as "" */
+	pb.created_unix_ms = s->created_ms;
+	pb.updated_unix_ms = s->updated_ms;
+	ce = util_xcalloc(s->nctx, sizeof(*ce));
+	cep = util_xcalloc(s->nctx, sizeof(*cep));
+	for (size_t i = 0; i < s->nctx; i++) {
+		saga__v1__saga__context_entry__init(&ce[i]);
+		ce[i].key = s->ctx[i].key;
+		ce[i].value.data = s->ctx[i].value;
+		ce[i].value.len = s->ctx[i].len;
+		cep[i] = &ce[i];
+	}
+	pb.n_context = s->nctx;
+	pb.context = cep;
+	sr = util_xcalloc(s->nsteps, sizeof(*sr));
+	srp = util_xcalloc(s->nsteps, sizeof(*srp));
+	for (size_t i = 0; i < s->nsteps; i++) {
+		saga__v1__step_result__init(&sr[i]);
+		sr[i].name = s->steps[i].name;
+		sr[i].state = (Saga__V1__State)s->steps[i].state;
+		sr[i].attempts = s->steps[i].attempts;
+		sr[i].error = s->steps[i].error;
+		sr[i].started_unix_ms = s->steps[i].started_ms;
+		sr[i].finished_unix_ms = s->steps[i].finished_ms;
+		srp[i] = &sr[i];
+	}
+	pb.n_steps = s->nsteps;
+	pb.steps = srp;
+	*len = saga__v1__saga__get_packed_size(&pb);
+	buf = util_xcalloc(1, *len);
+	saga__v1__saga__pack(&pb, buf);
+	free(ce);
+	free(cep);
+	free(sr);
+	free(srp);
+	return buf;
+}
+
+struct saga *
+saga_unpack(const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+	Saga__V1__Saga	*pb;
+	struct saga	*s;
+
+	pb = saga__v1__saga__unpack(NULL, len, buf);
+	if (pb == NULL) {
+		snprintf(err, errlen, "saga record of %zu bytes is not a "
+		    "saga.v1.Saga", len);
+		return NULL;
+	}
+	s = util_xcalloc(1, sizeof(*s));
+	s->id = util_xstrdup(pb->id);
+	s->flow = util_xstrdup(pb->flow);
+	s->mode = (enum saga_mode)pb->mode;
+	s->state = (enum saga_state)pb->state;
+	s->error = pb->error != NULL && *pb->error ?
+	    util_xstrdup(pb->error) : NULL;
+	s->created_ms = pb->created_unix_ms;
+	s->updated_ms = pb->updated_unix_ms;
+	for (size_t i = 0; i < pb->n_context; i++)
+		saga_ctx_set(s, pb->context[i]->key, pb->context[i]->value.data,
+		    pb->context[i]->value.len);
+	s->nsteps = pb->n_steps;
+	s->steps = util_xcalloc(pb->n_steps, sizeof(*s->steps));
+	for (size_t i = 0; i < pb->n_steps; i++) {
+		const Saga__V1__StepResult *r = pb->steps[i];
+
+		s->steps[i].name = util_xstrdup(r->name);
+		s->steps[i].state = (enum saga_state)r->state;
+		s->steps[i].attempts = r->attempts;
+		s->steps[i].error = r->error != NULL && *r->error ?
+		    util_xstrdup(r->error) : NULL;
+		s->steps[i].started_ms = r->started_unix_ms;
+		s->steps[i].finished_ms = r->finished_unix_ms;
+	}
+	saga__v1__saga__free_unpacked(pb, NULL);
+	return s;
+}

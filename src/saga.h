@@ -1,0 +1,142 @@
+/*
+ * saga.h - the rules of a saga, written once: which step runs next, what a
+ * step's gRPC status means, how long to back off, when to compensate and how
+ * a saga ends. The master (sync mode) and sagad-worker (async, throttling)
+ * both drive sagas through these functions, so the rules cannot drift apart.
+ * Nothing here does I/O, logs or reads a clock: callers pass "now" and a
+ * random state, so every rule is unit-tested.
+ */
+#ifndef SAGAD_SAGA_H
+#define SAGAD_SAGA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* Values match saga.v1.State. */
+enum saga_state {
+	SAGA_STATE_UNSPECIFIED = 0,
+	SAGA_STATE_PENDING = 1,
+	SAGA_STATE_RUNNING = 2,
+	SAGA_STATE_COMPENSATING = 3,
+	SAGA_STATE_COMPLETED = 4,
+	SAGA_STATE_COMPENSATED = 5,
+	SAGA_STATE_FAILED = 6,
+};
+#define SAGA_STATE_IS_FINAL(s)	((s) >= SAGA_STATE_COMPLETED)
+
+struct saga_kv {
+	char		*key;
+	uint8_t		*value;
+	size_t		 len;
+};
+
+struct saga_step {
+	char		*name;
+	enum saga_state	 state;
+	int		 attempts;	/* calls made, action and compensation */
+	char		*error;
+	int64_t		 started_ms;
+	int64_t		 finished_ms;
+};
+
+struct saga {
+	char		*id;
+	char		*flow;
+	enum saga_mode	 mode;
+	enum saga_state	 state;
+	struct saga_kv	*ctx;
+	size_t		 nctx;
+	struct saga_step *steps;
+	size_t		 nsteps;
+	char		*error;
+	int64_t		 created_ms;
+	int64_t		 updated_ms;
+};
+
+/* What a step's gRPC status means (DESIGN.md, step outcome). */
+enum saga_verdict {
+	SAGA_VERDICT_OK,
+	SAGA_VERDICT_RETRY,	/* transient: retry while retries last */
+	SAGA_VERDICT_FAIL,	/* business failure: never retried */
+};
+
+/* What the driver must do next. */
+enum saga_action_kind {
+	SAGA_ACT_CALL,		/* call step's action, or its compensation */
+	SAGA_ACT_WAIT,		/* back off delay_ms, then SAGA_ACT_CALL */
+	SAGA_ACT_END,		/* the saga has ended in saga->state */
+};
+
+struct saga_action {
+	enum saga_action_kind	 kind;
+	size_t			 step;
+	int			 compensate;
+	int			 attempt;	/* 1 for the first call */
+	int64_t			 delay_ms;
+};
+
+struct saga	*saga_new(const char *id, const struct config *,
+		    const struct config_flow *, enum saga_mode, int64_t now_ms);
+void		 saga_free(struct saga *);
+struct saga	*saga_dup(const struct saga *);
+
+void		 saga_ctx_set(struct saga *, const char *key,
+		    const void *value, size_t len);
+const struct saga_kv *saga_ctx_get(const struct saga *, const char *key);
+
+/* saga.v1.Saga encoding: what the store keeps and Get returns. */
+uint8_t		*saga_pack(const struct saga *, size_t *len);
+struct saga	*saga_unpack(const uint8_t *, size_t, char *err, size_t errlen);
+
+const char	*saga_state_name(enum saga_state);	/* "COMPLETED" */
+
+enum saga_verdict saga_classify(int grpc_status);
+
+/*
+ * Exponential backoff with jitter: base * 2^(attempt-1), capped at max_ms,
+ * then a uniform draw from its upper half so retries of many sagas spread
+ * out but never come sooner than half the nominal delay. rng is xorshift
+ * state owned by the caller (never 0).
+ */
+int64_t		 saga_backoff_ms(int base_ms, int attempt, int64_t max_ms,
+		    uint64_t *rng);
+
+/*
+ * The first action of a saga that has just been created: call step 0. A
+ * flow is never empty (the config loader refuses it).
+ */
+struct saga_action saga_first(struct saga *);
+
+/*
+ * Record that a call starts: the step moves to RUNNING (action) or
+ * COMPENSATING (compensation), its attempts grow, and on its first call its
+ * start time is set. The driver persists the saga before it calls, so a crash
+ * after this point is seen by recovery as "this step may have run".
+ */
+void		 saga_step_begin(struct saga *, const struct saga_action *,
+		    int64_t now_ms);
+
+/*
+ * Record a call's result and decide what comes next. reply holds the context
+ * entries the participant returned (merged into the saga's context on success
+ * of an action); message is the grpc-message. node gives retries, backoff and
+ * compensation for the step.
+ */
+struct saga_action saga_step_end(struct saga *, const struct config *,
+		    const struct config_flow *, const struct saga_action *,
+		    int grpc_status, const char *message,
+		    const struct saga_kv *reply, size_t nreply,
+		    int64_t now_ms, uint64_t *rng);
+
+/*
+ * Where a saga stands after a crash of the process that ran it: a RUNNING
+ * saga is compensated from its last started step (its action may or may not
+ * have run: participants treat "nothing to undo" as success), a COMPENSATING
+ * saga resumes its compensation. Returns the action to take, or END.
+ */
+struct saga_action saga_recover(struct saga *, const struct config *,
+		    const struct config_flow *, int64_t now_ms);
+
+#endif

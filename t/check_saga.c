@@ -1,0 +1,369 @@
+/*
+ * check_saga.c - the saga rules (src/saga.c): step order, context passing,
+ * retries and backoff, business failures, compensation in reverse with the
+ * failed step included, exhausted compensations, recovery after a crash and
+ * the saga.v1.Saga encoding. The config is built in memory: no file, no I/O.
+ */
+#include "autoconf.h"
+
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc/grpc.h"
+#include "saga.h"
+
+static struct config_service	svc = { .name = "svc", .timeout_ms = 1000 };
+static struct config_node	nodes[3];
+static size_t			steps[3] = { 0, 1, 2 };
+static struct config_flow	flow = { .name = "Trip", .mode = SAGA_MODE_SYNC,
+				    .steps = steps, .nsteps = 3 };
+static struct config		cfg;
+static uint64_t			rng = 42;
+
+static void
+setup(void)
+{
+	static char *names[] = { "Hotel", "Flight", "Car" };
+
+	memset(nodes, 0, sizeof(nodes));
+	for (int i = 0; i < 3; i++) {
+		nodes[i].name = names[i];
+		nodes[i].action = (char *)(uintptr_t)"/x.X/Do";
+		nodes[i].compensate = (char *)(uintptr_t)"/x.X/Undo";
+		nodes[i].retries = 2;
+		nodes[i].compensate_retries = 3;
+		nodes[i].backoff_ms = 100;
+	}
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.services = &svc;
+	cfg.nservices = 1;
+	cfg.nodes = nodes;
+	cfg.nnodes = 3;
+	cfg.flows = &flow;
+	cfg.nflows = 1;
+}
+
+/* Runs one call: begin, then end with status; returns the next action. */
+static struct saga_action
+call(struct saga *s, struct saga_action a, int status)
+{
+	ck_assert_int_eq(a.kind == SAGA_ACT_CALL || a.kind == SAGA_ACT_WAIT, 1);
+	saga_step_begin(s, &a, 1000);
+	return saga_step_end(s, &cfg, &flow, &a, status, "msg", NULL, 0, 2000,
+	    &rng);
+}
+
+START_TEST(classify_follows_the_contract)
+{
+	int fail[] = { GRPC_STATUS_ABORTED, GRPC_STATUS_INVALID_ARGUMENT,
+	    GRPC_STATUS_NOT_FOUND, GRPC_STATUS_ALREADY_EXISTS,
+	    GRPC_STATUS_FAILED_PRECONDITION, GRPC_STATUS_PERMISSION_DENIED,
+	    GRPC_STATUS_UNAUTHENTICATED, GRPC_STATUS_OUT_OF_RANGE,
+	    GRPC_STATUS_UNIMPLEMENTED };
+	int retry[] = { GRPC_STATUS_UNAVAILABLE, GRPC_STATUS_DEADLINE_EXCEEDED,
+	    GRPC_STATUS_RESOURCE_EXHAUSTED, GRPC_STATUS_INTERNAL,
+	    GRPC_STATUS_UNKNOWN, GRPC_STATUS_CANCELLED, GRPC_STATUS_DATA_LOSS };
+
+	ck_assert_int_eq(saga_classify(GRPC_STATUS_OK), SAGA_VERDICT_OK);
+	for (size_t i = 0; i < sizeof(fail) / sizeof(fail[0]); i++)
+		ck_assert_int_eq(saga_classify(fail[i]), SAGA_VERDICT_FAIL);
+	for (size_t i = 0; i < sizeof(retry) / sizeof(retry[0]); i++)
+		ck_assert_int_eq(saga_classify(retry[i]), SAGA_VERDICT_RETRY);
+}
+END_TEST
+
+START_TEST(backoff_grows_and_stays_within_bounds)
+{
+	uint64_t r = 7;
+
+	for (int attempt = 1; attempt <= 20; attempt++) {
+		int64_t nominal = 100;
+		for (int i = 1; i < attempt && nominal < 5000; i++)
+			nominal *= 2;
+		if (nominal > 5000)
+			nominal = 5000;
+		for (int k = 0; k < 100; k++) {
+			int64_t d = saga_backoff_ms(100, attempt, 5000, &r);
+			ck_assert_int_ge(d, nominal - nominal / 2);
+			ck_assert_int_le(d, nominal);
+		}
+	}
+}
+END_TEST
+
+START_TEST(all_steps_complete_in_order_and_pass_context)
+{
+	struct saga		*s = saga_new("id1", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+	struct saga_kv		 reply = { .key = (char *)(uintptr_t)"room",
+				    .value = (uint8_t *)(uintptr_t)"42", .len = 2 };
+
+	ck_assert_int_eq(s->state, SAGA_STATE_RUNNING);
+	ck_assert_int_eq(s->mode, SAGA_MODE_SYNC);
+	for (size_t i = 0; i < 3; i++) {
+		ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+		ck_assert_uint_eq(a.step, i);
+		ck_assert_int_eq(a.compensate, 0);
+		saga_step_begin(s, &a, 10);
+		ck_assert_int_eq(s->steps[i].state, SAGA_STATE_RUNNING);
+		a = saga_step_end(s, &cfg, &flow, &a, GRPC_STATUS_OK, NULL,
+		    i == 0 ? &reply : NULL, i == 0 ? 1 : 0, 20, &rng);
+		ck_assert_int_eq(s->steps[i].state, SAGA_STATE_COMPLETED);
+	}
+	ck_assert_int_eq(a.kind, SAGA_ACT_END);
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPLETED);
+	ck_assert_ptr_nonnull(saga_ctx_get(s, "room"));
+	ck_assert_mem_eq(saga_ctx_get(s, "room")->value, "42", 2);
+	ck_assert_ptr_null(s->error);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(business_failure_compensates_in_reverse_including_failed_step)
+{
+	struct saga		*s = saga_new("id2", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+
+	a = call(s, a, GRPC_STATUS_OK);			/* Hotel */
+	a = call(s, a, GRPC_STATUS_ABORTED);		/* Flight fails */
+	ck_assert_int_eq(s->steps[1].attempts, 1);	/* not retried */
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATING);
+	ck_assert_str_eq(s->error, "Flight: ABORTED: msg");
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 1);			/* failed one first */
+	ck_assert_int_eq(a.compensate, 1);
+	a = call(s, a, GRPC_STATUS_OK);
+	ck_assert_uint_eq(a.step, 0);
+	ck_assert_int_eq(a.compensate, 1);
+	a = call(s, a, GRPC_STATUS_OK);
+	ck_assert_int_eq(a.kind, SAGA_ACT_END);
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATED);
+	ck_assert_int_eq(s->steps[0].state, SAGA_STATE_COMPENSATED);
+	ck_assert_int_eq(s->steps[1].state, SAGA_STATE_COMPENSATED);
+	ck_assert_int_eq(s->steps[2].state, SAGA_STATE_PENDING);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(transient_failure_is_retried_then_compensated)
+{
+	struct saga		*s = saga_new("id3", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+
+	a = call(s, a, GRPC_STATUS_UNAVAILABLE);
+	ck_assert_int_eq(a.kind, SAGA_ACT_WAIT);
+	ck_assert_int_eq(a.attempt, 2);
+	ck_assert_int_ge(a.delay_ms, 50);
+	ck_assert_int_le(a.delay_ms, 100);
+	a = call(s, a, GRPC_STATUS_DEADLINE_EXCEEDED);
+	ck_assert_int_eq(a.kind, SAGA_ACT_WAIT);
+	ck_assert_int_eq(a.attempt, 3);
+	ck_assert_int_ge(a.delay_ms, 100);
+	ck_assert_int_le(a.delay_ms, 200);
+	a = call(s, a, GRPC_STATUS_UNAVAILABLE);	/* retries (2) spent */
+	ck_assert_int_eq(s->steps[0].attempts, 3);
+	ck_assert_int_eq(s->steps[0].state, SAGA_STATE_FAILED);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_int_eq(a.compensate, 1);
+	ck_assert_uint_eq(a.step, 0);
+	a = call(s, a, GRPC_STATUS_OK);
+	ck_assert_int_eq(a.kind, SAGA_ACT_END);
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATED);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(retry_then_success_continues)
+{
+	struct saga		*s = saga_new("id4", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+
+	a = call(s, a, GRPC_STATUS_UNAVAILABLE);
+	a = call(s, a, GRPC_STATUS_OK);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 1);
+	ck_assert_int_eq(a.attempt, 1);
+	ck_assert_int_eq(s->steps[0].attempts, 2);
+	ck_assert_ptr_null(s->steps[0].error);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(exhausted_compensation_fails_the_saga_but_undoes_the_rest)
+{
+	struct saga		*s = saga_new("id5", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+
+	a = call(s, a, GRPC_STATUS_OK);
+	a = call(s, a, GRPC_STATUS_OK);
+	a = call(s, a, GRPC_STATUS_NOT_FOUND);		/* Car fails */
+	ck_assert_uint_eq(a.step, 2);
+	a = call(s, a, GRPC_STATUS_OK);			/* Car undone */
+	ck_assert_uint_eq(a.step, 1);
+	/* Flight's compensation fails 1 + compensate_retries (3) times,
+	 * business failures included: an undo must be done. */
+	for (int i = 0; i < 3; i++) {
+		a = call(s, a, GRPC_STATUS_FAILED_PRECONDITION);
+		ck_assert_int_eq(a.kind, SAGA_ACT_WAIT);
+	}
+	a = call(s, a, GRPC_STATUS_FAILED_PRECONDITION);
+	ck_assert_int_eq(s->steps[1].state, SAGA_STATE_FAILED);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 0);
+	a = call(s, a, GRPC_STATUS_OK);
+	ck_assert_int_eq(a.kind, SAGA_ACT_END);
+	ck_assert_int_eq(s->state, SAGA_STATE_FAILED);
+	ck_assert_ptr_nonnull(strstr(s->error, "compensation of Flight failed"));
+	ck_assert_ptr_nonnull(strstr(s->error, "Car: NOT_FOUND"));
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(step_without_compensation_is_skipped)
+{
+	struct saga		*s;
+	struct saga_action	 a;
+
+	nodes[0].compensate = NULL;
+	s = saga_new("id6", &cfg, &flow, 0, 1);
+	a = saga_first(s);
+	a = call(s, a, GRPC_STATUS_OK);
+	a = call(s, a, GRPC_STATUS_ABORTED);
+	a = call(s, a, GRPC_STATUS_OK);			/* Flight undone */
+	ck_assert_int_eq(a.kind, SAGA_ACT_END);		/* Hotel: nothing */
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATED);
+	ck_assert_int_eq(s->steps[0].state, SAGA_STATE_COMPENSATED);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(recovery_of_a_running_saga_compensates_from_the_last_started)
+{
+	struct saga		*s = saga_new("id7", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+
+	a = call(s, a, GRPC_STATUS_OK);
+	saga_step_begin(s, &a, 5);	/* Flight called, then a crash */
+	a = saga_recover(s, &cfg, &flow, 9);
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATING);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 1);
+	ck_assert_int_eq(a.compensate, 1);
+	ck_assert_ptr_nonnull(s->error);
+	a = call(s, a, GRPC_STATUS_OK);
+	a = call(s, a, GRPC_STATUS_OK);
+	ck_assert_int_eq(a.kind, SAGA_ACT_END);
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATED);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(recovery_resumes_a_compensation_under_way)
+{
+	struct saga		*s = saga_new("id8", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+
+	a = call(s, a, GRPC_STATUS_OK);
+	a = call(s, a, GRPC_STATUS_OK);
+	a = call(s, a, GRPC_STATUS_ABORTED);
+	a = call(s, a, GRPC_STATUS_OK);		/* Car undone */
+	saga_step_begin(s, &a, 5);		/* Flight's undo, then crash */
+	a = saga_recover(s, &cfg, &flow, 9);
+	ck_assert_uint_eq(a.step, 1);
+	ck_assert_int_eq(a.compensate, 1);
+	a = call(s, a, GRPC_STATUS_OK);
+	ck_assert_uint_eq(a.step, 0);
+	a = call(s, a, GRPC_STATUS_OK);
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATED);
+	/* A saga that ended stays as it is. */
+	a = saga_recover(s, &cfg, &flow, 10);
+	ck_assert_int_eq(a.kind, SAGA_ACT_END);
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATED);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(pack_and_unpack_round_trip)
+{
+	struct saga		*s = saga_new("id9", &cfg, &flow,
+				    SAGA_MODE_ASYNC, 123);
+	struct saga		*u;
+	struct saga_action	 a = saga_first(s);
+	uint8_t			*buf;
+	size_t			 len;
+	char			 err[128];
+
+	saga_ctx_set(s, "bin", "\0\1\2\377", 4);
+	a = call(s, a, GRPC_STATUS_OK);
+	(void)call(s, a, GRPC_STATUS_ABORTED);
+	buf = saga_pack(s, &len);
+	u = saga_unpack(buf, len, err, sizeof(err));
+	ck_assert_ptr_nonnull(u);
+	ck_assert_str_eq(u->id, "id9");
+	ck_assert_str_eq(u->flow, "Trip");
+	ck_assert_int_eq(u->mode, SAGA_MODE_ASYNC);
+	ck_assert_int_eq(u->state, SAGA_STATE_COMPENSATING);
+	ck_assert_int_eq(u->created_ms, 123);
+	ck_assert_uint_eq(u->nctx, 1);
+	ck_assert_uint_eq(u->ctx[0].len, 4);
+	ck_assert_mem_eq(u->ctx[0].value, "\0\1\2\377", 4);
+	ck_assert_uint_eq(u->nsteps, 3);
+	ck_assert_int_eq(u->steps[1].state, SAGA_STATE_FAILED);
+	ck_assert_str_eq(u->steps[1].error, "ABORTED: msg");
+	ck_assert_ptr_null(u->steps[2].error);
+	ck_assert_str_eq(u->error, s->error);
+	free(buf);
+	saga_free(u);
+	ck_assert_ptr_null(saga_unpack((const uint8_t *)"\xff\xff", 2, err,
+	    sizeof(err)));
+	ck_assert_ptr_nonnull(strstr(err, "saga.v1.Saga"));
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(dup_is_deep)
+{
+	struct saga *s = saga_new("idA", &cfg, &flow, 0, 1), *d;
+
+	saga_ctx_set(s, "k", "v", 1);
+	d = saga_dup(s);
+	saga_ctx_set(s, "k", "w", 1);
+	ck_assert_mem_eq(d->ctx[0].value, "v", 1);
+	saga_free(s);
+	ck_assert_str_eq(d->steps[2].name, "Car");
+	saga_free(d);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite	*s = suite_create("saga");
+	TCase	*tc = tcase_create("rules");
+	SRunner	*sr;
+	int	 failed;
+
+	tcase_add_checked_fixture(tc, setup, NULL);
+	tcase_add_test(tc, classify_follows_the_contract);
+	tcase_add_test(tc, backoff_grows_and_stays_within_bounds);
+	tcase_add_test(tc, all_steps_complete_in_order_and_pass_context);
+	tcase_add_test(tc,
+	    business_failure_compensates_in_reverse_including_failed_step);
+	tcase_add_test(tc, transient_failure_is_retried_then_compensated);
+	tcase_add_test(tc, retry_then_success_continues);
+	tcase_add_test(tc,
+	    exhausted_compensation_fails_the_saga_but_undoes_the_rest);
+	tcase_add_test(tc, step_without_compensation_is_skipped);
+	tcase_add_test(tc,
+	    recovery_of_a_running_saga_compensates_from_the_last_started);
+	tcase_add_test(tc, recovery_resumes_a_compensation_under_way);
+	tcase_add_test(tc, pack_and_unpack_round_trip);
+	tcase_add_test(tc, dup_is_deep);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
