@@ -92,6 +92,14 @@ struct saga	*saga_unpack(const uint8_t *, size_t, char *err, size_t errlen);
 
 const char	*saga_state_name(enum saga_state);	/* "COMPLETED" */
 
+/*
+ * The saga as JSON in protobuf's canonical proto3 mapping (lowerCamelCase
+ * names, enums by their proto names such as "STATE_COMPLETED", bytes in
+ * base64, int64 as strings), every field present. What async callbacks POST
+ * and `sagactl --json` prints. Returns a malloc'd NUL-terminated string.
+ */
+char		*saga_to_json(const struct saga *, size_t *len);
+
 enum saga_verdict saga_classify(int grpc_status);
 
 /*

@@ -336,6 +336,29 @@ START_TEST(dup_is_deep)
 }
 END_TEST
 
+START_TEST(json_follows_the_proto3_mapping)
+{
+	struct saga		*s = saga_new("id\"B", &cfg, &flow,
+				    SAGA_MODE_ASYNC, 5);
+	struct saga_action	 a = saga_first(s);
+	char			*j;
+
+	saga_ctx_set(s, "k", "\0\1\2", 3);
+	a = call(s, a, GRPC_STATUS_OK);
+	(void)call(s, a, GRPC_STATUS_ABORTED);
+	j = saga_to_json(s, NULL);
+	ck_assert_ptr_nonnull(strstr(j, "{\"id\":\"id\\\"B\",\"flow\":\"Trip\","
+	    "\"mode\":\"MODE_ASYNC\",\"state\":\"STATE_COMPENSATING\","
+	    "\"context\":{\"k\":\"AAEC\"},\"steps\":[{\"name\":\"Hotel\","
+	    "\"state\":\"STATE_COMPLETED\",\"attempts\":1,\"error\":\"\","
+	    "\"startedUnixMs\":\"1000\",\"finishedUnixMs\":\"2000\"}"));
+	ck_assert_ptr_nonnull(strstr(j, "\"error\":\"Flight: ABORTED: msg\","
+	    "\"createdUnixMs\":\"5\",\"updatedUnixMs\":\"2000\"}"));
+	free(j);
+	saga_free(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -360,6 +383,7 @@ main(void)
 	tcase_add_test(tc, recovery_resumes_a_compensation_under_way);
 	tcase_add_test(tc, pack_and_unpack_round_trip);
 	tcase_add_test(tc, dup_is_deep);
+	tcase_add_test(tc, json_follows_the_proto3_mapping);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
