@@ -9,6 +9,9 @@
 
 #include <stddef.h>
 
+#define CONFIG_NAME_MAX	64	/* pod_id, stream, service, node, flow names */
+#define CONFIG_ERRLEN	4096	/* room for many "FILE:LINE: KEY: ..." lines */
+
 enum saga_mode {
 	SAGA_MODE_UNSPECIFIED = 0,
 	SAGA_MODE_SYNC = 1,
@@ -90,10 +93,43 @@ struct config	*config_load(const char *path, const char *pod_id,
 		    char *err, size_t errlen);
 void		 config_free(struct config *);
 
+/*
+ * SIGHUP: counts the restart-only keys (pod_id, listen, log_file, nats.*,
+ * redis.*) whose value differs between old and new, one line for each in
+ * err. The policy sagad(8) follows: log these lines as warnings, call
+ * config_keep_restart_keys() so that new carries the running values of those
+ * keys, and apply everything else. Nothing is refused.
+ */
+int		 config_reload_check(const struct config *old,
+		    const struct config *new, char *err, size_t errlen);
+void		 config_keep_restart_keys(struct config *new,
+		    const struct config *old);
+
 const char	*config_mode_name(enum saga_mode);	/* "sync", ... */
 const struct config_flow *config_flow_find(const struct config *,
 		    const char *);
 const struct config_node *config_node_find(const struct config *,
 		    const char *);
+const struct config_service *config_service_find(const struct config *,
+		    const char *);
+
+/*
+ * A worker topic: one (flow, node) of an async or throttling flow, which the
+ * supervisor runs `workers` processes for, each taking `concurrency` messages
+ * at a time.
+ */
+struct config_topic {
+	size_t		 flow;		/* index into config.flows */
+	size_t		 step;		/* position in the flow's steps */
+	size_t		 node;		/* index into config.nodes */
+	enum saga_mode	 mode;
+	char		 name[2 * CONFIG_NAME_MAX + 2];	/* "Flow/Node" */
+	int		 workers;
+	int		 concurrency;
+};
+
+/* Every topic of cfg, in flow then step order; free(*out) when done. */
+size_t		 config_topics(const struct config *,
+		    struct config_topic **out);
 
 #endif

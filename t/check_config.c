@@ -1,6 +1,933 @@
-/* placeholder: being written */
+/*
+ * check_config.c - the configuration loader: defaults, every error path with
+ * its exact "FILE:LINE: KEY: expected ..." line, the sample etc/sagad.conf,
+ * worker topics and the SIGHUP check. Each test writes its configuration to
+ * a temporary file made with mkstemp; the fixture removes it.
+ */
+#include "autoconf.h"
+
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
-START_TEST(placeholder) { ck_assert_int_eq(1, 1); }
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+static char	tmp_path[4096];
+static char	tmp_dir[4096];
+static char	err[CONFIG_ERRLEN];
+
+static void
+setup(void)
+{
+	tmp_path[0] = '\0';
+	tmp_dir[0] = '\0';
+	memset(err, 0, sizeof(err));
+}
+
+static void
+teardown(void)
+{
+	if (tmp_path[0] != '\0')
+		unlink(tmp_path);
+	if (tmp_dir[0] != '\0') {
+		char p[4200];
+
+		snprintf(p, sizeof(p), "%s/inc.conf", tmp_dir);
+		unlink(p);
+		snprintf(p, sizeof(p), "%s/main.conf", tmp_dir);
+		unlink(p);
+		rmdir(tmp_dir);
+	}
+}
+
+/* Writes text to a fresh temporary file and returns its path. */
+static const char *
+write_conf(const char *text)
+{
+	const char	*dir = getenv("TMPDIR");
+	FILE		*fp;
+	int		 fd;
+
+	if (tmp_path[0] != '\0')
+		unlink(tmp_path);
+	snprintf(tmp_path, sizeof(tmp_path), "%s/check_config.XXXXXX",
+	    dir != NULL ? dir : "/tmp");
+	fd = mkstemp(tmp_path);
+	ck_assert_int_ge(fd, 0);
+	fp = fdopen(fd, "w");
+	ck_assert_ptr_nonnull(fp);
+	fputs(text, fp);
+	ck_assert_int_eq(fclose(fp), 0);
+	return tmp_path;
+}
+
+static struct config *
+load(const char *text, const char *pod_id)
+{
+	return config_load(write_conf(text), pod_id, err, sizeof(err));
+}
+
+/*
+ * Loads text, which must be refused, and checks that err holds the line
+ * "TMPFILE:LINE: MSG".
+ */
+static void
+refused(const char *text, int line, const char *msg)
+{
+	struct config	*cfg = load(text, "pod-t");
+	char		 want[8192];
+
+	ck_assert_msg(cfg == NULL, "accepted:\n%s", text);
+	if (line > 0)
+		snprintf(want, sizeof(want), "%s:%d: %s", tmp_path, line, msg);
+	else
+		snprintf(want, sizeof(want), "%s: %s", tmp_path, msg);
+	ck_assert_msg(strstr(err, want) != NULL, "want \"%s\" in:\n%s", want,
+	    err);
+}
+
+/* A service and a node to hang a flow on. */
+#define BASE \
+	"services = { s = { address = \"127.0.0.1:5000\"; }; };\n" \
+	"nodes = { A = { service = \"s\"; action = \"/p.S/A\"; };\n" \
+	"          B = { service = \"s\"; action = \"/p.S/B\"; }; };\n"
+
+/* --- the sample and the defaults ------------------------------------------ */
+
+static struct config *
+load_sample(void)
+{
+	const char	*top = getenv("top_srcdir");
+	char		 path[4096];
+	struct config	*cfg;
+
+	snprintf(path, sizeof(path), "%s/etc/sagad.conf",
+	    top != NULL ? top : ".");
+	cfg = config_load(path, NULL, err, sizeof(err));
+	ck_assert_msg(cfg != NULL, "%s: %s", path, err);
+	return cfg;
+}
+
+START_TEST(sample_config_loads)
+{
+	struct config			*cfg = load_sample();
+	const struct config_node	*n;
+	const struct config_flow	*f;
+
+	ck_assert_str_eq(cfg->pod_id, "pod-a");
+	ck_assert_str_eq(cfg->listen_host, "127.0.0.1");
+	ck_assert_int_eq(cfg->listen_port, 10000);
+	ck_assert_int_eq(cfg->shutdown_timeout_ms, 10000);
+	ck_assert_ptr_null(cfg->log_file);
+	ck_assert_str_eq(cfg->nats.url, "nats://127.0.0.1:4222");
+	ck_assert_str_eq(cfg->nats.stream, "SAGA");
+	ck_assert_int_eq(cfg->redis.port, 6379);
+	ck_assert_int_eq(cfg->redis.saga_ttl, 86400);
+	ck_assert_uint_eq(cfg->callbacks.nallow, 2);
+	ck_assert_str_eq(cfg->callbacks.allow[1], "localhost");
+	ck_assert_uint_eq(cfg->nservices, 3);
+	ck_assert_uint_eq(cfg->nnodes, 3);
+	ck_assert_uint_eq(cfg->nflows, 3);
+	ck_assert_int_eq(cfg->services[0].max_inflight, 256);
+	ck_assert_int_eq(cfg->services[2].port, 50053);
+
+	n = config_node_find(cfg, "CreateOrder");
+	ck_assert_ptr_nonnull(n);
+	ck_assert_int_eq(n->timeout_ms, 2000);	/* order's */
+	ck_assert_int_eq(n->workers, 2);
+	ck_assert_int_eq(n->concurrency, 100);
+	n = config_node_find(cfg, "CreatePayment");
+	ck_assert_int_eq(n->timeout_ms, 500);
+	ck_assert_int_eq(n->compensate_retries, 10);
+	n = config_node_find(cfg, "Reserve");
+	ck_assert_str_eq(n->request, "reserve_req");
+	ck_assert_str_eq(n->reply, "reserve_resp");
+	ck_assert_str_eq(cfg->services[n->service].name, "stock");
+
+	f = config_flow_find(cfg, "ThrottlingBooking");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(f->mode, SAGA_MODE_THROTTLING);
+	ck_assert_int_eq(f->max_queue, 10000);
+	ck_assert_uint_eq(f->nsteps, 2);
+	ck_assert_str_eq(cfg->nodes[f->steps[1]].name, "CreatePayment");
+	ck_assert_ptr_null(config_flow_find(cfg, "Nope"));
+	ck_assert_ptr_null(config_node_find(cfg, "Nope"));
+	ck_assert_str_eq(config_mode_name(f->mode), "throttling");
+	config_free(cfg);
+}
 END_TEST
-int main(void) { Suite *s = suite_create("config"); TCase *tc = tcase_create("core"); tcase_add_test(tc, placeholder); suite_add_tcase(s, tc); SRunner *sr = srunner_create(s); srunner_run_all(sr, CK_NORMAL); int f = srunner_ntests_failed(sr); srunner_free(sr); return f ? EXIT_FAILURE : EXIT_SUCCESS; }
+
+START_TEST(sample_config_topics)
+{
+	struct config		*cfg = load_sample();
+	struct config_topic	*t;
+	size_t			 n;
+
+	n = config_topics(cfg, &t);
+	ck_assert_uint_eq(n, 4);	/* 2 nodes of AsyncBooking, Throttling */
+	ck_assert_str_eq(t[0].name, "AsyncBooking/CreateOrder");
+	ck_assert_int_eq(t[0].mode, SAGA_MODE_ASYNC);
+	ck_assert_int_eq(t[0].workers, 2);
+	ck_assert_int_eq(t[0].concurrency, 100);
+	ck_assert_str_eq(t[1].name, "AsyncBooking/CreatePayment");
+	ck_assert_uint_eq(t[1].step, 1);
+	ck_assert_int_eq(t[1].workers, 1);
+	ck_assert_str_eq(t[3].name, "ThrottlingBooking/CreatePayment");
+	ck_assert_int_eq(t[3].mode, SAGA_MODE_THROTTLING);
+	ck_assert_str_eq(cfg->flows[t[3].flow].name, "ThrottlingBooking");
+	ck_assert_str_eq(cfg->nodes[t[3].node].name, "CreatePayment");
+	free(t);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(defaults_applied)
+{
+	struct config	*cfg = load(BASE
+	    "flows = { F = { steps = [ \"A\" ]; }; };\n", "pod-t");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->listen, "127.0.0.1:10000");
+	ck_assert_str_eq(cfg->listen_host, "127.0.0.1");
+	ck_assert_int_eq(cfg->listen_port, 10000);
+	ck_assert_int_eq(cfg->shutdown_timeout_ms, 10000);
+	ck_assert_ptr_null(cfg->log_file);
+	ck_assert_str_eq(cfg->nats.url, "nats://127.0.0.1:4222");
+	ck_assert_str_eq(cfg->nats.stream, "SAGA");
+	ck_assert_int_eq(cfg->nats.replicas, 1);
+	ck_assert_str_eq(cfg->redis.host, "127.0.0.1");
+	ck_assert_int_eq(cfg->redis.port, 6379);
+	ck_assert_int_eq(cfg->redis.saga_ttl, 86400);
+	ck_assert_uint_eq(cfg->callbacks.nallow, 3);
+	ck_assert_str_eq(cfg->callbacks.allow[0], "127.0.0.1");
+	ck_assert_str_eq(cfg->callbacks.allow[1], "localhost");
+	ck_assert_str_eq(cfg->callbacks.allow[2], "::1");
+	ck_assert_int_eq(cfg->callbacks.retries, 5);
+	ck_assert_int_eq(cfg->services[0].timeout_ms, 5000);
+	ck_assert_int_eq(cfg->services[0].max_inflight, 1024);
+	ck_assert_int_eq(cfg->nodes[0].retries, 3);
+	ck_assert_int_eq(cfg->nodes[0].compensate_retries, 10);
+	ck_assert_int_eq(cfg->nodes[0].timeout_ms, 5000);
+	ck_assert_int_eq(cfg->nodes[0].backoff_ms, 100);
+	ck_assert_int_eq(cfg->nodes[0].workers, 1);
+	ck_assert_int_eq(cfg->nodes[0].concurrency, 16);
+	ck_assert_ptr_null(cfg->nodes[0].compensate);
+	ck_assert_ptr_null(cfg->nodes[0].request);
+	ck_assert_ptr_null(cfg->nodes[0].reply);
+	ck_assert_int_eq(cfg->flows[0].mode, SAGA_MODE_SYNC);
+	ck_assert_int_eq(cfg->flows[0].max_queue, 1000);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(empty_file_is_all_defaults)
+{
+	struct config *cfg = load("", NULL);
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_uint_eq(cfg->nservices + cfg->nnodes + cfg->nflows, 0);
+	ck_assert_str_eq(err, "");
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(node_timeout_inherits_service)
+{
+	struct config *cfg = load(
+	    "services = { s = { address = \"h:1\"; timeout_ms = 750; }; };\n"
+	    "nodes = { A = { service = \"s\"; action = \"/p.S/A\"; };\n"
+	    "          B = { service = \"s\"; action = \"/p.S/B\";"
+	    " timeout_ms = 30; }; };\n", NULL);
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->nodes[0].timeout_ms, 750);
+	ck_assert_int_eq(cfg->nodes[1].timeout_ms, 30);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(log_file_accepted)
+{
+	struct config *cfg = load("log_file = \"/var/log/sagad.log\";\n",
+	    NULL);
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->log_file, "/var/log/sagad.log");
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(int64_literal_in_range_accepted)
+{
+	struct config *cfg = load("redis = { saga_ttl = 3600L; };\n", NULL);
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->redis.saga_ttl, 3600);
+	config_free(cfg);
+}
+END_TEST
+
+/* --- pod_id ------------------------------------------------------------------ */
+
+START_TEST(pod_id_defaults_to_hostname)
+{
+	struct config	*cfg = load("", NULL);
+	char		 host[256], *dot;
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(gethostname(host, sizeof(host)), 0);
+	host[sizeof(host) - 1] = '\0';
+	if ((dot = strchr(host, '.')) != NULL)
+		*dot = '\0';
+	ck_assert_str_eq(cfg->pod_id, host);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(pod_id_from_file)
+{
+	struct config *cfg = load("pod_id = \"pod-f\";\n", NULL);
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->pod_id, "pod-f");
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(pod_id_override_wins)
+{
+	struct config *cfg = load("pod_id = \"pod-f\";\n", "pod-o");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->pod_id, "pod-o");
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(pod_id_override_invalid_rejected)
+{
+	ck_assert_ptr_null(load("", "a.b"));
+	ck_assert_msg(strstr(err, ": pod_id (from -P or POD_ID): expected 1 "
+	    "to 64 letters, digits, '-' or '_', got \"a.b\"") != NULL, "%s",
+	    err);
+}
+END_TEST
+
+START_TEST(pod_id_invalid_rejected)
+{
+	refused("pod_id = \"pod a\";\n", 1, "pod_id: expected 1 to 64 "
+	    "letters, digits, '-' or '_', got \"pod a\"");
+}
+END_TEST
+
+/* --- syntax and file --------------------------------------------------------- */
+
+START_TEST(syntax_error_names_file_and_line)
+{
+	refused("listen = \"127.0.0.1:1\";\nnats = { url = ; };\n", 2,
+	    "syntax error");
+}
+END_TEST
+
+START_TEST(missing_file_rejected)
+{
+	ck_assert_ptr_null(config_load("/nonexistent/sagad.conf", NULL, err,
+	    sizeof(err)));
+	ck_assert_str_eq(err, "/nonexistent/sagad.conf: cannot open: "
+	    "No such file or directory");
+}
+END_TEST
+
+START_TEST(duplicate_key_rejected)
+{
+	refused("listen = \"127.0.0.1:1\";\nlisten = \"127.0.0.1:2\";\n", 2,
+	    "duplicate setting name");
+}
+END_TEST
+
+START_TEST(duplicate_node_name_rejected)
+{
+	refused(BASE "nodes = { };\n", 4, "duplicate setting name");
+}
+END_TEST
+
+/* --- unknown keys -------------------------------------------------------------- */
+
+START_TEST(unknown_key_suggests_nearest)
+{
+	refused("services = { s = { address = \"h:1\";\n"
+	    "  timout_ms = 5; }; };\n", 2,
+	    "services.s.timout_ms: unknown key; did you mean 'timeout_ms'?");
+}
+END_TEST
+
+START_TEST(unknown_key_lists_known_keys)
+{
+	refused("nats = { zzz = 1; };\n", 1, "nats.zzz: unknown key; expected "
+	    "one of: url, stream, replicas");
+}
+END_TEST
+
+START_TEST(unknown_top_level_key_suggests)
+{
+	refused("\n\nshutdown_timeout = 5;\n", 3, "shutdown_timeout: unknown "
+	    "key; did you mean 'shutdown_timeout_ms'?");
+}
+END_TEST
+
+/* --- integers ---------------------------------------------------------------- */
+
+START_TEST(int_out_of_range_rejected)
+{
+	refused("services = { order = { address = \"h:1\"; }; };\n"
+	    "nodes = {\n"
+	    "  CreateOrder = { service = \"order\"; action = \"/p.S/M\";\n"
+	    "    retries = 1000; };\n};\n", 4,
+	    "nodes.CreateOrder.retries: expected an integer from 0 to 100, "
+	    "got 1000");
+}
+END_TEST
+
+START_TEST(int_wrap_rejected)
+{
+	/* libconfig 1.5 reads this as 1215752191 without complaint. */
+	refused("shutdown_timeout_ms = 99999999999;\n", 1,
+	    "shutdown_timeout_ms: expected an integer from 0 to 3600000, "
+	    "got 99999999999");
+}
+END_TEST
+
+START_TEST(int_wrap_into_range_rejected)
+{
+	/* 4294967297 wraps to 1, which would pass the bounds. */
+	refused("nats = { url = \"nats://h:1\";\n replicas = 4294967297; };\n",
+	    2, "nats.replicas: expected an integer from 1 to 5, got "
+	    "4294967297");
+}
+END_TEST
+
+START_TEST(negative_int_wrap_rejected)
+{
+	refused("redis = { port = -4294967295; };\n", 1, "redis.port: expected "
+	    "an integer from 1 to 65535, got -4294967295");
+}
+END_TEST
+
+START_TEST(hex_int_wrap_rejected)
+{
+	refused("callbacks = { retries = 0x100000003; };\n", 1,
+	    "callbacks.retries: expected an integer from 0 to 100, got "
+	    "0x100000003");
+}
+END_TEST
+
+START_TEST(int_wrap_on_later_line_of_group_rejected)
+{
+	refused(BASE "flows = { F = { steps = [ \"A\" ];\n"
+	    "  max_queue =\n     99999999999; }; };\n", 5,
+	    "flows.F.max_queue: expected an integer from 1 to 10000000, got "
+	    "99999999999");
+}
+END_TEST
+
+START_TEST(int_wrap_in_included_file_rejected)
+{
+	const char	*dir = getenv("TMPDIR");
+	char		 path[4200];
+	FILE		*fp;
+
+	snprintf(tmp_dir, sizeof(tmp_dir), "%s/check_config.XXXXXX",
+	    dir != NULL ? dir : "/tmp");
+	ck_assert_ptr_nonnull(mkdtemp(tmp_dir));
+	snprintf(path, sizeof(path), "%s/inc.conf", tmp_dir);
+	ck_assert_ptr_nonnull(fp = fopen(path, "w"));
+	fputs("s = { address = \"h:1\";\n  timeout_ms = 99999999999; };\n",
+	    fp);
+	fclose(fp);
+	/* @include is relative to the including file's directory. */
+	snprintf(path, sizeof(path), "%s/main.conf", tmp_dir);
+	ck_assert_ptr_nonnull(fp = fopen(path, "w"));
+	fputs("services = {\n@include \"inc.conf\"\n};\n", fp);
+	fclose(fp);
+	ck_assert_ptr_null(config_load(path, NULL, err, sizeof(err)));
+	snprintf(path, sizeof(path), "%s/inc.conf:2: services.s.timeout_ms: "
+	    "expected an integer from 1 to 3600000, got 99999999999", tmp_dir);
+	ck_assert_str_eq(err, path);
+}
+END_TEST
+
+START_TEST(int64_literal_out_of_range_rejected)
+{
+	refused("redis = { saga_ttl = 99999999999L; };\n", 1, "redis.saga_ttl: "
+	    "expected an integer from 1 to 31536000, got 99999999999");
+}
+END_TEST
+
+START_TEST(float_where_int_rejected)
+{
+	refused("callbacks = { retries = 1.5; };\n", 1, "callbacks.retries: "
+	    "expected an integer from 0 to 100, got 1.5 (a float)");
+}
+END_TEST
+
+START_TEST(string_where_int_rejected)
+{
+	refused("services = { s = { address = \"h:1\"; timeout_ms = \"2s\"; };"
+	    " };\n", 1, "services.s.timeout_ms: expected an integer from 1 to "
+	    "3600000, got \"2s\"");
+}
+END_TEST
+
+START_TEST(bool_where_int_rejected)
+{
+	refused("redis = { port = true; };\n", 1, "redis.port: expected an "
+	    "integer from 1 to 65535, got true");
+}
+END_TEST
+
+START_TEST(int_where_string_rejected)
+{
+	refused("nats = { stream = 5; };\n", 1, "nats.stream: expected a "
+	    "string, got 5");
+}
+END_TEST
+
+START_TEST(workers_nonpositive_rejected)
+{
+	refused("services = { s = { address = \"h:1\"; }; };\n"
+	    "nodes = { A = { service = \"s\"; action = \"/p.S/A\"; workers = 0;"
+	    " }; };\n", 2, "nodes.A.workers: expected an integer from 1 to 256, "
+	    "got 0");
+}
+END_TEST
+
+START_TEST(concurrency_nonpositive_rejected)
+{
+	refused("services = { s = { address = \"h:1\"; }; };\n"
+	    "nodes = { A = { service = \"s\"; action = \"/p.S/A\";"
+	    " concurrency = -3; }; };\n", 2, "nodes.A.concurrency: expected an "
+	    "integer from 1 to 10000, got -3");
+}
+END_TEST
+
+START_TEST(max_inflight_nonpositive_rejected)
+{
+	refused("services = { s = { address = \"h:1\"; max_inflight = 0; }; };\n",
+	    1, "services.s.max_inflight: expected an integer from 1 to 1000000, "
+	    "got 0");
+}
+END_TEST
+
+START_TEST(max_queue_nonpositive_rejected)
+{
+	refused(BASE "flows = { F = { mode = \"throttling\"; steps = [ \"A\" ];"
+	    " max_queue = 0; }; };\n", 4, "flows.F.max_queue: expected an "
+	    "integer from 1 to 10000000, got 0");
+}
+END_TEST
+
+START_TEST(shutdown_timeout_bounds)
+{
+	refused("shutdown_timeout_ms = -1;\n", 1, "shutdown_timeout_ms: "
+	    "expected an integer from 0 to 3600000, got -1");
+}
+END_TEST
+
+/* --- sections ------------------------------------------------------------------ */
+
+START_TEST(nats_url_needs_scheme)
+{
+	refused("nats = { url = \"127.0.0.1:4222\"; };\n", 1, "nats.url: "
+	    "expected a URL starting with nats://, got \"127.0.0.1:4222\"");
+}
+END_TEST
+
+START_TEST(nats_replicas_bounds)
+{
+	refused("nats = { replicas = 6; };\n", 1, "nats.replicas: expected an "
+	    "integer from 1 to 5, got 6");
+}
+END_TEST
+
+START_TEST(nats_stream_name_checked)
+{
+	refused("nats = { stream = \"SA.GA\"; };\n", 1, "nats.stream: expected "
+	    "1 to 64 letters, digits, '-' or '_', got \"SA.GA\"");
+}
+END_TEST
+
+START_TEST(redis_port_bounds)
+{
+	refused("redis = { port = 65536; };\n", 1, "redis.port: expected an "
+	    "integer from 1 to 65535, got 65536");
+}
+END_TEST
+
+START_TEST(redis_saga_ttl_positive)
+{
+	refused("redis = { saga_ttl = 0; };\n", 1, "redis.saga_ttl: expected "
+	    "an integer from 1 to 31536000, got 0");
+}
+END_TEST
+
+START_TEST(redis_host_checked)
+{
+	refused("redis = { host = \"\"; };\n", 1, "redis.host: expected a host "
+	    "name or address, got \"\"");
+}
+END_TEST
+
+START_TEST(section_not_a_group_rejected)
+{
+	refused("\nredis = 6379;\n", 2, "redis: expected a group { ... }, got "
+	    "6379");
+}
+END_TEST
+
+START_TEST(callbacks_allow_not_array_rejected)
+{
+	refused("callbacks = { allow = \"127.0.0.1\"; };\n", 1,
+	    "callbacks.allow: expected an array of strings [ \"...\" ], got "
+	    "\"127.0.0.1\"");
+}
+END_TEST
+
+START_TEST(callbacks_allow_bad_host_rejected)
+{
+	refused("callbacks = { allow = [ \"127.0.0.1\", \"a b\" ]; };\n", 1,
+	    "callbacks.allow[1]: expected a host name or address, got \"a b\"");
+}
+END_TEST
+
+START_TEST(log_file_relative_rejected)
+{
+	refused("log_file = \"sagad.log\";\n", 1, "log_file: expected an "
+	    "absolute path, got \"sagad.log\"");
+}
+END_TEST
+
+START_TEST(bad_listen_rejected)
+{
+	refused("listen = \"127.0.0.1\";\n", 1, "listen: expected host:port, "
+	    "got \"127.0.0.1\"");
+}
+END_TEST
+
+/* --- services, nodes, flows ------------------------------------------------------- */
+
+START_TEST(service_bad_address_rejected)
+{
+	refused("services = {\n  s = { address = \"h:99999\"; };\n};\n", 2,
+	    "services.s.address: expected a port from 1 to 65535, got "
+	    "\"99999\"");
+}
+END_TEST
+
+START_TEST(service_missing_address_rejected)
+{
+	refused("services = {\n  s = { timeout_ms = 5; };\n};\n", 2,
+	    "services.s.address: missing: expected a string \"host:port\"");
+}
+END_TEST
+
+START_TEST(service_not_a_group_rejected)
+{
+	refused("services = { s = \"h:1\"; };\n", 1, "services.s: expected a "
+	    "group { ... }, got \"h:1\"");
+}
+END_TEST
+
+START_TEST(bad_name_rejected)
+{
+	refused("services = { s*t = { address = \"h:1\"; }; };\n", 1,
+	    "services.s*t: expected a name of 1 to 64 letters, digits, '-' "
+	    "or '_'");
+}
+END_TEST
+
+START_TEST(node_unknown_service_rejected)
+{
+	refused("services = { order = { address = \"h:1\"; }; };\n"
+	    "nodes = {\n  C = { service = \"ordr\"; action = \"/p.S/C\"; };"
+	    " };\n", 3, "nodes.C.service: expected the name of a service, got "
+	    "\"ordr\"; did you mean 'order'?");
+}
+END_TEST
+
+START_TEST(node_missing_action_rejected)
+{
+	refused("services = { s = { address = \"h:1\"; }; };\n"
+	    "nodes = { A = { service = \"s\"; }; };\n", 2, "nodes.A.action: "
+	    "missing: expected a method as \"/package.Service/Method\"");
+}
+END_TEST
+
+START_TEST(node_bad_method_rejected)
+{
+	refused("services = { s = { address = \"h:1\"; }; };\n"
+	    "nodes = { A = { service = \"s\"; action = \"/p.S/A\";\n"
+	    "  compensate = \"p.S/Undo\"; }; };\n", 3, "nodes.A.compensate: "
+	    "expected a method as \"/package.Service/Method\", got "
+	    "\"p.S/Undo\"");
+}
+END_TEST
+
+START_TEST(node_empty_request_key_rejected)
+{
+	refused("services = { s = { address = \"h:1\"; }; };\n"
+	    "nodes = { A = { service = \"s\"; action = \"/p.S/A\";"
+	    " request = \"\"; }; };\n", 2, "nodes.A.request: expected a "
+	    "context key of 1 to 256 bytes, got \"\"");
+}
+END_TEST
+
+START_TEST(flow_unknown_node_rejected)
+{
+	refused(BASE "flows = {\n  F = { steps = [ \"A\", \"C\" ]; };\n};\n",
+	    5, "flows.F.steps[1]: expected the name of a node, got \"C\"");
+}
+END_TEST
+
+START_TEST(flow_unknown_node_suggests_nearest)
+{
+	refused("services = { s = { address = \"h:1\"; }; };\n"
+	    "nodes = { CreateOrder = { service = \"s\"; action = \"/p.S/A\";"
+	    " }; };\n"
+	    "flows = { F = { steps = [ \"CreateOrdr\" ]; }; };\n", 3,
+	    "flows.F.steps[0]: expected the name of a node, got \"CreateOrdr\"; "
+	    "did you mean 'CreateOrder'?");
+}
+END_TEST
+
+START_TEST(flow_same_node_twice_rejected)
+{
+	refused(BASE "flows = { F = { steps = [ \"A\", \"B\", \"A\" ]; }; };\n",
+	    4, "flows.F.steps[2]: expected each node once in a flow, got \"A\" "
+	    "again");
+}
+END_TEST
+
+START_TEST(flow_zero_steps_rejected)
+{
+	refused(BASE "flows = { F = { steps = [ ]; }; };\n", 4,
+	    "flows.F.steps: expected at least one node, got an empty array");
+}
+END_TEST
+
+START_TEST(flow_missing_steps_rejected)
+{
+	refused(BASE "flows = { F = { mode = \"sync\"; }; };\n", 4,
+	    "flows.F.steps: missing: expected an array of node names "
+	    "[ \"Node\", ... ]");
+}
+END_TEST
+
+START_TEST(flow_bad_mode_rejected)
+{
+	refused(BASE "flows = { F = { mode = \"fast\"; steps = [ \"A\" ]; }; };\n",
+	    4, "flows.F.mode: expected \"sync\", \"async\" or \"throttling\", "
+	    "got \"fast\"");
+}
+END_TEST
+
+/* --- reporting ----------------------------------------------------------------- */
+
+START_TEST(all_errors_collected_in_line_order)
+{
+	struct config	*cfg;
+	char		 want[3 * sizeof(tmp_path) + 256];
+
+	cfg = load("redis = { port = 0; };\n"
+	    "nats = { replicas = 0; };\n"
+	    "callbacks = { retries = -1; };\n", NULL);
+	ck_assert_ptr_null(cfg);
+	snprintf(want, sizeof(want),
+	    "%s:1: redis.port: expected an integer from 1 to 65535, got 0\n"
+	    "%s:2: nats.replicas: expected an integer from 1 to 5, got 0\n"
+	    "%s:3: callbacks.retries: expected an integer from 0 to 100, "
+	    "got -1", tmp_path, tmp_path, tmp_path);
+	ck_assert_str_eq(err, want);
+}
+END_TEST
+
+START_TEST(errors_beyond_buffer_counted)
+{
+	char	 small[400], text[4096];
+	size_t	 len = 0;
+
+	for (int i = 0; i < 20; i++)
+		len += snprintf(text + len, sizeof(text) - len,
+		    "listen%d = 1;\n", i);
+	ck_assert_ptr_null(config_load(write_conf(text), NULL, small,
+	    sizeof(small)));
+	ck_assert_msg(strstr(small, "more errors)") != NULL, "%s", small);
+	ck_assert_msg(strlen(small) < sizeof(small), "%s", small);
+	ck_assert_msg(strncmp(small, tmp_path, strlen(tmp_path)) == 0, "%s",
+	    small);
+}
+END_TEST
+
+/* --- SIGHUP ------------------------------------------------------------------- */
+
+START_TEST(reload_check_reports_restart_keys)
+{
+	struct config	*old, *new;
+	char		 rerr[CONFIG_ERRLEN];
+
+	old = load(BASE "listen = \"127.0.0.1:1000\";\n"
+	    "flows = { F = { steps = [ \"A\" ]; }; };\n", "pod-t");
+	ck_assert_msg(old != NULL, "%s", err);
+	new = load(BASE "listen = \"127.0.0.1:2000\";\n"
+	    "nats = { url = \"nats://10.0.0.1:4222\"; };\n"
+	    "redis = { port = 6380; };\n"
+	    "flows = { F = { steps = [ \"A\", \"B\" ]; }; };\n"
+	    "shutdown_timeout_ms = 1;\n", "pod-t");
+	ck_assert_msg(new != NULL, "%s", err);
+
+	ck_assert_int_eq(config_reload_check(old, new, rerr, sizeof(rerr)), 3);
+	ck_assert_msg(strstr(rerr, ": listen: changed from \"127.0.0.1:1000\" "
+	    "to \"127.0.0.1:2000\"") != NULL, "%s", rerr);
+	ck_assert_msg(strstr(rerr, ": nats.url: changed from") != NULL, "%s",
+	    rerr);
+	ck_assert_msg(strstr(rerr, ": redis.port: changed from 6379 to 6380") !=
+	    NULL, "%s", rerr);
+	ck_assert_ptr_null(strstr(rerr, "shutdown_timeout_ms"));
+	ck_assert_ptr_null(strstr(rerr, "flows"));
+
+	config_keep_restart_keys(new, old);
+	ck_assert_int_eq(config_reload_check(old, new, rerr, sizeof(rerr)), 0);
+	ck_assert_str_eq(rerr, "");
+	ck_assert_str_eq(new->listen, "127.0.0.1:1000");
+	ck_assert_int_eq(new->listen_port, 1000);
+	ck_assert_str_eq(new->nats.url, "nats://127.0.0.1:4222");
+	ck_assert_int_eq(new->redis.port, 6379);
+	/* What SIGHUP may change stays new. */
+	ck_assert_int_eq(new->shutdown_timeout_ms, 1);
+	ck_assert_uint_eq(new->flows[0].nsteps, 2);
+	config_free(old);
+	config_free(new);
+}
+END_TEST
+
+START_TEST(reload_check_pod_id_and_log_file)
+{
+	struct config	*old, *new;
+	char		 rerr[CONFIG_ERRLEN];
+
+	old = load("", "pod-a");
+	ck_assert_ptr_nonnull(old);
+	new = load("log_file = \"/tmp/x.log\";\n", "pod-b");
+	ck_assert_ptr_nonnull(new);
+	ck_assert_int_eq(config_reload_check(old, new, rerr, sizeof(rerr)), 2);
+	ck_assert_msg(strstr(rerr, ": pod_id: changed from \"pod-a\" to "
+	    "\"pod-b\"") != NULL, "%s", rerr);
+	ck_assert_msg(strstr(rerr, ": log_file: changed from (none) to "
+	    "\"/tmp/x.log\"") != NULL, "%s", rerr);
+	config_keep_restart_keys(new, old);
+	ck_assert_ptr_null(new->log_file);
+	ck_assert_str_eq(new->pod_id, "pod-a");
+	config_free(old);
+	config_free(new);
+}
+END_TEST
+
+START_TEST(mode_names)
+{
+	ck_assert_str_eq(config_mode_name(SAGA_MODE_SYNC), "sync");
+	ck_assert_str_eq(config_mode_name(SAGA_MODE_ASYNC), "async");
+	ck_assert_str_eq(config_mode_name(SAGA_MODE_THROTTLING), "throttling");
+	ck_assert_str_eq(config_mode_name(SAGA_MODE_UNSPECIFIED),
+	    "unspecified");
+}
+END_TEST
+
+static Suite *
+config_suite(void)
+{
+	Suite	*s = suite_create("config");
+	TCase	*tc = tcase_create("load");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, sample_config_loads);
+	tcase_add_test(tc, sample_config_topics);
+	tcase_add_test(tc, defaults_applied);
+	tcase_add_test(tc, empty_file_is_all_defaults);
+	tcase_add_test(tc, node_timeout_inherits_service);
+	tcase_add_test(tc, log_file_accepted);
+	tcase_add_test(tc, int64_literal_in_range_accepted);
+	tcase_add_test(tc, pod_id_defaults_to_hostname);
+	tcase_add_test(tc, pod_id_from_file);
+	tcase_add_test(tc, pod_id_override_wins);
+	tcase_add_test(tc, pod_id_override_invalid_rejected);
+	tcase_add_test(tc, pod_id_invalid_rejected);
+	tcase_add_test(tc, syntax_error_names_file_and_line);
+	tcase_add_test(tc, missing_file_rejected);
+	tcase_add_test(tc, duplicate_key_rejected);
+	tcase_add_test(tc, duplicate_node_name_rejected);
+	tcase_add_test(tc, unknown_key_suggests_nearest);
+	tcase_add_test(tc, unknown_key_lists_known_keys);
+	tcase_add_test(tc, unknown_top_level_key_suggests);
+	tcase_add_test(tc, int_out_of_range_rejected);
+	tcase_add_test(tc, int_wrap_rejected);
+	tcase_add_test(tc, int_wrap_into_range_rejected);
+	tcase_add_test(tc, negative_int_wrap_rejected);
+	tcase_add_test(tc, hex_int_wrap_rejected);
+	tcase_add_test(tc, int_wrap_on_later_line_of_group_rejected);
+	tcase_add_test(tc, int_wrap_in_included_file_rejected);
+	tcase_add_test(tc, int64_literal_out_of_range_rejected);
+	tcase_add_test(tc, float_where_int_rejected);
+	tcase_add_test(tc, string_where_int_rejected);
+	tcase_add_test(tc, bool_where_int_rejected);
+	tcase_add_test(tc, int_where_string_rejected);
+	tcase_add_test(tc, workers_nonpositive_rejected);
+	tcase_add_test(tc, concurrency_nonpositive_rejected);
+	tcase_add_test(tc, max_inflight_nonpositive_rejected);
+	tcase_add_test(tc, max_queue_nonpositive_rejected);
+	tcase_add_test(tc, shutdown_timeout_bounds);
+	tcase_add_test(tc, nats_url_needs_scheme);
+	tcase_add_test(tc, nats_replicas_bounds);
+	tcase_add_test(tc, nats_stream_name_checked);
+	tcase_add_test(tc, redis_port_bounds);
+	tcase_add_test(tc, redis_saga_ttl_positive);
+	tcase_add_test(tc, redis_host_checked);
+	tcase_add_test(tc, section_not_a_group_rejected);
+	tcase_add_test(tc, callbacks_allow_not_array_rejected);
+	tcase_add_test(tc, callbacks_allow_bad_host_rejected);
+	tcase_add_test(tc, log_file_relative_rejected);
+	tcase_add_test(tc, bad_listen_rejected);
+	tcase_add_test(tc, service_bad_address_rejected);
+	tcase_add_test(tc, service_missing_address_rejected);
+	tcase_add_test(tc, service_not_a_group_rejected);
+	tcase_add_test(tc, bad_name_rejected);
+	tcase_add_test(tc, node_unknown_service_rejected);
+	tcase_add_test(tc, node_missing_action_rejected);
+	tcase_add_test(tc, node_bad_method_rejected);
+	tcase_add_test(tc, node_empty_request_key_rejected);
+	tcase_add_test(tc, flow_unknown_node_rejected);
+	tcase_add_test(tc, flow_unknown_node_suggests_nearest);
+	tcase_add_test(tc, flow_same_node_twice_rejected);
+	tcase_add_test(tc, flow_zero_steps_rejected);
+	tcase_add_test(tc, flow_missing_steps_rejected);
+	tcase_add_test(tc, flow_bad_mode_rejected);
+	tcase_add_test(tc, all_errors_collected_in_line_order);
+	tcase_add_test(tc, errors_beyond_buffer_counted);
+	tcase_add_test(tc, reload_check_reports_restart_keys);
+	tcase_add_test(tc, reload_check_pod_id_and_log_file);
+	tcase_add_test(tc, mode_names);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner	*sr = srunner_create(config_suite());
+	int	 failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
