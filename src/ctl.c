@@ -1,0 +1,1036 @@
+/*
+ * ctl.c - sagactl: talks to sagad's Orchestrator and Health services with
+ * the project's own gRPC client and prints what it learns, for people by
+ * default and as JSON with --json. `sagactl bench` drives load at a fixed
+ * rate (open loop, like vegeta) or as fast as answers come (closed loop) and
+ * prints a report (src/report.c). Not part of the daemon.
+ */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "ctl.h"
+#include "grpc/client.h"
+#include "grpc/grpc.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "report.h"
+#include "saga.h"
+#include "saga/v1/saga.pb-c.h"
+#include "util.h"
+
+#define CTL_DEFAULT_SERVER	"127.0.0.1:10000"
+
+struct ctl {
+	struct event_base	*base;
+	struct grpc_client	*client;
+	struct grpc_channel	*ch;
+	int			 json;
+	int64_t			 timeout_ms;
+	int			 rc;
+};
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+"usage: sagactl [-s host:port] [--json] [-T ms] COMMAND [ARGS]\n"
+"\n"
+"commands:\n"
+"  run FLOW [key=value ...]   start a saga and print it when Run returns\n"
+"      [--id ID] [--mode sync|async|throttling] [--callback URL] [--wait]\n"
+"  get ID                     print a saga's current state\n"
+"  watch ID                   print a saga's events until it ends\n"
+"  flows                      list the configured flows\n"
+"  health [SERVICE]           ask grpc.health.v1.Health\n"
+"  bench FLOW -r RATE -d DURATION [-c CONNECTIONS] [key=value ...]\n"
+"      [--max-inflight N] [--mode M] [--plot FILE.svg]\n"
+"                             drive load and print a report\n"
+"\n"
+"options:\n"
+"  -s, --server host:port     sagad's address (default $SAGAD_SERVER, else "
+    CTL_DEFAULT_SERVER ")\n"
+"  -j, --json                 print JSON for scripts\n"
+"  -T, --timeout ms           deadline of each call (default 30000)\n"
+"  -h, --help                 this text\n"
+"  -V, --version              the version\n"
+"\n"
+"exit status: 0 completed or ok, 1 compensated, failed or refused,\n"
+"2 usage, 3 sagad unavailable\n");
+}
+
+int
+ctl_parse_kv(const char *s, char **key, char **value, char *err,
+    size_t errlen)
+{
+	const char *eq = strchr(s, '=');
+
+	if (eq == NULL || eq == s) {
+		snprintf(err, errlen, "expected key=value, got \"%s\"", s);
+		return -1;
+	}
+	*key = util_xcalloc(1, eq - s + 1);
+	memcpy(*key, s, eq - s);
+	*value = util_xstrdup(eq + 1);
+	return 0;
+}
+
+int
+ctl_parse_duration(const char *s, int64_t *us)
+{
+	char	*end;
+	double	 v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || errno != 0 || v < 0)
+		return -1;
+	if (*end == '\0' || strcmp(end, "s") == 0)
+		*us = (int64_t)(v * 1e6);
+	else if (strcmp(end, "ms") == 0)
+		*us = (int64_t)(v * 1e3);
+	else if (strcmp(end, "m") == 0)
+		*us = (int64_t)(v * 60e6);
+	else if (strcmp(end, "h") == 0)
+		*us = (int64_t)(v * 3600e6);
+	else
+		return -1;
+	return 0;
+}
+
+static int
+exit_for_status(int status)
+{
+	switch (status) {
+	case GRPC_STATUS_OK:
+		return CTL_EXIT_OK;
+	case GRPC_STATUS_UNAVAILABLE:
+	case GRPC_STATUS_DEADLINE_EXCEEDED:
+		return CTL_EXIT_UNAVAILABLE;
+	default:
+		return CTL_EXIT_FAILED;
+	}
+}
+
+static int
+exit_for_saga(const struct saga *s)
+{
+	switch (s->state) {
+	case SAGA_STATE_COMPENSATED:
+	case SAGA_STATE_FAILED:
+	case SAGA_STATE_COMPENSATING:
+		return CTL_EXIT_FAILED;
+	default:
+		return CTL_EXIT_OK;
+	}
+}
+
+static int
+printable(const uint8_t *v, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (v[i] < 0x20 || v[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+static void
+fmt_ms(int64_t ms, char *buf, size_t len)
+{
+	report_fmt_duration(ms * 1000, buf, len);
+}
+
+void
+ctl_print_saga(FILE *fp, const struct saga *s)
+{
+	static const char *modes[] = { "unspecified", "sync", "async",
+	    "throttling" };
+	char	 took[32], at[32], dur[32];
+	int64_t	 end = s->updated_ms;
+
+	fmt_ms(end > s->created_ms ? end - s->created_ms : 0, took,
+	    sizeof(took));
+	fprintf(fp, "saga %s  flow %s  mode %s\n", s->id, s->flow,
+	    (unsigned)s->mode <= 3 ? modes[s->mode] : "?");
+	fprintf(fp, "state %s%s%s\n", saga_state_name(s->state),
+	    SAGA_STATE_IS_FINAL(s->state) ? " after " : "",
+	    SAGA_STATE_IS_FINAL(s->state) ? took : "");
+	fprintf(fp, "  %-3s %-20s %-13s %-8s %-10s %s\n", "#", "step", "state",
+	    "attempts", "started", "took");
+	for (size_t i = 0; i < s->nsteps; i++) {
+		const struct saga_step *st = &s->steps[i];
+
+		if (st->started_ms > 0) {
+			fmt_ms(st->started_ms - s->created_ms, at, sizeof(at));
+			if (st->finished_ms >= st->started_ms)
+				fmt_ms(st->finished_ms - st->started_ms, dur,
+				    sizeof(dur));
+			else
+				snprintf(dur, sizeof(dur), "-");
+		} else {
+			snprintf(at, sizeof(at), "-");
+			snprintf(dur, sizeof(dur), "-");
+		}
+		fprintf(fp, "  %-3zu %-20s %-13s %-8d +%-9s %s\n", i + 1,
+		    st->name, saga_state_name(st->state), st->attempts, at,
+		    dur);
+		if (st->error != NULL)
+			fprintf(fp, "      error: %s\n", st->error);
+	}
+	if (s->nctx > 0) {
+		fprintf(fp, "context\n");
+		for (size_t i = 0; i < s->nctx; i++) {
+			const struct saga_kv *kv = &s->ctx[i];
+
+			if (printable(kv->value, kv->len))
+				fprintf(fp, "  %s = %.*s\n", kv->key,
+				    (int)kv->len, (const char *)kv->value);
+			else {
+				char *b = grpc_b64_encode(kv->value, kv->len,
+				    NULL);
+				fprintf(fp, "  %s = (base64) %s\n", kv->key, b);
+				free(b);
+			}
+		}
+	}
+	if (s->error != NULL)
+		fprintf(fp, "error %s\n", s->error);
+}
+
+/* One unary call, run to completion on the loop. */
+struct sync_call {
+	int		 done;
+	int		 status;
+	char		*message;
+	uint8_t		*data;
+	size_t		 len;
+};
+
+static void
+sync_call_cb(void *arg, const struct grpc_client_result *r)
+{
+	struct sync_call *sc = arg;
+
+	sc->done = 1;
+	sc->status = r->status;
+	sc->message = util_xstrdup(r->message);
+	sc->len = r->len;
+	sc->data = util_xcalloc(1, r->len + 1);
+	if (r->len > 0)
+		memcpy(sc->data, r->data, r->len);
+}
+
+static void
+unary(struct ctl *c, const char *path, const ProtobufCMessage *req,
+    struct sync_call *sc)
+{
+	size_t	 len = protobuf_c_message_get_packed_size(req);
+	uint8_t	*buf = util_xcalloc(1, len + 1);
+
+	protobuf_c_message_pack(req, buf);
+	memset(sc, 0, sizeof(*sc));
+	grpc_client_call_start(c->ch, path, buf, len, NULL, c->timeout_ms,
+	    sync_call_cb, sc);
+	free(buf);
+	while (!sc->done)
+		event_base_loop(c->base, EVLOOP_ONCE);
+}
+
+static void
+sync_call_free(struct sync_call *sc)
+{
+	free(sc->message);
+	free(sc->data);
+}
+
+static int
+report_call_error(struct ctl *c, const struct sync_call *sc)
+{
+	if (c->json)
+		printf("{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n",
+		    grpc_status_name(sc->status), sc->message);
+	fprintf(stderr, "sagactl: %s: %s\n", grpc_status_name(sc->status),
+	    sc->message);
+	return exit_for_status(sc->status);
+}
+
+/* Prints a Saga reply; returns the exit code it implies. */
+static int
+print_saga_reply(struct ctl *c, const struct sync_call *sc)
+{
+	struct saga	*s;
+	char		 err[SAGAD_ERRLEN];
+	int		 rc;
+
+	if (sc->status != GRPC_STATUS_OK)
+		return report_call_error(c, sc);
+	s = saga_unpack(sc->data, sc->len, err, sizeof(err));
+	if (s == NULL) {
+		fprintf(stderr, "sagactl: %s\n", err);
+		return CTL_EXIT_FAILED;
+	}
+	if (c->json) {
+		char *j = saga_to_json(s, NULL);
+		printf("%s\n", j);
+		free(j);
+	} else
+		ctl_print_saga(stdout, s);
+	rc = exit_for_saga(s);
+	saga_free(s);
+	return rc;
+}
+
+static int cmd_watch(struct ctl *, const char *id);
+
+static int
+cmd_run(struct ctl *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "id",		required_argument, NULL, 'i' },
+		{ "mode",	required_argument, NULL, 'm' },
+		{ "callback",	required_argument, NULL, 'b' },
+		{ "wait",	no_argument,	   NULL, 'w' },
+		{ NULL, 0, NULL, 0 },
+	};
+	Saga__V1__RunRequest			 req;
+	Saga__V1__RunRequest__ContextEntry	*ents, **entp;
+	struct sync_call			 sc;
+	char					 err[SAGAD_ERRLEN];
+	int					 ch, wait = 0, rc;
+	size_t					 n = 0;
+
+	saga__v1__run_request__init(&req);
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'i':
+			req.request_id = optarg;
+			break;
+		case 'm':
+			if (strcmp(optarg, "sync") == 0)
+				req.mode = SAGA__V1__MODE__MODE_SYNC;
+			else if (strcmp(optarg, "async") == 0)
+				req.mode = SAGA__V1__MODE__MODE_ASYNC;
+			else if (strcmp(optarg, "throttling") == 0)
+				req.mode = SAGA__V1__MODE__MODE_THROTTLING;
+			else {
+				fprintf(stderr, "sagactl: --mode: expected "
+				    "sync, async or throttling, got \"%s\"\n",
+				    optarg);
+				return CTL_EXIT_USAGE;
+			}
+			break;
+		case 'b':
+			req.callback_url = optarg;
+			break;
+		case 'w':
+			wait = 1;
+			break;
+		default:
+			return CTL_EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "sagactl: run: expected a flow name\n");
+		return CTL_EXIT_USAGE;
+	}
+	req.flow = argv[optind++];
+	ents = util_xcalloc(argc, sizeof(*ents));
+	entp = util_xcalloc(argc, sizeof(*entp));
+	for (; optind < argc; optind++) {
+		char *k, *v;
+
+		if (ctl_parse_kv(argv[optind], &k, &v, err, sizeof(err)) ==
+		    -1) {
+			fprintf(stderr, "sagactl: run: %s\n", err);
+			rc = CTL_EXIT_USAGE;
+			goto out;
+		}
+		saga__v1__run_request__context_entry__init(&ents[n]);
+		ents[n].key = k;
+		ents[n].value.data = (uint8_t *)v;
+		ents[n].value.len = strlen(v);
+		entp[n] = &ents[n];
+		n++;
+	}
+	req.n_context = n;
+	req.context = entp;
+	unary(c, "/saga.v1.Orchestrator/Run", &req.base, &sc);
+	if (wait && sc.status == GRPC_STATUS_OK && !c->json) {
+		struct saga *s = saga_unpack(sc.data, sc.len, err, sizeof(err));
+		if (s != NULL && !SAGA_STATE_IS_FINAL(s->state)) {
+			char *id = util_xstrdup(s->id);
+			saga_free(s);
+			sync_call_free(&sc);
+			rc = cmd_watch(c, id);
+			free(id);
+			goto out;
+		}
+		saga_free(s);
+	}
+	rc = print_saga_reply(c, &sc);
+	sync_call_free(&sc);
+out:
+	for (size_t i = 0; i < n; i++) {
+		free(ents[i].key);
+		free(ents[i].value.data);
+	}
+	free(ents);
+	free(entp);
+	return rc;
+}
+
+static int
+cmd_get(struct ctl *c, int argc, char **argv)
+{
+	Saga__V1__GetRequest	req;
+	struct sync_call	sc;
+	int			rc;
+
+	if (argc != 2) {
+		fprintf(stderr, "sagactl: get: expected one saga id\n");
+		return CTL_EXIT_USAGE;
+	}
+	saga__v1__get_request__init(&req);
+	req.id = argv[1];
+	unary(c, "/saga.v1.Orchestrator/Get", &req.base, &sc);
+	rc = print_saga_reply(c, &sc);
+	sync_call_free(&sc);
+	return rc;
+}
+
+struct watch {
+	struct ctl	*c;
+	int		 done;
+	int		 status;
+	char		*message;
+	int		 final_state;
+};
+
+static void
+watch_msg(void *arg, const uint8_t *msg, size_t len)
+{
+	struct watch		*w = arg;
+	Saga__V1__SagaEvent	*ev;
+	char			 ts[32];
+	time_t			 t;
+	struct tm		 tm;
+
+	ev = saga__v1__saga_event__unpack(NULL, len, msg);
+	if (ev == NULL) {
+		fprintf(stderr, "sagactl: watch: an event that is not a "
+		    "saga.v1.SagaEvent\n");
+		return;
+	}
+	if (*ev->step == '\0')
+		w->final_state = ev->state;
+	if (w->c->json) {
+		printf("{\"sagaId\":\"%s\",\"step\":\"%s\",\"state\":"
+		    "\"STATE_%s\",\"error\":\"%s\",\"attempt\":%d,"
+		    "\"unixMs\":\"%lld\"}\n", ev->saga_id, ev->step,
+		    saga_state_name((enum saga_state)ev->state), ev->error, ev->attempt,
+		    (long long)ev->unix_ms);
+	} else {
+		t = ev->unix_ms / 1000;
+		localtime_r(&t, &tm);
+		strftime(ts, sizeof(ts), "%H:%M:%S", &tm);
+		printf("%s.%03d  %-20s %-13s", ts, (int)(ev->unix_ms % 1000),
+		    *ev->step ? ev->step : "(saga)",
+		    saga_state_name((enum saga_state)ev->state));
+		if (ev->attempt > 0)
+			printf(" attempt %d", ev->attempt);
+		if (*ev->error)
+			printf("  %s", ev->error);
+		printf("\n");
+	}
+	fflush(stdout);
+	saga__v1__saga_event__free_unpacked(ev, NULL);
+}
+
+static void
+watch_end(void *arg, const struct grpc_client_result *r)
+{
+	struct watch *w = arg;
+
+	w->done = 1;
+	w->status = r->status;
+	w->message = util_xstrdup(r->message);
+}
+
+static int
+cmd_watch(struct ctl *c, const char *id)
+{
+	Saga__V1__GetRequest	 req;
+	struct watch		 w = { .c = c };
+	size_t			 len;
+	uint8_t			*buf;
+	int			 rc;
+
+	saga__v1__get_request__init(&req);
+	req.id = (char *)(uintptr_t)id;
+	len = saga__v1__get_request__get_packed_size(&req);
+	buf = util_xcalloc(1, len + 1);
+	saga__v1__get_request__pack(&req, buf);
+	/* A watch lasts as long as the saga: no deadline but the user's. */
+	grpc_client_stream_start(c->ch, "/saga.v1.Orchestrator/Watch", buf,
+	    len, NULL, 0, watch_msg, watch_end, &w);
+	free(buf);
+	while (!w.done)
+		event_base_loop(c->base, EVLOOP_ONCE);
+	if (w.status != GRPC_STATUS_OK) {
+		fprintf(stderr, "sagactl: watch: %s: %s\n",
+		    grpc_status_name(w.status), w.message);
+		rc = exit_for_status(w.status);
+	} else
+		rc = w.final_state == SAGA_STATE_COMPENSATED ||
+		    w.final_state == SAGA_STATE_FAILED ? CTL_EXIT_FAILED :
+		    CTL_EXIT_OK;
+	free(w.message);
+	return rc;
+}
+
+static int
+cmd_flows(struct ctl *c)
+{
+	static const char		*modes[] = { "unspecified", "sync",
+					    "async", "throttling" };
+	Saga__V1__ListFlowsRequest	 req;
+	Saga__V1__ListFlowsResponse	*resp;
+	struct sync_call		 sc;
+
+	saga__v1__list_flows_request__init(&req);
+	unary(c, "/saga.v1.Orchestrator/ListFlows", &req.base, &sc);
+	if (sc.status != GRPC_STATUS_OK) {
+		int rc = report_call_error(c, &sc);
+		sync_call_free(&sc);
+		return rc;
+	}
+	resp = saga__v1__list_flows_response__unpack(NULL, sc.len, sc.data);
+	sync_call_free(&sc);
+	if (resp == NULL) {
+		fprintf(stderr, "sagactl: flows: an answer that is not a "
+		    "saga.v1.ListFlowsResponse\n");
+		return CTL_EXIT_FAILED;
+	}
+	if (c->json)
+		printf("{\"flows\":[");
+	for (size_t i = 0; i < resp->n_flows; i++) {
+		const Saga__V1__Flow *f = resp->flows[i];
+		unsigned m = (unsigned)f->mode <= 3 ? (unsigned)f->mode : 0;
+
+		if (c->json) {
+			printf("%s{\"name\":\"%s\",\"mode\":\"MODE_%s\","
+			    "\"steps\":[", i ? "," : "", f->name,
+			    m == 0 ? "UNSPECIFIED" : m == 1 ? "SYNC" :
+			    m == 2 ? "ASYNC" : "THROTTLING");
+			for (size_t j = 0; j < f->n_steps; j++)
+				printf("%s\"%s\"", j ? "," : "", f->steps[j]);
+			printf("]}");
+			continue;
+		}
+		printf("%-24s %-11s", f->name, modes[m]);
+		for (size_t j = 0; j < f->n_steps; j++)
+			printf("%s%s", j ? " -> " : "", f->steps[j]);
+		printf("\n");
+	}
+	if (c->json)
+		printf("]}\n");
+	saga__v1__list_flows_response__free_unpacked(resp, NULL);
+	return CTL_EXIT_OK;
+}
+
+static int
+cmd_health(struct ctl *c, int argc, char **argv)
+{
+	static const char			*names[] = { "UNKNOWN",
+						    "SERVING", "NOT_SERVING",
+						    "SERVICE_UNKNOWN" };
+	Grpc__Health__V1__HealthCheckRequest	 req;
+	Grpc__Health__V1__HealthCheckResponse	*resp;
+	struct sync_call			 sc;
+	const char				*name;
+	int					 st;
+
+	if (argc > 2) {
+		fprintf(stderr, "sagactl: health: expected at most one "
+		    "service name\n");
+		return CTL_EXIT_USAGE;
+	}
+	grpc__health__v1__health_check_request__init(&req);
+	req.service = argc == 2 ? argv[1] : (char *)(uintptr_t)"";
+	unary(c, "/grpc.health.v1.Health/Check", &req.base, &sc);
+	if (sc.status != GRPC_STATUS_OK) {
+		int rc = report_call_error(c, &sc);
+		sync_call_free(&sc);
+		return rc;
+	}
+	resp = grpc__health__v1__health_check_response__unpack(NULL, sc.len,
+	    sc.data);
+	sync_call_free(&sc);
+	if (resp == NULL) {
+		fprintf(stderr, "sagactl: health: an answer that is not a "
+		    "grpc.health.v1.HealthCheckResponse\n");
+		return CTL_EXIT_FAILED;
+	}
+	st = (unsigned)resp->status <= 3 ? (int)resp->status : 0;
+	name = names[st];
+	grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
+	if (c->json)
+		printf("{\"status\":\"%s\"}\n", name);
+	else
+		printf("%s\n", name);
+	return st == 1 ? CTL_EXIT_OK : CTL_EXIT_FAILED;
+}
+
+/* --- bench ---------------------------------------------------------------- */
+
+struct bench;
+
+struct bench_req {
+	struct bench	*b;
+	int64_t		 sent_us;
+};
+
+struct bench {
+	struct ctl		*c;
+	int			 nchans;
+	struct report		 rep;
+	uint8_t			*tmpl;		/* RunRequest without its id */
+	size_t			 tmpl_len;
+	char			 prefix[64];
+	uint64_t		 seq;
+	double			 rate;		/* 0: closed loop */
+	int64_t			 duration_us;
+	int64_t			 start_us;
+	int64_t			 last_sent_us;
+	int64_t			 last_done_us;
+	size_t			 inflight;
+	size_t			 max_inflight;
+	size_t			 done;
+	size_t			 ok;
+	int			 stopping;
+	int			 tty;
+	struct event		*tick;
+	struct event		*progress;
+	struct event		*sigint;
+};
+
+static int64_t
+mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void bench_send(struct bench *);
+
+static void
+bench_done(void *arg, const struct grpc_client_result *r)
+{
+	struct bench_req	*q = arg;
+	struct bench		*b = q->b;
+	int64_t			 now = mono_us();
+	int			 state = 0;
+
+	if (r->status == GRPC_STATUS_OK) {
+		Saga__V1__Saga *pb = saga__v1__saga__unpack(NULL, r->len,
+		    r->data);
+		if (pb != NULL) {
+			state = pb->state;
+			if (pb->error != NULL && *pb->error &&
+			    state != SAGA_STATE_COMPLETED)
+				report_error(&b->rep, pb->error);
+			saga__v1__saga__free_unpacked(pb, NULL);
+		}
+		if (state == SAGA_STATE_COMPLETED)
+			b->ok++;
+	} else {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "%s: %s",
+		    grpc_status_name(r->status), r->message);
+		report_error(&b->rep, msg);
+	}
+	report_add(&b->rep, q->sent_us - b->start_us, now - q->sent_us,
+	    r->status, state);
+	b->last_done_us = now;
+	b->inflight--;
+	b->done++;
+	free(q);
+	if (b->rate == 0 && !b->stopping && now - b->start_us < b->duration_us)
+		bench_send(b);
+}
+
+static void
+bench_send(struct bench *b)
+{
+	struct bench_req	*q = util_xcalloc(1, sizeof(*q));
+	char			 id[96];
+	uint8_t			*buf;
+	size_t			 idlen, len;
+
+	/* The template already holds the flow and context; add field 2. */
+	idlen = (size_t)snprintf(id, sizeof(id), "%s-%llu", b->prefix,
+	    (unsigned long long)b->seq);
+	len = b->tmpl_len + 2 + idlen;
+	buf = util_xcalloc(1, len);
+	memcpy(buf, b->tmpl, b->tmpl_len);
+	buf[b->tmpl_len] = (2 << 3) | 2;	/* field 2, length-delimited */
+	buf[b->tmpl_len + 1] = (uint8_t)idlen;	/* ids are < 128 bytes */
+	memcpy(buf + b->tmpl_len + 2, id, idlen);
+	q->b = b;
+	q->sent_us = mono_us();
+	b->last_sent_us = q->sent_us;
+	b->inflight++;
+	grpc_client_call_start(b->c->ch,
+	    "/saga.v1.Orchestrator/Run", buf, len, NULL, b->c->timeout_ms,
+	    bench_done, q);
+	b->seq++;
+	free(buf);
+}
+
+static void
+bench_check_end(struct bench *b)
+{
+	int64_t now = mono_us();
+
+	if ((b->stopping || now - b->start_us >= b->duration_us) &&
+	    b->inflight == 0)
+		event_base_loopbreak(b->c->base);
+}
+
+static void
+bench_tick(evutil_socket_t fd, short ev, void *arg)
+{
+	struct bench	*b = arg;
+	int64_t		 now = mono_us(), el = now - b->start_us;
+	uint64_t	 due;
+
+	if (b->rate > 0 && !b->stopping && el < b->duration_us) {
+		due = (uint64_t)((double)el * b->rate / 1e6) + 1;
+		while (b->seq < due && b->inflight < b->max_inflight)
+			bench_send(b);
+	}
+	bench_check_end(b);
+}
+
+static void
+bench_progress(evutil_socket_t fd, short ev, void *arg)
+{
+	struct bench	*b = arg;
+	double		 el = (double)(mono_us() - b->start_us) / 1e6;
+
+	fprintf(stderr, "\r[%6.1fs] sent %llu  done %zu  completed %zu  "
+	    "in flight %zu   ", el, (unsigned long long)b->seq, b->done,
+	    b->ok, b->inflight);
+}
+
+static void
+bench_sigint(evutil_socket_t fd, short ev, void *arg)
+{
+	struct bench *b = arg;
+
+	/* Stop sending; the answers still due complete the report. */
+	b->stopping = 1;
+}
+
+static int
+cmd_bench(struct ctl *c, int argc, char **argv, const char *host, int port)
+{
+	static const struct option opts[] = {
+		{ "rate",	  required_argument, NULL, 'r' },
+		{ "duration",	  required_argument, NULL, 'd' },
+		{ "connections",  required_argument, NULL, 'c' },
+		{ "max-inflight", required_argument, NULL, 'n' },
+		{ "mode",	  required_argument, NULL, 'm' },
+		{ "plot",	  required_argument, NULL, 'p' },
+		{ NULL, 0, NULL, 0 },
+	};
+	Saga__V1__RunRequest			 req;
+	Saga__V1__RunRequest__ContextEntry	*ents, **entp;
+	struct bench				 b;
+	const char				*plot = NULL;
+	char					 err[SAGAD_ERRLEN], *end;
+	struct timeval				 tv_tick = { 0, 1000 },
+						 tv_prog = { 1, 0 };
+	size_t					 n = 0;
+	int					 ch, rc = CTL_EXIT_USAGE;
+
+	memset(&b, 0, sizeof(b));
+	b.c = c;
+	b.rate = -1;
+	b.nchans = 1;
+	b.max_inflight = 0;
+	saga__v1__run_request__init(&req);
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+r:d:c:", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'r':
+			b.rate = strtod(optarg, &end);
+			if (*end != '\0' || b.rate < 0) {
+				fprintf(stderr, "sagactl: bench: -r: expected "
+				    "a rate per second (0 = closed loop), got "
+				    "\"%s\"\n", optarg);
+				return CTL_EXIT_USAGE;
+			}
+			break;
+		case 'd':
+			if (ctl_parse_duration(optarg, &b.duration_us) == -1 ||
+			    b.duration_us <= 0) {
+				fprintf(stderr, "sagactl: bench: -d: expected "
+				    "a duration such as 30s or 500ms, got "
+				    "\"%s\"\n", optarg);
+				return CTL_EXIT_USAGE;
+			}
+			break;
+		case 'c':
+			b.nchans = (int)strtol(optarg, &end, 10);
+			if (*end != '\0' || b.nchans < 1 || b.nchans > 1024) {
+				fprintf(stderr, "sagactl: bench: -c: expected "
+				    "1 to 1024 connections\n");
+				return CTL_EXIT_USAGE;
+			}
+			break;
+		case 'n':
+			b.max_inflight = strtoul(optarg, &end, 10);
+			if (*end != '\0' || b.max_inflight < 1) {
+				fprintf(stderr, "sagactl: bench: "
+				    "--max-inflight: expected a positive "
+				    "count\n");
+				return CTL_EXIT_USAGE;
+			}
+			break;
+		case 'm':
+			if (strcmp(optarg, "sync") == 0)
+				req.mode = SAGA__V1__MODE__MODE_SYNC;
+			else if (strcmp(optarg, "async") == 0)
+				req.mode = SAGA__V1__MODE__MODE_ASYNC;
+			else if (strcmp(optarg, "throttling") == 0)
+				req.mode = SAGA__V1__MODE__MODE_THROTTLING;
+			else {
+				fprintf(stderr, "sagactl: bench: --mode: "
+				    "expected sync, async or throttling\n");
+				return CTL_EXIT_USAGE;
+			}
+			break;
+		case 'p':
+			plot = optarg;
+			break;
+		default:
+			return CTL_EXIT_USAGE;
+		}
+	}
+	if (optind >= argc || b.rate < 0 || b.duration_us == 0) {
+		fprintf(stderr, "sagactl: bench: expected FLOW -r RATE -d "
+		    "DURATION\n");
+		return CTL_EXIT_USAGE;
+	}
+	if (b.max_inflight == 0)
+		b.max_inflight = b.rate == 0 ? 64 : 100000;
+	req.flow = argv[optind++];
+	ents = util_xcalloc(argc, sizeof(*ents));
+	entp = util_xcalloc(argc, sizeof(*entp));
+	for (; optind < argc; optind++) {
+		char *k, *v;
+
+		if (ctl_parse_kv(argv[optind], &k, &v, err, sizeof(err)) ==
+		    -1) {
+			fprintf(stderr, "sagactl: bench: %s\n", err);
+			goto out;
+		}
+		saga__v1__run_request__context_entry__init(&ents[n]);
+		ents[n].key = k;
+		ents[n].value.data = (uint8_t *)v;
+		ents[n].value.len = strlen(v);
+		entp[n] = &ents[n];
+		n++;
+	}
+	req.n_context = n;
+	req.context = entp;
+	b.tmpl_len = saga__v1__run_request__get_packed_size(&req);
+	b.tmpl = util_xcalloc(1, b.tmpl_len + 1);
+	saga__v1__run_request__pack(&req, b.tmpl);
+
+	/* Unique ids per run, so a second bench never joins old sagas. */
+	snprintf(b.prefix, sizeof(b.prefix), "bench-%ld-%lld", (long)getpid(),
+	    (long long)util_now_ms());
+	if (b.nchans > 1) {
+		/* -c N: N connections to sagad, calls round robin on them. */
+		struct grpc_client_opts	 o = { .conns_per_target = b.nchans };
+		struct grpc_client	*cl;
+
+		cl = grpc_client_new(c->base, &o, err, sizeof(err));
+		if (cl == NULL) {
+			fprintf(stderr, "sagactl: %s\n", err);
+			rc = CTL_EXIT_FAILED;
+			goto out;
+		}
+		grpc_client_free(c->client);
+		c->client = cl;
+		c->ch = grpc_client_channel(cl, host, port);
+	}
+	report_init(&b.rep, "");
+	{
+		char title[256];
+		snprintf(title, sizeof(title), "sagactl bench %s: %s",
+		    req.flow, b.rate > 0 ? "open loop" : "closed loop");
+		free(b.rep.title);
+		b.rep.title = util_xstrdup(title);
+	}
+	b.tty = isatty(STDERR_FILENO);
+	b.tick = event_new(c->base, -1, EV_PERSIST, bench_tick, &b);
+	event_add(b.tick, &tv_tick);
+	if (b.tty) {
+		b.progress = event_new(c->base, -1, EV_PERSIST, bench_progress,
+		    &b);
+		event_add(b.progress, &tv_prog);
+	}
+	b.sigint = evsignal_new(c->base, SIGINT, bench_sigint, &b);
+	event_add(b.sigint, NULL);
+	b.start_us = mono_us();
+	if (b.rate == 0)
+		for (size_t i = 0; i < b.max_inflight; i++)
+			bench_send(&b);
+	event_base_dispatch(c->base);
+	if (b.tty)
+		fprintf(stderr, "\n");
+	b.rep.attack_us = b.last_sent_us - b.start_us;
+	b.rep.total_us = b.last_done_us - b.start_us;
+	if (c->json)
+		report_print_json(&b.rep, stdout);
+	else
+		report_print(&b.rep, stdout);
+	rc = CTL_EXIT_OK;
+	if (plot != NULL) {
+		FILE *fp = fopen(plot, "w");
+		if (fp == NULL) {
+			fprintf(stderr, "sagactl: %s: %s\n", plot,
+			    strerror(errno));
+			rc = CTL_EXIT_FAILED;
+		} else {
+			report_plot_svg(&b.rep, fp);
+			fclose(fp);
+		}
+	}
+	event_free(b.tick);
+	if (b.progress != NULL)
+		event_free(b.progress);
+	event_free(b.sigint);
+	report_free(&b.rep);
+out:
+	for (size_t i = 0; i < n; i++) {
+		free(ents[i].key);
+		free(ents[i].value.data);
+	}
+	free(ents);
+	free(entp);
+	free(b.tmpl);
+	return rc;
+}
+
+int
+ctl_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "server",	required_argument, NULL, 's' },
+		{ "json",	no_argument,	   NULL, 'j' },
+		{ "timeout",	required_argument, NULL, 'T' },
+		{ "help",	no_argument,	   NULL, 'h' },
+		{ "version",	no_argument,	   NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ctl	 c;
+	const char	*server = getenv("SAGAD_SERVER");
+	const char	*cmd;
+	char		 host[256], err[SAGAD_ERRLEN], *end;
+	int		 port, ch, rc;
+
+	memset(&c, 0, sizeof(c));
+	c.timeout_ms = 30000;
+	if (server == NULL || *server == '\0')
+		server = CTL_DEFAULT_SERVER;
+	/* '+': stop at the command; its own flags come after it. */
+	while ((ch = getopt_long(argc, argv, "+s:jT:hV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 's':
+			server = optarg;
+			break;
+		case 'j':
+			c.json = 1;
+			break;
+		case 'T':
+			c.timeout_ms = strtoll(optarg, &end, 10);
+			if (*end != '\0' || c.timeout_ms <= 0) {
+				fprintf(stderr, "sagactl: -T: expected a "
+				    "positive number of milliseconds\n");
+				return CTL_EXIT_USAGE;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			return CTL_EXIT_OK;
+		case 'V':
+			printf("sagactl %s\n", PACKAGE_VERSION);
+			return CTL_EXIT_OK;
+		default:
+			usage(stderr);
+			return CTL_EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return CTL_EXIT_USAGE;
+	}
+	if (util_parse_hostport(server, host, sizeof(host), &port, err,
+	    sizeof(err)) == -1) {
+		fprintf(stderr, "sagactl: -s: %s\n", err);
+		return CTL_EXIT_USAGE;
+	}
+	cmd = argv[optind];
+	argc -= optind;
+	argv += optind;
+	if (strcmp(cmd, "run") != 0 && strcmp(cmd, "get") != 0 &&
+	    strcmp(cmd, "watch") != 0 && strcmp(cmd, "flows") != 0 &&
+	    strcmp(cmd, "health") != 0 && strcmp(cmd, "bench") != 0) {
+		fprintf(stderr, "sagactl: unknown command \"%s\"\n", cmd);
+		usage(stderr);
+		return CTL_EXIT_USAGE;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	c.base = event_base_new();
+	c.client = grpc_client_new(c.base, NULL, err, sizeof(err));
+	if (c.base == NULL || c.client == NULL) {
+		fprintf(stderr, "sagactl: %s\n", err);
+		return CTL_EXIT_FAILED;
+	}
+	c.ch = grpc_client_channel(c.client, host, port);
+	if (strcmp(cmd, "run") == 0)
+		rc = cmd_run(&c, argc, argv);
+	else if (strcmp(cmd, "get") == 0)
+		rc = cmd_get(&c, argc, argv);
+	else if (strcmp(cmd, "watch") == 0) {
+		if (argc != 2) {
+			fprintf(stderr, "sagactl: watch: expected one saga "
+			    "id\n");
+			rc = CTL_EXIT_USAGE;
+		} else
+			rc = cmd_watch(&c, argv[1]);
+	} else if (strcmp(cmd, "flows") == 0)
+		rc = cmd_flows(&c);
+	else if (strcmp(cmd, "health") == 0)
+		rc = cmd_health(&c, argc, argv);
+	else
+		rc = cmd_bench(&c, argc, argv, host, port);
+	grpc_client_free(c.client);
+	event_base_free(c.base);
+	return rc;
+}

@@ -1,0 +1,33 @@
+/*
+ * ctl.h - sagactl, the command-line client of sagad: run, get, watch, flows,
+ * health and bench over sagad's gRPC API. The whole program lives in the
+ * library so tests can call its pieces; src/sagactl.c is only main().
+ */
+#ifndef SAGAD_CTL_H
+#define SAGAD_CTL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "saga.h"
+
+/* Exit codes (sagactl(1)). */
+enum ctl_exit {
+	CTL_EXIT_OK = 0,		/* completed, or the request succeeded */
+	CTL_EXIT_FAILED = 1,		/* compensated, failed, or refused */
+	CTL_EXIT_USAGE = 2,
+	CTL_EXIT_UNAVAILABLE = 3,	/* sagad could not be reached in time */
+};
+
+int	ctl_main(int argc, char **argv);
+
+/* "key=value" into key and value; -1 with a sentence in err if no '='. */
+int	ctl_parse_kv(const char *, char **key, char **value, char *err,
+	    size_t errlen);
+/* "30s", "500ms", "2m", "1h", or plain seconds; -1 if malformed. */
+int	ctl_parse_duration(const char *, int64_t *us);
+/* A saga as a readable timeline of its steps. */
+void	ctl_print_saga(FILE *, const struct saga *);
+
+#endif
