@@ -86,6 +86,11 @@ static const char *const callbacks_allow_default[] = {
 #define N(f)	offsetof(struct config_node, f)
 #define F(f)	offsetof(struct config_flow, f)
 #define HOUR_MS	3600000
+#define HOSTLEN	256	/* the size of every host[] an address splits into */
+
+_Static_assert(sizeof(((struct config *)0)->listen_host) == HOSTLEN &&
+    sizeof(((struct config_service *)0)->host) == HOSTLEN,
+    "KT_ADDRESS rows assume host buffers of HOSTLEN bytes");
 
 /*
  * Every key of sagad.conf(5). The man page documents these rows; keep the
@@ -787,7 +792,7 @@ key_default(const struct config_key *k, void *base)
 		set_string((char **)p, k->sdef);
 		if (k->sdef != NULL)
 			(void)util_parse_hostport(k->sdef,
-			    (char *)base + k->off2, 256,
+			    (char *)base + k->off2, HOSTLEN,
 			    (int *)((char *)base + k->off3), why, sizeof(why));
 		break;
 	case KT_STRLIST:
@@ -1017,7 +1022,7 @@ parse_key(struct loader *l, const config_setting_t *s, const char *key,
 		if ((v = read_string(l, s, key, "a string \"host:port\"")) ==
 		    NULL)
 			break;
-		if (util_parse_hostport(v, (char *)base + k->off2, 256,
+		if (util_parse_hostport(v, (char *)base + k->off2, HOSTLEN,
 		    (int *)((char *)base + k->off3), why, sizeof(why)) == -1)
 			lerr(l, s, key, "%s", why);
 		else
@@ -1389,7 +1394,7 @@ config_keep_restart_keys(struct config *new, const struct config *old)
 			break;
 		case KT_ADDRESS:
 			memcpy((char *)new + k->off2,
-			    (const char *)old + k->off2, 256);
+			    (const char *)old + k->off2, HOSTLEN);
 			*(int *)((char *)new + k->off3) =
 			    *(const int *)((const char *)old + k->off3);
 			/* FALLTHROUGH */
