@@ -361,69 +361,75 @@ saga_recover(struct saga *s, const struct config *cfg,
 	return next_compensation(s, cfg, flow, top, now_ms);
 }
 
+void
+saga_pb_view(const struct saga *s, struct saga_pb *v)
+{
+	Saga__V1__Saga *pb = &v->pb;
+
+	saga__v1__saga__init(pb);
+	pb->id = s->id;
+	pb->flow = s->flow;
+	pb->mode = (Saga__V1__Mode)s->mode;
+	pb->state = (Saga__V1__State)s->state;
+	pb->error = s->error;	/* protobuf-c packs NULL as "" */
+	pb->created_unix_ms = s->created_ms;
+	pb->updated_unix_ms = s->updated_ms;
+	v->ce = util_xcalloc(s->nctx, sizeof(*v->ce));
+	v->cep = util_xcalloc(s->nctx, sizeof(*v->cep));
+	for (size_t i = 0; i < s->nctx; i++) {
+		saga__v1__saga__context_entry__init(&v->ce[i]);
+		v->ce[i].key = s->ctx[i].key;
+		v->ce[i].value.data = s->ctx[i].value;
+		v->ce[i].value.len = s->ctx[i].len;
+		v->cep[i] = &v->ce[i];
+	}
+	pb->n_context = s->nctx;
+	pb->context = v->cep;
+	v->sr = util_xcalloc(s->nsteps, sizeof(*v->sr));
+	v->srp = util_xcalloc(s->nsteps, sizeof(*v->srp));
+	for (size_t i = 0; i < s->nsteps; i++) {
+		saga__v1__step_result__init(&v->sr[i]);
+		v->sr[i].name = s->steps[i].name;
+		v->sr[i].state = (Saga__V1__State)s->steps[i].state;
+		v->sr[i].attempts = s->steps[i].attempts;
+		v->sr[i].error = s->steps[i].error;
+		v->sr[i].started_unix_ms = s->steps[i].started_ms;
+		v->sr[i].finished_unix_ms = s->steps[i].finished_ms;
+		v->srp[i] = &v->sr[i];
+	}
+	pb->n_steps = s->nsteps;
+	pb->steps = v->srp;
+}
+
+void
+saga_pb_view_free(struct saga_pb *v)
+{
+	free(v->ce);
+	free(v->cep);
+	free(v->sr);
+	free(v->srp);
+	memset(v, 0, sizeof(*v));
+}
+
 uint8_t *
 saga_pack(const struct saga *s, size_t *len)
 {
-	Saga__V1__Saga			 pb;
-	Saga__V1__Saga__ContextEntry	*ce, **cep;
-	Saga__V1__StepResult		*sr, **srp;
-	uint8_t				*buf;
+	struct saga_pb	 v;
+	uint8_t		*buf;
 
-	saga__v1__saga__init(&pb);
-	pb.id = s->id;
-	pb.flow = s->flow;
-	pb.mode = (Saga__V1__Mode)s->mode;
-	pb.state = (Saga__V1__State)s->state;
-	pb.error = s->error;	/* protobuf-c packs NULL as "" */
-	pb.created_unix_ms = s->created_ms;
-	pb.updated_unix_ms = s->updated_ms;
-	ce = util_xcalloc(s->nctx, sizeof(*ce));
-	cep = util_xcalloc(s->nctx, sizeof(*cep));
-	for (size_t i = 0; i < s->nctx; i++) {
-		saga__v1__saga__context_entry__init(&ce[i]);
-		ce[i].key = s->ctx[i].key;
-		ce[i].value.data = s->ctx[i].value;
-		ce[i].value.len = s->ctx[i].len;
-		cep[i] = &ce[i];
-	}
-	pb.n_context = s->nctx;
-	pb.context = cep;
-	sr = util_xcalloc(s->nsteps, sizeof(*sr));
-	srp = util_xcalloc(s->nsteps, sizeof(*srp));
-	for (size_t i = 0; i < s->nsteps; i++) {
-		saga__v1__step_result__init(&sr[i]);
-		sr[i].name = s->steps[i].name;
-		sr[i].state = (Saga__V1__State)s->steps[i].state;
-		sr[i].attempts = s->steps[i].attempts;
-		sr[i].error = s->steps[i].error;
-		sr[i].started_unix_ms = s->steps[i].started_ms;
-		sr[i].finished_unix_ms = s->steps[i].finished_ms;
-		srp[i] = &sr[i];
-	}
-	pb.n_steps = s->nsteps;
-	pb.steps = srp;
-	*len = saga__v1__saga__get_packed_size(&pb);
+	saga_pb_view(s, &v);
+	*len = saga__v1__saga__get_packed_size(&v.pb);
 	buf = util_xcalloc(1, *len);
-	saga__v1__saga__pack(&pb, buf);
-	free(ce);
-	free(cep);
-	free(sr);
-	free(srp);
+	saga__v1__saga__pack(&v.pb, buf);
+	saga_pb_view_free(&v);
 	return buf;
 }
 
 struct saga *
-saga_unpack(const uint8_t *buf, size_t len, char *err, size_t errlen)
+saga_from_pb(const Saga__V1__Saga *pb)
 {
-	Saga__V1__Saga	*pb;
 	struct saga	*s;
 
-	pb = saga__v1__saga__unpack(NULL, len, buf);
-	if (pb == NULL) {
-		snprintf(err, errlen, "saga record of %zu bytes is not a "
-		    "saga.v1.Saga", len);
-		return NULL;
-	}
 	s = util_xcalloc(1, sizeof(*s));
 	s->id = util_xstrdup(pb->id);
 	s->flow = util_xstrdup(pb->flow);
@@ -449,6 +455,22 @@ saga_unpack(const uint8_t *buf, size_t len, char *err, size_t errlen)
 		s->steps[i].started_ms = r->started_unix_ms;
 		s->steps[i].finished_ms = r->finished_unix_ms;
 	}
+	return s;
+}
+
+struct saga *
+saga_unpack(const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+	Saga__V1__Saga	*pb;
+	struct saga	*s;
+
+	pb = saga__v1__saga__unpack(NULL, len, buf);
+	if (pb == NULL) {
+		snprintf(err, errlen, "saga record of %zu bytes is not a "
+		    "saga.v1.Saga", len);
+		return NULL;
+	}
+	s = saga_from_pb(pb);
 	saga__v1__saga__free_unpacked(pb, NULL);
 	return s;
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "saga/v1/saga.pb-c.h"
 
 /* Values match saga.v1.State. */
 enum saga_state {
@@ -85,6 +86,19 @@ struct saga	*saga_dup(const struct saga *);
 void		 saga_ctx_set(struct saga *, const char *key,
 		    const void *value, size_t len);
 const struct saga_kv *saga_ctx_get(const struct saga *, const char *key);
+
+/*
+ * A saga.v1.Saga that points into a struct saga, for packing or handing to
+ * the store without copying; valid while the saga is unchanged.
+ */
+struct saga_pb {
+	Saga__V1__Saga			 pb;
+	Saga__V1__Saga__ContextEntry	*ce, **cep;
+	Saga__V1__StepResult		*sr, **srp;
+};
+void		 saga_pb_view(const struct saga *, struct saga_pb *);
+void		 saga_pb_view_free(struct saga_pb *);
+struct saga	*saga_from_pb(const Saga__V1__Saga *);
 
 /* saga.v1.Saga encoding: what the store keeps and Get returns. */
 uint8_t		*saga_pack(const struct saga *, size_t *len);
