@@ -1,2 +1,109 @@
-/* placeholder */
-int main(void) { return 0; }
+/*
+ * sagad.c - main() of the sagad master, and nothing else: flags, config,
+ * pidfile, daemonizing, then the master's loop. Everything it calls lives
+ * in libsagad (options.c, master.c, supervisor.c) where tests can reach it.
+ */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "master.h"
+#include "options.h"
+#include "proctitle.h"
+#include "util.h"
+
+int
+main(int argc, char *argv[])
+{
+	struct options	 opts;
+	struct master	 m;
+	struct config	*cfg;
+	char		 err[8 * SAGAD_ERRLEN];
+	char		*config_path, *pidfile;
+	int		 pidfd, notify = -1, rc;
+
+	(void)proctitle_init(argc, argv);
+	if (options_parse(&opts, argc, argv, getenv("POD_ID"), err,
+	    sizeof(err)) != OPTIONS_OK) {
+		fprintf(stderr, "sagad: %s\n", err);
+		options_usage(stderr, "sagad");
+		return 2;
+	}
+	if (opts.help) {
+		options_usage(stdout, "sagad");
+		return 0;
+	}
+	if (opts.version) {
+		printf("sagad %s\n", PACKAGE_VERSION);
+		return 0;
+	}
+	log_init("sagad", LOG_TO_STDERR, opts.verbose);
+
+	if ((config_path = master_abspath(opts.config_path, err,
+	    sizeof(err))) == NULL ||
+	    (pidfile = master_abspath(opts.pidfile, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "sagad: %s\n", err);
+		return 1;
+	}
+	if ((cfg = config_load(config_path, opts.pod_id, err,
+	    sizeof(err))) == NULL) {
+		fprintf(stderr, "%s%s", err,
+		    err[0] && err[strlen(err) - 1] != '\n' ? "\n" : "");
+		fprintf(stderr, "sagad: %s: configuration has errors\n",
+		    config_path);
+		return 1;
+	}
+	if (opts.test) {
+		printf("configuration OK\n");
+		config_free(cfg);
+		return 0;
+	}
+
+	/* A log_file wins over stderr and syslog, with -d too. */
+	if (cfg->log_file != NULL && log_open_file(cfg->log_file) == -1) {
+		fprintf(stderr, "sagad: log_file %s: %s\n", cfg->log_file,
+		    strerror(errno));
+		return 1;
+	}
+	if ((pidfd = master_pidfile_open(pidfile, err, sizeof(err))) == -1) {
+		fprintf(stderr, "sagad: %s\n", err);
+		return 1;
+	}
+	if (!opts.foreground) {
+		if (master_daemonize(&notify, err, sizeof(err)) == -1) {
+			fprintf(stderr, "sagad: %s\n", err);
+			return 1;
+		}
+		if (cfg->log_file == NULL)
+			log_init("sagad", LOG_TO_SYSLOG, opts.verbose);
+	}
+	proctitle_set("sagad: master");
+	if (master_pidfile_write(pidfd, getpid(), err, sizeof(err)) == -1) {
+		log_warnx("%s", err);
+		master_daemon_notify(notify, err);
+		master_pidfile_remove(pidfile, pidfd);
+		return 1;
+	}
+	/* Listeners (the gRPC server) will come in as master_hooks here. */
+	if (master_init(&m, &opts, config_path, cfg, NULL, err,
+	    sizeof(err)) == -1) {
+		log_warnx("%s", err);
+		master_daemon_notify(notify, err);
+		master_free(&m);
+		master_pidfile_remove(pidfile, pidfd);
+		return 1;
+	}
+	master_daemon_notify(notify, NULL);
+	rc = master_run(&m);
+	master_free(&m);
+	master_pidfile_remove(pidfile, pidfd);
+	free(config_path);
+	free(pidfile);
+	return rc;
+}

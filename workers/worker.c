@@ -1,2 +1,440 @@
-/* placeholder */
-int main(void) { return 0; }
+/*
+ * worker.c - sagad-worker, the process the master starts for each
+ * (topic, instance) of an async or throttling flow. It is a real process
+ * with its whole life cycle: it validates its arguments (a bad one is exit
+ * status 2, which the master reads as "do not respawn"), loads the config
+ * and checks that its topic is there, sets its title, tells the master it
+ * is ready over the ready pipe, and runs one libevent loop: SIGTERM drains
+ * and exits 0, SIGHUP reloads the config, SIGUSR1 reopens the log file,
+ * and EOF on the parent pipe (or PR_SET_PDEATHSIG, or a changed getppid())
+ * means the master died and the worker must not outlive it.
+ *
+ * Consuming the topic from NATS JetStream is not here yet: it arrives with
+ * a later issue, behind the message-queue driver interface. Until then the
+ * worker idles with no work in flight, and says so in --help.
+ */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "log.h"
+#include "proctitle.h"
+#include "util.h"
+
+#define WORKER_EXIT_FATAL	2	/* the master will not respawn us */
+#define WORKER_CRON_MS		1000
+
+struct worker {
+	const char		*topic;
+	int			 instance;
+	int			 concurrency;
+	const char		*pod_id;
+	const char		*config_path;
+	int			 ready_fd;
+	int			 parent_fd;
+	int			 foreground;
+	int			 verbose;
+
+	pid_t			 ppid;
+	struct config		*cfg;
+	struct event_base	*base;
+	struct event		*ev_term, *ev_int, *ev_hup, *ev_usr1;
+	struct event		*ev_parent, *ev_cron;
+	int			 draining;
+	int64_t			 drain_deadline_ms;
+	int			 inflight;	/* work taken, not yet done */
+};
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: sagad-worker --topic FLOW/NODE --instance N "
+	    "--concurrency N --pod-id ID\n"
+	    "                    --config FILE --ready-fd FD --parent-fd FD "
+	    "[--foreground] [--verbose]\n"
+	    "\n"
+	    "sagad-worker is started by sagad(8), one process per instance "
+	    "of each topic\n"
+	    "(a node of an async or throttling flow); it is not meant to be "
+	    "run by hand.\n"
+	    "It checks its arguments and its topic in the config, reports "
+	    "ready to the\n"
+	    "master on --ready-fd, and exits when the master goes (EOF on "
+	    "--parent-fd).\n"
+	    "\n"
+	    "NOT YET IMPLEMENTED: consuming the topic from NATS JetStream. "
+	    "That work comes\n"
+	    "with a later issue; this version runs idle, with nothing in "
+	    "flight.\n"
+	    "\n"
+	    "  --topic FLOW/NODE   the topic this process serves\n"
+	    "  --instance N        its instance number, from 1\n"
+	    "  --concurrency N     most messages in flight at once\n"
+	    "  --pod-id ID         this pod's id (throttling subjects)\n"
+	    "  --config FILE       the configuration file (sagad.conf(5))\n"
+	    "  --ready-fd FD       write \"ready\\n\" here once initialised\n"
+	    "  --parent-fd FD      read end of the master's pipe: EOF = "
+	    "master gone\n"
+	    "  --foreground        log to stderr (the master runs with -d)\n"
+	    "  --verbose           more verbose logs (repeatable)\n"
+	    "  --version           print the version and exit\n"
+	    "  --help              print this help and exit\n"
+	    "\n"
+	    "Exit status: 0 after a drain, 1 on a runtime error, 2 on bad "
+	    "arguments or\n"
+	    "config (the master does not respawn it).\n"
+	    "\n"
+	    "Test only: SAGAD_WORKER_CRASH_AT_START=1 in the environment "
+	    "makes it exit 1\n"
+	    "at once, to exercise the master's respawn backoff.\n");
+}
+
+/* A decimal in [min, max], or -1. */
+static long
+parse_num(const char *s, long min, long max)
+{
+	char	*end;
+	long	 v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		return -1;
+	return v;
+}
+
+static int
+fd_valid(int fd)
+{
+	return fd > STDERR_FILENO && fcntl(fd, F_GETFD) != -1;
+}
+
+static void
+argfail(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "sagad-worker: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n");
+	usage(stderr);
+	exit(WORKER_EXIT_FATAL);
+}
+
+static void
+parse_args(struct worker *w, int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{ "topic",	 required_argument, NULL, 't' },
+		{ "instance",	 required_argument, NULL, 'i' },
+		{ "concurrency", required_argument, NULL, 'c' },
+		{ "pod-id",	 required_argument, NULL, 'P' },
+		{ "config",	 required_argument, NULL, 'f' },
+		{ "ready-fd",	 required_argument, NULL, 'r' },
+		{ "parent-fd",	 required_argument, NULL, 'p' },
+		{ "foreground",	 no_argument,	    NULL, 'd' },
+		{ "verbose",	 no_argument,	    NULL, 'v' },
+		{ "version",	 no_argument,	    NULL, 'V' },
+		{ "help",	 no_argument,	    NULL, 'h' },
+		{ NULL,		 0,		    NULL, 0 }
+	};
+	long	v;
+	int	c;
+
+	memset(w, 0, sizeof(*w));
+	w->instance = w->concurrency = w->ready_fd = w->parent_fd = -1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			if (strchr(optarg, '/') == NULL || optarg[0] == '/')
+				argfail("--topic %s: expected FLOW/NODE",
+				    optarg);
+			w->topic = optarg;
+			break;
+		case 'i':
+			if ((v = parse_num(optarg, 1, 100000)) == -1)
+				argfail("--instance %s: expected a number "
+				    "from 1 to 100000", optarg);
+			w->instance = (int)v;
+			break;
+		case 'c':
+			if ((v = parse_num(optarg, 1, 1000000)) == -1)
+				argfail("--concurrency %s: expected a number "
+				    "from 1 to 1000000", optarg);
+			w->concurrency = (int)v;
+			break;
+		case 'P':
+			if (*optarg == '\0')
+				argfail("--pod-id%s: expected a non-empty id",
+				    "");
+			w->pod_id = optarg;
+			break;
+		case 'f':
+			w->config_path = optarg;
+			break;
+		case 'r':
+		case 'p':
+			if ((v = parse_num(optarg, 3, INT_MAX)) == -1 ||
+			    !fd_valid((int)v))
+				argfail(c == 'r' ? "--ready-fd %s: not an open "
+				    "file descriptor" : "--parent-fd %s: not "
+				    "an open file descriptor", optarg);
+			if (c == 'r')
+				w->ready_fd = (int)v;
+			else
+				w->parent_fd = (int)v;
+			break;
+		case 'd':
+			w->foreground = 1;
+			break;
+		case 'v':
+			w->verbose++;
+			break;
+		case 'V':
+			printf("sagad-worker %s\n", PACKAGE_VERSION);
+			exit(0);
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case ':':
+			argfail("%s needs an argument", argv[optind - 1]);
+			break;
+		default:
+			argfail("unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		argfail("unexpected argument \"%s\"", argv[optind]);
+	if (w->topic == NULL)
+		argfail("%s is required", "--topic");
+	if (w->instance == -1)
+		argfail("%s is required", "--instance");
+	if (w->concurrency == -1)
+		argfail("%s is required", "--concurrency");
+	if (w->pod_id == NULL)
+		argfail("%s is required", "--pod-id");
+	if (w->config_path == NULL)
+		argfail("%s is required", "--config");
+	if (w->ready_fd == -1)
+		argfail("%s is required", "--ready-fd");
+	if (w->parent_fd == -1)
+		argfail("%s is required", "--parent-fd");
+}
+
+static int
+topic_exists(const struct config *cfg, const char *topic)
+{
+	struct config_topic	*t;
+	size_t			 i, n;
+	int			 found = 0;
+
+	n = config_topics(cfg, &t);
+	for (i = 0; i < n && !found; i++)
+		found = strcmp(t[i].name, topic) == 0;
+	free(t);
+	return found;
+}
+
+/* Loads the config; logs each error line and returns NULL if it fails. */
+static struct config *
+load_config(struct worker *w)
+{
+	struct config	*cfg;
+	char		 err[8 * SAGAD_ERRLEN], *line, *save = NULL;
+
+	cfg = config_load(w->config_path, w->pod_id, err, sizeof(err));
+	if (cfg == NULL) {
+		for (line = strtok_r(err, "\n", &save); line != NULL;
+		    line = strtok_r(NULL, "\n", &save))
+			log_warnx("config: %s", line);
+		return NULL;
+	}
+	if (!topic_exists(cfg, w->topic)) {
+		log_warnx("%s: no topic %s (no async or throttling flow has "
+		    "that node)", w->config_path, w->topic);
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+static void
+worker_check_drained(struct worker *w)
+{
+	if (w->draining && w->inflight == 0) {
+		log_info("drained: exiting");
+		event_base_loopexit(w->base, NULL);
+	}
+}
+
+static void
+worker_drain(struct worker *w, const char *why)
+{
+	if (w->draining)
+		return;
+	w->draining = 1;
+	w->drain_deadline_ms = util_mono_ms() + w->cfg->shutdown_timeout_ms;
+	log_info("%s: draining %d in flight", why, w->inflight);
+	worker_check_drained(w);
+}
+
+/*
+ * The master is gone. Nothing taken from the queue is acknowledged before
+ * it is done, so leaving now only means JetStream redelivers it.
+ */
+static void
+worker_orphaned(struct worker *w, const char *how)
+{
+	log_warnx("master gone (%s): exiting", how);
+	event_base_loopbreak(w->base);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct worker	*w = arg;
+	struct config	*cfg;
+
+	switch (sig) {
+	case SIGTERM:
+		worker_drain(w, "SIGTERM");
+		break;
+	case SIGINT:
+		worker_drain(w, "SIGINT");
+		break;
+	case SIGHUP:
+		if ((cfg = load_config(w)) == NULL) {
+			log_warnx("reload failed: keeping the running "
+			    "configuration");
+			break;
+		}
+		config_free(w->cfg);
+		w->cfg = cfg;
+		log_debug("configuration reloaded");
+		break;
+	case SIGUSR1:
+		if (log_reopen() == -1)
+			log_warn("reopen log file");
+		break;
+	}
+}
+
+static void
+parent_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker	*w = arg;
+	char		 buf[64];
+	ssize_t		 n;
+
+	n = read(fd, buf, sizeof(buf));
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0)
+		worker_orphaned(w, "its pipe closed");
+}
+
+static void
+cron_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	if (getppid() != w->ppid) {
+		worker_orphaned(w, "reparented");
+		return;
+	}
+	if (w->draining && util_mono_ms() >= w->drain_deadline_ms) {
+		log_warnx("drain timed out with %d in flight: exiting",
+		    w->inflight);
+		event_base_loopexit(w->base, NULL);
+	}
+}
+
+static struct event *
+add_event(struct worker *w, evutil_socket_t fd, short what,
+    event_callback_fn cb, const struct timeval *tv)
+{
+	struct event *ev;
+
+	ev = event_new(w->base, fd, what, cb, w);
+	if (ev == NULL || event_add(ev, tv) == -1)
+		fatalx("cannot add an event");
+	return ev;
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct worker	 w;
+	struct timeval	 tv = { WORKER_CRON_MS / 1000, 0 };
+	const char	*crash;
+	char		 prefix[300];
+
+	(void)proctitle_init(argc, argv);
+	parse_args(&w, argc, argv);
+	w.ppid = getppid();
+
+	crash = getenv("SAGAD_WORKER_CRASH_AT_START");
+	if (crash != NULL && strcmp(crash, "1") == 0)
+		exit(1);
+
+	log_init("sagad-worker", w.foreground ? LOG_TO_STDERR : LOG_TO_SYSLOG,
+	    w.verbose);
+	snprintf(prefix, sizeof(prefix), "%s #%d", w.topic, w.instance);
+	log_setprefix(prefix);
+	proctitle_set("sagad: worker %s #%d", w.topic, w.instance);
+
+	if ((w.cfg = load_config(&w)) == NULL)
+		exit(WORKER_EXIT_FATAL);
+	if (w.cfg->log_file != NULL && log_open_file(w.cfg->log_file) == -1)
+		log_warn("log_file %s", w.cfg->log_file);
+
+	signal(SIGPIPE, SIG_IGN);
+	if ((w.base = event_base_new()) == NULL)
+		fatalx("cannot create the event base");
+	w.ev_term = add_event(&w, SIGTERM, EV_SIGNAL | EV_PERSIST, signal_cb,
+	    NULL);
+	w.ev_int = add_event(&w, SIGINT, EV_SIGNAL | EV_PERSIST, signal_cb,
+	    NULL);
+	w.ev_hup = add_event(&w, SIGHUP, EV_SIGNAL | EV_PERSIST, signal_cb,
+	    NULL);
+	w.ev_usr1 = add_event(&w, SIGUSR1, EV_SIGNAL | EV_PERSIST, signal_cb,
+	    NULL);
+	(void)fcntl(w.parent_fd, F_SETFL, O_NONBLOCK);
+	(void)fcntl(w.parent_fd, F_SETFD, FD_CLOEXEC);
+	w.ev_parent = add_event(&w, w.parent_fd, EV_READ | EV_PERSIST,
+	    parent_cb, NULL);
+	w.ev_cron = add_event(&w, -1, EV_PERSIST, cron_cb, &tv);
+
+	/* The master may have gone while we started. */
+	if (w.ppid == 1 || kill(w.ppid, 0) == -1)
+		exit(1);
+
+	if (write(w.ready_fd, "ready\n", 6) != 6)
+		log_warn("ready pipe");
+	close(w.ready_fd);
+	log_debug("ready: concurrency %d, pod %s (idle: consuming is not "
+	    "implemented yet)", w.concurrency, w.pod_id);
+
+	event_base_dispatch(w.base);
+
+	event_free(w.ev_term);
+	event_free(w.ev_int);
+	event_free(w.ev_hup);
+	event_free(w.ev_usr1);
+	event_free(w.ev_parent);
+	event_free(w.ev_cron);
+	event_base_free(w.base);
+	config_free(w.cfg);
+	return 0;
+}
