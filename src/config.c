@@ -133,6 +133,8 @@ static const struct config_key keys[] = {
 	    1, 65535, 6379, NULL, NULL, NULL, 0 },
 	{ "saga_ttl", KS_REDIS, KT_INT, KEY_RESTART, C(redis.saga_ttl), 0, 0,
 	    1, 31536000, 86400, NULL, NULL, NULL, 0 },
+	{ "lease_ms", KS_REDIS, KT_INT, KEY_RESTART, C(redis.lease_ms), 0, 0,
+	    1000, 600000, 10000, NULL, NULL, NULL, 0 },
 
 	{ "allow", KS_CALLBACKS, KT_STRLIST, 0, C(callbacks.allow),
 	    C(callbacks.nallow), 0, 0, 0, 0, NULL, callbacks_allow_default,
@@ -146,6 +148,8 @@ static const struct config_key keys[] = {
 	    1, HOUR_MS, 5000, NULL, NULL, NULL, 0 },
 	{ "max_inflight", KS_SERVICE, KT_INT, 0, S(max_inflight), 0, 0,
 	    1, 1000000, 1024, NULL, NULL, NULL, 0 },
+	{ "max_queue", KS_SERVICE, KT_INT, 0, S(max_queue), 0, 0,
+	    0, 10000000, 10000, NULL, NULL, NULL, 0 },
 
 	{ "service", KS_NODE, KT_SERVICE, KEY_REQUIRED, N(service), 0, 0,
 	    0, 0, 0, NULL, NULL, NULL, 0 },
@@ -1295,11 +1299,22 @@ free_scope(enum key_scope scope, void *base)
 	}
 }
 
+struct config *
+config_ref(struct config *cfg)
+{
+	cfg->refs++;
+	return cfg;
+}
+
 void
 config_free(struct config *cfg)
 {
 	if (cfg == NULL)
 		return;
+	if (cfg->refs > 0) {
+		cfg->refs--;
+		return;
+	}
 	for (size_t i = 0; i < cfg->nservices; i++) {
 		free(cfg->services[i].name);
 		free_scope(KS_SERVICE, &cfg->services[i]);

@@ -26,6 +26,7 @@ struct config_service {
 	int		 port;
 	int		 timeout_ms;
 	int		 max_inflight;
+	int		 max_queue;	/* calls waiting for a free slot */
 };
 
 struct config_node {
@@ -52,6 +53,7 @@ struct config_flow {
 };
 
 struct config {
+	unsigned	 refs;		/* extra holders: config_ref() */
 	char		*path;		/* the file it came from */
 	char		*pod_id;
 	char		*listen;
@@ -69,6 +71,7 @@ struct config {
 		char	*host;
 		int	 port;
 		int	 saga_ttl;
+		int	 lease_ms;	/* owner's hold on a running saga */
 	} redis;
 	struct {
 		char	**allow;
@@ -91,6 +94,12 @@ struct config {
  */
 struct config	*config_load(const char *path, const char *pod_id,
 		    char *err, size_t errlen);
+/*
+ * A config stays alive while anyone holds it: sagas in flight keep the
+ * config they started with across a SIGHUP. config_ref() adds a holder,
+ * config_free() drops one and frees with the last.
+ */
+struct config	*config_ref(struct config *);
 void		 config_free(struct config *);
 
 /*

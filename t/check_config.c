@@ -132,6 +132,8 @@ START_TEST(sample_config_loads)
 	ck_assert_uint_eq(cfg->nflows, 3);
 	ck_assert_int_eq(cfg->services[0].max_inflight, 256);
 	ck_assert_int_eq(cfg->services[2].port, 50053);
+	ck_assert_int_eq(cfg->services[0].max_queue, 10000);	/* default */
+	ck_assert_int_eq(cfg->redis.lease_ms, 10000);		/* default */
 
 	n = config_node_find(cfg, "CreateOrder");
 	ck_assert_ptr_nonnull(n);
@@ -155,6 +157,18 @@ START_TEST(sample_config_loads)
 	ck_assert_ptr_null(config_flow_find(cfg, "Nope"));
 	ck_assert_ptr_null(config_node_find(cfg, "Nope"));
 	ck_assert_str_eq(config_mode_name(f->mode), "throttling");
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(config_lives_while_referenced)
+{
+	struct config *cfg = load_sample();
+
+	/* Freed by the last holder only (valgrind proves the free). */
+	ck_assert_ptr_eq(config_ref(cfg), cfg);
+	config_free(cfg);
+	ck_assert_str_eq(cfg->pod_id, "pod-a");
 	config_free(cfg);
 }
 END_TEST
@@ -916,6 +930,7 @@ config_suite(void)
 	tcase_add_test(tc, reload_check_reports_restart_keys);
 	tcase_add_test(tc, reload_check_pod_id_and_log_file);
 	tcase_add_test(tc, mode_names);
+	tcase_add_test(tc, config_lives_while_referenced);
 	suite_add_tcase(s, tc);
 	return s;
 }
