@@ -136,12 +136,15 @@ grpc_timeout_format(int64_t ms, char *buf, size_t buflen)
 {
 	if (ms < 0)
 		ms = 0;
-	/* Eight digits at most: pick the finest unit that fits. */
+	/*
+	 * Eight digits at most: pick the finest unit whose value, rounded up
+	 * so that the peer never sees a shorter deadline, still fits.
+	 */
 	if (ms <= 99999999)
 		snprintf(buf, buflen, "%lldm", (long long)ms);
-	else if (ms / 1000 <= 99999999)
+	else if ((ms + 999) / 1000 <= 99999999)
 		snprintf(buf, buflen, "%lldS", (long long)((ms + 999) / 1000));
-	else if (ms / 60000 <= 99999999)
+	else if ((ms + 59999) / 60000 <= 99999999)
 		snprintf(buf, buflen, "%lldM", (long long)((ms + 59999) / 60000));
 	else
 		snprintf(buf, buflen, "%lldH", (long long)99999999);
@@ -256,8 +259,14 @@ grpc_b64_decode(const char *s, size_t len, uint8_t **out, size_t *outlen)
 	uint32_t	 acc = 0;
 	int		 bits = 0;
 
-	while (len > 0 && s[len - 1] == '=')
+	/* Padding is optional, but at most two '=' and only where due. */
+	if (len > 0 && s[len - 1] == '=') {
+		if (len % 4 != 0)
+			return -1;
 		len--;
+		if (s[len - 1] == '=')
+			len--;
+	}
 	if (len % 4 == 1)
 		return -1;
 	o = p = util_xcalloc(1, len * 3 / 4 + 1);
@@ -292,6 +301,25 @@ grpc_framer_reset(struct grpc_framer *f)
 	free(f->msg);
 	f->msg = NULL;
 	f->hdrlen = f->have = f->msglen = 0;
+}
+
+/*
+ * The buffer of a large message holding have bytes: the next power of two
+ * from 64 KiB up, capped at the message length. It is a function of have so
+ * that the framer needs no capacity field, and it grows geometrically, so a
+ * 4 MiB message arriving in 16 KiB DATA frames is copied a few times, not
+ * 256 times.
+ */
+static size_t
+framer_cap(size_t have, size_t msglen)
+{
+	size_t cap = 65536;
+
+	if (have == 0)
+		return 0;
+	while (cap < have)
+		cap *= 2;
+	return cap < msglen ? cap : msglen;
 }
 
 int
@@ -335,8 +363,9 @@ grpc_framer_feed(struct grpc_framer *f, const uint8_t *data, size_t len,
 			if (f->msglen <= 65536) {
 				if (f->msg == NULL)
 					f->msg = util_xcalloc(1, f->msglen);
-			} else
-				f->msg = util_xrealloc(f->msg, f->have + n);
+			} else if (f->have + n > framer_cap(f->have, f->msglen))
+				f->msg = util_xrealloc(f->msg,
+				    framer_cap(f->have + n, f->msglen));
 			memcpy(f->msg + f->have, data, n);
 			f->have += n;
 			data += n;
