@@ -1,0 +1,14 @@
+/*
+ * order.c - the order service of the booking example: a saga participant
+ * that serves /booking.Order/Create, Cancel and List. Everything but the
+ * kind of service is in participant.c.
+ */
+#include "autoconf.h"
+
+#include "participant.h"
+
+int
+main(int argc, char *argv[])
+{
+	return participant_main(argc, argv, &participant_order);
+}
