@@ -1,0 +1,187 @@
+/*
+ * service.c - the master's gRPC side, started and stopped through the
+ * master's hooks: the server on `listen` (Health, Orchestrator), the client
+ * and the store the sync engine uses. On stop it reports NOT_SERVING, refuses
+ * new sagas, sends GOAWAY and keeps the loop busy until the sagas in flight
+ * have ended or shutdown_timeout_ms has passed.
+ */
+#include "autoconf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "grpc/client.h"
+#include "grpc/server.h"
+#include "health.h"
+#include "log.h"
+#include "master.h"
+#include "orch.h"
+#include "service.h"
+#include "store.h"
+#include "util.h"
+
+#define ORCH_SERVICE	"saga.v1.Orchestrator"
+
+struct service {
+	struct master		*m;
+	struct grpc_server	*srv;
+	struct health		*health;
+	struct grpc_client	*client;
+	struct store		*store;
+	struct orch		*orch;
+	char			 owner[192];
+	int			 shut;		/* GOAWAY done */
+};
+
+static void
+orch_log(int warn, const char *id, const char *msg, void *arg)
+{
+	if (warn)
+		log_warnx("saga %s: %s", id != NULL ? id : "-", msg);
+	else
+		log_info("saga %s: %s", id != NULL ? id : "-", msg);
+}
+
+static void
+store_status(int up, const char *why, void *arg)
+{
+	struct service *sv = arg;
+
+	if (up)
+		log_info("redis: connected");
+	else
+		log_warnx("redis: unavailable: %s; new sagas are refused "
+		    "until it is back", why != NULL ? why : "");
+	if (sv->health != NULL)
+		health_set(sv->health, ORCH_SERVICE,
+		    up ? HEALTH_SERVING : HEALTH_NOT_SERVING);
+}
+
+static int
+service_start(struct master *m, void *arg, char *err, size_t errlen)
+{
+	struct service		*sv = arg;
+	struct config		*cfg = m->cfg;
+	struct store_params	 sp;
+
+	sv->m = m;
+	snprintf(sv->owner, sizeof(sv->owner), "%s/%ld", cfg->pod_id,
+	    (long)getpid());
+	if ((sv->srv = grpc_server_new(m->base, NULL, err, errlen)) == NULL)
+		return -1;
+	if ((sv->health = health_new(sv->srv, err, errlen)) == NULL)
+		return -1;
+	if ((sv->client = grpc_client_new(m->base, NULL, err, errlen)) ==
+	    NULL)
+		return -1;
+	memset(&sp, 0, sizeof(sp));
+	sp.host = cfg->redis.host;
+	sp.port = cfg->redis.port;
+	sp.saga_ttl = cfg->redis.saga_ttl;
+	if ((sv->store = store_new(m->base, &sp, err, errlen)) == NULL)
+		return -1;
+	health_set(sv->health, ORCH_SERVICE, store_is_up(sv->store) ?
+	    HEALTH_SERVING : HEALTH_NOT_SERVING);
+	store_set_status_cb(sv->store, store_status, sv);
+	sv->orch = orch_new(m->base, cfg, sv->srv, sv->client, sv->store,
+	    sv->owner, err, errlen);
+	if (sv->orch == NULL)
+		return -1;
+	orch_set_log(sv->orch, orch_log, sv);
+	if (grpc_server_listen(sv->srv, cfg->listen_host, cfg->listen_port,
+	    err, errlen) == -1)
+		return -1;
+	log_info("listening on %s (gRPC), pod %s", cfg->listen, cfg->pod_id);
+	return 0;
+}
+
+static void
+service_reload(struct master *m, void *arg, const struct config *old)
+{
+	struct service *sv = arg;
+
+	orch_set_config(sv->orch, m->cfg);
+}
+
+static void
+server_down(struct grpc_server *srv, void *arg)
+{
+	struct service *sv = arg;
+
+	sv->shut = 1;
+	log_info("gRPC server drained");
+}
+
+static void
+service_stop(struct master *m, void *arg)
+{
+	struct service *sv = arg;
+
+	if (sv->srv == NULL)
+		return;
+	health_set_all_not_serving(sv->health);
+	health_shutdown(sv->health);
+	if (sv->orch != NULL) {
+		orch_drain(sv->orch);
+		log_info("waiting for %zu sagas in flight",
+		    orch_running(sv->orch));
+	}
+	grpc_server_shutdown(sv->srv, server_down, sv);
+}
+
+static void
+service_cron(struct master *m, void *arg)
+{
+	struct service *sv = arg;
+
+	if (sv->orch != NULL)
+		orch_cron(sv->orch);
+}
+
+static int
+service_busy(struct master *m, void *arg)
+{
+	struct service *sv = arg;
+
+	return (sv->orch != NULL && orch_running(sv->orch) > 0) ||
+	    (sv->srv != NULL && !sv->shut);
+}
+
+struct service *
+service_new(struct master_hooks *h)
+{
+	struct service *sv = util_xcalloc(1, sizeof(*sv));
+
+	memset(h, 0, sizeof(*h));
+	h->start = service_start;
+	h->reload = service_reload;
+	h->stop = service_stop;
+	h->cron = service_cron;
+	h->busy = service_busy;
+	h->arg = sv;
+	return sv;
+}
+
+void
+service_free(struct service *sv)
+{
+	if (sv == NULL)
+		return;
+	if (sv->orch != NULL && orch_running(sv->orch) > 0)
+		log_warnx("%zu sagas still in flight at exit: their leases "
+		    "run out and another master compensates them",
+		    orch_running(sv->orch));
+	if (sv->orch != NULL)
+		orch_close(sv->orch);
+	store_free(sv->store);
+	orch_free(sv->orch);
+	grpc_server_free(sv->srv);
+	health_free(sv->health);
+	grpc_client_free(sv->client);
+	free(sv);
+}

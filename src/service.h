@@ -1,0 +1,18 @@
+/*
+ * service.h - what the master serves: the gRPC server on `listen` with
+ * grpc.health.v1.Health and saga.v1.Orchestrator, the gRPC client the sync
+ * engine calls steps with, and the Redis store. Plugged into the master
+ * through struct master_hooks; process-layer code (it logs).
+ */
+#ifndef SAGAD_SERVICE_H
+#define SAGAD_SERVICE_H
+
+struct master_hooks;
+struct service;
+
+/* Fills hooks so that the master runs the service; NULL on no memory. */
+struct service	*service_new(struct master_hooks *);
+/* After the master's loop has ended: close and free everything. */
+void		 service_free(struct service *);
+
+#endif
