@@ -1,0 +1,165 @@
+/*
+ * store.h - the saga store: sagas, their event streams and their leases in
+ * Redis, spoken to asynchronously (hiredis on the caller's libevent loop).
+ *
+ * It is what the saga engine builds on; it knows nothing of flows, steps or
+ * gRPC. Every state change is one compare-and-set on the saga's revision done
+ * by a Lua script inside Redis, so two writers never both advance one saga,
+ * and the change, its events, the lease and the expiry of an ended saga are
+ * written together or not at all.
+ *
+ * Rules of use:
+ * - Everything runs on the loop thread of the event_base given to store_new.
+ * - Every call that takes a callback calls it exactly once, and never from
+ *   inside the call itself (a failure found at once is delivered from the
+ *   loop). Watches call theirs once per event and end with one last call.
+ * - While Redis is unreachable calls fail at once with STORE_UNAVAILABLE; the
+ *   store reconnects by itself with exponential backoff.
+ * - store_free() runs the callbacks still pending with STORE_UNAVAILABLE; it
+ *   must not be called from inside a store callback.
+ *
+ * Redis layout (see DESIGN.md): the hash saga:{ID} (flow, mode, state, step,
+ * pod, owner, callback, error, created, updated, rev, pb), the stream
+ * saga:{ID}:events (fields step, state, pb) and the zset saga:leases (member
+ * saga id, score lease expiry in ms of the Redis clock). Lease times come from
+ * Redis' own clock so that masters with skewed clocks agree on expiry.
+ */
+#ifndef SAGAD_STORE_H
+#define SAGAD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "saga/v1/saga.pb-c.h"
+
+struct event_base;
+struct store;
+struct store_watch;
+
+enum store_result {
+	STORE_OK = 0,
+	STORE_EXISTS,		/* create: a saga with that id is there */
+	STORE_NOT_FOUND,	/* no such saga (never created, or expired) */
+	STORE_CONFLICT,		/* the expected revision is not the current */
+	STORE_UNAVAILABLE,	/* Redis is down or the call timed out */
+	STORE_BUSY,		/* a bound was hit (too many watches) */
+	STORE_ERROR,		/* anything else; the error string says what */
+};
+
+#define STORE_ID_MAX	256	/* longest saga id the store accepts */
+
+struct store_params {
+	const char	*host;
+	int		 port;
+	int		 saga_ttl;	/* s an ended saga is kept; <= 0: forever */
+	int		 events_max;	/* ~bound of one event stream; 0: 1000 */
+	int		 backoff_min_ms;	/* first reconnect delay; 0: 100 */
+	int		 backoff_max_ms;	/* longest reconnect delay; 0: 5000 */
+	int		 cmd_timeout_ms;	/* a reply later than this drops the
+					   connection; 0: 5000 */
+	int		 max_watches;	/* open watches at most; 0: 1024 */
+	int		 watch_block_ms;	/* XREAD BLOCK of the watcher; 0: 2000 */
+};
+
+/*
+ * A saga as stored. Valid only during the callback that hands it over; the
+ * callback may keep saga by setting the field to NULL and later free it with
+ * saga__v1__saga__free_unpacked(saga, NULL).
+ */
+struct store_saga {
+	Saga__V1__Saga	*saga;		/* decoded from the hash's pb */
+	int64_t		 rev;		/* pass back to store_update */
+	int		 step;		/* current step index */
+	const char	*pod;		/* "" when not set */
+	const char	*owner;		/* holder of the lease, "" if none */
+	const char	*callback;	/* callback URL, "" if none */
+};
+
+/*
+ * One write: the whole new saga plus what goes with it. The saga's state
+ * decides the rest: a terminal state (COMPLETED, COMPENSATED, FAILED) drops
+ * the lease and sets saga_ttl on the hash and the event stream.
+ */
+struct store_write {
+	const Saga__V1__Saga		*saga;	/* id, flow, state... required */
+	int64_t				 rev;	/* expected revision (update) */
+	int				 step;	/* current step index */
+	const char			*pod;	/* NULL: unchanged */
+	const char			*owner;	/* NULL: unchanged */
+	const char			*callback; /* NULL: unchanged */
+	int				 lease_ms; /* >0: lease until Redis now +
+						     lease_ms; 0: unchanged;
+						     <0: drop the lease */
+	Saga__V1__SagaEvent *const	*events; /* appended to the stream */
+	size_t				 nevents;
+};
+
+/* err is NULL on STORE_OK and a sentence otherwise. */
+typedef void	store_saga_cb(enum store_result, struct store_saga *,
+		    const char *err, void *arg);
+typedef void	store_rev_cb(enum store_result, int64_t rev, const char *err,
+		    void *arg);
+typedef void	store_ids_cb(enum store_result, char *const *ids, size_t n,
+		    const char *err, void *arg);
+/*
+ * A watch's callback: once per event with STORE_OK (ev valid during the call
+ * only; final set on the saga's terminal event, which ends the watch), or
+ * once with another result and ev NULL, which ends the watch too.
+ */
+typedef void	store_event_cb(enum store_result, const Saga__V1__SagaEvent *ev,
+		    int final, const char *err, void *arg);
+typedef void	store_status_cb(int up, const char *why, void *arg);
+
+/* Returns NULL with err filled when params are unusable. Connects at once. */
+struct store	*store_new(struct event_base *, const struct store_params *,
+		    char *err, size_t errlen);
+void		 store_free(struct store *);
+
+/* Called on every change between connected and not. */
+void		 store_set_status_cb(struct store *, store_status_cb *, void *);
+int		 store_is_up(const struct store *);
+const char	*store_result_name(enum store_result);
+
+/*
+ * Creates the saga if its id is unknown: STORE_OK with rec->rev == 1 and
+ * rec->saga NULL; else STORE_EXISTS with the stored saga. w->rev is ignored.
+ */
+void	 store_create(struct store *, const struct store_write *,
+	    store_saga_cb *, void *);
+/*
+ * Replaces the saga if its revision is still w->rev: STORE_OK with the new
+ * revision, STORE_CONFLICT with the current one, or STORE_NOT_FOUND.
+ */
+void	 store_update(struct store *, const struct store_write *,
+	    store_rev_cb *, void *);
+/* STORE_OK with the saga, or STORE_NOT_FOUND. */
+void	 store_get(struct store *, const char *id, store_saga_cb *, void *);
+
+/*
+ * Extends the leases of ids held by owner to Redis now + lease_ms. Hands the
+ * ids it could not renew (claimed by another owner, ended or gone) to cb.
+ */
+void	 store_lease_renew(struct store *, const char *owner,
+	    const char *const *ids, size_t nids, int lease_ms,
+	    store_ids_cb *, void *);
+/*
+ * Atomically takes up to max sagas whose lease expired, makes claimer their
+ * owner with a lease of lease_ms, bumps their revision (so the old owner's
+ * next update conflicts) and hands their ids to cb. No two claimers ever get
+ * the same saga for one expiry.
+ */
+void	 store_lease_claim(struct store *, const char *claimer, int max,
+	    int lease_ms, store_ids_cb *, void *);
+
+/*
+ * Replays the saga's events from the start, then follows new ones until its
+ * terminal event. STORE_NOT_FOUND when there is no such saga. Never returns
+ * NULL. The handle is valid until the last callback has returned or until
+ * store_watch_cancel, which stops it without any further callback (and may
+ * be called from inside the watch's callback).
+ */
+struct store_watch *store_watch(struct store *, const char *id,
+	    store_event_cb *, void *);
+void	 store_watch_cancel(struct store_watch *);
+
+#endif

@@ -1,0 +1,1095 @@
+/*
+ * check_store.c - the saga store against a real redis-server, whose port
+ * comes from REDIS_PORT (t/store.sh starts one; without it the suite is
+ * skipped). Each test runs its own event_base and stores, empties Redis
+ * first, and waits for callbacks with a deadline so that a lost callback
+ * fails the test instead of hanging it. A plain synchronous hiredis context
+ * looks at what the store wrote (TTL, ZSCORE, XRANGE) and plays the operator
+ * (SCRIPT FLUSH, CLIENT PAUSE, SHUTDOWN).
+ */
+#include "autoconf.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "store.h"
+#include "util.h"
+
+static int redis_port;
+
+/* --- helpers ----------------------------------------------------------- */
+
+static redisContext *
+rsync(void)
+{
+	redisContext *rc;
+	struct timeval tv = { 5, 0 };
+
+	rc = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
+	ck_assert_msg(rc != NULL && rc->err == 0, "connect to redis on %d",
+	    redis_port);
+	return rc;
+}
+
+static long long
+rint_cmd(redisContext *rc, const char *fmt, const char *arg)
+{
+	redisReply *rep;
+	long long v;
+
+	rep = redisCommand(rc, fmt, arg);
+	ck_assert_ptr_nonnull(rep);
+	ck_assert_int_eq(rep->type, REDIS_REPLY_INTEGER);
+	v = rep->integer;
+	freeReplyObject(rep);
+	return v;
+}
+
+static void
+setup(void)
+{
+	redisContext *rc = rsync();
+	redisReply *rep;
+
+	rep = redisCommand(rc, "FLUSHALL");
+	ck_assert_ptr_nonnull(rep);
+	freeReplyObject(rep);
+	redisFree(rc);
+}
+
+/* Runs the loop until *flag or ms pass; fails the test on the latter. */
+static void
+wait_for(struct event_base *base, const int *flag, int ms, const char *what)
+{
+	int64_t end = util_mono_ms() + ms;
+
+	while (!*flag && util_mono_ms() < end)
+		event_base_loop(base, EVLOOP_ONCE);
+	ck_assert_msg(*flag, "timed out after %d ms waiting for %s", ms, what);
+}
+
+#define WAIT_UNTIL(base, cond, ms, what) do {				\
+	int64_t end_ = util_mono_ms() + (ms);				\
+									\
+	while (!(cond) && util_mono_ms() < end_)			\
+		event_base_loop((base), EVLOOP_ONCE);			\
+	ck_assert_msg((cond), "timed out after %d ms waiting for %s",	\
+	    (ms), (what));						\
+} while (0)
+
+static void
+run_ms(struct event_base *base, int ms)
+{
+	int64_t end = util_mono_ms() + ms;
+
+	while (util_mono_ms() < end)
+		event_base_loop(base, EVLOOP_ONCE);
+}
+
+struct up { int up, down, ups; };
+
+static void
+status_cb(int up, const char *why, void *arg)
+{
+	struct up *u = arg;
+
+	u->up = up;
+	if (up)
+		u->ups++;
+	else
+		u->down++;
+}
+
+static struct store *
+open_store(struct event_base *base, struct up *u, int cmd_timeout)
+{
+	struct store_params p;
+	struct store *st;
+	char err[SAGAD_ERRLEN];
+
+	memset(&p, 0, sizeof(p));
+	p.host = "127.0.0.1";
+	p.port = redis_port;
+	p.saga_ttl = 600;
+	p.backoff_min_ms = 50;
+	p.backoff_max_ms = 400;
+	p.cmd_timeout_ms = cmd_timeout;
+	p.watch_block_ms = 3000;
+	st = store_new(base, &p, err, sizeof(err));
+	ck_assert_msg(st != NULL, "store_new: %s", err);
+	memset(u, 0, sizeof(*u));
+	store_set_status_cb(st, status_cb, u);
+	wait_for(base, &u->up, 3000, "the store to connect");
+	return st;
+}
+
+/* A saga built on the stack, with two steps and a binary context value. */
+struct tsaga {
+	Saga__V1__Saga			 s;
+	Saga__V1__Saga__ContextEntry	 ce[2];
+	Saga__V1__Saga__ContextEntry	*cep[2];
+	Saga__V1__StepResult		 sr[2];
+	Saga__V1__StepResult		*srp[2];
+	Saga__V1__SagaEvent		 ev;
+	Saga__V1__SagaEvent		*evp[1];
+	struct store_write		 w;
+};
+
+static const uint8_t binval[] = { 'a', 0, 'b', 0xff, 0x80, '\n' };
+
+static void
+tsaga_init(struct tsaga *t, char *id, const char *val)
+{
+	int i;
+
+	memset(t, 0, sizeof(*t));
+	saga__v1__saga__init(&t->s);
+	t->s.id = id;
+	t->s.flow = "Booking";
+	t->s.mode = SAGA__V1__MODE__MODE_SYNC;
+	t->s.state = SAGA__V1__STATE__STATE_RUNNING;
+	t->s.created_unix_ms = 1700000000123LL;
+	t->s.updated_unix_ms = 1700000000456LL;
+	for (i = 0; i < 2; i++) {
+		saga__v1__saga__context_entry__init(&t->ce[i]);
+		t->cep[i] = &t->ce[i];
+		saga__v1__step_result__init(&t->sr[i]);
+		t->srp[i] = &t->sr[i];
+	}
+	t->ce[0].key = "bin";
+	t->ce[0].value.data = (uint8_t *)(uintptr_t)binval;
+	t->ce[0].value.len = sizeof(binval);
+	t->ce[1].key = "val";
+	t->ce[1].value.data = (uint8_t *)(uintptr_t)val;
+	t->ce[1].value.len = strlen(val);
+	t->s.n_context = 2;
+	t->s.context = t->cep;
+	t->sr[0].name = "CreateOrder";
+	t->sr[0].state = SAGA__V1__STATE__STATE_RUNNING;
+	t->sr[0].attempts = 1;
+	t->sr[1].name = "CreatePayment";
+	t->sr[1].state = SAGA__V1__STATE__STATE_PENDING;
+	t->s.n_steps = 2;
+	t->s.steps = t->srp;
+
+	saga__v1__saga_event__init(&t->ev);
+	t->ev.saga_id = id;
+	t->ev.step = "";
+	t->ev.state = SAGA__V1__STATE__STATE_RUNNING;
+	t->ev.unix_ms = 1700000000123LL;
+	t->evp[0] = &t->ev;
+
+	t->w.saga = &t->s;
+	t->w.pod = "pod-a";
+	t->w.owner = "pod-a";
+	t->w.callback = "http://127.0.0.1:9/cb";
+	t->w.lease_ms = 30000;
+	t->w.events = t->evp;
+	t->w.nevents = 1;
+}
+
+/* What a callback saw. */
+struct res {
+	int			 n;		/* times called */
+	enum store_result	 r;
+	int64_t			 rev;
+	Saga__V1__Saga		*saga;		/* stolen from the record */
+	char			 owner[64];
+	char			 pod[64];
+	char			 callback[64];
+	int			 step;
+	char			 err[256];
+};
+
+static void
+res_free(struct res *x)
+{
+	if (x->saga != NULL)
+		saga__v1__saga__free_unpacked(x->saga, NULL);
+	x->saga = NULL;
+}
+
+static void
+saga_cb(enum store_result r, struct store_saga *rec, const char *err,
+    void *arg)
+{
+	struct res *x = arg;
+
+	x->n++;
+	x->r = r;
+	if (err != NULL)
+		snprintf(x->err, sizeof(x->err), "%s", err);
+	if (rec != NULL) {
+		x->rev = rec->rev;
+		x->step = rec->step;
+		snprintf(x->owner, sizeof(x->owner), "%s", rec->owner);
+		snprintf(x->pod, sizeof(x->pod), "%s", rec->pod);
+		snprintf(x->callback, sizeof(x->callback), "%s",
+		    rec->callback);
+		x->saga = rec->saga;	/* steal it */
+		rec->saga = NULL;
+	}
+}
+
+static void
+rev_cb(enum store_result r, int64_t rev, const char *err, void *arg)
+{
+	struct res *x = arg;
+
+	x->n++;
+	x->r = r;
+	x->rev = rev;
+	if (err != NULL)
+		snprintf(x->err, sizeof(x->err), "%s", err);
+}
+
+struct ids {
+	int			 n;
+	enum store_result	 r;
+	char			*ids[64];
+	size_t			 nids;
+};
+
+static void
+ids_cb(enum store_result r, char *const *ids, size_t n, const char *err,
+    void *arg)
+{
+	struct ids *x = arg;
+	size_t i;
+
+	x->n++;
+	x->r = r;
+	for (i = 0; i < n && x->nids < 64; i++)
+		x->ids[x->nids++] = util_xstrdup(ids[i]);
+}
+
+static void
+ids_free(struct ids *x)
+{
+	size_t i;
+
+	for (i = 0; i < x->nids; i++)
+		free(x->ids[i]);
+	x->nids = 0;
+}
+
+static int
+ids_has(const struct ids *x, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < x->nids; i++)
+		if (strcmp(x->ids[i], id) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+create_ok(struct event_base *base, struct store *st, struct tsaga *t)
+{
+	struct res x;
+
+	memset(&x, 0, sizeof(x));
+	store_create(st, &t->w, saga_cb, &x);
+	wait_for(base, &x.n, 3000, "create");
+	ck_assert_msg(x.r == STORE_OK, "create: %s %s",
+	    store_result_name(x.r), x.err);
+	ck_assert_int_eq(x.rev, 1);
+	ck_assert_ptr_null(x.saga);
+}
+
+static void
+get_one(struct event_base *base, struct store *st, const char *id,
+    struct res *x)
+{
+	memset(x, 0, sizeof(*x));
+	store_get(st, id, saga_cb, x);
+	wait_for(base, &x->n, 3000, "get");
+}
+
+static void
+update(struct event_base *base, struct store *st, struct tsaga *t,
+    int64_t rev, struct res *x)
+{
+	memset(x, 0, sizeof(*x));
+	t->w.rev = rev;
+	store_update(st, &t->w, rev_cb, x);
+	wait_for(base, &x->n, 3000, "update");
+}
+
+/* --- sagas ------------------------------------------------------------- */
+
+START_TEST(create_then_get_round_trips_the_saga)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t;
+	struct res x;
+	Saga__V1__Saga *s;
+	redisContext *rc;
+	redisReply *rep;
+
+	tsaga_init(&t, "s-1", "hello");
+	t.w.step = 1;
+	create_ok(base, st, &t);
+	get_one(base, st, "s-1", &x);
+	ck_assert_msg(x.r == STORE_OK, "get: %s", store_result_name(x.r));
+	ck_assert_int_eq(x.n, 1);
+	ck_assert_int_eq(x.rev, 1);
+	ck_assert_int_eq(x.step, 1);
+	ck_assert_str_eq(x.owner, "pod-a");
+	ck_assert_str_eq(x.pod, "pod-a");
+	ck_assert_str_eq(x.callback, "http://127.0.0.1:9/cb");
+	s = x.saga;
+	ck_assert_ptr_nonnull(s);
+	ck_assert_str_eq(s->id, "s-1");
+	ck_assert_str_eq(s->flow, "Booking");
+	ck_assert_int_eq(s->mode, SAGA__V1__MODE__MODE_SYNC);
+	ck_assert_int_eq(s->state, SAGA__V1__STATE__STATE_RUNNING);
+	ck_assert_int_eq(s->created_unix_ms, 1700000000123LL);
+	ck_assert_int_eq(s->n_context, 2);
+	ck_assert_str_eq(s->context[0]->key, "bin");
+	ck_assert_uint_eq(s->context[0]->value.len, sizeof(binval));
+	ck_assert(memcmp(s->context[0]->value.data, binval,
+	    sizeof(binval)) == 0);
+	ck_assert_int_eq(s->n_steps, 2);
+	ck_assert_str_eq(s->steps[1]->name, "CreatePayment");
+	ck_assert_int_eq(s->steps[0]->attempts, 1);
+	res_free(&x);
+
+	/* The readable fields are there for operators. */
+	rc = rsync();
+	rep = redisCommand(rc, "HGET saga:{s-1} state");
+	ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+	ck_assert_str_eq(rep->str, "STATE_RUNNING");
+	freeReplyObject(rep);
+	redisFree(rc);
+
+	get_one(base, st, "nope", &x);
+	ck_assert_int_eq(x.r, STORE_NOT_FOUND);
+	ck_assert_ptr_null(x.saga);
+
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(second_create_returns_exists_with_the_first_saga)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t1, t2;
+	struct res x;
+
+	tsaga_init(&t1, "s-dup", "first");
+	create_ok(base, st, &t1);
+	tsaga_init(&t2, "s-dup", "second");
+	memset(&x, 0, sizeof(x));
+	store_create(st, &t2.w, saga_cb, &x);
+	wait_for(base, &x.n, 3000, "second create");
+	ck_assert_int_eq(x.r, STORE_EXISTS);
+	ck_assert_int_eq(x.rev, 1);
+	ck_assert_ptr_nonnull(x.saga);
+	ck_assert_str_eq(x.saga->context[1]->key, "val");
+	ck_assert_uint_eq(x.saga->context[1]->value.len, 5);
+	ck_assert(memcmp(x.saga->context[1]->value.data, "first", 5) == 0);
+	res_free(&x);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(update_with_current_rev_wins_and_stale_rev_conflicts)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t;
+	struct res x;
+
+	tsaga_init(&t, "s-cas", "v");
+	create_ok(base, st, &t);
+	t.sr[0].state = SAGA__V1__STATE__STATE_COMPLETED;
+	t.sr[1].state = SAGA__V1__STATE__STATE_RUNNING;
+	t.sr[1].attempts = 1;
+	t.w.step = 1;
+	update(base, st, &t, 1, &x);
+	ck_assert_msg(x.r == STORE_OK, "%s %s", store_result_name(x.r), x.err);
+	ck_assert_int_eq(x.rev, 2);
+	update(base, st, &t, 1, &x);
+	ck_assert_int_eq(x.r, STORE_CONFLICT);
+	ck_assert_int_eq(x.rev, 2);
+
+	get_one(base, st, "s-cas", &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_int_eq(x.rev, 2);
+	ck_assert_int_eq(x.step, 1);
+	ck_assert_int_eq(x.saga->steps[1]->state,
+	    SAGA__V1__STATE__STATE_RUNNING);
+	ck_assert_int_eq(x.saga->steps[1]->attempts, 1);
+	res_free(&x);
+
+	tsaga_init(&t, "s-missing", "v");
+	update(base, st, &t, 3, &x);
+	ck_assert_int_eq(x.r, STORE_NOT_FOUND);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(concurrent_updates_on_one_rev_have_one_winner)
+{
+	struct event_base *base = event_base_new();
+	struct up u1, u2;
+	struct store *a = open_store(base, &u1, 0);
+	struct store *b = open_store(base, &u2, 0);
+	struct tsaga t;
+	struct res xa, xb;
+	int both, round;
+
+	tsaga_init(&t, "s-race", "v");
+	create_ok(base, a, &t);
+	for (round = 1; round <= 20; round++) {
+		memset(&xa, 0, sizeof(xa));
+		memset(&xb, 0, sizeof(xb));
+		t.w.rev = round;
+		store_update(a, &t.w, rev_cb, &xa);
+		store_update(b, &t.w, rev_cb, &xb);
+		WAIT_UNTIL(base, xa.n && xb.n, 3000, "both updates");
+		both = (xa.r == STORE_OK) + (xb.r == STORE_OK);
+		ck_assert_msg(both == 1, "round %d: %s and %s", round,
+		    store_result_name(xa.r), store_result_name(xb.r));
+		ck_assert(xa.r == STORE_CONFLICT || xb.r == STORE_CONFLICT);
+		ck_assert_int_eq(xa.rev, round + 1);
+		ck_assert_int_eq(xb.rev, round + 1);
+	}
+	store_free(a);
+	store_free(b);
+	event_base_free(base);
+}
+END_TEST
+
+/* --- events and watches ------------------------------------------------- */
+
+struct evs {
+	int			 n;		/* events */
+	int			 ended;		/* last callback seen */
+	int			 calls_after_end;
+	enum store_result	 r;
+	char			 steps[16][32];
+	int			 states[16];
+	int			 final;
+	struct store_watch	*w;
+	int			 cancel_at;	/* cancel after this many */
+};
+
+static void
+ev_cb(enum store_result r, const Saga__V1__SagaEvent *ev, int final,
+    const char *err, void *arg)
+{
+	struct evs *x = arg;
+
+	if (x->ended)
+		x->calls_after_end++;
+	x->r = r;
+	if (r != STORE_OK) {
+		x->ended = 1;
+		return;
+	}
+	if (x->n < 16) {
+		snprintf(x->steps[x->n], sizeof(x->steps[0]), "%s", ev->step);
+		x->states[x->n] = ev->state;
+	}
+	x->n++;
+	if (final) {
+		x->final = 1;
+		x->ended = 1;
+	}
+	if (x->cancel_at > 0 && x->n == x->cancel_at) {
+		store_watch_cancel(x->w);
+		x->ended = 1;
+	}
+}
+
+static void
+step_event(struct tsaga *t, char *step, int state)
+{
+	t->ev.step = step;
+	t->ev.state = state;
+}
+
+START_TEST(events_are_appended_in_order_and_readable_from_the_start)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t;
+	struct res x;
+	struct evs e;
+	redisContext *rc;
+	redisReply *rep;
+	int64_t rev = 1;
+
+	tsaga_init(&t, "s-ev", "v");
+	create_ok(base, st, &t);
+	step_event(&t, "CreateOrder", SAGA__V1__STATE__STATE_RUNNING);
+	update(base, st, &t, rev++, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	step_event(&t, "CreateOrder", SAGA__V1__STATE__STATE_COMPLETED);
+	update(base, st, &t, rev++, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+
+	rc = rsync();
+	rep = redisCommand(rc, "XRANGE saga:{s-ev}:events - +");
+	ck_assert_int_eq(rep->type, REDIS_REPLY_ARRAY);
+	ck_assert_int_eq(rep->elements, 3);
+	freeReplyObject(rep);
+	redisFree(rc);
+
+	/* A watch replays the three, then follows. */
+	memset(&e, 0, sizeof(e));
+	e.w = store_watch(st, "s-ev", ev_cb, &e);
+	WAIT_UNTIL(base, e.n >= 3 || e.ended, 3000, "replayed events");
+	run_ms(base, 50);
+	ck_assert_int_eq(e.n, 3);
+	ck_assert_str_eq(e.steps[0], "");
+	ck_assert_int_eq(e.states[0], SAGA__V1__STATE__STATE_RUNNING);
+	ck_assert_str_eq(e.steps[1], "CreateOrder");
+	ck_assert_int_eq(e.states[1], SAGA__V1__STATE__STATE_RUNNING);
+	ck_assert_int_eq(e.states[2], SAGA__V1__STATE__STATE_COMPLETED);
+	ck_assert(!e.ended);
+
+	t.s.state = SAGA__V1__STATE__STATE_COMPLETED;
+	step_event(&t, "", SAGA__V1__STATE__STATE_COMPLETED);
+	update(base, st, &t, rev++, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	wait_for(base, &e.ended, 3000, "the final event");
+	ck_assert_int_eq(e.n, 4);
+	ck_assert(e.final);
+	ck_assert_int_eq(e.r, STORE_OK);
+
+	/* Watching an ended saga replays everything and ends. */
+	memset(&e, 0, sizeof(e));
+	e.w = store_watch(st, "s-ev", ev_cb, &e);
+	wait_for(base, &e.ended, 3000, "the replay of an ended saga");
+	ck_assert_int_eq(e.n, 4);
+	ck_assert(e.final);
+	run_ms(base, 50);
+	ck_assert_int_eq(e.calls_after_end, 0);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(watch_follows_a_saga_written_by_another_store)
+{
+	struct event_base *base = event_base_new();
+	struct up u1, u2;
+	struct store *reader = open_store(base, &u1, 0);
+	struct store *writer = open_store(base, &u2, 0);
+	struct tsaga t, t2;
+	struct res x;
+	struct evs e, e2, e3;
+
+	tsaga_init(&t, "s-remote", "v");
+	create_ok(base, writer, &t);
+	tsaga_init(&t2, "s-other", "v");
+	create_ok(base, writer, &t2);
+	memset(&e, 0, sizeof(e));
+	memset(&e2, 0, sizeof(e2));
+	memset(&e3, 0, sizeof(e3));
+	e.w = store_watch(reader, "s-remote", ev_cb, &e);
+	e2.w = store_watch(reader, "s-remote", ev_cb, &e2);
+	wait_for(base, &e.n, 3000, "the first event");
+	/* Joins while the first two block in XREAD. */
+	run_ms(base, 100);
+	e3.w = store_watch(reader, "s-other", ev_cb, &e3);
+	wait_for(base, &e3.n, 800, "the other saga's first event");
+
+	step_event(&t, "CreateOrder", SAGA__V1__STATE__STATE_RUNNING);
+	update(base, writer, &t, 1, &x);
+	WAIT_UNTIL(base, e.n >= 2 && e2.n >= 2, 3000, "followed events");
+	t.s.state = SAGA__V1__STATE__STATE_COMPENSATED;
+	step_event(&t, "", SAGA__V1__STATE__STATE_COMPENSATED);
+	update(base, writer, &t, 2, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	wait_for(base, &e.ended, 3000, "watch 1 to end");
+	wait_for(base, &e2.ended, 3000, "watch 2 to end");
+	ck_assert_int_eq(e.n, 3);
+	ck_assert_int_eq(e2.n, 3);
+	ck_assert(e.final && e2.final);
+	ck_assert_int_eq(e.states[2], SAGA__V1__STATE__STATE_COMPENSATED);
+	ck_assert(!e3.ended);
+	store_watch_cancel(e3.w);
+	run_ms(base, 50);
+	ck_assert_int_eq(e3.calls_after_end, 0);
+	store_free(reader);
+	store_free(writer);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(watch_of_an_unknown_saga_is_not_found)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct evs e;
+
+	memset(&e, 0, sizeof(e));
+	e.w = store_watch(st, "s-none", ev_cb, &e);
+	ck_assert(!e.ended);		/* never inside the call */
+	wait_for(base, &e.ended, 3000, "NOT_FOUND");
+	ck_assert_int_eq(e.r, STORE_NOT_FOUND);
+	ck_assert_int_eq(e.n, 0);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(watch_cancel_stops_callbacks_even_from_inside_one)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t;
+	struct res x;
+	struct evs e, e2;
+
+	tsaga_init(&t, "s-cancel", "v");
+	create_ok(base, st, &t);
+	step_event(&t, "CreateOrder", SAGA__V1__STATE__STATE_RUNNING);
+	update(base, st, &t, 1, &x);
+	memset(&e, 0, sizeof(e));
+	memset(&e2, 0, sizeof(e2));
+	e.cancel_at = 1;
+	e.w = store_watch(st, "s-cancel", ev_cb, &e);
+	e2.w = store_watch(st, "s-cancel", ev_cb, &e2);
+	store_watch_cancel(e2.w);	/* before its EXISTS is answered */
+	wait_for(base, &e.ended, 3000, "the first event");
+	run_ms(base, 200);
+	ck_assert_int_eq(e.n, 1);
+	ck_assert_int_eq(e.calls_after_end, 0);
+	ck_assert_int_eq(e2.n, 0);
+	ck_assert(!e2.ended);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(watches_beyond_the_bound_are_busy)
+{
+	struct event_base *base = event_base_new();
+	struct store_params p;
+	struct store *st;
+	struct tsaga t;
+	struct up u;
+	struct evs e, e2;
+	char err[SAGAD_ERRLEN];
+
+	memset(&p, 0, sizeof(p));
+	p.host = "127.0.0.1";
+	p.port = redis_port;
+	p.max_watches = 1;
+	st = store_new(base, &p, err, sizeof(err));
+	ck_assert_ptr_nonnull(st);
+	memset(&u, 0, sizeof(u));
+	store_set_status_cb(st, status_cb, &u);
+	wait_for(base, &u.up, 3000, "connect");
+	tsaga_init(&t, "s-busy", "v");
+	create_ok(base, st, &t);
+	memset(&e, 0, sizeof(e));
+	memset(&e2, 0, sizeof(e2));
+	e.w = store_watch(st, "s-busy", ev_cb, &e);
+	e2.w = store_watch(st, "s-busy", ev_cb, &e2);
+	wait_for(base, &e2.ended, 3000, "BUSY");
+	ck_assert_int_eq(e2.r, STORE_BUSY);
+	wait_for(base, &e.n, 3000, "the first watch's event");
+	ck_assert(!e.ended);
+	store_free(st);		/* ends the open watch */
+	ck_assert(e.ended);
+	ck_assert_int_eq(e.r, STORE_UNAVAILABLE);
+	event_base_free(base);
+}
+END_TEST
+
+/* --- ends and leases ---------------------------------------------------- */
+
+START_TEST(terminal_state_sets_ttl_and_drops_the_lease)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t;
+	struct res x;
+	redisContext *rc = rsync();
+	redisReply *rep;
+	long long ttl;
+
+	tsaga_init(&t, "s-end", "v");
+	create_ok(base, st, &t);
+	rep = redisCommand(rc, "ZSCORE saga:leases s-end");
+	ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+	freeReplyObject(rep);
+	ck_assert_int_eq(rint_cmd(rc, "TTL %s", "saga:{s-end}"), -1);
+
+	t.s.state = SAGA__V1__STATE__STATE_FAILED;
+	t.s.error = "CreatePayment: compensation retries spent";
+	step_event(&t, "", SAGA__V1__STATE__STATE_FAILED);
+	update(base, st, &t, 1, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ttl = rint_cmd(rc, "TTL %s", "saga:{s-end}");
+	ck_assert_msg(ttl > 590 && ttl <= 600, "hash ttl %lld", ttl);
+	ttl = rint_cmd(rc, "TTL %s", "saga:{s-end}:events");
+	ck_assert_msg(ttl > 590 && ttl <= 600, "stream ttl %lld", ttl);
+	rep = redisCommand(rc, "ZSCORE saga:leases s-end");
+	ck_assert_int_eq(rep->type, REDIS_REPLY_NIL);
+	freeReplyObject(rep);
+	rep = redisCommand(rc, "HGET saga:{s-end} error");
+	ck_assert_str_eq(rep->str, "CreatePayment: compensation retries spent");
+	freeReplyObject(rep);
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(expired_leases_are_claimed_exactly_once_across_stores)
+{
+	struct event_base *base = event_base_new();
+	struct up u1, u2;
+	struct store *a = open_store(base, &u1, 0);
+	struct store *b = open_store(base, &u2, 0);
+	struct tsaga t;
+	struct ids ia, ib;
+	struct res x;
+	char id[32];
+	int i, total;
+
+	for (i = 0; i < 20; i++) {
+		snprintf(id, sizeof(id), "exp-%d", i);
+		tsaga_init(&t, id, "v");
+		t.w.owner = "pod-dead";
+		t.w.lease_ms = 1;
+		create_ok(base, a, &t);
+	}
+	for (i = 0; i < 5; i++) {
+		snprintf(id, sizeof(id), "live-%d", i);
+		tsaga_init(&t, id, "v");
+		t.w.lease_ms = 60000;
+		create_ok(base, a, &t);
+	}
+	run_ms(base, 20);
+	memset(&ia, 0, sizeof(ia));
+	memset(&ib, 0, sizeof(ib));
+	/* Both ask at once, on two connections; each may take 15. */
+	store_lease_claim(a, "pod-a", 15, 30000, ids_cb, &ia);
+	store_lease_claim(b, "pod-b", 15, 30000, ids_cb, &ib);
+	wait_for(base, &ia.n, 3000, "claim a");
+	wait_for(base, &ib.n, 3000, "claim b");
+	ck_assert_int_eq(ia.r, STORE_OK);
+	ck_assert_int_eq(ib.r, STORE_OK);
+	total = (int)(ia.nids + ib.nids);
+	ck_assert_int_eq(total, 20);
+	for (i = 0; i < (int)ia.nids; i++) {
+		ck_assert_msg(!ids_has(&ib, ia.ids[i]), "%s claimed twice",
+		    ia.ids[i]);
+		ck_assert_msg(strncmp(ia.ids[i], "exp-", 4) == 0,
+		    "%s was not expired", ia.ids[i]);
+	}
+	for (i = 0; i < (int)ib.nids; i++)
+		ck_assert(strncmp(ib.ids[i], "exp-", 4) == 0);
+
+	/* The claimer owns it now and the old owner's revision is stale. */
+	if (ia.nids > 0) {
+		get_one(base, a, ia.ids[0], &x);
+		ck_assert_str_eq(x.owner, "pod-a");
+		ck_assert_int_eq(x.rev, 2);
+		res_free(&x);
+		tsaga_init(&t, ia.ids[0], "v");
+		update(base, a, &t, 1, &x);
+		ck_assert_int_eq(x.r, STORE_CONFLICT);
+	}
+	ids_free(&ia);
+	ids_free(&ib);
+
+	/* Nothing is left to claim: the new leases run. */
+	store_lease_claim(b, "pod-b", 100, 30000, ids_cb, &ib);
+	wait_for(base, &ib.n, 3000, "claim again");
+	ck_assert_int_eq(ib.nids, 0);
+	store_free(a);
+	store_free(b);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(only_the_owner_renews_a_lease)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t;
+	struct ids r;
+	const char *ids[] = { "s-lease", "s-gone" };
+	redisContext *rc = rsync();
+	redisReply *rep;
+	double before, after;
+
+	tsaga_init(&t, "s-lease", "v");
+	t.w.lease_ms = 1000;
+	create_ok(base, st, &t);
+	rep = redisCommand(rc, "ZSCORE saga:leases s-lease");
+	before = atof(rep->str);
+	freeReplyObject(rep);
+
+	memset(&r, 0, sizeof(r));
+	store_lease_renew(st, "pod-a", ids, 2, 60000, ids_cb, &r);
+	wait_for(base, &r.n, 3000, "renew");
+	ck_assert_int_eq(r.r, STORE_OK);
+	ck_assert_int_eq(r.nids, 1);
+	ck_assert_str_eq(r.ids[0], "s-gone");
+	ids_free(&r);
+	rep = redisCommand(rc, "ZSCORE saga:leases s-lease");
+	after = atof(rep->str);
+	freeReplyObject(rep);
+	ck_assert_msg(after >= before + 58000, "%f -> %f", before, after);
+
+	memset(&r, 0, sizeof(r));
+	store_lease_renew(st, "pod-b", ids, 1, 60000, ids_cb, &r);
+	wait_for(base, &r.n, 3000, "renew by another");
+	ck_assert_int_eq(r.nids, 1);
+	ck_assert_str_eq(r.ids[0], "s-lease");
+	ids_free(&r);
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+/* --- connection -------------------------------------------------------- */
+
+START_TEST(flushed_script_cache_falls_back_to_eval)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t;
+	struct res x;
+	redisContext *rc = rsync();
+	redisReply *rep;
+
+	tsaga_init(&t, "s-flush", "v");
+	run_ms(base, 50);		/* SCRIPT LOADs answered */
+	create_ok(base, st, &t);
+	rep = redisCommand(rc, "SCRIPT FLUSH");
+	freeReplyObject(rep);
+	update(base, st, &t, 1, &x);
+	ck_assert_msg(x.r == STORE_OK, "%s %s", store_result_name(x.r), x.err);
+	ck_assert_int_eq(x.rev, 2);
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(calls_fail_unavailable_from_the_loop_when_redis_is_down)
+{
+	struct event_base *base = event_base_new();
+	struct store_params p;
+	struct store *st;
+	struct res x;
+	struct evs e;
+	char err[SAGAD_ERRLEN];
+
+	memset(&p, 0, sizeof(p));
+	p.host = "127.0.0.1";
+	p.port = 1;		/* nothing listens there */
+	st = store_new(base, &p, err, sizeof(err));
+	ck_assert_ptr_nonnull(st);
+	ck_assert(!store_is_up(st));
+	memset(&x, 0, sizeof(x));
+	memset(&e, 0, sizeof(e));
+	store_get(st, "s-1", saga_cb, &x);
+	e.w = store_watch(st, "s-1", ev_cb, &e);
+	ck_assert_int_eq(x.n, 0);
+	ck_assert(!e.ended);
+	wait_for(base, &x.n, 1000, "get");
+	wait_for(base, &e.ended, 1000, "watch");
+	ck_assert_int_eq(x.r, STORE_UNAVAILABLE);
+	ck_assert_int_eq(e.r, STORE_UNAVAILABLE);
+	run_ms(base, 300);	/* a few failed reconnects */
+	ck_assert_int_eq(x.n, 1);
+	store_free(st);
+
+	memset(&p, 0, sizeof(p));
+	ck_assert_ptr_null(store_new(base, &p, err, sizeof(err)));
+	ck_assert(strstr(err, "host") != NULL);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(store_free_fails_pending_calls_once)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct res x, y;
+
+	memset(&x, 0, sizeof(x));
+	memset(&y, 0, sizeof(y));
+	store_get(st, "s-1", saga_cb, &x);	/* in flight */
+	store_free(st);
+	ck_assert_int_eq(x.n, 1);
+	ck_assert_int_eq(x.r, STORE_UNAVAILABLE);
+	run_ms(base, 50);
+	ck_assert_int_eq(x.n, 1);
+	event_base_free(base);
+	(void)y;
+}
+END_TEST
+
+START_TEST(hung_redis_times_out_and_the_store_recovers)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 300);
+	struct res x;
+	redisContext *rc = rsync();
+	redisReply *rep;
+	int64_t t0;
+	int ok = 0;
+
+	run_ms(base, 50);
+	rep = redisCommand(rc, "CLIENT PAUSE 1500 ALL");
+	ck_assert_int_eq(rep->type, REDIS_REPLY_STATUS);
+	freeReplyObject(rep);
+	t0 = util_mono_ms();
+	memset(&x, 0, sizeof(x));
+	store_get(st, "s-1", saga_cb, &x);
+	wait_for(base, &x.n, 1200, "the timeout");
+	ck_assert_int_eq(x.r, STORE_UNAVAILABLE);
+	ck_assert_msg(util_mono_ms() - t0 < 1000, "took %lld ms",
+	    (long long)(util_mono_ms() - t0));
+	ck_assert_int_ge(u.down, 1);
+	/* After the pause the store answers again by itself. */
+	while (!ok && util_mono_ms() - t0 < 6000) {
+		get_one(base, st, "s-1", &x);
+		ok = x.r == STORE_NOT_FOUND;
+		if (!ok)
+			run_ms(base, 100);
+	}
+	ck_assert_msg(ok, "the store did not recover");
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+/*
+ * Redis restarts: t/store.sh runs it in a loop that starts it again on the
+ * same port after it exits (REDIS_RESTARTS=1).
+ */
+START_TEST(redis_restart_fails_calls_then_the_store_reconnects)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t;
+	struct res x;
+	struct evs e;
+	redisContext *rc;
+	redisReply *rep;
+
+	if (getenv("REDIS_RESTARTS") == NULL) {
+		store_free(st);
+		event_base_free(base);
+		return;
+	}
+	tsaga_init(&t, "s-before", "v");
+	create_ok(base, st, &t);
+	memset(&e, 0, sizeof(e));
+	e.w = store_watch(st, "s-before", ev_cb, &e);
+	wait_for(base, &e.n, 3000, "the first event");
+
+	rc = rsync();
+	rep = redisCommand(rc, "SHUTDOWN NOSAVE");
+	if (rep != NULL)
+		freeReplyObject(rep);
+	redisFree(rc);
+	wait_for(base, &u.down, 3000, "the store to see Redis go");
+	ck_assert(!store_is_up(st));
+	u.up = 0;
+	wait_for(base, &e.ended, 3000, "the watch to fail");
+	ck_assert_int_eq(e.r, STORE_UNAVAILABLE);
+
+	get_one(base, st, "s-before", &x);
+	ck_assert_int_eq(x.r, STORE_UNAVAILABLE);
+
+	wait_for(base, &u.up, 10000, "the store to reconnect");
+	ck_assert(store_is_up(st));
+	tsaga_init(&t, "s-after", "v");
+	create_ok(base, st, &t);
+	get_one(base, st, "s-after", &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	res_free(&x);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s;
+	TCase *tc;
+	SRunner *sr;
+	const char *port = getenv("REDIS_PORT");
+	int failed;
+
+	if (port == NULL || *port == '\0') {
+		fprintf(stderr, "REDIS_PORT is not set: skipped (run "
+		    "t/store.sh)\n");
+		return 77;
+	}
+	redis_port = atoi(port);
+	s = suite_create("store");
+	tc = tcase_create("redis");
+	tcase_add_checked_fixture(tc, setup, NULL);
+	tcase_set_timeout(tc, 20);
+	tcase_add_test(tc, create_then_get_round_trips_the_saga);
+	tcase_add_test(tc, second_create_returns_exists_with_the_first_saga);
+	tcase_add_test(tc,
+	    update_with_current_rev_wins_and_stale_rev_conflicts);
+	tcase_add_test(tc, concurrent_updates_on_one_rev_have_one_winner);
+	tcase_add_test(tc,
+	    events_are_appended_in_order_and_readable_from_the_start);
+	tcase_add_test(tc, watch_follows_a_saga_written_by_another_store);
+	tcase_add_test(tc, watch_of_an_unknown_saga_is_not_found);
+	tcase_add_test(tc, watch_cancel_stops_callbacks_even_from_inside_one);
+	tcase_add_test(tc, watches_beyond_the_bound_are_busy);
+	tcase_add_test(tc, terminal_state_sets_ttl_and_drops_the_lease);
+	tcase_add_test(tc,
+	    expired_leases_are_claimed_exactly_once_across_stores);
+	tcase_add_test(tc, only_the_owner_renews_a_lease);
+	tcase_add_test(tc, flushed_script_cache_falls_back_to_eval);
+	tcase_add_test(tc,
+	    calls_fail_unavailable_from_the_loop_when_redis_is_down);
+	tcase_add_test(tc, store_free_fails_pending_calls_once);
+	tcase_add_test(tc, hung_redis_times_out_and_the_store_recovers);
+	tcase_add_test(tc,
+	    redis_restart_fails_calls_then_the_store_reconnects);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
