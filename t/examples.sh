@@ -73,6 +73,11 @@ start latency "$ORDER" --latency 200
 stop "$PID" "order --latency 200"
 pass "latency, abandoned calls, SIGTERM with a call in flight"
 
+start evict "$ORDER" --max-records 3 --latency 10 --jitter 20
+"$PYTHON_GRPC" "$CLIENT" "$GEN" evict "$PORT" || fail "evict scenario"
+stop "$PID" "order --max-records 3"
+pass "--max-records, --jitter"
+
 start reject "$ORDER" --latency 1000 --max-inflight 5 --overload reject
 "$PYTHON_GRPC" "$CLIENT" "$GEN" reject "$PORT" || fail "reject scenario"
 stop "$PID" "order --overload reject"

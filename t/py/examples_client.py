@@ -313,8 +313,28 @@ def scenario_crash(port, name):
           "calls to a participant that died under load")
 
 
+def scenario_evict(port):
+    """The service runs with --max-records 3 --latency 10 --jitter 20."""
+    order = Service(int(port), "order")
+    for i in range(5):
+        t0 = time.monotonic()
+        equal(order.create("e%d" % i), (OK, {"order_id": "ord-%d" % (i + 1)},
+                                         ""), "Create e%d" % i)
+        took = time.monotonic() - t0
+        check(took >= 0.01, "latency 10 + jitter: took %.3f s" % took)
+    # A Cancel uses e2: it becomes the most recently used.
+    equal(order.cancel("e2"), (OK, {}, ""), "Cancel e2")
+    equal(order.create("e5")[0], OK, "Create e5")
+    lst = order.list()
+    equal([r.saga_id for r in lst.records], ["e4", "e2", "e5"],
+          "the records kept, least recently used first")
+    equal((lst.evicted, lst.active, lst.cancelled), (3, 2, 1),
+          "evicted and kept")
+
+
 def main():
     scenarios = {"basic": scenario_basic, "latency": scenario_latency,
+                 "evict": scenario_evict,
                  "reject": scenario_reject, "crash": scenario_crash}
     scenarios[sys.argv[2]](*sys.argv[3:])
     print("ok - examples_client %s" % sys.argv[2])
