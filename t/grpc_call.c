@@ -122,7 +122,7 @@ on_done(void *arg, const struct grpc_client_result *r)
 				if (r->data[i] < 0x20 || r->data[i] == 0x7f)
 					text = 0;
 			printf(text ? "data=" : "hex=");
-			if (text)
+			if (text && r->len > 0)
 				fwrite(r->data, 1, r->len, stdout);
 			else
 				print_hex(r->data, r->len);

@@ -166,6 +166,19 @@ expect "status=14 UNAVAILABLE"
 expect "message=connect 127.0.0.1:$PORT2: Connection refused"
 pass "connection refused is UNAVAILABLE"
 
+# A plain HTTP/2 server (nghttpd) answers 404: the spec maps it to UNIMPLEMENTED.
+if command -v nghttpd >/dev/null 2>&1; then
+	HPORT=$(free_port)
+	mkdir -p "$LIB_TMP/docroot"
+	nghttpd --no-tls -d "$LIB_TMP/docroot" "$HPORT" >"$LIB_TMP/nghttpd.log" 2>&1 &
+	track $!
+	wait_port "$HPORT"
+	call -t x "127.0.0.1:$HPORT" /test.Interop/Echo
+	expect "status=12 UNIMPLEMENTED"
+	expect "message=127.0.0.1:$HPORT: HTTP status 404"
+	pass "HTTP 404 from a non-gRPC server is UNIMPLEMENTED"
+fi
+
 # Server stops mid-call: UNAVAILABLE.
 start_server "$PORT"
 $CALL -T 10000 -t 5000 "$ADDR" /test.Interop/Sleep >"$LIB_TMP/midcall.out" &

@@ -712,6 +712,9 @@ h2_on_data(nghttp2_session *h2, uint8_t flags, int32_t sid,
 	call = nghttp2_session_get_stream_user_data(h2, sid);
 	if (call == NULL || call->state != CALL_ACTIVE)
 		return 0;
+	/* Not a gRPC response (an HTTP error page): its status tells. */
+	if (call->http_status != 200)
+		return 0;
 	rc = grpc_framer_feed(&call->framer, data, len, call_on_message, call);
 	if (rc == 0 || call->state != CALL_ACTIVE)
 		return 0;

@@ -50,7 +50,7 @@ struct grpc_client_opts {
 struct grpc_client_result {
 	int				 status;	/* enum grpc_status */
 	const char			*message;	/* percent-decoded; never NULL */
-	const uint8_t			*data;		/* unary: the response message */
+	const uint8_t			*data;		/* unary: the response; NULL if none */
 	size_t				 len;
 	const struct grpc_metadata	*headers;	/* response headers */
 	const struct grpc_metadata	*trailers;	/* trailers (or Trailers-Only) */
