@@ -50,22 +50,25 @@ master_worker_path(void)
 	return p != NULL && *p != '\0' ? p : SAGAD_LIBEXECDIR "/sagad-worker";
 }
 
-char *
-master_abspath(const char *path, char *err, size_t errlen)
+int
+master_abspath(const char *path, char *buf, size_t buflen, char *err,
+    size_t errlen)
 {
-	char	cwd[PATH_MAX], *p;
-	size_t	len;
+	char	cwd[PATH_MAX];
+	int	n;
 
 	if (path[0] == '/')
-		return util_xstrdup(path);
-	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+		n = snprintf(buf, buflen, "%s", path);
+	else if (getcwd(cwd, sizeof(cwd)) == NULL) {
 		snprintf(err, errlen, "getcwd: %s", strerror(errno));
-		return NULL;
+		return -1;
+	} else
+		n = snprintf(buf, buflen, "%s/%s", cwd, path);
+	if (n < 0 || (size_t)n >= buflen) {
+		snprintf(err, errlen, "%s: path too long", path);
+		return -1;
 	}
-	len = strlen(cwd) + strlen(path) + 2;
-	p = util_xcalloc(1, len);
-	snprintf(p, len, "%s/%s", cwd, path);
-	return p;
+	return 0;
 }
 
 /* Logs a multi-line error buffer, one log line per line. */

@@ -72,10 +72,11 @@ void		 master_free(struct master *);
 const char	*master_worker_path(void);
 
 /*
- * Makes path absolute against the current directory (the daemon chdirs to
- * /). Returns a string to free, or NULL with err.
+ * Writes path into buf, made absolute against the current directory (the
+ * daemon chdirs to /). Returns 0, or -1 with err.
  */
-char		*master_abspath(const char *path, char *err, size_t errlen);
+int		 master_abspath(const char *path, char *buf, size_t buflen,
+		    char *err, size_t errlen);
 
 /*
  * Opens and locks the pidfile. Refuses (-1, err says who) while another

@@ -6,6 +6,7 @@
 #include "autoconf.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,7 @@ main(int argc, char *argv[])
 	struct master	 m;
 	struct config	*cfg;
 	char		 err[8 * SAGAD_ERRLEN];
-	char		*config_path, *pidfile;
+	char		 config_path[PATH_MAX], pidfile[PATH_MAX];
 	int		 pidfd, notify = -1, rc;
 
 	(void)proctitle_init(argc, argv);
@@ -45,9 +46,9 @@ main(int argc, char *argv[])
 	}
 	log_init("sagad", LOG_TO_STDERR, opts.verbose);
 
-	if ((config_path = master_abspath(opts.config_path, err,
-	    sizeof(err))) == NULL ||
-	    (pidfile = master_abspath(opts.pidfile, err, sizeof(err))) == NULL) {
+	if (master_abspath(opts.config_path, config_path, sizeof(config_path),
+	    err, sizeof(err)) == -1 || master_abspath(opts.pidfile, pidfile,
+	    sizeof(pidfile), err, sizeof(err)) == -1) {
 		fprintf(stderr, "sagad: %s\n", err);
 		return 1;
 	}
@@ -69,15 +70,18 @@ main(int argc, char *argv[])
 	if (cfg->log_file != NULL && log_open_file(cfg->log_file) == -1) {
 		fprintf(stderr, "sagad: log_file %s: %s\n", cfg->log_file,
 		    strerror(errno));
+		config_free(cfg);
 		return 1;
 	}
 	if ((pidfd = master_pidfile_open(pidfile, err, sizeof(err))) == -1) {
 		fprintf(stderr, "sagad: %s\n", err);
+		config_free(cfg);
 		return 1;
 	}
 	if (!opts.foreground) {
 		if (master_daemonize(&notify, err, sizeof(err)) == -1) {
 			fprintf(stderr, "sagad: %s\n", err);
+			config_free(cfg);
 			return 1;
 		}
 		if (cfg->log_file == NULL)
@@ -88,6 +92,7 @@ main(int argc, char *argv[])
 		log_warnx("%s", err);
 		master_daemon_notify(notify, err);
 		master_pidfile_remove(pidfile, pidfd);
+		config_free(cfg);
 		return 1;
 	}
 	/* Listeners (the gRPC server) will come in as master_hooks here. */
@@ -103,7 +108,5 @@ main(int argc, char *argv[])
 	rc = master_run(&m);
 	master_free(&m);
 	master_pidfile_remove(pidfile, pidfd);
-	free(config_path);
-	free(pidfile);
 	return rc;
 }

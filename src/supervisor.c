@@ -404,6 +404,7 @@ sup_reconcile(struct sup *sup, const struct sup_topic *topics, size_t ntopics)
 	struct sup_slot		**snap, *s;
 	size_t			  i, nsnap, started = 0;
 	int			  inst;
+	int64_t			  t0 = util_mono_ms();
 
 	if (sup->shutting_down)
 		return;
@@ -416,7 +417,8 @@ sup_reconcile(struct sup *sup, const struct sup_topic *topics, size_t ntopics)
 	 */
 	nsnap = sup->nslots;
 	snap = util_xcalloc(nsnap, sizeof(*snap));
-	memcpy(snap, sup->slots, nsnap * sizeof(*snap));
+	if (nsnap > 0)
+		memcpy(snap, sup->slots, nsnap * sizeof(*snap));
 	for (i = 0; i < nsnap; i++) {
 		s = snap[i];
 		if (s->retired)
@@ -450,7 +452,7 @@ sup_reconcile(struct sup *sup, const struct sup_topic *topics, size_t ntopics)
 		}
 	}
 	if (started > 0) {
-		sup->batch_ms = util_mono_ms();
+		sup->batch_ms = t0;
 		sup->batch_pending = 1;
 	}
 	batch_check(sup);
