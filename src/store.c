@@ -10,6 +10,10 @@
  * costs one round trip, not one block period, and the number of connections
  * stays two whatever the number of watches (bounded by max_watches).
  *
+ * A connection counts as up once Redis answers PING, not when TCP connects:
+ * a restarted Redis accepts connections while it loads its data and answers
+ * -LOADING until done. Such "not now" errors map to STORE_UNAVAILABLE.
+ *
  * State changes are Lua scripts run with EVALSHA; the SHA1s come from SCRIPT
  * LOAD after each connect and a NOSCRIPT reply (script cache flushed, Redis
  * restarted) resends the same call as EVAL, which caches it again.
@@ -145,12 +149,16 @@ static const char *const scripts[NSCRIPTS] = {
 	script_write, script_renew, script_claim,
 };
 
-enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_UP };
+/*
+ * HELLO: connected, but not up until Redis answers PING; a server that is
+ * still loading its data set accepts connections and answers -LOADING.
+ */
+enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_HELLO, CONN_UP };
 
 enum req_kind {
 	REQ_CREATE, REQ_UPDATE, REQ_GET, REQ_RENEW, REQ_CLAIM,
 	REQ_WCHECK,	/* does the watched saga exist */
-	REQ_XREAD, REQ_CLIENTID, REQ_UNBLOCK, REQ_LOAD,
+	REQ_XREAD, REQ_CLIENTID, REQ_UNBLOCK, REQ_LOAD, REQ_PING,
 };
 
 struct req;
@@ -167,6 +175,8 @@ struct conn {
 	int64_t			 backoff;
 	int			 killed;	/* we shut its socket down */
 	long long		 client_id;	/* watch: for CLIENT UNBLOCK */
+	int			 pinging;	/* HELLO: a PING is in flight */
+	int64_t			 ping_at;	/* HELLO: mono ms of the next */
 };
 
 struct req {
@@ -245,6 +255,8 @@ struct store {
 };
 
 static void	 conn_connect(struct conn *);
+static void	 conn_ping(struct conn *);
+static void	 conn_ready(struct conn *);
 static void	 conn_lost(struct conn *, const char *);
 static int	 req_send(struct req *);
 static void	 req_fail(struct req *, enum store_result, const char *);
@@ -276,6 +288,25 @@ state_terminal(int state)
 	return state == SAGA__V1__STATE__STATE_COMPLETED ||
 	    state == SAGA__V1__STATE__STATE_COMPENSATED ||
 	    state == SAGA__V1__STATE__STATE_FAILED;
+}
+
+/*
+ * Error replies that say "not now" rather than "wrong": the caller may retry
+ * them as it would a lost connection.
+ */
+static enum store_result
+error_result(const char *msg)
+{
+	static const char *const transient[] = {
+		"LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
+		"READONLY",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(transient) / sizeof(transient[0]); i++)
+		if (strncmp(msg, transient[i], strlen(transient[i])) == 0)
+			return STORE_UNAVAILABLE;
+	return STORE_ERROR;
 }
 
 static const char *
@@ -379,7 +410,7 @@ req_send(struct req *r)
 	size_t *lens;
 	int argc, i, head = 0, rc;
 
-	if (c->state != CONN_UP || c->ac == NULL)
+	if (c->ac == NULL)
 		return -1;
 	argc = r->argc + (r->script >= 0 ? 2 : 0);
 	argv = util_xcalloc(argc, sizeof(*argv));
@@ -441,6 +472,9 @@ req_fail(struct req *r, enum store_result res, const char *err)
 		break;
 	case REQ_UNBLOCK:
 		st->unblocking = 0;
+		break;
+	case REQ_PING:
+		r->conn->pinging = 0;
 		break;
 	case REQ_CLIENTID:
 	case REQ_LOAD:
@@ -736,13 +770,13 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	case REQ_CREATE:
 	case REQ_UPDATE:
 		if (rep->type == REDIS_REPLY_ERROR)
-			req_fail(r, STORE_ERROR, rep->str);
+			req_fail(r, error_result(rep->str), rep->str);
 		else
 			reply_write(r, rep);
 		return;
 	case REQ_GET:
 		if (rep->type == REDIS_REPLY_ERROR)
-			req_fail(r, STORE_ERROR, rep->str);
+			req_fail(r, error_result(rep->str), rep->str);
 		else {
 			reply_get(r, rep);
 			req_free(r);
@@ -751,14 +785,15 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	case REQ_RENEW:
 	case REQ_CLAIM:
 		if (rep->type == REDIS_REPLY_ERROR)
-			req_fail(r, STORE_ERROR, rep->str);
+			req_fail(r, error_result(rep->str), rep->str);
 		else
 			reply_ids(r, rep);
 		return;
 	case REQ_WCHECK:
 		w = r->w;
 		if (rep->type != REDIS_REPLY_INTEGER) {
-			req_fail(r, STORE_ERROR, rep->type ==
+			req_fail(r, rep->type == REDIS_REPLY_ERROR ?
+			    error_result(rep->str) : STORE_ERROR, rep->type ==
 			    REDIS_REPLY_ERROR ? rep->str : "EXISTS: bad reply");
 			return;
 		}
@@ -780,6 +815,16 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		reply_xread(st, rep);
 		req_free(r);
 		watch_kick(st);
+		return;
+	case REQ_PING:
+		c->pinging = 0;
+		req_free(r);
+		if (c->state != CONN_HELLO)
+			return;
+		if (rep->type == REDIS_REPLY_STATUS)
+			conn_ready(c);
+		else
+			c->ping_at = util_mono_ms() + CRON_MS;
 		return;
 	case REQ_CLIENTID:
 		if (rep->type == REDIS_REPLY_INTEGER)
@@ -822,6 +867,7 @@ conn_lost(struct conn *c, const char *why)
 	c->state = CONN_DOWN;
 	c->killed = 0;
 	c->client_id = -1;
+	c->pinging = 0;
 	c->retry_at = util_mono_ms() + c->backoff;
 	c->backoff *= 2;
 	if (c->backoff > st->backoff_max)
@@ -838,9 +884,7 @@ on_connect(const redisAsyncContext *ac, int status)
 {
 	struct conn *c = ac->data;
 	struct store *st = c->st;
-	struct req *r;
 	char why[SAGAD_ERRLEN];
-	int i;
 
 	if (c->ac != ac)
 		return;
@@ -850,6 +894,35 @@ on_connect(const redisAsyncContext *ac, int status)
 		conn_lost(c, why);
 		return;
 	}
+	c->state = CONN_HELLO;
+	c->ping_at = 0;
+	conn_ping(c);
+}
+
+/* Sends the PING that brings a new connection up. */
+static void
+conn_ping(struct conn *c)
+{
+	struct req *r;
+
+	if (c->pinging || util_mono_ms() < c->ping_at)
+		return;
+	r = req_new(c->st, c, REQ_PING);
+	req_str(r, "PING");
+	if (req_send(r) == -1)
+		req_free(r);
+	else
+		c->pinging = 1;
+}
+
+/* Redis answers: the connection is up. */
+static void
+conn_ready(struct conn *c)
+{
+	struct store *st = c->st;
+	struct req *r;
+	int i;
+
 	c->state = CONN_UP;
 	c->backoff = st->backoff_min;
 	if (c->watch) {
@@ -945,9 +1018,11 @@ cron(evutil_socket_t fd, short what, void *arg)
 		    now - c->since > st->cmd_timeout)
 			conn_kill(c);
 		r = TAILQ_FIRST(&c->inflight);
-		if (c->state == CONN_UP && r != NULL &&
-		    now - r->sent > r->timeout)
+		if ((c->state == CONN_UP || c->state == CONN_HELLO) &&
+		    r != NULL && now - r->sent > r->timeout)
 			conn_kill(c);
+		if (c->state == CONN_HELLO)
+			conn_ping(c);
 	}
 	if (st->main.state == CONN_DOWN && now >= st->main.retry_at)
 		conn_connect(&st->main);

@@ -17,6 +17,11 @@
  *   store reconnects by itself with exponential backoff.
  * - store_free() runs the callbacks still pending with STORE_UNAVAILABLE; it
  *   must not be called from inside a store callback.
+ * - The store keeps one persistent timer on the base (timeouts, reconnects)
+ *   until store_free(), so the loop does not run out of events while it lives.
+ * - Recording a step as started before calling its action is an ordinary
+ *   store_update: the engine sets steps[i] to RUNNING, bumps its attempts and
+ *   passes the matching SagaEvent; the revision check makes it a claim too.
  *
  * Redis layout (see DESIGN.md): the hash saga:{ID} (flow, mode, state, step,
  * pod, owner, callback, error, created, updated, rev, pb), the stream
