@@ -13,7 +13,7 @@
 
 #include "grpc/grpc.h"
 
-/* --- status names -------------------------------------------------------- */
+/* --- status names --------------------------------------------------------- */
 
 START_TEST(status_names_round_trip)
 {
@@ -36,7 +36,7 @@ START_TEST(status_name_out_of_range_is_unknown)
 }
 END_TEST
 
-/* --- metadata ------------------------------------------------------------ */
+/* --- metadata ------------------------------------------------------------- */
 
 START_TEST(md_keys_lowercased_and_found_case_insensitively)
 {
@@ -114,7 +114,7 @@ START_TEST(md_reserved_keys)
 }
 END_TEST
 
-/* --- grpc-timeout ---------------------------------------------------------- */
+/* --- grpc-timeout --------------------------------------------------------- */
 
 static int64_t
 tparse(const char *s)
@@ -188,7 +188,7 @@ START_TEST(timeout_format_fits_and_never_shortens)
 }
 END_TEST
 
-/* --- percent-encoding ------------------------------------------------------ */
+/* --- percent-encoding ----------------------------------------------------- */
 
 START_TEST(percent_ascii_passes_through)
 {
@@ -245,7 +245,7 @@ START_TEST(percent_decode_keeps_malformed_escapes)
 }
 END_TEST
 
-/* --- base64 -------------------------------------------------------------------- */
+/* --- base64 --------------------------------------------------------------- */
 
 static const char *rfc4648[][2] = {
 	{ "", "" }, { "f", "Zg==" }, { "fo", "Zm8=" }, { "foo", "Zm9v" },
@@ -339,7 +339,7 @@ START_TEST(b64_round_trip_every_length)
 }
 END_TEST
 
-/* --- the framer ------------------------------------------------------------------- */
+/* --- the framer ----------------------------------------------------------- */
 
 struct got {
 	uint8_t	 buf[1 << 20];

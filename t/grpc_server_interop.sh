@@ -27,6 +27,35 @@ done
 PORT=$(awk '/^port /{print $2}' "$LIB_TMP/testd.out")
 [ -n "$PORT" ] || fail "grpc_testd did not report its port"
 
+# The shape of responses on the wire, which grpcio does not show: a
+# Trailers-Only error is one HEADERS frame with END_STREAM (flags 0x05) and
+# no DATA; requests that are not gRPC get plain HTTP errors.
+if command -v nghttp >/dev/null; then
+	printf '\0\0\0\0\0' >"$LIB_TMP/check.bin"
+	URL="http://127.0.0.1:$PORT"
+	out=$(nghttp -v -d "$LIB_TMP/check.bin" -H 'te: trailers' \
+		-H 'content-type: application/grpc' "$URL/no.Such/Method" 2>&1 | tr -d '\000')
+	echo "$out" | grep -aq 'grpc-status: 12' &&
+		echo "$out" | grep -aq 'recv HEADERS frame <.*flags=0x05, stream_id=13>' &&
+		! echo "$out" | grep -aq 'recv DATA' ||
+		fail "unknown method is not a Trailers-Only UNIMPLEMENTED: $out"
+	pass "unknown method gets a Trailers-Only response"
+	out=$(nghttp -v -d "$LIB_TMP/check.bin" -H 'te: trailers' \
+		-H 'content-type: application/grpc' \
+		"$URL/grpc.health.v1.Health/Check" 2>&1 | tr -d '\000')
+	echo "$out" | grep -aq 'recv DATA frame <length=7' &&
+		echo "$out" | grep -aq 'grpc-status: 0' ||
+		fail "Check over nghttp: $out"
+	pass "health Check over nghttp: a DATA frame, then grpc-status 0"
+	nghttp -v "$URL/grpc.health.v1.Health/Check" 2>&1 |
+		grep -aq ':status: 405' || fail "GET is not 405"
+	pass "GET is refused with HTTP 405"
+	nghttp -v -d "$LIB_TMP/check.bin" -H 'content-type: text/plain' \
+		"$URL/grpc.health.v1.Health/Check" 2>&1 |
+		grep -aq ':status: 415' || fail "text/plain is not 415"
+	pass "a non-gRPC content-type is refused with HTTP 415"
+fi
+
 "$PY" "$top_srcdir/t/py/grpc_client_interop.py" "$PORT" "$PID" \
 	"$LIB_TMP/stubs" || fail "interop client"
 

@@ -68,7 +68,7 @@ arm(struct pending *p, int ms)
 	evtimer_add(p->ev, &tv);
 }
 
-/* Echo: request bytes back; metadata back as headers and "trailer-" trailers. */
+/* Echo the request; its metadata comes back as headers and "trailer-*". */
 static void
 m_unary(struct grpc_call *call, void *arg)
 {

@@ -153,7 +153,7 @@ nv_set(nghttp2_nv *nv, const char *name, size_t namelen, const void *value,
 
 #define NV_LIT(nv, n, v)	nv_set((nv), (n), sizeof(n) - 1, (v), sizeof(v) - 1)
 
-/* --- metadata out ------------------------------------------------------------ */
+/* --- metadata out --------------------------------------------------------- */
 
 static int
 md_key_ok(const char *key)
@@ -221,7 +221,7 @@ nv_free_b64(char **b64s, size_t nb64)
 		free(b64s[i]);
 }
 
-/* --- responses --------------------------------------------------------------- */
+/* --- responses ------------------------------------------------------------ */
 
 static ssize_t
 data_read_cb(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t length,
@@ -383,7 +383,7 @@ call_fail(struct grpc_call *c, int status, const char *msg)
 	conn_schedule_flush(c->conn);
 }
 
-/* --- the call API ------------------------------------------------------------ */
+/* --- the call API --------------------------------------------------------- */
 
 const char *
 grpc_call_path(const struct grpc_call *c)
@@ -595,7 +595,7 @@ grpc_call_reply_raw(struct grpc_call *c, const void *data, size_t len)
 	return grpc_call_finish(c, GRPC_STATUS_OK, NULL);
 }
 
-/* --- the life of a stream ------------------------------------------------------ */
+/* --- the life of a stream ------------------------------------------------- */
 
 /* The handler loses the call: tell it once, and never again. */
 static void
@@ -783,7 +783,7 @@ framer_msg_cb(void *arg, const uint8_t *msg, size_t len)
 	return 0;
 }
 
-/* --- nghttp2 callbacks ----------------------------------------------------------- */
+/* --- nghttp2 callbacks ---------------------------------------------------- */
 
 static ssize_t
 send_cb(nghttp2_session *h2, const uint8_t *data, size_t len, int flags,
@@ -1008,7 +1008,7 @@ on_stream_close(nghttp2_session *h2, int32_t id, uint32_t error_code,
 	return 0;
 }
 
-/* --- connections ------------------------------------------------------------------ */
+/* --- connections ---------------------------------------------------------- */
 
 static void
 server_check_done(struct grpc_server *srv)
@@ -1251,7 +1251,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	grpc_server_adopt(srv, bev, sa, (socklen_t)salen);
 }
 
-/* --- the server ----------------------------------------------------------------- */
+/* --- the server ----------------------------------------------------------- */
 
 static void
 done_cb(evutil_socket_t fd, short ev, void *arg)
