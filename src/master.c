@@ -203,9 +203,11 @@ master_signal_cb(evutil_socket_t sig, short what, void *arg)
 		master_stop(m, "SIGINT");
 		break;
 	case SIGUSR1:
-		log_info("SIGUSR1: reopening the log file");
+		/* Logged after the reopen: the line starts the new file. */
 		if (log_reopen() == -1)
-			log_warn("reopen log file");
+			log_warn("SIGUSR1: reopen log file");
+		else
+			log_info("SIGUSR1: log file reopened");
 		sup_signal(m->sup, SIGUSR1);
 		break;
 	case SIGCHLD:

@@ -3,9 +3,9 @@
  * Where libc has setproctitle(3) it is used. Elsewhere (glibc) the strings
  * of argv and environ lie back to back in one block of the process's stack;
  * proctitle_init() moves them all to the heap, repoints argv[] and environ[]
- * at the copies, and the block becomes room for the title. Linux reads
- * cmdline up to the first NUL once the block's last byte was written, so
- * the rest is cleared with NULs. Nothing here logs.
+ * at the copies, and the block becomes room for the title. The rest of
+ * the block is cleared with NULs so that /proc/PID/cmdline, and so ps(1),
+ * reads as the title alone. Nothing here logs.
  */
 #include "autoconf.h"
 

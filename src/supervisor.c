@@ -8,7 +8,7 @@
  * sigprocmask, fcntl, prctl, getppid, execve, _exit. Each worker gets two
  * pipes: a ready pipe it writes "ready\n" to once initialised, and the
  * parent pipe, whose write end only the master holds, so the worker sees
- * EOF when the master dies however it dies (with PR_SET_DEATHSIG and a
+ * EOF when the master dies however it dies (with PR_SET_PDEATHSIG and a
  * getppid() check as belts and braces).
  *
  * A worker that exits is respawned after a per-slot delay that doubles from

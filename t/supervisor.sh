@@ -3,7 +3,8 @@
 # errors, the worker count per config, respawn after kill -9, respawn
 # backoff of a worker that dies at start, exit 2 = not respawned, SIGHUP
 # (grow, replace, shrink, broken file), SIGTERM, kill -9 of the master (no
-# orphans), daemon mode and a second sagad refused by the pidfile.
+# orphans), daemon mode, SIGUSR1 log reopening, and a second sagad refused
+# by the pidfile.
 # Everything is polled with timeouts; nothing waits longer than it must.
 
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -219,6 +220,14 @@ out=$("$SAGAD" -d -c "$T/daemon.conf" -p "$T/d.pid" 2>&1); rc=$?
 case $out in *"already running"*) ;; *) fail "second sagad said: $out" ;; esac
 [ "$(cat "$T/d.pid")" = "$dpid" ] || fail "the second sagad changed the pidfile"
 kids=$(worker_pids "$dpid")
+mv "$T/daemon.log" "$T/daemon.log.1"
+kill -USR1 "$dpid"
+wait_for 5 eval '[ "$(grep -c "SIGUSR1: log file reopened" "$T/daemon.log" 2>/dev/null)" -eq 4 ]' ||
+	fail "SIGUSR1: master and 3 workers did not reopen the log file"
+grep -q "sagad\[$dpid\] info: SIGUSR1: log file reopened" "$T/daemon.log" || fail "the master did not reopen"
+[ "$(worker_pids "$dpid")" = "$kids" ] || fail "SIGUSR1 changed the workers"
+pass "SIGUSR1: master and workers reopen log_file (rotation), workers unchanged"
+
 kill -TERM "$dpid"
 wait_for 5 eval '! alive "$dpid"' || fail "daemon did not stop"
 wait_for 2 none_alive $kids || fail "daemon workers left"

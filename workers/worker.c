@@ -325,7 +325,9 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		break;
 	case SIGUSR1:
 		if (log_reopen() == -1)
-			log_warn("reopen log file");
+			log_warn("SIGUSR1: reopen log file");
+		else
+			log_info("SIGUSR1: log file reopened");
 		break;
 	}
 }
