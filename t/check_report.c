@@ -16,10 +16,13 @@
 static char *
 capture(const struct report *r, void (*fn)(const struct report *, FILE *))
 {
-	char	*buf = NULL;
-	size_t	 len = 0;
-	FILE	*fp = open_memstream(&buf, &len);
+	/* Static: GCC takes a local handed to open_memstream for dangling. */
+	static char	*buf;
+	static size_t	 len;
+	FILE		*fp;
 
+	buf = NULL;
+	fp = open_memstream(&buf, &len);
 	fn(r, fp);
 	fclose(fp);
 	return buf;
