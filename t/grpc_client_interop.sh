@@ -190,6 +190,26 @@ OUT=$(cat "$LIB_TMP/midcall.out")
 expect "status=14 UNAVAILABLE"
 pass "server stopping mid-call is UNAVAILABLE"
 
+# GOAWAY: calls of 400 ms every 100 ms, the server stops gracefully. The
+# calls in flight finish OK on the draining connection; new calls are not put
+# on it but on a new connection, which the stopped server refuses.
+start_server "$PORT"
+$CALL -L 2 -i 100 -T 3000 -t 400 "$ADDR" /test.Interop/Sleep >"$LIB_TMP/goaway.out" &
+cpid=$!
+sleep 0.8
+kill -USR1 "$SRV_PID"
+wait "$cpid" || fail "grpc_call loop failed"
+wait "$SRV_PID"
+st=$(grep '^status=' "$LIB_TMP/goaway.out" | sort | uniq -c | awk '{print $2}' | tr '\n' ' ')
+[ "$st" = "status=OK status=UNAVAILABLE " ] || fail "GOAWAY statuses: $(cat "$LIB_TMP/goaway.out")"
+after=$(sed -n '/^status=UNAVAILABLE/,$p' "$LIB_TMP/goaway.out" | grep -c '^status=OK')
+[ "$after" -ge 1 ] || fail "no call finished after GOAWAY: $(cat "$LIB_TMP/goaway.out")"
+if grep '^# ' "$LIB_TMP/goaway.out" | grep -v -q 'Connection refused$'; then
+	fail "a call failed for another reason than the refused reconnect: $(cat "$LIB_TMP/goaway.out")"
+fi
+grep -q '^connects=1$' "$LIB_TMP/goaway.out" || fail "GOAWAY: $(tail -n 1 "$LIB_TMP/goaway.out")"
+pass "GOAWAY: $after in-flight calls finished, new calls not on the old connection"
+
 # Reconnect: one client process calls every 50 ms across a server restart.
 start_server "$PORT"
 $CALL -L 5 -i 50 -T 1000 -B 200 "$ADDR" /test.Interop/Echo >"$LIB_TMP/loop.out" &

@@ -2,6 +2,8 @@
 raw bytes (no protobuf), so the C client is checked against a gRPC
 implementation nobody here wrote. Prints "READY <port>" once it serves.
 
+SIGUSR1 stops it gracefully: GOAWAY, then in-flight calls finish.
+
 Methods of the service test.Interop:
   Echo     returns the request; echoes x-* request metadata as trailers,
            and the user-agent and the time left (grpc-timeout) it saw
@@ -14,6 +16,7 @@ Methods of the service test.Interop:
 """
 
 import argparse
+import signal
 import sys
 import threading
 import time
@@ -119,6 +122,9 @@ def main():
         print("cannot bind 127.0.0.1:%d" % args.port, file=sys.stderr)
         sys.exit(1)
     server.start()
+    # SIGUSR1: a graceful stop (GOAWAY, in-flight calls finish, no new ones).
+    signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(
+        target=lambda: server.stop(5)).start())
     print("READY %d" % args.port, flush=True)
     server.wait_for_termination()
 
