@@ -308,8 +308,9 @@ cmd_run(struct ctl *c, int argc, char **argv)
 	size_t					 n = 0;
 
 	saga__v1__run_request__init(&req);
-	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+	/* 0 resets GNU getopt, which then takes flags after FLOW too. */
+	optind = 0;
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'i':
 			req.request_id = optarg;
@@ -771,8 +772,8 @@ cmd_bench(struct ctl *c, int argc, char **argv, const char *host, int port)
 	b.nchans = 1;
 	b.max_inflight = 0;
 	saga__v1__run_request__init(&req);
-	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+r:d:c:", opts, NULL)) != -1) {
+	optind = 0;
+	while ((ch = getopt_long(argc, argv, "r:d:c:", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'r':
 			b.rate = strtod(optarg, &end);

@@ -162,10 +162,12 @@ master_reload(struct master *m)
 static void
 master_check_done(struct master *m)
 {
-	if (m->stopping && sup_nalive(m->sup) == 0) {
-		log_info("all workers stopped");
-		event_base_loopexit(m->base, NULL);
-	}
+	if (!m->stopping || sup_nalive(m->sup) > 0)
+		return;
+	if (m->hooks.busy != NULL && m->hooks.busy(m, m->hooks.arg))
+		return;
+	log_info("all workers stopped, nothing in flight");
+	event_base_loopexit(m->base, NULL);
 }
 
 static void
@@ -239,11 +241,13 @@ master_cron(evutil_socket_t fd, short what, void *arg)
 
 	m->cronloops++;
 	master_cron_arm(m, now, sup_cron(m->sup, now));
+	if (m->hooks.cron != NULL)
+		m->hooks.cron(m, m->hooks.arg);
 	if (m->stopping) {
 		master_check_done(m);
 		if (now >= m->stop_deadline_ms) {
-			log_warnx("%zu workers still not reaped: exiting anyway",
-			    sup_nalive(m->sup));
+			log_warnx("shutdown_timeout_ms passed with %zu workers "
+			    "not reaped: exiting anyway", sup_nalive(m->sup));
 			event_base_loopexit(m->base, NULL);
 		}
 	}

@@ -35,6 +35,10 @@ struct master_hooks {
 	void	(*reload)(struct master *, void *arg,
 		    const struct config *old);
 	void	(*stop)(struct master *, void *arg);
+	/* Periodic work, on the master's one timer (MASTER_HZ). */
+	void	(*cron)(struct master *, void *arg);
+	/* While stopping: non-zero keeps the loop up (sagas in flight). */
+	int	(*busy)(struct master *, void *arg);
 	void	 *arg;
 };
 

@@ -17,6 +17,7 @@
 #include "master.h"
 #include "options.h"
 #include "proctitle.h"
+#include "service.h"
 #include "util.h"
 
 int
@@ -24,6 +25,8 @@ main(int argc, char *argv[])
 {
 	struct options	 opts;
 	struct master	 m;
+	struct master_hooks hooks;
+	struct service	*sv;
 	struct config	*cfg;
 	char		 err[8 * SAGAD_ERRLEN];
 	char		 config_path[PATH_MAX], pidfile[PATH_MAX];
@@ -95,17 +98,20 @@ main(int argc, char *argv[])
 		config_free(cfg);
 		return 1;
 	}
-	/* Listeners (the gRPC server) will come in as master_hooks here. */
-	if (master_init(&m, &opts, config_path, cfg, NULL, err,
+	/* The gRPC side (Health, Orchestrator, store) plugs in as hooks. */
+	sv = service_new(&hooks);
+	if (master_init(&m, &opts, config_path, cfg, &hooks, err,
 	    sizeof(err)) == -1) {
 		log_warnx("%s", err);
 		master_daemon_notify(notify, err);
+		service_free(sv);
 		master_free(&m);
 		master_pidfile_remove(pidfile, pidfd);
 		return 1;
 	}
 	master_daemon_notify(notify, NULL);
 	rc = master_run(&m);
+	service_free(sv);
 	master_free(&m);
 	master_pidfile_remove(pidfile, pidfd);
 	return rc;
