@@ -1,0 +1,699 @@
+/*
+ * bus_nats.c - the NATS JetStream driver of the message bus (bus.h), and the
+ * only file of sagad that calls cnats. Work goes through one stream with
+ * work-queue retention and file storage; each consumer is a durable pull
+ * consumer with explicit acks; publishing is JetStream's asynchronous
+ * publish with a Nats-Msg-Id for dedupe; notifications are core NATS.
+ *
+ * cnats runs its callbacks (connection state, publish acks, core messages)
+ * on its own threads: here they only copy what they got and post it to the
+ * loop through bus.c. cnats 3.4 has no asynchronous pull, so bus.c's fetch
+ * thread calls nats_fetch(), which blocks. Acks go out from the loop thread:
+ * natsMsg_Ack and friends only read the message's immutable subscription
+ * fields and publish on the connection, which cnats locks.
+ */
+#include "autoconf.h"
+
+#include <sys/queue.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nats/nats.h>
+
+#include "bus.h"
+#include "bus_driver.h"
+#include "util.h"
+
+#define NATS_MS_NS(ms)	((int64_t)(ms) * 1000000)
+#define NATS_MAX_URLS	16
+#define NATS_CLOSE_WAIT_MS 5000	/* for cnats to confirm a close */
+
+struct nats_bus {
+	natsConnection	*nc;
+	jsCtx		*js;
+	pthread_mutex_t	 mu;
+	pthread_cond_t	 cv;
+	int		 closing;	/* (mu) bus_close asked for it */
+	int		 closed;	/* (mu) cnats said it is closed */
+	int		 published;	/* an async publish went out */
+};
+
+struct nats_listener {
+	natsSubscription *sub;
+	pthread_mutex_t	 mu;
+	pthread_cond_t	 cv;
+	int		 done;		/* (mu) no more handler calls */
+};
+
+/* Waits on cv until *flag or ms pass; mu held. */
+static void
+nats_wait_flag(pthread_cond_t *cv, pthread_mutex_t *mu, int *flag, int ms)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	while (!*flag)
+		if (pthread_cond_timedwait(cv, mu, &ts) != 0)
+			break;
+}
+
+/* Puts cnats' own explanation of the last failure of this thread in err. */
+static void
+nats_error(char *err, size_t errlen, const char *what, natsStatus s,
+    jsErrCode jerr)
+{
+	const char	*text;
+	natsStatus	 last = NATS_OK;
+
+	/* The thread's last error is the detailed one, if it is this one. */
+	text = nats_GetLastError(&last);
+	if (text == NULL || *text == '\0' || last != s)
+		text = natsStatus_GetText(s);
+	if (jerr != 0)
+		snprintf(err, errlen, "nats: %s: %s (JetStream error %d)", what,
+		    text, (int)jerr);
+	else
+		snprintf(err, errlen, "nats: %s: %s", what, text);
+}
+
+static int
+nats_init(char *err, size_t errlen)
+{
+	natsStatus	s;
+
+	if ((s = nats_Open(-1)) != NATS_OK) {
+		nats_error(err, errlen, "nats_Open", s, 0);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+nats_fini(void)
+{
+	nats_CloseAndWait(NATS_CLOSE_WAIT_MS);
+}
+
+/* --- connection state, on cnats threads -------------------------------------- */
+
+static void
+nats_connected(natsConnection *nc, void *arg)
+{
+	(void)nc;
+	bus_post_state(arg, BUS_CONNECTED);
+}
+
+static void
+nats_disconnected(natsConnection *nc, void *arg)
+{
+	(void)nc;
+	bus_post_state(arg, BUS_DISCONNECTED);
+}
+
+static void
+nats_reconnected(natsConnection *nc, void *arg)
+{
+	(void)nc;
+	bus_post_state(arg, BUS_RECONNECTED);
+}
+
+static void
+nats_closed(natsConnection *nc, void *arg)
+{
+	struct bus	*bus = arg;
+	struct nats_bus	*nb = bus->drv_data;
+	int		 ours;
+
+	(void)nc;
+	pthread_mutex_lock(&nb->mu);
+	ours = nb->closing;
+	if (!ours)
+		bus_post_state(bus, BUS_CLOSED);
+	nb->closed = 1;
+	pthread_cond_broadcast(&nb->cv);
+	pthread_mutex_unlock(&nb->mu);
+}
+
+/*
+ * The delay before the next round of reconnect attempts doubles from the
+ * first wait up to the cap. Both travel in the closure as one number, so
+ * that the reconnect thread never touches the bus.
+ */
+static int64_t
+nats_reconnect_delay(natsConnection *nc, int attempts, void *closure)
+{
+	uintptr_t	 packed = (uintptr_t)closure;
+	int64_t		 wait = (int64_t)(packed >> 20), cap = packed & 0xfffff;
+
+	(void)nc;
+	while (--attempts > 0 && wait < cap)
+		wait *= 2;
+	return wait < cap ? wait : cap;
+}
+
+/* --- publish acks, on a cnats thread ------------------------------------------ */
+
+static void
+nats_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
+    void *arg)
+{
+	struct bus	*bus = arg;
+	struct bus_pub	*p;
+
+	(void)js;
+	if ((p = bus_pub_take(bus, msg)) != NULL) {
+		if (pa != NULL) {
+			p->res.duplicate = pa->Duplicate;
+			p->res.seq = pa->Sequence;
+		} else {
+			snprintf(p->errbuf, sizeof(p->errbuf),
+			    "nats: publish %s: %s", natsMsg_GetSubject(msg),
+			    pae != NULL && pae->ErrText != NULL &&
+			    *pae->ErrText != '\0' ? pae->ErrText :
+			    natsStatus_GetText(pae != NULL ? pae->Err :
+			    NATS_ERR));
+		}
+		bus_post(bus, &p->item);
+	}
+	natsMsg_Destroy(msg);
+}
+
+/* --- open and close --------------------------------------------------------- */
+
+static int
+nats_open(struct bus *bus, const char *url, const char *name, char *err,
+    size_t errlen)
+{
+	struct nats_bus	*nb;
+	natsOptions	*opts = NULL;
+	jsOptions	 jo;
+	natsStatus	 s;
+	const char	*urls[NATS_MAX_URLS];
+	char		*list, *p, *save = NULL;
+	int		 n = 0;
+
+	if (bus->reconnect_max_ms > 0xfffff)
+		bus->reconnect_max_ms = 0xfffff;
+	if (bus->reconnect_wait_ms > bus->reconnect_max_ms)
+		bus->reconnect_wait_ms = bus->reconnect_max_ms;
+	list = util_xstrdup(url);
+	for (p = strtok_r(list, ", ", &save); p != NULL;
+	    p = strtok_r(NULL, ", ", &save)) {
+		if (n == NATS_MAX_URLS) {
+			snprintf(err, errlen, "nats: more than %d URLs in %s",
+			    NATS_MAX_URLS, url);
+			free(list);
+			return -1;
+		}
+		urls[n++] = p;
+	}
+	if (n == 0) {
+		snprintf(err, errlen, "nats: no URL in \"%s\"", url);
+		free(list);
+		return -1;
+	}
+	nb = util_xcalloc(1, sizeof(*nb));
+	pthread_mutex_init(&nb->mu, NULL);
+	pthread_cond_init(&nb->cv, NULL);
+	bus->drv_data = nb;
+
+	s = natsOptions_Create(&opts);
+	if (s == NATS_OK)
+		s = natsOptions_SetServers(opts, urls, n);
+	if (s == NATS_OK && name != NULL)
+		s = natsOptions_SetName(opts, name);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(opts, bus->timeout_ms);
+	if (s == NATS_OK)
+		s = natsOptions_SetNoRandomize(opts, true);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(opts, -1);
+	if (s == NATS_OK)
+		s = natsOptions_SetCustomReconnectDelay(opts,
+		    nats_reconnect_delay,
+		    (void *)(((uintptr_t)bus->reconnect_wait_ms << 20) |
+		    (uintptr_t)bus->reconnect_max_ms));
+	if (s == NATS_OK)
+		s = natsOptions_SetRetryOnFailedConnect(opts, true,
+		    nats_connected, bus);
+	if (s == NATS_OK)
+		s = natsOptions_SetDisconnectedCB(opts, nats_disconnected, bus);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectedCB(opts, nats_reconnected, bus);
+	if (s == NATS_OK)
+		s = natsOptions_SetClosedCB(opts, nats_closed, bus);
+	/* A server that vanished without closing TCP is noticed in ~6 s. */
+	if (s == NATS_OK)
+		s = natsOptions_SetPingInterval(opts, 2000);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxPingsOut(opts, 3);
+	if (s != NATS_OK) {
+		nats_error(err, errlen, "options", s, 0);
+		goto fail;
+	}
+	s = natsConnection_Connect(&nb->nc, opts);
+	if (s == NATS_OK)
+		bus->state = BUS_CONNECTED;
+	else if (s != NATS_NOT_YET_CONNECTED) {
+		nats_error(err, errlen, url, s, 0);
+		goto fail;
+	}
+	natsOptions_Destroy(opts);
+	opts = NULL;
+	free(list);
+	list = NULL;
+
+	jsOptions_Init(&jo);
+	jo.Wait = bus->timeout_ms;
+	jo.PublishAsync.AckHandler = nats_pub_ack;
+	jo.PublishAsync.AckHandlerClosure = bus;
+	if ((s = natsConnection_JetStream(&nb->js, nb->nc, &jo)) != NATS_OK) {
+		nats_error(err, errlen, "JetStream context", s, 0);
+		goto fail;
+	}
+	return 0;
+fail:
+	natsOptions_Destroy(opts);
+	free(list);
+	if (nb->nc != NULL) {
+		pthread_mutex_lock(&nb->mu);
+		nb->closing = 1;
+		pthread_mutex_unlock(&nb->mu);
+		natsConnection_Close(nb->nc);
+		pthread_mutex_lock(&nb->mu);
+		nats_wait_flag(&nb->cv, &nb->mu, &nb->closed,
+		    NATS_CLOSE_WAIT_MS);
+		pthread_mutex_unlock(&nb->mu);
+		natsConnection_Destroy(nb->nc);
+	}
+	pthread_cond_destroy(&nb->cv);
+	pthread_mutex_destroy(&nb->mu);
+	free(nb);
+	bus->drv_data = NULL;
+	return -1;
+}
+
+static void
+nats_close(struct bus *bus)
+{
+	struct nats_bus	*nb = bus->drv_data;
+	natsMsgList	 pending;
+	jsPubOptions	 po;
+
+	/*
+	 * Take back the publishes still waiting for an answer (bus.c fails
+	 * them), then let a handler that is running right now return: after
+	 * that cnats has nothing left to call nats_pub_ack for.
+	 */
+	/* cnats 3.4.1 crashes here if nothing was ever published. */
+	if (nb->published &&
+	    js_PublishAsyncGetPendingList(&pending, nb->js) == NATS_OK)
+		natsMsgList_Destroy(&pending);
+	jsPubOptions_Init(&po);
+	po.MaxWait = NATS_CLOSE_WAIT_MS;
+	js_PublishAsyncComplete(nb->js, &po);
+	jsCtx_Destroy(nb->js);
+
+	/* The closed callback is the last one cnats makes for a connection. */
+	pthread_mutex_lock(&nb->mu);
+	nb->closing = 1;
+	pthread_mutex_unlock(&nb->mu);
+	natsConnection_Close(nb->nc);
+	pthread_mutex_lock(&nb->mu);
+	nats_wait_flag(&nb->cv, &nb->mu, &nb->closed, NATS_CLOSE_WAIT_MS);
+	pthread_mutex_unlock(&nb->mu);
+	natsConnection_Destroy(nb->nc);
+	pthread_cond_destroy(&nb->cv);
+	pthread_mutex_destroy(&nb->mu);
+	free(nb);
+	bus->drv_data = NULL;
+}
+
+/* --- the stream ----------------------------------------------------------------- */
+
+static int
+nats_declare(struct bus *bus, const char *const *subjects, size_t n,
+    char *err, size_t errlen)
+{
+	struct nats_bus	*nb = bus->drv_data;
+	jsStreamConfig	 sc;
+	jsStreamInfo	*si = NULL;
+	jsErrCode	 jerr = 0;
+	const char	**subs;
+	natsStatus	 s;
+	size_t		 i;
+
+	subs = util_xcalloc(n, sizeof(*subs));
+	for (i = 0; i < n; i++)
+		subs[i] = subjects[i];
+	jsStreamConfig_Init(&sc);
+	sc.Name = bus->stream;
+	sc.Subjects = subs;
+	sc.SubjectsLen = (int)n;
+	sc.Retention = js_WorkQueuePolicy;
+	sc.Storage = js_FileStorage;
+	sc.Replicas = bus->replicas;
+	sc.Duplicates = NATS_MS_NS(bus->dedupe_window_ms);
+	s = js_AddStream(&si, nb->js, &sc, NULL, &jerr);
+	if (s != NATS_OK && jerr == JSStreamNameExistErr) {
+		/* It exists with another configuration: bring it to ours. */
+		jerr = 0;
+		s = js_UpdateStream(&si, nb->js, &sc, NULL, &jerr);
+	}
+	free(subs);
+	jsStreamInfo_Destroy(si);
+	if (s != NATS_OK) {
+		nats_error(err, errlen, bus->stream, s, jerr);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+nats_depth(struct bus *bus, uint64_t *msgs, char *err, size_t errlen)
+{
+	struct nats_bus	*nb = bus->drv_data;
+	jsStreamInfo	*si = NULL;
+	jsErrCode	 jerr = 0;
+	natsStatus	 s;
+
+	s = js_GetStreamInfo(&si, nb->js, bus->stream, NULL, &jerr);
+	if (s != NATS_OK) {
+		nats_error(err, errlen, bus->stream, s, jerr);
+		return -1;
+	}
+	*msgs = si->State.Msgs;
+	jsStreamInfo_Destroy(si);
+	return 0;
+}
+
+/* --- consumers ------------------------------------------------------------------ */
+
+static int
+nats_consumer_open(struct bus_consumer *c, char *err, size_t errlen)
+{
+	struct bus		*bus = c->bus;
+	struct nats_bus		*nb = bus->drv_data;
+	jsConsumerConfig	 cc;
+	jsConsumerInfo		*ci = NULL;
+	jsSubOptions		 so;
+	natsSubscription	*sub = NULL;
+	jsErrCode		 jerr = 0;
+	natsStatus		 s;
+
+	jsConsumerConfig_Init(&cc);
+	cc.Durable = c->durable;
+	cc.DeliverPolicy = js_DeliverAll;
+	cc.AckPolicy = js_AckExplicit;
+	cc.AckWait = NATS_MS_NS(c->ack_wait_ms);
+	cc.MaxDeliver = c->max_deliver > 0 ? c->max_deliver : -1;
+	cc.FilterSubject = c->filter;
+	cc.MaxAckPending = c->max_ack_pending;
+	s = js_AddConsumer(&ci, nb->js, bus->stream, &cc, NULL, &jerr);
+	if (s != NATS_OK && (jerr == JSConsumerNameExistErr ||
+	    jerr == JSConsumerExistingActiveErr)) {
+		/* A restart with new counts: update the durable consumer. */
+		jerr = 0;
+		s = js_UpdateConsumer(&ci, nb->js, bus->stream, &cc, NULL,
+		    &jerr);
+	}
+	jsConsumerInfo_Destroy(ci);
+	if (s != NATS_OK) {
+		nats_error(err, errlen, c->durable, s, jerr);
+		return -1;
+	}
+	jsSubOptions_Init(&so);
+	so.Stream = bus->stream;
+	so.Consumer = c->durable;	/* bind: never create or delete it */
+	s = js_PullSubscribe(&sub, nb->js, c->filter, c->durable, NULL, &so,
+	    &jerr);
+	if (s != NATS_OK) {
+		nats_error(err, errlen, c->durable, s, jerr);
+		return -1;
+	}
+	c->drv = sub;
+	return 0;
+}
+
+static void
+nats_consumer_free(struct bus_consumer *c)
+{
+	/* Destroy, not Unsubscribe: the durable consumer stays. */
+	natsSubscription_Destroy(c->drv);
+	c->drv = NULL;
+}
+
+/*
+ * On the consumer's thread. A no-wait pull takes what is there, up to max;
+ * when nothing is, a pull for one message waits up to wait_ms, so that a
+ * lone message is not held back waiting for a batch to fill.
+ */
+static int
+nats_fetch(struct bus_consumer *c, struct bus_msg **out, int max, int wait_ms)
+{
+	natsSubscription	*sub = c->drv;
+	jsFetchRequest		 req;
+	natsMsgList		 list;
+	jsMsgMetaData		*meta;
+	struct bus_msg		*m;
+	natsStatus		 s;
+	int			 i;
+
+	jsFetchRequest_Init(&req);
+	req.Batch = max;
+	req.NoWait = true;
+	req.Expires = NATS_MS_NS(wait_ms);
+	s = natsSubscription_FetchRequest(&list, sub, &req);
+	if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT) {
+		jsFetchRequest_Init(&req);
+		req.Batch = 1;
+		req.Expires = NATS_MS_NS(wait_ms);
+		s = natsSubscription_FetchRequest(&list, sub, &req);
+	}
+	if (s != NATS_OK)
+		return s == NATS_TIMEOUT || s == NATS_NOT_FOUND ? 0 : -1;
+	for (i = 0; i < list.Count && i < max; i++) {
+		m = util_xcalloc(1, sizeof(*m));
+		m->drv = list.Msgs[i];
+		list.Msgs[i] = NULL;
+		m->subject = natsMsg_GetSubject(m->drv);
+		m->data = natsMsg_GetData(m->drv);
+		m->len = (size_t)natsMsg_GetDataLength(m->drv);
+		m->delivered = 1;
+		if (natsMsg_GetMetaData(&meta, m->drv) == NATS_OK) {
+			m->delivered = (int)meta->NumDelivered;
+			jsMsgMetaData_Destroy(meta);
+		}
+		out[i] = m;
+	}
+	natsMsgList_Destroy(&list);
+	return i;
+}
+
+static int
+nats_finish(struct bus_msg *m, enum bus_finish how, int delay_ms)
+{
+	natsStatus	s = NATS_OK;
+
+	switch (how) {
+	case BUS_ACK:
+		s = natsMsg_Ack(m->drv, NULL);
+		break;
+	case BUS_NAK:
+		if (delay_ms > 0)
+			s = natsMsg_NakWithDelay(m->drv, delay_ms, NULL);
+		else
+			s = natsMsg_Nak(m->drv, NULL);
+		break;
+	case BUS_TERM:
+		s = natsMsg_Term(m->drv, NULL);
+		break;
+	case BUS_PROGRESS:
+		s = natsMsg_InProgress(m->drv, NULL);
+		break;
+	}
+	return s == NATS_OK ? 0 : -1;
+}
+
+static const char *
+nats_header(const struct bus_msg *m, const char *key)
+{
+	const char	*v = NULL;
+
+	if (natsMsgHeader_Get(m->drv, key, &v) != NATS_OK)
+		return NULL;
+	return v;
+}
+
+static void
+nats_msg_free(struct bus_msg *m)
+{
+	natsMsg_Destroy(m->drv);
+	m->drv = NULL;
+}
+
+/* --- publishing ------------------------------------------------------------------ */
+
+static int
+nats_publish(struct bus *bus, struct bus_pub *p, const char *subject,
+    const void *data, size_t len, const char *msg_id, char *err,
+    size_t errlen)
+{
+	struct nats_bus	*nb = bus->drv_data;
+	natsMsg		*msg = NULL;
+	jsPubOptions	 po;
+	natsStatus	 s;
+
+	if (len > INT32_MAX) {
+		snprintf(err, errlen, "nats: publish %s: %zu bytes is too big",
+		    subject, len);
+		return -1;
+	}
+	if ((s = natsMsg_Create(&msg, subject, NULL, data, (int)len)) !=
+	    NATS_OK) {
+		nats_error(err, errlen, subject, s, 0);
+		return -1;
+	}
+	jsPubOptions_Init(&po);
+	po.MsgId = msg_id;
+	po.MaxWait = bus->publish_timeout_ms;
+
+	/* Listed before it is sent: the answer may come before we return. */
+	p->drv = msg;
+	pthread_mutex_lock(&bus->mu);
+	TAILQ_INSERT_TAIL(&bus->pubs, p, pending);
+	pthread_mutex_unlock(&bus->mu);
+	if ((s = js_PublishMsgAsync(nb->js, &msg, &po)) != NATS_OK) {
+		/* cnats did not keep it: no answer will come. */
+		nats_error(err, errlen, subject, s, 0);
+		pthread_mutex_lock(&bus->mu);
+		TAILQ_REMOVE(&bus->pubs, p, pending);
+		pthread_mutex_unlock(&bus->mu);
+		natsMsg_Destroy(msg);
+		return -1;
+	}
+	nb->published = 1;
+	return 0;
+}
+
+static int
+nats_notify(struct bus *bus, const char *subject, const void *data,
+    size_t len, char *err, size_t errlen)
+{
+	struct nats_bus	*nb = bus->drv_data;
+	natsStatus	 s;
+
+	if (len > INT32_MAX) {
+		snprintf(err, errlen, "nats: notify %s: %zu bytes is too big",
+		    subject, len);
+		return -1;
+	}
+	s = natsConnection_Publish(nb->nc, subject, data, (int)len);
+	if (s != NATS_OK) {
+		nats_error(err, errlen, subject, s, 0);
+		return -1;
+	}
+	return 0;
+}
+
+/* --- listeners: core subscriptions whose handler runs on a cnats thread ---- */
+
+static void
+nats_note(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *arg)
+{
+	(void)nc;
+	(void)sub;
+	bus_post_note(arg, natsMsg_GetSubject(msg), natsMsg_GetData(msg),
+	    (size_t)natsMsg_GetDataLength(msg));
+	natsMsg_Destroy(msg);
+}
+
+static void
+nats_note_done(void *arg)
+{
+	struct nats_listener	*nl = arg;
+
+	pthread_mutex_lock(&nl->mu);
+	nl->done = 1;
+	pthread_cond_broadcast(&nl->cv);
+	pthread_mutex_unlock(&nl->mu);
+}
+
+static int
+nats_listen(struct bus_listener *l, char *err, size_t errlen)
+{
+	struct nats_bus		*nb = l->bus->drv_data;
+	struct nats_listener	*nl;
+	natsStatus		 s;
+
+	nl = util_xcalloc(1, sizeof(*nl));
+	pthread_mutex_init(&nl->mu, NULL);
+	pthread_cond_init(&nl->cv, NULL);
+	s = natsConnection_Subscribe(&nl->sub, nb->nc, l->subject, nats_note,
+	    l);
+	if (s == NATS_OK)
+		s = natsSubscription_SetOnCompleteCB(nl->sub, nats_note_done,
+		    nl);
+	if (s == NATS_OK)
+		s = natsSubscription_SetPendingLimits(nl->sub, -1, -1);
+	if (s != NATS_OK) {
+		nats_error(err, errlen, l->subject, s, 0);
+		if (nl->sub != NULL) {
+			natsSubscription_Unsubscribe(nl->sub);
+			natsSubscription_Destroy(nl->sub);
+		}
+		pthread_cond_destroy(&nl->cv);
+		pthread_mutex_destroy(&nl->mu);
+		free(nl);
+		return -1;
+	}
+	l->drv = nl;
+	return 0;
+}
+
+static void
+nats_unlisten(struct bus_listener *l)
+{
+	struct nats_listener	*nl = l->drv;
+
+	/* The complete callback runs after the handler's last return. */
+	natsSubscription_Unsubscribe(nl->sub);
+	pthread_mutex_lock(&nl->mu);
+	nats_wait_flag(&nl->cv, &nl->mu, &nl->done, NATS_CLOSE_WAIT_MS);
+	pthread_mutex_unlock(&nl->mu);
+	natsSubscription_Destroy(nl->sub);
+	pthread_cond_destroy(&nl->cv);
+	pthread_mutex_destroy(&nl->mu);
+	free(nl);
+	l->drv = NULL;
+}
+
+const struct bus_driver bus_nats_driver = {
+	.scheme = "nats",
+	.init = nats_init,
+	.fini = nats_fini,
+	.open = nats_open,
+	.close = nats_close,
+	.declare = nats_declare,
+	.depth = nats_depth,
+	.consumer_open = nats_consumer_open,
+	.consumer_free = nats_consumer_free,
+	.fetch = nats_fetch,
+	.finish = nats_finish,
+	.header = nats_header,
+	.msg_free = nats_msg_free,
+	.publish = nats_publish,
+	.notify = nats_notify,
+	.listen = nats_listen,
+	.unlisten = nats_unlisten,
+};
