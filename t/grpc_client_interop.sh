@@ -36,6 +36,16 @@ stop_server() {
 	wait "$SRV_PID" 2>/dev/null
 }
 
+# wait_ok FILE N: until a loop run has printed N OK statuses (slow under valgrind).
+wait_ok() {
+	local i
+	for i in $(seq 200); do
+		[ "$(grep -c '^status=OK' "$1" 2>/dev/null)" -ge "$2" ] && return 0
+		sleep 0.05
+	done
+	fail "no $2 OK calls in $1: $(cat "$1")"
+}
+
 # call ARGS...: runs the driver against $ADDR, output in $OUT.
 call() {
 	OUT=$($CALL "$@") || fail "grpc_call $* exited $?: $OUT"
@@ -196,7 +206,8 @@ pass "server stopping mid-call is UNAVAILABLE"
 start_server "$PORT"
 $CALL -L 2 -i 100 -T 3000 -t 400 "$ADDR" /test.Interop/Sleep >"$LIB_TMP/goaway.out" &
 cpid=$!
-sleep 0.8
+wait_ok "$LIB_TMP/goaway.out" 1
+sleep 0.2
 kill -USR1 "$SRV_PID"
 wait "$cpid" || fail "grpc_call loop failed"
 wait "$SRV_PID"
@@ -214,7 +225,7 @@ pass "GOAWAY: $after in-flight calls finished, new calls not on the old connecti
 start_server "$PORT"
 $CALL -L 5 -i 50 -T 1000 -B 200 "$ADDR" /test.Interop/Echo >"$LIB_TMP/loop.out" &
 cpid=$!
-sleep 1.5
+wait_ok "$LIB_TMP/loop.out" 3
 stop_server
 sleep 1.5
 start_server "$PORT"
