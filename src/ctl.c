@@ -142,10 +142,14 @@ printable(const uint8_t *v, size_t len)
 	return 1;
 }
 
+/* Saga times are whole milliseconds: "0ms", "12ms", "1.204s". */
 static void
 fmt_ms(int64_t ms, char *buf, size_t len)
 {
-	report_fmt_duration(ms * 1000, buf, len);
+	if (ms < 1000)
+		snprintf(buf, len, "%lldms", (long long)ms);
+	else
+		snprintf(buf, len, "%.3fs", (double)ms / 1000.0);
 }
 
 void
