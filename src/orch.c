@@ -522,9 +522,12 @@ write_of(struct run *r, struct store_write *w, struct saga_pb *v,
 	w->rev = r->rev;
 	w->step = (int)r->a.step;
 	w->owner = r->o->owner;
-	/* An ended saga drops its lease (and gets saga_ttl from the store). */
-	w->lease_ms = SAGA_STATE_IS_FINAL(r->s->state) ? -1 :
-	    r->cfg->redis.lease_ms;
+	/*
+	 * The lease is taken at the create and renewed for every saga in
+	 * flight by orch_cron(), not by each write: that keeps a sorted-set
+	 * update off the hot path. An ended saga drops it.
+	 */
+	w->lease_ms = SAGA_STATE_IS_FINAL(r->s->state) ? -1 : 0;
 	w->events = evp;
 	w->nevents = (size_t)r->nevs;
 }
@@ -1045,6 +1048,7 @@ handle_run(struct grpc_call *call, void *arg)
 	ev_add(r, s->steps[0].name, s->steps[0].state, NULL, 1);
 	write_of(r, &w, &v, ev, evp);
 	w.pod = o->cfg->pod_id;
+	w.lease_ms = o->cfg->redis.lease_ms;
 	r->creating = 1;
 	r->store_busy = 1;
 	store_create(o->store, &w, run_created, r);
