@@ -173,6 +173,8 @@ static const struct config_key keys[] = {
 	    0, 0, 0, NULL, NULL, check_context_key, 0 },
 	{ "reply", KS_NODE, KT_STRING, 0, N(reply), 0, 0,
 	    0, 0, 0, NULL, NULL, check_context_key, 0 },
+	{ "compensate_request", KS_NODE, KT_STRING, 0, N(compensate_request),
+	    0, 0, 0, 0, 0, NULL, NULL, check_context_key, 0 },
 
 	{ "mode", KS_FLOW, KT_MODE, 0, F(mode), 0, 0,
 	    0, 0, SAGA_MODE_SYNC, NULL, NULL, NULL, 0 },

@@ -42,6 +42,7 @@ struct config_node {
 	int		 concurrency;
 	char		*request;	/* raw mode: context key sent verbatim */
 	char		*reply;		/* raw mode: context key for the reply */
+	char		*compensate_request; /* raw mode: key the undo sends */
 };
 
 struct config_flow {

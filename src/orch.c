@@ -29,6 +29,7 @@
 #include "orch.h"
 #include "saga.h"
 #include "saga/v1/saga.pb-c.h"
+#include "step.h"
 #include "store.h"
 #include "util.h"
 
@@ -49,6 +50,7 @@ struct svc {
 	int			 max_queue;
 	int			 inflight;
 	int			 queued;
+	int			 starting;	/* admitted, first call not made */
 	struct grpc_channel	*ch;
 	char			 host[256];
 	int			 port;
@@ -83,6 +85,7 @@ struct run {
 	struct waiter		*waiters;
 	struct svc		*svc;		/* queued for a slot of this one */
 	struct svc		*slot;		/* holds a slot of this one */
+	struct svc		*first;		/* counted in its starting */
 	struct grpc_client_call	*call;
 	struct event		*timer;
 	void			(*timer_fn)(struct run *);
@@ -403,12 +406,23 @@ waiters_to_join(struct run *r)
 	r->waiters = NULL;
 }
 
+/* Its first call is about to be made (or never will be): not starting. */
+static void
+run_started(struct run *r)
+{
+	if (r->first != NULL) {
+		r->first->starting--;
+		r->first = NULL;
+	}
+}
+
 static void
 run_free(struct run *r)
 {
 	struct orch *o = r->o;
 
 	table_del(o, r);
+	run_started(r);
 	if (r->svc != NULL) {
 		TAILQ_REMOVE(&r->svc->waiting, r, qlink);
 		r->svc->queued--;
@@ -589,57 +603,6 @@ run_next(struct run *r)
 }
 
 static void
-reply_kv_free(struct saga_kv *kv, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(kv[i].key);
-		free(kv[i].value);
-	}
-	free(kv);
-}
-
-/* A participant's reply as context entries; -1 if it cannot be read. */
-static int
-reply_context(const struct config_node *node, const uint8_t *data, size_t len,
-    struct saga_kv **out, size_t *nout)
-{
-	Saga__V1__StepReply	*rep;
-	struct saga_kv		*kv;
-
-	*out = NULL;
-	*nout = 0;
-	if (node->reply != NULL) {
-		/* Raw mode: the reply's bytes, whatever message they are. */
-		kv = util_xcalloc(1, sizeof(*kv));
-		kv->key = util_xstrdup(node->reply);
-		kv->value = util_xcalloc(1, len + 1);
-		memcpy(kv->value, data, len);
-		kv->len = len;
-		*out = kv;
-		*nout = 1;
-		return 0;
-	}
-	if (node->request != NULL)
-		return 0;	/* raw request, reply not kept */
-	rep = saga__v1__step_reply__unpack(NULL, len, data);
-	if (rep == NULL)
-		return -1;
-	kv = util_xcalloc(rep->n_context, sizeof(*kv));
-	for (size_t i = 0; i < rep->n_context; i++) {
-		kv[i].key = util_xstrdup(rep->context[i]->key);
-		kv[i].len = rep->context[i]->value.len;
-		kv[i].value = util_xcalloc(1, kv[i].len + 1);
-		if (kv[i].len > 0)
-			memcpy(kv[i].value, rep->context[i]->value.data,
-			    kv[i].len);
-	}
-	*out = kv;
-	*nout = rep->n_context;
-	saga__v1__step_reply__free_unpacked(rep, NULL);
-	return 0;
-}
-
-static void
 run_wait_over(struct run *r)
 {
 	run_next(r);
@@ -694,52 +657,12 @@ run_call_done(void *arg, const struct grpc_client_result *res)
 	if (r->o->closing)
 		return;
 	if (status == GRPC_STATUS_OK && !r->a.compensate &&
-	    reply_context(node, res->data, res->len, &kv, &nkv) == -1) {
+	    step_reply(node, res->data, res->len, &kv, &nkv) == -1) {
 		status = GRPC_STATUS_INTERNAL;
 		msg = "the reply is not a saga.v1.StepReply";
 	}
 	run_result(r, status, msg, kv, nkv);
-	reply_kv_free(kv, nkv);
-}
-
-static uint8_t *
-step_request(struct run *r, const struct config_node *node, size_t *len,
-    char *err, size_t errlen)
-{
-	Saga__V1__StepRequest	 req;
-	struct saga_pb		 v;
-	uint8_t			*buf;
-
-	if (node->request != NULL && !r->a.compensate) {
-		const struct saga_kv *kv = saga_ctx_get(r->s, node->request);
-
-		if (kv == NULL) {
-			snprintf(err, errlen, "raw request: the context has no "
-			    "\"%s\"", node->request);
-			return NULL;
-		}
-		buf = util_xcalloc(1, kv->len + 1);
-		memcpy(buf, kv->value, kv->len);
-		*len = kv->len;
-		return buf;
-	}
-	/* A compensation always gets the StepRequest, raw mode or not. */
-	saga__v1__step_request__init(&req);
-	saga_pb_view(r->s, &v);
-	req.saga_id = r->s->id;
-	req.flow = r->s->flow;
-	req.step = (char *)(uintptr_t)node->name;
-	req.compensate = r->a.compensate ? 1 : 0;
-	req.attempt = r->a.attempt;
-	/* StepRequest's context entries have the layout of Saga's. */
-	req.n_context = v.pb.n_context;
-	req.context = (Saga__V1__StepRequest__ContextEntry **)(void *)
-	    v.pb.context;
-	*len = saga__v1__step_request__get_packed_size(&req);
-	buf = util_xcalloc(1, *len + 1);
-	saga__v1__step_request__pack(&req, buf);
-	saga_pb_view_free(&v);
-	return buf;
+	step_kv_free(kv, nkv);
 }
 
 static void
@@ -762,16 +685,13 @@ run_call(struct run *r)
 		return;
 	}
 	path = r->a.compensate ? node->compensate : node->action;
-	req = step_request(r, node, &len, err, sizeof(err));
+	req = step_request(r->s, node, &r->a, &len, err, sizeof(err));
 	if (req == NULL) {
 		/* Nothing to send is the caller's mistake: no retry helps. */
 		run_result(r, GRPC_STATUS_INVALID_ARGUMENT, err, NULL, 0);
 		return;
 	}
-	grpc_md_add(&md, "x-request-id", r->s->id, strlen(r->s->id));
-	if (r->traceparent != NULL)
-		grpc_md_add(&md, "traceparent", r->traceparent,
-		    strlen(r->traceparent));
+	step_metadata(&md, r->s, r->traceparent);
 	v->inflight++;
 	r->slot = v;
 	r->call = grpc_client_call_start(v->ch, path, req, len, &md,
@@ -909,6 +829,7 @@ run_created(enum store_result res, struct store_saga *rec, const char *err,
 
 	r->store_busy = 0;
 	r->creating = 0;
+	run_started(r);
 	if (o->closing)
 		return;
 	switch (res) {
@@ -1019,11 +940,24 @@ handle_run(struct grpc_call *call, void *arg)
 		const struct config_node *n = &o->cfg->nodes[flow->steps[i]];
 		struct svc *sv = svc_get(o, &o->cfg->services[n->service]);
 
-		if (sv->queued >= sv->max_queue) {
+		int wait = sv->queued;
+
+		/*
+		 * Sagas admitted but not yet stored make their first call
+		 * soon: they take the free slots, then wait. Counting only
+		 * the queue let every Run of a burst in before any of them
+		 * had queued.
+		 */
+		if (i == 0 && sv->inflight + sv->starting > sv->max_inflight)
+			wait += sv->inflight + sv->starting - sv->max_inflight;
+		if (wait == 0 && sv->inflight + (i == 0 ? sv->starting : 0) <
+		    sv->max_inflight)
+			continue;	/* a slot is free: nothing waits */
+		if (wait >= sv->max_queue) {
 			o->st.shed++;
 			snprintf(err, sizeof(err), "service %s: %d calls wait "
 			    "for one of its %d slots (max_queue)", sv->name,
-			    sv->queued, sv->max_inflight);
+			    wait, sv->max_inflight);
 			grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
 			    err);
 			return;
@@ -1040,6 +974,9 @@ handle_run(struct grpc_call *call, void *arg)
 		r->traceparent = util_xstrdup((const char *)md->value);
 	waiter_add(r, call);
 	table_add(o, r);
+	r->first = svc_get(o, &o->cfg->services[
+	    o->cfg->nodes[flow->steps[0]].service]);
+	r->first->starting++;
 
 	/* Created with its first step already recorded as started. */
 	r->a = saga_first(s);

@@ -146,6 +146,7 @@ START_TEST(sample_config_loads)
 	n = config_node_find(cfg, "Reserve");
 	ck_assert_str_eq(n->request, "reserve_req");
 	ck_assert_str_eq(n->reply, "reserve_resp");
+	ck_assert_ptr_null(n->compensate_request);	/* the request's */
 	ck_assert_str_eq(cfg->services[n->service].name, "stock");
 
 	f = config_flow_find(cfg, "ThrottlingBooking");
