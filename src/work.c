@@ -1,0 +1,155 @@
+/*
+ * work.c - names and envelopes of the bus's saga work (see work.h).
+ */
+#include "autoconf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sagad/v1/work.pb-c.h"
+#include "util.h"
+#include "work.h"
+
+static int
+fits(int n, size_t len)
+{
+	return n >= 0 && (size_t)n < len ? 0 : -1;
+}
+
+int
+work_subject(char *buf, size_t len, enum saga_mode mode, const char *pod,
+    const char *flow, const char *node, int compensate)
+{
+	const char *way = compensate ? "undo" : "do";
+
+	if (mode == SAGA_MODE_THROTTLING)
+		return fits(snprintf(buf, len, "saga.work.pod.%s.%s.%s.%s",
+		    pod, flow, node, way), len);
+	return fits(snprintf(buf, len, "saga.work.async.%s.%s.%s", flow,
+	    node, way), len);
+}
+
+int
+work_filter(char *buf, size_t len, enum saga_mode mode, const char *pod,
+    const char *flow, const char *node)
+{
+	if (mode == SAGA_MODE_THROTTLING)
+		return fits(snprintf(buf, len, "saga.work.pod.%s.%s.%s.*",
+		    pod, flow, node), len);
+	return fits(snprintf(buf, len, "saga.work.async.%s.%s.*", flow,
+	    node), len);
+}
+
+int
+work_durable(char *buf, size_t len, enum saga_mode mode, const char *pod,
+    const char *flow, const char *node)
+{
+	int n;
+
+	/* Config names are letters, digits, '-' and '_': safe as they are. */
+	if (mode == SAGA_MODE_THROTTLING)
+		n = snprintf(buf, len, "pod_%s_%s_%s", pod, flow, node);
+	else
+		n = snprintf(buf, len, "async_%s_%s", flow, node);
+	return fits(n, len);
+}
+
+int
+work_msg_id(char *buf, size_t len, const char *saga_id, const char *node,
+    int compensate)
+{
+	return fits(snprintf(buf, len, "%s:%s:%s", saga_id, node,
+	    compensate ? "undo" : "do"), len);
+}
+
+int
+work_done_subject(char *buf, size_t len, const char *pod)
+{
+	return fits(snprintf(buf, len, "saga.done.%s", pod), len);
+}
+
+uint8_t *
+work_pack(const struct work *w, size_t *len)
+{
+	Sagad__V1__Work	 pb;
+	uint8_t		*buf;
+
+	sagad__v1__work__init(&pb);
+	pb.saga_id = w->saga_id;
+	pb.flow = w->flow;
+	pb.step = w->step;
+	pb.compensate = w->compensate ? 1 : 0;
+	pb.pod = w->pod;
+	pb.mode = (int32_t)w->mode;
+	pb.traceparent = w->traceparent;
+	*len = sagad__v1__work__get_packed_size(&pb);
+	buf = util_xcalloc(1, *len + 1);
+	sagad__v1__work__pack(&pb, buf);
+	return buf;
+}
+
+int
+work_unpack(struct work *w, const uint8_t *buf, size_t len, char *err,
+    size_t errlen)
+{
+	Sagad__V1__Work *pb = sagad__v1__work__unpack(NULL, len, buf);
+
+	memset(w, 0, sizeof(*w));
+	if (pb == NULL || pb->saga_id == NULL || *pb->saga_id == '\0') {
+		snprintf(err, errlen, "a work message of %zu bytes that is "
+		    "not a sagad.v1.Work", len);
+		if (pb != NULL)
+			sagad__v1__work__free_unpacked(pb, NULL);
+		return -1;
+	}
+	w->saga_id = util_xstrdup(pb->saga_id);
+	w->flow = util_xstrdup(pb->flow);
+	w->step = pb->step;
+	w->compensate = pb->compensate;
+	w->pod = util_xstrdup(pb->pod);
+	w->mode = (enum saga_mode)pb->mode;
+	w->traceparent = pb->traceparent != NULL && *pb->traceparent ?
+	    util_xstrdup(pb->traceparent) : NULL;
+	sagad__v1__work__free_unpacked(pb, NULL);
+	return 0;
+}
+
+void
+work_clear(struct work *w)
+{
+	free(w->saga_id);
+	free(w->flow);
+	free(w->pod);
+	free(w->traceparent);
+	memset(w, 0, sizeof(*w));
+}
+
+uint8_t *
+work_done_pack(const char *saga_id, int state, size_t *len)
+{
+	Sagad__V1__Done	 pb;
+	uint8_t		*buf;
+
+	sagad__v1__done__init(&pb);
+	pb.saga_id = (char *)(uintptr_t)saga_id;
+	pb.state = state;
+	*len = sagad__v1__done__get_packed_size(&pb);
+	buf = util_xcalloc(1, *len + 1);
+	sagad__v1__done__pack(&pb, buf);
+	return buf;
+}
+
+int
+work_done_unpack(const uint8_t *buf, size_t len, char *id, size_t idlen,
+    int *state)
+{
+	Sagad__V1__Done *pb = sagad__v1__done__unpack(NULL, len, buf);
+
+	if (pb == NULL)
+		return -1;
+	snprintf(id, idlen, "%s", pb->saga_id);
+	*state = pb->state;
+	sagad__v1__done__free_unpacked(pb, NULL);
+	return 0;
+}

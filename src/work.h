@@ -1,0 +1,63 @@
+/*
+ * work.h - how async and throttling work travels on the bus, written once
+ * for the master (which publishes a saga's first step and waits for the
+ * end of throttling sagas) and the workers (which run steps and publish the
+ * next): subject and consumer names, message ids, the Work and Done
+ * envelopes (proto/sagad/v1/work.proto). No I/O.
+ *
+ * Subjects, in the stream (work-queue retention, so no two consumers'
+ * filters overlap):
+ *   saga.work.async.<flow>.<node>.<do|undo>          async sagas
+ *   saga.work.pod.<pod>.<flow>.<node>.<do|undo>      throttling sagas of a pod
+ *   saga.work.callback                               callback deliveries
+ * Outside the stream (core NATS): saga.done.<pod> wakes held calls.
+ * A message's Nats-Msg-Id is <saga>:<node>:<do|undo> (":callback" for a
+ * callback), so publishing the same work again is deduplicated.
+ */
+#ifndef SAGAD_WORK_H
+#define SAGAD_WORK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#define WORK_STREAM_SUBJECTS	"saga.work.>"
+#define WORK_CALLBACK_SUBJECT	"saga.work.callback"
+#define WORK_CALLBACK_TOPIC	"callbacks"	/* the supervisor's topic name */
+#define WORK_SUBJECT_MAX	512
+
+struct work {
+	char		*saga_id;
+	char		*flow;
+	uint32_t	 step;
+	int		 compensate;
+	char		*pod;		/* "" for async */
+	enum saga_mode	 mode;
+	char		*traceparent;	/* NULL if none */
+};
+
+/* The subject of a step's work; -1 if it does not fit. */
+int	 work_subject(char *buf, size_t len, enum saga_mode, const char *pod,
+	    const char *flow, const char *node, int compensate);
+/* The filter of the consumer of (flow, node): both do and undo. */
+int	 work_filter(char *buf, size_t len, enum saga_mode, const char *pod,
+	    const char *flow, const char *node);
+/* A durable consumer name (letters, digits, '-', '_' only). */
+int	 work_durable(char *buf, size_t len, enum saga_mode, const char *pod,
+	    const char *flow, const char *node);
+int	 work_msg_id(char *buf, size_t len, const char *saga_id,
+	    const char *node, int compensate);
+int	 work_done_subject(char *buf, size_t len, const char *pod);
+
+uint8_t	*work_pack(const struct work *, size_t *len);
+/* Returns 0, or -1 with a sentence in err. Free with work_clear(). */
+int	 work_unpack(struct work *, const uint8_t *, size_t, char *err,
+	    size_t errlen);
+void	 work_clear(struct work *);
+
+uint8_t	*work_done_pack(const char *saga_id, int state, size_t *len);
+int	 work_done_unpack(const uint8_t *, size_t, char *id, size_t idlen,
+	    int *state);
+
+#endif
