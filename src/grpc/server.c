@@ -151,7 +151,29 @@ nv_set(nghttp2_nv *nv, const char *name, size_t namelen, const void *value,
 	nv->flags = NGHTTP2_NV_FLAG_NONE;
 }
 
-#define NV_LIT(nv, n, v)	nv_set((nv), (n), sizeof(n) - 1, (v), sizeof(v) - 1)
+/* Literals live forever: nghttp2 need not copy them. */
+static void
+nv_set_static(nghttp2_nv *nv, const char *name, size_t namelen,
+    const char *value, size_t valuelen)
+{
+	nv_set(nv, name, namelen, value, valuelen);
+	nv->flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+}
+
+#define NV_LIT(nv, n, v) \
+	nv_set_static((nv), (n), sizeof(n) - 1, (v), sizeof(v) - 1)
+
+/* grpc-status values without a printf per call; statuses are clamped. */
+static const char *
+status_str(int status)
+{
+	static const char *codes[] = { "0", "1", "2", "3", "4", "5", "6",
+	    "7", "8", "9", "10", "11", "12", "13", "14", "15", "16" };
+
+	if (status < 0 || status > GRPC_STATUS_MAX)
+		status = GRPC_STATUS_UNKNOWN;
+	return codes[status];
+}
 
 /* --- metadata out --------------------------------------------------------- */
 
@@ -252,15 +274,16 @@ data_read_cb(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t length,
 	/* The end: trailers carry the status, so DATA does not end the stream. */
 	*flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
 	{
-		char code[12], *pmsg = NULL, *b64s[64];
+		const char *code = status_str(c->status);
+		char *pmsg = NULL, *b64s[64];
 		size_t nb64 = 0, n_nv = 0, max = 2 + c->trls_out.n;
 		nghttp2_nv stack_nv[16], *nva;
 
 		if (c->trls_out.n > 64)
 			max = 2 + 64;
 		nva = max <= 16 ? stack_nv : util_xcalloc(max, sizeof(*nva));
-		snprintf(code, sizeof(code), "%d", c->status);
-		nv_set(&nva[n_nv++], "grpc-status", 11, code, strlen(code));
+		nv_set_static(&nva[n_nv++], "grpc-status", 11, code,
+		    strlen(code));
 		if (c->message != NULL && c->message[0] != '\0') {
 			pmsg = grpc_percent_encode(c->message, strlen(c->message));
 			nv_set(&nva[n_nv++], "grpc-message", 12, pmsg,
@@ -310,15 +333,15 @@ call_send_headers(struct grpc_call *c)
 static void
 call_trailers_only(struct grpc_call *c, int status, const char *msg)
 {
-	char code[12], *pmsg = NULL, *b64s[128];
+	const char *code = status_str(status);
+	char *pmsg = NULL, *b64s[128];
 	size_t nb64 = 0, n = 0, max = 4 + c->hdrs_out.n + c->trls_out.n;
 	nghttp2_nv stack_nv[16], *nva;
 
 	nva = max <= 16 ? stack_nv : util_xcalloc(max, sizeof(*nva));
-	snprintf(code, sizeof(code), "%d", status);
 	NV_LIT(&nva[n++], ":status", "200");
 	NV_LIT(&nva[n++], "content-type", "application/grpc");
-	nv_set(&nva[n++], "grpc-status", 11, code, strlen(code));
+	nv_set_static(&nva[n++], "grpc-status", 11, code, strlen(code));
 	if (msg != NULL && msg[0] != '\0') {
 		pmsg = grpc_percent_encode(msg, strlen(msg));
 		nv_set(&nva[n++], "grpc-message", 12, pmsg, strlen(pmsg));
@@ -681,6 +704,10 @@ call_headers_done(struct grpc_call *c)
 		    "request header list too large");
 		return;
 	}
+	/*
+	 * Like grpc-go, a missing "te: trailers" is tolerated unless the
+	 * options say otherwise; nghttp2 itself refuses any other te value.
+	 */
 	if (!c->te_ok && srv->opts.require_te) {
 		call_fail(c, GRPC_STATUS_INTERNAL, "missing te: trailers");
 		return;
@@ -1142,8 +1169,6 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 		}
 		conn->in_io = 0;
 		evbuffer_drain(in, total);
-		if (conn->read_paused)
-			break;
 	}
 	conn_flush(conn);
 }

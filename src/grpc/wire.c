@@ -136,6 +136,8 @@ grpc_timeout_format(int64_t ms, char *buf, size_t buflen)
 {
 	if (ms < 0)
 		ms = 0;
+	if (ms > GRPC_MAX_TIMEOUT_MS)
+		ms = GRPC_MAX_TIMEOUT_MS;	/* and no overflow below */
 	/*
 	 * Eight digits at most: pick the finest unit whose value, rounded up
 	 * so that the peer never sees a shorter deadline, still fits.
