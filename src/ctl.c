@@ -868,9 +868,14 @@ cmd_bench(struct ctl *c, int argc, char **argv, const char *host, int port)
 	/* Unique ids per run, so a second bench never joins old sagas. */
 	snprintf(b.prefix, sizeof(b.prefix), "bench-%ld-%lld", (long)getpid(),
 	    (long long)util_now_ms());
-	if (b.nchans > 1) {
-		/* -c N: N connections to sagad, calls round robin on them. */
-		struct grpc_client_opts	 o = { .conns_per_target = b.nchans };
+	{
+		/*
+		 * -c N: N connections to sagad, calls round robin on them. An
+		 * open loop must never wait in its own queue: that would hide
+		 * sagad's latency, so the queue is as long as --max-inflight.
+		 */
+		struct grpc_client_opts	 o = { .conns_per_target = b.nchans,
+					    .max_queued = b.max_inflight + 1 };
 		struct grpc_client	*cl;
 
 		cl = grpc_client_new(c->base, &o, err, sizeof(err));

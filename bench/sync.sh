@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# bench/sync.sh - the sync-mode benchmark of the saga engine issue: a 2-step
+# booking (order, payment) with the example participants, everything on this
+# machine. Not a test: it prints figures to record in bench/RESULTS.md.
+#
+#   bench/sync.sh [BUILD_DIR]      (default: the source tree's own build)
+#
+# 1. closed loop, participants at 0 ms: sagas/s
+# 2. open loop at 5,000 sagas/s: latency percentiles
+# 3. 10,000 sagas in flight (participants at 1 s): the master's RSS
+# 4. the raw unary rate of sagad's gRPC server (Health/Check, h2load), and
+#    the efficiency sagas/s x 3 / raw calls/s (a saga costs ~3 calls: Run
+#    and two steps)
+set -euo pipefail
+top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
+B=$(cd "${1:-$top_srcdir}" && pwd)
+DUR=${DUR:-10s}
+# shellcheck source=../t/lib.sh
+. "$top_srcdir/t/lib.sh"
+lib_init
+
+start_redis
+order_port=$(free_port); payment_port=$(free_port); sagad_port=$(free_port)
+
+start_participants() {	# latency_ms
+	"$B/examples/booking/order" --listen "127.0.0.1:$order_port" \
+	    --latency "$1" --max-records 2000000 >"$LIB_TMP/order.log" 2>&1 &
+	ORDER_PID=$!; track $ORDER_PID
+	"$B/examples/booking/payment" --listen "127.0.0.1:$payment_port" \
+	    --latency "$1" --max-records 2000000 >"$LIB_TMP/payment.log" 2>&1 &
+	PAYMENT_PID=$!; track $PAYMENT_PID
+	wait_port "$order_port"; wait_port "$payment_port"
+}
+stop_participants() {
+	kill "$ORDER_PID" "$PAYMENT_PID"; wait "$ORDER_PID" "$PAYMENT_PID" 2>/dev/null || true
+}
+
+cat >"$LIB_TMP/sagad.conf" <<CONF
+pod_id = "bench";
+listen = "127.0.0.1:$sagad_port";
+redis = { host = "127.0.0.1"; port = $REDIS_PORT; saga_ttl = 600; };
+services = {
+  order   = { address = "127.0.0.1:$order_port";   timeout_ms = 5000; max_inflight = 20000; max_queue = 100000; };
+  payment = { address = "127.0.0.1:$payment_port"; timeout_ms = 5000; max_inflight = 20000; max_queue = 100000; };
+};
+nodes = {
+  CreateOrder   = { service = "order";   action = "/booking.Order/Create";   compensate = "/booking.Order/Cancel"; };
+  CreatePayment = { service = "payment"; action = "/booking.Payment/Create"; compensate = "/booking.Payment/Cancel"; };
+};
+flows = { Booking = { mode = "sync"; steps = [ "CreateOrder", "CreatePayment" ]; }; };
+CONF
+SAGAD_WORKER="$B/sagad-worker" "$B/sagad" -d -c "$LIB_TMP/sagad.conf" \
+    -p "$LIB_TMP/sagad.pid" >"$LIB_TMP/sagad.log" 2>&1 &
+SAGAD_PID=$!; track $SAGAD_PID
+wait_port "$sagad_port"
+ctl="$B/sagactl -s 127.0.0.1:$sagad_port"
+
+echo "# sagad sync benchmark, $(date -u +%Y-%m-%d), $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo
+start_participants 0
+$ctl bench Booking -r 0 -d 2s --max-inflight 64 >/dev/null	# warm up
+echo "## 1. closed loop, 128 in flight, participants at 0 ms, $DUR"
+$ctl bench Booking -r 0 -d "$DUR" --max-inflight 128 -c 2 | tee "$LIB_TMP/closed.txt"
+closed=$(awk -F'[ ,]+' '/^Requests/ {print $(NF)}' "$LIB_TMP/closed.txt")
+echo
+echo "## 2. open loop, 5000 sagas/s offered, $DUR"
+$ctl bench Booking -r 5000 -d "$DUR" -c 2
+echo
+stop_participants
+echo "## 3. 10,000 sagas in flight: participants at 1000 ms, 5000 sagas/s for 4 s"
+start_participants 1000
+rss_before=$(ps -o rss= -p "$SAGAD_PID")
+$ctl bench Booking -r 5000 -d 4s -c 8 --max-inflight 30000 >"$LIB_TMP/inflight.txt" &
+bench_pid=$!
+peak=0; peak_rss=0
+while kill -0 $bench_pid 2>/dev/null; do
+	rss=$(ps -o rss= -p "$SAGAD_PID" | tr -d ' ')
+	[ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
+	sleep 0.2
+done
+wait $bench_pid || true
+cat "$LIB_TMP/inflight.txt"
+echo "master RSS: idle ${rss_before} KiB, peak $peak_rss KiB ($((peak_rss / 1024)) MiB)"
+stop_participants
+echo
+echo "## 4. raw unary rate of sagad's gRPC server: grpc.health.v1.Health/Check"
+body=$LIB_TMP/check.bin
+printf '\0\0\0\0\0' >"$body"	# an empty HealthCheckRequest
+raw=$(h2load -n 300000 -c 4 -m 100 -t 1 -d "$body" \
+    -H 'te: trailers' -H 'content-type: application/grpc' \
+    "http://127.0.0.1:$sagad_port/grpc.health.v1.Health/Check" |
+    awk '/^finished in/ {gsub(",","",$4); print $4}')
+echo "raw calls/s: $raw"
+if [ -n "$closed" ] && [ -n "$raw" ]; then
+	awk -v s="$closed" -v r="$raw" 'BEGIN { printf "efficiency: %.0f sagas/s x 3 / %.0f calls/s = %.2f\n", s, r, s * 3 / r }'
+fi
