@@ -292,6 +292,72 @@ print_saga_reply(struct ctl *c, const struct sync_call *sc)
 	return rc;
 }
 
+/*
+ * The key=value arguments from argv[i] on, as the context of req; frees
+ * with req_context_free(). -1 with a sentence in err on a malformed one.
+ */
+static int
+req_context(Saga__V1__RunRequest *req, int argc, char **argv, int i,
+    char *err, size_t errlen)
+{
+	Saga__V1__RunRequest__ContextEntry	*ents, **entp;
+	size_t					 n = 0;
+
+	req->context = NULL;
+	req->n_context = 0;
+	if (i >= argc)
+		return 0;
+	ents = util_xcalloc(argc, sizeof(*ents));
+	entp = util_xcalloc(argc, sizeof(*entp));
+	req->context = entp;
+	for (; i < argc; i++) {
+		char *k, *v;
+
+		if (ctl_parse_kv(argv[i], &k, &v, err, errlen) == -1) {
+			if (n == 0)
+				free(ents);
+			req->n_context = n;
+			return -1;
+		}
+		saga__v1__run_request__context_entry__init(&ents[n]);
+		ents[n].key = k;
+		ents[n].value.data = (uint8_t *)v;
+		ents[n].value.len = strlen(v);
+		entp[n] = &ents[n];
+		n++;
+	}
+	req->n_context = n;
+	return 0;
+}
+
+static void
+req_context_free(Saga__V1__RunRequest *req)
+{
+	for (size_t i = 0; i < req->n_context; i++) {
+		free(req->context[i]->key);
+		free(req->context[i]->value.data);
+	}
+	/* The entries are one array; the first pointer is its start. */
+	if (req->context != NULL)
+		free(req->n_context > 0 ? req->context[0] : NULL);
+	free(req->context);
+	req->context = NULL;
+	req->n_context = 0;
+}
+
+/* "sync", "async", "throttling" as a saga.v1.Mode; -1 for anything else. */
+static int
+parse_mode(const char *s)
+{
+	if (strcmp(s, "sync") == 0)
+		return SAGA__V1__MODE__MODE_SYNC;
+	if (strcmp(s, "async") == 0)
+		return SAGA__V1__MODE__MODE_ASYNC;
+	if (strcmp(s, "throttling") == 0)
+		return SAGA__V1__MODE__MODE_THROTTLING;
+	return -1;
+}
+
 static int cmd_watch(struct ctl *, const char *id);
 
 static int
@@ -305,11 +371,9 @@ cmd_run(struct ctl *c, int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	Saga__V1__RunRequest			 req;
-	Saga__V1__RunRequest__ContextEntry	*ents, **entp;
 	struct sync_call			 sc;
 	char					 err[SAGAD_ERRLEN];
-	int					 ch, wait = 0, rc;
-	size_t					 n = 0;
+	int					 ch, wait = 0, rc, mode;
 
 	saga__v1__run_request__init(&req);
 	/* 0 resets GNU getopt, which then takes flags after FLOW too. */
@@ -320,12 +384,8 @@ cmd_run(struct ctl *c, int argc, char **argv)
 			req.request_id = optarg;
 			break;
 		case 'm':
-			if (strcmp(optarg, "sync") == 0)
-				req.mode = SAGA__V1__MODE__MODE_SYNC;
-			else if (strcmp(optarg, "async") == 0)
-				req.mode = SAGA__V1__MODE__MODE_ASYNC;
-			else if (strcmp(optarg, "throttling") == 0)
-				req.mode = SAGA__V1__MODE__MODE_THROTTLING;
+			if ((mode = parse_mode(optarg)) != -1)
+				req.mode = (Saga__V1__Mode)mode;
 			else {
 				fprintf(stderr, "sagactl: --mode: expected "
 				    "sync, async or throttling, got \"%s\"\n",
@@ -348,26 +408,11 @@ cmd_run(struct ctl *c, int argc, char **argv)
 		return CTL_EXIT_USAGE;
 	}
 	req.flow = argv[optind++];
-	ents = util_xcalloc(argc, sizeof(*ents));
-	entp = util_xcalloc(argc, sizeof(*entp));
-	for (; optind < argc; optind++) {
-		char *k, *v;
-
-		if (ctl_parse_kv(argv[optind], &k, &v, err, sizeof(err)) ==
-		    -1) {
-			fprintf(stderr, "sagactl: run: %s\n", err);
-			rc = CTL_EXIT_USAGE;
-			goto out;
-		}
-		saga__v1__run_request__context_entry__init(&ents[n]);
-		ents[n].key = k;
-		ents[n].value.data = (uint8_t *)v;
-		ents[n].value.len = strlen(v);
-		entp[n] = &ents[n];
-		n++;
+	if (req_context(&req, argc, argv, optind, err, sizeof(err)) == -1) {
+		fprintf(stderr, "sagactl: run: %s\n", err);
+		rc = CTL_EXIT_USAGE;
+		goto out;
 	}
-	req.n_context = n;
-	req.context = entp;
 	unary(c, "/saga.v1.Orchestrator/Run", &req.base, &sc);
 	if (wait && sc.status == GRPC_STATUS_OK && !c->json) {
 		struct saga *s = saga_unpack(sc.data, sc.len, err, sizeof(err));
@@ -384,12 +429,7 @@ cmd_run(struct ctl *c, int argc, char **argv)
 	rc = print_saga_reply(c, &sc);
 	sync_call_free(&sc);
 out:
-	for (size_t i = 0; i < n; i++) {
-		free(ents[i].key);
-		free(ents[i].value.data);
-	}
-	free(ents);
-	free(entp);
+	req_context_free(&req);
 	return rc;
 }
 
@@ -761,14 +801,12 @@ cmd_bench(struct ctl *c, int argc, char **argv, const char *host, int port)
 		{ NULL, 0, NULL, 0 },
 	};
 	Saga__V1__RunRequest			 req;
-	Saga__V1__RunRequest__ContextEntry	*ents, **entp;
 	struct bench				 b;
 	const char				*plot = NULL;
 	char					 err[SAGAD_ERRLEN], *end;
 	struct timeval				 tv_tick = { 0, 1000 },
 						 tv_prog = { 1, 0 };
-	size_t					 n = 0;
-	int					 ch, rc = CTL_EXIT_USAGE;
+	int					 ch, rc = CTL_EXIT_USAGE, mode;
 
 	memset(&b, 0, sizeof(b));
 	b.c = c;
@@ -815,12 +853,8 @@ cmd_bench(struct ctl *c, int argc, char **argv, const char *host, int port)
 			}
 			break;
 		case 'm':
-			if (strcmp(optarg, "sync") == 0)
-				req.mode = SAGA__V1__MODE__MODE_SYNC;
-			else if (strcmp(optarg, "async") == 0)
-				req.mode = SAGA__V1__MODE__MODE_ASYNC;
-			else if (strcmp(optarg, "throttling") == 0)
-				req.mode = SAGA__V1__MODE__MODE_THROTTLING;
+			if ((mode = parse_mode(optarg)) != -1)
+				req.mode = (Saga__V1__Mode)mode;
 			else {
 				fprintf(stderr, "sagactl: bench: --mode: "
 				    "expected sync, async or throttling\n");
@@ -842,25 +876,10 @@ cmd_bench(struct ctl *c, int argc, char **argv, const char *host, int port)
 	if (b.max_inflight == 0)
 		b.max_inflight = b.rate == 0 ? 64 : 100000;
 	req.flow = argv[optind++];
-	ents = util_xcalloc(argc, sizeof(*ents));
-	entp = util_xcalloc(argc, sizeof(*entp));
-	for (; optind < argc; optind++) {
-		char *k, *v;
-
-		if (ctl_parse_kv(argv[optind], &k, &v, err, sizeof(err)) ==
-		    -1) {
-			fprintf(stderr, "sagactl: bench: %s\n", err);
-			goto out;
-		}
-		saga__v1__run_request__context_entry__init(&ents[n]);
-		ents[n].key = k;
-		ents[n].value.data = (uint8_t *)v;
-		ents[n].value.len = strlen(v);
-		entp[n] = &ents[n];
-		n++;
+	if (req_context(&req, argc, argv, optind, err, sizeof(err)) == -1) {
+		fprintf(stderr, "sagactl: bench: %s\n", err);
+		goto out;
 	}
-	req.n_context = n;
-	req.context = entp;
 	b.tmpl_len = saga__v1__run_request__get_packed_size(&req);
 	b.tmpl = util_xcalloc(1, b.tmpl_len + 1);
 	saga__v1__run_request__pack(&req, b.tmpl);
@@ -937,12 +956,7 @@ cmd_bench(struct ctl *c, int argc, char **argv, const char *host, int port)
 	event_free(b.sigint);
 	report_free(&b.rep);
 out:
-	for (size_t i = 0; i < n; i++) {
-		free(ents[i].key);
-		free(ents[i].value.data);
-	}
-	free(ents);
-	free(entp);
+	req_context_free(&req);
 	free(b.tmpl);
 	return rc;
 }
