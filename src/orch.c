@@ -22,6 +22,7 @@
 
 #include <event2/event.h>
 
+#include "bus.h"
 #include "config.h"
 #include "grpc/client.h"
 #include "grpc/grpc.h"
@@ -32,6 +33,7 @@
 #include "step.h"
 #include "store.h"
 #include "util.h"
+#include "work.h"
 
 #define ORCH_ID_MAX		128	/* longest saga id a caller may give */
 #define ORCH_SWEEP_MS		1000	/* sweeper period */
@@ -39,6 +41,9 @@
 #define ORCH_RETRY_MIN_MS	50	/* first retry of a failed write */
 #define ORCH_RETRY_MAX_MS	2000
 #define ORCH_MAX_EVENTS		4	/* events one write appends at most */
+#define ORCH_POLL_MS		1000	/* held sagas looked up in the store */
+#define ORCH_POLL_BATCH		512	/* lookups at most per poll */
+#define ORCH_URL_MAX		2048	/* longest callback_url */
 
 struct run;
 TAILQ_HEAD(runq, run);
@@ -112,6 +117,58 @@ struct join {
 	int			 getting;
 };
 
+/* A caller of Run held until its throttling saga ends. */
+struct holder {
+	struct grpc_call	*call;
+	struct hold		*h;
+	struct holder		*next;
+};
+
+/* Sagas of one flow this master holds calls for: what max_queue bounds. */
+struct flowq {
+	char			*name;
+	size_t			 held;
+	struct flowq		*next;
+};
+
+/*
+ * A throttling saga this master holds calls for until it ends: the end is
+ * heard on saga.done.<pod_id>, or found by the poll of the store that
+ * catches notices lost while NATS was away. It stays while its saga runs,
+ * callers or not, since it counts against its flow's max_queue.
+ */
+struct hold {
+	struct orch		*o;
+	char			*id;
+	struct flowq		*fq;
+	struct holder		*callers;
+	int			 launching;	/* launches not done with it */
+	int			 getting;	/* a store_get is pending */
+	struct hold		*hnext;
+	TAILQ_ENTRY(hold)	 all;
+};
+
+/*
+ * An async or throttling Run from its first write to its answer: create
+ * the saga (PENDING), publish its first work and wait for the broker's
+ * acknowledgement. Async callers are answered then; throttling callers
+ * wait in the saga's hold.
+ */
+struct launch {
+	struct orch		*o;
+	struct grpc_call	*call;		/* async: NULL once gone */
+	struct hold		*h;		/* throttling */
+	struct config		*cfg;		/* a reference: config_ref */
+	const struct config_flow *flow;
+	struct saga		*s;
+	char			*pod;		/* whose subjects: throttling */
+	char			*callback;
+	char			*traceparent;
+	int64_t			 rev;
+	char			*why;		/* why it was not queued */
+	TAILQ_ENTRY(launch)	 all;
+};
+
 struct orch {
 	struct event_base	*base;
 	struct config		*cfg;
@@ -131,6 +188,20 @@ struct orch {
 	int64_t			 last_sweep_ms;
 	int			 sweeping;
 	int			 renewing;
+	struct bus		*bus;
+	struct bus_listener	*done_l;
+	char			*done_subject;
+	struct hold		**htable;
+	size_t			 hsize;		/* buckets, a power of two */
+	size_t			 nholds;
+	size_t			 nholders;	/* callers in all holds */
+	TAILQ_HEAD(, hold)	 holds;
+	struct flowq		*flowqs;
+	TAILQ_HEAD(, launch)	 launches;
+	size_t			 nlaunches;
+	int64_t			 last_poll_ms;
+	int64_t			 drain_ms;	/* when orch_drain ran */
+	int			 listen_failed;	/* logged once */
 	struct orch_stats	 st;
 	orch_log_fn		 log;
 	void			*log_arg;
@@ -862,6 +933,707 @@ run_created(enum store_result res, struct store_saga *rec, const char *err,
 	run_finish(r);
 }
 
+/* --- async and throttling: the bus side of Run ------------------------------------- */
+
+/*
+ * Which modes a flow can run in: sync always (the master runs it), async or
+ * throttling only in the flow's own mode, since only then does the
+ * supervisor run workers that consume that mode's subjects.
+ */
+static int
+flow_has_workers(const struct config_flow *flow, enum saga_mode mode)
+{
+	return mode == SAGA_MODE_SYNC || mode == flow->mode;
+}
+
+/*
+ * callback_url must be http://host[:port][/path] with host in
+ * callbacks.allow (compared without case). Returns 1, or 0 with err.
+ */
+static int
+callback_url_ok(const struct config *cfg, const char *url, char *err,
+    size_t errlen)
+{
+	const char	*h, *end, *p;
+	size_t		 hlen, n = strlen(url);
+	long		 port;
+
+	if (n > ORCH_URL_MAX) {
+		snprintf(err, errlen, "callback_url: expected at most %d bytes, "
+		    "got %zu", ORCH_URL_MAX, n);
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)url[i] <= 0x20 || url[i] == 0x7f) {
+			snprintf(err, errlen, "callback_url: expected a URL "
+			    "without spaces or control characters");
+			return 0;
+		}
+	if (strncasecmp(url, "https://", 8) == 0) {
+		snprintf(err, errlen, "callback_url: https is not supported; "
+		    "expected http://host[:port]/path");
+		return 0;
+	}
+	if (strncasecmp(url, "http://", 7) != 0) {
+		snprintf(err, errlen, "callback_url: expected "
+		    "http://host[:port]/path");
+		return 0;
+	}
+	h = url + 7;
+	if (*h == '[') {
+		/* An IPv6 literal: the allow list names it without brackets. */
+		if ((end = strchr(h, ']')) == NULL) {
+			snprintf(err, errlen, "callback_url: unterminated "
+			    "[IPv6] host");
+			return 0;
+		}
+		h++;
+		hlen = (size_t)(end - h);
+		p = end + 1;
+	} else {
+		hlen = strcspn(h, ":/?#@");
+		p = h + hlen;
+		if (*p == '@') {
+			snprintf(err, errlen, "callback_url: user info is not "
+			    "supported");
+			return 0;
+		}
+	}
+	if (hlen == 0) {
+		snprintf(err, errlen, "callback_url: expected a host after "
+		    "http://");
+		return 0;
+	}
+	if (*p == ':') {
+		char *pe;
+
+		port = strtol(p + 1, &pe, 10);
+		if (pe == p + 1 || port < 1 || port > 65535 ||
+		    (*pe != '\0' && *pe != '/' && *pe != '?')) {
+			snprintf(err, errlen, "callback_url: expected a port "
+			    "from 1 to 65535 after the host");
+			return 0;
+		}
+		p = pe;
+	}
+	if (*p != '\0' && *p != '/' && *p != '?') {
+		snprintf(err, errlen, "callback_url: expected "
+		    "http://host[:port]/path");
+		return 0;
+	}
+	for (size_t i = 0; i < cfg->callbacks.nallow; i++)
+		if (strlen(cfg->callbacks.allow[i]) == hlen &&
+		    strncasecmp(cfg->callbacks.allow[i], h, hlen) == 0)
+			return 1;
+	snprintf(err, errlen, "callback_url: host %.*s is not in "
+	    "callbacks.allow", (int)(hlen > 255 ? 255 : hlen), h);
+	return 0;
+}
+
+/* --- holds: throttling calls waiting for their saga's end --- */
+
+static struct flowq *
+flowq_get(struct orch *o, const char *name)
+{
+	struct flowq *q;
+
+	for (q = o->flowqs; q != NULL; q = q->next)
+		if (strcmp(q->name, name) == 0)
+			return q;
+	q = util_xcalloc(1, sizeof(*q));
+	q->name = util_xstrdup(name);
+	q->next = o->flowqs;
+	o->flowqs = q;
+	return q;
+}
+
+static struct hold *
+hold_find(struct orch *o, const char *id)
+{
+	struct hold *h = o->htable[hash_id(id) & (o->hsize - 1)];
+
+	for (; h != NULL; h = h->hnext)
+		if (strcmp(h->id, id) == 0)
+			return h;
+	return NULL;
+}
+
+static struct hold *
+hold_new(struct orch *o, const char *id, const char *flow)
+{
+	struct hold	*h = util_xcalloc(1, sizeof(*h));
+	size_t		 b;
+
+	if (o->nholds + 1 > o->hsize) {
+		size_t		 nsize = o->hsize * 2;
+		struct hold	**nt = util_xcalloc(nsize, sizeof(*nt));
+
+		for (size_t i = 0; i < o->hsize; i++) {
+			struct hold *x = o->htable[i], *nx;
+			for (; x != NULL; x = nx) {
+				nx = x->hnext;
+				b = hash_id(x->id) & (nsize - 1);
+				x->hnext = nt[b];
+				nt[b] = x;
+			}
+		}
+		free(o->htable);
+		o->htable = nt;
+		o->hsize = nsize;
+	}
+	h->o = o;
+	h->id = util_xstrdup(id);
+	h->fq = flowq_get(o, flow);
+	h->fq->held++;
+	b = hash_id(id) & (o->hsize - 1);
+	h->hnext = o->htable[b];
+	o->htable[b] = h;
+	o->nholds++;
+	TAILQ_INSERT_TAIL(&o->holds, h, all);
+	o->st.held++;
+	return h;
+}
+
+static void
+holder_cancelled(struct grpc_call *call, void *arg)
+{
+	struct holder	*c = arg, **pp;
+
+	/* The caller went away (deadline, reset): the saga goes on. */
+	for (pp = &c->h->callers; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	c->h->o->nholders--;
+	free(c);
+}
+
+static void
+holder_add(struct hold *h, struct grpc_call *call)
+{
+	struct holder *c = util_xcalloc(1, sizeof(*c));
+
+	c->call = call;
+	c->h = h;
+	c->next = h->callers;
+	h->callers = c;
+	h->o->nholders++;
+	grpc_call_on_cancel(call, holder_cancelled, c);
+}
+
+/* Answers every caller: with pb, or with status and msg. */
+static void
+hold_answer(struct hold *h, const Saga__V1__Saga *pb, int status,
+    const char *msg)
+{
+	struct holder *c, *next;
+
+	for (c = h->callers; c != NULL; c = next) {
+		next = c->next;
+		grpc_call_on_cancel(c->call, NULL, NULL);
+		if (pb != NULL)
+			grpc_call_reply(c->call, &pb->base);
+		else
+			grpc_call_finish(c->call, status, msg);
+		h->o->nholders--;
+		free(c);
+	}
+	h->callers = NULL;
+}
+
+/* Its callers follow the saga through the store (a sync saga). */
+static void
+hold_to_join(struct hold *h)
+{
+	struct holder *c, *next;
+
+	for (c = h->callers; c != NULL; c = next) {
+		next = c->next;
+		grpc_call_on_cancel(c->call, NULL, NULL);
+		join_start(h->o, c->call, h->id);
+		h->o->nholders--;
+		free(c);
+	}
+	h->callers = NULL;
+}
+
+static void
+hold_free(struct hold *h)
+{
+	struct orch	*o = h->o;
+	struct hold	**pp = &o->htable[hash_id(h->id) & (o->hsize - 1)];
+
+	hold_answer(h, NULL, GRPC_STATUS_UNAVAILABLE, "sagad stopped");
+	for (; *pp != NULL; pp = &(*pp)->hnext)
+		if (*pp == h) {
+			*pp = h->hnext;
+			break;
+		}
+	o->nholds--;
+	o->st.held--;
+	h->fq->held--;
+	TAILQ_REMOVE(&o->holds, h, all);
+	free(h->id);
+	free(h);
+}
+
+static void
+hold_got(enum store_result res, struct store_saga *rec, const char *err,
+    void *arg)
+{
+	struct hold	*h = arg;
+
+	h->getting = 0;
+	if (h->o->closing || h->launching > 0)
+		return;
+	if (res == STORE_OK && rec->saga->state >=
+	    SAGA__V1__STATE__STATE_COMPLETED) {
+		hold_answer(h, rec->saga, 0, NULL);
+		hold_free(h);
+	} else if (res == STORE_NOT_FOUND) {
+		hold_answer(h, NULL, GRPC_STATUS_NOT_FOUND,
+		    "the saga is no longer in the store (expired?)");
+		hold_free(h);
+	}
+	/* Not ended yet, or Redis away: the next poll looks again. */
+}
+
+static void
+hold_check(struct hold *h)
+{
+	if (h->getting || h->launching || !store_is_up(h->o->store))
+		return;
+	h->getting = 1;
+	store_get(h->o->store, h->id, hold_got, h);
+}
+
+/* saga.done.<pod_id>: a worker ended a saga whose calls this pod holds. */
+static void
+done_heard(struct bus_listener *l, const char *subject, const void *data,
+    size_t len, void *arg)
+{
+	struct orch	*o = arg;
+	struct hold	*h;
+	char		 id[STORE_ID_MAX + 1];
+	int		 state;
+
+	if (o->closing || work_done_unpack(data, len, id, sizeof(id),
+	    &state) == -1)
+		return;
+	if ((h = hold_find(o, id)) != NULL)
+		hold_check(h);
+}
+
+/* Every ORCH_POLL_MS: the held sagas whose end notice may have been lost. */
+static void
+holds_poll(struct orch *o)
+{
+	struct hold	*h;
+	size_t		 n;
+
+	for (n = 0; n < ORCH_POLL_BATCH && n < o->nholds; n++) {
+		h = TAILQ_FIRST(&o->holds);
+		TAILQ_REMOVE(&o->holds, h, all);
+		TAILQ_INSERT_TAIL(&o->holds, h, all);
+		hold_check(h);
+	}
+}
+
+/* --- launches --- */
+
+static void
+launch_cancelled(struct grpc_call *call, void *arg)
+{
+	struct launch *l = arg;
+
+	l->call = NULL;		/* the saga goes on */
+}
+
+static void
+launch_free(struct launch *l)
+{
+	struct orch *o = l->o;
+
+	if (l->call != NULL) {
+		grpc_call_on_cancel(l->call, NULL, NULL);
+		grpc_call_finish(l->call, GRPC_STATUS_UNAVAILABLE,
+		    "sagad stopped");
+	}
+	if (l->h != NULL)
+		l->h->launching--;
+	TAILQ_REMOVE(&o->launches, l, all);
+	o->nlaunches--;
+	saga_free(l->s);
+	config_free(l->cfg);
+	free(l->pod);
+	free(l->callback);
+	free(l->traceparent);
+	free(l->why);
+	free(l);
+}
+
+/* Its callers get pb, or status and msg; then it is gone. */
+static void
+launch_answer(struct launch *l, const Saga__V1__Saga *pb, int status,
+    const char *msg)
+{
+	if (l->call != NULL) {
+		grpc_call_on_cancel(l->call, NULL, NULL);
+		if (pb != NULL)
+			grpc_call_reply(l->call, &pb->base);
+		else
+			grpc_call_finish(l->call, status, msg);
+		l->call = NULL;
+	}
+	if (l->h != NULL) {
+		struct hold *h = l->h;
+
+		hold_answer(h, pb, status, msg);
+		l->h = NULL;
+		if (--h->launching == 0)
+			hold_free(h);
+	}
+	launch_free(l);
+}
+
+/* A throttling saga: its callers wait in its hold. */
+static void
+launch_hold(struct launch *l)
+{
+	if (l->h == NULL) {
+		if ((l->h = hold_find(l->o, l->s->id)) == NULL)
+			l->h = hold_new(l->o, l->s->id, l->s->flow);
+		l->h->launching++;
+	}
+	if (l->call != NULL) {
+		grpc_call_on_cancel(l->call, NULL, NULL);
+		holder_add(l->h, l->call);
+		l->call = NULL;
+	}
+}
+
+/* One write of the launch's saga with one saga-level event. */
+static void
+launch_write(struct launch *l, int create, store_saga_cb *ccb,
+    store_rev_cb *ucb)
+{
+	struct store_write	 w;
+	struct saga_pb		 v;
+	Saga__V1__SagaEvent	 ev, *evp = &ev;
+
+	memset(&w, 0, sizeof(w));
+	saga_pb_view(l->s, &v);
+	saga__v1__saga_event__init(&ev);
+	ev.saga_id = l->s->id;
+	ev.step = (char *)(uintptr_t)"";
+	ev.state = (Saga__V1__State)l->s->state;
+	ev.error = l->s->error;
+	ev.unix_ms = l->s->updated_ms;
+	w.saga = &v.pb;
+	w.rev = l->rev;
+	w.step = 0;
+	w.pod = l->pod;
+	w.owner = l->o->owner;
+	w.callback = l->callback;
+	w.lease_ms = 0;		/* the bus drives it: no lease, no sweeper */
+	w.events = &evp;
+	w.nevents = 1;
+	if (create)
+		store_create(l->o->store, &w, ccb, l);
+	else
+		store_update(l->o->store, &w, ucb, l);
+	saga_pb_view_free(&v);
+}
+
+static void
+launch_unqueued_written(enum store_result res, int64_t rev, const char *err,
+    void *arg)
+{
+	struct launch	*l = arg;
+	char		 msg[512];
+
+	if (l->o->closing) {
+		launch_free(l);
+		return;
+	}
+	snprintf(msg, sizeof(msg), "the message bus (NATS) did not accept "
+	    "the saga: %s", l->why);
+	launch_answer(l, NULL, GRPC_STATUS_UNAVAILABLE, msg);
+}
+
+/*
+ * The first work was not queued: nothing will ever run the saga. It is
+ * written FAILED with a sentence saying so (and expires like any ended
+ * saga); nothing of it ever ran, so a Run with the same id starts it again.
+ */
+static void
+launch_unqueued(struct launch *l, const char *why)
+{
+	struct saga	*s = l->s;
+	char		 msg[512];
+
+	l->why = util_xstrdup(why != NULL ? why : "unknown error");
+	olog(l->o, 1, s->id, "%s saga not queued: %s",
+	    config_mode_name(s->mode), l->why);
+	snprintf(msg, sizeof(msg), "never queued (NATS: %s); a Run with the "
+	    "same id starts it again", l->why);
+	free(s->error);
+	s->error = util_xstrdup(msg);
+	s->state = SAGA_STATE_FAILED;
+	s->updated_ms = util_now_ms();
+	launch_write(l, 0, NULL, launch_unqueued_written);
+}
+
+static void
+launch_published(struct bus *bus, const struct bus_pub_result *res,
+    void *arg)
+{
+	struct launch	*l = arg;
+	struct orch	*o = l->o;
+	struct saga_pb	 v;
+
+	if (o->closing) {
+		launch_free(l);
+		return;
+	}
+	if (res->error != NULL) {
+		launch_unqueued(l, res->error);
+		return;
+	}
+	o->st.queued++;
+	if (l->s->mode == SAGA_MODE_THROTTLING) {
+		/* Held: done_heard or the poll answers. */
+		launch_free(l);
+		return;
+	}
+	saga_pb_view(l->s, &v);
+	launch_answer(l, &v.pb, 0, NULL);
+	saga_pb_view_free(&v);
+}
+
+/* Queues the saga's first step: work for its first node's workers. */
+static void
+launch_publish(struct launch *l)
+{
+	const struct config_node	*node;
+	struct work			 w;
+	char				 subj[WORK_SUBJECT_MAX], mid[512],
+					 err[SAGAD_ERRLEN];
+	uint8_t				*buf;
+	size_t				 len;
+	static char			 none[1];
+
+	node = &l->cfg->nodes[l->flow->steps[0]];
+	memset(&w, 0, sizeof(w));
+	w.saga_id = l->s->id;
+	w.flow = l->s->flow;
+	w.step = 0;
+	w.compensate = 0;
+	w.pod = l->s->mode == SAGA_MODE_THROTTLING ? l->pod : none;
+	w.mode = l->s->mode;
+	w.traceparent = l->traceparent;
+	if (work_subject(subj, sizeof(subj), l->s->mode, l->pod, l->s->flow,
+	    node->name, 0) == -1 || work_msg_id(mid, sizeof(mid), l->s->id,
+	    node->name, 0) == -1) {
+		launch_unqueued(l, "the work subject is too long");
+		return;
+	}
+	if (l->o->bus == NULL || !bus_is_connected(l->o->bus)) {
+		launch_unqueued(l, "not connected");
+		return;
+	}
+	buf = work_pack(&w, &len);
+	if (bus_publish(l->o->bus, subj, buf, len, mid, launch_published, l,
+	    err, sizeof(err)) == -1)
+		launch_unqueued(l, err);
+	free(buf);
+}
+
+static int
+never_started(const Saga__V1__Saga *pb)
+{
+	for (size_t i = 0; i < pb->n_steps; i++)
+		if (pb->steps[i]->attempts != 0 || pb->steps[i]->state !=
+		    SAGA__V1__STATE__STATE_PENDING)
+			return 0;
+	return 1;
+}
+
+static void
+launch_rearmed(enum store_result res, int64_t rev, const char *err,
+    void *arg)
+{
+	struct launch *l = arg;
+
+	if (l->o->closing) {
+		launch_free(l);
+		return;
+	}
+	if (res != STORE_OK) {
+		/* Another Run restarted it first, or Redis is away. */
+		launch_answer(l, NULL, res == STORE_CONFLICT ?
+		    GRPC_STATUS_ABORTED : GRPC_STATUS_UNAVAILABLE,
+		    res == STORE_CONFLICT ? "the saga changed meanwhile: "
+		    "run it again" : err);
+		return;
+	}
+	l->rev = rev;
+	launch_publish(l);
+}
+
+/* Run of a known id: run nothing new, answer with that saga. */
+static void
+launch_exists(struct launch *l, struct store_saga *rec)
+{
+	const Saga__V1__Saga		*pb = rec->saga;
+	const struct config_flow	*flow;
+	enum saga_mode			 mode = (enum saga_mode)pb->mode;
+	int				 fin = pb->state >=
+					    SAGA__V1__STATE__STATE_COMPLETED;
+
+	flow = config_flow_find(l->cfg, pb->flow);
+	if (mode != SAGA_MODE_SYNC && never_started(pb) && flow != NULL &&
+	    flow->nsteps == pb->n_steps && (!fin ||
+	    pb->state == SAGA__V1__STATE__STATE_FAILED)) {
+		/*
+		 * Nothing of it ever ran: it was never queued (FAILED, see
+		 * launch_unqueued) or its first work may be lost. Queue it
+		 * again, in its own mode; the message id dedupes a first
+		 * work that is still there.
+		 */
+		saga_free(l->s);
+		l->s = saga_from_pb(pb);
+		l->flow = flow;
+		l->rev = rec->rev;
+		if (mode == SAGA_MODE_THROTTLING) {
+			free(l->pod);
+			l->pod = util_xstrdup(fin || rec->pod[0] == '\0' ?
+			    l->cfg->pod_id : rec->pod);
+			launch_hold(l);
+		}
+		if (!fin) {
+			launch_publish(l);
+			return;
+		}
+		olog(l->o, 0, pb->id, "restarting a saga that was never "
+		    "queued");
+		free(l->s->error);
+		l->s->error = NULL;
+		l->s->state = SAGA_STATE_PENDING;
+		l->s->updated_ms = util_now_ms();
+		launch_write(l, 0, NULL, launch_rearmed);
+		return;
+	}
+	if (fin || mode == SAGA_MODE_ASYNC) {
+		launch_answer(l, pb, 0, NULL);
+		return;
+	}
+	if (mode == SAGA_MODE_SYNC) {
+		/* Run by a master: follow it in the store. */
+		if (l->call != NULL) {
+			grpc_call_on_cancel(l->call, NULL, NULL);
+			join_start(l->o, l->call, pb->id);
+			l->call = NULL;
+		}
+		if (l->h != NULL) {
+			struct hold *h = l->h;
+
+			hold_to_join(h);
+			l->h = NULL;
+			if (--h->launching == 0)
+				hold_free(h);
+		}
+		launch_free(l);
+		return;
+	}
+	/* A throttling saga under way: held until it ends, as its first. */
+	launch_hold(l);
+	launch_free(l);
+}
+
+static void
+launch_created(enum store_result res, struct store_saga *rec,
+    const char *err, void *arg)
+{
+	struct launch *l = arg;
+
+	if (l->o->closing) {
+		launch_free(l);
+		return;
+	}
+	switch (res) {
+	case STORE_OK:
+		l->rev = rec->rev;
+		l->o->st.started++;
+		launch_publish(l);
+		break;
+	case STORE_EXISTS:
+		launch_exists(l, rec);
+		break;
+	default:
+		launch_answer(l, NULL, GRPC_STATUS_UNAVAILABLE, err != NULL ?
+		    err : "the saga store is unavailable");
+		break;
+	}
+}
+
+/*
+ * An async or throttling Run, validated: refuse at once what cannot be
+ * queued, then create the saga and queue its first step.
+ */
+static void
+launch_start(struct orch *o, struct grpc_call *call,
+    const struct config_flow *flow, enum saga_mode mode, const char *id,
+    const Saga__V1__RunRequest *req)
+{
+	const struct grpc_md	*md;
+	struct launch		*l;
+	struct flowq		*q;
+	char			 err[256];
+
+	if (o->bus == NULL || !bus_is_connected(o->bus)) {
+		snprintf(err, sizeof(err), "the message bus (NATS) is "
+		    "unavailable: %s sagas are refused until it is back",
+		    config_mode_name(mode));
+		grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, err);
+		return;
+	}
+	if (mode == SAGA_MODE_THROTTLING) {
+		q = flowq_get(o, flow->name);
+		if (q->held >= (size_t)flow->max_queue) {
+			o->st.shed++;
+			snprintf(err, sizeof(err), "flow %s: %zu sagas are "
+			    "queued on this pod (max_queue %d)", flow->name,
+			    q->held, flow->max_queue);
+			grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			    err);
+			return;
+		}
+	}
+	l = util_xcalloc(1, sizeof(*l));
+	l->o = o;
+	l->cfg = config_ref(o->cfg);
+	l->flow = flow;
+	l->s = saga_new(id, o->cfg, flow, mode, util_now_ms());
+	for (size_t i = 0; i < req->n_context; i++)
+		saga_ctx_set(l->s, req->context[i]->key,
+		    req->context[i]->value.data, req->context[i]->value.len);
+	l->pod = util_xstrdup(o->cfg->pod_id);
+	if (req->callback_url != NULL && *req->callback_url != '\0')
+		l->callback = util_xstrdup(req->callback_url);
+	md = grpc_md_get(grpc_call_metadata(call), "traceparent");
+	if (md != NULL)
+		l->traceparent = util_xstrdup((const char *)md->value);
+	TAILQ_INSERT_TAIL(&o->launches, l, all);
+	o->nlaunches++;
+	l->call = call;
+	grpc_call_on_cancel(call, launch_cancelled, l);
+	if (mode == SAGA_MODE_THROTTLING)
+		launch_hold(l);
+	launch_write(l, 1, launch_created, NULL);
+}
+
 static void
 handle_run(struct grpc_call *call, void *arg)
 {
@@ -870,9 +1642,10 @@ handle_run(struct grpc_call *call, void *arg)
 	const struct config_flow	*flow;
 	const struct grpc_md		*md;
 	struct run			*r;
+	struct hold			*h;
 	struct saga			*s;
 	enum saga_mode			 mode;
-	char				 idbuf[64], err[256];
+	char				 idbuf[64], err[512];
 	const char			*id;
 	struct store_write		 w;
 	struct saga_pb			 v;
@@ -902,17 +1675,27 @@ handle_run(struct grpc_call *call, void *arg)
 		return;
 	}
 	mode = req->mode != 0 ? (enum saga_mode)req->mode : flow->mode;
-	if (mode != SAGA_MODE_SYNC) {
-		snprintf(err, sizeof(err), "mode %s needs sagad's workers on "
-		    "NATS JetStream, which this version does not run yet",
-		    config_mode_name(mode));
-		grpc_call_finish(call, GRPC_STATUS_UNIMPLEMENTED, err);
+	if (!flow_has_workers(flow, mode)) {
+		snprintf(err, sizeof(err), "flow %s is configured %s: it has "
+		    "no workers for mode %s (configure the flow with mode = "
+		    "\"%s\")", flow->name, config_mode_name(flow->mode),
+		    config_mode_name(mode), config_mode_name(mode));
+		grpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION, err);
 		return;
 	}
 	if (req->callback_url != NULL && *req->callback_url != '\0') {
-		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
-		    "callback_url: only async sagas report by callback");
-		return;
+		if (mode != SAGA_MODE_ASYNC) {
+			grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+			    "callback_url: only async sagas report by "
+			    "callback");
+			return;
+		}
+		if (!callback_url_ok(o->cfg, req->callback_url, err,
+		    sizeof(err))) {
+			grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+			    err);
+			return;
+		}
 	}
 	id = req->request_id;
 	if (id == NULL || *id == '\0') {
@@ -931,9 +1714,17 @@ handle_run(struct grpc_call *call, void *arg)
 		waiter_add(r, call);
 		return;
 	}
+	if ((h = hold_find(o, id)) != NULL) {
+		holder_add(h, call);
+		return;
+	}
 	if (!store_is_up(o->store)) {
 		grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
 		    "the saga store (Redis) is unavailable");
+		return;
+	}
+	if (mode != SAGA_MODE_SYNC) {
+		launch_start(o, call, flow, mode, id, req);
 		return;
 	}
 	for (size_t i = 0; i < flow->nsteps; i++) {
@@ -1262,13 +2053,50 @@ claimed(enum store_result res, char *const *ids, size_t n, const char *err,
 		store_get(o->store, ids[i], recover_got, o);
 }
 
+/* Throttling callers still held when the drain time is up. */
+static void
+holds_give_up(struct orch *o)
+{
+	struct hold	*h;
+	struct launch	*l;
+	const char	*msg = "sagad is stopping: the saga goes on "
+			    "(Get shows it)";
+
+	TAILQ_FOREACH(h, &o->holds, all)
+		hold_answer(h, NULL, GRPC_STATUS_UNAVAILABLE, msg);
+	TAILQ_FOREACH(l, &o->launches, all)
+		if (l->call != NULL) {
+			grpc_call_on_cancel(l->call, NULL, NULL);
+			grpc_call_finish(l->call, GRPC_STATUS_UNAVAILABLE,
+			    msg);
+			l->call = NULL;
+		}
+}
+
 void
 orch_cron(struct orch *o)
 {
 	int64_t now = util_mono_ms();
+	char	err[SAGAD_ERRLEN];
 
 	if (o->closing)
 		return;
+	if (o->bus != NULL && o->done_l == NULL) {
+		o->done_l = bus_listen(o->bus, o->done_subject, done_heard, o,
+		    err, sizeof(err));
+		if (o->done_l == NULL && !o->listen_failed) {
+			o->listen_failed = 1;
+			olog(o, 1, NULL, "cannot listen on %s, retrying: %s",
+			    o->done_subject, err);
+		}
+	}
+	if (now - o->last_poll_ms >= ORCH_POLL_MS) {
+		o->last_poll_ms = now;
+		holds_poll(o);
+	}
+	if (o->draining && (o->nholders > 0 || o->nlaunches > 0) &&
+	    now - o->drain_ms >= o->cfg->shutdown_timeout_ms)
+		holds_give_up(o);
 	if (now - o->last_renew_ms >= o->cfg->redis.lease_ms / 3) {
 		o->last_renew_ms = now;
 		renew_leases(o);
@@ -1313,6 +2141,16 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 	o->tsize = 1024;
 	o->table = util_xcalloc(o->tsize, sizeof(*o->table));
 	TAILQ_INIT(&o->runs);
+	o->hsize = 1024;
+	o->htable = util_xcalloc(o->hsize, sizeof(*o->htable));
+	TAILQ_INIT(&o->holds);
+	TAILQ_INIT(&o->launches);
+	{
+		char subj[WORK_SUBJECT_MAX];
+
+		(void)work_done_subject(subj, sizeof(subj), cfg->pod_id);
+		o->done_subject = util_xstrdup(subj);
+	}
 	if (getrandom(&o->rng, sizeof(o->rng), 0) != sizeof(o->rng) ||
 	    o->rng == 0)
 		o->rng = (uint64_t)util_now_ms() * 2654435761u + 1;
@@ -1341,15 +2179,23 @@ orch_set_log(struct orch *o, orch_log_fn fn, void *arg)
 }
 
 void
+orch_set_bus(struct orch *o, struct bus *bus)
+{
+	o->bus = bus;
+}
+
+void
 orch_drain(struct orch *o)
 {
+	if (!o->draining)
+		o->drain_ms = util_mono_ms();
 	o->draining = 1;
 }
 
 size_t
 orch_running(const struct orch *o)
 {
-	return o->st.running;
+	return o->st.running + o->nlaunches + o->nholders;
 }
 
 void
@@ -1364,6 +2210,11 @@ orch_close(struct orch *o)
 	struct run *r;
 
 	o->closing = 1;
+	if (o->done_l != NULL) {
+		bus_listener_close(o->done_l);
+		o->done_l = NULL;
+	}
+	holds_give_up(o);
 	TAILQ_FOREACH(r, &o->runs, all) {
 		if (r->call != NULL) {
 			grpc_client_call_cancel(r->call);
@@ -1382,6 +2233,9 @@ orch_free(struct orch *o)
 {
 	struct run	*r;
 	struct svc	*v;
+	struct launch	*l;
+	struct hold	*h;
+	struct flowq	*q;
 
 	if (o == NULL)
 		return;
@@ -1389,6 +2243,19 @@ orch_free(struct orch *o)
 		orch_close(o);
 	while ((r = TAILQ_FIRST(&o->runs)) != NULL)
 		run_free(r);
+	while ((l = TAILQ_FIRST(&o->launches)) != NULL)
+		launch_free(l);
+	while ((h = TAILQ_FIRST(&o->holds)) != NULL) {
+		h->launching = 0;
+		hold_free(h);
+	}
+	while ((q = o->flowqs) != NULL) {
+		o->flowqs = q->next;
+		free(q->name);
+		free(q);
+	}
+	free(o->htable);
+	free(o->done_subject);
 	while ((v = o->svcs) != NULL) {
 		o->svcs = v->next;
 		free(v->name);

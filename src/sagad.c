@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bus.h"
 #include "config.h"
 #include "log.h"
 #include "master.h"
@@ -98,7 +99,15 @@ main(int argc, char *argv[])
 		config_free(cfg);
 		return 1;
 	}
-	/* The gRPC side (Health, Orchestrator, store) plugs in as hooks. */
+	/* cnats threads hand work to the loop: before any event base. */
+	if (bus_init(err, sizeof(err)) == -1) {
+		log_warnx("%s", err);
+		master_daemon_notify(notify, err);
+		master_pidfile_remove(pidfile, pidfd);
+		config_free(cfg);
+		return 1;
+	}
+	/* The gRPC side (Health, Orchestrator, store, bus) plugs in as hooks. */
 	sv = service_new(&hooks);
 	if (master_init(&m, &opts, config_path, cfg, &hooks, err,
 	    sizeof(err)) == -1) {
@@ -106,6 +115,7 @@ main(int argc, char *argv[])
 		master_daemon_notify(notify, err);
 		service_free(sv);
 		master_free(&m);
+		bus_fini();
 		master_pidfile_remove(pidfile, pidfd);
 		return 1;
 	}
@@ -113,6 +123,7 @@ main(int argc, char *argv[])
 	rc = master_run(&m);
 	service_free(sv);
 	master_free(&m);
+	bus_fini();
 	master_pidfile_remove(pidfile, pidfd);
 	return rc;
 }

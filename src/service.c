@@ -1,9 +1,13 @@
 /*
  * service.c - the master's gRPC side, started and stopped through the
  * master's hooks: the server on `listen` (Health, Orchestrator), the client
- * and the store the sync engine uses. On stop it reports NOT_SERVING, refuses
- * new sagas, sends GOAWAY and keeps the loop busy until the sagas in flight
- * have ended or shutdown_timeout_ms has passed.
+ * and the store the sync engine uses, and the bus (NATS JetStream) that
+ * async and throttling sagas travel on: it declares the work stream at every
+ * (re)connection and logs each change of the connection. Health reports
+ * NOT_SERVING only while Redis is down; NATS down refuses async and
+ * throttling Runs only. On stop it reports NOT_SERVING, refuses new sagas,
+ * sends GOAWAY and keeps the loop busy until the sagas in flight have ended
+ * or shutdown_timeout_ms has passed.
  */
 #include "autoconf.h"
 
@@ -14,6 +18,7 @@
 
 #include <event2/event.h>
 
+#include "bus.h"
 #include "config.h"
 #include "grpc/client.h"
 #include "grpc/server.h"
@@ -24,6 +29,7 @@
 #include "service.h"
 #include "store.h"
 #include "util.h"
+#include "work.h"
 
 #define ORCH_SERVICE	"saga.v1.Orchestrator"
 
@@ -33,6 +39,7 @@ struct service {
 	struct health		*health;
 	struct grpc_client	*client;
 	struct store		*store;
+	struct bus		*bus;
 	struct orch		*orch;
 	char			 owner[192];
 	int			 shut;		/* GOAWAY done */
@@ -62,12 +69,53 @@ store_status(int up, const char *why, void *arg)
 		    up ? HEALTH_SERVING : HEALTH_NOT_SERVING);
 }
 
+/* Creates or updates the stream; at start and at every (re)connection. */
+static void
+declare_stream(struct service *sv)
+{
+	const char	*subjects[] = { WORK_STREAM_SUBJECTS };
+	char		 err[SAGAD_ERRLEN];
+
+	if (bus_declare_stream(sv->bus, subjects, 1, err, sizeof(err)) == -1)
+		log_warnx("nats: declare stream %s: %s; async and throttling "
+		    "Runs will fail until it exists", sv->m->cfg->nats.stream,
+		    err);
+	else
+		log_debug("nats: stream %s ready", sv->m->cfg->nats.stream);
+}
+
+static void
+bus_status(struct bus *bus, enum bus_state state, void *arg)
+{
+	struct service *sv = arg;
+
+	switch (state) {
+	case BUS_CONNECTED:
+	case BUS_RECONNECTED:
+		log_info("nats: %s to %s", state == BUS_CONNECTED ?
+		    "connected" : "reconnected", sv->m->cfg->nats.url);
+		declare_stream(sv);
+		break;
+	case BUS_DISCONNECTED:
+		log_warnx("nats: disconnected from %s; async and throttling "
+		    "Runs are refused until it is back",
+		    sv->m->cfg->nats.url);
+		break;
+	case BUS_CLOSED:
+		log_warnx("nats: connection to %s closed for good; async and "
+		    "throttling Runs are refused until sagad restarts",
+		    sv->m->cfg->nats.url);
+		break;
+	}
+}
+
 static int
 service_start(struct master *m, void *arg, char *err, size_t errlen)
 {
 	struct service		*sv = arg;
 	struct config		*cfg = m->cfg;
 	struct store_params	 sp;
+	struct bus_opts		 bo;
 
 	sv->m = m;
 	snprintf(sv->owner, sizeof(sv->owner), "%s/%ld", cfg->pod_id,
@@ -88,11 +136,27 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	health_set(sv->health, ORCH_SERVICE, store_is_up(sv->store) ?
 	    HEALTH_SERVING : HEALTH_NOT_SERVING);
 	store_set_status_cb(sv->store, store_status, sv);
+	memset(&bo, 0, sizeof(bo));
+	bo.url = cfg->nats.url;
+	bo.stream = cfg->nats.stream;
+	bo.replicas = cfg->nats.replicas;
+	bo.name = sv->owner;
+	bo.state_cb = bus_status;
+	bo.state_arg = sv;
+	if ((sv->bus = bus_open(m->base, &bo, err, errlen)) == NULL)
+		return -1;
+	if (bus_is_connected(sv->bus)) {
+		log_info("nats: connected to %s", cfg->nats.url);
+		declare_stream(sv);
+	} else
+		log_warnx("nats: %s is not reachable yet; async and throttling "
+		    "Runs are refused until it is", cfg->nats.url);
 	sv->orch = orch_new(m->base, cfg, sv->srv, sv->client, sv->store,
 	    sv->owner, err, errlen);
 	if (sv->orch == NULL)
 		return -1;
 	orch_set_log(sv->orch, orch_log, sv);
+	orch_set_bus(sv->orch, sv->bus);
 	if (grpc_server_listen(sv->srv, cfg->listen_host, cfg->listen_port,
 	    err, errlen) == -1)
 		return -1;
@@ -178,6 +242,7 @@ service_free(struct service *sv)
 		    orch_running(sv->orch));
 	if (sv->orch != NULL)
 		orch_close(sv->orch);
+	bus_close(sv->bus);
 	store_free(sv->store);
 	orch_free(sv->orch);
 	grpc_server_free(sv->srv);
