@@ -54,6 +54,7 @@
 #define STREAM_WINDOW		(1024 * 1024)
 #define CONN_WINDOW		(2 * 1024 * 1024)
 #define GOAWAY_GRACE_MS		1000	/* final GOAWAY if the PING is not answered */
+#define MAX_RESETS_PER_SEC	1000	/* more is a rapid-reset attack: GOAWAY */
 
 enum call_state {
 	CALL_RECV,		/* reading the request */
@@ -100,6 +101,8 @@ struct conn {
 	TAILQ_ENTRY(conn)	 entry;
 	struct grpc_server	*srv;
 	struct bufferevent	*bev;
+	struct evbuffer		*wbuf;		/* nghttp2's output of this flush */
+	evutil_socket_t		 fd;		/* for direct writes; -1 none */
 	nghttp2_session		*h2;
 	TAILQ_HEAD(, grpc_call)	 calls;
 	char			 peer[64];
@@ -109,6 +112,8 @@ struct conn {
 	int			 goaway;	/* 0 none, 1 notice sent, 2 final sent */
 	int			 writable_pending;
 	int			 dead;
+	int64_t			 rst_window;	/* start of this second, mono ms */
+	int			 rst_count;	/* client resets in it */
 	struct event		 flush_ev;
 	struct event		 goaway_ev;
 };
@@ -819,9 +824,10 @@ send_cb(nghttp2_session *h2, const uint8_t *data, size_t len, int flags,
 	struct conn *conn = user;
 	struct evbuffer *out = bufferevent_get_output(conn->bev);
 
-	if (evbuffer_get_length(out) >= conn->srv->opts.conn_out_max)
+	if (evbuffer_get_length(out) + evbuffer_get_length(conn->wbuf) >=
+	    conn->srv->opts.conn_out_max)
 		return NGHTTP2_ERR_WOULDBLOCK;
-	evbuffer_add(out, data, len);
+	evbuffer_add(conn->wbuf, data, len);
 	return (ssize_t)len;
 }
 
@@ -990,6 +996,16 @@ on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
 		if (c != NULL)
 			call_dispatch(c);
 		break;
+	case NGHTTP2_RST_STREAM:
+		/* Opening and resetting streams costs us more than the peer. */
+		if (util_mono_ms() - conn->rst_window >= 1000) {
+			conn->rst_window = util_mono_ms();
+			conn->rst_count = 0;
+		}
+		if (++conn->rst_count > MAX_RESETS_PER_SEC)
+			nghttp2_session_terminate_session(h2,
+			    NGHTTP2_ENHANCE_YOUR_CALM);
+		break;
 	case NGHTTP2_PING:
 		if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && conn->goaway == 1)
 			conn_final_goaway(conn);
@@ -1059,6 +1075,7 @@ conn_free(struct conn *conn)
 	event_del(&conn->flush_ev);
 	event_del(&conn->goaway_ev);
 	bufferevent_free(conn->bev);
+	evbuffer_free(conn->wbuf);
 	TAILQ_REMOVE(&srv->conns, conn, entry);
 	srv->nconns--;
 	free(conn);
@@ -1072,6 +1089,25 @@ conn_schedule_flush(struct conn *conn)
 		return;
 	if (!event_pending(&conn->flush_ev, EV_TIMEOUT, NULL))
 		event_active(&conn->flush_ev, EV_TIMEOUT, 0);
+}
+
+/*
+ * Hands a flush's output to the socket. When nothing waits in the
+ * bufferevent, a socket gets it by a direct write: a reply then costs no
+ * epoll_ctl to arm and disarm the write event. What the kernel does not take
+ * goes to the bufferevent, in order.
+ */
+static void
+conn_push(struct conn *conn)
+{
+	struct evbuffer *out = bufferevent_get_output(conn->bev);
+
+	if (evbuffer_get_length(conn->wbuf) == 0)
+		return;
+	if (conn->fd >= 0 && evbuffer_get_length(out) == 0)
+		evbuffer_write(conn->wbuf, conn->fd);
+	if (evbuffer_get_length(conn->wbuf) > 0)
+		bufferevent_write_buffer(conn->bev, conn->wbuf);
 }
 
 /*
@@ -1094,6 +1130,7 @@ conn_flush(struct conn *conn)
 			return -1;
 		}
 		conn->in_io = 0;
+		conn_push(conn);
 		if (!conn->writable_pending)
 			break;
 		conn->writable_pending = 0;
@@ -1210,9 +1247,9 @@ format_peer(char *buf, size_t len, const struct sockaddr *sa, socklen_t salen)
 		snprintf(buf, len, "unknown");
 }
 
-int
-grpc_server_adopt(struct grpc_server *srv, struct bufferevent *bev,
-    const struct sockaddr *sa, socklen_t salen)
+static int
+conn_new(struct grpc_server *srv, struct bufferevent *bev,
+    const struct sockaddr *sa, socklen_t salen, evutil_socket_t fd)
 {
 	struct conn *conn;
 	nghttp2_settings_entry iv[3];
@@ -1224,10 +1261,14 @@ grpc_server_adopt(struct grpc_server *srv, struct bufferevent *bev,
 	conn = util_xcalloc(1, sizeof(*conn));
 	conn->srv = srv;
 	conn->bev = bev;
+	conn->fd = fd;
 	TAILQ_INIT(&conn->calls);
 	format_peer(conn->peer, sizeof(conn->peer), sa, salen);
-	if (nghttp2_session_server_new2(&conn->h2, srv->cbs, conn,
+	if ((conn->wbuf = evbuffer_new()) == NULL ||
+	    nghttp2_session_server_new2(&conn->h2, srv->cbs, conn,
 	    srv->h2opt) != 0) {
+		if (conn->wbuf != NULL)
+			evbuffer_free(conn->wbuf);
 		bufferevent_free(bev);
 		free(conn);
 		return -1;
@@ -1255,6 +1296,13 @@ grpc_server_adopt(struct grpc_server *srv, struct bufferevent *bev,
 	return 0;
 }
 
+int
+grpc_server_adopt(struct grpc_server *srv, struct bufferevent *bev,
+    const struct sockaddr *sa, socklen_t salen)
+{
+	return conn_new(srv, bev, sa, salen, -1);
+}
+
 static void
 accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
@@ -1273,7 +1321,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		close(fd);
 		return;
 	}
-	grpc_server_adopt(srv, bev, sa, (socklen_t)salen);
+	conn_new(srv, bev, sa, (socklen_t)salen, fd);
 }
 
 /* --- the server ----------------------------------------------------------- */

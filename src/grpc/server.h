@@ -13,6 +13,9 @@
  * connection drops, and only for calls the handler has not finished. A
  * handler that answers later must therefore set a cancel callback. The
  * server frees the call in one place, when its HTTP/2 stream closes.
+ *
+ * The process must ignore SIGPIPE: a peer that goes away mid-write must cost
+ * a connection, not the process.
  */
 #ifndef SAGAD_GRPC_SERVER_H
 #define SAGAD_GRPC_SERVER_H

@@ -202,6 +202,47 @@ check("1000 concurrent calls on one channel", not bad, repr(bad[:5]))
 check("server freed every stream",
       wait_stat("calls", lambda v: v <= 1) <= 1)
 
+# Rapid reset (CVE-2023-44487): a peer that opens and resets streams faster
+# than 1000 a second gets GOAWAY ENHANCE_YOUR_CALM; others are unaffected.
+def rapid_reset():
+    import socket
+    import struct
+    s = socket.create_connection(("127.0.0.1", PORT))
+    path = b"/test.Echo/Slow"
+    # HPACK: :method POST, :scheme http, :path, :authority a, content-type.
+    block = (b"\x83\x86\x04" + bytes([len(path)]) + path + b"\x41\x01a" +
+             b"\x5f\x10application/grpc")
+    out = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"\0\0\0\4\0\0\0\0\0"]
+    for i in range(1500):
+        sid = struct.pack(">I", 1 + 2 * i)
+        out.append(struct.pack(">I", len(block))[1:] + b"\x01\x04" + sid +
+                   block)
+        out.append(b"\0\0\4\3\0" + sid + b"\0\0\0\x08")    # CANCEL
+    s.sendall(b"".join(out))
+    data = b""
+    s.settimeout(2)
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    except OSError:
+        pass
+    s.close()
+    i, code = 0, None
+    while i + 9 <= len(data):
+        n, t = int.from_bytes(data[i:i + 3], "big"), data[i + 3]
+        if t == 7:
+            code = int.from_bytes(data[i + 13:i + 17], "big")
+        i += 9 + n
+    return code
+
+
+check("rapid reset gets GOAWAY ENHANCE_YOUR_CALM", rapid_reset() == 11)
+check("other connections still served after a rapid reset",
+      raw("/test.Echo/Unary")(b"still", timeout=5) == b"still")
+
 # Graceful shutdown: the call in flight finishes, new calls are refused.
 slow = raw("/test.Echo/Slow").future(
     b"", timeout=10, metadata=(("x-sleep-ms", "1000"),))
