@@ -361,6 +361,63 @@ saga_recover(struct saga *s, const struct config *cfg,
 	return next_compensation(s, cfg, flow, top, now_ms);
 }
 
+struct saga_action
+saga_resume(struct saga *s, const struct config *cfg,
+    const struct config_flow *flow, size_t step, int compensate, int attempts,
+    int64_t now_ms, uint64_t *rng, int *changed)
+{
+	const struct config_node	*node;
+	struct saga_step		*st;
+	struct saga_action		 a;
+	int				 retries;
+
+	*changed = 0;
+	if (SAGA_STATE_IS_FINAL(s->state))
+		return act_end(s, s->state, s->updated_ms);
+	if (step >= s->nsteps) {
+		/* Not a call this flow has: undo what may have run. */
+		*changed = 1;
+		return saga_recover(s, cfg, flow, now_ms);
+	}
+	if (s->state == SAGA_STATE_PENDING) {
+		s->state = SAGA_STATE_RUNNING;
+		*changed = 1;
+	}
+	st = &s->steps[step];
+	node = node_of(cfg, flow, step);
+	/* The record holds the pending call's result: what follows it. */
+	if (!compensate && st->state == SAGA_STATE_COMPLETED) {
+		if (step + 1 < s->nsteps)
+			return act_call(step + 1, 0);
+		*changed = 1;
+		return act_end(s, SAGA_STATE_COMPLETED, now_ms);
+	}
+	/*
+	 * A FAILED step with its undo pending is a failed action waiting for
+	 * its compensation; an undo is done only once COMPENSATED.
+	 */
+	if ((compensate && st->state == SAGA_STATE_COMPENSATED) ||
+	    (!compensate && st->state == SAGA_STATE_FAILED)) {
+		*changed = 1;
+		s->state = SAGA_STATE_COMPENSATING;
+		return next_compensation(s, cfg, flow, compensate ?
+		    (long)step - 1 : (long)step, now_ms);
+	}
+	retries = compensate ? node->compensate_retries : node->retries;
+	if (attempts > retries) {
+		/* Every call allowed was made; the last one's end is unknown. */
+		a = act_call(step, compensate);
+		a.attempt = attempts;
+		*changed = 1;
+		return saga_step_end(s, cfg, flow, &a, GRPC_STATUS_UNAVAILABLE,
+		    "the worker making the call stopped; its outcome is "
+		    "unknown", NULL, 0, now_ms, rng);
+	}
+	a = act_call(step, compensate);
+	a.attempt = attempts > 0 ? attempts + 1 : 1;
+	return a;
+}
+
 void
 saga_pb_view(const struct saga *s, struct saga_pb *v)
 {

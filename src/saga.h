@@ -161,4 +161,26 @@ struct saga_action saga_step_end(struct saga *, const struct config *,
 struct saga_action saga_recover(struct saga *, const struct config *,
 		    const struct config_flow *, int64_t now_ms);
 
+/*
+ * Where a stored saga stands for a process that picks it up from the store
+ * without having run it (sagad-worker, on a delivered or redelivered bus
+ * message). The store names the pending call (step, compensate) and how
+ * many calls of that phase were made (attempts, 0 if none). Returns:
+ * - END when the saga is final (s unchanged), or when what the record
+ *   implies ends it (s updated);
+ * - CALL of the pending call with the attempt to make next: attempts + 1
+ *   while the phase's retries last. A call that was made but whose outcome
+ *   was never recorded (its process died) counts as made; when it was the
+ *   last one allowed, it counts as a transient failure and the rules go on
+ *   (compensation, or the next compensation);
+ * - CALL of what follows the pending call when the record already holds its
+ *   result.
+ * A PENDING saga becomes RUNNING. *changed says s differs from the record in
+ * a way that must be written before acting on the answer (a CALL of the
+ * pending call is written by its own saga_step_begin anyway).
+ */
+struct saga_action saga_resume(struct saga *, const struct config *,
+		    const struct config_flow *, size_t step, int compensate,
+		    int attempts, int64_t now_ms, uint64_t *rng, int *changed);
+
 #endif

@@ -545,6 +545,10 @@ parse_hash(const redisReply *h, struct store_saga *rec, char *err,
 			rec->rev = strtoll(v->str, NULL, 10);
 		else if (strcmp(k->str, "step") == 0)
 			rec->step = (int)strtol(v->str, NULL, 10);
+		else if (strcmp(k->str, "undo") == 0)
+			rec->compensate = strcmp(v->str, "1") == 0;
+		else if (strcmp(k->str, "attempt") == 0)
+			rec->attempt = (int)strtol(v->str, NULL, 10);
 		else if (strcmp(k->str, "pod") == 0)
 			rec->pod = v->str;
 		else if (strcmp(k->str, "owner") == 0)
@@ -1439,7 +1443,7 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 	const Saga__V1__SagaEvent *ev;
 	uint8_t *buf;
 	size_t len, i;
-	int nf = rev == 0 ? 9 : 5;
+	int nf = rev == 0 ? 11 : 7;
 
 	r->script = SCRIPT_WRITE;
 	req_int(r, 3);
@@ -1466,6 +1470,8 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 	}
 	field(r, "state", enum_name(&saga__v1__state__descriptor, s->state));
 	field_int(r, "step", w->step);
+	field_int(r, "undo", w->compensate ? 1 : 0);
+	field_int(r, "attempt", w->attempt);
 	field(r, "error", s->error);
 	field_int(r, "updated", s->updated_unix_ms);
 	if (w->pod != NULL)

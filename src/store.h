@@ -24,7 +24,7 @@
  *   passes the matching SagaEvent; the revision check makes it a claim too.
  *
  * Redis layout (see DESIGN.md): the hash saga:{ID} (flow, mode, state, step,
- * pod, owner, callback, error, created, updated, rev, pb), the stream
+ * undo, attempt, pod, owner, callback, error, created, updated, rev, pb), the stream
  * saga:{ID}:events (fields step, state, pb) and the zset saga:leases (member
  * saga id, score lease expiry in ms of the Redis clock). Lease times come from
  * Redis' own clock so that masters with skewed clocks agree on expiry.
@@ -75,6 +75,8 @@ struct store_saga {
 	Saga__V1__Saga	*saga;		/* decoded from the hash's pb */
 	int64_t		 rev;		/* pass back to store_update */
 	int		 step;		/* current step index */
+	int		 compensate;	/* the step's pending call is its undo */
+	int		 attempt;	/* calls of that phase made so far */
 	const char	*pod;		/* "" when not set */
 	const char	*owner;		/* holder of the lease, "" if none */
 	const char	*callback;	/* callback URL, "" if none */
@@ -89,6 +91,8 @@ struct store_write {
 	const Saga__V1__Saga		*saga;	/* id, flow, state... required */
 	int64_t				 rev;	/* expected revision (update) */
 	int				 step;	/* current step index */
+	int				 compensate; /* step's phase: undo */
+	int				 attempt; /* calls made in that phase */
 	const char			*pod;	/* NULL: unchanged */
 	const char			*owner;	/* NULL: unchanged */
 	const char			*callback; /* NULL: unchanged */

@@ -284,6 +284,122 @@ START_TEST(recovery_resumes_a_compensation_under_way)
 }
 END_TEST
 
+START_TEST(resume_of_a_new_saga_calls_its_first_step_once)
+{
+	struct saga		*s = saga_new("r1", &cfg, &flow, 0, 1);
+	struct saga_action	 a;
+	int			 changed;
+
+	a = saga_resume(s, &cfg, &flow, 0, 0, 0, 5, &rng, &changed);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 0);
+	ck_assert_int_eq(a.compensate, 0);
+	ck_assert_int_eq(a.attempt, 1);
+	ck_assert_int_eq(s->state, SAGA_STATE_RUNNING);
+	ck_assert_int_eq(changed, 1);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(resume_after_a_recorded_result_goes_to_what_follows)
+{
+	struct saga		*s = saga_new("r2", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+	int			 changed;
+
+	a = call(s, a, GRPC_STATUS_OK);		/* Hotel done */
+	/* A redelivered Hotel message must not call Hotel again. */
+	a = saga_resume(s, &cfg, &flow, 0, 0, 1, 5, &rng, &changed);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 1);
+	ck_assert_int_eq(a.compensate, 0);
+	ck_assert_int_eq(a.attempt, 1);
+	ck_assert_int_eq(changed, 0);
+	a = call(s, a, GRPC_STATUS_OK);
+	a = call(s, a, GRPC_STATUS_OK);
+	ck_assert_int_eq(a.kind, SAGA_ACT_END);
+	/* A final saga stays as it is. */
+	a = saga_resume(s, &cfg, &flow, 2, 0, 1, 5, &rng, &changed);
+	ck_assert_int_eq(a.kind, SAGA_ACT_END);
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPLETED);
+	ck_assert_int_eq(changed, 0);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(resume_counts_attempts_per_phase)
+{
+	struct saga		*s = saga_new("r3", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+	int			 changed;
+
+	a = call(s, a, GRPC_STATUS_UNAVAILABLE);	/* Hotel #1 failed */
+	ck_assert_int_eq(a.kind, SAGA_ACT_WAIT);
+	a = saga_resume(s, &cfg, &flow, 0, 0, 1, 5, &rng, &changed);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_int_eq(a.attempt, 2);
+	a = call(s, a, GRPC_STATUS_ABORTED);		/* Hotel fails for good */
+	ck_assert_int_eq(a.compensate, 1);
+	ck_assert_int_eq(s->steps[0].attempts, 2);
+	/* The undo's attempts are its own, not the action's. */
+	a = saga_resume(s, &cfg, &flow, 0, 1, 0, 5, &rng, &changed);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_int_eq(a.compensate, 1);
+	ck_assert_int_eq(a.attempt, 1);
+	a = saga_resume(s, &cfg, &flow, 0, 1, 2, 5, &rng, &changed);
+	ck_assert_int_eq(a.attempt, 3);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(resume_of_a_last_attempt_with_unknown_outcome_fails_the_call)
+{
+	struct saga		*s = saga_new("r4", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+	int			 changed;
+
+	a = call(s, a, GRPC_STATUS_OK);
+	/* Flight's 3rd call (retries = 2) was made, then its worker died. */
+	for (int i = 0; i < 3; i++)
+		saga_step_begin(s, &a, 5);
+	a = saga_resume(s, &cfg, &flow, 1, 0, 2, 6, &rng, &changed);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_int_eq(a.attempt, 3);		/* one left: retry */
+	ck_assert_int_eq(a.compensate, 0);
+	a = saga_resume(s, &cfg, &flow, 1, 0, 3, 6, &rng, &changed);
+	ck_assert_int_eq(changed, 1);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 1);		/* Flight's undo first */
+	ck_assert_int_eq(a.compensate, 1);
+	ck_assert_int_eq(a.attempt, 1);
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATING);
+	ck_assert_int_eq(s->steps[1].state, SAGA_STATE_FAILED);
+	ck_assert_ptr_nonnull(strstr(s->error, "outcome is unknown"));
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(resume_after_a_recorded_undo_goes_to_the_next_undo)
+{
+	struct saga		*s = saga_new("r5", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+	int			 changed;
+
+	a = call(s, a, GRPC_STATUS_OK);
+	a = call(s, a, GRPC_STATUS_ABORTED);	/* Flight fails */
+	a = call(s, a, GRPC_STATUS_OK);		/* Flight undone */
+	ck_assert_uint_eq(a.step, 0);
+	a = saga_resume(s, &cfg, &flow, 1, 1, 1, 7, &rng, &changed);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 0);
+	ck_assert_int_eq(a.compensate, 1);
+	a = call(s, a, GRPC_STATUS_OK);
+	ck_assert_int_eq(a.kind, SAGA_ACT_END);
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATED);
+	saga_free(s);
+}
+END_TEST
+
 START_TEST(pack_and_unpack_round_trip)
 {
 	struct saga		*s = saga_new("id9", &cfg, &flow,
@@ -381,6 +497,12 @@ main(void)
 	tcase_add_test(tc,
 	    recovery_of_a_running_saga_compensates_from_the_last_started);
 	tcase_add_test(tc, recovery_resumes_a_compensation_under_way);
+	tcase_add_test(tc, resume_of_a_new_saga_calls_its_first_step_once);
+	tcase_add_test(tc, resume_after_a_recorded_result_goes_to_what_follows);
+	tcase_add_test(tc, resume_counts_attempts_per_phase);
+	tcase_add_test(tc,
+	    resume_of_a_last_attempt_with_unknown_outcome_fails_the_call);
+	tcase_add_test(tc, resume_after_a_recorded_undo_goes_to_the_next_undo);
 	tcase_add_test(tc, pack_and_unpack_round_trip);
 	tcase_add_test(tc, dup_is_deep);
 	tcase_add_test(tc, json_follows_the_proto3_mapping);

@@ -204,6 +204,8 @@ struct res {
 	char			 pod[64];
 	char			 callback[64];
 	int			 step;
+	int			 compensate;
+	int			 attempt;
 	char			 err[256];
 };
 
@@ -228,6 +230,8 @@ saga_cb(enum store_result r, struct store_saga *rec, const char *err,
 	if (rec != NULL) {
 		x->rev = rec->rev;
 		x->step = rec->step;
+		x->compensate = rec->compensate;
+		x->attempt = rec->attempt;
 		snprintf(x->owner, sizeof(x->owner), "%s", rec->owner);
 		snprintf(x->pod, sizeof(x->pod), "%s", rec->pod);
 		snprintf(x->callback, sizeof(x->callback), "%s",
@@ -440,6 +444,48 @@ START_TEST(update_with_current_rev_wins_and_stale_rev_conflicts)
 	tsaga_init(&t, "s-missing", "v");
 	update(base, st, &t, 3, &x);
 	ck_assert_int_eq(x.r, STORE_NOT_FOUND);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+/* What sagad-worker resumes from: the pending call's phase and attempts. */
+START_TEST(update_keeps_the_pending_phase_and_its_attempts)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t;
+	struct res x;
+
+	tsaga_init(&t, "s-phase", "v");
+	create_ok(base, st, &t);
+	get_one(base, st, "s-phase", &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_int_eq(x.compensate, 0);
+	ck_assert_int_eq(x.attempt, 0);
+	res_free(&x);
+
+	t.w.step = 1;
+	t.w.compensate = 1;
+	t.w.attempt = 3;
+	update(base, st, &t, 1, &x);
+	ck_assert_msg(x.r == STORE_OK, "%s %s", store_result_name(x.r), x.err);
+	get_one(base, st, "s-phase", &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_int_eq(x.step, 1);
+	ck_assert_int_eq(x.compensate, 1);
+	ck_assert_int_eq(x.attempt, 3);
+	res_free(&x);
+
+	t.w.compensate = 0;
+	t.w.attempt = 0;
+	update(base, st, &t, 2, &x);
+	ck_assert_msg(x.r == STORE_OK, "%s %s", store_result_name(x.r), x.err);
+	get_one(base, st, "s-phase", &x);
+	ck_assert_int_eq(x.compensate, 0);
+	ck_assert_int_eq(x.attempt, 0);
+	res_free(&x);
 	store_free(st);
 	event_base_free(base);
 }
@@ -1069,6 +1115,7 @@ main(void)
 	tcase_add_test(tc,
 	    update_with_current_rev_wins_and_stale_rev_conflicts);
 	tcase_add_test(tc, concurrent_updates_on_one_rev_have_one_winner);
+	tcase_add_test(tc, update_keeps_the_pending_phase_and_its_attempts);
 	tcase_add_test(tc,
 	    events_are_appended_in_order_and_readable_from_the_start);
 	tcase_add_test(tc, watch_follows_a_saga_written_by_another_store);

@@ -9,9 +9,14 @@
  * and EOF on the parent pipe (or PR_SET_PDEATHSIG, or a changed getppid())
  * means the master died and the worker must not outlive it.
  *
- * Consuming the topic from NATS JetStream is not here yet: it arrives with
- * a later issue, behind the message-queue driver interface. Until then the
- * worker idles with no work in flight, and says so in --help.
+ * Its work: it consumes its topic's durable JetStream consumer (through the
+ * bus interface, src/bus.h) and hands every message to the engine
+ * (src/wengine.c), which runs one step's call of a saga from the Redis
+ * store, or, for the "callbacks" topic, one callback delivery. NATS or Redis
+ * down at start is not fatal: both reconnect by themselves and the worker
+ * keeps trying to open its consumer. SIGTERM stops fetching and waits for
+ * the messages in hand to finish (or shutdown_timeout_ms); anything not
+ * acknowledged is redelivered by JetStream to another worker.
  */
 #include "autoconf.h"
 
@@ -27,13 +32,19 @@
 
 #include <event2/event.h>
 
+#include "bus.h"
 #include "config.h"
+#include "grpc/client.h"
 #include "log.h"
 #include "proctitle.h"
+#include "store.h"
 #include "util.h"
+#include "wengine.h"
+#include "work.h"
 
 #define WORKER_EXIT_FATAL	2	/* the master will not respawn us */
 #define WORKER_CRON_MS		1000
+#define WORKER_CONSUME_LOG	30	/* failed consumer opens between logs */
 
 struct worker {
 	const char		*topic;
@@ -53,7 +64,14 @@ struct worker {
 	struct event		*ev_parent, *ev_cron;
 	int			 draining;
 	int64_t			 drain_deadline_ms;
-	int			 inflight;	/* work taken, not yet done */
+
+	struct bus		*bus;
+	struct store		*store;
+	struct grpc_client	*client;
+	struct wengine		*engine;
+	struct bus_consumer	*consumer;
+	int			 consume_fails;
+	int			 store_up;
 };
 
 static void
@@ -74,12 +92,18 @@ usage(FILE *fp)
 	    "master on --ready-fd, and exits when the master goes (EOF on "
 	    "--parent-fd).\n"
 	    "\n"
-	    "NOT YET IMPLEMENTED: consuming the topic from NATS JetStream. "
-	    "That work comes\n"
-	    "with a later issue; this version runs idle, with nothing in "
-	    "flight.\n"
+	    "It consumes its topic from NATS JetStream (nats.url) with at most "
+	    "--concurrency\n"
+	    "messages in hand: for FLOW/NODE each message is one call of the "
+	    "node's action\n"
+	    "or compensation for a saga kept in Redis; for \"callbacks\" each "
+	    "message POSTs an\n"
+	    "ended async saga to its callback URL. SIGTERM stops taking work "
+	    "and finishes\n"
+	    "what is in hand; SIGHUP reloads the config for new messages.\n"
 	    "\n"
-	    "  --topic FLOW/NODE   the topic this process serves\n"
+	    "  --topic FLOW/NODE   the topic this process serves, or "
+	    "\"callbacks\"\n"
 	    "  --instance N        its instance number, from 1\n"
 	    "  --concurrency N     most messages in flight at once\n"
 	    "  --pod-id ID         this pod's id (throttling subjects)\n"
@@ -157,9 +181,10 @@ parse_args(struct worker *w, int argc, char *argv[])
 	while ((c = getopt_long(argc, argv, "+:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 't':
-			if (strchr(optarg, '/') == NULL || optarg[0] == '/')
-				argfail("--topic %s: expected FLOW/NODE",
-				    optarg);
+			if (strcmp(optarg, WORK_CALLBACK_TOPIC) != 0 &&
+			    (strchr(optarg, '/') == NULL || optarg[0] == '/'))
+				argfail("--topic %s: expected FLOW/NODE or "
+				    WORK_CALLBACK_TOPIC, optarg);
 			w->topic = optarg;
 			break;
 		case 'i':
@@ -239,6 +264,8 @@ topic_exists(const struct config *cfg, const char *topic)
 	size_t			 i, n;
 	int			 found = 0;
 
+	if (strcmp(topic, WORK_CALLBACK_TOPIC) == 0)
+		return 1;
 	n = config_topics(cfg, &t);
 	for (i = 0; i < n && !found; i++)
 		found = strcmp(t[i].name, topic) == 0;
@@ -270,12 +297,32 @@ load_config(struct worker *w)
 }
 
 static void
-worker_check_drained(struct worker *w)
+engine_log(enum wengine_level lv, const char *id, const char *msg, void *arg)
 {
-	if (w->draining && w->inflight == 0) {
-		log_info("drained: exiting");
-		event_base_loopexit(w->base, NULL);
+	switch (lv) {
+	case WENGINE_WARN:
+		log_warnx("%s%s%s", id != NULL ? id : "", id != NULL ? ": " :
+		    "", msg);
+		break;
+	case WENGINE_INFO:
+		log_info("%s%s%s", id != NULL ? id : "", id != NULL ? ": " :
+		    "", msg);
+		break;
+	default:
+		log_debug("%s%s%s", id != NULL ? id : "", id != NULL ? ": " :
+		    "", msg);
+		break;
 	}
+}
+
+static void
+drained_cb(struct bus_consumer *c, void *arg)
+{
+	struct worker *w = arg;
+
+	w->consumer = NULL;
+	log_info("drained: exiting");
+	event_base_loopexit(w->base, NULL);
 }
 
 static void
@@ -285,8 +332,77 @@ worker_drain(struct worker *w, const char *why)
 		return;
 	w->draining = 1;
 	w->drain_deadline_ms = util_mono_ms() + w->cfg->shutdown_timeout_ms;
-	log_info("%s: draining %d in flight", why, w->inflight);
-	worker_check_drained(w);
+	log_info("%s: draining %d in flight", why,
+	    wengine_inflight(w->engine));
+	if (w->consumer != NULL)
+		bus_consumer_stop(w->consumer, drained_cb, w);
+	else {
+		log_info("drained: exiting");
+		event_base_loopexit(w->base, NULL);
+	}
+}
+
+/*
+ * Opens the topic's consumer once the bus is connected. It fails while the
+ * master has not declared the stream yet, or NATS is away: the cron and the
+ * bus's state callback try again.
+ */
+static void
+worker_consume(struct worker *w)
+{
+	struct bus_consumer_opts	 o;
+	char				 err[SAGAD_ERRLEN];
+
+	if (w->consumer != NULL || w->draining || !bus_is_connected(w->bus))
+		return;
+	wengine_consumer_opts(w->engine, w->concurrency, &o);
+	w->consumer = bus_consume(w->bus, &o, wengine_handle, w->engine, err,
+	    sizeof(err));
+	if (w->consumer == NULL) {
+		if (w->consume_fails++ % WORKER_CONSUME_LOG == 0)
+			log_warnx("consumer %s on %s: %s (trying again)",
+			    o.durable, o.filter, err);
+		return;
+	}
+	w->consume_fails = 0;
+	log_info("consuming %s as %s: concurrency %d, max ack pending %d, "
+	    "ack wait %d ms", o.filter, o.durable, o.concurrency,
+	    o.max_ack_pending, o.ack_wait_ms);
+}
+
+static void
+bus_state_changed(struct bus *bus, enum bus_state st, void *arg)
+{
+	struct worker *w = arg;
+
+	switch (st) {
+	case BUS_CONNECTED:
+	case BUS_RECONNECTED:
+		log_info("NATS %s", st == BUS_CONNECTED ? "connected" :
+		    "reconnected");
+		worker_consume(w);
+		break;
+	case BUS_DISCONNECTED:
+		log_warnx("NATS connection lost: reconnecting");
+		break;
+	case BUS_CLOSED:
+		log_warnx("NATS connection closed for good");
+		break;
+	}
+}
+
+static void
+store_status(int up, const char *why, void *arg)
+{
+	struct worker *w = arg;
+
+	if (up == w->store_up)
+		return;
+	w->store_up = up;
+	if (up)
+		log_info("Redis connected");
+	else
+		log_warnx("Redis unavailable: %s", why != NULL ? why : "");
 }
 
 /*
@@ -305,6 +421,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct worker	*w = arg;
 	struct config	*cfg;
+	char		 err[SAGAD_ERRLEN];
 
 	switch (sig) {
 	case SIGTERM:
@@ -317,6 +434,13 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		if ((cfg = load_config(w)) == NULL) {
 			log_warnx("reload failed: keeping the running "
 			    "configuration");
+			break;
+		}
+		if (wengine_set_config(w->engine, cfg, err,
+		    sizeof(err)) == -1) {
+			log_warnx("reload: %s: keeping the running "
+			    "configuration", err);
+			config_free(cfg);
 			break;
 		}
 		config_free(w->cfg);
@@ -357,9 +481,10 @@ cron_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (w->draining && util_mono_ms() >= w->drain_deadline_ms) {
 		log_warnx("drain timed out with %d in flight: exiting",
-		    w->inflight);
+		    wengine_inflight(w->engine));
 		event_base_loopexit(w->base, NULL);
 	}
+	worker_consume(w);
 }
 
 static struct event *
@@ -374,13 +499,78 @@ add_event(struct worker *w, evutil_socket_t fd, short what,
 	return ev;
 }
 
+/* Redis, NATS, the gRPC client and the engine; none needs its peer up. */
+static void
+worker_open(struct worker *w)
+{
+	struct store_params	 sp;
+	struct bus_opts		 bo;
+	struct wengine_params	 ep;
+	char			 err[SAGAD_ERRLEN], name[300];
+
+	memset(&sp, 0, sizeof(sp));
+	sp.host = w->cfg->redis.host;
+	sp.port = w->cfg->redis.port;
+	sp.saga_ttl = w->cfg->redis.saga_ttl;
+	if ((w->store = store_new(w->base, &sp, err, sizeof(err))) == NULL)
+		fatalx("redis: %s", err);
+	store_set_status_cb(w->store, store_status, w);
+	if ((w->client = grpc_client_new(w->base, NULL, err,
+	    sizeof(err))) == NULL)
+		fatalx("gRPC client: %s", err);
+	memset(&bo, 0, sizeof(bo));
+	bo.url = w->cfg->nats.url;
+	bo.stream = w->cfg->nats.stream;
+	bo.replicas = w->cfg->nats.replicas;
+	snprintf(name, sizeof(name), "sagad-worker %s %s #%d", w->pod_id,
+	    w->topic, w->instance);
+	bo.name = name;
+	bo.state_cb = bus_state_changed;
+	bo.state_arg = w;
+	if ((w->bus = bus_open(w->base, &bo, err, sizeof(err))) == NULL)
+		fatalx("nats: %s", err);
+	memset(&ep, 0, sizeof(ep));
+	ep.base = w->base;
+	ep.bus = w->bus;
+	ep.store = w->store;
+	ep.client = w->client;
+	ep.cfg = w->cfg;
+	ep.topic = w->topic;
+	ep.log = engine_log;
+	ep.log_arg = w;
+	if ((w->engine = wengine_new(&ep, err, sizeof(err))) == NULL) {
+		log_warnx("%s", err);
+		exit(WORKER_EXIT_FATAL);
+	}
+}
+
+/* In this order: nothing of the engine may run once the bus is gone. */
+static void
+worker_close(struct worker *w)
+{
+	struct wengine_stats st;
+
+	wengine_stats(w->engine, &st);
+	log_debug("exiting: %llu messages, %llu calls, %llu republished, "
+	    "%llu sagas ended, %llu callbacks delivered, %llu given up",
+	    (unsigned long long)st.messages, (unsigned long long)st.calls,
+	    (unsigned long long)st.republished, (unsigned long long)st.ended,
+	    (unsigned long long)st.delivered, (unsigned long long)st.given_up);
+	wengine_close(w->engine);
+	bus_close(w->bus);
+	store_free(w->store);
+	wengine_free(w->engine);
+	grpc_client_free(w->client);
+	bus_fini();
+}
+
 int
 main(int argc, char *argv[])
 {
 	struct worker	 w;
 	struct timeval	 tv = { WORKER_CRON_MS / 1000, 0 };
 	const char	*crash;
-	char		 prefix[300];
+	char		 prefix[300], err[SAGAD_ERRLEN];
 
 	(void)proctitle_init(argc, argv);
 	parse_args(&w, argc, argv);
@@ -402,6 +592,9 @@ main(int argc, char *argv[])
 		log_warn("log_file %s", w.cfg->log_file);
 
 	signal(SIGPIPE, SIG_IGN);
+	/* cnats hands messages over from its threads: before the base. */
+	if (bus_init(err, sizeof(err)) == -1)
+		fatalx("%s", err);
 	if ((w.base = event_base_new()) == NULL)
 		fatalx("cannot create the event base");
 	w.ev_term = add_event(&w, SIGTERM, EV_SIGNAL | EV_PERSIST, signal_cb,
@@ -417,19 +610,22 @@ main(int argc, char *argv[])
 	w.ev_parent = add_event(&w, w.parent_fd, EV_READ | EV_PERSIST,
 	    parent_cb, NULL);
 	w.ev_cron = add_event(&w, -1, EV_PERSIST, cron_cb, &tv);
+	w.store_up = 1;		/* log the first loss */
 
 	/* The master may have gone while we started. */
 	if (w.ppid == 1 || kill(w.ppid, 0) == -1)
 		exit(1);
 
+	worker_open(&w);
 	if (write(w.ready_fd, "ready\n", 6) != 6)
 		log_warn("ready pipe");
 	close(w.ready_fd);
-	log_debug("ready: concurrency %d, pod %s (idle: consuming is not "
-	    "implemented yet)", w.concurrency, w.pod_id);
+	log_debug("ready: concurrency %d, pod %s", w.concurrency, w.pod_id);
+	worker_consume(&w);
 
 	event_base_dispatch(w.base);
 
+	worker_close(&w);
 	event_free(w.ev_term);
 	event_free(w.ev_int);
 	event_free(w.ev_hup);

@@ -1,0 +1,53 @@
+#!/bin/bash
+# t/async.sh - async sagas end to end: a real nats-server -js, redis-server,
+# the booking participants, a python callback receiver and a real sagad
+# whose sagad-worker processes run the steps; driven by python3-grpcio
+# (t/py/async_test.py): completion, rollback, retries through the bus,
+# business failures, callbacks (JSON, 5xx retried, 4xx not, dead receiver
+# given up), then a worker's graceful drain on SIGTERM.
+
+. "$top_srcdir/t/lib.sh"
+lib_init
+
+ORDER=$top_builddir/examples/booking/order
+PAYMENT=$top_builddir/examples/booking/payment
+[ -x "$top_builddir/sagad" ] && [ -x "$ORDER" ] && [ -x "$PAYMENT" ] ||
+	fail "build first"
+[ -x "${PYTHON_GRPC:-}" ] || { echo "no python3 with grpcio: skipped"; exit 77; }
+[ -x "${PROTOC:-}" ] || { echo "no protoc: skipped"; exit 77; }
+command -v redis-server >/dev/null || { echo "no redis-server: skipped"; exit 77; }
+command -v nats-server >/dev/null || { echo "no nats-server: skipped"; exit 77; }
+
+. "$top_srcdir/t/sync_lib.sh"
+. "$top_srcdir/t/async_lib.sh"
+sync_gen
+
+start_nats
+start_redis
+start_participant order "$ORDER"
+ORDER_PORT=$PORT
+start_participant payment "$PAYMENT"
+PAYMENT_PORT=$PORT
+start_receiver
+DEAD_PORT=$(free_port)
+SAGAD_PORT=$(free_port)
+async_conf pod-a "$SAGAD_PORT" 2 20 >"$LIB_TMP/sagad.conf"
+start_sagad "$LIB_TMP/sagad.conf" sagad
+# Two topics of two workers each, and the callbacks worker.
+wait_workers 5
+export ORDER_PORT PAYMENT_PORT SAGAD_PORT DEAD_PORT LIB_TMP
+
+"$PYTHON_GRPC" "$top_srcdir/t/py/async_test.py" main || fail "async_test.py"
+
+# A worker told to stop finishes what it holds and exits 0; the master
+# starts another in its place.
+pid=$(worker_pids | head -n 1)
+[ -n "$pid" ] || fail "no worker process"
+kill -TERM "$pid"
+for _ in $(seq 100); do
+	kill -0 "$pid" 2>/dev/null || break
+	sleep 0.1
+done
+kill -0 "$pid" 2>/dev/null && fail "worker $pid still runs 10 s after SIGTERM"
+grep -q "drained: exiting" "$LIB_TMP/sagad.log" || fail "no drain line"
+pass "a worker drains and exits on SIGTERM"

@@ -1,0 +1,45 @@
+# t/async_lib.sh - what t/async.sh and t/crash.sh share, on top of t/lib.sh
+# and t/sync_lib.sh: the async test config, the callback receiver and the
+# worker processes of a sagad. Source it after lib_init.
+
+# shellcheck shell=bash
+
+# async_conf POD PORT WORKERS CONCURRENCY: t/conf/async.conf.in, on stdout.
+async_conf() {
+	sed -e "s|@POD@|$1|" -e "s|@LISTEN@|127.0.0.1:$2|" \
+	    -e "s|@NATS_URL@|$NATS_URL|" \
+	    -e "s|@REDIS_PORT@|$REDIS_PORT|" \
+	    -e "s|@ORDER@|127.0.0.1:${ORDER_PORT:-1}|" \
+	    -e "s|@PAYMENT@|127.0.0.1:${PAYMENT_PORT:-1}|" \
+	    -e "s|@WORKERS@|$3|" -e "s|@CONCURRENCY@|$4|" \
+	    "$top_srcdir/t/conf/async.conf.in"
+}
+
+# start_receiver: t/py/async_receiver.py; sets RECEIVER_PORT, RECEIVER_LOG.
+start_receiver() {
+	RECEIVER_PORT=$(free_port)
+	RECEIVER_LOG=$LIB_TMP/callbacks.jsonl
+	: >"$RECEIVER_LOG"
+	"$PYTHON_GRPC" "$top_srcdir/t/py/async_receiver.py" "$RECEIVER_PORT" \
+		"$RECEIVER_LOG" >"$LIB_TMP/receiver.log" 2>&1 &
+	track $!
+	wait_port "$RECEIVER_PORT" || fail "async_receiver.py did not listen"
+	export RECEIVER_PORT RECEIVER_LOG
+}
+
+# worker_pids: the pids of SAGAD_PID's children (its workers), one a line.
+worker_pids() {
+	pgrep -P "$SAGAD_PID"
+}
+
+# wait_workers N [SECONDS]: until sagad runs N workers that opened their
+# consumers (each logs "consuming ..." once).
+wait_workers() {
+	local n=$1 secs=${2:-20} i
+	for i in $(seq $((secs * 10))); do
+		[ "$(grep -c 'consuming saga\.work' "$LIB_TMP/sagad.log")" -ge "$n" ] &&
+			return 0
+		sleep 0.1
+	done
+	fail "fewer than $n workers consuming after ${secs}s"
+}
