@@ -43,3 +43,16 @@ wait_workers() {
 	done
 	fail "fewer than $n workers consuming after ${secs}s"
 }
+
+# restart_nats: stops nats-server and starts it again on the same port with
+# the same JetStream store directory (its streams and consumers survive).
+restart_nats() {
+	kill -TERM "$NATS_PID"
+	wait "$NATS_PID" 2>/dev/null
+	sleep "${1:-1}"
+	nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$LIB_TMP/nats" \
+		>>"$LIB_TMP/nats.log" 2>&1 &
+	NATS_PID=$!
+	track "$NATS_PID"
+	wait_port "$NATS_PORT"
+}
