@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "util.h"
+#include "work.h"
 
 /* The groups a key can live in. */
 enum key_scope {
@@ -1473,12 +1474,16 @@ config_topics(const struct config *cfg, struct config_topic **out)
 {
 	struct config_topic	*t;
 	size_t			 n = 0;
+	int			 async = 0;
 
-	for (size_t i = 0; i < cfg->nflows; i++)
+	for (size_t i = 0; i < cfg->nflows; i++) {
 		if (cfg->flows[i].mode == SAGA_MODE_ASYNC ||
 		    cfg->flows[i].mode == SAGA_MODE_THROTTLING)
 			n += cfg->flows[i].nsteps;
-	*out = t = util_xcalloc(n, sizeof(*t));
+		if (cfg->flows[i].mode == SAGA_MODE_ASYNC)
+			async = 1;
+	}
+	*out = t = util_xcalloc(n + (size_t)async, sizeof(*t));
 	for (size_t i = 0; i < cfg->nflows; i++) {
 		const struct config_flow *f = &cfg->flows[i];
 
@@ -1497,6 +1502,16 @@ config_topics(const struct config *cfg, struct config_topic **out)
 			t->workers = nd->workers;
 			t->concurrency = nd->concurrency;
 		}
+	}
+	if (async) {
+		/* Async sagas report their end by callback: its deliverer. */
+		t->flow = t->step = t->node = CONFIG_TOPIC_NONE;
+		t->mode = SAGA_MODE_ASYNC;
+		snprintf(t->name, sizeof(t->name), "%s", WORK_CALLBACK_TOPIC);
+		t->workers = CONFIG_CALLBACK_WORKERS;
+		t->concurrency = CONFIG_CALLBACK_CONCURRENCY;
+		t->callbacks = 1;
+		n++;
 	}
 	return n;
 }

@@ -126,8 +126,15 @@ const struct config_service *config_service_find(const struct config *,
 /*
  * A worker topic: one (flow, node) of an async or throttling flow, which the
  * supervisor runs `workers` processes for, each taking `concurrency` messages
- * at a time.
+ * at a time. One more topic delivers the callbacks of async sagas: named
+ * WORK_CALLBACK_TOPIC ("callbacks", see work.h), with `callbacks` set and
+ * flow, step and node CONFIG_TOPIC_NONE; it exists whenever an async flow
+ * does.
  */
+#define CONFIG_TOPIC_NONE		((size_t)-1)
+#define CONFIG_CALLBACK_WORKERS		1
+#define CONFIG_CALLBACK_CONCURRENCY	64
+
 struct config_topic {
 	size_t		 flow;		/* index into config.flows */
 	size_t		 step;		/* position in the flow's steps */
@@ -136,9 +143,13 @@ struct config_topic {
 	char		 name[2 * CONFIG_NAME_MAX + 2];	/* "Flow/Node" */
 	int		 workers;
 	int		 concurrency;
+	int		 callbacks;	/* the callback delivery topic */
 };
 
-/* Every topic of cfg, in flow then step order; free(*out) when done. */
+/*
+ * Every topic of cfg, in flow then step order, then the callbacks topic if
+ * any flow is async; free(*out) when done.
+ */
 size_t		 config_topics(const struct config *,
 		    struct config_topic **out);
 

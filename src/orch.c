@@ -23,6 +23,7 @@
 #include <event2/event.h>
 
 #include "bus.h"
+#include "callback.h"
 #include "config.h"
 #include "grpc/client.h"
 #include "grpc/grpc.h"
@@ -948,86 +949,41 @@ flow_has_workers(const struct config_flow *flow, enum saga_mode mode)
 
 /*
  * callback_url must be http://host[:port][/path] with host in
- * callbacks.allow (compared without case). Returns 1, or 0 with err.
+ * callbacks.allow: parsed and matched by callback.c, as the callbacks
+ * worker does when it sends, so that what Run accepts can be delivered.
+ * Returns 1, or 0 with err.
  */
 static int
 callback_url_ok(const struct config *cfg, const char *url, char *err,
     size_t errlen)
 {
-	const char	*h, *end, *p;
-	size_t		 hlen, n = strlen(url);
-	long		 port;
+	char	host[CALLBACK_HOST_MAX], path[CALLBACK_PATH_MAX], why[256];
+	size_t	n = strlen(url);
+	int	port;
 
 	if (n > ORCH_URL_MAX) {
 		snprintf(err, errlen, "callback_url: expected at most %d bytes, "
 		    "got %zu", ORCH_URL_MAX, n);
 		return 0;
 	}
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)url[i] <= 0x20 || url[i] == 0x7f) {
-			snprintf(err, errlen, "callback_url: expected a URL "
-			    "without spaces or control characters");
-			return 0;
-		}
 	if (strncasecmp(url, "https://", 8) == 0) {
 		snprintf(err, errlen, "callback_url: https is not supported; "
 		    "expected http://host[:port]/path");
 		return 0;
 	}
-	if (strncasecmp(url, "http://", 7) != 0) {
-		snprintf(err, errlen, "callback_url: expected "
-		    "http://host[:port]/path");
+	if (callback_url_parse(url, host, sizeof(host), &port, path,
+	    sizeof(path), why, sizeof(why)) == -1) {
+		snprintf(err, errlen, "callback_url: %s; expected "
+		    "http://host[:port]/path", why);
 		return 0;
 	}
-	h = url + 7;
-	if (*h == '[') {
-		/* An IPv6 literal: the allow list names it without brackets. */
-		if ((end = strchr(h, ']')) == NULL) {
-			snprintf(err, errlen, "callback_url: unterminated "
-			    "[IPv6] host");
-			return 0;
-		}
-		h++;
-		hlen = (size_t)(end - h);
-		p = end + 1;
-	} else {
-		hlen = strcspn(h, ":/?#@");
-		p = h + hlen;
-		if (*p == '@') {
-			snprintf(err, errlen, "callback_url: user info is not "
-			    "supported");
-			return 0;
-		}
-	}
-	if (hlen == 0) {
-		snprintf(err, errlen, "callback_url: expected a host after "
-		    "http://");
+	if (!callback_host_allowed(host, cfg->callbacks.allow,
+	    cfg->callbacks.nallow)) {
+		snprintf(err, errlen, "callback_url: host %s is not in "
+		    "callbacks.allow", host);
 		return 0;
 	}
-	if (*p == ':') {
-		char *pe;
-
-		port = strtol(p + 1, &pe, 10);
-		if (pe == p + 1 || port < 1 || port > 65535 ||
-		    (*pe != '\0' && *pe != '/' && *pe != '?')) {
-			snprintf(err, errlen, "callback_url: expected a port "
-			    "from 1 to 65535 after the host");
-			return 0;
-		}
-		p = pe;
-	}
-	if (*p != '\0' && *p != '/' && *p != '?') {
-		snprintf(err, errlen, "callback_url: expected "
-		    "http://host[:port]/path");
-		return 0;
-	}
-	for (size_t i = 0; i < cfg->callbacks.nallow; i++)
-		if (strlen(cfg->callbacks.allow[i]) == hlen &&
-		    strncasecmp(cfg->callbacks.allow[i], h, hlen) == 0)
-			return 1;
-	snprintf(err, errlen, "callback_url: host %.*s is not in "
-	    "callbacks.allow", (int)(hlen > 255 ? 255 : hlen), h);
-	return 0;
+	return 1;
 }
 
 /* --- holds: throttling calls waiting for their saga's end --- */

@@ -59,8 +59,10 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
+trap 'exit 0' TERM
 echo ready >&"$rfd"
-exec cat <&"$pfd" >/dev/null
+cat <&"$pfd" >/dev/null &
+wait
 EOW
 chmod +x "$LIB_TMP/parked-worker"
 

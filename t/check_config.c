@@ -181,7 +181,8 @@ START_TEST(sample_config_topics)
 	size_t			 n;
 
 	n = config_topics(cfg, &t);
-	ck_assert_uint_eq(n, 4);	/* 2 nodes of AsyncBooking, Throttling */
+	/* 2 nodes of AsyncBooking, 2 of Throttling, then the callbacks. */
+	ck_assert_uint_eq(n, 5);
 	ck_assert_str_eq(t[0].name, "AsyncBooking/CreateOrder");
 	ck_assert_int_eq(t[0].mode, SAGA_MODE_ASYNC);
 	ck_assert_int_eq(t[0].workers, 2);
@@ -193,6 +194,48 @@ START_TEST(sample_config_topics)
 	ck_assert_int_eq(t[3].mode, SAGA_MODE_THROTTLING);
 	ck_assert_str_eq(cfg->flows[t[3].flow].name, "ThrottlingBooking");
 	ck_assert_str_eq(cfg->nodes[t[3].node].name, "CreatePayment");
+	ck_assert_int_eq(t[3].callbacks, 0);
+	ck_assert_str_eq(t[4].name, "callbacks");
+	ck_assert_int_eq(t[4].callbacks, 1);
+	ck_assert_int_eq(t[4].workers, 1);
+	ck_assert_int_eq(t[4].concurrency, 64);
+	ck_assert(t[4].flow == CONFIG_TOPIC_NONE);
+	free(t);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(topics_callbacks_only_with_an_async_flow)
+{
+	struct config		*cfg;
+	struct config_topic	*t;
+	size_t			 n;
+
+	cfg = load(BASE "flows = { T = { mode = \"throttling\"; "
+	    "steps = [ \"A\" ]; }; S = { steps = [ \"A\" ]; }; };\n",
+	    "pod-t");
+	ck_assert_msg(cfg != NULL, "%s", err);
+	n = config_topics(cfg, &t);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(t[0].name, "T/A");
+	ck_assert_int_eq(t[0].callbacks, 0);
+	free(t);
+	config_free(cfg);
+
+	cfg = load(BASE "flows = { S = { steps = [ \"A\" ]; }; };\n",
+	    "pod-t");
+	ck_assert_msg(cfg != NULL, "%s", err);
+	n = config_topics(cfg, &t);
+	ck_assert_uint_eq(n, 0);
+	free(t);
+	config_free(cfg);
+
+	cfg = load(BASE "flows = { X = { mode = \"async\"; "
+	    "steps = [ \"A\" ]; }; };\n", "pod-t");
+	ck_assert_msg(cfg != NULL, "%s", err);
+	n = config_topics(cfg, &t);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(t[1].name, "callbacks");
 	free(t);
 	config_free(cfg);
 }
@@ -867,6 +910,7 @@ config_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, sample_config_loads);
 	tcase_add_test(tc, sample_config_topics);
+	tcase_add_test(tc, topics_callbacks_only_with_an_async_flow);
 	tcase_add_test(tc, defaults_applied);
 	tcase_add_test(tc, empty_file_is_all_defaults);
 	tcase_add_test(tc, node_timeout_inherits_service);

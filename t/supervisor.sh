@@ -20,7 +20,9 @@ unset POD_ID SAGAD_WORKER_CRASH_AT_START
 
 # write_conf FILE ORDER_WORKERS PAY_WORKERS [PAY_CONCURRENCY]: async and
 # throttling flows; CreateOrder is in both, so there are 2*ORDER+PAY
-# workers. NATS and Redis are named but not contacted by this version.
+# workers, plus the one that delivers the async flow's callbacks. NATS and
+# Redis are named but nothing listens there: sagad retries in the
+# background.
 write_conf() {
 	cat >"$1" <<EOF
 pod_id = "pod-t";
@@ -103,24 +105,26 @@ pass "flag errors exit 2 with usage; sagad-worker's too"
 # --- count, titles, respawn ------------------------------------------------------
 cp "$T/good.conf" "$T/sagad.conf"
 start_master "$T/master.log" -c "$T/sagad.conf" -p "$T/m.pid"
-wait_for 5 log_has "$T/master.log" "all 5 workers ready in" ||
-	fail "no 'all 5 workers ready' log"
-count_is "$MPID" 5 || fail "$(nworkers "$MPID") workers, want 5"
+wait_for 5 log_has "$T/master.log" "all 6 workers ready in" ||
+	fail "no 'all 6 workers ready' log"
+count_is "$MPID" 6 || fail "$(nworkers "$MPID") workers, want 6"
 [ "$(cat "$T/m.pid")" = "$MPID" ] || fail "pidfile does not hold $MPID"
 ps -o args= -p "$MPID" | grep -qx "sagad: master" || fail "master title: $(ps -o args= -p "$MPID")"
 ps -o args= --ppid "$MPID" | grep -qx "sagad: worker AsyncBooking/CreateOrder #2" ||
 	fail "worker titles: $(ps -o args= --ppid "$MPID")"
 ps -o args= --ppid "$MPID" | grep -qx "sagad: worker ThrottlingBooking/CreateOrder #1" ||
 	fail "worker titles: $(ps -o args= --ppid "$MPID")"
-pass "5 workers for the config, titled; master titled and in the pidfile"
+ps -o args= --ppid "$MPID" | grep -qx "sagad: worker callbacks #1" ||
+	fail "no callbacks worker: $(ps -o args= --ppid "$MPID")"
+pass "6 workers for the config (callbacks too), titled; master titled and in the pidfile"
 
 victim=$(worker_pids "$MPID" | head -n1)
 kill -9 "$victim"
-wait_for 5 eval 'count_is "$MPID" 5 && ! worker_pids "$MPID" | grep -qx "$victim"' ||
+wait_for 5 eval 'count_is "$MPID" 6 && ! worker_pids "$MPID" | grep -qx "$victim"' ||
 	fail "worker $victim not replaced: $(worker_pids "$MPID" | tr '\n' ' ')"
 grep -q "(pid $victim) killed by signal 9.*restarting in" "$T/master.log" ||
 	fail "the loss of $victim was not logged"
-pass "kill -9 of a worker: logged and respawned (5 again)"
+pass "kill -9 of a worker: logged and respawned (6 again)"
 
 # --- SIGHUP ------------------------------------------------------------------------
 before=$(worker_pids "$MPID")
@@ -128,14 +132,14 @@ order_before=$(ps -o pid=,args= --ppid "$MPID" | awk '/CreateOrder/ { print $1 }
 pay_before=$(ps -o pid=,args= --ppid "$MPID" | awk '/CreatePayment/ { print $1 }')
 write_conf "$T/sagad.conf" 4 2 7
 kill -HUP "$MPID"
-wait_for 5 eval 'count_is "$MPID" 10 && ! alive "$pay_before"' ||
-	fail "after SIGHUP x2: $(nworkers "$MPID") workers, want 10; old CreatePayment $pay_before alive?"
+wait_for 5 eval 'count_is "$MPID" 11 && ! alive "$pay_before"' ||
+	fail "after SIGHUP x2: $(nworkers "$MPID") workers, want 11; old CreatePayment $pay_before alive?"
 for p in $order_before; do
 	alive "$p" || fail "SIGHUP restarted CreateOrder worker $p, whose settings did not change"
 done
-wait_for 5 log_has "$T/master.log" "all 10 workers ready in" || fail "no 'all 10 workers ready'"
+wait_for 5 log_has "$T/master.log" "all 11 workers ready in" || fail "no 'all 11 workers ready'"
 grep -q "concurrency 5 -> 7" "$T/master.log" || fail "the replacement was not logged"
-pass "SIGHUP with doubled counts: 10 workers; unchanged ones kept, changed concurrency replaced"
+pass "SIGHUP with doubled counts: 11 workers; unchanged ones kept, changed concurrency replaced"
 
 before=$(worker_pids "$MPID")
 cp "$T/bad.conf" "$T/sagad.conf"
@@ -148,7 +152,7 @@ pass "SIGHUP with a broken config: errors logged, workers untouched"
 
 write_conf "$T/sagad.conf" 1 1 7
 kill -HUP "$MPID"
-wait_for 5 count_is "$MPID" 3 || fail "after SIGHUP to 1+1: $(nworkers "$MPID") workers, want 3"
+wait_for 5 count_is "$MPID" 4 || fail "after SIGHUP to 1+1: $(nworkers "$MPID") workers, want 4"
 grep -q "retired: draining" "$T/master.log" || fail "retirement not logged"
 pass "SIGHUP with fewer workers: the extra ones drained and gone"
 
@@ -163,8 +167,10 @@ grep -q "all workers stopped" "$T/master.log" || fail "no 'all workers stopped'"
 pass "SIGTERM: exit 0, pidfile removed, no worker left"
 
 # --- a worker that dies at start: backoff --------------------------------------------
+# One worker only: a throttling flow of one node (no async flow, so no
+# callbacks worker).
 write_conf "$T/one.conf" 1 1
-sed -i 's/steps = \[ "CreateOrder" \]; };/steps = [ "CreatePayment" ]; };/; /ThrottlingBooking/d; s/"CreateOrder", "CreatePayment"/"CreatePayment"/' "$T/one.conf"
+sed -i 's/steps = \[ "CreateOrder" \]; };/steps = [ "CreatePayment" ]; };/; /ThrottlingBooking/d; s/"CreateOrder", "CreatePayment"/"CreatePayment"/; s/mode = "async"/mode = "throttling"/' "$T/one.conf"
 "$SAGAD" -t -c "$T/one.conf" >/dev/null || fail "one.conf is not valid"
 SAGAD_WORKER_CRASH_AT_START=1 start_master "$T/crash.log" -c "$T/one.conf" -p "$T/c.pid"
 wait_for 6 eval '[ "$(grep -c "exited with status 1.*restarting" "$T/crash.log")" -ge 5 ]' ||
@@ -199,7 +205,7 @@ pass "a worker exiting 2 is logged as fatal and not respawned"
 
 # --- kill -9 of the master: no orphan ---------------------------------------------------
 start_master "$T/orphan.log" -c "$T/good.conf" -p "$T/o.pid"
-wait_for 5 log_has "$T/orphan.log" "all 5 workers ready in" || fail "orphan test: workers not ready"
+wait_for 5 log_has "$T/orphan.log" "all 6 workers ready in" || fail "orphan test: workers not ready"
 kids=$(worker_pids "$MPID")
 disown "$MPID"	# no "Killed" job notice
 kill -9 "$MPID"
@@ -214,7 +220,7 @@ dpid=$(cat "$T/d.pid")
 track "$dpid"
 alive "$dpid" || fail "daemon $dpid from the pidfile is not running"
 [ "$(ps -o ppid= -p "$dpid" | tr -d ' ')" != "$$" ] || fail "the daemon is still our child"
-wait_for 5 log_has "$T/daemon.log" "all 3 workers ready in" || fail "daemon: workers not ready"
+wait_for 5 log_has "$T/daemon.log" "all 4 workers ready in" || fail "daemon: workers not ready"
 out=$("$SAGAD" -d -c "$T/daemon.conf" -p "$T/d.pid" 2>&1); rc=$?
 [ "$rc" -eq 1 ] || fail "a second sagad on the same pidfile: rc $rc, want 1"
 case $out in *"already running"*) ;; *) fail "second sagad said: $out" ;; esac
@@ -222,8 +228,8 @@ case $out in *"already running"*) ;; *) fail "second sagad said: $out" ;; esac
 kids=$(worker_pids "$dpid")
 mv "$T/daemon.log" "$T/daemon.log.1"
 kill -USR1 "$dpid"
-wait_for 5 eval '[ "$(grep -c "SIGUSR1: log file reopened" "$T/daemon.log" 2>/dev/null)" -eq 4 ]' ||
-	fail "SIGUSR1: master and 3 workers did not reopen the log file"
+wait_for 5 eval '[ "$(grep -c "SIGUSR1: log file reopened" "$T/daemon.log" 2>/dev/null)" -eq 5 ]' ||
+	fail "SIGUSR1: master and 4 workers did not reopen the log file"
 grep -q "sagad\[$dpid\] info: SIGUSR1: log file reopened" "$T/daemon.log" || fail "the master did not reopen"
 [ "$(worker_pids "$dpid")" = "$kids" ] || fail "SIGUSR1 changed the workers"
 pass "SIGUSR1: master and workers reopen log_file (rotation), workers unchanged"

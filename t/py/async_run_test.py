@@ -83,8 +83,9 @@ def accepted(o):
                        ("http://127.0.0.2:80/h", "not in callbacks.allow"),
                        ("https://127.0.0.1/h", "https is not supported"),
                        ("ftp://127.0.0.1/h", "http://host"),
-                       ("http:///nohost", "host"),
-                       ("http://127.0.0.1:99999/h", "port")):
+                       ("http:///nohost", "http://host"),
+                       ("http://127.0.0.1:99999/h", "http://host"),
+                       ("not a url", "http://host")):
         d = expect_error(SC.INVALID_ARGUMENT, run_req, o, "AsyncBooking",
                          "a-badcb", callback=url)
         check(words in d, "%s refused with %r, want %r" % (url, d, words))
