@@ -17,7 +17,8 @@ INITD=$top_builddir/etc/init.d/sagad
 export SAGAD_WORKER=$top_builddir/sagad-worker
 unset POD_ID SAGAD_WORKER_CRASH_AT_START DAEMON CONFIG PIDFILE DAEMON_OPTS
 
-# conf FILE WORKERS: one async flow of one node.
+# conf FILE WORKERS: one throttling flow of one node (throttling, not async,
+# so that no callbacks worker joins the count).
 conf() {
 	cat >"$1" <<EOF
 listen = "127.0.0.1:$(free_port)";
@@ -28,7 +29,7 @@ redis = { host = "127.0.0.1"; port = 6379; };
 services = { order = { address = "127.0.0.1:50051"; }; };
 nodes = { CreateOrder = { service = "order"; action = "/booking.Order/Create";
                           workers = $2; }; };
-flows = { AsyncBooking = { mode = "async"; steps = [ "CreateOrder" ]; }; };
+flows = { TBooking = { mode = "throttling"; steps = [ "CreateOrder" ]; }; };
 EOF
 }
 
