@@ -4,7 +4,8 @@
 # whose sagad-worker processes run the steps; driven by python3-grpcio
 # (t/py/async_test.py): completion, rollback, retries through the bus,
 # business failures, callbacks (JSON, 5xx retried, 4xx not, dead receiver
-# given up), then a worker's graceful drain on SIGTERM.
+# given up), a reload of the workers' retries by SIGHUP, then a worker's
+# graceful drain on SIGTERM.
 
 . "$top_srcdir/t/lib.sh"
 lib_init
@@ -38,6 +39,15 @@ wait_workers 5
 export ORDER_PORT PAYMENT_PORT SAGAD_PORT DEAD_PORT LIB_TMP
 
 "$PYTHON_GRPC" "$top_srcdir/t/py/async_test.py" main || fail "async_test.py"
+
+# SIGHUP: the master passes it on and the workers take the new retries.
+sed -i '/^  CreatePayment/,/};/s/retries = 2;/retries = 0;/' "$LIB_TMP/sagad.conf"
+grep -q 'compensate_retries = 5; backoff_ms = 50;' "$LIB_TMP/sagad.conf" ||
+	fail "config edit"
+kill -HUP "$SAGAD_PID"
+sleep 1
+"$PYTHON_GRPC" "$top_srcdir/t/py/async_test.py" reload ||
+	fail "async_test.py reload"
 
 # A worker told to stop finishes what it holds and exits 0; the master
 # starts another in its place.

@@ -115,6 +115,11 @@ def check(out, secs):
             len(pending), len(ids), secs, ex, states))
     print("all %d sagas final %.1fs after the load" % (
         len(ids), time.time() - t0), flush=True)
+    first = min(s.created_unix_ms for s in sagas.values())
+    last = max(s.updated_unix_ms for s in sagas.values())
+    span = max(last - first, 1) / 1000.0
+    print("first created to last ended: %.1fs, %.0f sagas/s completed" % (
+        span, len(ids) / span), flush=True)
 
     recs = {"CreateOrder": order.records(), "CreatePayment": payment.records()}
     counts = {}

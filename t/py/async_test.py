@@ -4,7 +4,7 @@ the sagas in Redis (t/async.sh starts everything): completion, rollback,
 retries delayed through the bus, business failures not retried, and
 callbacks (the JSON, retried on 5xx, given up on a dead receiver).
 
-Usage: async_test.py main
+Usage: async_test.py main|reload
 """
 
 import base64
@@ -227,5 +227,16 @@ def main():
     test_callbacks(o)
 
 
+def reload():
+    """After a SIGHUP that set CreatePayment's retries to 0."""
+    o = orch()
+    payment = Participant(int(os.environ["PAYMENT_PORT"]), "payment")
+    start(o, "as-hup", {"amount": "10", "flaky": "payment:1"})
+    s = final(o, "as-hup")
+    equal(s.state, S.STATE_COMPENSATED, "flaky saga after retries = 0")
+    equal(payment.record("as-hup").creates, 1, "payment Creates")
+    ok("SIGHUP: the workers apply a node's new retries to new sagas")
+
+
 if __name__ == "__main__":
-    {"main": main}[sys.argv[1]]()
+    {"main": main, "reload": reload}[sys.argv[1]]()
