@@ -72,6 +72,8 @@ struct worker {
 	struct bus_consumer	*consumer;
 	int			 consume_fails;
 	int			 store_up;
+	int64_t			 started_ms;
+	int			 nats_warned;	/* "not reachable yet" said */
 };
 
 static void
@@ -378,6 +380,7 @@ bus_state_changed(struct bus *bus, enum bus_state st, void *arg)
 	switch (st) {
 	case BUS_CONNECTED:
 	case BUS_RECONNECTED:
+		w->nats_warned = 1;
 		log_info("NATS %s", st == BUS_CONNECTED ? "connected" :
 		    "reconnected");
 		worker_consume(w);
@@ -483,6 +486,12 @@ cron_cb(evutil_socket_t fd, short what, void *arg)
 		log_warnx("drain timed out with %d in flight: exiting",
 		    wengine_inflight(w->engine));
 		event_base_loopexit(w->base, NULL);
+	}
+	if (!w->nats_warned && !bus_is_connected(w->bus) &&
+	    util_mono_ms() - w->started_ms >= 5000) {
+		w->nats_warned = 1;
+		log_warnx("NATS %s is not reachable yet: no work until it is",
+		    w->cfg->nats.url);
 	}
 	worker_consume(w);
 }
@@ -616,6 +625,7 @@ main(int argc, char *argv[])
 	if (w.ppid == 1 || kill(w.ppid, 0) == -1)
 		exit(1);
 
+	w.started_ms = util_mono_ms();
 	worker_open(&w);
 	if (write(w.ready_fd, "ready\n", 6) != 6)
 		log_warn("ready pipe");
