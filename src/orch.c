@@ -212,6 +212,8 @@ static void	run_next(struct run *);
 static void	run_call(struct run *);
 static void	run_write(struct run *, void (*)(struct run *));
 static void	run_free(struct run *);
+static void	run_decided(struct run *, const struct saga_action *,
+		    enum saga_state);
 
 static void
 olog(struct orch *o, int warn, const char *id, const char *fmt, ...)
@@ -692,18 +694,27 @@ run_result(struct run *r, int status, const char *msg,
     const struct saga_kv *kv, size_t nkv)
 {
 	struct saga_action	 prev = r->a;
-	struct saga_step	*st = &r->s->steps[prev.step];
 	enum saga_state		 before = r->s->state;
 
 	r->a = saga_step_end(r->s, r->cfg, r->flow, &prev, status, msg, kv,
 	    nkv, util_now_ms(), &r->o->rng);
+	run_decided(r, &prev, before);
+}
+
+/* Records the events of a step's end and acts on the action decided. */
+static void
+run_decided(struct run *r, const struct saga_action *prev,
+    enum saga_state before)
+{
+	struct saga_step *st = &r->s->steps[prev->step];
+
 	if (r->a.kind == SAGA_ACT_WAIT) {
 		/* The failed attempt is an event; the retry comes later. */
-		ev_add(r, st->name, st->state, st->error, prev.attempt);
+		ev_add(r, st->name, st->state, st->error, prev->attempt);
 		run_write(r, run_wait_start);
 		return;
 	}
-	ev_add(r, st->name, st->state, st->error, prev.attempt);
+	ev_add(r, st->name, st->state, st->error, prev->attempt);
 	if (r->s->state != before && r->a.kind != SAGA_ACT_END)
 		ev_add(r, "", r->s->state, r->s->error, 0);
 	/* The result and the next call's start (or the end): one write. */
@@ -759,8 +770,13 @@ run_call(struct run *r)
 	path = r->a.compensate ? node->compensate : node->action;
 	req = step_request(r->s, node, &r->a, &len, err, sizeof(err));
 	if (req == NULL) {
-		/* Nothing to send is the caller's mistake: no retry helps. */
-		run_result(r, GRPC_STATUS_INVALID_ARGUMENT, err, NULL, 0);
+		/* Nothing could be sent: no retry helps, nothing to undo. */
+		struct saga_action	prev = r->a;
+		enum saga_state		before = r->s->state;
+
+		r->a = saga_step_unsent(r->s, r->cfg, r->flow, &prev, err,
+		    util_now_ms());
+		run_decided(r, &prev, before);
 		return;
 	}
 	step_metadata(&md, r->s, r->traceparent);

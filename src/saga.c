@@ -332,6 +332,34 @@ saga_step_end(struct saga *s, const struct config *cfg,
 }
 
 struct saga_action
+saga_step_unsent(struct saga *s, const struct config *cfg,
+    const struct config_flow *flow, const struct saga_action *a,
+    const char *why, int64_t now_ms)
+{
+	struct saga_step *st = &s->steps[a->step];
+
+	s->updated_ms = now_ms;
+	st->finished_ms = now_ms;
+	set_error(&st->error, "%s: %s (not sent)",
+	    grpc_status_name(GRPC_STATUS_INVALID_ARGUMENT), why);
+	if (a->compensate) {
+		char prev[512];
+
+		st->state = SAGA_STATE_FAILED;
+		snprintf(prev, sizeof(prev), "%s", s->error ? s->error : "");
+		set_error(&s->error, "%s%scompensation of %s failed: %s",
+		    prev, *prev ? "; " : "", st->name, st->error);
+		return next_compensation(s, cfg, flow, (long)a->step - 1,
+		    now_ms);
+	}
+	/* Never sent, so nothing to undo here: it counts as compensated. */
+	st->state = SAGA_STATE_COMPENSATED;
+	set_error(&s->error, "%s: %s", st->name, st->error);
+	s->state = SAGA_STATE_COMPENSATING;
+	return next_compensation(s, cfg, flow, (long)a->step - 1, now_ms);
+}
+
+struct saga_action
 saga_recover(struct saga *s, const struct config *cfg,
     const struct config_flow *flow, int64_t now_ms)
 {

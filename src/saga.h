@@ -153,6 +153,16 @@ struct saga_action saga_step_end(struct saga *, const struct config *,
 		    int64_t now_ms, uint64_t *rng);
 
 /*
+ * A call that could not even be built (a raw request whose context entry is
+ * missing): nothing was sent, so no retry can help and, for an action,
+ * there is nothing to undo at that step; the steps before it are
+ * compensated. A compensation that cannot be built has failed for good.
+ */
+struct saga_action saga_step_unsent(struct saga *, const struct config *,
+		    const struct config_flow *, const struct saga_action *,
+		    const char *why, int64_t now_ms);
+
+/*
  * Where a saga stands after a crash of the process that ran it: a RUNNING
  * saga is compensated from its last started step (its action may or may not
  * have run: participants treat "nothing to undo" as success), a COMPENSATING

@@ -630,13 +630,12 @@ job_call(struct job *j)
 
 	req = step_request(j->s, node, &j->a, &len, err, sizeof(err));
 	if (req == NULL) {
-		/* Nothing to send is the caller's mistake: no retry helps. */
+		/* Nothing could be sent: no retry helps, nothing to undo. */
 		enum saga_state before = j->s->state;
 		struct saga_step *st = &j->s->steps[j->a.step];
 
-		j->next = saga_step_end(j->s, j->cfg, j->flow, &j->a,
-		    GRPC_STATUS_INVALID_ARGUMENT, err, NULL, 0, util_now_ms(),
-		    &j->e->rng);
+		j->next = saga_step_unsent(j->s, j->cfg, j->flow, &j->a, err,
+		    util_now_ms());
 		ev_add(j, st->name, st->state, st->error, j->a.attempt);
 		job_after(j, before);
 		return;

@@ -475,6 +475,48 @@ START_TEST(json_follows_the_proto3_mapping)
 }
 END_TEST
 
+START_TEST(unsent_action_is_not_compensated_but_earlier_steps_are)
+{
+	struct saga		*s = saga_new("idU", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+
+	a = call(s, a, GRPC_STATUS_OK);			/* Hotel done */
+	saga_step_begin(s, &a, 5);			/* Flight: no request */
+	a = saga_step_unsent(s, &cfg, &flow, &a, "raw request: no \"x\"", 6);
+	ck_assert_int_eq(s->steps[1].state, SAGA_STATE_COMPENSATED);
+	ck_assert_str_eq(s->steps[1].error,
+	    "INVALID_ARGUMENT: raw request: no \"x\" (not sent)");
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATING);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 0);			/* Hotel is undone */
+	ck_assert_int_eq(a.compensate, 1);
+	a = call(s, a, GRPC_STATUS_OK);
+	ck_assert_int_eq(a.kind, SAGA_ACT_END);
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATED);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(unsent_compensation_fails_the_saga)
+{
+	struct saga		*s = saga_new("idV", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+
+	a = call(s, a, GRPC_STATUS_OK);
+	a = call(s, a, GRPC_STATUS_ABORTED);		/* Flight fails */
+	ck_assert_int_eq(a.compensate, 1);
+	saga_step_begin(s, &a, 5);
+	a = saga_step_unsent(s, &cfg, &flow, &a, "no key", 6);
+	ck_assert_int_eq(s->steps[1].state, SAGA_STATE_FAILED);
+	ck_assert_uint_eq(a.step, 0);
+	a = call(s, a, GRPC_STATUS_OK);
+	ck_assert_int_eq(a.kind, SAGA_ACT_END);
+	ck_assert_int_eq(s->state, SAGA_STATE_FAILED);
+	ck_assert_ptr_nonnull(strstr(s->error, "compensation of Flight failed"));
+	saga_free(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -506,6 +548,9 @@ main(void)
 	tcase_add_test(tc, pack_and_unpack_round_trip);
 	tcase_add_test(tc, dup_is_deep);
 	tcase_add_test(tc, json_follows_the_proto3_mapping);
+	tcase_add_test(tc,
+	    unsent_action_is_not_compensated_but_earlier_steps_are);
+	tcase_add_test(tc, unsent_compensation_fails_the_saga);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -438,7 +438,7 @@ class T:
         s = o.run("ShopOnce", {"amount": "3"}, request_id="t10-missing")
         equal(s.state, S.STATE_COMPENSATED, "missing key state")
         equal(s.error, "ReserveOnce: INVALID_ARGUMENT: raw request: the "
-              "context has no \"reserve_req\"", "missing key error")
+              "context has no \"reserve_req\" (not sent)", "missing key error")
         equal(steps_of(s), [("CreateOrder", S.STATE_COMPENSATED, 2),
                             ("ReserveOnce", S.STATE_COMPENSATED, 1)],
               "steps")
@@ -448,6 +448,18 @@ class T:
               "raw service calls for the missing key")
         ok("raw request key missing: the step fails without a call and the "
            "saga is compensated")
+
+        # The same with a compensation: nothing was sent, so its undo is
+        # not called either (it would be sent the same missing entry).
+        s = o.run("Shop", {"amount": "3"}, request_id="t10-missing-undo")
+        equal(s.state, S.STATE_COMPENSATED, "unsent step's saga state")
+        equal(steps_of(s), [("CreateOrder", S.STATE_COMPENSATED, 2),
+                            ("Reserve", S.STATE_COMPENSATED, 1)],
+              "unsent step with a compensation")
+        equal(self.stock.calls()[len(calls):], [],
+              "raw service calls for an unsent step")
+        ok("raw request key missing on a node with a compensation: no call, "
+           "no undo of it, the earlier steps compensated")
 
         s = o.run("Shop", {"reserve_req": b"fail-9"}, request_id="t10-fail",
                   metadata=(("traceparent", TRACEPARENT),))
