@@ -31,6 +31,7 @@
 #include "util.h"
 #include "work.h"
 
+#define SERVICE_CONNS_PER_TARGET	8
 #define ORCH_SERVICE	"saga.v1.Orchestrator"
 
 struct service {
@@ -116,7 +117,9 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	struct config		*cfg = m->cfg;
 	struct store_params	 sp;
 	struct bus_opts		 bo;
+	struct grpc_client_opts	 copts;
 
+	memset(&copts, 0, sizeof(copts));
 	sv->m = m;
 	snprintf(sv->owner, sizeof(sv->owner), "%s/%ld", cfg->pod_id,
 	    (long)getpid());
@@ -124,7 +127,15 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 		return -1;
 	if ((sv->health = health_new(sv->srv, err, errlen)) == NULL)
 		return -1;
-	if ((sv->client = grpc_client_new(m->base, NULL, err, errlen)) ==
+	/*
+	 * The step client: a participant's server takes ~1000 streams per
+	 * connection, and sync sagas may hold far more calls open (10,000 at 1 s
+	 * latency), so each service gets a few connections. The queue behind
+	 * them never sheds on its own: max_inflight and max_queue bound it.
+	 */
+	copts.conns_per_target = SERVICE_CONNS_PER_TARGET;
+	copts.max_queued = 1000000;
+	if ((sv->client = grpc_client_new(m->base, &copts, err, errlen)) ==
 	    NULL)
 		return -1;
 	memset(&sp, 0, sizeof(sp));
