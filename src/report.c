@@ -1,8 +1,9 @@
 /*
  * report.c - summaries and plots of `sagactl bench` runs (see report.h).
- * Success is the ratio of sagas that ended COMPLETED: a Run that returns OK
- * with a compensated saga did not do the caller's business, so it does not
- * count as one, and a gRPC error never does.
+ * Success is the ratio of Runs that did the caller's business: sagas that
+ * ended COMPLETED, or async sagas accepted (PENDING or RUNNING when Run
+ * answered). A Run that returns OK with a compensated or failed saga does not
+ * count, and a gRPC error never does.
  */
 #include "autoconf.h"
 
@@ -59,6 +60,14 @@ report_error(struct report *r, const char *msg)
 		r->errors[r->nerrors++] = util_xstrdup(msg);
 }
 
+int
+report_sample_ok(const struct report_sample *s)
+{
+	return s->status == GRPC_STATUS_OK &&
+	    (s->state == SAGA_STATE_COMPLETED ||
+	    s->state == SAGA_STATE_PENDING || s->state == SAGA_STATE_RUNNING);
+}
+
 static int
 cmp_i64(const void *a, const void *b)
 {
@@ -103,8 +112,7 @@ report_summarize(const struct report *r, struct report_summary *sum)
 		if (s->status == GRPC_STATUS_OK && s->state >= 0 &&
 		    s->state <= SAGA_STATE_FAILED)
 			sum->state_counts[s->state]++;
-		if (s->status == GRPC_STATUS_OK &&
-		    s->state == SAGA_STATE_COMPLETED)
+		if (report_sample_ok(s))
 			ok++;
 	}
 	qsort(lat, r->n, sizeof(*lat), cmp_i64);
@@ -250,7 +258,7 @@ outcome_colour(const struct report_sample *s)
 {
 	if (s->status != GRPC_STATUS_OK)
 		return "#d62728";		/* error: red */
-	if (s->state == SAGA_STATE_COMPLETED)
+	if (report_sample_ok(s))
 		return "#2ca02c";		/* completed: green */
 	return "#ff7f0e";			/* rolled back: orange */
 }

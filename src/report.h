@@ -35,7 +35,7 @@ struct report_summary {
 	double		 throughput;	/* successes per second */
 	int64_t		 min_us, mean_us, p50_us, p90_us, p95_us, p99_us,
 			 max_us;
-	double		 success;	/* ratio of sagas COMPLETED */
+	double		 success;	/* ratio of report_sample_ok() Runs */
 	size_t		 status_counts[17];
 	size_t		 state_counts[7];
 };
@@ -45,6 +45,8 @@ void	report_free(struct report *);
 void	report_add(struct report *, int64_t sent_us, int64_t latency_us,
 	    int status, int state);
 void	report_error(struct report *, const char *);	/* kept if new, up to 16 */
+/* Did the Run do the caller's business: COMPLETED, or async and accepted. */
+int	report_sample_ok(const struct report_sample *);
 void	report_summarize(const struct report *, struct report_summary *);
 void	report_print(const struct report *, FILE *);
 void	report_print_json(const struct report *, FILE *);

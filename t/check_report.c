@@ -54,7 +54,7 @@ START_TEST(percentiles_are_nearest_rank)
 }
 END_TEST
 
-START_TEST(success_counts_only_completed_sagas)
+START_TEST(success_counts_completed_and_accepted_sagas)
 {
 	struct report		r;
 	struct report_summary	m;
@@ -66,10 +66,17 @@ START_TEST(success_counts_only_completed_sagas)
 	report_add(&r, 3, 10, GRPC_STATUS_OK, SAGA_STATE_COMPLETED);
 	report_summarize(&r, &m);
 	ck_assert_double_eq_tol(m.success, 0.5, 1e-9);
-	ck_assert_uint_eq(m.status_counts[GRPC_STATUS_OK], 3);
+	/* Async Runs answer PENDING: accepted is their success. */
+	report_add(&r, 4, 10, GRPC_STATUS_OK, SAGA_STATE_PENDING);
+	report_add(&r, 5, 10, GRPC_STATUS_OK, SAGA_STATE_FAILED);
+	report_summarize(&r, &m);
+	ck_assert_double_eq_tol(m.success, 0.5, 1e-9);
+	ck_assert_uint_eq(m.status_counts[GRPC_STATUS_OK], 5);
 	ck_assert_uint_eq(m.status_counts[GRPC_STATUS_UNAVAILABLE], 1);
 	ck_assert_uint_eq(m.state_counts[SAGA_STATE_COMPLETED], 2);
 	ck_assert_uint_eq(m.state_counts[SAGA_STATE_COMPENSATED], 1);
+	ck_assert_uint_eq(m.state_counts[SAGA_STATE_PENDING], 1);
+	ck_assert_uint_eq(m.state_counts[SAGA_STATE_FAILED], 1);
 	report_free(&r);
 }
 END_TEST
@@ -172,7 +179,7 @@ main(void)
 	int	 failed;
 
 	tcase_add_test(tc, percentiles_are_nearest_rank);
-	tcase_add_test(tc, success_counts_only_completed_sagas);
+	tcase_add_test(tc, success_counts_completed_and_accepted_sagas);
 	tcase_add_test(tc, text_report_has_the_vegeta_shape);
 	tcase_add_test(tc, json_report_is_complete);
 	tcase_add_test(tc, plot_draws_every_request_coloured_by_outcome);
