@@ -1757,6 +1757,34 @@ handle_run(struct grpc_call *call, void *arg)
 
 /* --- Get, Watch, ListFlows ------------------------------------------------------- */
 
+/*
+ * Get and Watch: the GetRequest's id checked and the store up, or the call
+ * finished with the reason and NULL.
+ */
+static struct join *
+join_of_request(struct orch *o, struct grpc_call *call)
+{
+	const Saga__V1__GetRequest	*req;
+	struct join			*j;
+
+	req = (const Saga__V1__GetRequest *)grpc_call_request(call);
+	if (req->id == NULL || *req->id == '\0') {
+		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+		    "id: expected a saga id");
+		return NULL;
+	}
+	if (!store_is_up(o->store)) {
+		grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
+		    "the saga store (Redis) is unavailable");
+		return NULL;
+	}
+	j = util_xcalloc(1, sizeof(*j));
+	j->o = o;
+	j->call = call;
+	j->id = util_xstrdup(req->id);
+	return j;
+}
+
 static void
 get_done(enum store_result res, struct store_saga *rec, const char *err,
     void *arg)
@@ -1788,28 +1816,13 @@ get_cancelled(struct grpc_call *call, void *arg)
 static void
 handle_get(struct grpc_call *call, void *arg)
 {
-	struct orch			*o = arg;
-	const Saga__V1__GetRequest	*req;
-	struct join			*j;
+	struct join *j;
 
-	req = (const Saga__V1__GetRequest *)grpc_call_request(call);
-	if (req->id == NULL || *req->id == '\0') {
-		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
-		    "id: expected a saga id");
+	if ((j = join_of_request(arg, call)) == NULL)
 		return;
-	}
-	if (!store_is_up(o->store)) {
-		grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
-		    "the saga store (Redis) is unavailable");
-		return;
-	}
-	j = util_xcalloc(1, sizeof(*j));
-	j->o = o;
-	j->call = call;
-	j->id = util_xstrdup(req->id);
 	j->getting = 1;
 	grpc_call_on_cancel(call, get_cancelled, j);
-	store_get(o->store, j->id, get_done, j);
+	store_get(j->o->store, j->id, get_done, j);
 }
 
 static void
@@ -1862,27 +1875,12 @@ watch_cancelled(struct grpc_call *call, void *arg)
 static void
 handle_watch(struct grpc_call *call, void *arg)
 {
-	struct orch			*o = arg;
-	const Saga__V1__GetRequest	*req;
-	struct join			*j;
+	struct join *j;
 
-	req = (const Saga__V1__GetRequest *)grpc_call_request(call);
-	if (req->id == NULL || *req->id == '\0') {
-		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
-		    "id: expected a saga id");
+	if ((j = join_of_request(arg, call)) == NULL)
 		return;
-	}
-	if (!store_is_up(o->store)) {
-		grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
-		    "the saga store (Redis) is unavailable");
-		return;
-	}
-	j = util_xcalloc(1, sizeof(*j));
-	j->o = o;
-	j->call = call;
-	j->id = util_xstrdup(req->id);
 	grpc_call_on_cancel(call, watch_cancelled, j);
-	j->watch = store_watch(o->store, j->id, watch_event, j);
+	j->watch = store_watch(j->o->store, j->id, watch_event, j);
 }
 
 static void
