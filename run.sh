@@ -60,45 +60,112 @@ test_all() {
 
 DEMO_DIR=$TOP/.demo
 
+# Stops what demo started, by the pids it recorded: TERM, then KILL whatever
+# is still there 10 s later (sagad lets its sagas in flight end first).
 stop_demo() {
 	[ -d "$DEMO_DIR" ] || { echo "nothing running"; return 0; }
-	local f pid
+	local f pid pids=() i
 	for f in "$DEMO_DIR"/*.pid; do
 		[ -f "$f" ] || continue
 		pid=$(cat "$f")
-		kill -TERM "$pid" 2>/dev/null && echo "stopped $(basename "$f" .pid) ($pid)"
+		[ -n "$pid" ] || continue
+		if kill -TERM "$pid" 2>/dev/null; then
+			echo "stopped $(basename "$f" .pid) ($pid)"
+			pids+=("$pid")
+		fi
 	done
-	sleep 1
+	for pid in "${pids[@]}"; do
+		for i in $(seq 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null && echo "killed $pid, which outlived SIGTERM by 10 s"
+	done
 	rm -rf "$DEMO_DIR"
+}
+
+# spawn NAME COMMAND...: runs it in the background, its output in
+# $DEMO_DIR/NAME.log and its pid in $DEMO_DIR/NAME.pid, for stop_demo.
+spawn() {
+	local name=$1; shift
+	"$@" >"$DEMO_DIR/$name.log" 2>&1 &
+	echo $! >"$DEMO_DIR/$name.pid"
+}
+
+# saga_state ID: the state Get answers, without its prefix: COMPLETED...
+saga_state() {
+	# sagactl exits 1 for a compensated saga: only its JSON counts here.
+	{ $CTL --json get "$1" || true; } | /usr/bin/python3 -c \
+	    'import json, sys; print(json.load(sys.stdin).get("state", "?").replace("STATE_", ""))'
+}
+
+# expect_state ID STATE: says so, and fails the demo when it is not.
+expect_state() {
+	local got
+	got=$(saga_state "$1") || got="(no answer)"
+	if [ "$got" != "$2" ]; then
+		printf '\033[1;31mFAIL: saga %s is %s, expected %s\033[0m\n' "$1" "$got" "$2"
+		exit 1
+	fi
+	printf '\033[32m    ok: %s is %s\033[0m\n' "$1" "$2"
+}
+
+# On a failure: the logs, then stop everything demo started.
+demo_exit() {
+	local rc=$? f
+	[ "$rc" -eq 0 ] && return 0
+	printf '\033[1;31m==> the demo failed (exit %s); the logs:\033[0m\n' "$rc"
+	for f in "$DEMO_DIR"/*.log; do
+		[ -f "$f" ] || continue
+		echo "--- $f (last 20 lines)"; tail -n 20 "$f"
+	done
+	stop_demo
+	exit "$rc"
+}
+
+# run_saga TITLE STATE SAGACTL-ARGS...: shows the command, runs it (its
+# timeline is sagactl's own output) and checks where the saga ended.
+run_saga() {
+	local title=$1 want=$2 id; shift 2
+	say "$title"
+	echo "    \$ sagactl run $*"
+	$CTL run "$@" || true
+	id=$2	# every call below starts with --id ID
+	expect_state "$id" "$want"
 }
 
 demo() {
 	build
+	local t0=$SECONDS
 	# shellcheck source=t/lib.sh
 	. "$TOP/t/lib.sh"
 	stop_demo >/dev/null
-	mkdir -p "$DEMO_DIR/nats" "$DEMO_DIR/redis"
-	local nats_port redis_port sagad_port order_port payment_port
+	mkdir -p "$DEMO_DIR/nats" "$DEMO_DIR/redis" "$DEMO_DIR/callbacks"
+	trap demo_exit EXIT
+	local nats_port redis_port sagad_port order_port payment_port cb_port i cb
 	nats_port=$(free_port); redis_port=$(free_port); sagad_port=$(free_port)
 	order_port=$(free_port); payment_port=$(free_port)
 
 	say "starting nats-server -js on 127.0.0.1:$nats_port"
-	nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$DEMO_DIR/nats" \
-		>"$DEMO_DIR/nats.log" 2>&1 &
-	echo $! >"$DEMO_DIR/nats-server.pid"
+	spawn nats-server nats-server -js -a 127.0.0.1 -p "$nats_port" \
+		-sd "$DEMO_DIR/nats"
 	say "starting redis-server on 127.0.0.1:$redis_port"
-	redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$DEMO_DIR/redis" \
-		--save '' --daemonize no >"$DEMO_DIR/redis.log" 2>&1 &
-	echo $! >"$DEMO_DIR/redis-server.pid"
-	say "starting the example services: order on :$order_port, payment on :$payment_port"
-	examples/booking/order --listen "127.0.0.1:$order_port" --latency 5 \
-		>"$DEMO_DIR/order.log" 2>&1 &
-	echo $! >"$DEMO_DIR/order.pid"
-	examples/booking/payment --listen "127.0.0.1:$payment_port" --latency 5 \
-		>"$DEMO_DIR/payment.log" 2>&1 &
-	echo $! >"$DEMO_DIR/payment.pid"
+	spawn redis-server redis-server --bind 127.0.0.1 --port "$redis_port" \
+		--dir "$DEMO_DIR/redis" --save '' --daemonize no
+	say "starting the example services: order on :$order_port, payment on :$payment_port (5 ms per call)"
+	spawn order examples/booking/order --listen "127.0.0.1:$order_port" --latency 5
+	spawn payment examples/booking/payment --listen "127.0.0.1:$payment_port" --latency 5
+	say "starting a receiver for the callbacks of async sagas (t/py/demo_receiver.py)"
+	spawn receiver /usr/bin/python3 "$TOP/t/py/demo_receiver.py" \
+		"$DEMO_DIR/receiver.port" "$DEMO_DIR/callbacks"
 	wait_port "$nats_port"; wait_port "$redis_port"
 	wait_port "$order_port"; wait_port "$payment_port"
+	for i in $(seq 100); do
+		[ -s "$DEMO_DIR/receiver.port" ] && break
+		sleep 0.1
+	done
+	cb_port=$(cat "$DEMO_DIR/receiver.port")
+	wait_port "$cb_port"
 
 	sed -e "s|^listen = .*|listen = \"127.0.0.1:$sagad_port\";|" \
 	    -e "s|nats://127.0.0.1:4222|nats://127.0.0.1:$nats_port|" \
@@ -109,43 +176,78 @@ demo() {
 	say "checking the configuration: sagad -t -c $DEMO_DIR/sagad.conf"
 	./sagad -t -c "$DEMO_DIR/sagad.conf"
 	say "starting sagad on 127.0.0.1:$sagad_port"
-	SAGAD_WORKER="$TOP/sagad-worker" ./sagad -d -c "$DEMO_DIR/sagad.conf" \
-		-p "$DEMO_DIR/sagad.pid" -P demo >"$DEMO_DIR/sagad.log" 2>&1 &
+	export SAGAD_WORKER="$TOP/sagad-worker"
+	spawn sagad ./sagad -d \
+		-c "$DEMO_DIR/sagad.conf" -p "$DEMO_DIR/sagad.pidfile" -P demo
 	wait_port "$sagad_port"
-	sleep 0.5
-	say "the processes sagad runs"
+	CTL="./sagactl -s 127.0.0.1:$sagad_port"
+	for i in $(seq 50); do
+		[ "$($CTL health 2>/dev/null)" = SERVING ] && break
+		sleep 0.2
+	done
+	say "the processes: sagad's master, and its workers for the steps of the async and throttling flows"
 	ps -o pid,ppid,rss,args --ppid "$(cat "$DEMO_DIR/sagad.pid")" \
 		-p "$(cat "$DEMO_DIR/sagad.pid")"
-
-	local ctl="./sagactl -s 127.0.0.1:$sagad_port"
 	echo
 	say "sagactl health"
-	$ctl health
+	$CTL health
 	say "sagactl flows"
-	$ctl flows
-	say "a sync booking that completes: sagactl run Booking amount=42"
-	$ctl run --id demo-sync-1 Booking amount=42 || true
-	say "a sync booking whose payment fails, so the order is compensated:"
-	echo "    sagactl run Booking amount=42 fault=payment"
-	$ctl run --id demo-rollback-1 Booking amount=42 fault=payment || true
-	say "its events in order: sagactl watch demo-rollback-1"
-	$ctl watch demo-rollback-1 || true
-	say "a payment that is unavailable twice, then works: flaky=payment:2"
-	$ctl run --id demo-retry-1 Booking amount=7 flaky=payment:2 || true
-	say "async and throttling flows"
-	$ctl run AsyncBooking amount=42 || true
-	echo "    (they arrive with the NATS JetStream workers: see the README's status table)"
+	$CTL flows
+	echo
 
+	run_saga "1. a sync booking: Run answers when the saga has ended" \
+		COMPLETED --id demo-sync-1 Booking amount=42
+	run_saga "2. a sync booking whose payment fails: the started steps are compensated, last first" \
+		COMPENSATED --id demo-rollback-1 Booking amount=42 fault=payment
+	say "   its events in order: sagactl watch demo-rollback-1"
+	$CTL watch demo-rollback-1 || true
+	run_saga "3. a payment unavailable twice, then up: retried with backoff" \
+		COMPLETED --id demo-retry-1 Booking amount=7 flaky=payment:2
+
+	cb="http://127.0.0.1:$cb_port/bookings"
+	say "4. an async booking: Run answers PENDING once the saga is queued in JetStream;"
+	say "   workers run its steps and POST its end to the callback_url"
+	echo "    \$ sagactl run --id demo-async-1 --callback $cb AsyncBooking amount=99"
+	$CTL run --id demo-async-1 --callback "$cb" AsyncBooking amount=99 || true
+	say "   its events until it ends: sagactl watch demo-async-1"
+	$CTL watch demo-async-1 || true
+	expect_state demo-async-1 COMPLETED
+	say "   sagactl get demo-async-1"
+	$CTL get demo-async-1 || true
+	say "   what the callback receiver got"
+	for i in $(seq 150); do
+		[ -f "$DEMO_DIR/callbacks/demo-async-1.json" ] && break
+		sleep 0.1
+	done
+	if [ ! -f "$DEMO_DIR/callbacks/demo-async-1.json" ]; then
+		printf '\033[1;31mFAIL: no callback for demo-async-1 after 15 s\033[0m\n'
+		exit 1
+	fi
+	sed 's/^/    /' "$DEMO_DIR/callbacks/demo-async-1.json"
+	echo "    (protobuf's JSON mapping: context values are bytes, so base64)"
+	printf '\033[32m    ok: the callback of demo-async-1 arrived\033[0m\n'
+
+	run_saga "5. a throttling booking: the call is held until the saga ends, and this pod's workers bound the calls each service gets at once" \
+		COMPLETED --id demo-throttle-1 ThrottlingBooking amount=5
+	run_saga "6. a throttling booking whose order fails: only the failed step is undone" \
+		COMPENSATED --id demo-throttle-2 ThrottlingBooking amount=5 fault=order
+
+	trap - EXIT
+	say "every saga ended as expected; the demo took $((SECONDS - t0)) s after the build"
 	cat <<EOF
 
 The stack keeps running. Try it yourself:
-  $ctl run Booking amount=10
-  $ctl run Booking amount=10 fault=order        # the first step fails
-  $ctl run Booking flaky=payment:2              # retried, then completes
-  $ctl get demo-rollback-1
-  $ctl --json get demo-sync-1
-  $ctl bench Booking -r 200 -d 5s
-Logs are in $DEMO_DIR; ./run.sh stop stops everything.
+  export SAGAD_SERVER=127.0.0.1:$sagad_port
+  ./sagactl run Booking amount=10
+  ./sagactl run Booking amount=10 fault=order            # the first step fails
+  ./sagactl run Booking flaky=payment:5                  # retries spent: rolled back
+  ./sagactl run --wait --callback $cb AsyncBooking amount=3   # follows it to its end
+  ./sagactl run ThrottlingBooking delay=payment:1500    # over payment's 500 ms timeout
+  ./sagactl get demo-rollback-1; ./sagactl watch demo-async-1
+  ./sagactl --json get demo-sync-1
+  ./sagactl bench Booking -r 200 -d 5s --plot /tmp/booking.svg
+Callbacks land in $DEMO_DIR/callbacks, logs in $DEMO_DIR.
+./run.sh stop stops everything.
 EOF
 }
 
