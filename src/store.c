@@ -53,69 +53,96 @@
 #define CRON_MS		100	/* period of the store's one timer */
 #define XREAD_COUNT	256	/* entries per stream per XREAD */
 #define LEASES_KEY	"saga:leases"
+#define BATCH_MAX	64	/* writes in one EVALSHA at most */
+#define SPARE_MAX	256	/* requests kept for reuse */
+#define SEG_KEEP	65536	/* a reused request keeps buffers this big */
 
 /*
- * The one script for every saga write. Expected revision 0 means create:
- * it answers EXISTS with the stored hash when the saga is there. The lease
- * expiry is taken from Redis' clock (TIME) so masters need not agree on time.
- * It is the hot path of every saga (a few writes each), so it makes one HSET
- * and one XADD: the events of one write share one stream entry, as repeated
- * step/state/pb fields, in order.
+ * The one script for every saga write, and for several at once: writes
+ * issued during one turn of the loop travel as one EVALSHA (see
+ * batch_flush), which spares Redis most of the fixed cost of a script call.
+ * KEYS holds three keys per write; ARGV[1] is the number of writes, then
+ * each write's own argument count and arguments. Each write keeps its own
+ * revision check and its own result, and a write that fails (a Redis error
+ * inside it) fails alone: the reply is one result per write, in order.
+ *
+ * Expected revision 0 means create: it answers EXISTS with the stored hash
+ * when the saga is there. The lease expiry is taken from Redis' clock
+ * (TIME) so masters need not agree on time. It is the hot path of every
+ * saga (a few writes each), so a write makes one HSET and one XADD: the
+ * events of one write share one stream entry, as repeated step/state/pb
+ * fields, in order.
  */
 static const char script_write[] =
-	"local id = ARGV[1]\n"
-	"local exp = tonumber(ARGV[2])\n"
-	"local cur = tonumber(redis.call('HGET', KEYS[1], 'rev') or 0)\n"
-	"if cur ~= exp then\n"
-	"  if exp == 0 then\n"
-	"    return {'EXISTS', redis.call('HGETALL', KEYS[1])}\n"
+	"local function write(k, a)\n"
+	"  local h = KEYS[k + 1]\n"
+	"  local id = ARGV[a + 1]\n"
+	"  local exp = tonumber(ARGV[a + 2])\n"
+	"  local cur = tonumber(redis.call('HGET', h, 'rev') or 0)\n"
+	"  if cur ~= exp then\n"
+	"    if exp == 0 then\n"
+	"      return {'EXISTS', redis.call('HGETALL', h)}\n"
+	"    end\n"
+	"    if cur == 0 then return {'NOTFOUND'} end\n"
+	"    return {'CONFLICT', cur}\n"
 	"  end\n"
-	"  if cur == 0 then return {'NOTFOUND'} end\n"
-	"  return {'CONFLICT', cur}\n"
-	"end\n"
-	"local nf = tonumber(ARGV[8])\n"
-	"local f = {}\n"
-	"for k = 9, 8 + 2 * nf do f[#f + 1] = ARGV[k] end\n"
-	"local i = 9 + 2 * nf\n"
-	"local rev = cur + 1\n"
-	"f[#f + 1] = 'rev'\n"
-	"f[#f + 1] = rev\n"
-	"if ARGV[4] ~= '' then\n"
-	"  f[#f + 1] = 'owner'\n"
-	"  f[#f + 1] = ARGV[4]\n"
-	"end\n"
-	"redis.call('HSET', KEYS[1], unpack(f))\n"
-	"local ne = tonumber(ARGV[i])\n"
-	"i = i + 1\n"
-	"if ne > 0 then\n"
-	"  local x = {}\n"
-	"  for e = 1, ne do\n"
-	"    x[#x + 1] = 'step'\n"
-	"    x[#x + 1] = ARGV[i]\n"
-	"    x[#x + 1] = 'state'\n"
-	"    x[#x + 1] = ARGV[i + 1]\n"
-	"    x[#x + 1] = 'pb'\n"
-	"    x[#x + 1] = ARGV[i + 2]\n"
-	"    i = i + 3\n"
+	"  local nf = tonumber(ARGV[a + 8])\n"
+	"  local f = {}\n"
+	"  for x = a + 9, a + 8 + 2 * nf do f[#f + 1] = ARGV[x] end\n"
+	"  local i = a + 9 + 2 * nf\n"
+	"  local rev = cur + 1\n"
+	"  f[#f + 1] = 'rev'\n"
+	"  f[#f + 1] = rev\n"
+	"  if ARGV[a + 4] ~= '' then\n"
+	"    f[#f + 1] = 'owner'\n"
+	"    f[#f + 1] = ARGV[a + 4]\n"
 	"  end\n"
-	"  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', unpack(x))\n"
-	"end\n"
-	"local lease = tonumber(ARGV[3])\n"
-	"if ARGV[6] == '1' then\n"
-	"  redis.call('ZREM', KEYS[3], id)\n"
-	"  local ttl = tonumber(ARGV[5])\n"
-	"  if ttl > 0 then\n"
-	"    redis.call('EXPIRE', KEYS[1], ttl)\n"
-	"    redis.call('EXPIRE', KEYS[2], ttl)\n"
+	"  redis.call('HSET', h, unpack(f))\n"
+	"  local ne = tonumber(ARGV[i])\n"
+	"  i = i + 1\n"
+	"  if ne > 0 then\n"
+	"    local x = {}\n"
+	"    for e = 1, ne do\n"
+	"      x[#x + 1] = 'step'\n"
+	"      x[#x + 1] = ARGV[i]\n"
+	"      x[#x + 1] = 'state'\n"
+	"      x[#x + 1] = ARGV[i + 1]\n"
+	"      x[#x + 1] = 'pb'\n"
+	"      x[#x + 1] = ARGV[i + 2]\n"
+	"      i = i + 3\n"
+	"    end\n"
+	"    redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', ARGV[a + 7], '*',\n"
+	"      unpack(x))\n"
 	"  end\n"
-	"elseif lease > 0 then\n"
-	"  local t = redis.call('TIME')\n"
-	"  local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-	"  redis.call('ZADD', KEYS[3], now + lease, id)\n"
-	"elseif lease < 0 then\n"
-	"  redis.call('ZREM', KEYS[3], id)\n"
+	"  local lease = tonumber(ARGV[a + 3])\n"
+	"  if ARGV[a + 6] == '1' then\n"
+	"    redis.call('ZREM', KEYS[k + 3], id)\n"
+	"    local ttl = tonumber(ARGV[a + 5])\n"
+	"    if ttl > 0 then\n"
+	"      redis.call('EXPIRE', h, ttl)\n"
+	"      redis.call('EXPIRE', KEYS[k + 2], ttl)\n"
+	"    end\n"
+	"  elseif lease > 0 then\n"
+	"    local t = redis.call('TIME')\n"
+	"    local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"    redis.call('ZADD', KEYS[k + 3], now + lease, id)\n"
+	"  elseif lease < 0 then\n"
+	"    redis.call('ZREM', KEYS[k + 3], id)\n"
+	"  end\n"
+	"  return {'OK', rev}\n"
 	"end\n"
-	"return {'OK', rev}\n";
+	"local out = {}\n"
+	"local a = 2\n"
+	"for j = 0, tonumber(ARGV[1]) - 1 do\n"
+	"  local ok, res = pcall(write, 3 * j, a)\n"
+	"  if not ok then\n"
+	"    if type(res) == 'table' then res = res.err end\n"
+	"    res = {'ERR', tostring(res)}\n"
+	"  end\n"
+	"  out[j + 1] = res\n"
+	"  a = a + 1 + tonumber(ARGV[a])\n"
+	"end\n"
+	"return out\n";
 
 /* Extends the leases the owner still holds; returns those it does not. */
 static const char script_renew[] =
@@ -173,6 +200,19 @@ enum req_kind {
 	REQ_CREATE, REQ_UPDATE, REQ_GET, REQ_RENEW, REQ_CLAIM,
 	REQ_WCHECK,	/* does the watched saga exist */
 	REQ_XREAD, REQ_CLIENTID, REQ_UNBLOCK, REQ_LOAD, REQ_PING,
+	REQ_BATCH,	/* carries REQ_CREATE and REQ_UPDATE requests */
+};
+
+/*
+ * Arguments already in the protocol's form ("$LEN\r\nDATA\r\n" each), so
+ * that sending a command is one copy into the output buffer and building
+ * one costs no allocation per argument.
+ */
+struct seg {
+	char			*p;
+	size_t			 len;
+	size_t			 cap;
+	int			 n;		/* arguments in it */
 };
 
 struct req;
@@ -202,9 +242,10 @@ struct req {
 	int			 load;		/* REQ_LOAD: which script */
 	int64_t			 sent;		/* mono ms */
 	int64_t			 timeout;	/* ms the reply may take */
-	int			 argc;		/* after EVALSHA sha */
-	char			**argv;
-	size_t			*argvlen;
+	struct seg		 keys;		/* script: its KEYS */
+	struct seg		 args;		/* the command, or ARGV */
+	struct reqlist		 batch;		/* REQ_BATCH: its writes */
+	int			 nbatch;
 	union {
 		store_saga_cb	*saga;
 		store_rev_cb	*rev;
@@ -256,6 +297,12 @@ struct store {
 	struct event		*cron;
 	struct event		*defer;		/* delivers deferred failures */
 	struct reqlist		 deferred;
+	struct event		*flush;		/* sends the queued writes */
+	struct reqlist		 queued;	/* writes for the next batch */
+	int			 nqueued;
+	struct reqlist		 spare;		/* freed requests to reuse */
+	int			 nspare;
+	struct seg		 out;		/* the command being sent */
 
 	struct watchlist	 watches;
 	int			 wdepth;	/* inside watch callbacks */
@@ -334,58 +381,168 @@ enum_name(const ProtobufCEnumDescriptor *d, int v)
 
 /* --- requests ---------------------------------------------------------- */
 
+static void
+seg_reserve(struct seg *g, size_t more)
+{
+	size_t cap;
+
+	if (g->len + more <= g->cap)
+		return;
+	cap = g->cap > 0 ? g->cap : 512;
+	while (cap < g->len + more)
+		cap *= 2;
+	g->p = util_xrealloc(g->p, cap);
+	g->cap = cap;
+}
+
+/* Writes v in decimal at p; returns its length. */
+static size_t
+fmt_ll(char *p, long long v)
+{
+	char tmp[24];
+	unsigned long long u;
+	size_t n = 0, len = 0;
+
+	u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u > 0);
+	if (v < 0)
+		p[len++] = '-';
+	while (n > 0)
+		p[len++] = tmp[--n];
+	return len;
+}
+
+/* Appends "<c><v>\r\n", a header of the protocol. */
+static void
+seg_head(struct seg *g, char c, long long v)
+{
+	seg_reserve(g, 32);
+	g->p[g->len++] = c;
+	g->len += fmt_ll(g->p + g->len, v);
+	g->p[g->len++] = '\r';
+	g->p[g->len++] = '\n';
+}
+
+/*
+ * Appends the header of an argument of len bytes and returns where its
+ * bytes go; the caller writes exactly len there.
+ */
+static char *
+seg_open(struct seg *g, size_t len)
+{
+	char *p;
+
+	seg_head(g, '$', (long long)len);
+	seg_reserve(g, len + 2);
+	p = g->p + g->len;
+	g->len += len;
+	g->p[g->len++] = '\r';
+	g->p[g->len++] = '\n';
+	g->n++;
+	return p;
+}
+
+static void
+seg_arg(struct seg *g, const void *p, size_t len)
+{
+	char *d;
+
+	d = seg_open(g, len);
+	if (len > 0)
+		memcpy(d, p, len);
+}
+
+static void
+seg_int(struct seg *g, long long v)
+{
+	char buf[24];
+
+	seg_arg(g, buf, fmt_ll(buf, v));
+}
+
+static void
+seg_raw(struct seg *g, const struct seg *from)
+{
+	seg_reserve(g, from->len);
+	if (from->len > 0)
+		memcpy(g->p + g->len, from->p, from->len);
+	g->len += from->len;
+}
+
+static void
+seg_free(struct seg *g)
+{
+	free(g->p);
+	memset(g, 0, sizeof(*g));
+}
+
+/*
+ * Requests are many and short-lived (a few per saga), so freed ones are
+ * kept on a list, with their buffers, for the next.
+ */
 static struct req *
 req_new(struct store *st, struct conn *c, enum req_kind kind)
 {
 	struct req *r;
+	struct seg keys, args;
 
-	r = util_xcalloc(1, sizeof(*r));
+	if ((r = TAILQ_FIRST(&st->spare)) != NULL) {
+		TAILQ_REMOVE(&st->spare, r, entry);
+		st->nspare--;
+		keys = r->keys;
+		args = r->args;
+		memset(r, 0, sizeof(*r));
+		r->keys = keys;
+		r->args = args;
+		r->keys.len = r->args.len = 0;
+		r->keys.n = r->args.n = 0;
+	} else
+		r = util_xcalloc(1, sizeof(*r));
 	r->st = st;
 	r->conn = c;
 	r->kind = kind;
 	r->script = -1;
 	r->timeout = st->cmd_timeout;
+	TAILQ_INIT(&r->batch);
 	return r;
 }
 
 static void
 req_arg(struct req *r, const void *p, size_t len)
 {
-	r->argv = util_xrealloc(r->argv, (r->argc + 1) * sizeof(*r->argv));
-	r->argvlen = util_xrealloc(r->argvlen,
-	    (r->argc + 1) * sizeof(*r->argvlen));
-	r->argv[r->argc] = util_xcalloc(1, len + 1);
-	if (len > 0)
-		memcpy(r->argv[r->argc], p, len);
-	r->argvlen[r->argc] = len;
-	r->argc++;
+	seg_arg(&r->args, p, len);
 }
 
 static void
 req_str(struct req *r, const char *s)
 {
-	req_arg(r, s, strlen(s));
+	seg_arg(&r->args, s, strlen(s));
 }
 
 static void
 req_int(struct req *r, long long v)
 {
-	char buf[32];
-
-	snprintf(buf, sizeof(buf), "%lld", v);
-	req_str(r, buf);
+	seg_int(&r->args, v);
 }
 
 static void
 req_free(struct req *r)
 {
-	int i;
+	struct store *st = r->st;
 
-	for (i = 0; i < r->argc; i++)
-		free(r->argv[i]);
-	free(r->argv);
-	free(r->argvlen);
 	free(r->failerr);
+	r->failerr = NULL;
+	if (!st->closing && st->nspare < SPARE_MAX &&
+	    r->keys.cap <= SEG_KEEP && r->args.cap <= SEG_KEEP) {
+		TAILQ_INSERT_HEAD(&st->spare, r, entry);
+		st->nspare++;
+		return;
+	}
+	seg_free(&r->keys);
+	seg_free(&r->args);
 	free(r);
 }
 
@@ -415,44 +572,115 @@ req_submit(struct req *r)
 
 static void store_reply(redisAsyncContext *, void *, void *);
 
+/*
+ * Formats r into st->out and hands it to hiredis, which copies it. A script
+ * goes as EVALSHA, or as EVAL when its SHA1 is not known (yet, or any more).
+ * A batch is one call of the write script: the keys of its writes, their
+ * number, then each one's argument count and arguments.
+ */
 static int
 req_send(struct req *r)
 {
 	struct conn *c = r->conn;
 	struct store *st = r->st;
-	const char **argv;
-	size_t *lens;
-	int argc, i, head = 0, rc;
+	struct seg *o = &st->out;
+	struct req *w;
+	const char *head, *body;
+	int nkeys, nargs, rc;
 
 	if (c->ac == NULL)
 		return -1;
-	argc = r->argc + (r->script >= 0 ? 2 : 0);
-	argv = util_xcalloc(argc, sizeof(*argv));
-	lens = util_xcalloc(argc, sizeof(*lens));
-	if (r->script >= 0) {
-		if (st->sha[r->script][0] != '\0') {
-			argv[0] = "EVALSHA";
-			argv[1] = st->sha[r->script];
-		} else {
-			argv[0] = "EVAL";
-			argv[1] = scripts[r->script];
+	o->len = 0;
+	if (r->script < 0) {
+		seg_head(o, '*', r->args.n);
+		seg_raw(o, &r->args);
+	} else {
+		nkeys = r->keys.n;
+		nargs = r->args.n;
+		if (r->kind == REQ_BATCH) {
+			nargs = 1;
+			TAILQ_FOREACH(w, &r->batch, entry) {
+				nkeys += w->keys.n;
+				nargs += 1 + w->args.n;
+			}
 		}
-		lens[0] = strlen(argv[0]);
-		lens[1] = strlen(argv[1]);
-		head = 2;
+		seg_head(o, '*', 3 + nkeys + nargs);
+		if (st->sha[r->script][0] != '\0') {
+			head = "EVALSHA";
+			body = st->sha[r->script];
+		} else {
+			head = "EVAL";
+			body = scripts[r->script];
+		}
+		seg_arg(o, head, strlen(head));
+		seg_arg(o, body, strlen(body));
+		seg_int(o, nkeys);
+		if (r->kind == REQ_BATCH) {
+			TAILQ_FOREACH(w, &r->batch, entry)
+				seg_raw(o, &w->keys);
+			seg_int(o, r->nbatch);
+			TAILQ_FOREACH(w, &r->batch, entry) {
+				seg_int(o, w->args.n);
+				seg_raw(o, &w->args);
+			}
+		} else {
+			seg_raw(o, &r->keys);
+			seg_raw(o, &r->args);
+		}
 	}
-	for (i = 0; i < r->argc; i++) {
-		argv[head + i] = r->argv[i];
-		lens[head + i] = r->argvlen[i];
-	}
-	rc = redisAsyncCommandArgv(c->ac, store_reply, r, argc, argv, lens);
-	free(argv);
-	free(lens);
+	rc = redisAsyncFormattedCommand(c->ac, store_reply, r, o->p, o->len);
 	if (rc != REDIS_OK)
 		return -1;
 	r->sent = util_mono_ms();
 	TAILQ_INSERT_TAIL(&c->inflight, r, entry);
 	return 0;
+}
+
+/*
+ * Sends the queued writes as one batch. Called from the loop once the turn
+ * that queued them is over, or at once when a batch is full.
+ */
+static void
+batch_flush(struct store *st)
+{
+	struct req *r, *w;
+
+	if (st->nqueued == 0)
+		return;
+	r = req_new(st, &st->main, REQ_BATCH);
+	r->script = SCRIPT_WRITE;
+	while ((w = TAILQ_FIRST(&st->queued)) != NULL) {
+		TAILQ_REMOVE(&st->queued, w, entry);
+		TAILQ_INSERT_TAIL(&r->batch, w, entry);
+		r->nbatch++;
+	}
+	st->nqueued = 0;
+	req_submit(r);
+}
+
+static void
+flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	batch_flush(arg);
+}
+
+/* Queues the write r for the batch this turn of the loop sends. */
+static void
+batch_add(struct req *r)
+{
+	struct store *st = r->st;
+
+	if (st->main.state != CONN_UP) {
+		req_defer(r, STORE_UNAVAILABLE, "redis is not connected");
+		return;
+	}
+	TAILQ_INSERT_TAIL(&st->queued, r, entry);
+	if (++st->nqueued >= BATCH_MAX)
+		batch_flush(st);
+	else
+		event_active(st->flush, EV_TIMEOUT, 1);
 }
 
 /* Runs r's callback with a failure and frees r. */
@@ -461,8 +689,15 @@ req_fail(struct req *r, enum store_result res, const char *err)
 {
 	struct store *st = r->st;
 	struct store_watch *w = r->w;
+	struct req *b;
 
 	switch (r->kind) {
+	case REQ_BATCH:
+		while ((b = TAILQ_FIRST(&r->batch)) != NULL) {
+			TAILQ_REMOVE(&r->batch, b, entry);
+			req_fail(b, res, err);
+		}
+		break;
 	case REQ_CREATE:
 	case REQ_GET:
 		r->cb.saga(res, NULL, err, r->arg);
@@ -613,6 +848,14 @@ reply_write(struct req *r, const redisReply *rep)
 	what = rep->element[0]->str;
 	if (rep->elements > 1 && rep->element[1]->type == REDIS_REPLY_INTEGER)
 		n = rep->element[1]->integer;
+	if (strcmp(what, "ERR") == 0) {
+		/* A Redis error inside this write (OOM, wrong type...). */
+		what = rep->elements > 1 &&
+		    rep->element[1]->type == REDIS_REPLY_STRING ?
+		    rep->element[1]->str : "write script failed";
+		req_fail(r, error_result(what), what);
+		return;
+	}
 	if (strcmp(what, "OK") == 0) {
 		if (r->kind == REQ_UPDATE)
 			r->cb.rev(STORE_OK, n, NULL, r->arg);
@@ -638,6 +881,25 @@ reply_write(struct req *r, const redisReply *rep)
 		    what);
 		req_fail(r, STORE_ERROR, err);
 		return;
+	}
+	req_free(r);
+}
+
+/* One result per write of the batch, in the order they were queued. */
+static void
+reply_batch(struct req *r, const redisReply *rep)
+{
+	struct req *w;
+	size_t i = 0;
+
+	if (rep->type != REDIS_REPLY_ARRAY ||
+	    rep->elements != (size_t)r->nbatch) {
+		req_fail(r, STORE_ERROR, "write script: unexpected reply");
+		return;
+	}
+	while ((w = TAILQ_FIRST(&r->batch)) != NULL) {
+		TAILQ_REMOVE(&r->batch, w, entry);
+		reply_write(w, rep->element[i++]);
 	}
 	req_free(r);
 }
@@ -790,12 +1052,16 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	}
 
 	switch (r->kind) {
-	case REQ_CREATE:
-	case REQ_UPDATE:
+	case REQ_BATCH:
 		if (rep->type == REDIS_REPLY_ERROR)
 			req_fail(r, error_result(rep->str), rep->str);
 		else
-			reply_write(r, rep);
+			reply_batch(r, rep);
+		return;
+	case REQ_CREATE:
+	case REQ_UPDATE:
+		/* Never sent alone: they travel in a REQ_BATCH. */
+		req_fail(r, STORE_ERROR, "write sent outside a batch");
 		return;
 	case REQ_GET:
 		if (rep->type == REDIS_REPLY_ERROR)
@@ -1307,6 +1573,8 @@ store_new(struct event_base *base, const struct store_params *p, char *err,
 	st->max_watches = p->max_watches > 0 ? p->max_watches : 1024;
 	st->block_ms = p->watch_block_ms > 0 ? p->watch_block_ms : 2000;
 	TAILQ_INIT(&st->deferred);
+	TAILQ_INIT(&st->queued);
+	TAILQ_INIT(&st->spare);
 	TAILQ_INIT(&st->watches);
 	for (i = 0; i < 2; i++) {
 		struct conn *c = i == 0 ? &st->main : &st->wconn;
@@ -1320,12 +1588,15 @@ store_new(struct event_base *base, const struct store_params *p, char *err,
 	}
 	st->defer = event_new(base, -1, 0, defer_cb, st);
 	st->cron = event_new(base, -1, EV_PERSIST, cron, st);
-	if (st->defer == NULL || st->cron == NULL) {
+	st->flush = event_new(base, -1, 0, flush_cb, st);
+	if (st->defer == NULL || st->cron == NULL || st->flush == NULL) {
 		snprintf(err, errlen, "store: cannot create events");
 		if (st->defer != NULL)
 			event_free(st->defer);
 		if (st->cron != NULL)
 			event_free(st->cron);
+		if (st->flush != NULL)
+			event_free(st->flush);
 		free(st->host);
 		free(st);
 		return NULL;
@@ -1345,12 +1616,19 @@ store_free(struct store *st)
 	redisAsyncContext *ac;
 	struct store_watch *w;
 	struct conn *c;
+	struct req *r;
 	int i, live;
 
 	if (st == NULL)
 		return;
 	st->closing = 1;
 	event_del(st->cron);
+	event_del(st->flush);
+	while ((r = TAILQ_FIRST(&st->queued)) != NULL) {
+		TAILQ_REMOVE(&st->queued, r, entry);
+		req_defer(r, STORE_UNAVAILABLE, "store closed");
+	}
+	st->nqueued = 0;
 	for (i = 0; i < 2; i++) {
 		c = i == 0 ? &st->main : &st->wconn;
 		ac = c->ac;
@@ -1375,8 +1653,16 @@ store_free(struct store *st)
 	}
 	while ((w = TAILQ_FIRST(&st->watches)) != NULL)
 		watch_free(w);
+	while ((r = TAILQ_FIRST(&st->spare)) != NULL) {
+		TAILQ_REMOVE(&st->spare, r, entry);
+		seg_free(&r->keys);
+		seg_free(&r->args);
+		free(r);
+	}
+	seg_free(&st->out);
 	event_free(st->cron);
 	event_free(st->defer);
+	event_free(st->flush);
 	free(st->host);
 	free(st);
 }
@@ -1394,19 +1680,22 @@ store_is_up(const struct store *st)
 	return st->main.state == CONN_UP;
 }
 
+/* The write script's three keys for the saga id, into r->keys. */
 static void
 req_keys(struct req *r, const char *id)
 {
 	size_t len = strlen(id);
-	char *k;
+	char *p;
 
-	k = util_xcalloc(1, len + sizeof("saga:{}:events"));
-	snprintf(k, len + sizeof("saga:{}:events"), "saga:{%s}", id);
-	req_str(r, k);
-	snprintf(k, len + sizeof("saga:{}:events"), "saga:{%s}:events", id);
-	req_str(r, k);
-	free(k);
-	req_str(r, LEASES_KEY);
+	p = seg_open(&r->keys, len + sizeof("saga:{}") - 1);
+	memcpy(p, "saga:{", 6);
+	memcpy(p + 6, id, len);
+	p[6 + len] = '}';
+	p = seg_open(&r->keys, len + sizeof("saga:{}:events") - 1);
+	memcpy(p, "saga:{", 6);
+	memcpy(p + 6, id, len);
+	memcpy(p + 6 + len, "}:events", 8);
+	seg_arg(&r->keys, LEASES_KEY, sizeof(LEASES_KEY) - 1);
 }
 
 static int
@@ -1441,12 +1730,10 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 {
 	const Saga__V1__Saga *s = w->saga;
 	const Saga__V1__SagaEvent *ev;
-	uint8_t *buf;
 	size_t len, i;
 	int nf = rev == 0 ? 11 : 7;
 
 	r->script = SCRIPT_WRITE;
-	req_int(r, 3);
 	req_keys(r, s->id);
 	req_str(r, s->id);
 	req_int(r, rev);
@@ -1478,12 +1765,10 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 		field(r, "pod", w->pod);
 	if (w->callback != NULL)
 		field(r, "callback", w->callback);
-	len = saga__v1__saga__get_packed_size(s);
-	buf = util_xcalloc(1, len);
-	saga__v1__saga__pack(s, buf);
+	/* Packed straight into the request: no buffer of its own. */
 	req_str(r, "pb");
-	req_arg(r, buf, len);
-	free(buf);
+	len = saga__v1__saga__get_packed_size(s);
+	saga__v1__saga__pack(s, (uint8_t *)seg_open(&r->args, len));
 
 	req_int(r, (long long)w->nevents);
 	for (i = 0; i < w->nevents; i++) {
@@ -1492,10 +1777,8 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 		req_str(r, enum_name(&saga__v1__state__descriptor,
 		    ev->state));
 		len = saga__v1__saga_event__get_packed_size(ev);
-		buf = util_xcalloc(1, len);
-		saga__v1__saga_event__pack(ev, buf);
-		req_arg(r, buf, len);
-		free(buf);
+		saga__v1__saga_event__pack(ev,
+		    (uint8_t *)seg_open(&r->args, len));
 	}
 }
 
@@ -1513,7 +1796,7 @@ store_create(struct store *st, const struct store_write *w,
 		return;
 	}
 	write_args(st, r, w, 0);
-	req_submit(r);
+	batch_add(r);
 }
 
 void
@@ -1534,7 +1817,7 @@ store_update(struct store *st, const struct store_write *w,
 		return;
 	}
 	write_args(st, r, w, w->rev);
-	req_submit(r);
+	batch_add(r);
 }
 
 void
@@ -1576,8 +1859,7 @@ store_lease_renew(struct store *st, const char *owner,
 		return;
 	}
 	r->script = SCRIPT_RENEW;
-	req_int(r, 1);
-	req_str(r, LEASES_KEY);
+	seg_arg(&r->keys, LEASES_KEY, sizeof(LEASES_KEY) - 1);
 	req_str(r, owner);
 	req_int(r, lease_ms);
 	for (i = 0; i < nids; i++)
@@ -1601,8 +1883,7 @@ store_lease_claim(struct store *st, const char *claimer, int max,
 		return;
 	}
 	r->script = SCRIPT_CLAIM;
-	req_int(r, 1);
-	req_str(r, LEASES_KEY);
+	seg_arg(&r->keys, LEASES_KEY, sizeof(LEASES_KEY) - 1);
 	req_str(r, claimer);
 	req_int(r, lease_ms);
 	req_int(r, max);

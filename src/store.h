@@ -19,6 +19,10 @@
  *   must not be called from inside a store callback.
  * - The store keeps one persistent timer on the base (timeouts, reconnects)
  *   until store_free(), so the loop does not run out of events while it lives.
+ * - Creates and updates issued during one turn of the loop reach Redis
+ *   together, as one call of the write script (at most 64 a call), once
+ *   the turn is over. Each keeps its own revision check, its own result and
+ *   its own callback; a lost connection fails each of them once.
  * - Recording a step as started before calling its action is an ordinary
  *   store_update: the engine sets steps[i] to RUNNING, bumps its attempts and
  *   passes the matching SagaEvent; the revision check makes it a claim too.

@@ -946,6 +946,229 @@ START_TEST(flushed_script_cache_falls_back_to_eval)
 }
 END_TEST
 
+/* --- batches ----------------------------------------------------------- */
+
+#define NBATCH	100	/* more than one batch holds */
+
+static long long
+evalsha_calls(redisContext *rc)
+{
+	redisReply *rep;
+	const char *p;
+	long long n = 0;
+
+	rep = redisCommand(rc, "INFO commandstats");
+	ck_assert_ptr_nonnull(rep);
+	ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+	p = strstr(rep->str, "cmdstat_evalsha:calls=");
+	if (p != NULL)
+		n = atoll(p + strlen("cmdstat_evalsha:calls="));
+	freeReplyObject(rep);
+	return n;
+}
+
+/*
+ * Writes issued in one turn of the loop share a few script calls, yet each
+ * keeps its own revision check and gets its own result, exactly once: new
+ * sagas, a create of an existing one, two updates on one revision (the
+ * first wins, the second conflicts), an unknown saga, and a write that
+ * Redis refuses (the saga's key holds a string) next to ones it accepts.
+ */
+START_TEST(writes_of_one_turn_share_a_batch_but_keep_their_own_results)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	redisContext *rc = rsync();
+	redisReply *rep;
+	static struct tsaga t[NBATCH];
+	static char ids[NBATCH][32];
+	static struct res x[NBATCH];
+	struct tsaga te, tu, tn, tw;
+	struct res xe, xu1, xu2, xn, xw, xg;
+	long long before;
+	int i, all;
+
+	tsaga_init(&te, "s-there", "v");
+	create_ok(base, st, &te);
+	tsaga_init(&tu, "s-upd", "v");
+	create_ok(base, st, &tu);
+	tsaga_init(&tn, "s-none", "v");
+	tsaga_init(&tw, "s-wrongtype", "v");
+	rep = redisCommand(rc, "SET saga:{s-wrongtype} x");
+	freeReplyObject(rep);
+	run_ms(base, 50);
+	before = evalsha_calls(rc);
+
+	memset(&xe, 0, sizeof(xe));
+	memset(&xu1, 0, sizeof(xu1));
+	memset(&xu2, 0, sizeof(xu2));
+	memset(&xn, 0, sizeof(xn));
+	memset(&xw, 0, sizeof(xw));
+	for (i = 0; i < NBATCH; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "s-batch-%d", i);
+		tsaga_init(&t[i], ids[i], ids[i]);
+		memset(&x[i], 0, sizeof(x[i]));
+		store_create(st, &t[i].w, saga_cb, &x[i]);
+		if (i == 10)
+			store_create(st, &te.w, saga_cb, &xe);
+		if (i == 20) {
+			tu.w.rev = 1;
+			tu.w.step = 1;
+			store_update(st, &tu.w, rev_cb, &xu1);
+			tu.w.step = 0;
+			store_update(st, &tu.w, rev_cb, &xu2);
+		}
+		if (i == 70) {
+			tn.w.rev = 1;
+			store_update(st, &tn.w, rev_cb, &xn);
+			tw.w.rev = 1;
+			store_update(st, &tw.w, rev_cb, &xw);
+		}
+	}
+	ck_assert_int_eq(x[0].n, 0);	/* never from inside the call */
+	ck_assert_int_eq(xe.n, 0);
+	WAIT_UNTIL(base, x[NBATCH - 1].n && xw.n && xn.n, 3000,
+	    "the batch's results");
+	run_ms(base, 100);
+
+	all = 1;
+	for (i = 0; i < NBATCH; i++)
+		if (x[i].n != 1 || x[i].r != STORE_OK || x[i].rev != 1)
+			all = 0;
+	ck_assert_msg(all, "every new saga created once at rev 1");
+	ck_assert_int_eq(xe.n, 1);
+	ck_assert_int_eq(xe.r, STORE_EXISTS);
+	ck_assert_ptr_nonnull(xe.saga);
+	ck_assert_str_eq(xe.saga->id, "s-there");
+	res_free(&xe);
+	ck_assert_int_eq(xu1.n, 1);
+	ck_assert_int_eq(xu1.r, STORE_OK);
+	ck_assert_int_eq(xu1.rev, 2);
+	ck_assert_int_eq(xu2.n, 1);
+	ck_assert_int_eq(xu2.r, STORE_CONFLICT);
+	ck_assert_int_eq(xu2.rev, 2);
+	ck_assert_int_eq(xn.n, 1);
+	ck_assert_int_eq(xn.r, STORE_NOT_FOUND);
+	ck_assert_int_eq(xw.n, 1);
+	ck_assert_int_eq(xw.r, STORE_ERROR);
+	ck_assert_msg(strstr(xw.err, "WRONGTYPE") != NULL, "err: %s", xw.err);
+	/* 105 writes in at most three calls: 64, then the rest. */
+	ck_assert_int_le(evalsha_calls(rc) - before, 3);
+
+	get_one(base, st, "s-upd", &xg);
+	ck_assert_int_eq(xg.r, STORE_OK);
+	ck_assert_int_eq(xg.rev, 2);
+	ck_assert_int_eq(xg.step, 1);
+	res_free(&xg);
+	get_one(base, st, ids[NBATCH - 1], &xg);
+	ck_assert_int_eq(xg.r, STORE_OK);
+	ck_assert_int_eq(xg.saga->context[1]->value.len,
+	    strlen(ids[NBATCH - 1]));
+	ck_assert(memcmp(xg.saga->context[1]->value.data, ids[NBATCH - 1],
+	    strlen(ids[NBATCH - 1])) == 0);
+	res_free(&xg);
+	ck_assert_int_eq(rint_cmd(rc, "XLEN %s", "saga:{s-batch-42}:events"),
+	    1);
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+/*
+ * Redis drops the connection while a batch waits for its reply: every write
+ * in it fails UNAVAILABLE, once, and none of them is applied later.
+ */
+START_TEST(a_batch_cut_off_by_a_lost_connection_fails_each_write_once)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	redisContext *rc = rsync();
+	redisReply *rep;
+	struct tsaga t[10], tu;
+	char ids[10][32];
+	struct res x[10], xu;
+	int i;
+
+	tsaga_init(&tu, "s-cut", "v");
+	create_ok(base, st, &tu);
+	/* Scripts wait while writes are paused; CLIENT KILL does not. */
+	rep = redisCommand(rc, "CLIENT PAUSE 3000 WRITE");
+	ck_assert_int_eq(rep->type, REDIS_REPLY_STATUS);
+	freeReplyObject(rep);
+	for (i = 0; i < 10; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "s-cut-%d", i);
+		tsaga_init(&t[i], ids[i], "v");
+		memset(&x[i], 0, sizeof(x[i]));
+		store_create(st, &t[i].w, saga_cb, &x[i]);
+	}
+	memset(&xu, 0, sizeof(xu));
+	tu.w.rev = 1;
+	store_update(st, &tu.w, rev_cb, &xu);
+	run_ms(base, 200);	/* sent, not answered */
+	ck_assert_int_eq(x[0].n, 0);
+	ck_assert_int_eq(xu.n, 0);
+	rep = redisCommand(rc, "CLIENT KILL TYPE normal SKIPME yes");
+	ck_assert_ptr_nonnull(rep);
+	freeReplyObject(rep);
+	WAIT_UNTIL(base, xu.n && x[9].n, 2000, "the batch to fail");
+	run_ms(base, 200);
+	for (i = 0; i < 10; i++) {
+		ck_assert_int_eq(x[i].n, 1);
+		ck_assert_int_eq(x[i].r, STORE_UNAVAILABLE);
+	}
+	ck_assert_int_eq(xu.n, 1);
+	ck_assert_int_eq(xu.r, STORE_UNAVAILABLE);
+	rep = redisCommand(rc, "CLIENT UNPAUSE");
+	freeReplyObject(rep);
+	ck_assert_int_eq(rint_cmd(rc, "EXISTS %s", "saga:{s-cut-0}"), 0);
+	ck_assert_int_eq(rint_cmd(rc, "EXISTS %s", "saga:{s-cut-9}"), 0);
+	/* The store comes back and the same writes go through. */
+	wait_for(base, &u.up, 3000, "the store to reconnect");
+	WAIT_UNTIL(base, store_is_up(st), 3000, "the store to be up");
+	memset(&xu, 0, sizeof(xu));
+	store_update(st, &tu.w, rev_cb, &xu);
+	wait_for(base, &xu.n, 3000, "the update");
+	ck_assert_int_eq(xu.r, STORE_OK);
+	ck_assert_int_eq(xu.rev, 2);
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+/* Writes still queued for their batch when the store closes fail once. */
+START_TEST(store_free_fails_queued_writes_once)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	redisContext *rc = rsync();
+	struct tsaga t;
+	struct res x, y;
+
+	tsaga_init(&t, "s-queued", "v");
+	memset(&x, 0, sizeof(x));
+	memset(&y, 0, sizeof(y));
+	store_create(st, &t.w, saga_cb, &x);
+	t.w.rev = 1;
+	store_update(st, &t.w, rev_cb, &y);
+	store_free(st);
+	ck_assert_int_eq(x.n, 1);
+	ck_assert_int_eq(x.r, STORE_UNAVAILABLE);
+	ck_assert_int_eq(y.n, 1);
+	ck_assert_int_eq(y.r, STORE_UNAVAILABLE);
+	run_ms(base, 50);
+	ck_assert_int_eq(x.n, 1);
+	ck_assert_int_eq(y.n, 1);
+	ck_assert_int_eq(rint_cmd(rc, "EXISTS %s", "saga:{s-queued}"), 0);
+	redisFree(rc);
+	event_base_free(base);
+}
+END_TEST
+
 START_TEST(calls_fail_unavailable_from_the_loop_when_redis_is_down)
 {
 	struct event_base *base = event_base_new();
@@ -1131,6 +1354,11 @@ main(void)
 	    calls_fail_unavailable_from_the_loop_when_redis_is_down);
 	tcase_add_test(tc, store_free_fails_pending_calls_once);
 	tcase_add_test(tc, hung_redis_times_out_and_the_store_recovers);
+	tcase_add_test(tc,
+	    writes_of_one_turn_share_a_batch_but_keep_their_own_results);
+	tcase_add_test(tc,
+	    a_batch_cut_off_by_a_lost_connection_fails_each_write_once);
+	tcase_add_test(tc, store_free_fails_queued_writes_once);
 	tcase_add_test(tc,
 	    redis_restart_fails_calls_then_the_store_reconnects);
 	suite_add_tcase(s, tc);
