@@ -73,7 +73,8 @@ struct waiter {
 
 /* An event waiting to be written with the next store write. */
 struct pending_ev {
-	char		*step;		/* "" = the saga */
+	const char	*step;		/* "" = the saga; else a step name
+					   of the run's saga, not a copy */
 	int		 state;
 	char		*error;
 	int		 attempt;
@@ -373,7 +374,7 @@ ev_add(struct run *r, const char *step, int state, const char *error,
 	if (r->nevs == ORCH_MAX_EVENTS)
 		return;
 	e = &r->evs[r->nevs++];
-	e->step = util_xstrdup(step);
+	e->step = step;		/* lives as long as r->s */
 	e->state = state;
 	e->error = error != NULL ? util_xstrdup(error) : NULL;
 	e->attempt = attempt;
@@ -384,7 +385,6 @@ static void
 evs_clear(struct run *r)
 {
 	for (int i = 0; i < r->nevs; i++) {
-		free(r->evs[i].step);
 		free(r->evs[i].error);
 	}
 	r->nevs = 0;
@@ -599,7 +599,8 @@ write_of(struct run *r, struct store_write *w, struct saga_pb *v,
 	for (int i = 0; i < r->nevs; i++) {
 		saga__v1__saga_event__init(&ev[i]);
 		ev[i].saga_id = r->s->id;
-		ev[i].step = r->evs[i].step;
+		/* protobuf-c's char *; the event is only packed. */
+		ev[i].step = (char *)(uintptr_t)r->evs[i].step;
 		ev[i].state = (Saga__V1__State)r->evs[i].state;
 		ev[i].error = r->evs[i].error;
 		ev[i].attempt = r->evs[i].attempt;

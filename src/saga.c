@@ -450,6 +450,20 @@ void
 saga_pb_view(const struct saga *s, struct saga_pb *v)
 {
 	Saga__V1__Saga *pb = &v->pb;
+	char *block;
+
+	/*
+	 * One allocation for the four arrays (the structs first, then the
+	 * pointers to them, all of pointer alignment): a view is made for
+	 * every store write, so it is on the hot path. v->ce owns the block.
+	 */
+	block = util_xcalloc(1, s->nctx * sizeof(*v->ce) +
+	    s->nsteps * sizeof(*v->sr) + s->nctx * sizeof(*v->cep) +
+	    s->nsteps * sizeof(*v->srp) + 1);
+	v->ce = (Saga__V1__Saga__ContextEntry *)(void *)block;
+	v->sr = (Saga__V1__StepResult *)(void *)(v->ce + s->nctx);
+	v->cep = (Saga__V1__Saga__ContextEntry **)(void *)(v->sr + s->nsteps);
+	v->srp = (Saga__V1__StepResult **)(void *)(v->cep + s->nctx);
 
 	saga__v1__saga__init(pb);
 	pb->id = s->id;
@@ -459,8 +473,6 @@ saga_pb_view(const struct saga *s, struct saga_pb *v)
 	pb->error = s->error;	/* protobuf-c packs NULL as "" */
 	pb->created_unix_ms = s->created_ms;
 	pb->updated_unix_ms = s->updated_ms;
-	v->ce = util_xcalloc(s->nctx, sizeof(*v->ce));
-	v->cep = util_xcalloc(s->nctx, sizeof(*v->cep));
 	for (size_t i = 0; i < s->nctx; i++) {
 		saga__v1__saga__context_entry__init(&v->ce[i]);
 		v->ce[i].key = s->ctx[i].key;
@@ -470,8 +482,6 @@ saga_pb_view(const struct saga *s, struct saga_pb *v)
 	}
 	pb->n_context = s->nctx;
 	pb->context = v->cep;
-	v->sr = util_xcalloc(s->nsteps, sizeof(*v->sr));
-	v->srp = util_xcalloc(s->nsteps, sizeof(*v->srp));
 	for (size_t i = 0; i < s->nsteps; i++) {
 		saga__v1__step_result__init(&v->sr[i]);
 		v->sr[i].name = s->steps[i].name;
@@ -489,10 +499,7 @@ saga_pb_view(const struct saga *s, struct saga_pb *v)
 void
 saga_pb_view_free(struct saga_pb *v)
 {
-	free(v->ce);
-	free(v->cep);
-	free(v->sr);
-	free(v->srp);
+	free(v->ce);		/* the block of all four */
 	memset(v, 0, sizeof(*v));
 }
 
