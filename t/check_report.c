@@ -157,6 +157,28 @@ START_TEST(plot_draws_every_request_coloured_by_outcome)
 }
 END_TEST
 
+START_TEST(plot_draws_one_dot_per_pixel_and_colour)
+{
+	struct report	 r;
+	char		*out, *p;
+	int		 n = 0;
+
+	report_init(&r, "t");
+	report_add(&r, 0, 1000, GRPC_STATUS_OK, SAGA_STATE_COMPLETED);
+	report_add(&r, 10000000, 1000, GRPC_STATUS_OK, SAGA_STATE_COMPLETED);
+	/* 1,000 requests on the same pixel as the first, in two colours. */
+	for (int i = 0; i < 1000; i++)
+		report_add(&r, 1, 1000, GRPC_STATUS_OK, i % 2 ?
+		    SAGA_STATE_COMPLETED : SAGA_STATE_COMPENSATED);
+	out = capture(&r, report_plot_svg);
+	for (p = out; (p = strstr(p, "r=\"1.5\"")) != NULL; p++)
+		n++;
+	ck_assert_int_eq(n, 3);
+	free(out);
+	report_free(&r);
+}
+END_TEST
+
 START_TEST(durations_print_like_vegeta)
 {
 	char b[32];
@@ -183,6 +205,7 @@ main(void)
 	tcase_add_test(tc, text_report_has_the_vegeta_shape);
 	tcase_add_test(tc, json_report_is_complete);
 	tcase_add_test(tc, plot_draws_every_request_coloured_by_outcome);
+	tcase_add_test(tc, plot_draws_one_dot_per_pixel_and_colour);
 	tcase_add_test(tc, durations_print_like_vegeta);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
