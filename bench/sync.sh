@@ -11,6 +11,15 @@
 # 4. the raw unary rate of sagad's gRPC server (Health/Check, h2load), and
 #    the efficiency sagas/s x 3 / raw calls/s (a saga costs ~3 calls: Run
 #    and two steps)
+#
+# Redis runs as a production sync deployment would: AOF on with fsync once a
+# second (appendfsync everysec) and no automatic AOF rewrite during the run
+# (auto-aof-rewrite-percentage 0): a rewrite forks Redis, and on a 2-core
+# machine the fork and the child's copy stall every write for tens to
+# hundreds of ms. Operators schedule rewrites (BGREWRITEAOF) off-peak or
+# size auto-aof-rewrite-min-size so that they are rare. Section 2b shows
+# what one rewrite in the middle of the open loop costs, so the effect is
+# reported rather than hidden.
 set -euo pipefail
 top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
 B=$(cd "${1:-$top_srcdir}" && pwd)
@@ -19,7 +28,15 @@ DUR=${DUR:-10s}
 . "$top_srcdir/t/lib.sh"
 lib_init
 
-start_redis
+REDIS_PORT=$(free_port)
+mkdir -p "$LIB_TMP/redis"
+redis_conf="--appendonly yes --appendfsync everysec --auto-aof-rewrite-percentage 0"
+# shellcheck disable=SC2086
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$LIB_TMP/redis" \
+    --save '' $redis_conf --daemonize no >"$LIB_TMP/redis.log" 2>&1 &
+track $!
+wait_port "$REDIS_PORT"
+rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 order_port=$(free_port); payment_port=$(free_port); sagad_port=$(free_port)
 
 start_participants() {	# latency_ms
@@ -56,6 +73,8 @@ wait_port "$sagad_port"
 ctl="$B/sagactl -s 127.0.0.1:$sagad_port"
 
 echo "# sagad sync benchmark, $(date -u +%Y-%m-%d), $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "redis $(redis-server --version | awk '{print $3}'): $redis_conf, save ''"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 start_participants 0
 $ctl bench Booking -r 0 -d 2s --max-inflight 64 >/dev/null	# warm up
@@ -65,6 +84,13 @@ closed=$(awk -F'[ ,]+' '/^Requests/ {print $(NF)}' "$LIB_TMP/closed.txt")
 echo
 echo "## 2. open loop, 5000 sagas/s offered, $DUR"
 $ctl bench Booking -r 5000 -d "$DUR" -c 2
+echo
+echo "## 2b. the same open loop with one AOF rewrite (BGREWRITEAOF) at half time"
+(sleep "$(( ${DUR%s} / 2 ))"; rcli BGREWRITEAOF >/dev/null) &
+rewrite_pid=$!
+$ctl bench Booking -r 5000 -d "$DUR" -c 2
+wait "$rewrite_pid"
+echo "rewrite: $(rcli INFO persistence | tr -d '\r' | grep -E '^aof_last_rewrite_time_sec' ), $(rcli INFO stats | tr -d '\r' | grep -E '^latest_fork_usec'), AOF $(($(rcli INFO persistence | tr -d '\r' | awk -F: '/^aof_current_size/ {print $2}') / 1048576)) MiB"
 echo
 stop_participants
 echo "## 3. 10,000 sagas in flight: participants at 1000 ms, 5000 sagas/s for 4 s"
@@ -94,3 +120,4 @@ echo "raw calls/s: $raw"
 if [ -n "$closed" ] && [ -n "$raw" ]; then
 	awk -v s="$closed" -v r="$raw" 'BEGIN { printf "efficiency: %.0f sagas/s x 3 / %.0f calls/s = %.2f\n", s, r, s * 3 / r }'
 fi
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
