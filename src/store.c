@@ -16,7 +16,11 @@
  *
  * State changes are Lua scripts run with EVALSHA; the SHA1s come from SCRIPT
  * LOAD after each connect and a NOSCRIPT reply (script cache flushed, Redis
- * restarted) resends the same call as EVAL, which caches it again.
+ * restarted) resends the same call as EVAL, which caches it again. Writes
+ * are queued and leave together once the loop's turn is over, as one call
+ * of the write script (batch_flush); commands are built in the protocol's
+ * own form in buffers that freed requests keep for the next ones, so a
+ * write costs no allocation per argument.
  *
  * hiredis 0.14 runs every pending reply callback with a NULL reply when a
  * connection dies or is freed, then frees the context itself. Each command
