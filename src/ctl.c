@@ -173,7 +173,9 @@ ctl_print_saga(FILE *fp, const struct saga *s)
 		const struct saga_step *st = &s->steps[i];
 
 		if (st->started_ms > 0) {
-			fmt_ms(st->started_ms - s->created_ms, at, sizeof(at));
+			at[0] = '+';
+			fmt_ms(st->started_ms - s->created_ms, at + 1,
+			    sizeof(at) - 1);
 			if (st->finished_ms >= st->started_ms)
 				fmt_ms(st->finished_ms - st->started_ms, dur,
 				    sizeof(dur));
@@ -183,7 +185,7 @@ ctl_print_saga(FILE *fp, const struct saga *s)
 			snprintf(at, sizeof(at), "-");
 			snprintf(dur, sizeof(dur), "-");
 		}
-		fprintf(fp, "  %-3zu %-20s %-13s %-8d +%-9s %s\n", i + 1,
+		fprintf(fp, "  %-3zu %-20s %-13s %-8d %-10s %s\n", i + 1,
 		    st->name, saga_state_name(st->state), st->attempts, at,
 		    dur);
 		if (st->error != NULL)
