@@ -1306,6 +1306,13 @@ launch_write(struct launch *l, int create, store_saga_cb *ccb,
 	w.saga = &v.pb;
 	w.rev = l->rev;
 	w.step = 0;
+	/*
+	 * The first call counts as started by the write that queues it, as
+	 * a sync create records it, but in the record alone: the saga reads
+	 * PENDING until its first result (saga_resume catches it up). So the
+	 * worker that gets the work makes the call without a write first.
+	 */
+	w.attempt = 1;
 	w.pod = l->pod;
 	w.owner = l->o->owner;
 	w.callback = l->callback;

@@ -392,7 +392,7 @@ saga_recover(struct saga *s, const struct config *cfg,
 struct saga_action
 saga_resume(struct saga *s, const struct config *cfg,
     const struct config_flow *flow, size_t step, int compensate, int attempts,
-    int64_t now_ms, uint64_t *rng, int *changed)
+    int fresh, int64_t now_ms, uint64_t *rng, int *changed)
 {
 	const struct config_node	*node;
 	struct saga_step		*st;
@@ -407,12 +407,23 @@ saga_resume(struct saga *s, const struct config *cfg,
 		*changed = 1;
 		return saga_recover(s, cfg, flow, now_ms);
 	}
-	if (s->state == SAGA_STATE_PENDING) {
+	st = &s->steps[step];
+	node = node_of(cfg, flow, step);
+	if (attempts > 0 && !compensate && st->state == SAGA_STATE_PENDING) {
+		/*
+		 * The create records the first call's start in the record
+		 * alone (a queued saga reads PENDING until its first result):
+		 * the saga catches up here.
+		 */
+		a = act_call(step, 0);
+		a.attempt = attempts;
+		s->state = SAGA_STATE_RUNNING;
+		saga_step_begin(s, &a, now_ms);
+		st->attempts = attempts;
+	} else if (s->state == SAGA_STATE_PENDING) {
 		s->state = SAGA_STATE_RUNNING;
 		*changed = 1;
 	}
-	st = &s->steps[step];
-	node = node_of(cfg, flow, step);
 	/* The record holds the pending call's result: what follows it. */
 	if (!compensate && st->state == SAGA_STATE_COMPLETED) {
 		if (step + 1 < s->nsteps)
@@ -430,6 +441,16 @@ saga_resume(struct saga *s, const struct config *cfg,
 		s->state = SAGA_STATE_COMPENSATING;
 		return next_compensation(s, cfg, flow, compensate ?
 		    (long)step - 1 : (long)step, now_ms);
+	}
+	if (fresh && attempts > 0 && st->state == (compensate ?
+	    SAGA_STATE_COMPENSATING : SAGA_STATE_RUNNING) &&
+	    s->state == (compensate ? SAGA_STATE_COMPENSATING :
+	    SAGA_STATE_RUNNING)) {
+		/* Started by whoever queued it, maybe not yet made. */
+		a = act_call(step, compensate);
+		a.attempt = attempts;
+		a.begun = 1;
+		return a;
 	}
 	retries = compensate ? node->compensate_retries : node->retries;
 	if (attempts > retries) {

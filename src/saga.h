@@ -76,6 +76,7 @@ struct saga_action {
 	int			 compensate;
 	int			 attempt;	/* 1 for the first call */
 	int64_t			 delay_ms;
+	int			 begun;		/* its start is recorded */
 };
 
 struct saga	*saga_new(const char *id, const struct config *,
@@ -175,9 +176,15 @@ struct saga_action saga_recover(struct saga *, const struct config *,
  * Where a stored saga stands for a process that picks it up from the store
  * without having run it (sagad-worker, on a delivered or redelivered bus
  * message). The store names the pending call (step, compensate) and how
- * many calls of that phase were made (attempts, 0 if none). Returns:
+ * many calls of that phase were started (attempts, 0 if none). Whoever
+ * publishes the work of a call records its start first, in the same write
+ * as what came before; fresh says that start may not have been made yet
+ * (the caller holds the first delivery of that work, or work of another
+ * call), while a redelivery counts it as made. Returns:
  * - END when the saga is final (s unchanged), or when what the record
  *   implies ends it (s updated);
+ * - CALL of the pending call with begun set when fresh and the record shows
+ *   it started without a result: make attempt `attempts` as recorded;
  * - CALL of the pending call with the attempt to make next: attempts + 1
  *   while the phase's retries last. A call that was made but whose outcome
  *   was never recorded (its process died) counts as made; when it was the
@@ -191,6 +198,7 @@ struct saga_action saga_recover(struct saga *, const struct config *,
  */
 struct saga_action saga_resume(struct saga *, const struct config *,
 		    const struct config_flow *, size_t step, int compensate,
-		    int attempts, int64_t now_ms, uint64_t *rng, int *changed);
+		    int attempts, int fresh, int64_t now_ms, uint64_t *rng,
+		    int *changed);
 
 #endif

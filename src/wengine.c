@@ -7,9 +7,13 @@
  * delivered again and a record that says how far the saga got. The record
  * names the pending call (step, undo, attempt: see store.h), so a worker
  * that never saw the saga knows what to do next and how many calls of the
- * phase were made. Conflicting writes (another worker moved the saga on) and
- * every failure of Redis or the bus hand the message back with a delay: the
- * next delivery decides again from the store.
+ * phase were started. Whoever publishes a call's work records its start in
+ * the write before (the master's create for step 0, else the write of the
+ * previous result), so the first delivery makes the call without a write
+ * of its own and a redelivery counts that start as a call made.
+ * Conflicting writes (another worker moved the saga on) and every failure
+ * of Redis or the bus hand the message back with a delay: the next delivery
+ * decides again from the store.
  */
 #include "autoconf.h"
 
@@ -41,7 +45,7 @@
 #define WE_CALLBACK_TIMEOUT_MS	5000
 #define WE_CALLBACK_BACKOFF_MS	250
 #define WE_CALLBACK_BACKOFF_MAX	30000
-#define WE_MAX_EVENTS		4
+#define WE_MAX_EVENTS		6
 #define WE_NAME_MAX		(2 * CONFIG_NAME_MAX + 2)
 
 struct job;
@@ -579,7 +583,15 @@ job_after(struct job *j, enum saga_state before)
 		    job_nak_wait);
 		break;
 	case SAGA_ACT_CALL:
-		job_write(j, n->step, n->compensate, 0, job_publish_next);
+		/*
+		 * The result and the next call's start share one write: the
+		 * worker that gets the next work makes the call as recorded.
+		 */
+		saga_step_begin(j->s, n, util_now_ms());
+		ev_add(j, j->s->steps[n->step].name,
+		    j->s->steps[n->step].state, NULL, n->attempt);
+		job_write(j, n->step, n->compensate, n->attempt,
+		    job_publish_next);
 		break;
 	case SAGA_ACT_END:
 		job_write(j, j->a.step, j->a.compensate, j->a.attempt,
@@ -661,7 +673,7 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 	const struct config_node *node;
 	struct saga_action	 a;
 	enum saga_state		 before;
-	int			 changed;
+	int			 changed, fresh;
 
 	if (job_closing(j))
 		return;
@@ -703,11 +715,23 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 		    job_ended);
 		return;
 	}
+	/*
+	 * Only a redelivery of the pending call's own work counts its
+	 * recorded start as made: the first delivery is what its publisher
+	 * recorded, and work of another call must not use up its attempts.
+	 */
+	fresh = !((size_t)rec->step == j->w.step &&
+	    rec->compensate == (int)j->w.compensate &&
+	    bus_msg_delivered(j->msg) > 1);
 	a = saga_resume(j->s, j->cfg, j->flow, (size_t)rec->step,
-	    rec->compensate, rec->attempt, util_now_ms(), &e->rng, &changed);
+	    rec->compensate, rec->attempt, fresh, util_now_ms(), &e->rng,
+	    &changed);
 	if (a.kind == SAGA_ACT_CALL && a.step == j->w.step &&
 	    a.compensate == j->w.compensate) {
-		/* This message's call: record it as started, then make it. */
+		/*
+		 * This message's call: make it as recorded, or record it as
+		 * started first.
+		 */
 		node = job_node(j, a.step);
 		if (strcmp(node->name, e->node) != 0) {
 			elog(e, WENGINE_WARN, j->s->id, "work for step %u (%s) "
@@ -717,6 +741,24 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 			return;
 		}
 		j->a = a;
+		if (a.begun) {
+			/*
+			 * A saga that read PENDING caught up with its first
+			 * start: its events go with the result's write.
+			 */
+			if (j->s->state != before) {
+				ev_add(j, "", j->s->state, j->s->error, 0);
+				ev_add(j, j->s->steps[a.step].name,
+				    j->s->steps[a.step].state, NULL,
+				    a.attempt);
+			}
+			if (changed)
+				job_write(j, a.step, a.compensate, a.attempt,
+				    job_call);
+			else
+				job_call(j);
+			return;
+		}
 		saga_step_begin(j->s, &a, util_now_ms());
 		if (j->s->state != before)
 			ev_add(j, "", j->s->state, j->s->error, 0);
@@ -739,8 +781,8 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 	} else if (changed) {
 		if (j->s->state != before)
 			ev_add(j, "", j->s->state, j->s->error, 0);
-		job_write(j, a.step, a.compensate, a.attempt - 1,
-		    job_publish_next);
+		job_write(j, a.step, a.compensate, a.begun ? a.attempt :
+		    a.attempt - 1, job_publish_next);
 	} else
 		job_publish_call(j, &a);
 }

@@ -290,7 +290,7 @@ START_TEST(resume_of_a_new_saga_calls_its_first_step_once)
 	struct saga_action	 a;
 	int			 changed;
 
-	a = saga_resume(s, &cfg, &flow, 0, 0, 0, 5, &rng, &changed);
+	a = saga_resume(s, &cfg, &flow, 0, 0, 0, 0, 5, &rng, &changed);
 	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
 	ck_assert_uint_eq(a.step, 0);
 	ck_assert_int_eq(a.compensate, 0);
@@ -309,7 +309,7 @@ START_TEST(resume_after_a_recorded_result_goes_to_what_follows)
 
 	a = call(s, a, GRPC_STATUS_OK);		/* Hotel done */
 	/* A redelivered Hotel message must not call Hotel again. */
-	a = saga_resume(s, &cfg, &flow, 0, 0, 1, 5, &rng, &changed);
+	a = saga_resume(s, &cfg, &flow, 0, 0, 1, 0, 5, &rng, &changed);
 	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
 	ck_assert_uint_eq(a.step, 1);
 	ck_assert_int_eq(a.compensate, 0);
@@ -319,7 +319,7 @@ START_TEST(resume_after_a_recorded_result_goes_to_what_follows)
 	a = call(s, a, GRPC_STATUS_OK);
 	ck_assert_int_eq(a.kind, SAGA_ACT_END);
 	/* A final saga stays as it is. */
-	a = saga_resume(s, &cfg, &flow, 2, 0, 1, 5, &rng, &changed);
+	a = saga_resume(s, &cfg, &flow, 2, 0, 1, 0, 5, &rng, &changed);
 	ck_assert_int_eq(a.kind, SAGA_ACT_END);
 	ck_assert_int_eq(s->state, SAGA_STATE_COMPLETED);
 	ck_assert_int_eq(changed, 0);
@@ -335,18 +335,18 @@ START_TEST(resume_counts_attempts_per_phase)
 
 	a = call(s, a, GRPC_STATUS_UNAVAILABLE);	/* Hotel #1 failed */
 	ck_assert_int_eq(a.kind, SAGA_ACT_WAIT);
-	a = saga_resume(s, &cfg, &flow, 0, 0, 1, 5, &rng, &changed);
+	a = saga_resume(s, &cfg, &flow, 0, 0, 1, 0, 5, &rng, &changed);
 	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
 	ck_assert_int_eq(a.attempt, 2);
 	a = call(s, a, GRPC_STATUS_ABORTED);		/* Hotel fails for good */
 	ck_assert_int_eq(a.compensate, 1);
 	ck_assert_int_eq(s->steps[0].attempts, 2);
 	/* The undo's attempts are its own, not the action's. */
-	a = saga_resume(s, &cfg, &flow, 0, 1, 0, 5, &rng, &changed);
+	a = saga_resume(s, &cfg, &flow, 0, 1, 0, 0, 5, &rng, &changed);
 	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
 	ck_assert_int_eq(a.compensate, 1);
 	ck_assert_int_eq(a.attempt, 1);
-	a = saga_resume(s, &cfg, &flow, 0, 1, 2, 5, &rng, &changed);
+	a = saga_resume(s, &cfg, &flow, 0, 1, 2, 0, 5, &rng, &changed);
 	ck_assert_int_eq(a.attempt, 3);
 	saga_free(s);
 }
@@ -362,11 +362,11 @@ START_TEST(resume_of_a_last_attempt_with_unknown_outcome_fails_the_call)
 	/* Flight's 3rd call (retries = 2) was made, then its worker died. */
 	for (int i = 0; i < 3; i++)
 		saga_step_begin(s, &a, 5);
-	a = saga_resume(s, &cfg, &flow, 1, 0, 2, 6, &rng, &changed);
+	a = saga_resume(s, &cfg, &flow, 1, 0, 2, 0, 6, &rng, &changed);
 	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
 	ck_assert_int_eq(a.attempt, 3);		/* one left: retry */
 	ck_assert_int_eq(a.compensate, 0);
-	a = saga_resume(s, &cfg, &flow, 1, 0, 3, 6, &rng, &changed);
+	a = saga_resume(s, &cfg, &flow, 1, 0, 3, 0, 6, &rng, &changed);
 	ck_assert_int_eq(changed, 1);
 	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
 	ck_assert_uint_eq(a.step, 1);		/* Flight's undo first */
@@ -375,6 +375,92 @@ START_TEST(resume_of_a_last_attempt_with_unknown_outcome_fails_the_call)
 	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATING);
 	ck_assert_int_eq(s->steps[1].state, SAGA_STATE_FAILED);
 	ck_assert_ptr_nonnull(strstr(s->error, "outcome is unknown"));
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(resume_of_a_first_delivery_makes_the_call_its_publisher_started)
+{
+	struct saga		*s = saga_new("r6", &cfg, &flow, 0, 1);
+	struct saga_action	 a;
+	int			 changed;
+
+	/* The create recorded Hotel's start in the record alone. */
+	a = saga_resume(s, &cfg, &flow, 0, 0, 1, 1, 5, &rng, &changed);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 0);
+	ck_assert_int_eq(a.attempt, 1);
+	ck_assert_int_eq(a.begun, 1);
+	ck_assert_int_eq(changed, 0);
+	ck_assert_int_eq(s->state, SAGA_STATE_RUNNING);
+	ck_assert_int_eq(s->steps[0].state, SAGA_STATE_RUNNING);
+	ck_assert_int_eq(s->steps[0].attempts, 1);
+	/* Hotel's result was written with Flight's start. */
+	a = call(s, a, GRPC_STATUS_OK);
+	saga_step_begin(s, &a, 6);
+	a = saga_resume(s, &cfg, &flow, 1, 0, 1, 1, 7, &rng, &changed);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 1);
+	ck_assert_int_eq(a.attempt, 1);
+	ck_assert_int_eq(a.begun, 1);
+	ck_assert_int_eq(changed, 0);
+	ck_assert_int_eq(s->steps[1].attempts, 1);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(resume_of_redelivered_work_counts_its_recorded_start_as_made)
+{
+	struct saga		*s = saga_new("r9", &cfg, &flow, 0, 1);
+	struct saga_action	 a;
+	int			 changed;
+
+	a = saga_resume(s, &cfg, &flow, 0, 0, 1, 0, 5, &rng, &changed);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 0);
+	ck_assert_int_eq(a.attempt, 2);
+	ck_assert_int_eq(a.begun, 0);
+	ck_assert_int_eq(s->steps[0].attempts, 1);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(resume_of_a_first_delivery_makes_the_undo_its_publisher_started)
+{
+	struct saga		*s = saga_new("r7", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+	int			 changed;
+
+	a = call(s, a, GRPC_STATUS_OK);
+	a = call(s, a, GRPC_STATUS_ABORTED);	/* Flight fails */
+	ck_assert_int_eq(a.compensate, 1);
+	saga_step_begin(s, &a, 5);		/* written with the failure */
+	a = saga_resume(s, &cfg, &flow, 1, 1, 1, 1, 6, &rng, &changed);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 1);
+	ck_assert_int_eq(a.compensate, 1);
+	ck_assert_int_eq(a.attempt, 1);
+	ck_assert_int_eq(a.begun, 1);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(resume_of_redelivered_work_ends_once_its_starts_are_used_up)
+{
+	struct saga		*s = saga_new("r8", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+	int			 changed;
+
+	/* Hotel (retries = 2) started three times, each worker died. */
+	for (int i = 0; i < 3; i++)
+		saga_step_begin(s, &a, 2);
+	a = saga_resume(s, &cfg, &flow, 0, 0, 3, 0, 5, &rng, &changed);
+	ck_assert_int_eq(changed, 1);
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_uint_eq(a.step, 0);
+	ck_assert_int_eq(a.compensate, 1);
+	ck_assert_int_eq(a.begun, 0);
+	ck_assert_int_eq(s->steps[0].state, SAGA_STATE_FAILED);
 	saga_free(s);
 }
 END_TEST
@@ -389,7 +475,7 @@ START_TEST(resume_after_a_recorded_undo_goes_to_the_next_undo)
 	a = call(s, a, GRPC_STATUS_ABORTED);	/* Flight fails */
 	a = call(s, a, GRPC_STATUS_OK);		/* Flight undone */
 	ck_assert_uint_eq(a.step, 0);
-	a = saga_resume(s, &cfg, &flow, 1, 1, 1, 7, &rng, &changed);
+	a = saga_resume(s, &cfg, &flow, 1, 1, 1, 0, 7, &rng, &changed);
 	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
 	ck_assert_uint_eq(a.step, 0);
 	ck_assert_int_eq(a.compensate, 1);
@@ -545,6 +631,14 @@ main(void)
 	tcase_add_test(tc,
 	    resume_of_a_last_attempt_with_unknown_outcome_fails_the_call);
 	tcase_add_test(tc, resume_after_a_recorded_undo_goes_to_the_next_undo);
+	tcase_add_test(tc,
+	    resume_of_a_first_delivery_makes_the_call_its_publisher_started);
+	tcase_add_test(tc,
+	    resume_of_a_first_delivery_makes_the_undo_its_publisher_started);
+	tcase_add_test(tc,
+	    resume_of_redelivered_work_counts_its_recorded_start_as_made);
+	tcase_add_test(tc,
+	    resume_of_redelivered_work_ends_once_its_starts_are_used_up);
 	tcase_add_test(tc, pack_and_unpack_round_trip);
 	tcase_add_test(tc, dup_is_deep);
 	tcase_add_test(tc, json_follows_the_proto3_mapping);
