@@ -15,14 +15,14 @@ lib_init() {
 lib_cleanup() {
 	local rc=$? pid
 	for pid in "${LIB_PIDS[@]}"; do
-		kill -TERM "$pid" 2>/dev/null
+		kill -TERM "$pid" 2>/dev/null || true
 	done
 	for pid in "${LIB_PIDS[@]}"; do
 		for _ in $(seq 50); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
 		done
-		kill -KILL "$pid" 2>/dev/null
+		kill -KILL "$pid" 2>/dev/null || true
 	done
 	if [ "$rc" -ne 0 ] && [ -n "${LIB_TMP:-}" ]; then
 		for f in "$LIB_TMP"/*.log; do
