@@ -40,6 +40,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "grpc/client.h"
+#include "grpc/h2.h"
 #include "util.h"
 
 #define CLIENT_MAX_RETRIES	3		/* transparent retries of refused streams */
@@ -163,18 +164,6 @@ static void	call_finish(struct grpc_client_call *, int, const char *, ...)
 static void	call_abort(struct grpc_client_call *, int, const char *, ...)
 		    __attribute__((format(printf, 3, 4)));
 static void	call_deliver(struct grpc_client_call *);
-
-/* nghttp2_nv takes non-const pointers it never writes through. */
-static void
-nv_set(nghttp2_nv *nv, const char *name, size_t namelen, const char *value,
-    size_t valuelen)
-{
-	nv->name = (uint8_t *)(uintptr_t)name;
-	nv->namelen = namelen;
-	nv->value = (uint8_t *)(uintptr_t)value;
-	nv->valuelen = valuelen;
-	nv->flags = NGHTTP2_NV_FLAG_NONE;
-}
 
 static double
 client_random(struct grpc_client *cli)
@@ -340,7 +329,7 @@ call_new(struct grpc_channel *ch, const char *path, const uint8_t *req,
 				break;
 			memcpy(p, m->value, vl);
 		}
-		nv_set(nv, k, kl, p, vl);
+		grpc_nv_set(nv, k, kl, p, vl);
 		p += vl + 1;
 		call->nmd++;
 	}
@@ -562,16 +551,16 @@ call_submit(struct grpc_client_call *call, struct conn *c)
 		}
 		grpc_timeout_format(left, call->tmo, sizeof(call->tmo));
 	}
-	nv_set(&nv[n++], ":method", 7, "POST", 4);
-	nv_set(&nv[n++], ":scheme", 7, "http", 4);
-	nv_set(&nv[n++], ":path", 5, call->path, strlen(call->path));
-	nv_set(&nv[n++], ":authority", 10, ch->authority,
+	grpc_nv_set(&nv[n++], ":method", 7, "POST", 4);
+	grpc_nv_set(&nv[n++], ":scheme", 7, "http", 4);
+	grpc_nv_set(&nv[n++], ":path", 5, call->path, strlen(call->path));
+	grpc_nv_set(&nv[n++], ":authority", 10, ch->authority,
 	    strlen(ch->authority));
-	nv_set(&nv[n++], "te", 2, "trailers", 8);
-	nv_set(&nv[n++], "content-type", 12, "application/grpc", 16);
-	nv_set(&nv[n++], "user-agent", 10, ch->cli->ua, strlen(ch->cli->ua));
+	grpc_nv_set(&nv[n++], "te", 2, "trailers", 8);
+	grpc_nv_set(&nv[n++], "content-type", 12, "application/grpc", 16);
+	grpc_nv_set(&nv[n++], "user-agent", 10, ch->cli->ua, strlen(ch->cli->ua));
 	if (call->deadline != 0)
-		nv_set(&nv[n++], "grpc-timeout", 12, call->tmo,
+		grpc_nv_set(&nv[n++], "grpc-timeout", 12, call->tmo,
 		    strlen(call->tmo));
 	/* Custom metadata sits right after the fixed slots. */
 	if (n < CLIENT_NFIXED_NV)

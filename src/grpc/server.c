@@ -42,6 +42,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "grpc/grpc.h"
+#include "grpc/h2.h"
 #include "grpc/server.h"
 #include "util.h"
 
@@ -141,27 +142,12 @@ static int	conn_flush(struct conn *);
 static void	conn_free(struct conn *);
 static void	call_fail(struct grpc_call *, int, const char *);
 
-/*
- * nghttp2_nv wants non-const pointers although it never writes through them;
- * going through uintptr_t says so without a cast-qual warning.
- */
-static void
-nv_set(nghttp2_nv *nv, const char *name, size_t namelen, const void *value,
-    size_t valuelen)
-{
-	nv->name = (uint8_t *)(uintptr_t)name;
-	nv->namelen = namelen;
-	nv->value = (uint8_t *)(uintptr_t)value;
-	nv->valuelen = valuelen;
-	nv->flags = NGHTTP2_NV_FLAG_NONE;
-}
-
 /* Literals live forever: nghttp2 need not copy them. */
 static void
 nv_set_static(nghttp2_nv *nv, const char *name, size_t namelen,
     const char *value, size_t valuelen)
 {
-	nv_set(nv, name, namelen, value, valuelen);
+	grpc_nv_set(nv, name, namelen, value, valuelen);
 	nv->flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
 }
 
@@ -234,9 +220,9 @@ nv_add_md(nghttp2_nv *nva, size_t n, const struct grpc_metadata *md,
 			size_t blen;
 			char *b = grpc_b64_encode(m->value, m->len, &blen);
 			b64s[(*nb64)++] = b;
-			nv_set(&nva[n++], m->key, klen, b, blen);
+			grpc_nv_set(&nva[n++], m->key, klen, b, blen);
 		} else
-			nv_set(&nva[n++], m->key, klen, m->value, m->len);
+			grpc_nv_set(&nva[n++], m->key, klen, m->value, m->len);
 	}
 	return n;
 }
@@ -291,7 +277,7 @@ data_read_cb(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t length,
 		    strlen(code));
 		if (c->message != NULL && c->message[0] != '\0') {
 			pmsg = grpc_percent_encode(c->message, strlen(c->message));
-			nv_set(&nva[n_nv++], "grpc-message", 12, pmsg,
+			grpc_nv_set(&nva[n_nv++], "grpc-message", 12, pmsg,
 			    strlen(pmsg));
 		}
 		if (c->trls_out.n <= 64)
@@ -349,7 +335,7 @@ call_trailers_only(struct grpc_call *c, int status, const char *msg)
 	nv_set_static(&nva[n++], "grpc-status", 11, code, strlen(code));
 	if (msg != NULL && msg[0] != '\0') {
 		pmsg = grpc_percent_encode(msg, strlen(msg));
-		nv_set(&nva[n++], "grpc-message", 12, pmsg, strlen(pmsg));
+		grpc_nv_set(&nva[n++], "grpc-message", 12, pmsg, strlen(pmsg));
 	}
 	if (c->hdrs_out.n + c->trls_out.n <= 128) {
 		n = nv_add_md(nva, n, &c->hdrs_out, b64s, &nb64);
@@ -371,7 +357,7 @@ call_http_error(struct grpc_call *c, const char *status)
 {
 	nghttp2_nv nva[1];
 
-	nv_set(&nva[0], ":status", 7, status, strlen(status));
+	grpc_nv_set(&nva[0], ":status", 7, status, strlen(status));
 	nghttp2_submit_response(c->conn->h2, c->id, nva, 1, NULL);
 	c->headers_sent = 1;
 	c->finished = 1;
