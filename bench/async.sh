@@ -21,6 +21,7 @@ CONCURRENCY=${CONCURRENCY:-100}
 # shellcheck source=../t/lib.sh
 . "$top_srcdir/t/lib.sh"
 lib_init
+[ -n "${PROFILE:-}" ] && NATS_ARGS="-m $(free_port)"
 start_nats
 # Redis as bench/sync.sh runs it: AOF with everysec fsync, no RDB snapshots,
 # and no automatic AOF rewrite, whose fork and RDB preamble would land at a
@@ -65,7 +66,7 @@ flows = {
                         max_queue = 100000; };
 };
 CONF
-SAGAD_WORKER="$B/sagad-worker" "$B/sagad" -d -c "$LIB_TMP/sagad.conf" \
+LD_PRELOAD=${SAGAD_PRELOAD:-} SAGAD_WORKER="$B/sagad-worker" "$B/sagad" -d -c "$LIB_TMP/sagad.conf" \
     -p "$LIB_TMP/sagad.pid" >"$LIB_TMP/sagad.log" 2>&1 &
 track $!
 wait_port "$sagad_port"
@@ -100,6 +101,27 @@ sampler=$!
 track $sampler
 base=""
 while [ -z "$base" ]; do sleep 0.1; base=$(awk 'NR == 1 { print $2 }' "$LIB_TMP/done.txt"); done
+# cpu_snap: "PID SECONDS COMMAND" of every process of the run (user and
+# system time, the 14th and 15th fields of /proc/PID/stat).
+cpu_snap() {
+	local hz pid
+	hz=$(getconf CLK_TCK)
+	for pid in $(pgrep -f 'nats-server|redis-server|sagad|sagactl|booking/'); do
+		[ -r "/proc/$pid/stat" ] || continue
+		sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null |
+			awk -v hz="$hz" -v pid="$pid" '{ printf "%s %.2f ", pid, ($12 + $13) / hz }' || continue
+		tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-70
+	done
+}
+nats_varz() {
+	curl -s "http://127.0.0.1:${NATS_ARGS#-m }/varz" |
+		awk -F'[:,]' '/"(in|out)_msgs"/ { gsub(/[ "]/, "", $1); printf "%s %s\n", $1, $2 }'
+}
+if [ -n "${PROFILE:-}" ]; then
+	cpu_snap >"$LIB_TMP/cpu0.txt"
+	nats_varz >"$LIB_TMP/varz0.txt"
+	$rcli config resetstat >/dev/null
+fi
 echo "## 2. async, open loop at $RATE/s for $DUR"
 t0=$(awk 'END { print $1 }' "$LIB_TMP/done.txt")
 if [ -n "${REWRITE:-}" ]; then
@@ -139,14 +161,22 @@ awk -v base="$base" -v t0="$t0" -v attack="$attack" -v total="$total" '
 		printf "\n"
 	}' "$LIB_TMP/done.txt"
 if [ -n "${PROFILE:-}" ]; then
-	# Where the time went: CPU seconds of every process of the run (both
-	# sections), and Redis's own time per command.
+	# Where the time of section 2 went: CPU seconds of every process
+	# between the first Run and the last completion, their sum per saga,
+	# and Redis's own time per command.
+	cpu_snap >"$LIB_TMP/cpu1.txt"
 	echo
-	echo "## CPU seconds by process"
-	ps -eo pid,cputimes,args --sort=-cputimes |
-		grep -E 'nats-server|redis-server|sagad|booking/' | grep -v grep |
-		awk '{ printf "%8s s  ", $2; $1 = $2 = ""; print substr($0, 3, 70) }'
-	echo "## Redis commands"
+	echo "## CPU seconds by process, section 2"
+	awk -v n="$total" 'NR == FNR { t0[$1] = $2; next }
+		{ d = $2 - t0[$1]; sum += d; name = $0; sub(/^[^ ]+ [^ ]+ /, "", name)
+		  if (d > 0) printf "%8.2f s  %s\n", d, name }
+		END { printf "%8.2f s  in all: %.0f us of CPU per saga\n", sum, sum * 1e6 / n }' \
+		"$LIB_TMP/cpu0.txt" "$LIB_TMP/cpu1.txt" | sort -rn
+	echo "## NATS messages, section 2"
+	nats_varz | awk -v n="$total" 'NR == FNR { v[$1] = $2; next }
+		{ printf "%-9s %9d  %.2f per saga\n", $1, $2 - v[$1], ($2 - v[$1]) / n }' \
+		"$LIB_TMP/varz0.txt" -
+	echo "## Redis commands, section 2"
 	$rcli info commandstats | grep -E '^cmdstat' | tr ':,=' '   ' |
 		awk '{ printf "%-24s calls %9d  usec %11d  per call %6.2f\n", $1, $3, $5, $7 }'
 fi

@@ -1392,12 +1392,18 @@ launch_published(struct bus *bus, const struct bus_pub_result *res,
 	saga_pb_view_free(&v);
 }
 
-/* Queues the saga's first step: work for its first node's workers. */
+/*
+ * Queues the saga's first step: work for its first node's workers. After
+ * the create (created) it carries the record the create wrote, so the
+ * worker that gets it needs no read (see work.h); a requeue does not.
+ */
 static void
-launch_publish(struct launch *l)
+launch_publish(struct launch *l, int created)
 {
 	const struct config_node	*node;
 	struct work			 w;
+	struct work_record		 rec;
+	struct saga_pb			 v;
 	char				 subj[WORK_SUBJECT_MAX], mid[512],
 					 err[SAGAD_ERRLEN];
 	uint8_t				*buf;
@@ -1423,7 +1429,21 @@ launch_publish(struct launch *l)
 		launch_unqueued(l, "not connected");
 		return;
 	}
+	if (created) {
+		/* As launch_write wrote it. */
+		saga_pb_view(l->s, &v);
+		rec.rev = l->rev;
+		rec.saga = &v.pb;
+		rec.step = 0;
+		rec.compensate = 0;
+		rec.attempt = 1;
+		rec.pod = l->pod;
+		rec.callback = l->callback;
+		w.record = &rec;
+	}
 	buf = work_pack(&w, &len);
+	if (created)
+		saga_pb_view_free(&v);
 	if (bus_publish(l->o->bus, subj, buf, len, mid, launch_published, l,
 	    err, sizeof(err)) == -1)
 		launch_unqueued(l, err);
@@ -1459,7 +1479,7 @@ launch_rearmed(enum store_result res, int64_t rev, const char *err,
 		return;
 	}
 	l->rev = rev;
-	launch_publish(l);
+	launch_publish(l, 0);
 }
 
 /* Run of a known id: run nothing new, answer with that saga. */
@@ -1493,7 +1513,7 @@ launch_exists(struct launch *l, struct store_saga *rec)
 			launch_hold(l);
 		}
 		if (!fin) {
-			launch_publish(l);
+			launch_publish(l, 0);
 			return;
 		}
 		olog(l->o, 0, pb->id, "restarting a saga that was never "
@@ -1546,7 +1566,7 @@ launch_created(enum store_result res, struct store_saga *rec,
 	case STORE_OK:
 		l->rev = rec->rev;
 		l->o->st.started++;
-		launch_publish(l);
+		launch_publish(l, 1);
 		break;
 	case STORE_EXISTS:
 		launch_exists(l, rec);

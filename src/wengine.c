@@ -14,6 +14,14 @@
  * Conflicting writes (another worker moved the saga on) and every failure
  * of Redis or the bus hand the message back with a delay: the next delivery
  * decides again from the store.
+ *
+ * The write that starts a call (the master's create, or the result of the
+ * call before) is made by the first publisher of that call's work, which
+ * sends the record it wrote along (work.h): the first delivery of that
+ * message decides from it without reading Redis. Any other message of the
+ * same call is a republish, later in the stream, or a redelivery, and both
+ * read the store; a record that moved on in between fails the result's
+ * revision check, and the message comes back to read it.
  */
 #include "autoconf.h"
 
@@ -95,6 +103,10 @@ struct job {
 	char			*callback;	/* the record's, "" if none */
 	struct saga_action	 a;		/* the call this job makes */
 	struct saga_action	 next;		/* what the record says follows */
+	struct saga_action	 wrote;		/* the pending call last written:
+						   step, compensate, attempt */
+	int			 forward;	/* that write started the call
+						   published next */
 	int			 delay_ms;	/* WAIT: nak delay */
 	struct grpc_client_call	*call;
 	struct job_ev		 evs[WE_MAX_EVENTS];
@@ -394,12 +406,15 @@ job_write(struct job *j, size_t step, int compensate, int attempts,
 	w.step = (int)step;
 	w.compensate = compensate;
 	w.attempt = attempts;
+	j->wrote.step = step;
+	j->wrote.compensate = compensate;
+	j->wrote.attempt = attempts;
 	/*
-	 * Async work is held by the bus, not by a master's lease: dropping
-	 * it keeps the masters' sweepers from claiming (and re-revisioning)
-	 * sagas that merely wait in the queue.
+	 * Async work is held by the bus, not by a master's lease: the
+	 * master creates these sagas without one, so there is none to drop
+	 * (the final write drops it anyway).
 	 */
-	w.lease_ms = -1;
+	w.lease_ms = 0;
 	w.events = evp;
 	w.nevents = (size_t)j->nevs;
 	j->then = then;
@@ -459,15 +474,33 @@ job_pod(const struct job *j)
 	return j->w.pod != NULL ? j->w.pod : "";
 }
 
-/* Publishes the message of call a (the saga's next), then ack. */
+/*
+ * Publishes the message of call a (the saga's next), then ack. With the
+ * record when this job's last write started a (j->forward).
+ */
 static void
 job_publish_call(struct job *j, const struct saga_action *a)
 {
-	const char	*node = j->s->steps[a->step].name;
-	char		 subject[WORK_SUBJECT_MAX], id[WORK_SUBJECT_MAX];
-	struct work	 w;
+	const char		*node = j->s->steps[a->step].name;
+	char			 subject[WORK_SUBJECT_MAX],
+				 id[WORK_SUBJECT_MAX];
+	struct work		 w;
+	struct work_record	 rec;
+	struct saga_pb		 v;
 
 	memset(&w, 0, sizeof(w));
+	if (j->forward && j->wrote.step == a->step &&
+	    j->wrote.compensate == a->compensate) {
+		saga_pb_view(j->s, &v);
+		rec.rev = j->rev;
+		rec.saga = &v.pb;
+		rec.step = (uint32_t)a->step;
+		rec.compensate = a->compensate;
+		rec.attempt = j->wrote.attempt;
+		rec.pod = j->pod;
+		rec.callback = j->callback;
+		w.record = &rec;
+	}
 	w.saga_id = j->s->id;
 	w.flow = j->s->flow;
 	w.step = (uint32_t)a->step;
@@ -481,9 +514,10 @@ job_publish_call(struct job *j, const struct saga_action *a)
 		elog(j->e, WENGINE_WARN, j->s->id, "the subject of step %s is "
 		    "too long: dropping the message", node);
 		job_term(j);
-		return;
-	}
-	job_publish(j, subject, id, &w, job_ack);
+	} else
+		job_publish(j, subject, id, &w, job_ack);
+	if (w.record != NULL)
+		saga_pb_view_free(&v);
 }
 
 /* --- the end of a saga ------------------------------------------------------------ */
@@ -590,6 +624,7 @@ job_after(struct job *j, enum saga_state before)
 		saga_step_begin(j->s, n, util_now_ms());
 		ev_add(j, j->s->steps[n->step].name,
 		    j->s->steps[n->step].state, NULL, n->attempt);
+		j->forward = 1;
 		job_write(j, n->step, n->compensate, n->attempt,
 		    job_publish_next);
 		break;
@@ -900,7 +935,21 @@ wengine_handle(struct bus_msg *msg, void *arg)
 	j->busy = 1;
 	if (e->callbacks)
 		store_get(e->store, j->w.saga_id, job_got_callback, j);
-	else
+	else if (j->w.record != NULL && bus_msg_delivered(msg) == 1) {
+		/* Its publisher's record: see the top of this file. */
+		struct store_saga rec;
+
+		e->st.unread++;
+		rec.saga = (Saga__V1__Saga *)(uintptr_t)j->w.record->saga;
+		rec.rev = j->w.record->rev;
+		rec.step = (int)j->w.record->step;
+		rec.compensate = j->w.record->compensate;
+		rec.attempt = j->w.record->attempt;
+		rec.pod = j->w.record->pod;
+		rec.owner = "";
+		rec.callback = j->w.record->callback;
+		job_got(STORE_OK, &rec, NULL, j);
+	} else
 		store_get(e->store, j->w.saga_id, job_got, j);
 }
 

@@ -53,6 +53,7 @@ struct wengine_params {
 
 struct wengine_stats {
 	uint64_t	 messages;	/* handed to the engine */
+	uint64_t	 unread;	/* decided from the record they carried */
 	uint64_t	 calls;		/* participant calls made */
 	uint64_t	 republished;	/* redeliveries that found work done */
 	uint64_t	 ended;		/* sagas this engine ended */

@@ -73,9 +73,24 @@ uint8_t *
 work_pack(const struct work *w, size_t *len)
 {
 	Sagad__V1__Work	 pb;
+	Sagad__V1__Record rec;
 	uint8_t		*buf;
 
 	sagad__v1__work__init(&pb);
+	if (w->record != NULL && saga__v1__saga__get_packed_size(
+	    w->record->saga) <= WORK_RECORD_MAX) {
+		sagad__v1__record__init(&rec);
+		rec.rev = w->record->rev;
+		rec.saga = (Saga__V1__Saga *)(uintptr_t)w->record->saga;
+		rec.step = w->record->step;
+		rec.compensate = w->record->compensate ? 1 : 0;
+		rec.attempt = w->record->attempt;
+		rec.pod = (char *)(uintptr_t)(w->record->pod != NULL ?
+		    w->record->pod : "");
+		rec.callback = (char *)(uintptr_t)(w->record->callback !=
+		    NULL ? w->record->callback : "");
+		pb.record = &rec;
+	}
 	pb.saga_id = w->saga_id;
 	pb.flow = w->flow;
 	pb.step = w->step;
@@ -111,7 +126,21 @@ work_unpack(struct work *w, const uint8_t *buf, size_t len, char *err,
 	w->mode = (enum saga_mode)pb->mode;
 	w->traceparent = pb->traceparent != NULL && *pb->traceparent ?
 	    util_xstrdup(pb->traceparent) : NULL;
-	sagad__v1__work__free_unpacked(pb, NULL);
+	if (pb->record == NULL || pb->record->saga == NULL ||
+	    pb->record->rev <= 0) {
+		sagad__v1__work__free_unpacked(pb, NULL);
+		return 0;
+	}
+	/* The record's strings and saga stay in the message until cleared. */
+	w->rec_.rev = pb->record->rev;
+	w->rec_.saga = pb->record->saga;
+	w->rec_.step = pb->record->step;
+	w->rec_.compensate = pb->record->compensate;
+	w->rec_.attempt = pb->record->attempt;
+	w->rec_.pod = pb->record->pod;
+	w->rec_.callback = pb->record->callback;
+	w->record = &w->rec_;
+	w->pb_ = pb;
 	return 0;
 }
 
@@ -122,6 +151,8 @@ work_clear(struct work *w)
 	free(w->flow);
 	free(w->pod);
 	free(w->traceparent);
+	if (w->pb_ != NULL)
+		sagad__v1__work__free_unpacked(w->pb_, NULL);
 	memset(w, 0, sizeof(*w));
 }
 

@@ -21,11 +21,33 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "saga/v1/saga.pb-c.h"
 
 #define WORK_STREAM_SUBJECTS	"saga.work.>"
 #define WORK_CALLBACK_SUBJECT	"saga.work.callback"
 #define WORK_CALLBACK_TOPIC	"callbacks"	/* the supervisor's topic name */
 #define WORK_SUBJECT_MAX	512
+
+/*
+ * A record's snapshot travels with the work only when the write that
+ * stored it is what started the call (the create of a saga, or the write of
+ * the result before): that publisher is the first of that call's work, so
+ * no other message can have seen the call done before the first delivery
+ * of this one, and the worker decides from it without reading Redis. A
+ * republish, a redelivery and a saga larger than WORK_RECORD_MAX go through
+ * Redis (see wengine.c).
+ */
+#define WORK_RECORD_MAX	16384	/* packed saga bytes carried at most */
+
+struct work_record {
+	int64_t			 rev;
+	const Saga__V1__Saga	*saga;
+	uint32_t		 step;	/* the pending call */
+	int			 compensate;
+	int			 attempt;
+	const char		*pod;
+	const char		*callback;
+};
 
 struct work {
 	char		*saga_id;
@@ -35,6 +57,13 @@ struct work {
 	char		*pod;		/* "" for async */
 	enum saga_mode	 mode;
 	char		*traceparent;	/* NULL if none */
+	/*
+	 * work_pack: the record to carry, or NULL. work_unpack: the record
+	 * carried, or NULL; valid until work_clear().
+	 */
+	const struct work_record *record;
+	struct work_record	 rec_;	/* storage of an unpacked record */
+	void			*pb_;	/* the unpacked message behind it */
 };
 
 /* The subject of a step's work; -1 if it does not fit. */

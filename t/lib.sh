@@ -52,11 +52,13 @@ wait_port() {
 }
 
 # start_nats: sets NATS_PORT, NATS_PID, NATS_URL; JetStream store in LIB_TMP.
+# NATS_ARGS: more nats-server options (a benchmark's monitoring port, say).
 start_nats() {
 	NATS_PORT=${1:-$(free_port)}
 	mkdir -p "$LIB_TMP/nats"
+	# shellcheck disable=SC2086
 	nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$LIB_TMP/nats" \
-		>"$LIB_TMP/nats.log" 2>&1 &
+		${NATS_ARGS:-} >"$LIB_TMP/nats.log" 2>&1 &
 	NATS_PID=$!
 	LIB_PIDS+=("$NATS_PID")
 	NATS_URL="nats://127.0.0.1:$NATS_PORT"

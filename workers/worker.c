@@ -560,9 +560,11 @@ worker_close(struct worker *w)
 	struct wengine_stats st;
 
 	wengine_stats(w->engine, &st);
-	log_debug("exiting: %llu messages, %llu calls, %llu republished, "
-	    "%llu sagas ended, %llu callbacks delivered, %llu given up",
-	    (unsigned long long)st.messages, (unsigned long long)st.calls,
+	log_debug("exiting: %llu messages (%llu without a read), %llu calls, "
+	    "%llu republished, %llu sagas ended, %llu callbacks delivered, "
+	    "%llu given up",
+	    (unsigned long long)st.messages, (unsigned long long)st.unread,
+	    (unsigned long long)st.calls,
 	    (unsigned long long)st.republished, (unsigned long long)st.ended,
 	    (unsigned long long)st.delivered, (unsigned long long)st.given_up);
 	wengine_close(w->engine);
