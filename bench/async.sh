@@ -66,7 +66,7 @@ flows = {
                         max_queue = 100000; };
 };
 CONF
-LD_PRELOAD=${SAGAD_PRELOAD:-} SAGAD_WORKER="$B/sagad-worker" "$B/sagad" -d -c "$LIB_TMP/sagad.conf" \
+SAGAD_WORKER="$B/sagad-worker" "$B/sagad" -d -c "$LIB_TMP/sagad.conf" \
     -p "$LIB_TMP/sagad.pid" >"$LIB_TMP/sagad.log" 2>&1 &
 track $!
 wait_port "$sagad_port"
@@ -127,7 +127,7 @@ t0=$(awk 'END { print $1 }' "$LIB_TMP/done.txt")
 if [ -n "${REWRITE:-}" ]; then
 	( sleep "$(( ${DUR%s} / 2 ))"; $rcli bgrewriteaof >/dev/null ) &
 fi
-$ctl bench AsyncBooking -r "$RATE" -d "$DUR" -c 2 | tee "$LIB_TMP/async.txt"
+$ctl bench AsyncBooking -r "$RATE" -d "$DUR" -c "${CONNS:-2}" | tee "$LIB_TMP/async.txt"
 total=$(awk -F'[ ,]+' '/^Requests/ {print $5}' "$LIB_TMP/async.txt")
 attack=$(awk -F'[ ,]+' '/^Duration/ {sub(/s$/, "", $6); print $6}' "$LIB_TMP/async.txt")
 while :; do
