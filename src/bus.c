@@ -376,7 +376,10 @@ bus_consumer_pause(struct bus_consumer *c, int ms)
 /*
  * The fetch thread: asks the driver for at most the free slots, so that no
  * more than `concurrency` messages are ever out of the broker's hands and in
- * this process; the broker keeps the rest for other workers.
+ * this process; the broker keeps the rest for other workers. Once every
+ * slot is taken it waits for fetch_min of them to come free, not one: with
+ * a backlog, refilling slot by slot cost a wake-up of this thread and a
+ * pull request per message.
  */
 static void *
 bus_fetch_main(void *arg)
@@ -387,8 +390,10 @@ bus_fetch_main(void *arg)
 
 	pthread_mutex_lock(&bus->mu);
 	for (;;) {
-		while (!c->stopping && c->inflight >= c->concurrency)
-			pthread_cond_wait(&c->cv, &bus->mu);
+		if (c->inflight >= c->concurrency)
+			while (!c->stopping &&
+			    c->concurrency - c->inflight < c->fetch_min)
+				pthread_cond_wait(&c->cv, &bus->mu);
 		if (c->stopping)
 			break;
 		nfree = c->concurrency - c->inflight;
@@ -470,6 +475,9 @@ bus_consume(struct bus *bus, const struct bus_consumer_opts *o, bus_msg_cb cb,
 	c->ack_wait_ms = o->ack_wait_ms > 0 ? o->ack_wait_ms : 30000;
 	c->max_deliver = o->max_deliver;
 	c->fetch_wait_ms = o->fetch_wait_ms > 0 ? o->fetch_wait_ms : 500;
+	c->fetch_min = c->concurrency / 8 > 64 ? 64 : c->concurrency / 8;
+	if (c->fetch_min < 1)
+		c->fetch_min = 1;
 	c->cb = cb;
 	c->arg = arg;
 	c->exit_item.kind = BUS_IT_EXITED;
@@ -590,8 +598,9 @@ bus_finished(struct bus_msg *m)
 
 	pthread_mutex_lock(&bus->mu);
 	TAILQ_REMOVE(&c->msgs, m, live);
-	c->inflight--;
-	pthread_cond_signal(&c->cv);
+	/* Only the slot that makes fetch_min free ones wakes the fetcher. */
+	if (c->concurrency - --c->inflight == c->fetch_min)
+		pthread_cond_signal(&c->cv);
 	pthread_mutex_unlock(&bus->mu);
 	bus->drv->msg_free(m);
 	free(m);

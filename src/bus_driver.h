@@ -62,6 +62,7 @@ struct bus_consumer {
 	int			 ack_wait_ms;
 	int			 max_deliver;
 	int			 fetch_wait_ms;
+	int			 fetch_min;	/* free slots worth a fetch */
 	bus_msg_cb		 cb;
 	void			*arg;
 	bus_drain_cb		 drain_cb;
