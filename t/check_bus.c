@@ -22,6 +22,7 @@
 
 #include <event2/event.h>
 
+#include "check_run.h"
 #include "bus.h"
 #include "util.h"
 
@@ -889,9 +890,8 @@ bus_suite(void)
 int
 main(void)
 {
-	SRunner		*sr;
 	const char	*b;
-	int		 failed;
+	int		 rc;
 
 	if ((nats_url = getenv("NATS_URL")) == NULL) {
 		fprintf(stderr, "NATS_URL is not set: skipped\n");
@@ -899,10 +899,7 @@ main(void)
 	}
 	if ((b = getenv("BUS_BENCH")) != NULL && *b != '\0')
 		return bench(atoi(b));
-	sr = srunner_create(bus_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	rc = check_run(bus_suite());
 	bus_fini();	/* with CK_FORK=no, for valgrind */
-	return failed == 0 ? 0 : 1;
+	return rc;
 }

@@ -18,6 +18,7 @@
 
 #include <event2/event.h>
 
+#include "check_run.h"
 #include "grpc/client.h"
 #include "util.h"
 
@@ -236,8 +237,6 @@ main(void)
 {
 	Suite	*s = suite_create("client");
 	TCase	*tc = tcase_create("client");
-	SRunner	*sr;
-	int	 failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, backoff_grows_by_1_6_and_caps);
@@ -249,9 +248,5 @@ main(void)
 	tcase_add_test(tc, connect_timeout_is_unavailable);
 	tcase_add_test(tc, reserved_or_bad_metadata_fails_the_call);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

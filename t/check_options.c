@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_run.h"
 #include "options.h"
 #include "util.h"
 
@@ -273,8 +274,6 @@ main(void)
 {
 	Suite	*s = suite_create("options");
 	TCase	*tc = tcase_create("parse");
-	SRunner	*sr;
-	int	 failed;
 
 	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_add_test(tc, defaults_when_no_flags);
@@ -298,9 +297,5 @@ main(void)
 	tcase_add_test(tc, parser_starts_over_on_each_call);
 	tcase_add_test(tc, usage_lists_every_flag_and_default);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

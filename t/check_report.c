@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_run.h"
 #include "grpc/grpc.h"
 #include "report.h"
 #include "saga.h"
@@ -197,8 +198,6 @@ main(void)
 {
 	Suite	*s = suite_create("report");
 	TCase	*tc = tcase_create("core");
-	SRunner	*sr;
-	int	 failed;
 
 	tcase_add_test(tc, percentiles_are_nearest_rank);
 	tcase_add_test(tc, success_counts_completed_and_accepted_sagas);
@@ -208,9 +207,5 @@ main(void)
 	tcase_add_test(tc, plot_draws_one_dot_per_pixel_and_colour);
 	tcase_add_test(tc, durations_print_like_vegeta);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_run.h"
 #include "grpc/grpc.h"
 #include "saga.h"
 
@@ -608,8 +609,6 @@ main(void)
 {
 	Suite	*s = suite_create("saga");
 	TCase	*tc = tcase_create("rules");
-	SRunner	*sr;
-	int	 failed;
 
 	tcase_add_checked_fixture(tc, setup, NULL);
 	tcase_add_test(tc, classify_follows_the_contract);
@@ -646,9 +645,5 @@ main(void)
 	    unsent_action_is_not_compensated_but_earlier_steps_are);
 	tcase_add_test(tc, unsent_compensation_fails_the_saga);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

@@ -18,6 +18,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
+#include "check_run.h"
 #include "store.h"
 #include "util.h"
 
@@ -1319,9 +1320,7 @@ main(void)
 {
 	Suite *s;
 	TCase *tc;
-	SRunner *sr;
 	const char *port = getenv("REDIS_PORT");
-	int failed;
 
 	if (port == NULL || *port == '\0') {
 		fprintf(stderr, "REDIS_PORT is not set: skipped (run "
@@ -1362,9 +1361,5 @@ main(void)
 	tcase_add_test(tc,
 	    redis_restart_fails_calls_then_the_store_reconnects);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_run(s);
 }

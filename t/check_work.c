@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_run.h"
 #include "saga.h"
 #include "work.h"
 
@@ -196,8 +197,6 @@ main(void)
 {
 	Suite	*s = suite_create("work");
 	TCase	*tc = tcase_create("envelopes");
-	SRunner	*sr;
-	int	 failed;
 
 	tcase_add_test(tc, names_follow_the_layout);
 	tcase_add_test(tc, work_without_record_round_trips);
@@ -206,9 +205,5 @@ main(void)
 	tcase_add_test(tc, garbage_is_not_work);
 	tcase_add_test(tc, done_round_trips);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }
