@@ -168,6 +168,7 @@ struct launch {
 	char			*traceparent;
 	int64_t			 rev;
 	char			*why;		/* why it was not queued */
+	int			 reopen;	/* the record ended: run again */
 	TAILQ_ENTRY(launch)	 all;
 };
 
@@ -1317,6 +1318,7 @@ launch_write(struct launch *l, int create, store_saga_cb *ccb,
 	w.owner = l->o->owner;
 	w.callback = l->callback;
 	w.lease_ms = 0;		/* the bus drives it: no lease, no sweeper */
+	w.reopen = l->reopen;
 	w.events = &evp;
 	w.nevents = 1;
 	if (create)
@@ -1522,6 +1524,7 @@ launch_exists(struct launch *l, struct store_saga *rec)
 		l->s->error = NULL;
 		l->s->state = SAGA_STATE_PENDING;
 		l->s->updated_ms = util_now_ms();
+		l->reopen = 1;
 		launch_write(l, 0, NULL, launch_rearmed);
 		return;
 	}

@@ -75,7 +75,10 @@
  * (TIME) so masters need not agree on time. It is the hot path of every
  * saga (a few writes each), so a write makes one HSET and one XADD: the
  * events of one write share one stream entry, as repeated step/state/pb
- * fields, in order.
+ * fields, in order. A write's 6th argument says what it does to the
+ * saga's life: "1" ends it (no lease, expiries set), "2" reopens an ended
+ * one (expiry dropped, and its old events, so that a Watch follows the new
+ * run to its end instead of stopping at the old one), "0" neither.
  */
 static const char script_write[] =
 	"local function write(k, a)\n"
@@ -100,6 +103,10 @@ static const char script_write[] =
 	"  if ARGV[a + 4] ~= '' then\n"
 	"    f[#f + 1] = 'owner'\n"
 	"    f[#f + 1] = ARGV[a + 4]\n"
+	"  end\n"
+	"  if ARGV[a + 6] == '2' then\n"
+	"    redis.call('PERSIST', h)\n"
+	"    redis.call('DEL', KEYS[k + 2])\n"
 	"  end\n"
 	"  redis.call('HSET', h, unpack(f))\n"
 	"  local ne = tonumber(ARGV[i])\n"
@@ -1744,7 +1751,7 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 	req_int(r, w->lease_ms);
 	req_str(r, w->owner != NULL ? w->owner : "");
 	req_int(r, st->saga_ttl);
-	req_str(r, state_terminal(s->state) ? "1" : "0");
+	req_str(r, state_terminal(s->state) ? "1" : w->reopen ? "2" : "0");
 	req_int(r, st->events_max);
 	if (w->pod != NULL)
 		nf++;

@@ -105,6 +105,9 @@ struct store_write {
 						     <0: drop the lease */
 	Saga__V1__SagaEvent *const	*events; /* appended to the stream */
 	size_t				 nevents;
+	int				 reopen; /* an ended saga runs again:
+						    its expiry and its old
+						    events are dropped */
 };
 
 /* err is NULL on STORE_OK and a sentence otherwise. */

@@ -102,7 +102,7 @@ grep -q "nats: connected" "$LIB_TMP/sagad.log" || {
 	grep -q "nats: connected" "$LIB_TMP/sagad.log" || fail "sagad did not log its NATS connection"
 }
 
-export SAGAD_PORT ORDER_PORT PAYMENT_PORT NATS_PORT NATS_MON
+export SAGAD_PORT ORDER_PORT PAYMENT_PORT NATS_PORT NATS_MON REDIS_PORT
 run_py() {
 	"$PYTHON_GRPC" "$top_srcdir/t/py/async_run_test.py" "$@" ||
 		fail "async_run_test.py $*"

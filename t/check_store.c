@@ -809,6 +809,64 @@ START_TEST(terminal_state_sets_ttl_and_drops_the_lease)
 }
 END_TEST
 
+START_TEST(reopening_an_ended_saga_drops_its_expiry_and_old_events)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t;
+	struct res x;
+	struct evs e;
+	redisContext *rc = rsync();
+	redisReply *rep;
+
+	tsaga_init(&t, "s-re", "v");
+	t.w.lease_ms = 0;
+	create_ok(base, st, &t);
+	t.s.state = SAGA__V1__STATE__STATE_FAILED;
+	t.s.error = "never queued";
+	step_event(&t, "", SAGA__V1__STATE__STATE_FAILED);
+	update(base, st, &t, 1, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_int_gt(rint_cmd(rc, "TTL %s", "saga:{s-re}"), 0);
+
+	/* Queued again: running, so no expiry, and a history of this run. */
+	t.s.state = SAGA__V1__STATE__STATE_PENDING;
+	t.s.error = "";
+	step_event(&t, "", SAGA__V1__STATE__STATE_PENDING);
+	t.w.reopen = 1;
+	update(base, st, &t, 2, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_int_eq(rint_cmd(rc, "TTL %s", "saga:{s-re}"), -1);
+	ck_assert_int_eq(rint_cmd(rc, "TTL %s", "saga:{s-re}:events"), -1);
+	rep = redisCommand(rc, "XLEN saga:{s-re}:events");
+	ck_assert_int_eq(rep->integer, 1);
+	freeReplyObject(rep);
+
+	/* A watch replays the new run and keeps following it. */
+	memset(&e, 0, sizeof(e));
+	e.w = store_watch(st, "s-re", ev_cb, &e);
+	WAIT_UNTIL(base, e.n >= 1 || e.ended, 3000, "the replay");
+	run_ms(base, 100);
+	ck_assert_int_eq(e.n, 1);
+	ck_assert_int_eq(e.states[0], SAGA__V1__STATE__STATE_PENDING);
+	ck_assert(!e.ended);
+
+	/* Its end expires it again and ends the watch. */
+	t.w.reopen = 0;
+	t.s.state = SAGA__V1__STATE__STATE_COMPLETED;
+	step_event(&t, "", SAGA__V1__STATE__STATE_COMPLETED);
+	update(base, st, &t, 3, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	wait_for(base, &e.ended, 3000, "the final event");
+	ck_assert(e.final);
+	ck_assert_int_gt(rint_cmd(rc, "TTL %s", "saga:{s-re}"), 0);
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
 START_TEST(expired_leases_are_claimed_exactly_once_across_stores)
 {
 	struct event_base *base = event_base_new();
@@ -1345,6 +1403,8 @@ main(void)
 	tcase_add_test(tc, watch_cancel_stops_callbacks_even_from_inside_one);
 	tcase_add_test(tc, watches_beyond_the_bound_are_busy);
 	tcase_add_test(tc, terminal_state_sets_ttl_and_drops_the_lease);
+	tcase_add_test(tc,
+	    reopening_an_ended_saga_drops_its_expiry_and_old_events);
 	tcase_add_test(tc,
 	    expired_leases_are_claimed_exactly_once_across_stores);
 	tcase_add_test(tc, only_the_owner_renews_a_lease);

@@ -10,6 +10,8 @@ import sys
 import time
 import urllib.request
 
+import grpc
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sync_lib import (S, SC, Orch, Participant, check, equal,  # noqa: E402
                       expect_error, ok, rpc_error, saga_pb2)
@@ -198,6 +200,36 @@ def requeued(o):
     equal(g.state, S.STATE_PENDING, "Get after the second Run")
     ok("a second Run of a never-queued saga queues it: PENDING, in the "
        "stream")
+    # Reopened, not ended: the FAILED write's expiry is gone, and so is its
+    # FAILED event, so a Watch follows this run instead of ending at once.
+    equal(redis("TTL", "saga:{u1}"), -1, "TTL of the reopened saga")
+    code = SC.OK
+    try:
+        evs = o.watch("u1", timeout=1.5)
+    except grpc.RpcError as e:
+        code, evs = e.code(), []
+    equal(code, SC.DEADLINE_EXCEEDED, "a Watch of the queued saga "
+          "(no worker runs it: it must still be following)")
+    check(all(e.state != S.STATE_FAILED for e in evs),
+          "events replayed: %r" % [e.state for e in evs])
+    ok("the reopened saga has no expiry and a Watch follows it, not its "
+       "old FAILED end")
+
+
+def redis(*args):
+    """One command to the test's Redis; an integer or bulk answer."""
+    sk = socket.create_connection(("127.0.0.1",
+                                   int(os.environ["REDIS_PORT"])), timeout=5)
+    req = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a.encode()
+        req += b"$%d\r\n%s\r\n" % (len(a), a)
+    sk.sendall(req)
+    f = sk.makefile("rb")
+    line = f.readline()
+    sk.close()
+    check(line[:1] in (b":", b"$", b"+"), "redis %r: %r" % (args, line))
+    return int(line[1:]) if line[:1] == b":" else line
 
 
 def main():
