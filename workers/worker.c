@@ -63,7 +63,7 @@ struct worker {
 	struct event		*ev_term, *ev_int, *ev_hup, *ev_usr1;
 	struct event		*ev_parent, *ev_cron;
 	int			 draining;
-	int64_t			 drain_deadline_ms;
+	struct event		*ev_drain;	/* the drain's deadline */
 
 	struct bus		*bus;
 	struct store		*store;
@@ -328,12 +328,40 @@ drained_cb(struct bus_consumer *c, void *arg)
 }
 
 static void
+drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	log_warnx("drain timed out with %d in flight: exiting (JetStream "
+	    "delivers the unacknowledged work again after its ack wait)",
+	    wengine_inflight(w->engine));
+	event_base_loopexit(w->base, NULL);
+}
+
+/*
+ * Stops fetching and exits once the messages in hand are done, or at the
+ * deadline: shutdown_timeout_ms less a tenth (at most 500 ms), so that the
+ * worker leaves on its own, connections closed, before the master's
+ * SIGKILL at shutdown_timeout_ms.
+ */
+static void
 worker_drain(struct worker *w, const char *why)
 {
+	int		ms = w->cfg->shutdown_timeout_ms;
+	struct timeval	tv;
+
 	if (w->draining)
 		return;
 	w->draining = 1;
-	w->drain_deadline_ms = util_mono_ms() + w->cfg->shutdown_timeout_ms;
+	ms -= ms / 10 > 500 ? 500 : ms / 10;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	w->ev_drain = evtimer_new(w->base, drain_timeout_cb, w);
+	if (w->ev_drain == NULL || evtimer_add(w->ev_drain, &tv) == -1)
+		log_warnx("cannot arm the drain's deadline: the master's "
+		    "SIGKILL will end a drain that does not finish");
 	log_info("%s: draining %d in flight", why,
 	    wengine_inflight(w->engine));
 	if (w->consumer != NULL)
@@ -481,11 +509,6 @@ cron_cb(evutil_socket_t fd, short what, void *arg)
 	if (getppid() != w->ppid) {
 		worker_orphaned(w, "reparented");
 		return;
-	}
-	if (w->draining && util_mono_ms() >= w->drain_deadline_ms) {
-		log_warnx("drain timed out with %d in flight: exiting",
-		    wengine_inflight(w->engine));
-		event_base_loopexit(w->base, NULL);
 	}
 	if (!w->nats_warned && !bus_is_connected(w->bus) &&
 	    util_mono_ms() - w->started_ms >= 5000) {
@@ -644,6 +667,8 @@ main(int argc, char *argv[])
 	event_free(w.ev_usr1);
 	event_free(w.ev_parent);
 	event_free(w.ev_cron);
+	if (w.ev_drain != NULL)
+		event_free(w.ev_drain);
 	event_base_free(w.base);
 	config_free(w.cfg);
 	return 0;
