@@ -11,8 +11,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <netinet/in.h>
 
 #include <event2/buffer.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -32,10 +34,21 @@ struct post {
 
 struct callback {
 	struct event_base	*base;
+	struct evdns_base	*dns;	/* receivers' names, off the loop */
 	int			 timeout_ms;
 	int			 inflight;
 	LIST_HEAD(, post)	 posts;
 };
+
+/* An IPv4 or IPv6 literal: nothing to look up. */
+static int
+callback_is_address(const char *host)
+{
+	struct in6_addr a;
+
+	return evutil_inet_pton(AF_INET, host, &a) == 1 ||
+	    evutil_inet_pton(AF_INET6, host, &a) == 1;
+}
 
 struct callback *
 callback_new(struct event_base *base, int timeout_ms)
@@ -61,6 +74,8 @@ callback_free(struct callback *c)
 			evhttp_connection_free(p->conn);	/* no callback */
 		free(p);
 	}
+	if (c->dns != NULL)
+		evdns_base_free(c->dns, 1);
 	free(c);
 }
 
@@ -202,7 +217,11 @@ callback_post(struct callback *c, const char *url, char *const *allow,
 	p->cb = c;
 	p->done = done;
 	p->arg = arg;
-	p->conn = evhttp_connection_base_new(c->base, NULL, host,
+	/* A name is looked up by evdns, not by a getaddrinfo on the loop. */
+	if (c->dns == NULL && !callback_is_address(host))
+		c->dns = evdns_base_new(c->base,
+		    EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	p->conn = evhttp_connection_base_new(c->base, c->dns, host,
 	    (unsigned short)port);
 	if (p->conn == NULL) {
 		snprintf(err, errlen, "callback to %s:%d: cannot make a "

@@ -14,10 +14,13 @@
  * them: call_deliver() is the only place a call is freed, and no user
  * callback of a final status runs inside nghttp2.
  *
- * What it is not: no name resolver beyond what bufferevent's connect does
- * (names resolve with a blocking getaddrinfo; give addresses), no TLS yet (the
- * transport is a bufferevent so that a TLS one can slot in), no compression,
- * no client streaming.
+ * Host names resolve asynchronously through libevent's evdns (the system's
+ * resolv.conf and hosts file, read once when the first name is looked up),
+ * never with a getaddrinfo that would stop the loop: a slow DNS server
+ * delays the connections that need it and nothing else. Each (re)connect
+ * looks the name up again, so a service that moves is found. What it is
+ * not: no TLS yet (the transport is a bufferevent so that a TLS one can
+ * slot in), no compression, no client streaming.
  */
 #include "autoconf.h"
 
@@ -35,6 +38,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
 #include <nghttp2/nghttp2.h>
@@ -111,6 +115,7 @@ struct grpc_client {
 	struct call_list	 done;
 	nghttp2_session_callbacks *cbs;
 	nghttp2_option		*h2opt;
+	struct evdns_base	*dns;		/* made for the first name */
 	uint64_t		 rng;
 };
 
@@ -1103,15 +1108,19 @@ conn_connect(struct conn *c)
 	tv.tv_sec = cli->opts.connect_timeout_ms / 1000;
 	tv.tv_usec = (cli->opts.connect_timeout_ms % 1000) * 1000;
 	evtimer_add(c->timer, &tv);
-	/* Addresses connect directly; names go through getaddrinfo. */
+	/* Addresses connect directly; names go through evdns. */
 	memset(&ss, 0, sizeof(ss));
 	if (evutil_parse_sockaddr_port(ch->authority, (struct sockaddr *)&ss,
 	    &sslen) == 0)
 		rc = bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss,
 		    sslen);
-	else
-		rc = bufferevent_socket_connect_hostname(c->bev, NULL,
+	else {
+		if (cli->dns == NULL)
+			cli->dns = evdns_base_new(cli->base,
+			    EVDNS_BASE_INITIALIZE_NAMESERVERS);
+		rc = bufferevent_socket_connect_hostname(c->bev, cli->dns,
 		    AF_UNSPEC, ch->host, ch->port);
+	}
 	if (rc != 0 && c->state == CONN_CONNECTING && c->bev != NULL) {
 		int dnserr = bufferevent_socket_get_dns_error(c->bev);
 		if (dnserr != 0)
@@ -1362,6 +1371,9 @@ grpc_client_free(struct grpc_client *cli)
 	}
 	if (cli->run_ev != NULL)
 		event_free(cli->run_ev);
+	/* After the channels: their freed connections cancelled lookups. */
+	if (cli->dns != NULL)
+		evdns_base_free(cli->dns, 1);
 	if (cli->cbs != NULL)
 		nghttp2_session_callbacks_del(cli->cbs);
 	if (cli->h2opt != NULL)
