@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <sys/random.h>
 
 #include <event2/event.h>
 
@@ -868,22 +867,11 @@ join_start(struct orch *o, struct grpc_call *call, const char *id)
 
 /* --- Run ------------------------------------------------------------------------- */
 
-static uint64_t
-rng_next(uint64_t *st)
-{
-	/* splitmix64: ids need spread, not secrecy; the seed is random. */
-	uint64_t z = (*st += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
 /* 128 random bits in hex, when the caller named no id. */
 static void
 new_id(struct orch *o, char *buf, size_t len)
 {
-	uint64_t a = rng_next(&o->rng), b = rng_next(&o->rng);
+	uint64_t a = util_rng_next(&o->rng), b = util_rng_next(&o->rng);
 
 	snprintf(buf, len, "%016llx%016llx", (unsigned long long)a,
 	    (unsigned long long)b);
@@ -2152,9 +2140,7 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 		(void)work_done_subject(subj, sizeof(subj), cfg->pod_id);
 		o->done_subject = util_xstrdup(subj);
 	}
-	if (getrandom(&o->rng, sizeof(o->rng), 0) != sizeof(o->rng) ||
-	    o->rng == 0)
-		o->rng = (uint64_t)util_now_ms() * 2654435761u + 1;
+	util_rng_seed(&o->rng);
 	svcs_configure(o);
 	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
 		if (grpc_server_register(srv, &m[i], err, errlen) == -1) {

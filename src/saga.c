@@ -164,17 +164,6 @@ saga_classify(int status)
 	}
 }
 
-static uint64_t
-xorshift(uint64_t *st)
-{
-	uint64_t x = *st ? *st : 0x9e3779b97f4a7c15ULL;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *st = x;
-}
-
 int64_t
 saga_backoff_ms(int base_ms, int attempt, int64_t max_ms, uint64_t *rng)
 {
@@ -184,7 +173,8 @@ saga_backoff_ms(int base_ms, int attempt, int64_t max_ms, uint64_t *rng)
 		d *= 2;
 	if (d > max_ms)
 		d = max_ms;
-	return d - d / 2 + (int64_t)(xorshift(rng) % (uint64_t)(d / 2 + 1));
+	return d - d / 2 +
+	    (int64_t)(util_rng_next(rng) % (uint64_t)(d / 2 + 1));
 }
 
 static const struct config_node *

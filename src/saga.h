@@ -120,8 +120,8 @@ enum saga_verdict saga_classify(int grpc_status);
 /*
  * Exponential backoff with jitter: base * 2^(attempt-1), capped at max_ms,
  * then a uniform draw from its upper half so retries of many sagas spread
- * out but never come sooner than half the nominal delay. rng is xorshift
- * state owned by the caller (never 0).
+ * out but never come sooner than half the nominal delay. rng is
+ * util_rng_next() state owned by the caller.
  */
 int64_t		 saga_backoff_ms(int base_ms, int attempt, int64_t max_ms,
 		    uint64_t *rng);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "util.h"
@@ -59,6 +60,24 @@ util_xstrdup(const char *s)
 	if (p == NULL)
 		abort();
 	return p;
+}
+
+void
+util_rng_seed(uint64_t *state)
+{
+	if (getrandom(state, sizeof(*state), 0) != sizeof(*state))
+		*state = (uint64_t)util_now_ms() * 2654435761u ^
+		    (uint64_t)util_mono_ms();
+}
+
+uint64_t
+util_rng_next(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
 }
 
 int

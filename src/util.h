@@ -23,6 +23,14 @@ char	*util_xstrdup(const char *);
 int	 util_parse_hostport(const char *, char *host, size_t hostlen,
 	    int *port, char *err, size_t errlen);
 
+/*
+ * The one PRNG of the project (splitmix64): saga ids, backoff jitter and
+ * load generation need spread, not secrecy. Any state works, 0 included;
+ * util_rng_seed fills it from getrandom(2), or from the clock without it.
+ */
+void	 util_rng_seed(uint64_t *state);
+uint64_t util_rng_next(uint64_t *state);
+
 /* Levenshtein distance, for "did you mean" suggestions. */
 int	 util_edit_distance(const char *, const char *);
 

@@ -30,7 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <sys/random.h>
 
 #include <event2/event.h>
 
@@ -208,9 +207,7 @@ wengine_new(const struct wengine_params *p, char *err, size_t errlen)
 	e->log_arg = p->log_arg;
 	e->http = callback_new(p->base, WE_CALLBACK_TIMEOUT_MS);
 	LIST_INIT(&e->jobs);
-	if (getrandom(&e->rng, sizeof(e->rng), 0) != sizeof(e->rng) ||
-	    e->rng == 0)
-		e->rng = (uint64_t)util_now_ms() * 2654435761u + 1;
+	util_rng_seed(&e->rng);
 	return e;
 }
 
