@@ -204,3 +204,25 @@ fatalx(const char *fmt, ...)
 	va_end(ap);
 	exit(1);
 }
+
+void
+log_saga(enum util_level lv, const char *id, const char *msg,
+    void *arg __attribute__((unused)))
+{
+	const char *pre = id != NULL ? "saga " : "", *sep = id != NULL ?
+	    ": " : "";
+
+	if (id == NULL)
+		id = "";
+	switch (lv) {
+	case UTIL_WARN:
+		log_warnx("%s%s%s%s", pre, id, sep, msg);
+		break;
+	case UTIL_INFO:
+		log_info("%s%s%s%s", pre, id, sep, msg);
+		break;
+	default:
+		log_debug("%s%s%s%s", pre, id, sep, msg);
+		break;
+	}
+}

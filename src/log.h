@@ -8,6 +8,8 @@
 
 #include <stdarg.h>
 
+#include "util.h"
+
 enum log_dest { LOG_TO_STDERR, LOG_TO_SYSLOG, LOG_TO_FILE };
 
 /* Levels above LOG_INFO are shown with -v (debug) and -vv (trace). */
@@ -17,6 +19,13 @@ int	log_reopen(void);			/* SIGUSR1 */
 void	log_setverbose(int);
 int	log_getverbose(void);
 void	log_setprefix(const char *);		/* e.g. "worker Flow/Node #1" */
+
+/*
+ * The one shape of a library's log line (util_log_fn): "saga ID: msg", or
+ * msg alone without an id. Both the master and the workers pass it.
+ */
+void	log_saga(enum util_level, const char *saga_id, const char *msg,
+	    void *arg);
 
 void	log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));

@@ -205,7 +205,7 @@ struct orch {
 	int64_t			 drain_ms;	/* when orch_drain ran */
 	int			 listen_failed;	/* logged once */
 	struct orch_stats	 st;
-	orch_log_fn		 log;
+	util_log_fn		 log;
 	void			*log_arg;
 };
 
@@ -217,11 +217,12 @@ static void	run_decided(struct run *, const struct saga_action *,
 		    enum saga_state);
 
 static void
-olog(struct orch *o, int warn, const char *id, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+olog(struct orch *o, enum util_level lv, const char *id, const char *fmt,
+    ...) __attribute__((format(printf, 4, 5)));
 
 static void
-olog(struct orch *o, int warn, const char *id, const char *fmt, ...)
+olog(struct orch *o, enum util_level lv, const char *id, const char *fmt,
+    ...)
 {
 	char	msg[1024];
 	va_list	ap;
@@ -231,7 +232,7 @@ olog(struct orch *o, int warn, const char *id, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	o->log(warn, id, msg, o->log_arg);
+	o->log(lv, id, msg, o->log_arg);
 }
 
 /* --- the table of sagas this master runs ------------------------------------ */
@@ -571,7 +572,7 @@ run_write_done(enum store_result res, int64_t rev, const char *err, void *arg)
 		 * The lease ran out (Redis was away too long) and another
 		 * master claimed the saga, or its record is gone: let go.
 		 */
-		olog(o, 1, r->s->id, "write refused (%s): another master "
+		olog(o, UTIL_WARN, r->s->id, "write refused (%s): another master "
 		    "runs the saga now", store_result_name(res));
 		r->lost = 1;
 		waiters_to_join(r);
@@ -581,7 +582,7 @@ run_write_done(enum store_result res, int64_t rev, const char *err, void *arg)
 		/* Redis away: keep the saga in memory and try again. */
 		o->st.store_retries++;
 		if (r->retry_ms == ORCH_RETRY_MIN_MS)
-			olog(o, 1, r->s->id, "store write failed, retrying: "
+			olog(o, UTIL_WARN, r->s->id, "store write failed, retrying: "
 			    "%s", err != NULL ? err : store_result_name(res));
 		run_after(r, r->retry_ms, run_write_again);
 		r->retry_ms = r->retry_ms * 2 > ORCH_RETRY_MAX_MS ?
@@ -648,7 +649,7 @@ run_ended(struct run *r)
 	default:			o->st.failed++; break;
 	}
 	if (r->s->state == SAGA_STATE_FAILED)
-		olog(o, 1, r->s->id, "saga FAILED, an operator must look: %s",
+		olog(o, UTIL_WARN, r->s->id, "saga FAILED, an operator must look: %s",
 		    r->s->error != NULL ? r->s->error : "");
 	waiters_reply(r);
 	run_finish(r);
@@ -1344,7 +1345,7 @@ launch_unqueued(struct launch *l, const char *why)
 	char		 msg[512];
 
 	l->why = util_xstrdup(why != NULL ? why : "unknown error");
-	olog(l->o, 1, s->id, "%s saga not queued: %s",
+	olog(l->o, UTIL_WARN, s->id, "%s saga not queued: %s",
 	    config_mode_name(s->mode), l->why);
 	snprintf(msg, sizeof(msg), "never queued (NATS: %s); a Run with the "
 	    "same id starts it again", l->why);
@@ -1506,7 +1507,7 @@ launch_exists(struct launch *l, struct store_saga *rec)
 			launch_publish(l, 0);
 			return;
 		}
-		olog(l->o, 0, pb->id, "restarting a saga that was never "
+		olog(l->o, UTIL_INFO, pb->id, "restarting a saga that was never "
 		    "queued");
 		free(l->s->error);
 		l->s->error = NULL;
@@ -1955,7 +1956,7 @@ renewed(enum store_result res, char *const *ids, size_t n, const char *err,
 
 		/* Its next write will conflict and let it go. */
 		if (r != NULL)
-			olog(o, 1, r->s->id, "lease lost to another master");
+			olog(o, UTIL_WARN, r->s->id, "lease lost to another master");
 	}
 }
 
@@ -2016,13 +2017,13 @@ recover_got(enum store_result res, struct store_saga *rec, const char *err,
 		s->state = SAGA_STATE_FAILED;
 		r->flow = o->cfg->nflows > 0 ? &o->cfg->flows[0] : NULL;
 		r->a.kind = SAGA_ACT_END;
-		olog(o, 1, s->id, "recovered saga of flow %s cannot be "
+		olog(o, UTIL_WARN, s->id, "recovered saga of flow %s cannot be "
 		    "compensated: the flow changed", s->flow);
 		ev_add(r, "", s->state, s->error, 0);
 		run_write(r, run_ended);
 		return;
 	}
-	olog(o, 0, s->id, "recovering a %s saga whose owner died",
+	olog(o, UTIL_INFO, s->id, "recovering a %s saga whose owner died",
 	    saga_state_name(s->state));
 	r->a = saga_recover(s, r->cfg, flow, util_now_ms());
 	ev_add(r, "", s->state, s->error, 0);
@@ -2075,7 +2076,7 @@ orch_cron(struct orch *o)
 		    err, sizeof(err));
 		if (o->done_l == NULL && !o->listen_failed) {
 			o->listen_failed = 1;
-			olog(o, 1, NULL, "cannot listen on %s, retrying: %s",
+			olog(o, UTIL_WARN, NULL, "cannot listen on %s, retrying: %s",
 			    o->done_subject, err);
 		}
 	}
@@ -2159,7 +2160,7 @@ orch_set_config(struct orch *o, struct config *cfg)
 }
 
 void
-orch_set_log(struct orch *o, orch_log_fn fn, void *arg)
+orch_set_log(struct orch *o, util_log_fn fn, void *arg)
 {
 	o->log = fn;
 	o->log_arg = arg;

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 struct bus;
 struct config;
 struct event_base;
@@ -38,10 +40,6 @@ struct orch_stats {
 	size_t		held;		/* throttling sagas with held calls */
 };
 
-/* A line for the log, with the saga id where there is one. */
-typedef void (*orch_log_fn)(int warn, const char *saga_id, const char *msg,
-    void *arg);
-
 /*
  * Registers the Orchestrator methods on srv. The orch keeps a reference to
  * cfg (config_ref) and uses client and store, which must outlive it. owner
@@ -57,7 +55,7 @@ struct orch	*orch_new(struct event_base *, struct config *,
 void		 orch_set_bus(struct orch *, struct bus *);
 /* New sagas use cfg; those in flight keep the config they started with. */
 void		 orch_set_config(struct orch *, struct config *);
-void		 orch_set_log(struct orch *, orch_log_fn, void *arg);
+void		 orch_set_log(struct orch *, util_log_fn, void *arg);
 /*
  * Periodic work: lease renewal, the sweeper, the poll of held throttling
  * sagas, and answering held calls UNAVAILABLE once a drain has lasted

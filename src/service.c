@@ -47,15 +47,6 @@ struct service {
 };
 
 static void
-orch_log(int warn, const char *id, const char *msg, void *arg)
-{
-	if (warn)
-		log_warnx("saga %s: %s", id != NULL ? id : "-", msg);
-	else
-		log_info("saga %s: %s", id != NULL ? id : "-", msg);
-}
-
-static void
 store_status(int up, const char *why, void *arg)
 {
 	struct service *sv = arg;
@@ -166,7 +157,7 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	    sv->owner, err, errlen);
 	if (sv->orch == NULL)
 		return -1;
-	orch_set_log(sv->orch, orch_log, sv);
+	orch_set_log(sv->orch, log_saga, NULL);
 	orch_set_bus(sv->orch, sv->bus);
 	if (grpc_server_listen(sv->srv, cfg->listen_host, cfg->listen_port,
 	    err, errlen) == -1)

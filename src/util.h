@@ -24,6 +24,15 @@ int	 util_parse_hostport(const char *, char *host, size_t hostlen,
 	    int *port, char *err, size_t errlen);
 
 /*
+ * How library code tells its process what happened, for the log: a level,
+ * the saga id when there is one (else NULL), a sentence. The process layer
+ * formats it once (log_saga in log.c).
+ */
+enum util_level { UTIL_DEBUG, UTIL_INFO, UTIL_WARN };
+typedef void (*util_log_fn)(enum util_level, const char *saga_id,
+    const char *msg, void *arg);
+
+/*
  * The one PRNG of the project (splitmix64): saga ids, backoff jitter and
  * load generation need spread, not secrecy. Any state works, 0 included;
  * util_rng_seed fills it from getrandom(2), or from the clock without it.

@@ -78,7 +78,7 @@ struct wengine {
 	int			 inflight;
 	struct wengine_stats	 st;
 	LIST_HEAD(, job)	 jobs;
-	wengine_log_fn		 log;
+	util_log_fn		 log;
 	void			*log_arg;
 };
 
@@ -119,11 +119,11 @@ struct job {
 static void	job_end_effects(struct job *);
 
 static void
-elog(struct wengine *e, enum wengine_level lv, const char *id,
+elog(struct wengine *e, enum util_level lv, const char *id,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 static void
-elog(struct wengine *e, enum wengine_level lv, const char *id,
+elog(struct wengine *e, enum util_level lv, const char *id,
     const char *fmt, ...)
 {
 	char	msg[1024];
@@ -356,17 +356,17 @@ job_written(enum store_result res, int64_t rev, const char *err, void *arg)
 		j->then(j);
 		return;
 	case STORE_CONFLICT:
-		elog(e, WENGINE_DEBUG, j->s->id, "write conflict: another "
+		elog(e, UTIL_DEBUG, j->s->id, "write conflict: another "
 		    "worker moved the saga on; handing the message back");
 		job_nak(j, WE_CONFLICT_MS);
 		return;
 	case STORE_NOT_FOUND:
-		elog(e, WENGINE_WARN, j->s->id, "the saga is gone from the "
+		elog(e, UTIL_WARN, j->s->id, "the saga is gone from the "
 		    "store (expired?): dropping its work");
 		job_ack(j);
 		return;
 	default:
-		elog(e, WENGINE_WARN, j->s->id, "store write failed, the "
+		elog(e, UTIL_WARN, j->s->id, "store write failed, the "
 		    "message comes back in %d ms: %s", WE_RETRY_MS,
 		    err != NULL ? err : store_result_name(res));
 		job_nak(j, WE_RETRY_MS);
@@ -430,7 +430,7 @@ job_published(struct bus *bus, const struct bus_pub_result *res, void *arg)
 	if (job_closing(j))
 		return;
 	if (res->error != NULL) {
-		elog(j->e, WENGINE_WARN, j->w.saga_id, "publish not confirmed, "
+		elog(j->e, UTIL_WARN, j->w.saga_id, "publish not confirmed, "
 		    "the message comes back in %d ms: %s", WE_RETRY_MS,
 		    res->error);
 		job_nak(j, WE_RETRY_MS);
@@ -456,7 +456,7 @@ job_publish(struct job *j, const char *subject, const char *msg_id,
 	free(buf);
 	if (rc == -1) {
 		j->busy = 0;
-		elog(j->e, WENGINE_WARN, j->w.saga_id, "publish to %s failed, "
+		elog(j->e, UTIL_WARN, j->w.saga_id, "publish to %s failed, "
 		    "the message comes back in %d ms: %s", subject,
 		    WE_RETRY_MS, err);
 		job_nak(j, WE_RETRY_MS);
@@ -508,7 +508,7 @@ job_publish_call(struct job *j, const struct saga_action *a)
 	if (work_subject(subject, sizeof(subject), j->s->mode, w.pod,
 	    j->s->flow, node, a->compensate) == -1 ||
 	    work_msg_id(id, sizeof(id), j->s->id, node, a->compensate) == -1) {
-		elog(j->e, WENGINE_WARN, j->s->id, "the subject of step %s is "
+		elog(j->e, UTIL_WARN, j->s->id, "the subject of step %s is "
 		    "too long: dropping the message", node);
 		job_term(j);
 	} else
@@ -532,7 +532,7 @@ job_notify_done(struct job *j)
 		/* Lost notices are fine: the holder polls Redis too. */
 		if (bus_notify(j->e->bus, subject, buf, len, err,
 		    sizeof(err)) == -1)
-			elog(j->e, WENGINE_DEBUG, j->s->id, "done notice to "
+			elog(j->e, UTIL_DEBUG, j->s->id, "done notice to "
 			    "%s: %s", subject, err);
 		free(buf);
 	}
@@ -569,10 +569,10 @@ job_ended(struct job *j)
 {
 	j->e->st.ended++;
 	if (j->s->state == SAGA_STATE_FAILED)
-		elog(j->e, WENGINE_WARN, j->s->id, "saga FAILED, an operator "
+		elog(j->e, UTIL_WARN, j->s->id, "saga FAILED, an operator "
 		    "must look: %s", j->s->error != NULL ? j->s->error : "");
 	else
-		elog(j->e, WENGINE_DEBUG, j->s->id, "saga %s",
+		elog(j->e, UTIL_DEBUG, j->s->id, "saga %s",
 		    saga_state_name(j->s->state));
 	job_end_effects(j);
 }
@@ -654,7 +654,7 @@ job_call_done(void *arg, const struct grpc_client_result *res)
 	    nkv, util_now_ms(), &j->e->rng);
 	step_kv_free(kv, nkv);
 	if (status != GRPC_STATUS_OK)
-		elog(j->e, WENGINE_DEBUG, j->s->id, "%s%s attempt %d: %s: %s",
+		elog(j->e, UTIL_DEBUG, j->s->id, "%s%s attempt %d: %s: %s",
 		    st->name, j->a.compensate ? " (undo)" : "", j->a.attempt,
 		    grpc_status_name(status), msg != NULL ? msg : "");
 	ev_add(j, st->name, st->state, st->error, j->a.attempt);
@@ -710,13 +710,13 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 	if (job_closing(j))
 		return;
 	if (res == STORE_NOT_FOUND) {
-		elog(e, WENGINE_WARN, j->w.saga_id, "no such saga in the store "
+		elog(e, UTIL_WARN, j->w.saga_id, "no such saga in the store "
 		    "(expired, or never created): dropping its work");
 		job_ack(j);
 		return;
 	}
 	if (res != STORE_OK) {
-		elog(e, WENGINE_WARN, j->w.saga_id, "store read failed, the "
+		elog(e, UTIL_WARN, j->w.saga_id, "store read failed, the "
 		    "message comes back in %d ms: %s", WE_RETRY_MS,
 		    err != NULL ? err : store_result_name(res));
 		job_nak(j, WE_RETRY_MS);
@@ -740,7 +740,7 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 		    "as it was when it started: compensate by hand");
 		j->s->state = SAGA_STATE_FAILED;
 		j->s->updated_ms = util_now_ms();
-		elog(e, WENGINE_WARN, j->s->id, "saga of flow %s cannot go "
+		elog(e, UTIL_WARN, j->s->id, "saga of flow %s cannot go "
 		    "on: the flow changed", j->s->flow);
 		ev_add(j, "", j->s->state, j->s->error, 0);
 		job_write(j, (size_t)rec->step, rec->compensate, rec->attempt,
@@ -766,7 +766,7 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 		 */
 		node = job_node(j, a.step);
 		if (strcmp(node->name, e->node) != 0) {
-			elog(e, WENGINE_WARN, j->s->id, "work for step %u (%s) "
+			elog(e, UTIL_WARN, j->s->id, "work for step %u (%s) "
 			    "came to topic %s: dropping it", j->w.step,
 			    node->name, e->topic);
 			job_term(j);
@@ -832,14 +832,14 @@ job_posted(int status, const char *err, void *arg)
 		return;
 	if (status >= 200 && status < 300) {
 		e->st.delivered++;
-		elog(e, WENGINE_DEBUG, j->s->id, "callback delivered to %s "
+		elog(e, UTIL_DEBUG, j->s->id, "callback delivered to %s "
 		    "(HTTP %d)", j->callback, status);
 		job_ack(j);
 		return;
 	}
 	if (status != 0 && status < 500) {
 		e->st.given_up++;
-		elog(e, WENGINE_WARN, j->s->id, "callback to %s refused (%s): "
+		elog(e, UTIL_WARN, j->s->id, "callback to %s refused (%s): "
 		    "not retried", j->callback, err);
 		job_ack(j);
 		return;
@@ -847,12 +847,12 @@ job_posted(int status, const char *err, void *arg)
 	n = j->msg != NULL ? bus_msg_delivered(j->msg) : 1;
 	if (n > j->cfg->callbacks.retries) {
 		e->st.given_up++;
-		elog(e, WENGINE_WARN, j->s->id, "callback to %s: giving up "
+		elog(e, UTIL_WARN, j->s->id, "callback to %s: giving up "
 		    "after %d tries: %s", j->callback, n, err);
 		job_ack(j);
 		return;
 	}
-	elog(e, WENGINE_INFO, j->s->id, "callback to %s failed (%s): try %d "
+	elog(e, UTIL_INFO, j->s->id, "callback to %s failed (%s): try %d "
 	    "of %d comes later", j->callback, err, n + 1,
 	    j->cfg->callbacks.retries + 1);
 	job_nak(j, (int)saga_backoff_ms(WE_CALLBACK_BACKOFF_MS, n,
@@ -872,13 +872,13 @@ job_got_callback(enum store_result res, struct store_saga *rec,
 	if (job_closing(j))
 		return;
 	if (res == STORE_NOT_FOUND) {
-		elog(e, WENGINE_WARN, j->w.saga_id, "callback of a saga that "
+		elog(e, UTIL_WARN, j->w.saga_id, "callback of a saga that "
 		    "is gone from the store: dropped");
 		job_ack(j);
 		return;
 	}
 	if (res != STORE_OK) {
-		elog(e, WENGINE_WARN, j->w.saga_id, "store read failed, the "
+		elog(e, UTIL_WARN, j->w.saga_id, "store read failed, the "
 		    "callback comes back in %d ms: %s", WE_RETRY_MS,
 		    err != NULL ? err : store_result_name(res));
 		job_nak(j, WE_RETRY_MS);
@@ -899,7 +899,7 @@ job_got_callback(enum store_result res, struct store_saga *rec,
 	if (rc == -1) {
 		j->busy = 0;
 		e->st.given_up++;
-		elog(e, WENGINE_WARN, j->s->id, "callback not sent: %s", perr);
+		elog(e, UTIL_WARN, j->s->id, "callback not sent: %s", perr);
 		job_ack(j);
 	}
 }
@@ -924,7 +924,7 @@ wengine_handle(struct bus_msg *msg, void *arg)
 	e->inflight++;
 	data = bus_msg_data(msg, &len);
 	if (work_unpack(&j->w, data, len, err, sizeof(err)) == -1) {
-		elog(e, WENGINE_WARN, NULL, "%s: %s: dropped",
+		elog(e, UTIL_WARN, NULL, "%s: %s: dropped",
 		    bus_msg_subject(msg), err);
 		job_term(j);
 		return;

@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 struct event_base;
 struct bus;
 struct bus_msg;
@@ -34,12 +36,6 @@ struct grpc_client;
 struct config;
 struct wengine;
 
-enum wengine_level { WENGINE_DEBUG, WENGINE_INFO, WENGINE_WARN };
-
-/* id is the saga's, or NULL. */
-typedef void	(*wengine_log_fn)(enum wengine_level, const char *id,
-		    const char *msg, void *arg);
-
 struct wengine_params {
 	struct event_base	*base;
 	struct bus		*bus;
@@ -47,7 +43,7 @@ struct wengine_params {
 	struct grpc_client	*client;
 	struct config		*cfg;		/* referenced, not taken */
 	const char		*topic;		/* "Flow/Node" or "callbacks" */
-	wengine_log_fn		 log;		/* may be NULL */
+	util_log_fn		 log;		/* may be NULL */
 	void			*log_arg;
 };
 

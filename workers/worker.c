@@ -299,25 +299,6 @@ load_config(struct worker *w)
 }
 
 static void
-engine_log(enum wengine_level lv, const char *id, const char *msg, void *arg)
-{
-	switch (lv) {
-	case WENGINE_WARN:
-		log_warnx("%s%s%s", id != NULL ? id : "", id != NULL ? ": " :
-		    "", msg);
-		break;
-	case WENGINE_INFO:
-		log_info("%s%s%s", id != NULL ? id : "", id != NULL ? ": " :
-		    "", msg);
-		break;
-	default:
-		log_debug("%s%s%s", id != NULL ? id : "", id != NULL ? ": " :
-		    "", msg);
-		break;
-	}
-}
-
-static void
 drained_cb(struct bus_consumer *c, void *arg)
 {
 	struct worker *w = arg;
@@ -568,7 +549,7 @@ worker_open(struct worker *w)
 	ep.client = w->client;
 	ep.cfg = w->cfg;
 	ep.topic = w->topic;
-	ep.log = engine_log;
+	ep.log = log_saga;
 	ep.log_arg = w;
 	if ((w->engine = wengine_new(&ep, err, sizeof(err))) == NULL) {
 		log_warnx("%s", err);
