@@ -45,6 +45,7 @@ void
 driver_clear(struct driver *d)
 {
 	driver_events_clear(d);
+	free(d->evs);
 	saga_free(d->s);
 	config_free(d->cfg);
 	free(d->pod);
@@ -85,8 +86,11 @@ event(struct driver *d, const char *step, enum saga_state state,
 {
 	struct driver_event *e;
 
-	if (d->nevs == DRIVER_EVENTS_MAX)
-		abort();	/* a move makes at most four: see driver.h */
+	if (d->nevs == d->evcap) {
+		d->evcap = d->evcap == 0 ? DRIVER_EVENTS_INLINE : d->evcap * 2;
+		d->evs = util_xrealloc(d->evs, (size_t)d->evcap *
+		    sizeof(*d->evs));
+	}
 	e = &d->evs[d->nevs++];
 	e->step = step;
 	e->state = state;
@@ -330,6 +334,12 @@ driver_write(const struct driver *d, struct driver_write *dw)
 	struct store_write *w = &dw->w;
 
 	memset(w, 0, sizeof(*w));
+	dw->ev = dw->ev_;
+	dw->evp = dw->evp_;
+	if (d->nevs > DRIVER_EVENTS_INLINE) {
+		dw->ev = util_xcalloc((size_t)d->nevs, sizeof(*dw->ev));
+		dw->evp = util_xcalloc((size_t)d->nevs, sizeof(*dw->evp));
+	}
 	saga_pb_view(d->s, &dw->v);
 	for (int i = 0; i < d->nevs; i++) {
 		Saga__V1__SagaEvent *ev = &dw->ev[i];
@@ -357,6 +367,10 @@ void
 driver_write_free(struct driver_write *dw)
 {
 	saga_pb_view_free(&dw->v);
+	if (dw->ev != dw->ev_) {
+		free(dw->ev);
+		free(dw->evp);
+	}
 }
 
 void

@@ -31,12 +31,12 @@
 #include "work.h"
 
 /*
- * Events one write carries at most. A move makes at most four (a step's
- * result, the saga's new state, the next call's start and a state change of
- * that start); a driver that would pass the bound aborts, since it would be
- * a bug, not an input.
+ * Events a write carries without an allocation. A move makes at most four
+ * (a step's result, the saga's new state, the next call's start and a state
+ * change of that start); more collect only when writes fail and moves go
+ * on, and then they are kept, never dropped.
  */
-#define DRIVER_EVENTS_MAX	6
+#define DRIVER_EVENTS_INLINE	8
 
 struct driver_event {
 	const char	*step;		/* "" = the saga; else a step name of
@@ -61,8 +61,9 @@ struct driver {
 	char			*pod;		/* throttling: whose subjects */
 	char			*callback;	/* async: the callback URL */
 	char			*traceparent;	/* the caller's, forwarded */
-	struct driver_event	 evs[DRIVER_EVENTS_MAX];
+	struct driver_event	*evs;		/* nevs of them */
 	int			 nevs;
+	int			 evcap;
 	uint64_t		*rng;		/* backoff jitter: the engine's */
 };
 
@@ -150,8 +151,9 @@ enum driver_resume driver_resume(struct driver *, size_t rec_step,
 struct driver_write {
 	struct store_write	 w;
 	struct saga_pb		 v;
-	Saga__V1__SagaEvent	 ev[DRIVER_EVENTS_MAX];
-	Saga__V1__SagaEvent	*evp[DRIVER_EVENTS_MAX];
+	Saga__V1__SagaEvent	 ev_[DRIVER_EVENTS_INLINE];
+	Saga__V1__SagaEvent	*evp_[DRIVER_EVENTS_INLINE];
+	Saga__V1__SagaEvent	*ev, **evp;	/* ev_ or the heap */
 };
 void	 driver_write(const struct driver *, struct driver_write *);
 void	 driver_write_free(struct driver_write *);
