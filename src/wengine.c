@@ -1,6 +1,8 @@
 /*
- * wengine.c - sagad-worker's engine (see wengine.h): one job per bus
- * message, driven by the stored saga and src/saga.c's rules.
+ * wengine.c - sagad-worker's engine (see wengine.h) for step messages:
+ * one job per bus message, its saga moved on by src/driver.c (the same
+ * moves the master's sync engine makes). Messages of the callbacks topic
+ * are wengine_callback.c's.
  *
  * The order of effects is always: write Redis, then publish what follows,
  * then ack. A crash between any two of them leaves a message that is
@@ -44,65 +46,17 @@
 #include "step.h"
 #include "store.h"
 #include "util.h"
-#include "wengine.h"
+#include "wengine_int.h"
 #include "work.h"
 
-#define WE_RETRY_MS		1000	/* Redis or the bus failed: again in */
 #define WE_CONFLICT_MS		200	/* another worker moved the saga on */
 #define WE_ACK_MARGIN_MS	5000	/* AckWait beyond one call's timeout */
 #define WE_CALLBACK_TIMEOUT_MS	5000
-#define WE_CALLBACK_BACKOFF_MS	250
-#define WE_CALLBACK_BACKOFF_MAX	30000
-#define WE_NAME_MAX		(2 * CONFIG_NAME_MAX + 2)
-
-struct job;
-
-struct wengine {
-	struct event_base	*base;
-	struct bus		*bus;
-	struct store		*store;
-	struct grpc_client	*client;
-	struct config		*cfg;
-	struct callback		*http;
-	int			 callbacks;	/* the callbacks topic */
-	char			 topic[WE_NAME_MAX];
-	char			 flow[CONFIG_NAME_MAX + 1];
-	char			 node[CONFIG_NAME_MAX + 1];
-	char			 durable[WORK_SUBJECT_MAX];
-	char			 filter[WORK_SUBJECT_MAX];
-	enum saga_mode		 mode;
-	int			 workers;
-	int			 timeout_ms;
-	uint64_t		 rng;
-	int			 closing;
-	int			 inflight;
-	struct wengine_stats	 st;
-	LIST_HEAD(, job)	 jobs;
-	util_log_fn		 log;
-	void			*log_arg;
-};
-
-struct job {
-	struct wengine		*e;
-	struct bus_msg		*msg;
-	struct work		 w;
-	struct driver		 d;		/* once the saga is read */
-	int			 delay_ms;	/* WAIT: nak delay */
-	struct grpc_client_call	*call;
-	int			 busy;		/* a store, bus or http callback
-						   is pending */
-	void			(*then)(struct job *);
-	LIST_ENTRY(job)		 entry;
-};
 
 static void	job_end_effects(struct job *);
 
-static void
-elog(struct wengine *e, enum util_level lv, const char *id,
-    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void
-elog(struct wengine *e, enum util_level lv, const char *id,
+void
+wengine_log(struct wengine *e, enum util_level lv, const char *id,
     const char *fmt, ...)
 {
 	char	msg[1024];
@@ -251,16 +205,16 @@ job_free(struct job *j)
 	free(j);
 }
 
-static void
-job_ack(struct job *j)
+void
+wengine_job_ack(struct job *j)
 {
 	if (j->msg != NULL)
 		(void)bus_ack(j->msg);
 	job_free(j);
 }
 
-static void
-job_nak(struct job *j, int delay_ms)
+void
+wengine_job_nak(struct job *j, int delay_ms)
 {
 	j->e->st.naks++;
 	if (j->msg != NULL)
@@ -280,8 +234,8 @@ job_term(struct job *j)
  * A callback arrived after wengine_close(): the message is the bus's again
  * (or soon will be); only the job is left to free.
  */
-static int
-job_closing(struct job *j)
+int
+wengine_job_closing(struct job *j)
 {
 	j->busy = 0;
 	if (!j->e->closing)
@@ -299,7 +253,7 @@ job_written(enum store_result res, int64_t rev, const char *err, void *arg)
 	struct job	*j = arg;
 	struct wengine	*e = j->e;
 
-	if (job_closing(j))
+	if (wengine_job_closing(j))
 		return;
 	switch (res) {
 	case STORE_OK:
@@ -307,20 +261,20 @@ job_written(enum store_result res, int64_t rev, const char *err, void *arg)
 		j->then(j);
 		return;
 	case STORE_CONFLICT:
-		elog(e, UTIL_DEBUG, j->d.s->id, "write conflict: another "
+		wengine_log(e, UTIL_DEBUG, j->d.s->id, "write conflict: another "
 		    "worker moved the saga on; handing the message back");
-		job_nak(j, WE_CONFLICT_MS);
+		wengine_job_nak(j, WE_CONFLICT_MS);
 		return;
 	case STORE_NOT_FOUND:
-		elog(e, UTIL_WARN, j->d.s->id, "the saga is gone from the "
+		wengine_log(e, UTIL_WARN, j->d.s->id, "the saga is gone from the "
 		    "store (expired?): dropping its work");
-		job_ack(j);
+		wengine_job_ack(j);
 		return;
 	default:
-		elog(e, UTIL_WARN, j->d.s->id, "store write failed, the "
+		wengine_log(e, UTIL_WARN, j->d.s->id, "store write failed, the "
 		    "message comes back in %d ms: %s", WE_RETRY_MS,
 		    err != NULL ? err : store_result_name(res));
-		job_nak(j, WE_RETRY_MS);
+		wengine_job_nak(j, WE_RETRY_MS);
 		return;
 	}
 }
@@ -351,13 +305,13 @@ job_published(struct bus *bus, const struct bus_pub_result *res, void *arg)
 	struct job *j = arg;
 
 	(void)bus;
-	if (job_closing(j))
+	if (wengine_job_closing(j))
 		return;
 	if (res->error != NULL) {
-		elog(j->e, UTIL_WARN, j->w.saga_id, "publish not confirmed, "
+		wengine_log(j->e, UTIL_WARN, j->w.saga_id, "publish not confirmed, "
 		    "the message comes back in %d ms: %s", WE_RETRY_MS,
 		    res->error);
-		job_nak(j, WE_RETRY_MS);
+		wengine_job_nak(j, WE_RETRY_MS);
 		return;
 	}
 	j->then(j);
@@ -376,10 +330,10 @@ job_publish(struct job *j, const char *subject, const char *msg_id,
 	    j, err, sizeof(err));
 	if (rc == -1) {
 		j->busy = 0;
-		elog(j->e, UTIL_WARN, j->w.saga_id, "publish to %s failed, "
+		wengine_log(j->e, UTIL_WARN, j->w.saga_id, "publish to %s failed, "
 		    "the message comes back in %d ms: %s", subject,
 		    WE_RETRY_MS, err);
-		job_nak(j, WE_RETRY_MS);
+		wengine_job_nak(j, WE_RETRY_MS);
 	}
 }
 
@@ -397,12 +351,12 @@ job_publish_call(struct job *j, const struct saga_action *a)
 	char			err[SAGAD_ERRLEN];
 
 	if (driver_work(&j->d, a, &dw, err, sizeof(err)) == -1) {
-		elog(j->e, UTIL_WARN, j->d.s->id, "%s: dropping the message",
+		wengine_log(j->e, UTIL_WARN, j->d.s->id, "%s: dropping the message",
 		    err);
 		job_term(j);
 		return;
 	}
-	job_publish(j, dw.subject, dw.msg_id, dw.buf, dw.len, job_ack);
+	job_publish(j, dw.subject, dw.msg_id, dw.buf, dw.len, wengine_job_ack);
 	free(dw.buf);
 }
 
@@ -421,11 +375,11 @@ job_notify_done(struct job *j)
 		/* Lost notices are fine: the holder polls Redis too. */
 		if (bus_notify(j->e->bus, subject, buf, len, err,
 		    sizeof(err)) == -1)
-			elog(j->e, UTIL_DEBUG, j->d.s->id, "done notice to "
+			wengine_log(j->e, UTIL_DEBUG, j->d.s->id, "done notice to "
 			    "%s: %s", subject, err);
 		free(buf);
 	}
-	job_ack(j);
+	wengine_job_ack(j);
 }
 
 /*
@@ -464,10 +418,10 @@ job_ended(struct job *j)
 
 	j->e->st.ended++;
 	if (s->state == SAGA_STATE_FAILED)
-		elog(j->e, UTIL_WARN, s->id, "saga FAILED, an operator must "
+		wengine_log(j->e, UTIL_WARN, s->id, "saga FAILED, an operator must "
 		    "look: %s", s->error != NULL ? s->error : "");
 	else
-		elog(j->e, UTIL_DEBUG, s->id, "saga %s",
+		wengine_log(j->e, UTIL_DEBUG, s->id, "saga %s",
 		    saga_state_name(s->state));
 	job_end_effects(j);
 }
@@ -483,7 +437,7 @@ job_publish_next(struct job *j)
 static void
 job_nak_wait(struct job *j)
 {
-	job_nak(j, j->delay_ms);
+	wengine_job_nak(j, j->delay_ms);
 }
 
 /*
@@ -518,7 +472,7 @@ job_call_done(void *arg, const struct grpc_client_result *res)
 
 	j->call = NULL;
 	if (res->status != GRPC_STATUS_OK)
-		elog(j->e, UTIL_DEBUG, j->d.s->id, "%s%s attempt %d: %s: %s",
+		wengine_log(j->e, UTIL_DEBUG, j->d.s->id, "%s%s attempt %d: %s: %s",
 		    j->d.s->steps[a->step].name, a->compensate ? " (undo)" :
 		    "", a->attempt, grpc_status_name(res->status),
 		    res->message != NULL ? res->message : "");
@@ -565,19 +519,19 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 	const struct config_node *node;
 	int			 write;
 
-	if (job_closing(j))
+	if (wengine_job_closing(j))
 		return;
 	if (res == STORE_NOT_FOUND) {
-		elog(e, UTIL_WARN, j->w.saga_id, "no such saga in the store "
+		wengine_log(e, UTIL_WARN, j->w.saga_id, "no such saga in the store "
 		    "(expired, or never created): dropping its work");
-		job_ack(j);
+		wengine_job_ack(j);
 		return;
 	}
 	if (res != STORE_OK) {
-		elog(e, UTIL_WARN, j->w.saga_id, "store read failed, the "
+		wengine_log(e, UTIL_WARN, j->w.saga_id, "store read failed, the "
 		    "message comes back in %d ms: %s", WE_RETRY_MS,
 		    err != NULL ? err : store_result_name(res));
-		job_nak(j, WE_RETRY_MS);
+		wengine_job_nak(j, WE_RETRY_MS);
 		return;
 	}
 	driver_init(&j->d, e->cfg, config_flow_find(e->cfg, rec->saga->flow),
@@ -596,7 +550,7 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 			return;
 		}
 		if (j->d.flow == NULL || j->d.flow->nsteps != j->d.s->nsteps)
-			elog(e, UTIL_WARN, j->d.s->id, "saga of flow %s cannot "
+			wengine_log(e, UTIL_WARN, j->d.s->id, "saga of flow %s cannot "
 			    "go on: the flow changed", j->d.s->flow);
 		else
 			e->st.republished++;
@@ -605,7 +559,7 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 	case DRIVER_RESUME_CALL:
 		node = driver_node(&j->d, j->d.a.step);
 		if (strcmp(node->name, e->node) != 0) {
-			elog(e, UTIL_WARN, j->d.s->id, "work for step %u (%s) "
+			wengine_log(e, UTIL_WARN, j->d.s->id, "work for step %u (%s) "
 			    "came to topic %s: dropping it", j->w.step,
 			    node->name, e->topic);
 			job_term(j);
@@ -632,91 +586,6 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 	}
 }
 
-/* --- a callback message ------------------------------------------------------------- */
-
-static void
-job_posted(int status, const char *err, void *arg)
-{
-	struct job	*j = arg;
-	struct wengine	*e = j->e;
-	int		 n;
-
-	if (job_closing(j))
-		return;
-	if (status >= 200 && status < 300) {
-		e->st.delivered++;
-		elog(e, UTIL_DEBUG, j->d.s->id, "callback delivered to %s "
-		    "(HTTP %d)", j->d.callback, status);
-		job_ack(j);
-		return;
-	}
-	if (status != 0 && status < 500) {
-		e->st.given_up++;
-		elog(e, UTIL_WARN, j->d.s->id, "callback to %s refused (%s): "
-		    "not retried", j->d.callback, err);
-		job_ack(j);
-		return;
-	}
-	n = j->msg != NULL ? bus_msg_delivered(j->msg) : 1;
-	if (n > j->d.cfg->callbacks.retries) {
-		e->st.given_up++;
-		elog(e, UTIL_WARN, j->d.s->id, "callback to %s: giving up "
-		    "after %d tries: %s", j->d.callback, n, err);
-		job_ack(j);
-		return;
-	}
-	elog(e, UTIL_INFO, j->d.s->id, "callback to %s failed (%s): try %d "
-	    "of %d comes later", j->d.callback, err, n + 1,
-	    j->d.cfg->callbacks.retries + 1);
-	job_nak(j, (int)saga_backoff_ms(WE_CALLBACK_BACKOFF_MS, n,
-	    WE_CALLBACK_BACKOFF_MAX, &e->rng));
-}
-
-static void
-job_got_callback(enum store_result res, struct store_saga *rec,
-    const char *err, void *arg)
-{
-	struct job	*j = arg;
-	struct wengine	*e = j->e;
-	char		*body, perr[SAGAD_ERRLEN];
-	size_t		 len;
-	int		 rc;
-
-	if (job_closing(j))
-		return;
-	if (res == STORE_NOT_FOUND) {
-		elog(e, UTIL_WARN, j->w.saga_id, "callback of a saga that "
-		    "is gone from the store: dropped");
-		job_ack(j);
-		return;
-	}
-	if (res != STORE_OK) {
-		elog(e, UTIL_WARN, j->w.saga_id, "store read failed, the "
-		    "callback comes back in %d ms: %s", WE_RETRY_MS,
-		    err != NULL ? err : store_result_name(res));
-		job_nak(j, WE_RETRY_MS);
-		return;
-	}
-	driver_init(&j->d, e->cfg, NULL, saga_from_pb(rec->saga), &e->rng);
-	driver_set(&j->d, NULL, rec->callback, NULL);
-	if (j->d.callback == NULL) {
-		job_ack(j);
-		return;
-	}
-	body = saga_to_json(j->d.s, &len);
-	j->busy = 1;
-	rc = callback_post(e->http, j->d.callback, j->d.cfg->callbacks.allow,
-	    j->d.cfg->callbacks.nallow, body, len, job_posted, j, perr,
-	    sizeof(perr));
-	free(body);
-	if (rc == -1) {
-		j->busy = 0;
-		e->st.given_up++;
-		elog(e, UTIL_WARN, j->d.s->id, "callback not sent: %s", perr);
-		job_ack(j);
-	}
-}
-
 /* --- messages ------------------------------------------------------------------------ */
 
 void
@@ -736,14 +605,14 @@ wengine_handle(struct bus_msg *msg, void *arg)
 	e->inflight++;
 	data = bus_msg_data(msg, &len);
 	if (work_unpack(&j->w, data, len, err, sizeof(err)) == -1) {
-		elog(e, UTIL_WARN, NULL, "%s: %s: dropped",
+		wengine_log(e, UTIL_WARN, NULL, "%s: %s: dropped",
 		    bus_msg_subject(msg), err);
 		job_term(j);
 		return;
 	}
 	j->busy = 1;
 	if (e->callbacks)
-		store_get(e->store, j->w.saga_id, job_got_callback, j);
+		wengine_callback_start(j);
 	else if (j->w.record != NULL && bus_msg_delivered(msg) == 1) {
 		/* Its publisher's record: see the top of this file. */
 		struct store_saga rec;
