@@ -227,6 +227,51 @@ driver_unsent(struct driver *d, const char *why, int64_t now_ms)
 	return decided(d, &prev, before, now_ms);
 }
 
+/* After an operator's move: its saga event, and the call that follows. */
+static enum saga_action_kind
+operated(struct driver *d, int64_t now_ms)
+{
+	d->carry = 0;
+	saga_event(d, now_ms);
+	if (d->a.kind == SAGA_ACT_CALL)
+		driver_begin(d, now_ms);
+	return d->a.kind;
+}
+
+enum saga_action_kind
+driver_cancel(struct driver *d, const char *reason, int64_t now_ms)
+{
+	enum saga_state state = d->s->state;
+
+	/* Compensating already, or ended: the move under way goes on. */
+	if (state != SAGA_STATE_PENDING && state != SAGA_STATE_RUNNING)
+		return d->a.kind;
+	d->a = saga_cancel(d->s, d->cfg, d->flow, reason, now_ms);
+	return operated(d, now_ms);
+}
+
+enum saga_action_kind
+driver_retry(struct driver *d, int64_t now_ms)
+{
+	d->a = saga_retry(d->s, d->cfg, d->flow, now_ms);
+	return operated(d, now_ms);
+}
+
+void
+driver_resolve(struct driver *d, const char *note, int64_t now_ms)
+{
+	struct saga *s = d->s;
+
+	s->state = SAGA_STATE_RESOLVED;
+	s->updated_ms = now_ms;
+	memset(&d->a, 0, sizeof(d->a));
+	d->a.kind = SAGA_ACT_END;
+	d->carry = 0;
+	/* The saga keeps its error; the event carries the operator's note. */
+	event(d, "", s->state, note != NULL && *note ? note : "resolved",
+	    0, now_ms);
+}
+
 int
 driver_flow_gone(struct driver *d, const char *why, int64_t now_ms)
 {
@@ -262,7 +307,7 @@ driver_recover(struct driver *d, int64_t now_ms)
 enum driver_resume
 driver_resume(struct driver *d, size_t rec_step, int rec_compensate,
     int rec_attempts, size_t step, int compensate, int redelivered,
-    int64_t now_ms, int *write)
+    const char *cancel, int64_t now_ms, int *write)
 {
 	struct saga		*s = d->s;
 	enum saga_state		 before = s->state;
@@ -279,6 +324,24 @@ driver_resume(struct driver *d, size_t rec_step, int rec_compensate,
 	if (driver_flow_gone(d, NULL, now_ms)) {
 		*write = 1;
 		return DRIVER_RESUME_END;
+	}
+	if (cancel != NULL && *cancel != '\0' &&
+	    (before == SAGA_STATE_PENDING || before == SAGA_STATE_RUNNING)) {
+		struct saga_step *st = &s->steps[rec_step];
+
+		/*
+		 * Cancelled: the pending call may have been made (its start is
+		 * recorded), so it counts as started and is compensated too.
+		 */
+		if (rec_attempts > 0 && !rec_compensate &&
+		    st->state == SAGA_STATE_PENDING) {
+			st->state = SAGA_STATE_RUNNING;
+			st->attempts = rec_attempts;
+			st->started_ms = now_ms;
+		}
+		*write = 1;
+		return driver_cancel(d, cancel, now_ms) == SAGA_ACT_END ?
+		    DRIVER_RESUME_END : DRIVER_RESUME_PASS;
 	}
 	/*
 	 * Only a redelivery of the pending call's own work counts its

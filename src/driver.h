@@ -117,6 +117,20 @@ enum saga_action_kind driver_unsent(struct driver *, const char *why,
 int	 driver_flow_gone(struct driver *, const char *why, int64_t now_ms);
 
 /*
+ * An operator's moves. driver_cancel: a Cancel reached the driver of a
+ * PENDING or RUNNING saga; no further action starts and every started step
+ * (the one whose call was in flight or only recorded included) is
+ * compensated; a saga compensating already goes on as it was. Returns
+ * d->a.kind, CALL or END. driver_retry: a FAILED saga's compensations not
+ * done are tried again with a fresh budget. driver_resolve: a FAILED saga
+ * was repaired by hand: RESOLVED, with the note as its event's error.
+ */
+enum saga_action_kind driver_cancel(struct driver *, const char *reason,
+	    int64_t now_ms);
+enum saga_action_kind driver_retry(struct driver *, int64_t now_ms);
+void	 driver_resolve(struct driver *, const char *note, int64_t now_ms);
+
+/*
  * A sync saga claimed from a master that died: compensated from its last
  * started step, or its compensation resumed (saga_recover). Returns
  * d->a.kind.
@@ -126,7 +140,8 @@ enum saga_action_kind driver_recover(struct driver *, int64_t now_ms);
 /*
  * A worker holds work for call (step, compensate) of a saga whose record
  * says the pending call is rec_step/rec_compensate with rec_attempts made.
- * redelivered: the bus delivered this message before. Where it stands:
+ * redelivered: the bus delivered this message before; cancel: the
+ * record's cancel reason ("" or NULL: none). Where it stands:
  */
 enum driver_resume {
 	DRIVER_RESUME_CALL,	/* make d->a, this message's call (after the
@@ -139,7 +154,7 @@ enum driver_resume {
 };
 enum driver_resume driver_resume(struct driver *, size_t rec_step,
 	    int rec_compensate, int rec_attempts, size_t step, int compensate,
-	    int redelivered, int64_t now_ms, int *write);
+	    int redelivered, const char *cancel, int64_t now_ms, int *write);
 
 /*
  * The store write of the saga as it stands: revision, pending call, the

@@ -87,6 +87,7 @@ struct run {
 	int			 creating;	/* store_create not answered */
 	int			 ended;
 	int			 lost;		/* another master owns it now */
+	char			*cancel;	/* a Cancel waiting for a write */
 	struct idtable_entry	 ent;		/* o->runs_by_id */
 	TAILQ_ENTRY(run)	 qlink;		/* svc->waiting */
 	TAILQ_ENTRY(run)	 all;
@@ -204,6 +205,9 @@ void	 sync_start(struct orch *, struct grpc_call *,
 	    const Saga__V1__RunRequest *);
 void	 sync_recover(struct orch *, struct store_saga *);
 void	 sync_call(struct run *);
+void	 sync_cancel(struct orch *, const char *id, const char *reason);
+int	 sync_retry(struct orch *, struct grpc_call *, struct store_saga *,
+	    char *err, size_t errlen);
 void	 sync_close(struct orch *);
 void	 sync_free(struct orch *);
 

@@ -298,14 +298,15 @@ launch_write(struct launch *l, int create, store_saga_cb *ccb,
 }
 
 static void
-launch_unqueued_written(enum store_result res, int64_t rev, const char *err,
-    void *arg)
+launch_unqueued_written(enum store_result res, int64_t rev,
+    const char *cancel, const char *err, void *arg)
 {
 	struct launch	*l = arg;
 	char		 msg[512];
 
 	(void)res;
 	(void)rev;
+	(void)cancel;
 	(void)err;
 	if (l->o->closing) {
 		launch_free(l);
@@ -403,11 +404,12 @@ never_started(const Saga__V1__Saga *pb)
 }
 
 static void
-launch_rearmed(enum store_result res, int64_t rev, const char *err,
-    void *arg)
+launch_rearmed(enum store_result res, int64_t rev, const char *cancel,
+    const char *err, void *arg)
 {
 	struct launch *l = arg;
 
+	(void)cancel;
 	if (l->o->closing) {
 		launch_free(l);
 		return;

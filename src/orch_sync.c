@@ -133,6 +133,7 @@ run_free(struct run *r)
 
 	idtable_del(&o->runs_by_id, &r->ent);
 	run_started(r);
+	free(r->cancel);
 	if (r->svc != NULL) {
 		TAILQ_REMOVE(&r->svc->waiting, r, qlink);
 		r->svc->queued--;
@@ -184,8 +185,35 @@ run_write_again(struct run *r)
 	run_write(r, r->then);
 }
 
+/*
+ * An operator's Cancel, learnt from a write's answer, a notice or the
+ * Cancel call itself: nothing further starts; the compensations follow.
+ */
+static int
+run_cancelled(struct run *r, const char *why)
+{
+	enum saga_state state = r->d.s->state;
+
+	if (why == NULL && r->cancel == NULL)
+		return 0;
+	if (why == NULL)
+		why = r->cancel;
+	if (state == SAGA_STATE_PENDING || state == SAGA_STATE_RUNNING) {
+		orch_log(r->o, UTIL_INFO, r->d.s->id, "cancelled: %s", why);
+		driver_cancel(&r->d, why, util_now_ms());
+		free(r->cancel);
+		r->cancel = NULL;
+		run_next(r);
+		return 1;
+	}
+	free(r->cancel);
+	r->cancel = NULL;
+	return 0;
+}
+
 static void
-run_write_done(enum store_result res, int64_t rev, const char *err, void *arg)
+run_write_done(enum store_result res, int64_t rev, const char *cancel,
+    const char *err, void *arg)
 {
 	struct run	*r = arg;
 	struct orch	*o = r->o;
@@ -197,6 +225,8 @@ run_write_done(enum store_result res, int64_t rev, const char *err, void *arg)
 	case STORE_OK:
 		driver_written(&r->d, rev);
 		r->retry_ms = ORCH_RETRY_MIN_MS;
+		if (run_cancelled(r, cancel))
+			return;
 		r->then(r);
 		return;
 	case STORE_CONFLICT:
@@ -368,7 +398,8 @@ run_created(enum store_result res, struct store_saga *rec, const char *err,
 	case STORE_OK:
 		driver_written(&r->d, rec->rev);
 		o->st.started++;
-		sync_call(r);
+		if (!run_cancelled(r, NULL))
+			sync_call(r);
 		return;
 	case STORE_EXISTS:
 		/* Known id: run nothing, answer with that saga. */
@@ -447,6 +478,94 @@ sync_recover(struct orch *o, struct store_saga *rec)
 		    "owner died", saga_state_name(s->state));
 	driver_recover(&r->d, util_now_ms());
 	run_next(r);
+}
+
+/*
+ * Cancel reached this master (the call itself, or a notice on the bus): a
+ * call in flight is reset and counts as started, a wait or a queue for a
+ * slot ends; a write under way learns it when it lands.
+ */
+void
+sync_cancel(struct orch *o, const char *id, const char *reason)
+{
+	struct run	*r = sync_find(o, id);
+	struct svc	*v;
+
+	if (r == NULL || r->ended || r->lost)
+		return;
+	if (r->d.s->state != SAGA_STATE_PENDING &&
+	    r->d.s->state != SAGA_STATE_RUNNING)
+		return;
+	if (r->store_busy) {
+		free(r->cancel);
+		r->cancel = util_xstrdup(reason);
+		return;
+	}
+	if (r->call != NULL) {
+		grpc_client_call_cancel(r->call);
+		r->call = NULL;
+		if ((v = r->slot) != NULL) {
+			r->slot = NULL;
+			admit_release(v);
+		}
+	} else if ((v = r->svc) != NULL) {
+		TAILQ_REMOVE(&v->waiting, r, qlink);
+		v->queued--;
+		r->svc = NULL;
+	} else if (r->timer != NULL)
+		evtimer_del(r->timer);
+	run_cancelled(r, reason);
+}
+
+/*
+ * Retry of a FAILED sync saga: this master drives its compensations again
+ * (with a lease of its own), and answers the call once that is recorded.
+ */
+static void
+run_retried(struct run *r)
+{
+	waiters_answer(r, NULL, 0, NULL, 0);
+	sync_call(r);
+}
+
+int
+sync_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec,
+    char *err, size_t errlen)
+{
+	struct saga		*s = saga_from_pb(rec->saga);
+	struct driver_write	 dw;
+	struct run		*r;
+
+	if (sync_find(o, s->id) != NULL) {
+		snprintf(err, errlen, "the saga is being driven already");
+		saga_free(s);
+		return -1;
+	}
+	r = run_new(o, config_flow_find(o->cfg, s->flow), s);
+	r->d.rev = rec->rev;
+	if (r->d.flow == NULL || r->d.flow->nsteps != s->nsteps) {
+		snprintf(err, errlen, "flow %s is no longer configured as it "
+		    "was when the saga started: compensate by hand and "
+		    "Resolve it", s->flow);
+		run_finish(r);
+		return -1;
+	}
+	orch_log(o, UTIL_INFO, s->id, "retrying the compensations of a "
+	    "FAILED saga");
+	if (driver_retry(&r->d, util_now_ms()) == SAGA_ACT_END) {
+		run_next(r);	/* nothing left to undo: it ends now */
+		sync_wait(r, call);
+		return 0;
+	}
+	sync_wait(r, call);
+	r->then = run_retried;
+	r->store_busy = 1;
+	driver_write(&r->d, &dw);
+	dw.w.owner = o->owner;
+	dw.w.lease_ms = o->cfg->redis.lease_ms;
+	store_update(o->store, &dw.w, run_write_done, r);
+	driver_write_free(&dw);
+	return 0;
 }
 
 /* --- stopping ----------------------------------------------------------------------- */

@@ -74,6 +74,8 @@ store_result_name(enum store_result r)
 	case STORE_CONFLICT:	return "CONFLICT";
 	case STORE_UNAVAILABLE:	return "UNAVAILABLE";
 	case STORE_BUSY:	return "BUSY";
+	case STORE_UNCHANGED:	return "UNCHANGED";
+	case STORE_ENDED:	return "ENDED";
 	case STORE_ERROR:	return "ERROR";
 	}
 	return "?";
@@ -84,7 +86,8 @@ store_state_terminal(int state)
 {
 	return state == SAGA__V1__STATE__STATE_COMPLETED ||
 	    state == SAGA__V1__STATE__STATE_COMPENSATED ||
-	    state == SAGA__V1__STATE__STATE_FAILED;
+	    state == SAGA__V1__STATE__STATE_FAILED ||
+	    state == SAGA__V1__STATE__STATE_RESOLVED;
 }
 
 /*
@@ -436,14 +439,19 @@ store_req_fail(struct req *r, enum store_result res, const char *err)
 		break;
 	case REQ_CREATE:
 	case REQ_GET:
+	case REQ_CANCEL:
 		r->cb.saga(res, NULL, err, r->arg);
 		break;
 	case REQ_UPDATE:
-		r->cb.rev(res, 0, err, r->arg);
+		r->cb.rev(res, 0, NULL, err, r->arg);
 		break;
 	case REQ_RENEW:
 	case REQ_CLAIM:
+	case REQ_EXPIRE:
 		r->cb.ids(res, NULL, 0, err, r->arg);
+		break;
+	case REQ_LIST:
+		r->cb.list(res, NULL, 0, 0, 0, NULL, err, r->arg);
 		break;
 	case REQ_WCHECK:
 		w->busy = 0;
@@ -498,7 +506,7 @@ parse_hash(const redisReply *h, struct store_saga *rec, char *err,
 	size_t i;
 
 	memset(rec, 0, sizeof(*rec));
-	rec->pod = rec->owner = rec->callback = "";
+	rec->pod = rec->owner = rec->callback = rec->cancel = "";
 	if (h->type != REDIS_REPLY_ARRAY) {
 		snprintf(err, errlen, "saga hash: unexpected reply type %d",
 		    h->type);
@@ -526,6 +534,8 @@ parse_hash(const redisReply *h, struct store_saga *rec, char *err,
 			rec->owner = v->str;
 		else if (strcmp(k->str, "callback") == 0)
 			rec->callback = v->str;
+		else if (strcmp(k->str, "cancel") == 0)
+			rec->cancel = v->str;
 	}
 	if (pb == NULL) {
 		snprintf(err, errlen, "saga hash has no pb field");
@@ -594,15 +604,17 @@ reply_write(struct req *r, const redisReply *rep)
 	}
 	if (strcmp(what, "OK") == 0) {
 		if (r->kind == REQ_UPDATE)
-			r->cb.rev(STORE_OK, n, NULL, r->arg);
+			r->cb.rev(STORE_OK, n, rep->elements > 2 &&
+			    rep->element[2]->type == REDIS_REPLY_STRING ?
+			    rep->element[2]->str : NULL, NULL, r->arg);
 		else {
 			memset(&rec, 0, sizeof(rec));
 			rec.rev = n;
-			rec.pod = rec.owner = rec.callback = "";
+			rec.pod = rec.owner = rec.callback = rec.cancel = "";
 			r->cb.saga(STORE_OK, &rec, NULL, r->arg);
 		}
 	} else if (strcmp(what, "CONFLICT") == 0) {
-		r->cb.rev(STORE_CONFLICT, n, "revision changed", r->arg);
+		r->cb.rev(STORE_CONFLICT, n, NULL, "revision changed", r->arg);
 	} else if (strcmp(what, "NOTFOUND") == 0) {
 		store_req_fail(r, STORE_NOT_FOUND, "no such saga");
 		return;
@@ -637,6 +649,82 @@ reply_batch(struct req *r, const redisReply *rep)
 		TAILQ_REMOVE(&r->batch, w, entry);
 		reply_write(w, rep->element[i++]);
 	}
+	store_req_free(r);
+}
+
+static void
+reply_cancel(struct req *r, const redisReply *rep)
+{
+	static const struct { const char *what; enum store_result res; }
+	    map[] = { { "OK", STORE_OK }, { "UNCHANGED", STORE_UNCHANGED },
+	    { "ENDED", STORE_ENDED } };
+	struct store_saga	rec;
+	char			err[SAGAD_ERRLEN];
+
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING) {
+		store_req_fail(r, STORE_ERROR, "cancel script: unexpected "
+		    "reply");
+		return;
+	}
+	if (strcmp(rep->element[0]->str, "NOTFOUND") == 0) {
+		store_req_fail(r, STORE_NOT_FOUND, "no such saga");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		if (strcmp(rep->element[0]->str, map[i].what) != 0 ||
+		    rep->elements < 2)
+			continue;
+		if (parse_hash(rep->element[1], &rec, err, sizeof(err)) == -1)
+			saga_done(r, STORE_ERROR, NULL, err);
+		else
+			saga_done(r, map[i].res, &rec, NULL);
+		store_req_free(r);
+		return;
+	}
+	store_req_fail(r, STORE_ERROR, "cancel script: unexpected reply");
+}
+
+/* Triples of (id, score, pb) from the list script: the page and more. */
+static void
+reply_list(struct req *r, const redisReply *rep)
+{
+	Saga__V1__Saga	**sagas;
+	size_t		  n = 0, k, limit = (size_t)r->nbatch;
+	int64_t		  last_ms = 0;
+	const char	 *last_id = NULL;
+	int		  more;
+
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 3 != 0) {
+		store_req_fail(r, STORE_ERROR, "list script: unexpected reply");
+		return;
+	}
+	k = rep->elements / 3;
+	more = k > limit;
+	if (more)
+		k = limit;
+	sagas = util_xcalloc(k + 1, sizeof(*sagas));
+	for (size_t i = 0; i < k; i++) {
+		const redisReply *id = rep->element[3 * i],
+		    *sc = rep->element[3 * i + 1], *pb = rep->element[3 * i + 2];
+
+		if (id->type != REDIS_REPLY_STRING ||
+		    sc->type != REDIS_REPLY_STRING ||
+		    pb->type != REDIS_REPLY_STRING)
+			continue;
+		last_id = id->str;
+		last_ms = strtoll(sc->str, NULL, 10);
+		if (pb->len == 0)
+			continue;	/* expired since the index had it */
+		sagas[n] = saga__v1__saga__unpack(NULL, pb->len,
+		    (const uint8_t *)pb->str);
+		if (sagas[n] != NULL)
+			n++;
+	}
+	r->cb.list(STORE_OK, sagas, n, more, last_ms, last_id, NULL, r->arg);
+	for (size_t i = 0; i < n; i++)
+		saga__v1__saga__free_unpacked(sagas[i], NULL);
+	free(sagas);
 	store_req_free(r);
 }
 
@@ -715,6 +803,22 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 			store_req_fail(r, error_result(rep->str), rep->str);
 		else
 			reply_ids(r, rep);
+		return;
+	case REQ_CANCEL:
+	case REQ_LIST:
+	case REQ_EXPIRE:
+		if (rep->type == REDIS_REPLY_ERROR)
+			store_req_fail(r, error_result(rep->str), rep->str);
+		else if (r->kind == REQ_CANCEL)
+			reply_cancel(r, rep);
+		else if (r->kind == REQ_LIST)
+			reply_list(r, rep);
+		else {
+			r->cb.ids(STORE_OK, NULL, rep->type ==
+			    REDIS_REPLY_INTEGER ? (size_t)rep->integer : 0,
+			    NULL, r->arg);
+			store_req_free(r);
+		}
 		return;
 	case REQ_WCHECK:
 		w = r->w;
@@ -1303,5 +1407,97 @@ store_lease_claim(struct store *st, const char *claimer, int max,
 	store_req_str(r, claimer);
 	store_req_int(r, lease_ms);
 	store_req_int(r, max);
+	req_submit(r);
+}
+
+/* The saga's hash key alone: saga:{ID}. */
+static void
+hash_key(struct req *r, const char *id)
+{
+	size_t	 len = strlen(id);
+	char	*p = seg_open(&r->keys, len + sizeof("saga:{}") - 1);
+
+	memcpy(p, "saga:{", 6);
+	memcpy(p + 6, id, len);
+	p[6 + len] = '}';
+}
+
+void
+store_cancel(struct store *st, const char *id, const char *reason,
+    store_saga_cb *cb, void *arg)
+{
+	struct req *r;
+
+	r = store_req_new(st, &st->main, REQ_CANCEL);
+	r->cb.saga = cb;
+	r->arg = arg;
+	if (!id_ok(id)) {
+		req_defer(r, STORE_ERROR, "bad saga id");
+		return;
+	}
+	r->script = SCRIPT_CANCEL;
+	hash_key(r, id);
+	store_req_str(r, reason != NULL ? reason : "");
+	req_submit(r);
+}
+
+/* The index set of one state, of one flow, or of both. */
+static void
+index_key(struct req *r, const char *flow, const char *state)
+{
+	char key[512];
+
+	if (flow != NULL && state != NULL)
+		snprintf(key, sizeof(key), "saga:idx:fs:%s:%s", flow, state);
+	else if (state != NULL)
+		snprintf(key, sizeof(key), "saga:idx:s:%s", state);
+	else if (flow != NULL)
+		snprintf(key, sizeof(key), "saga:idx:f:%s", flow);
+	else
+		snprintf(key, sizeof(key), "saga:idx:all");
+	seg_arg(&r->keys, key, strlen(key));
+}
+
+void
+store_list(struct store *st, const struct store_list_query *q,
+    store_list_cb *cb, void *arg)
+{
+	const char	*flow = q->flow != NULL && *q->flow ? q->flow : NULL;
+	struct req	*r;
+
+	r = store_req_new(st, &st->main, REQ_LIST);
+	r->cb.list = cb;
+	r->arg = arg;
+	r->nbatch = q->limit;		/* the page size, for the reply */
+	if (q->limit < 1 || q->limit > 1000 || q->nstates > 16 ||
+	    (q->after_id != NULL && !id_ok(q->after_id))) {
+		req_defer(r, STORE_ERROR, "bad list query");
+		return;
+	}
+	r->script = SCRIPT_LIST;
+	if (q->nstates == 0)
+		index_key(r, flow, NULL);
+	for (size_t i = 0; i < q->nstates; i++)
+		index_key(r, flow, q->states[i]);
+	/* Scores are creation ms: until is exclusive, since inclusive. */
+	store_req_int(r, q->until_ms > 0 ? q->until_ms - 1 :
+	    9007199254740991LL);
+	store_req_int(r, q->since_ms > 0 ? q->since_ms : 0);
+	store_req_int(r, q->after_id != NULL ? q->after_ms : 0);
+	store_req_str(r, q->after_id != NULL ? q->after_id : "");
+	store_req_int(r, q->limit);
+	req_submit(r);
+}
+
+void
+store_index_expire(struct store *st, int max, store_ids_cb *cb, void *arg)
+{
+	struct req *r;
+
+	r = store_req_new(st, &st->main, REQ_EXPIRE);
+	r->cb.ids = cb;
+	r->arg = arg;
+	r->script = SCRIPT_EXPIRE;
+	store_req_int(r, max > 0 ? max : 256);
 	req_submit(r);
 }

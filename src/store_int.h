@@ -18,7 +18,10 @@
 
 #define XREAD_COUNT	256	/* entries per stream per XREAD */
 
-enum { SCRIPT_WRITE, SCRIPT_RENEW, SCRIPT_CLAIM, NSCRIPTS };
+enum {
+	SCRIPT_WRITE, SCRIPT_RENEW, SCRIPT_CLAIM, SCRIPT_CANCEL, SCRIPT_LIST,
+	SCRIPT_EXPIRE, NSCRIPTS
+};
 extern const char *const store_scripts[NSCRIPTS];
 
 struct event;
@@ -34,6 +37,7 @@ enum req_kind {
 	REQ_WCHECK,	/* does the watched saga exist */
 	REQ_XREAD, REQ_CLIENTID, REQ_UNBLOCK, REQ_LOAD, REQ_PING,
 	REQ_BATCH,	/* carries REQ_CREATE and REQ_UPDATE requests */
+	REQ_CANCEL, REQ_LIST, REQ_EXPIRE,
 };
 
 /*
@@ -83,6 +87,7 @@ struct req {
 		store_saga_cb	*saga;
 		store_rev_cb	*rev;
 		store_ids_cb	*ids;
+		store_list_cb	*list;
 	}			 cb;
 	void			*arg;
 	struct store_watch	*w;

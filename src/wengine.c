@@ -247,8 +247,27 @@ wengine_job_closing(struct job *j)
 
 /* --- writing -------------------------------------------------------------------- */
 
+static void	job_after(struct job *);
+
+/* An operator's Cancel: nothing further starts; compensate instead. */
+static int
+job_cancelled(struct job *j, const char *why)
+{
+	enum saga_state state = j->d.s->state;
+
+	if (why == NULL || (state != SAGA_STATE_PENDING &&
+	    state != SAGA_STATE_RUNNING))
+		return 0;
+	wengine_log(j->e, UTIL_INFO, j->d.s->id, "cancelled: %s", why);
+	j->e->st.cancelled++;
+	driver_cancel(&j->d, why, util_now_ms());
+	job_after(j);
+	return 1;
+}
+
 static void
-job_written(enum store_result res, int64_t rev, const char *err, void *arg)
+job_written(enum store_result res, int64_t rev, const char *cancel,
+    const char *err, void *arg)
 {
 	struct job	*j = arg;
 	struct wengine	*e = j->e;
@@ -258,6 +277,8 @@ job_written(enum store_result res, int64_t rev, const char *err, void *arg)
 	switch (res) {
 	case STORE_OK:
 		driver_written(&j->d, rev);
+		if (job_cancelled(j, cancel))
+			return;
 		j->then(j);
 		return;
 	case STORE_CONFLICT:
@@ -508,6 +529,72 @@ job_call(struct job *j)
 	free(req);
 }
 
+/* --- Cancel notices --------------------------------------------------------------- */
+
+/*
+ * Sagas cancelled in the last WE_CANCEL_KEEP_MS: a message that carries
+ * its record makes its call without reading the store, so a Cancel heard
+ * before it arrives must still stop it.
+ */
+static const char *
+cancelled_recently(struct wengine *e, const char *id)
+{
+	int64_t now = util_mono_ms();
+
+	for (int i = 0; i < WE_CANCEL_KEEP; i++)
+		if (e->cancels[i].id[0] != '\0' &&
+		    now - e->cancels[i].ms < WE_CANCEL_KEEP_MS &&
+		    strcmp(e->cancels[i].id, id) == 0)
+			return e->cancels[i].reason;
+	return NULL;
+}
+
+static void
+cancel_heard(struct bus_listener *l, const char *subject, const void *data,
+    size_t len, void *arg)
+{
+	struct wengine	*e = arg;
+	struct job	*j;
+	char		 id[STORE_ID_MAX + 1], reason[WE_REASON_MAX];
+	int		 k;
+
+	(void)l;
+	(void)subject;
+	if (e->closing || work_cancel_unpack(data, len, id, sizeof(id),
+	    reason, sizeof(reason)) == -1)
+		return;
+	k = e->ncancels++ % WE_CANCEL_KEEP;
+	snprintf(e->cancels[k].id, sizeof(e->cancels[k].id), "%s", id);
+	snprintf(e->cancels[k].reason, sizeof(e->cancels[k].reason), "%s",
+	    reason);
+	e->cancels[k].ms = util_mono_ms();
+	/* A call in flight is reset; a job waiting on the store learns it. */
+	LIST_FOREACH(j, &e->jobs, entry) {
+		if (j->call == NULL || j->d.s == NULL ||
+		    strcmp(j->d.s->id, id) != 0)
+			continue;
+		grpc_client_call_cancel(j->call);
+		j->call = NULL;
+		job_cancelled(j, reason);
+		break;
+	}
+}
+
+void
+wengine_cron(struct wengine *e)
+{
+	char err[SAGAD_ERRLEN];
+
+	if (e->callbacks || e->cancel_l != NULL || e->closing ||
+	    !bus_is_connected(e->bus))
+		return;
+	e->cancel_l = bus_listen(e->bus, WORK_CANCEL_SUBJECT, cancel_heard, e,
+	    err, sizeof(err));
+	if (e->cancel_l == NULL)
+		wengine_log(e, UTIL_WARN, NULL, "cannot listen on %s, "
+		    "retrying: %s", WORK_CANCEL_SUBJECT, err);
+}
+
 /* --- a step message --------------------------------------------------------------- */
 
 static void
@@ -541,7 +628,8 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 	    rec->callback, j->w.traceparent);
 	switch (driver_resume(&j->d, (size_t)rec->step, rec->compensate,
 	    rec->attempt, j->w.step, j->w.compensate,
-	    bus_msg_delivered(j->msg) > 1, util_now_ms(), &write)) {
+	    bus_msg_delivered(j->msg) > 1, *rec->cancel != '\0' ? rec->cancel :
+	    cancelled_recently(e, j->w.saga_id), util_now_ms(), &write)) {
 	case DRIVER_RESUME_END:
 		if (!write) {
 			/* Ended before: only its end's effects, again. */
@@ -626,6 +714,7 @@ wengine_handle(struct bus_msg *msg, void *arg)
 		rec.pod = j->w.record->pod;
 		rec.owner = "";
 		rec.callback = j->w.record->callback;
+		rec.cancel = "";
 		job_got(STORE_OK, &rec, NULL, j);
 	} else
 		store_get(e->store, j->w.saga_id, job_got, j);
@@ -637,6 +726,10 @@ wengine_close(struct wengine *e)
 	struct job *j, *next;
 
 	e->closing = 1;
+	if (e->cancel_l != NULL) {
+		bus_listener_close(e->cancel_l);
+		e->cancel_l = NULL;
+	}
 	for (j = LIST_FIRST(&e->jobs); j != NULL; j = next) {
 		next = LIST_NEXT(j, entry);
 		j->msg = NULL;

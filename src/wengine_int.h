@@ -16,8 +16,12 @@
 
 #define WE_RETRY_MS		1000	/* Redis or the bus failed: again in */
 #define WE_NAME_MAX		(2 * CONFIG_NAME_MAX + 2)
+#define WE_CANCEL_KEEP		256	/* Cancel notices remembered */
+#define WE_CANCEL_KEEP_MS	60000
+#define WE_REASON_MAX		256
 
 struct bus;
+struct bus_listener;
 struct bus_msg;
 struct callback;
 struct grpc_client;
@@ -47,6 +51,13 @@ struct wengine {
 	int			 inflight;
 	struct wengine_stats	 st;
 	LIST_HEAD(, job)	 jobs;
+	struct bus_listener	*cancel_l;	/* saga.cancel */
+	struct {
+		char		 id[STORE_ID_MAX + 1];
+		char		 reason[WE_REASON_MAX];
+		int64_t		 ms;
+	}			 cancels[WE_CANCEL_KEEP];
+	unsigned		 ncancels;
 	util_log_fn		 log;
 	void			*log_arg;
 };

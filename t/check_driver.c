@@ -321,7 +321,7 @@ START_TEST(a_queued_saga_first_delivery_makes_the_recorded_call)
 	ck_assert_int_eq(d.s->state, SAGA_STATE_PENDING);
 	assert_events(":PENDING:0");
 	assert_write(0, 0, 1, 1);
-	ck_assert_int_eq(driver_resume(&d, 0, 0, 1, 0, 0, 0, 1100, &write),
+	ck_assert_int_eq(driver_resume(&d, 0, 0, 1, 0, 0, 0, NULL, 1100, &write),
 	    DRIVER_RESUME_CALL);
 	ck_assert_int_eq(d.a.begun, 1);
 	ck_assert_int_eq(d.a.attempt, 1);
@@ -337,7 +337,7 @@ START_TEST(a_redelivery_counts_the_recorded_call_as_made)
 
 	driver_start(&d, 1000);
 	assert_write(0, 0, 1, 1);
-	ck_assert_int_eq(driver_resume(&d, 0, 0, 1, 0, 0, 1, 1100, &write),
+	ck_assert_int_eq(driver_resume(&d, 0, 0, 1, 0, 0, 1, NULL, 1100, &write),
 	    DRIVER_RESUME_CALL);
 	ck_assert_int_eq(d.a.attempt, 2);
 	ck_assert_int_eq(write, 1);
@@ -354,7 +354,7 @@ START_TEST(work_of_a_passed_call_is_published_again)
 	driver_result(&d, GRPC_STATUS_OK, NULL, NULL, 0, 1100);
 	assert_write(1, 0, 1, 2);
 	/* Step 0's work comes back after its result was recorded. */
-	ck_assert_int_eq(driver_resume(&d, 1, 0, 1, 0, 0, 1, 1200, &write),
+	ck_assert_int_eq(driver_resume(&d, 1, 0, 1, 0, 0, 1, NULL, 1200, &write),
 	    DRIVER_RESUME_PASS);
 	ck_assert_int_eq(d.a.step, 1);
 	ck_assert_int_eq(write, 0);
@@ -371,7 +371,7 @@ START_TEST(an_ended_saga_only_repeats_its_end_effects)
 	driver_result(&d, GRPC_STATUS_OK, NULL, NULL, 0, 1200);
 	ck_assert_int_eq(d.s->state, SAGA_STATE_COMPENSATED);
 	driver_events_clear(&d);
-	ck_assert_int_eq(driver_resume(&d, 0, 1, 2, 0, 1, 1, 1300, &write),
+	ck_assert_int_eq(driver_resume(&d, 0, 1, 2, 0, 1, 1, NULL, 1300, &write),
 	    DRIVER_RESUME_END);
 	ck_assert_int_eq(write, 0);
 	ck_assert_int_eq(d.nevs, 0);
@@ -385,7 +385,7 @@ START_TEST(a_changed_flow_ends_the_saga_failed_before_any_call)
 	driver_start(&d, 1000);
 	assert_write(0, 0, 1, 1);
 	d.flow = &flow1;	/* a reload left it one step */
-	ck_assert_int_eq(driver_resume(&d, 0, 0, 1, 0, 0, 1, 1100, &write),
+	ck_assert_int_eq(driver_resume(&d, 0, 0, 1, 0, 0, 1, NULL, 1100, &write),
 	    DRIVER_RESUME_END);
 	ck_assert_int_eq(write, 1);
 	ck_assert_int_eq(d.s->state, SAGA_STATE_FAILED);

@@ -498,6 +498,7 @@ cron_cb(evutil_socket_t fd, short what, void *arg)
 		    w->cfg->nats.url);
 	}
 	worker_consume(w);
+	wengine_cron(w->engine);
 }
 
 static struct event *
