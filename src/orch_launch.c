@@ -404,6 +404,30 @@ never_started(const Saga__V1__Saga *pb)
 	return 1;
 }
 
+/*
+ * An update of a launch's saga answered: 1 when it went through (the
+ * driver has the new revision); else its callers got why, and it is gone.
+ */
+static int
+launch_written(struct launch *l, enum store_result res, int64_t rev,
+    const char *err)
+{
+	if (l->o->closing) {
+		launch_free(l);
+		return 0;
+	}
+	if (res != STORE_OK) {
+		/* Another Run or Retry moved it first, or Redis is away. */
+		launch_answer(l, NULL, res == STORE_CONFLICT ?
+		    GRPC_STATUS_ABORTED : GRPC_STATUS_UNAVAILABLE,
+		    res == STORE_CONFLICT ? "the saga changed meanwhile: look "
+		    "at it again" : err);
+		return 0;
+	}
+	driver_written(&l->d, rev);
+	return 1;
+}
+
 static void
 launch_rearmed(enum store_result res, int64_t rev, const char *cancel,
     const char *err, void *arg)
@@ -411,19 +435,8 @@ launch_rearmed(enum store_result res, int64_t rev, const char *cancel,
 	struct launch *l = arg;
 
 	(void)cancel;
-	if (l->o->closing) {
-		launch_free(l);
+	if (!launch_written(l, res, rev, err))
 		return;
-	}
-	if (res != STORE_OK) {
-		/* Another Run restarted it first, or Redis is away. */
-		launch_answer(l, NULL, res == STORE_CONFLICT ?
-		    GRPC_STATUS_ABORTED : GRPC_STATUS_UNAVAILABLE,
-		    res == STORE_CONFLICT ? "the saga changed meanwhile: "
-		    "run it again" : err);
-		return;
-	}
-	driver_written(&l->d, rev);
 	l->d.carry = 0;
 	launch_publish(l);
 }
@@ -647,18 +660,8 @@ retry_written(enum store_result res, int64_t rev, const char *cancel,
 	struct saga_pb		 v;
 
 	(void)cancel;
-	if (l->o->closing) {
-		launch_free(l);
+	if (!launch_written(l, res, rev, err))
 		return;
-	}
-	if (res != STORE_OK) {
-		launch_answer(l, NULL, res == STORE_CONFLICT ?
-		    GRPC_STATUS_ABORTED : GRPC_STATUS_UNAVAILABLE,
-		    res == STORE_CONFLICT ? "the saga changed meanwhile: look "
-		    "at it again" : err);
-		return;
-	}
-	driver_written(&l->d, rev);
 	if (l->d.a.kind == SAGA_ACT_END) {
 		/* Nothing was left to undo: it ended with this write. */
 		saga_pb_view(l->d.s, &v);

@@ -1265,6 +1265,10 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 	store_req_int(r, st->saga_ttl);
 	store_req_str(r, store_state_terminal(s->state) ? "1" : w->reopen ? "2" : "0");
 	store_req_int(r, st->events_max);
+	/* The index's keys and score, and the state it files the saga under. */
+	store_req_str(r, s->flow);
+	store_req_int(r, s->created_unix_ms);
+	store_req_str(r, enum_name(&saga__v1__state__descriptor, s->state));
 	if (w->pod != NULL)
 		nf++;
 	if (w->callback != NULL)
@@ -1448,20 +1452,16 @@ store_cancel(struct store *st, const char *id, const char *reason,
 	req_submit(r);
 }
 
-/* The index set of one state, of one flow, or of both. */
+/* The index set of one state, or of one flow's sagas in that state. */
 static void
 index_key(struct req *r, const char *flow, const char *state)
 {
 	char key[512];
 
-	if (flow != NULL && state != NULL)
+	if (flow != NULL)
 		snprintf(key, sizeof(key), "saga:idx:fs:%s:%s", flow, state);
-	else if (state != NULL)
-		snprintf(key, sizeof(key), "saga:idx:s:%s", state);
-	else if (flow != NULL)
-		snprintf(key, sizeof(key), "saga:idx:f:%s", flow);
 	else
-		snprintf(key, sizeof(key), "saga:idx:all");
+		snprintf(key, sizeof(key), "saga:idx:s:%s", state);
 	seg_arg(&r->keys, key, strlen(key));
 }
 
@@ -1482,8 +1482,13 @@ store_list(struct store *st, const struct store_list_query *q,
 		return;
 	}
 	r->script = SCRIPT_LIST;
-	if (q->nstates == 0)
-		index_key(r, flow, NULL);
+	if (q->nstates == 0) {
+		/* Every state: a page from each state's set, merged. */
+		for (int v = SAGA__V1__STATE__STATE_PENDING;
+		    v <= SAGA__V1__STATE__STATE_RESOLVED; v++)
+			index_key(r, flow, enum_name(
+			    &saga__v1__state__descriptor, v));
+	}
 	for (size_t i = 0; i < q->nstates; i++)
 		index_key(r, flow, q->states[i]);
 	/* Scores are creation ms: until is exclusive, since inclusive. */

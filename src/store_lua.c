@@ -29,35 +29,25 @@
  */
 /*
  * The index behind List (store.h): sorted sets of saga ids scored by their
- * creation time, one of all sagas, one per state, one per flow and one per
- * (flow, state). The write script keeps them in the same call that changes
- * a saga's state, so the index never disagrees with the records. Ended
- * sagas that expire are listed in saga:idx:exp as "STATE|flow|id" with the
- * time they expire, so that the expiry script (a master's cron) can take
- * them out of the index even once their hash is gone.
+ * creation time, one per state (saga:idx:s:STATE) and one per flow and
+ * state (saga:idx:fs:FLOW:STATE); a List without a state filter merges a
+ * page from each state's set. The write script keeps them in the same call
+ * that changes a saga's state, so the index never disagrees with the
+ * records: nothing on a write that keeps the state, two ZADDs at the
+ * create, two ZREMs and two ZADDs at a change. Ended sagas that expire are
+ * listed in saga:idx:exp as "STATE|flow|id" with the time they expire, so
+ * that the expiry script (a master's cron) takes them out of the index even
+ * once their hash is gone.
  */
 #define INDEX_LUA \
 	"local EXPIRY = 'saga:idx:exp'\n" \
-	"local function index_keys(flow, st)\n" \
-	"  return 'saga:idx:s:' .. st, 'saga:idx:fs:' .. flow .. ':' .. st\n" \
+	"local function index_del(flow, st, id)\n" \
+	"  redis.call('ZREM', 'saga:idx:s:' .. st, id)\n" \
+	"  redis.call('ZREM', 'saga:idx:fs:' .. flow .. ':' .. st, id)\n" \
 	"end\n" \
-	"local function index_add(flow, st, created, id, new)\n" \
-	"  local a, b = index_keys(flow, st)\n" \
-	"  redis.call('ZADD', a, created, id)\n" \
-	"  redis.call('ZADD', b, created, id)\n" \
-	"  if new then\n" \
-	"    redis.call('ZADD', 'saga:idx:all', created, id)\n" \
-	"    redis.call('ZADD', 'saga:idx:f:' .. flow, created, id)\n" \
-	"  end\n" \
-	"end\n" \
-	"local function index_del(flow, st, id, all)\n" \
-	"  local a, b = index_keys(flow, st)\n" \
-	"  redis.call('ZREM', a, id)\n" \
-	"  redis.call('ZREM', b, id)\n" \
-	"  if all then\n" \
-	"    redis.call('ZREM', 'saga:idx:all', id)\n" \
-	"    redis.call('ZREM', 'saga:idx:f:' .. flow, id)\n" \
-	"  end\n" \
+	"local function index_add(flow, st, created, id)\n" \
+	"  redis.call('ZADD', 'saga:idx:s:' .. st, created, id)\n" \
+	"  redis.call('ZADD', 'saga:idx:fs:' .. flow .. ':' .. st, created, id)\n" \
 	"end\n"
 
 static const char script_write[] =
@@ -66,7 +56,8 @@ static const char script_write[] =
 	"  local h = KEYS[k + 1]\n"
 	"  local id = ARGV[a + 1]\n"
 	"  local exp = tonumber(ARGV[a + 2])\n"
-	"  local cur = tonumber(redis.call('HGET', h, 'rev') or 0)\n"
+	"  local o = redis.call('HMGET', h, 'rev', 'state', 'cancel')\n"
+	"  local cur = tonumber(o[1] or 0)\n"
 	"  if cur ~= exp then\n"
 	"    if exp == 0 then\n"
 	"      return {'EXISTS', redis.call('HGETALL', h)}\n"
@@ -74,28 +65,16 @@ static const char script_write[] =
 	"    if cur == 0 then return {'NOTFOUND'} end\n"
 	"    return {'CONFLICT', cur}\n"
 	"  end\n"
-	"  local nf = tonumber(ARGV[a + 8])\n"
+	"  local old, cancel = o[2], o[3]\n"
+	"  local flow, created, st = ARGV[a + 8], ARGV[a + 9], ARGV[a + 10]\n"
+	"  local nf = tonumber(ARGV[a + 11])\n"
 	"  local f = {}\n"
-	"  local st, flow, created\n"
-	"  for x = a + 9, a + 8 + 2 * nf, 2 do\n"
-	"    f[#f + 1] = ARGV[x]\n"
-	"    f[#f + 1] = ARGV[x + 1]\n"
-	"    if ARGV[x] == 'state' then st = ARGV[x + 1]\n"
-	"    elseif ARGV[x] == 'flow' then flow = ARGV[x + 1]\n"
-	"    elseif ARGV[x] == 'created' then created = ARGV[x + 1] end\n"
+	"  for x = a + 12, a + 11 + 2 * nf do f[#f + 1] = ARGV[x] end\n"
+	"  if old ~= st then\n"
+	"    if old then index_del(flow, old, id) end\n"
+	"    index_add(flow, st, created, id)\n"
 	"  end\n"
-	"  local old = nil\n"
-	"  if cur == 0 then\n"
-	"    index_add(flow, st, created, id, true)\n"
-	"  else\n"
-	"    local o = redis.call('HMGET', h, 'state', 'flow', 'created')\n"
-	"    old, flow, created = o[1], o[2], o[3]\n"
-	"    if old ~= st then\n"
-	"      index_del(flow, old, id, false)\n"
-	"      index_add(flow, st, created, id, false)\n"
-	"    end\n"
-	"  end\n"
-	"  local i = a + 9 + 2 * nf\n"
+	"  local i = a + 12 + 2 * nf\n"
 	"  local rev = cur + 1\n"
 	"  f[#f + 1] = 'rev'\n"
 	"  f[#f + 1] = rev\n"
@@ -128,10 +107,9 @@ static const char script_write[] =
 	"      unpack(x))\n"
 	"  end\n"
 	"  local lease = tonumber(ARGV[a + 3])\n"
-	"  local cancel = false\n"
 	"  if ARGV[a + 6] == '1' then\n"
 	"    redis.call('ZREM', KEYS[k + 3], id)\n"
-	"    redis.call('HDEL', h, 'cancel')\n"
+	"    if cancel then redis.call('HDEL', h, 'cancel') end\n"
 	"    local ttl = tonumber(ARGV[a + 5])\n"
 	"    if st == 'STATE_FAILED' then\n"
 	"      redis.call('PERSIST', h)\n"
@@ -150,10 +128,9 @@ static const char script_write[] =
 	"  elseif lease < 0 then\n"
 	"    redis.call('ZREM', KEYS[k + 3], id)\n"
 	"  end\n"
-	"  if st == 'STATE_PENDING' or st == 'STATE_RUNNING' then\n"
-	"    cancel = redis.call('HGET', h, 'cancel')\n"
+	"  if cancel and (st == 'STATE_PENDING' or st == 'STATE_RUNNING') then\n"
+	"    return {'OK', rev, cancel}\n"
 	"  end\n"
-	"  if cancel then return {'OK', rev, cancel} end\n"
 	"  return {'OK', rev}\n"
 	"end\n"
 	"local out = {}\n"
@@ -290,7 +267,7 @@ static const char script_expire[] =
 	"    local h = 'saga:{' .. id .. '}'\n"
 	"    local cur = redis.call('HGET', h, 'state')\n"
 	"    if not cur then\n"
-	"      index_del(flow, st, id, true)\n"
+	"      index_del(flow, st, id)\n"
 	"    elseif cur == st and redis.call('PTTL', h) > 0 then\n"
 	"      redis.call('ZADD', EXPIRY, now + redis.call('PTTL', h), m)\n"
 	"      m = nil\n"

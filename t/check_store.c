@@ -1035,7 +1035,8 @@ START_TEST(expired_sagas_leave_the_index)
 	ck_assert_int_eq(e.r, STORE_OK);
 	list_all(base, st, &q, got, sizeof(got));
 	ck_assert_str_eq(got, "");
-	ck_assert_int_eq(rint_cmd(rc, "ZCARD %s", "saga:idx:f:ExpFlow"), 0);
+	ck_assert_int_eq(rint_cmd(rc, "ZCARD %s",
+	    "saga:idx:fs:ExpFlow:STATE_COMPLETED"), 0);
 	ck_assert_int_eq(rint_cmd(rc, "ZCARD %s", "saga:idx:exp"), 0);
 	redisFree(rc);
 	store_free(st);

@@ -84,3 +84,23 @@ restart_redis() {
 	track "$REDIS_PID"
 	wait_port "$REDIS_PORT"
 }
+
+# start_pod NAME PORT: sagad -v in the foreground with its real workers,
+# configured by the caller's pod_conf NAME PORT; sets POD_PID once every
+# worker is ready.
+start_pod() {
+	pod_conf "$1" "$2" >"$LIB_TMP/$1.conf"
+	"$top_builddir/sagad" -t -c "$LIB_TMP/$1.conf" >/dev/null ||
+		fail "bad $1.conf"
+	SAGAD_WORKER=$top_builddir/sagad-worker "$top_builddir/sagad" -d -v \
+		-c "$LIB_TMP/$1.conf" -p "$LIB_TMP/$1.pid" \
+		>"$LIB_TMP/$1.log" 2>&1 &
+	POD_PID=$!
+	track "$POD_PID"
+	wait_port "$2" || fail "$1 did not listen on $2"
+	for _ in $(seq 100); do
+		grep -q "all [0-9]* workers ready" "$LIB_TMP/$1.log" && return 0
+		sleep 0.1
+	done
+	fail "$1: workers not ready"
+}
