@@ -85,7 +85,9 @@ claimed(enum store_result res, char *const *ids, size_t n, const char *err,
 		store_get(o->store, ids[i], recover_got, o);
 }
 
-#define SWEEP_EXPIRE_BATCH	1000	/* index entries expired a call */
+#define SWEEP_EXPIRE_BATCH	1000	/* index entries expired a set a call */
+
+static void	expire_index(struct orch *);
 
 /*
  * Ended sagas leave the List index when they expire: in batches, again at
@@ -100,8 +102,22 @@ expired(enum store_result res, size_t n, const char *err, void *arg)
 	o->expiring = 0;
 	if (o->closing || res != STORE_OK || n < SWEEP_EXPIRE_BATCH)
 		return;
+	expire_index(o);
+}
+
+/* The index sets of this master's flows; a flow dropped from the config
+ * leaves its sets to the sagas still in them (their hashes expire). */
+static void
+expire_index(struct orch *o)
+{
+	const char **flows = util_xcalloc(o->cfg->nflows + 1, sizeof(*flows));
+
+	for (size_t i = 0; i < o->cfg->nflows; i++)
+		flows[i] = o->cfg->flows[i].name;
 	o->expiring = 1;
-	store_index_expire(o->store, SWEEP_EXPIRE_BATCH, expired, o);
+	store_index_expire(o->store, flows, o->cfg->nflows,
+	    SWEEP_EXPIRE_BATCH, expired, o);
+	free(flows);
 }
 
 void
@@ -114,11 +130,8 @@ sweep_cron(struct orch *o, int64_t now)
 	if (now - o->last_sweep_ms >= ORCH_SWEEP_MS && !o->sweeping &&
 	    !o->draining && store_is_up(o->store)) {
 		o->last_sweep_ms = now;
-		if (!o->expiring) {
-			o->expiring = 1;
-			store_index_expire(o->store, SWEEP_EXPIRE_BATCH,
-			    expired, o);
-		}
+		if (!o->expiring)
+			expire_index(o);
 		o->sweeping = 1;
 		store_lease_claim(o->store, o->owner, ORCH_SWEEP_BATCH,
 		    o->cfg->redis.lease_ms, claimed, o);

@@ -1502,14 +1502,31 @@ store_list(struct store *st, const struct store_list_query *q,
 }
 
 void
-store_index_expire(struct store *st, int max, store_count_cb *cb, void *arg)
+store_index_expire(struct store *st, const char *const *flows, size_t nflows,
+    int max, store_count_cb *cb, void *arg)
 {
+	static const int ended[] = { SAGA__V1__STATE__STATE_COMPLETED,
+	    SAGA__V1__STATE__STATE_COMPENSATED,
+	    SAGA__V1__STATE__STATE_RESOLVED };
 	struct req *r;
 
 	r = store_req_new(st, &st->main, REQ_EXPIRE);
 	r->cb.count = cb;
 	r->arg = arg;
+	if (st->saga_ttl <= 0) {
+		req_defer(r, STORE_OK, "sagas never expire");
+		return;
+	}
 	r->script = SCRIPT_EXPIRE;
+	for (size_t k = 0; k < 3; k++) {
+		const char *state = enum_name(&saga__v1__state__descriptor,
+		    ended[k]);
+
+		index_key(r, NULL, state);
+		for (size_t f = 0; f < nflows; f++)
+			index_key(r, flows[f], state);
+	}
+	store_req_int(r, st->saga_ttl);
 	store_req_int(r, max > 0 ? max : 256);
 	req_submit(r);
 }

@@ -34,13 +34,10 @@
  * page from each state's set. The write script keeps them in the same call
  * that changes a saga's state, so the index never disagrees with the
  * records: nothing on a write that keeps the state, two ZADDs at the
- * create, two ZREMs and two ZADDs at a change. Ended sagas that expire are
- * listed in saga:idx:exp as "STATE|flow|id" with the time they expire, so
- * that the expiry script (a master's cron) takes them out of the index even
- * once their hash is gone.
+ * create, two ZREMs and two ZADDs at a change. Sagas that expire leave the
+ * sets of their ended state through the expiry script (a master's cron).
  */
 #define INDEX_LUA \
-	"local EXPIRY = 'saga:idx:exp'\n" \
 	"local function index_del(flow, st, id)\n" \
 	"  redis.call('ZREM', 'saga:idx:s:' .. st, id)\n" \
 	"  redis.call('ZREM', 'saga:idx:fs:' .. flow .. ':' .. st, id)\n" \
@@ -85,9 +82,7 @@ static const char script_write[] =
 	"  if ARGV[a + 6] == '2' then\n"
 	"    redis.call('PERSIST', h)\n"
 	"    redis.call('DEL', KEYS[k + 2])\n"
-	"    if old then\n"
-	"      redis.call('ZREM', EXPIRY, old .. '|' .. flow .. '|' .. id)\n"
-	"    end\n"
+
 	"  end\n"
 	"  redis.call('HSET', h, unpack(f))\n"
 	"  local ne = tonumber(ARGV[i])\n"
@@ -117,9 +112,6 @@ static const char script_write[] =
 	"    elseif ttl > 0 then\n"
 	"      redis.call('EXPIRE', h, ttl)\n"
 	"      redis.call('EXPIRE', KEYS[k + 2], ttl)\n"
-	"      local t = redis.call('TIME')\n"
-	"      redis.call('ZADD', EXPIRY, t[1] * 1000 + ttl * 1000,\n"
-	"        st .. '|' .. flow .. '|' .. id)\n"
 	"    end\n"
 	"  elseif lease > 0 then\n"
 	"    local t = redis.call('TIME')\n"
@@ -251,31 +243,28 @@ static const char script_list[] =
 	"return out\n";
 
 /*
- * Takes the sagas that expired out of the index, at most ARGV[1] a call:
- * those listed in saga:idx:exp whose time has come. A saga that was
- * reopened (its state or expiry changed) only leaves the expiry list.
+ * Takes the sagas that expired out of the index sets of the ended states
+ * (KEYS): a saga expires saga_ttl (ARGV[1]) after its end, so only ids
+ * created before now - saga_ttl can be gone; each is looked up, at most
+ * ARGV[2] a set a call, and removed when its hash is. FAILED sagas never
+ * expire, and the other states are left by the writes.
  */
 static const char script_expire[] =
-	INDEX_LUA
 	"local t = redis.call('TIME')\n"
-	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-	"local due = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now,\n"
-	"  'LIMIT', 0, tonumber(ARGV[1]))\n"
-	"for _, m in ipairs(due) do\n"
-	"  local st, flow, id = string.match(m, '^([^|]*)|([^|]*)|(.*)$')\n"
-	"  if id then\n"
-	"    local h = 'saga:{' .. id .. '}'\n"
-	"    local cur = redis.call('HGET', h, 'state')\n"
-	"    if not cur then\n"
-	"      index_del(flow, st, id)\n"
-	"    elseif cur == st and redis.call('PTTL', h) > 0 then\n"
-	"      redis.call('ZADD', EXPIRY, now + redis.call('PTTL', h), m)\n"
-	"      m = nil\n"
+	"local cut = t[1] * 1000 + math.floor(t[2] / 1000) -\n"
+	"  tonumber(ARGV[1]) * 1000\n"
+	"local max, gone = tonumber(ARGV[2]), 0\n"
+	"for _, key in ipairs(KEYS) do\n"
+	"  local ids = redis.call('ZRANGEBYSCORE', key, '-inf', cut,\n"
+	"    'LIMIT', 0, max)\n"
+	"  for _, id in ipairs(ids) do\n"
+	"    if redis.call('EXISTS', 'saga:{' .. id .. '}') == 0 then\n"
+	"      redis.call('ZREM', key, id)\n"
+	"      gone = gone + 1\n"
 	"    end\n"
 	"  end\n"
-	"  if m then redis.call('ZREM', EXPIRY, m) end\n"
 	"end\n"
-	"return #due\n";
+	"return gone\n";
 
 const char *const store_scripts[NSCRIPTS] = {
 	script_write, script_renew, script_claim, script_cancel, script_list,
