@@ -169,37 +169,11 @@ status_str(int status)
 /* --- metadata out --------------------------------------------------------- */
 
 static int
-md_key_ok(const char *key)
-{
-	size_t len = strlen(key);
-
-	if (len == 0 || grpc_md_is_reserved(key, len))
-		return 0;
-	for (const char *p = key; *p != '\0'; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-		    *p == '-' || *p == '_' || *p == '.'))
-			return 0;
-	return 1;
-}
-
-static int
-md_is_bin(const char *key, size_t len)
-{
-	return len > 4 && memcmp(key + len - 4, "-bin", 4) == 0;
-}
-
-static int
 md_add_checked(struct grpc_metadata *md, const char *key, const void *value,
     size_t len)
 {
-	const uint8_t *v = value;
-
-	if (!md_key_ok(key))
+	if (!grpc_md_sendable(key, strlen(key), value, len))
 		return GRPC_CALL_EINVAL;
-	if (!md_is_bin(key, strlen(key)))
-		for (size_t i = 0; i < len; i++)
-			if (v[i] < 0x20 || v[i] > 0x7e)
-				return GRPC_CALL_EINVAL;
 	grpc_md_add(md, key, value, len);
 	return GRPC_CALL_OK;
 }
@@ -216,7 +190,7 @@ nv_add_md(nghttp2_nv *nva, size_t n, const struct grpc_metadata *md,
 		const struct grpc_md *m = &md->items[i];
 		size_t klen = strlen(m->key);
 
-		if (md_is_bin(m->key, klen)) {
+		if (grpc_md_is_bin(m->key, klen)) {
 			size_t blen;
 			char *b = grpc_b64_encode(m->value, m->len, &blen);
 			b64s[(*nb64)++] = b;
@@ -890,7 +864,7 @@ on_header(nghttp2_session *h2, const nghttp2_frame *frame,
 	} else if (HDR_IS(name, namelen, "grpc-encoding")) {
 		c->bad_encoding = !HDR_IS(value, valuelen, "identity");
 	} else if (!grpc_md_is_reserved((const char *)name, namelen)) {
-		if (md_is_bin((const char *)name, namelen)) {
+		if (grpc_md_is_bin((const char *)name, namelen)) {
 			uint8_t *bin;
 			size_t blen;
 
