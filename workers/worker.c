@@ -36,17 +36,18 @@
 #include "config.h"
 #include "grpc/client.h"
 #include "log.h"
+#include "proc.h"
 #include "proctitle.h"
 #include "store.h"
 #include "util.h"
 #include "wengine.h"
 #include "work.h"
 
-#define WORKER_EXIT_FATAL	2	/* the master will not respawn us */
 #define WORKER_CRON_MS		1000
 #define WORKER_CONSUME_LOG	30	/* failed consumer opens between logs */
 
 struct worker {
+	struct proc_worker_args	 args;
 	const char		*topic;
 	int			 instance;
 	int			 concurrency;
@@ -75,189 +76,6 @@ struct worker {
 	int64_t			 started_ms;
 	int			 nats_warned;	/* "not reachable yet" said */
 };
-
-static void
-usage(FILE *fp)
-{
-	fprintf(fp,
-	    "usage: sagad-worker --topic FLOW/NODE --instance N "
-	    "--concurrency N --pod-id ID\n"
-	    "                    --config FILE --ready-fd FD --parent-fd FD "
-	    "[--foreground] [--verbose]\n"
-	    "\n"
-	    "sagad-worker is started by sagad(8), one process per instance "
-	    "of each topic\n"
-	    "(a node of an async or throttling flow); it is not meant to be "
-	    "run by hand.\n"
-	    "It checks its arguments and its topic in the config, reports "
-	    "ready to the\n"
-	    "master on --ready-fd, and exits when the master goes (EOF on "
-	    "--parent-fd).\n"
-	    "\n"
-	    "It consumes its topic from NATS JetStream (nats.url) with at most "
-	    "--concurrency\n"
-	    "messages in hand: for FLOW/NODE each message is one call of the "
-	    "node's action\n"
-	    "or compensation for a saga kept in Redis; for \"callbacks\" each "
-	    "message POSTs an\n"
-	    "ended async saga to its callback URL. SIGTERM stops taking work "
-	    "and finishes\n"
-	    "what is in hand; SIGHUP reloads the config for new messages.\n"
-	    "\n"
-	    "  --topic FLOW/NODE   the topic this process serves, or "
-	    "\"callbacks\"\n"
-	    "  --instance N        its instance number, from 1\n"
-	    "  --concurrency N     most messages in flight at once\n"
-	    "  --pod-id ID         this pod's id (throttling subjects)\n"
-	    "  --config FILE       the configuration file (sagad.conf(5))\n"
-	    "  --ready-fd FD       write \"ready\\n\" here once initialised\n"
-	    "  --parent-fd FD      read end of the master's pipe: EOF = "
-	    "master gone\n"
-	    "  --foreground        log to stderr (the master runs with -d)\n"
-	    "  --verbose           more verbose logs (repeatable)\n"
-	    "  --version           print the version and exit\n"
-	    "  --help              print this help and exit\n"
-	    "\n"
-	    "Exit status: 0 after a drain, 1 on a runtime error, 2 on bad "
-	    "arguments or\n"
-	    "config (the master does not respawn it).\n"
-	    "\n"
-	    "Test only: SAGAD_WORKER_CRASH_AT_START=1 in the environment "
-	    "makes it exit 1\n"
-	    "at once, to exercise the master's respawn backoff.\n");
-}
-
-/* A decimal in [min, max], or -1. */
-static long
-parse_num(const char *s, long min, long max)
-{
-	char	*end;
-	long	 v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		return -1;
-	return v;
-}
-
-static int
-fd_valid(int fd)
-{
-	return fd > STDERR_FILENO && fcntl(fd, F_GETFD) != -1;
-}
-
-static void
-argfail(const char *fmt, const char *arg)
-{
-	fprintf(stderr, "sagad-worker: ");
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\n");
-	usage(stderr);
-	exit(WORKER_EXIT_FATAL);
-}
-
-static void
-parse_args(struct worker *w, int argc, char *argv[])
-{
-	static const struct option longopts[] = {
-		{ "topic",	 required_argument, NULL, 't' },
-		{ "instance",	 required_argument, NULL, 'i' },
-		{ "concurrency", required_argument, NULL, 'c' },
-		{ "pod-id",	 required_argument, NULL, 'P' },
-		{ "config",	 required_argument, NULL, 'f' },
-		{ "ready-fd",	 required_argument, NULL, 'r' },
-		{ "parent-fd",	 required_argument, NULL, 'p' },
-		{ "foreground",	 no_argument,	    NULL, 'd' },
-		{ "verbose",	 no_argument,	    NULL, 'v' },
-		{ "version",	 no_argument,	    NULL, 'V' },
-		{ "help",	 no_argument,	    NULL, 'h' },
-		{ NULL,		 0,		    NULL, 0 }
-	};
-	long	v;
-	int	c;
-
-	memset(w, 0, sizeof(*w));
-	w->instance = w->concurrency = w->ready_fd = w->parent_fd = -1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:", longopts, NULL)) != -1) {
-		switch (c) {
-		case 't':
-			if (strcmp(optarg, WORK_CALLBACK_TOPIC) != 0 &&
-			    (strchr(optarg, '/') == NULL || optarg[0] == '/'))
-				argfail("--topic %s: expected FLOW/NODE or "
-				    WORK_CALLBACK_TOPIC, optarg);
-			w->topic = optarg;
-			break;
-		case 'i':
-			if ((v = parse_num(optarg, 1, 100000)) == -1)
-				argfail("--instance %s: expected a number "
-				    "from 1 to 100000", optarg);
-			w->instance = (int)v;
-			break;
-		case 'c':
-			if ((v = parse_num(optarg, 1, 1000000)) == -1)
-				argfail("--concurrency %s: expected a number "
-				    "from 1 to 1000000", optarg);
-			w->concurrency = (int)v;
-			break;
-		case 'P':
-			if (*optarg == '\0')
-				argfail("--pod-id%s: expected a non-empty id",
-				    "");
-			w->pod_id = optarg;
-			break;
-		case 'f':
-			w->config_path = optarg;
-			break;
-		case 'r':
-		case 'p':
-			if ((v = parse_num(optarg, 3, INT_MAX)) == -1 ||
-			    !fd_valid((int)v))
-				argfail(c == 'r' ? "--ready-fd %s: not an open "
-				    "file descriptor" : "--parent-fd %s: not "
-				    "an open file descriptor", optarg);
-			if (c == 'r')
-				w->ready_fd = (int)v;
-			else
-				w->parent_fd = (int)v;
-			break;
-		case 'd':
-			w->foreground = 1;
-			break;
-		case 'v':
-			w->verbose++;
-			break;
-		case 'V':
-			printf("sagad-worker %s\n", PACKAGE_VERSION);
-			exit(0);
-		case 'h':
-			usage(stdout);
-			exit(0);
-		case ':':
-			argfail("%s needs an argument", argv[optind - 1]);
-			break;
-		default:
-			argfail("unknown option %s", argv[optind - 1]);
-		}
-	}
-	if (optind < argc)
-		argfail("unexpected argument \"%s\"", argv[optind]);
-	if (w->topic == NULL)
-		argfail("%s is required", "--topic");
-	if (w->instance == -1)
-		argfail("%s is required", "--instance");
-	if (w->concurrency == -1)
-		argfail("%s is required", "--concurrency");
-	if (w->pod_id == NULL)
-		argfail("%s is required", "--pod-id");
-	if (w->config_path == NULL)
-		argfail("%s is required", "--config");
-	if (w->ready_fd == -1)
-		argfail("%s is required", "--ready-fd");
-	if (w->parent_fd == -1)
-		argfail("%s is required", "--parent-fd");
-}
 
 static int
 topic_exists(const struct config *cfg, const char *topic)
@@ -553,7 +371,7 @@ worker_open(struct worker *w)
 	ep.log_arg = w;
 	if ((w->engine = wengine_new(&ep, err, sizeof(err))) == NULL) {
 		log_warnx("%s", err);
-		exit(WORKER_EXIT_FATAL);
+		exit(PROC_EXIT_FATAL);
 	}
 }
 
@@ -588,7 +406,29 @@ main(int argc, char *argv[])
 	char		 prefix[300], err[SAGAD_ERRLEN];
 
 	(void)proctitle_init(argc, argv);
-	parse_args(&w, argc, argv);
+	memset(&w, 0, sizeof(w));
+	if (proc_worker_parse(&w.args, argc, argv, err, sizeof(err)) == -1) {
+		fprintf(stderr, "sagad-worker: %s\n", err);
+		proc_worker_usage(stderr);
+		return PROC_EXIT_FATAL;
+	}
+	if (w.args.help) {
+		proc_worker_usage(stdout);
+		return PROC_EXIT_OK;
+	}
+	if (w.args.version) {
+		printf("sagad-worker %s\n", PACKAGE_VERSION);
+		return PROC_EXIT_OK;
+	}
+	w.topic = w.args.topic;
+	w.instance = w.args.instance;
+	w.concurrency = w.args.concurrency;
+	w.pod_id = w.args.pod_id;
+	w.config_path = w.args.config_path;
+	w.ready_fd = w.args.ready_fd;
+	w.parent_fd = w.args.parent_fd;
+	w.foreground = w.args.foreground;
+	w.verbose = w.args.verbose;
 	w.ppid = getppid();
 
 	crash = getenv("SAGAD_WORKER_CRASH_AT_START");
@@ -602,7 +442,7 @@ main(int argc, char *argv[])
 	proctitle_set("sagad: worker %s #%d", w.topic, w.instance);
 
 	if ((w.cfg = load_config(&w)) == NULL)
-		exit(WORKER_EXIT_FATAL);
+		exit(PROC_EXIT_FATAL);
 	if (w.cfg->log_file != NULL && log_open_file(w.cfg->log_file) == -1)
 		log_warn("log_file %s", w.cfg->log_file);
 
