@@ -774,7 +774,7 @@ bench_check_end(struct bench *b)
 }
 
 static void
-bench_tick(evutil_socket_t fd, short ev, void *arg)
+bench_tick(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED, void *arg)
 {
 	struct bench	*b = arg;
 	int64_t		 now = mono_us(), el = now - b->start_us;
@@ -789,7 +789,8 @@ bench_tick(evutil_socket_t fd, short ev, void *arg)
 }
 
 static void
-bench_progress(evutil_socket_t fd, short ev, void *arg)
+bench_progress(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED,
+    void *arg)
 {
 	struct bench	*b = arg;
 	double		 el = (double)(mono_us() - b->start_us) / 1e6;
@@ -800,7 +801,7 @@ bench_progress(evutil_socket_t fd, short ev, void *arg)
 }
 
 static void
-bench_sigint(evutil_socket_t fd, short ev, void *arg)
+bench_sigint(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED, void *arg)
 {
 	struct bench *b = arg;
 

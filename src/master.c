@@ -235,7 +235,7 @@ master_cron_arm(struct master *m, int64_t now, int64_t due)
 }
 
 static void
-master_cron(evutil_socket_t fd, short what, void *arg)
+master_cron(evutil_socket_t fd SAGAD_UNUSED, short what SAGAD_UNUSED, void *arg)
 {
 	struct master	*m = arg;
 	int64_t		 now = util_mono_ms();

@@ -28,6 +28,7 @@
 
 #include "config.h"
 #include "proc.h"
+#include "util.h"
 #include "work.h"
 
 extern char	**environ;
@@ -379,13 +380,12 @@ proc_ready_send(int fd, char *err, size_t errlen)
 }
 
 static void
-parent_read_cb(evutil_socket_t fd, short what, void *arg)
+parent_read_cb(evutil_socket_t fd, short what SAGAD_UNUSED, void *arg)
 {
 	struct proc_parent	*p = arg;
 	char			 buf[64];
 	ssize_t			 n;
 
-	(void)what;
 	n = read(fd, buf, sizeof(buf));
 	if (n == -1 && (errno == EAGAIN || errno == EINTR))
 		return;
@@ -438,11 +438,10 @@ proc_parent_close(struct proc_parent *p)
 /* --- both ------------------------------------------------------------------ */
 
 static void
-signal_cb(evutil_socket_t sig, short what, void *arg)
+signal_cb(evutil_socket_t sig, short what SAGAD_UNUSED, void *arg)
 {
 	struct proc_signals *s = arg;
 
-	(void)what;
 	s->fn((int)sig, s->arg);
 }
 

@@ -190,7 +190,7 @@ slot_send_pending(struct sup_slot *s)
 }
 
 static void
-ready_cb(evutil_socket_t fd, short what, void *arg)
+ready_cb(evutil_socket_t fd, short what SAGAD_UNUSED, void *arg)
 {
 	struct sup_slot	*s = arg;
 

@@ -122,23 +122,21 @@ log_lines(char *buf)
 }
 
 static void
-drained_cb(struct bus_consumer *c, void *arg)
+drained_cb(struct bus_consumer *c SAGAD_UNUSED, void *arg)
 {
 	struct wproc *w = arg;
 
-	(void)c;
 	w->consumer = NULL;
 	log_info("drained: exiting");
 	event_base_loopexit(w->base, NULL);
 }
 
 static void
-drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+drain_timeout_cb(evutil_socket_t fd SAGAD_UNUSED, short what SAGAD_UNUSED,
+    void *arg)
 {
 	struct wproc *w = arg;
 
-	(void)fd;
-	(void)what;
 	log_warnx("drain timed out with %d in flight: exiting (JetStream "
 	    "delivers the unacknowledged work again after its ack wait)",
 	    wengine_inflight(w->engine));
@@ -206,11 +204,10 @@ wproc_consume(struct wproc *w)
 }
 
 static void
-bus_state_changed(struct bus *bus, enum bus_state st, void *arg)
+bus_state_changed(struct bus *bus SAGAD_UNUSED, enum bus_state st, void *arg)
 {
 	struct wproc *w = arg;
 
-	(void)bus;
 	switch (st) {
 	case BUS_CONNECTED:
 	case BUS_RECONNECTED:
@@ -322,12 +319,10 @@ signal_cb(int sig, void *arg)
 }
 
 static void
-cron_cb(evutil_socket_t fd, short what, void *arg)
+cron_cb(evutil_socket_t fd SAGAD_UNUSED, short what SAGAD_UNUSED, void *arg)
 {
 	struct wproc *w = arg;
 
-	(void)fd;
-	(void)what;
 	if (!proc_parent_check(&w->parent))
 		return;
 	if (!w->nats_warned && !bus_is_connected(w->bus) &&
