@@ -111,7 +111,7 @@ report_summarize(const struct report *r, struct report_summary *sum)
 		if (s->status >= 0 && s->status <= GRPC_STATUS_MAX)
 			sum->status_counts[s->status]++;
 		if (s->status == GRPC_STATUS_OK && s->state >= 0 &&
-		    s->state <= SAGA_STATE_FAILED)
+		    s->state <= SAGA_STATE_MAX)
 			sum->state_counts[s->state]++;
 		if (report_sample_ok(s))
 			ok++;
@@ -173,7 +173,7 @@ report_print(const struct report *r, FILE *fp)
 	fprintf(fp, "Success       [ratio]                           "
 	    "%.2f%%\n", m.success * 100.0);
 	fprintf(fp, "Saga states   [state:count]                     ");
-	for (int i = 0; i <= SAGA_STATE_FAILED; i++) {
+	for (int i = 0; i <= SAGA_STATE_MAX; i++) {
 		if (m.state_counts[i] == 0)
 			continue;
 		fprintf(fp, "%s%s:%zu", sep, saga_state_name(i),
@@ -213,7 +213,7 @@ report_print_json(const struct report *r, FILE *fp)
 	    (long long)m.min_us, (long long)m.mean_us, (long long)m.p50_us,
 	    (long long)m.p90_us, (long long)m.p95_us, (long long)m.p99_us,
 	    (long long)m.max_us, m.success);
-	for (int i = 0; i <= SAGA_STATE_FAILED; i++) {
+	for (int i = 0; i <= SAGA_STATE_MAX; i++) {
 		if (m.state_counts[i] == 0)
 			continue;
 		fprintf(fp, "%s\"%s\":%zu", sep, saga_state_name(i),

@@ -37,7 +37,7 @@ struct report_summary {
 			 max_us;
 	double		 success;	/* ratio of report_sample_ok() Runs */
 	size_t		 status_counts[17];
-	size_t		 state_counts[7];
+	size_t		 state_counts[8];	/* by enum saga_state */
 };
 
 void	report_init(struct report *, const char *title);

@@ -20,13 +20,13 @@
 
 static const char *state_names[] = {
 	"UNSPECIFIED", "PENDING", "RUNNING", "COMPENSATING", "COMPLETED",
-	"COMPENSATED", "FAILED",
+	"COMPENSATED", "FAILED", "RESOLVED",
 };
 
 const char *
 saga_state_name(enum saga_state s)
 {
-	if ((int)s < 0 || s > SAGA_STATE_FAILED)
+	if ((int)s < 0 || s > SAGA_STATE_MAX)
 		return "UNSPECIFIED";
 	return state_names[s];
 }
@@ -348,6 +348,41 @@ saga_step_unsent(struct saga *s, const struct config *cfg,
 	set_error(&s->error, "%s: %s", st->name, st->error);
 	s->state = SAGA_STATE_COMPENSATING;
 	return next_compensation(s, cfg, flow, (long)a->step - 1, now_ms);
+}
+
+/* The highest step that started and is not undone, or -1. */
+static long
+top_started(const struct saga *s)
+{
+	for (long i = (long)s->nsteps - 1; i >= 0; i--)
+		if (s->steps[i].state != SAGA_STATE_PENDING &&
+		    s->steps[i].state != SAGA_STATE_COMPENSATED)
+			return i;
+	return -1;
+}
+
+struct saga_action
+saga_cancel(struct saga *s, const struct config *cfg,
+    const struct config_flow *flow, const char *reason, int64_t now_ms)
+{
+	if (SAGA_STATE_IS_FINAL(s->state))
+		return act_end(s, s->state, s->updated_ms);
+	if (s->state == SAGA_STATE_COMPENSATING)
+		return saga_recover(s, cfg, flow, now_ms);
+	set_error(&s->error, "cancelled: %s", reason != NULL && *reason ?
+	    reason : "by an operator");
+	s->state = SAGA_STATE_COMPENSATING;
+	s->updated_ms = now_ms;
+	return next_compensation(s, cfg, flow, top_started(s), now_ms);
+}
+
+struct saga_action
+saga_retry(struct saga *s, const struct config *cfg,
+    const struct config_flow *flow, int64_t now_ms)
+{
+	s->state = SAGA_STATE_COMPENSATING;
+	s->updated_ms = now_ms;
+	return next_compensation(s, cfg, flow, top_started(s), now_ms);
 }
 
 struct saga_action

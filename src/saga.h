@@ -24,8 +24,10 @@ enum saga_state {
 	SAGA_STATE_COMPLETED = 4,
 	SAGA_STATE_COMPENSATED = 5,
 	SAGA_STATE_FAILED = 6,
+	SAGA_STATE_RESOLVED = 7,	/* FAILED, then repaired by an operator */
 };
 #define SAGA_STATE_IS_FINAL(s)	((s) >= SAGA_STATE_COMPLETED)
+#define SAGA_STATE_MAX		SAGA_STATE_RESOLVED
 
 struct saga_kv {
 	char		*key;
@@ -170,6 +172,26 @@ struct saga_action saga_step_unsent(struct saga *, const struct config *,
  * saga resumes its compensation. Returns the action to take, or END.
  */
 struct saga_action saga_recover(struct saga *, const struct config *,
+		    const struct config_flow *, int64_t now_ms);
+
+/*
+ * An operator's Cancel reached the process driving a PENDING or RUNNING
+ * saga: no further action starts; every started step (the one whose call
+ * was in flight included) is compensated in reverse, and the saga's error
+ * says "cancelled: <reason>". A saga already compensating (or ended) is
+ * left as it is: returns END when ended, else the compensation under way
+ * goes on. Returns what to do next.
+ */
+struct saga_action saga_cancel(struct saga *, const struct config *,
+		    const struct config_flow *, const char *reason,
+		    int64_t now_ms);
+
+/*
+ * Retry of a FAILED saga: the compensations not done (its FAILED steps)
+ * are tried again with a fresh compensate_retries budget; the saga is
+ * COMPENSATING again. Returns the first compensation to call.
+ */
+struct saga_action saga_retry(struct saga *, const struct config *,
 		    const struct config_flow *, int64_t now_ms);
 
 /*

@@ -51,293 +51,18 @@
 #include <hiredis/async.h>
 #include <hiredis/adapters/libevent.h>
 
-#include "store.h"
+#include "store_int.h"
 #include "util.h"
 
 #define CRON_MS		100	/* period of the store's one timer */
-#define XREAD_COUNT	256	/* entries per stream per XREAD */
 #define LEASES_KEY	"saga:leases"
 #define BATCH_MAX	64	/* writes in one EVALSHA at most */
 #define SPARE_MAX	256	/* requests kept for reuse */
 #define SEG_KEEP	65536	/* a reused request keeps buffers this big */
 
-/*
- * The one script for every saga write, and for several at once: writes
- * issued during one turn of the loop travel as one EVALSHA (see
- * batch_flush), which spares Redis most of the fixed cost of a script call.
- * KEYS holds three keys per write; ARGV[1] is the number of writes, then
- * each write's own argument count and arguments. Each write keeps its own
- * revision check and its own result, and a write that fails (a Redis error
- * inside it) fails alone: the reply is one result per write, in order.
- *
- * Expected revision 0 means create: it answers EXISTS with the stored hash
- * when the saga is there. The lease expiry is taken from Redis' clock
- * (TIME) so masters need not agree on time. It is the hot path of every
- * saga (a few writes each), so a write makes one HSET and one XADD: the
- * events of one write share one stream entry, as repeated step/state/pb
- * fields, in order. A write's 6th argument says what it does to the
- * saga's life: "1" ends it (no lease, expiries set), "2" reopens an ended
- * one (expiry dropped, and its old events, so that a Watch follows the new
- * run to its end instead of stopping at the old one), "0" neither.
- */
-static const char script_write[] =
-	"local function write(k, a)\n"
-	"  local h = KEYS[k + 1]\n"
-	"  local id = ARGV[a + 1]\n"
-	"  local exp = tonumber(ARGV[a + 2])\n"
-	"  local cur = tonumber(redis.call('HGET', h, 'rev') or 0)\n"
-	"  if cur ~= exp then\n"
-	"    if exp == 0 then\n"
-	"      return {'EXISTS', redis.call('HGETALL', h)}\n"
-	"    end\n"
-	"    if cur == 0 then return {'NOTFOUND'} end\n"
-	"    return {'CONFLICT', cur}\n"
-	"  end\n"
-	"  local nf = tonumber(ARGV[a + 8])\n"
-	"  local f = {}\n"
-	"  for x = a + 9, a + 8 + 2 * nf do f[#f + 1] = ARGV[x] end\n"
-	"  local i = a + 9 + 2 * nf\n"
-	"  local rev = cur + 1\n"
-	"  f[#f + 1] = 'rev'\n"
-	"  f[#f + 1] = rev\n"
-	"  if ARGV[a + 4] ~= '' then\n"
-	"    f[#f + 1] = 'owner'\n"
-	"    f[#f + 1] = ARGV[a + 4]\n"
-	"  end\n"
-	"  if ARGV[a + 6] == '2' then\n"
-	"    redis.call('PERSIST', h)\n"
-	"    redis.call('DEL', KEYS[k + 2])\n"
-	"  end\n"
-	"  redis.call('HSET', h, unpack(f))\n"
-	"  local ne = tonumber(ARGV[i])\n"
-	"  i = i + 1\n"
-	"  if ne > 0 then\n"
-	"    local x = {}\n"
-	"    for e = 1, ne do\n"
-	"      x[#x + 1] = 'step'\n"
-	"      x[#x + 1] = ARGV[i]\n"
-	"      x[#x + 1] = 'state'\n"
-	"      x[#x + 1] = ARGV[i + 1]\n"
-	"      x[#x + 1] = 'pb'\n"
-	"      x[#x + 1] = ARGV[i + 2]\n"
-	"      i = i + 3\n"
-	"    end\n"
-	"    redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', ARGV[a + 7], '*',\n"
-	"      unpack(x))\n"
-	"  end\n"
-	"  local lease = tonumber(ARGV[a + 3])\n"
-	"  if ARGV[a + 6] == '1' then\n"
-	"    redis.call('ZREM', KEYS[k + 3], id)\n"
-	"    local ttl = tonumber(ARGV[a + 5])\n"
-	"    if ttl > 0 then\n"
-	"      redis.call('EXPIRE', h, ttl)\n"
-	"      redis.call('EXPIRE', KEYS[k + 2], ttl)\n"
-	"    end\n"
-	"  elseif lease > 0 then\n"
-	"    local t = redis.call('TIME')\n"
-	"    local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-	"    redis.call('ZADD', KEYS[k + 3], now + lease, id)\n"
-	"  elseif lease < 0 then\n"
-	"    redis.call('ZREM', KEYS[k + 3], id)\n"
-	"  end\n"
-	"  return {'OK', rev}\n"
-	"end\n"
-	"local out = {}\n"
-	"local a = 2\n"
-	"for j = 0, tonumber(ARGV[1]) - 1 do\n"
-	"  local ok, res = pcall(write, 3 * j, a)\n"
-	"  if not ok then\n"
-	"    if type(res) == 'table' then res = res.err end\n"
-	"    res = {'ERR', tostring(res)}\n"
-	"  end\n"
-	"  out[j + 1] = res\n"
-	"  a = a + 1 + tonumber(ARGV[a])\n"
-	"end\n"
-	"return out\n";
-
-/* Extends the leases the owner still holds; returns those it does not. */
-static const char script_renew[] =
-	"local t = redis.call('TIME')\n"
-	"local exp = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2])\n"
-	"local lost = {}\n"
-	"for i = 3, #ARGV do\n"
-	"  local id = ARGV[i]\n"
-	"  local o = redis.call('HGET', 'saga:{' .. id .. '}', 'owner')\n"
-	"  local s = redis.call('ZSCORE', KEYS[1], id)\n"
-	"  if o == ARGV[1] and s then\n"
-	"    if tonumber(s) < exp then redis.call('ZADD', KEYS[1], exp, id) end\n"
-	"  else\n"
-	"    lost[#lost + 1] = id\n"
-	"  end\n"
-	"end\n"
-	"return lost\n";
-
-/*
- * Takes expired leases. Scripts run one at a time in Redis, so a lease moves
- * to exactly one claimer; the revision bump fences off the former owner.
- */
-static const char script_claim[] =
-	"local t = redis.call('TIME')\n"
-	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-	"local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now,\n"
-	"  'LIMIT', 0, tonumber(ARGV[3]))\n"
-	"local out = {}\n"
-	"for _, id in ipairs(ids) do\n"
-	"  local h = 'saga:{' .. id .. '}'\n"
-	"  if redis.call('EXISTS', h) == 1 then\n"
-	"    redis.call('HSET', h, 'owner', ARGV[1])\n"
-	"    redis.call('HINCRBY', h, 'rev', 1)\n"
-	"    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)\n"
-	"    out[#out + 1] = id\n"
-	"  else\n"
-	"    redis.call('ZREM', KEYS[1], id)\n"
-	"  end\n"
-	"end\n"
-	"return out\n";
-
-enum { SCRIPT_WRITE, SCRIPT_RENEW, SCRIPT_CLAIM, NSCRIPTS };
-
-static const char *const scripts[NSCRIPTS] = {
-	script_write, script_renew, script_claim,
-};
-
-/*
- * HELLO: connected, but not up until Redis answers PING; a server that is
- * still loading its data set accepts connections and answers -LOADING.
- */
-enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_HELLO, CONN_UP };
-
-enum req_kind {
-	REQ_CREATE, REQ_UPDATE, REQ_GET, REQ_RENEW, REQ_CLAIM,
-	REQ_WCHECK,	/* does the watched saga exist */
-	REQ_XREAD, REQ_CLIENTID, REQ_UNBLOCK, REQ_LOAD, REQ_PING,
-	REQ_BATCH,	/* carries REQ_CREATE and REQ_UPDATE requests */
-};
-
-/*
- * Arguments already in the protocol's form ("$LEN\r\nDATA\r\n" each), so
- * that sending a command is one copy into the output buffer and building
- * one costs no allocation per argument.
- */
-struct seg {
-	char			*p;
-	size_t			 len;
-	size_t			 cap;
-	int			 n;		/* arguments in it */
-};
-
-struct req;
-TAILQ_HEAD(reqlist, req);
-
-struct conn {
-	struct store		*st;
-	int			 watch;		/* the watcher connection */
-	redisAsyncContext	*ac;
-	enum conn_state		 state;
-	struct reqlist		 inflight;	/* oldest first, as replies come */
-	int64_t			 since;		/* mono ms of the last connect */
-	int64_t			 retry_at;	/* mono ms of the next attempt */
-	int64_t			 backoff;
-	int			 killed;	/* we shut its socket down */
-	long long		 client_id;	/* watch: for CLIENT UNBLOCK */
-	int			 pinging;	/* HELLO: a PING is in flight */
-	int64_t			 ping_at;	/* HELLO: mono ms of the next */
-};
-
-struct req {
-	TAILQ_ENTRY(req)	 entry;
-	struct store		*st;
-	struct conn		*conn;
-	enum req_kind		 kind;
-	int			 script;	/* SCRIPT_* or -1 */
-	int			 load;		/* REQ_LOAD: which script */
-	int64_t			 sent;		/* mono ms */
-	int64_t			 timeout;	/* ms the reply may take */
-	struct seg		 keys;		/* script: its KEYS */
-	struct seg		 args;		/* the command, or ARGV */
-	struct reqlist		 batch;		/* REQ_BATCH: its writes */
-	int			 nbatch;
-	union {
-		store_saga_cb	*saga;
-		store_rev_cb	*rev;
-		store_ids_cb	*ids;
-	}			 cb;
-	void			*arg;
-	struct store_watch	*w;
-	enum store_result	 fail;		/* deferred failure */
-	char			*failerr;
-};
-
-enum watch_state { WATCH_CHECK, WATCH_FOLLOW, WATCH_FAIL };
-
-struct store_watch {
-	TAILQ_ENTRY(store_watch) entry;
-	struct store		*st;
-	enum watch_state	 state;
-	char			*id;
-	char			*key;		/* saga:{ID}:events */
-	uint64_t		 last_ms;	/* last entry delivered */
-	uint64_t		 last_seq;
-	store_event_cb		*cb;
-	void			*arg;
-	int			 cancelled;	/* by the caller */
-	int			 ended;		/* last callback made */
-	int			 busy;		/* a request points at it */
-	enum store_result	 fail;
-	char			 failerr[128];
-};
-
-TAILQ_HEAD(watchlist, store_watch);
-
-struct store {
-	struct event_base	*base;
-	char			*host;
-	int			 port;
-	int			 saga_ttl;
-	int			 events_max;
-	int			 backoff_min;
-	int			 backoff_max;
-	int			 cmd_timeout;
-	int			 max_watches;
-	int			 block_ms;
-
-	struct conn		 main;
-	struct conn		 wconn;
-	char			 sha[NSCRIPTS][41];
-
-	struct event		*cron;
-	struct event		*defer;		/* delivers deferred failures */
-	struct reqlist		 deferred;
-	struct event		*flush;		/* sends the queued writes */
-	struct reqlist		 queued;	/* writes for the next batch */
-	int			 nqueued;
-	struct reqlist		 spare;		/* freed requests to reuse */
-	int			 nspare;
-	struct seg		 out;		/* the command being sent */
-
-	struct watchlist	 watches;
-	int			 wdepth;	/* inside watch callbacks */
-	int			 wdirty;	/* the XREAD misses a stream */
-	int			 xreading;	/* an XREAD is in flight */
-	int			 unblocking;	/* a CLIENT UNBLOCK is */
-	int			 closing;
-
-	store_status_cb		*status_cb;
-	void			*status_arg;
-};
-
-static void	 conn_connect(struct conn *);
 static void	 conn_ping(struct conn *);
 static void	 conn_ready(struct conn *);
 static void	 conn_lost(struct conn *, const char *);
-static int	 req_send(struct req *);
-static void	 req_fail(struct req *, enum store_result, const char *);
-static void	 watch_kick(struct store *);
-static void	 watch_end(struct store_watch *, enum store_result,
-		    const char *);
-static void	 watch_sweep(struct store *);
-static void	 watches_fail(struct store *, enum watch_state,
-		    enum store_result, const char *);
 
 const char *
 store_result_name(enum store_result r)
@@ -349,17 +74,20 @@ store_result_name(enum store_result r)
 	case STORE_CONFLICT:	return "CONFLICT";
 	case STORE_UNAVAILABLE:	return "UNAVAILABLE";
 	case STORE_BUSY:	return "BUSY";
+	case STORE_UNCHANGED:	return "UNCHANGED";
+	case STORE_ENDED:	return "ENDED";
 	case STORE_ERROR:	return "ERROR";
 	}
 	return "?";
 }
 
-static int
-state_terminal(int state)
+int
+store_state_terminal(int state)
 {
 	return state == SAGA__V1__STATE__STATE_COMPLETED ||
 	    state == SAGA__V1__STATE__STATE_COMPENSATED ||
-	    state == SAGA__V1__STATE__STATE_FAILED;
+	    state == SAGA__V1__STATE__STATE_FAILED ||
+	    state == SAGA__V1__STATE__STATE_RESOLVED;
 }
 
 /*
@@ -494,8 +222,8 @@ seg_free(struct seg *g)
  * Requests are many and short-lived (a few per saga), so freed ones are
  * kept on a list, with their buffers, for the next.
  */
-static struct req *
-req_new(struct store *st, struct conn *c, enum req_kind kind)
+struct req *
+store_req_new(struct store *st, struct conn *c, enum req_kind kind)
 {
 	struct req *r;
 	struct seg keys, args;
@@ -521,26 +249,26 @@ req_new(struct store *st, struct conn *c, enum req_kind kind)
 	return r;
 }
 
-static void
-req_arg(struct req *r, const void *p, size_t len)
+void
+store_req_arg(struct req *r, const void *p, size_t len)
 {
 	seg_arg(&r->args, p, len);
 }
 
-static void
-req_str(struct req *r, const char *s)
+void
+store_req_str(struct req *r, const char *s)
 {
 	seg_arg(&r->args, s, strlen(s));
 }
 
-static void
-req_int(struct req *r, long long v)
+void
+store_req_int(struct req *r, long long v)
 {
 	seg_int(&r->args, v);
 }
 
-static void
-req_free(struct req *r)
+void
+store_req_free(struct req *r)
 {
 	struct store *st = r->st;
 
@@ -577,7 +305,7 @@ req_submit(struct req *r)
 {
 	if (r->conn->state != CONN_UP)
 		req_defer(r, STORE_UNAVAILABLE, "redis is not connected");
-	else if (req_send(r) == -1)
+	else if (store_req_send(r) == -1)
 		req_defer(r, STORE_UNAVAILABLE, "redis connection is closing");
 }
 
@@ -589,8 +317,8 @@ static void store_reply(redisAsyncContext *, void *, void *);
  * A batch is one call of the write script: the keys of its writes, their
  * number, then each one's argument count and arguments.
  */
-static int
-req_send(struct req *r)
+int
+store_req_send(struct req *r)
 {
 	struct conn *c = r->conn;
 	struct store *st = r->st;
@@ -621,7 +349,7 @@ req_send(struct req *r)
 			body = st->sha[r->script];
 		} else {
 			head = "EVAL";
-			body = scripts[r->script];
+			body = store_scripts[r->script];
 		}
 		seg_arg(o, head, strlen(head));
 		seg_arg(o, body, strlen(body));
@@ -658,7 +386,7 @@ batch_flush(struct store *st)
 
 	if (st->nqueued == 0)
 		return;
-	r = req_new(st, &st->main, REQ_BATCH);
+	r = store_req_new(st, &st->main, REQ_BATCH);
 	r->script = SCRIPT_WRITE;
 	while ((w = TAILQ_FIRST(&st->queued)) != NULL) {
 		TAILQ_REMOVE(&st->queued, w, entry);
@@ -695,8 +423,8 @@ batch_add(struct req *r)
 }
 
 /* Runs r's callback with a failure and frees r. */
-static void
-req_fail(struct req *r, enum store_result res, const char *err)
+void
+store_req_fail(struct req *r, enum store_result res, const char *err)
 {
 	struct store *st = r->st;
 	struct store_watch *w = r->w;
@@ -706,26 +434,31 @@ req_fail(struct req *r, enum store_result res, const char *err)
 	case REQ_BATCH:
 		while ((b = TAILQ_FIRST(&r->batch)) != NULL) {
 			TAILQ_REMOVE(&r->batch, b, entry);
-			req_fail(b, res, err);
+			store_req_fail(b, res, err);
 		}
 		break;
 	case REQ_CREATE:
 	case REQ_GET:
+	case REQ_CANCEL:
 		r->cb.saga(res, NULL, err, r->arg);
 		break;
 	case REQ_UPDATE:
-		r->cb.rev(res, 0, err, r->arg);
+		r->cb.rev(res, 0, NULL, err, r->arg);
 		break;
 	case REQ_RENEW:
 	case REQ_CLAIM:
+	case REQ_EXPIRE:
 		r->cb.ids(res, NULL, 0, err, r->arg);
+		break;
+	case REQ_LIST:
+		r->cb.list(res, NULL, 0, 0, 0, NULL, err, r->arg);
 		break;
 	case REQ_WCHECK:
 		w->busy = 0;
 		st->wdepth++;
-		watch_end(w, res, err);
+		store_watch_end(w, res, err);
 		st->wdepth--;
-		watch_sweep(st);
+		store_watch_sweep(st);
 		break;
 	case REQ_XREAD:
 		st->xreading = 0;
@@ -740,7 +473,7 @@ req_fail(struct req *r, enum store_result res, const char *err)
 	case REQ_LOAD:
 		break;
 	}
-	req_free(r);
+	store_req_free(r);
 }
 
 static void
@@ -753,9 +486,9 @@ defer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	while ((r = TAILQ_FIRST(&st->deferred)) != NULL) {
 		TAILQ_REMOVE(&st->deferred, r, entry);
-		req_fail(r, r->fail, r->failerr);
+		store_req_fail(r, r->fail, r->failerr);
 	}
-	watches_fail(st, WATCH_FAIL, STORE_OK, NULL);
+	store_watches_fail(st, WATCH_FAIL, STORE_OK, NULL);
 }
 
 /* --- replies ----------------------------------------------------------- */
@@ -773,7 +506,7 @@ parse_hash(const redisReply *h, struct store_saga *rec, char *err,
 	size_t i;
 
 	memset(rec, 0, sizeof(*rec));
-	rec->pod = rec->owner = rec->callback = "";
+	rec->pod = rec->owner = rec->callback = rec->cancel = "";
 	if (h->type != REDIS_REPLY_ARRAY) {
 		snprintf(err, errlen, "saga hash: unexpected reply type %d",
 		    h->type);
@@ -801,6 +534,8 @@ parse_hash(const redisReply *h, struct store_saga *rec, char *err,
 			rec->owner = v->str;
 		else if (strcmp(k->str, "callback") == 0)
 			rec->callback = v->str;
+		else if (strcmp(k->str, "cancel") == 0)
+			rec->cancel = v->str;
 	}
 	if (pb == NULL) {
 		snprintf(err, errlen, "saga hash has no pb field");
@@ -853,7 +588,7 @@ reply_write(struct req *r, const redisReply *rep)
 	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
 	    rep->element[0]->type != REDIS_REPLY_STRING) {
 		snprintf(err, sizeof(err), "write script: unexpected reply");
-		req_fail(r, STORE_ERROR, err);
+		store_req_fail(r, STORE_ERROR, err);
 		return;
 	}
 	what = rep->element[0]->str;
@@ -864,22 +599,24 @@ reply_write(struct req *r, const redisReply *rep)
 		what = rep->elements > 1 &&
 		    rep->element[1]->type == REDIS_REPLY_STRING ?
 		    rep->element[1]->str : "write script failed";
-		req_fail(r, error_result(what), what);
+		store_req_fail(r, error_result(what), what);
 		return;
 	}
 	if (strcmp(what, "OK") == 0) {
 		if (r->kind == REQ_UPDATE)
-			r->cb.rev(STORE_OK, n, NULL, r->arg);
+			r->cb.rev(STORE_OK, n, rep->elements > 2 &&
+			    rep->element[2]->type == REDIS_REPLY_STRING ?
+			    rep->element[2]->str : NULL, NULL, r->arg);
 		else {
 			memset(&rec, 0, sizeof(rec));
 			rec.rev = n;
-			rec.pod = rec.owner = rec.callback = "";
+			rec.pod = rec.owner = rec.callback = rec.cancel = "";
 			r->cb.saga(STORE_OK, &rec, NULL, r->arg);
 		}
 	} else if (strcmp(what, "CONFLICT") == 0) {
-		r->cb.rev(STORE_CONFLICT, n, "revision changed", r->arg);
+		r->cb.rev(STORE_CONFLICT, n, NULL, "revision changed", r->arg);
 	} else if (strcmp(what, "NOTFOUND") == 0) {
-		req_fail(r, STORE_NOT_FOUND, "no such saga");
+		store_req_fail(r, STORE_NOT_FOUND, "no such saga");
 		return;
 	} else if (strcmp(what, "EXISTS") == 0 && rep->elements > 1 &&
 	    r->kind == REQ_CREATE) {
@@ -890,10 +627,10 @@ reply_write(struct req *r, const redisReply *rep)
 	} else {
 		snprintf(err, sizeof(err), "write script: unexpected %s",
 		    what);
-		req_fail(r, STORE_ERROR, err);
+		store_req_fail(r, STORE_ERROR, err);
 		return;
 	}
-	req_free(r);
+	store_req_free(r);
 }
 
 /* One result per write of the batch, in the order they were queued. */
@@ -905,14 +642,90 @@ reply_batch(struct req *r, const redisReply *rep)
 
 	if (rep->type != REDIS_REPLY_ARRAY ||
 	    rep->elements != (size_t)r->nbatch) {
-		req_fail(r, STORE_ERROR, "write script: unexpected reply");
+		store_req_fail(r, STORE_ERROR, "write script: unexpected reply");
 		return;
 	}
 	while ((w = TAILQ_FIRST(&r->batch)) != NULL) {
 		TAILQ_REMOVE(&r->batch, w, entry);
 		reply_write(w, rep->element[i++]);
 	}
-	req_free(r);
+	store_req_free(r);
+}
+
+static void
+reply_cancel(struct req *r, const redisReply *rep)
+{
+	static const struct { const char *what; enum store_result res; }
+	    map[] = { { "OK", STORE_OK }, { "UNCHANGED", STORE_UNCHANGED },
+	    { "ENDED", STORE_ENDED } };
+	struct store_saga	rec;
+	char			err[SAGAD_ERRLEN];
+
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING) {
+		store_req_fail(r, STORE_ERROR, "cancel script: unexpected "
+		    "reply");
+		return;
+	}
+	if (strcmp(rep->element[0]->str, "NOTFOUND") == 0) {
+		store_req_fail(r, STORE_NOT_FOUND, "no such saga");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		if (strcmp(rep->element[0]->str, map[i].what) != 0 ||
+		    rep->elements < 2)
+			continue;
+		if (parse_hash(rep->element[1], &rec, err, sizeof(err)) == -1)
+			saga_done(r, STORE_ERROR, NULL, err);
+		else
+			saga_done(r, map[i].res, &rec, NULL);
+		store_req_free(r);
+		return;
+	}
+	store_req_fail(r, STORE_ERROR, "cancel script: unexpected reply");
+}
+
+/* Triples of (id, score, pb) from the list script: the page and more. */
+static void
+reply_list(struct req *r, const redisReply *rep)
+{
+	Saga__V1__Saga	**sagas;
+	size_t		  n = 0, k, limit = (size_t)r->nbatch;
+	int64_t		  last_ms = 0;
+	const char	 *last_id = NULL;
+	int		  more;
+
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 3 != 0) {
+		store_req_fail(r, STORE_ERROR, "list script: unexpected reply");
+		return;
+	}
+	k = rep->elements / 3;
+	more = k > limit;
+	if (more)
+		k = limit;
+	sagas = util_xcalloc(k + 1, sizeof(*sagas));
+	for (size_t i = 0; i < k; i++) {
+		const redisReply *id = rep->element[3 * i],
+		    *sc = rep->element[3 * i + 1], *pb = rep->element[3 * i + 2];
+
+		if (id->type != REDIS_REPLY_STRING ||
+		    sc->type != REDIS_REPLY_STRING ||
+		    pb->type != REDIS_REPLY_STRING)
+			continue;
+		last_id = id->str;
+		last_ms = strtoll(sc->str, NULL, 10);
+		if (pb->len == 0)
+			continue;	/* expired since the index had it */
+		sagas[n] = saga__v1__saga__unpack(NULL, pb->len,
+		    (const uint8_t *)pb->str);
+		if (sagas[n] != NULL)
+			n++;
+	}
+	r->cb.list(STORE_OK, sagas, n, more, last_ms, last_id, NULL, r->arg);
+	for (size_t i = 0; i < n; i++)
+		saga__v1__saga__free_unpacked(sagas[i], NULL);
+	free(sagas);
+	store_req_free(r);
 }
 
 static void
@@ -922,7 +735,7 @@ reply_ids(struct req *r, const redisReply *rep)
 	size_t i, n = 0;
 
 	if (rep->type != REDIS_REPLY_ARRAY) {
-		req_fail(r, STORE_ERROR, "lease script: unexpected reply");
+		store_req_fail(r, STORE_ERROR, "lease script: unexpected reply");
 		return;
 	}
 	ids = util_xcalloc(rep->elements + 1, sizeof(*ids));
@@ -931,105 +744,7 @@ reply_ids(struct req *r, const redisReply *rep)
 			ids[n++] = rep->element[i]->str;
 	r->cb.ids(STORE_OK, ids, n, NULL, r->arg);
 	free(ids);
-	req_free(r);
-}
-
-static int
-parse_streamid(const char *s, uint64_t *ms, uint64_t *seq)
-{
-	char *end;
-
-	errno = 0;
-	*ms = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '-')
-		return -1;
-	*seq = strtoull(end + 1, &end, 10);
-	return errno != 0 || *end != '\0' ? -1 : 0;
-}
-
-/* Hands the entries of one stream to the watches following it. */
-static void
-watch_deliver(struct store *st, const char *key, const redisReply *entries)
-{
-	struct store_watch *w;
-	const redisReply *e, *f, *pb;
-	Saga__V1__SagaEvent *ev;
-	uint64_t ms, seq;
-	size_t i, j;
-	int final;
-
-	TAILQ_FOREACH(w, &st->watches, entry) {
-		if (w->state != WATCH_FOLLOW || w->cancelled || w->ended ||
-		    strcmp(w->key, key) != 0)
-			continue;
-		for (i = 0; i < entries->elements; i++) {
-			if (w->cancelled || w->ended)
-				break;
-			e = entries->element[i];
-			if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
-			    e->element[0]->type != REDIS_REPLY_STRING ||
-			    parse_streamid(e->element[0]->str, &ms, &seq) == -1)
-				continue;
-			if (ms < w->last_ms ||
-			    (ms == w->last_ms && seq <= w->last_seq))
-				continue;
-			w->last_ms = ms;
-			w->last_seq = seq;
-			f = e->element[1];
-			for (j = 0; f->type == REDIS_REPLY_ARRAY &&
-			    j + 1 < f->elements; j += 2) {
-				if (w->cancelled || w->ended)
-					break;
-				if (f->element[j]->type != REDIS_REPLY_STRING ||
-				    strcmp(f->element[j]->str, "pb") != 0)
-					continue;
-				pb = f->element[j + 1];
-				ev = NULL;
-				if (pb->type == REDIS_REPLY_STRING)
-					ev = saga__v1__saga_event__unpack(NULL,
-					    pb->len, (const uint8_t *)pb->str);
-				if (ev == NULL) {
-					watch_end(w, STORE_ERROR, "an event of "
-					    "the stream does not decode as "
-					    "SagaEvent");
-					break;
-				}
-				final = (ev->step == NULL ||
-				    ev->step[0] == '\0') &&
-				    state_terminal(ev->state);
-				if (final)
-					w->ended = 1;
-				w->cb(STORE_OK, ev, final, NULL, w->arg);
-				saga__v1__saga_event__free_unpacked(ev, NULL);
-			}
-		}
-	}
-}
-
-static void
-reply_xread(struct store *st, const redisReply *rep)
-{
-	const redisReply *s;
-	size_t i;
-
-	st->xreading = 0;
-	if (rep->type == REDIS_REPLY_ERROR) {
-		watches_fail(st, WATCH_FOLLOW, STORE_ERROR, rep->str);
-		return;
-	}
-	if (rep->type != REDIS_REPLY_ARRAY)
-		return;		/* nil: timed out or unblocked */
-	st->wdepth++;
-	for (i = 0; i < rep->elements; i++) {
-		s = rep->element[i];
-		if (s->type != REDIS_REPLY_ARRAY || s->elements < 2 ||
-		    s->element[0]->type != REDIS_REPLY_STRING ||
-		    s->element[1]->type != REDIS_REPLY_ARRAY)
-			continue;
-		watch_deliver(st, s->element[0]->str, s->element[1]);
-	}
-	st->wdepth--;
-	watch_sweep(st);
+	store_req_free(r);
 }
 
 static void
@@ -1052,73 +767,89 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 			    "within %d ms", st->cmd_timeout);
 		if (c->ac == ac)
 			conn_lost(c, why);
-		req_fail(r, STORE_UNAVAILABLE, why);
+		store_req_fail(r, STORE_UNAVAILABLE, why);
 		return;
 	}
 	if (r->script >= 0 && rep->type == REDIS_REPLY_ERROR &&
 	    strncmp(rep->str, "NOSCRIPT", 8) == 0 && c->ac == ac) {
 		st->sha[r->script][0] = '\0';
-		if (req_send(r) == 0)
+		if (store_req_send(r) == 0)
 			return;
 	}
 
 	switch (r->kind) {
 	case REQ_BATCH:
 		if (rep->type == REDIS_REPLY_ERROR)
-			req_fail(r, error_result(rep->str), rep->str);
+			store_req_fail(r, error_result(rep->str), rep->str);
 		else
 			reply_batch(r, rep);
 		return;
 	case REQ_CREATE:
 	case REQ_UPDATE:
 		/* Never sent alone: they travel in a REQ_BATCH. */
-		req_fail(r, STORE_ERROR, "write sent outside a batch");
+		store_req_fail(r, STORE_ERROR, "write sent outside a batch");
 		return;
 	case REQ_GET:
 		if (rep->type == REDIS_REPLY_ERROR)
-			req_fail(r, error_result(rep->str), rep->str);
+			store_req_fail(r, error_result(rep->str), rep->str);
 		else {
 			reply_get(r, rep);
-			req_free(r);
+			store_req_free(r);
 		}
 		return;
 	case REQ_RENEW:
 	case REQ_CLAIM:
 		if (rep->type == REDIS_REPLY_ERROR)
-			req_fail(r, error_result(rep->str), rep->str);
+			store_req_fail(r, error_result(rep->str), rep->str);
 		else
 			reply_ids(r, rep);
+		return;
+	case REQ_CANCEL:
+	case REQ_LIST:
+	case REQ_EXPIRE:
+		if (rep->type == REDIS_REPLY_ERROR)
+			store_req_fail(r, error_result(rep->str), rep->str);
+		else if (r->kind == REQ_CANCEL)
+			reply_cancel(r, rep);
+		else if (r->kind == REQ_LIST)
+			reply_list(r, rep);
+		else {
+			r->cb.ids(STORE_OK, NULL, rep->type ==
+			    REDIS_REPLY_INTEGER ? (size_t)rep->integer : 0,
+			    NULL, r->arg);
+			store_req_free(r);
+		}
 		return;
 	case REQ_WCHECK:
 		w = r->w;
 		if (rep->type != REDIS_REPLY_INTEGER) {
-			req_fail(r, rep->type == REDIS_REPLY_ERROR ?
+			store_req_fail(r, rep->type == REDIS_REPLY_ERROR ?
 			    error_result(rep->str) : STORE_ERROR, rep->type ==
 			    REDIS_REPLY_ERROR ? rep->str : "EXISTS: bad reply");
 			return;
 		}
 		w->busy = 0;
 		if (rep->integer == 0) {
-			req_fail(r, STORE_NOT_FOUND, "no such saga");
+			store_req_fail(r, STORE_NOT_FOUND, "no such saga");
 			return;
 		}
-		req_free(r);
+		store_req_free(r);
 		if (w->cancelled) {
-			watch_sweep(st);
+			store_watch_sweep(st);
 			return;
 		}
 		w->state = WATCH_FOLLOW;
 		st->wdirty = 1;
-		watch_kick(st);
+		store_watch_kick(st);
 		return;
 	case REQ_XREAD:
-		reply_xread(st, rep);
-		req_free(r);
-		watch_kick(st);
+		store_reply_xread(st, rep);
+		store_req_free(r);
+		store_watch_kick(st);
 		return;
 	case REQ_PING:
 		c->pinging = 0;
-		req_free(r);
+		store_req_free(r);
 		if (c->state != CONN_HELLO)
 			return;
 		if (rep->type == REDIS_REPLY_STATUS)
@@ -1129,17 +860,17 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	case REQ_CLIENTID:
 		if (rep->type == REDIS_REPLY_INTEGER)
 			c->client_id = rep->integer;
-		req_free(r);
+		store_req_free(r);
 		return;
 	case REQ_UNBLOCK:
 		/* 0: the XREAD was not blocked yet; the timer tries again. */
 		st->unblocking = 0;
-		req_free(r);
+		store_req_free(r);
 		return;
 	case REQ_LOAD:
 		if (rep->type == REDIS_REPLY_STRING && rep->len == 40)
 			memcpy(st->sha[r->load], rep->str, 41);
-		req_free(r);
+		store_req_free(r);
 		return;
 	}
 }
@@ -1174,7 +905,7 @@ conn_lost(struct conn *c, const char *why)
 		c->backoff = st->backoff_max;
 	if (c->watch) {
 		st->xreading = 0;
-		watches_fail(st, WATCH_FOLLOW, STORE_UNAVAILABLE, why);
+		store_watches_fail(st, WATCH_FOLLOW, STORE_UNAVAILABLE, why);
 	} else if (was_up)
 		set_status(st, 0, why);
 }
@@ -1207,10 +938,10 @@ conn_ping(struct conn *c)
 
 	if (c->pinging || util_mono_ms() < c->ping_at)
 		return;
-	r = req_new(c->st, c, REQ_PING);
-	req_str(r, "PING");
-	if (req_send(r) == -1)
-		req_free(r);
+	r = store_req_new(c->st, c, REQ_PING);
+	store_req_str(r, "PING");
+	if (store_req_send(r) == -1)
+		store_req_free(r);
 	else
 		c->pinging = 1;
 }
@@ -1226,23 +957,23 @@ conn_ready(struct conn *c)
 	c->state = CONN_UP;
 	c->backoff = st->backoff_min;
 	if (c->watch) {
-		r = req_new(st, c, REQ_CLIENTID);
-		req_str(r, "CLIENT");
-		req_str(r, "ID");
-		if (req_send(r) == -1)
-			req_free(r);
-		watch_kick(st);
+		r = store_req_new(st, c, REQ_CLIENTID);
+		store_req_str(r, "CLIENT");
+		store_req_str(r, "ID");
+		if (store_req_send(r) == -1)
+			store_req_free(r);
+		store_watch_kick(st);
 		return;
 	}
 	for (i = 0; i < NSCRIPTS; i++) {
 		st->sha[i][0] = '\0';
-		r = req_new(st, c, REQ_LOAD);
+		r = store_req_new(st, c, REQ_LOAD);
 		r->load = i;
-		req_str(r, "SCRIPT");
-		req_str(r, "LOAD");
-		req_str(r, scripts[i]);
-		if (req_send(r) == -1)
-			req_free(r);
+		store_req_str(r, "SCRIPT");
+		store_req_str(r, "LOAD");
+		store_req_str(r, store_scripts[i]);
+		if (store_req_send(r) == -1)
+			store_req_free(r);
 	}
 	set_status(st, 1, NULL);
 }
@@ -1257,8 +988,8 @@ on_disconnect(const redisAsyncContext *ac, int status)
 		conn_lost(c, ac->err ? ac->errstr : "redis connection closed");
 }
 
-static void
-conn_connect(struct conn *c)
+void
+store_conn_connect(struct conn *c)
 {
 	struct store *st = c->st;
 	redisAsyncContext *ac;
@@ -1325,232 +1056,10 @@ cron(evutil_socket_t fd, short what, void *arg)
 			conn_ping(c);
 	}
 	if (st->main.state == CONN_DOWN && now >= st->main.retry_at)
-		conn_connect(&st->main);
-	watch_kick(st);
+		store_conn_connect(&st->main);
+	store_watch_kick(st);
 }
 
-/* --- watches ----------------------------------------------------------- */
-
-static void
-watch_free(struct store_watch *w)
-{
-	TAILQ_REMOVE(&w->st->watches, w, entry);
-	free(w->id);
-	free(w->key);
-	free(w);
-}
-
-/* Frees the watches that are over, unless a callback is running. */
-static void
-watch_sweep(struct store *st)
-{
-	struct store_watch *w, *next;
-
-	if (st->wdepth > 0)
-		return;
-	for (w = TAILQ_FIRST(&st->watches); w != NULL; w = next) {
-		next = TAILQ_NEXT(w, entry);
-		if ((w->cancelled || w->ended) && !w->busy)
-			watch_free(w);
-	}
-}
-
-/* The watch's last callback, with a failure. */
-static void
-watch_end(struct store_watch *w, enum store_result res, const char *err)
-{
-	if (w->cancelled || w->ended)
-		return;
-	w->ended = 1;
-	w->cb(res, NULL, 0, err, w->arg);
-}
-
-/*
- * Ends every watch in state with res (or, for WATCH_FAIL, with the failure
- * each one carries).
- */
-static void
-watches_fail(struct store *st, enum watch_state state, enum store_result res,
-    const char *err)
-{
-	struct store_watch *w;
-
-	st->wdepth++;
-	TAILQ_FOREACH(w, &st->watches, entry) {
-		if (w->state != state)
-			continue;
-		if (state == WATCH_FAIL)
-			watch_end(w, w->fail, w->failerr);
-		else
-			watch_end(w, res, err);
-	}
-	st->wdepth--;
-	watch_sweep(st);
-}
-
-static int
-watch_live(const struct store_watch *w)
-{
-	return !w->cancelled && !w->ended;
-}
-
-/* Sends the XREAD that follows every followed stream, or wakes it. */
-static void
-watch_kick(struct store *st)
-{
-	struct store_watch *w, *o;
-	struct conn *c = &st->wconn;
-	struct req *r;
-	char id[64];
-	uint64_t ms, seq;
-	int n = 0;
-
-	if (st->closing)
-		return;
-	TAILQ_FOREACH(w, &st->watches, entry)
-		if (w->state == WATCH_FOLLOW && watch_live(w))
-			n++;
-	if (n == 0)
-		return;
-	if (c->state == CONN_DOWN) {
-		if (util_mono_ms() >= c->retry_at)
-			conn_connect(c);
-		return;
-	}
-	if (c->state != CONN_UP)
-		return;
-	if (st->xreading) {
-		if (!st->wdirty || st->unblocking || c->client_id < 0 ||
-		    st->main.state != CONN_UP)
-			return;
-		r = req_new(st, &st->main, REQ_UNBLOCK);
-		req_str(r, "CLIENT");
-		req_str(r, "UNBLOCK");
-		req_int(r, c->client_id);
-		if (req_send(r) == -1)
-			req_free(r);
-		else
-			st->unblocking = 1;
-		return;
-	}
-
-	r = req_new(st, c, REQ_XREAD);
-	r->timeout = st->block_ms + st->cmd_timeout;
-	req_str(r, "XREAD");
-	req_str(r, "COUNT");
-	req_int(r, XREAD_COUNT);
-	req_str(r, "BLOCK");
-	req_int(r, st->block_ms);
-	req_str(r, "STREAMS");
-	/*
-	 * Each stream once, from the oldest position any of its watches is
-	 * at; watch_deliver skips what a watch has seen. Quadratic in the
-	 * watches, which max_watches bounds.
-	 */
-	TAILQ_FOREACH(w, &st->watches, entry) {
-		if (w->state != WATCH_FOLLOW || !watch_live(w))
-			continue;
-		for (o = TAILQ_FIRST(&st->watches); o != w;
-		    o = TAILQ_NEXT(o, entry))
-			if (o->state == WATCH_FOLLOW && watch_live(o) &&
-			    strcmp(o->key, w->key) == 0)
-				break;
-		if (o == w)
-			req_str(r, w->key);
-	}
-	TAILQ_FOREACH(w, &st->watches, entry) {
-		if (w->state != WATCH_FOLLOW || !watch_live(w))
-			continue;
-		for (o = TAILQ_FIRST(&st->watches); o != w;
-		    o = TAILQ_NEXT(o, entry))
-			if (o->state == WATCH_FOLLOW && watch_live(o) &&
-			    strcmp(o->key, w->key) == 0)
-				break;
-		if (o != w)
-			continue;
-		ms = w->last_ms;
-		seq = w->last_seq;
-		for (o = TAILQ_NEXT(w, entry); o != NULL;
-		    o = TAILQ_NEXT(o, entry))
-			if (o->state == WATCH_FOLLOW && watch_live(o) &&
-			    strcmp(o->key, w->key) == 0 &&
-			    (o->last_ms < ms ||
-			    (o->last_ms == ms && o->last_seq < seq))) {
-				ms = o->last_ms;
-				seq = o->last_seq;
-			}
-		snprintf(id, sizeof(id), "%" PRIu64 "-%" PRIu64, ms, seq);
-		req_str(r, id);
-	}
-	if (req_send(r) == -1) {
-		req_free(r);
-		return;
-	}
-	st->xreading = 1;
-	st->wdirty = 0;
-}
-
-struct store_watch *
-store_watch(struct store *st, const char *id, store_event_cb *cb, void *arg)
-{
-	struct store_watch *w, *o;
-	struct req *r;
-	size_t len = strlen(id);
-	int n = 0;
-
-	w = util_xcalloc(1, sizeof(*w));
-	w->st = st;
-	w->id = util_xstrdup(id);
-	w->key = util_xcalloc(1, len + sizeof("saga:{}:events"));
-	snprintf(w->key, len + sizeof("saga:{}:events"), "saga:{%s}:events",
-	    id);
-	w->cb = cb;
-	w->arg = arg;
-	TAILQ_FOREACH(o, &st->watches, entry)
-		if (watch_live(o))
-			n++;
-	TAILQ_INSERT_TAIL(&st->watches, w, entry);
-
-	w->state = WATCH_FAIL;
-	w->fail = STORE_UNAVAILABLE;
-	if (len == 0 || len > STORE_ID_MAX) {
-		w->fail = STORE_ERROR;
-		snprintf(w->failerr, sizeof(w->failerr), "saga id must have "
-		    "1 to %d bytes", STORE_ID_MAX);
-	} else if (n >= st->max_watches) {
-		w->fail = STORE_BUSY;
-		snprintf(w->failerr, sizeof(w->failerr), "%d watches are open "
-		    "already", st->max_watches);
-	} else if (st->main.state != CONN_UP) {
-		snprintf(w->failerr, sizeof(w->failerr),
-		    "redis is not connected");
-	} else {
-		r = req_new(st, &st->main, REQ_WCHECK);
-		r->w = w;
-		req_str(r, "EXISTS");
-		/* The hash is the saga; its key is the stream's minus ":events". */
-		req_arg(r, w->key, len + sizeof("saga:{}") - 1);
-		if (req_send(r) == 0) {
-			w->state = WATCH_CHECK;
-			w->busy = 1;
-			return w;
-		}
-		req_free(r);
-		snprintf(w->failerr, sizeof(w->failerr),
-		    "redis connection is closing");
-	}
-	event_active(st->defer, EV_TIMEOUT, 1);
-	return w;
-}
-
-void
-store_watch_cancel(struct store_watch *w)
-{
-	if (w == NULL || w->cancelled)
-		return;
-	w->cancelled = 1;
-	watch_sweep(w->st);
-}
 
 /* --- the API ----------------------------------------------------------- */
 
@@ -1617,7 +1126,7 @@ store_new(struct event_base *base, const struct store_params *p, char *err,
 
 		event_add(st->cron, &tv);
 	}
-	conn_connect(&st->main);
+	store_conn_connect(&st->main);
 	return st;
 }
 
@@ -1651,19 +1160,19 @@ store_free(struct store *st)
 	/* Callbacks may have asked for more; those fail too. */
 	for (;;) {
 		defer_cb(-1, 0, st);
-		watches_fail(st, WATCH_CHECK, STORE_UNAVAILABLE,
+		store_watches_fail(st, WATCH_CHECK, STORE_UNAVAILABLE,
 		    "store closed");
-		watches_fail(st, WATCH_FOLLOW, STORE_UNAVAILABLE,
+		store_watches_fail(st, WATCH_FOLLOW, STORE_UNAVAILABLE,
 		    "store closed");
 		live = 0;
 		TAILQ_FOREACH(w, &st->watches, entry)
-			if (watch_live(w))
+			if (store_watch_live(w))
 				live = 1;
 		if (TAILQ_EMPTY(&st->deferred) && !live)
 			break;
 	}
 	while ((w = TAILQ_FIRST(&st->watches)) != NULL)
-		watch_free(w);
+		store_watch_free(w);
 	while ((r = TAILQ_FIRST(&st->spare)) != NULL) {
 		TAILQ_REMOVE(&st->spare, r, entry);
 		seg_free(&r->keys);
@@ -1723,15 +1232,15 @@ id_ok(const char *id)
 static void
 field(struct req *r, const char *k, const char *v)
 {
-	req_str(r, k);
-	req_str(r, v != NULL ? v : "");
+	store_req_str(r, k);
+	store_req_str(r, v != NULL ? v : "");
 }
 
 static void
 field_int(struct req *r, const char *k, long long v)
 {
-	req_str(r, k);
-	req_int(r, v);
+	store_req_str(r, k);
+	store_req_int(r, v);
 }
 
 /* Builds the write script's call for w into r (see script_write). */
@@ -1746,18 +1255,18 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 
 	r->script = SCRIPT_WRITE;
 	req_keys(r, s->id);
-	req_str(r, s->id);
-	req_int(r, rev);
-	req_int(r, w->lease_ms);
-	req_str(r, w->owner != NULL ? w->owner : "");
-	req_int(r, st->saga_ttl);
-	req_str(r, state_terminal(s->state) ? "1" : w->reopen ? "2" : "0");
-	req_int(r, st->events_max);
+	store_req_str(r, s->id);
+	store_req_int(r, rev);
+	store_req_int(r, w->lease_ms);
+	store_req_str(r, w->owner != NULL ? w->owner : "");
+	store_req_int(r, st->saga_ttl);
+	store_req_str(r, store_state_terminal(s->state) ? "1" : w->reopen ? "2" : "0");
+	store_req_int(r, st->events_max);
 	if (w->pod != NULL)
 		nf++;
 	if (w->callback != NULL)
 		nf++;
-	req_int(r, nf);
+	store_req_int(r, nf);
 	/* flow, mode, created and id never change after the create. */
 	if (rev == 0) {
 		field(r, "flow", s->flow);
@@ -1777,15 +1286,15 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 	if (w->callback != NULL)
 		field(r, "callback", w->callback);
 	/* Packed straight into the request: no buffer of its own. */
-	req_str(r, "pb");
+	store_req_str(r, "pb");
 	len = saga__v1__saga__get_packed_size(s);
 	saga__v1__saga__pack(s, (uint8_t *)seg_open(&r->args, len));
 
-	req_int(r, (long long)w->nevents);
+	store_req_int(r, (long long)w->nevents);
 	for (i = 0; i < w->nevents; i++) {
 		ev = w->events[i];
-		req_str(r, ev->step != NULL ? ev->step : "");
-		req_str(r, enum_name(&saga__v1__state__descriptor,
+		store_req_str(r, ev->step != NULL ? ev->step : "");
+		store_req_str(r, enum_name(&saga__v1__state__descriptor,
 		    ev->state));
 		len = saga__v1__saga_event__get_packed_size(ev);
 		saga__v1__saga_event__pack(ev,
@@ -1799,7 +1308,7 @@ store_create(struct store *st, const struct store_write *w,
 {
 	struct req *r;
 
-	r = req_new(st, &st->main, REQ_CREATE);
+	r = store_req_new(st, &st->main, REQ_CREATE);
 	r->cb.saga = cb;
 	r->arg = arg;
 	if (w->saga == NULL || !id_ok(w->saga->id)) {
@@ -1816,7 +1325,7 @@ store_update(struct store *st, const struct store_write *w,
 {
 	struct req *r;
 
-	r = req_new(st, &st->main, REQ_UPDATE);
+	r = store_req_new(st, &st->main, REQ_UPDATE);
 	r->cb.rev = cb;
 	r->arg = arg;
 	if (w->saga == NULL || !id_ok(w->saga->id)) {
@@ -1838,7 +1347,7 @@ store_get(struct store *st, const char *id, store_saga_cb *cb, void *arg)
 	char *k;
 	size_t len;
 
-	r = req_new(st, &st->main, REQ_GET);
+	r = store_req_new(st, &st->main, REQ_GET);
 	r->cb.saga = cb;
 	r->arg = arg;
 	if (!id_ok(id)) {
@@ -1848,8 +1357,8 @@ store_get(struct store *st, const char *id, store_saga_cb *cb, void *arg)
 	len = strlen(id) + sizeof("saga:{}");
 	k = util_xcalloc(1, len);
 	snprintf(k, len, "saga:{%s}", id);
-	req_str(r, "HGETALL");
-	req_str(r, k);
+	store_req_str(r, "HGETALL");
+	store_req_str(r, k);
 	free(k);
 	req_submit(r);
 }
@@ -1862,7 +1371,7 @@ store_lease_renew(struct store *st, const char *owner,
 	struct req *r;
 	size_t i;
 
-	r = req_new(st, &st->main, REQ_RENEW);
+	r = store_req_new(st, &st->main, REQ_RENEW);
 	r->cb.ids = cb;
 	r->arg = arg;
 	if (owner == NULL || owner[0] == '\0' || lease_ms <= 0) {
@@ -1871,10 +1380,10 @@ store_lease_renew(struct store *st, const char *owner,
 	}
 	r->script = SCRIPT_RENEW;
 	seg_arg(&r->keys, LEASES_KEY, sizeof(LEASES_KEY) - 1);
-	req_str(r, owner);
-	req_int(r, lease_ms);
+	store_req_str(r, owner);
+	store_req_int(r, lease_ms);
 	for (i = 0; i < nids; i++)
-		req_str(r, ids[i]);
+		store_req_str(r, ids[i]);
 	req_submit(r);
 }
 
@@ -1884,7 +1393,7 @@ store_lease_claim(struct store *st, const char *claimer, int max,
 {
 	struct req *r;
 
-	r = req_new(st, &st->main, REQ_CLAIM);
+	r = store_req_new(st, &st->main, REQ_CLAIM);
 	r->cb.ids = cb;
 	r->arg = arg;
 	if (claimer == NULL || claimer[0] == '\0' || max <= 0 ||
@@ -1895,8 +1404,100 @@ store_lease_claim(struct store *st, const char *claimer, int max,
 	}
 	r->script = SCRIPT_CLAIM;
 	seg_arg(&r->keys, LEASES_KEY, sizeof(LEASES_KEY) - 1);
-	req_str(r, claimer);
-	req_int(r, lease_ms);
-	req_int(r, max);
+	store_req_str(r, claimer);
+	store_req_int(r, lease_ms);
+	store_req_int(r, max);
+	req_submit(r);
+}
+
+/* The saga's hash key alone: saga:{ID}. */
+static void
+hash_key(struct req *r, const char *id)
+{
+	size_t	 len = strlen(id);
+	char	*p = seg_open(&r->keys, len + sizeof("saga:{}") - 1);
+
+	memcpy(p, "saga:{", 6);
+	memcpy(p + 6, id, len);
+	p[6 + len] = '}';
+}
+
+void
+store_cancel(struct store *st, const char *id, const char *reason,
+    store_saga_cb *cb, void *arg)
+{
+	struct req *r;
+
+	r = store_req_new(st, &st->main, REQ_CANCEL);
+	r->cb.saga = cb;
+	r->arg = arg;
+	if (!id_ok(id)) {
+		req_defer(r, STORE_ERROR, "bad saga id");
+		return;
+	}
+	r->script = SCRIPT_CANCEL;
+	hash_key(r, id);
+	store_req_str(r, reason != NULL ? reason : "");
+	req_submit(r);
+}
+
+/* The index set of one state, of one flow, or of both. */
+static void
+index_key(struct req *r, const char *flow, const char *state)
+{
+	char key[512];
+
+	if (flow != NULL && state != NULL)
+		snprintf(key, sizeof(key), "saga:idx:fs:%s:%s", flow, state);
+	else if (state != NULL)
+		snprintf(key, sizeof(key), "saga:idx:s:%s", state);
+	else if (flow != NULL)
+		snprintf(key, sizeof(key), "saga:idx:f:%s", flow);
+	else
+		snprintf(key, sizeof(key), "saga:idx:all");
+	seg_arg(&r->keys, key, strlen(key));
+}
+
+void
+store_list(struct store *st, const struct store_list_query *q,
+    store_list_cb *cb, void *arg)
+{
+	const char	*flow = q->flow != NULL && *q->flow ? q->flow : NULL;
+	struct req	*r;
+
+	r = store_req_new(st, &st->main, REQ_LIST);
+	r->cb.list = cb;
+	r->arg = arg;
+	r->nbatch = q->limit;		/* the page size, for the reply */
+	if (q->limit < 1 || q->limit > 1000 || q->nstates > 16 ||
+	    (q->after_id != NULL && !id_ok(q->after_id))) {
+		req_defer(r, STORE_ERROR, "bad list query");
+		return;
+	}
+	r->script = SCRIPT_LIST;
+	if (q->nstates == 0)
+		index_key(r, flow, NULL);
+	for (size_t i = 0; i < q->nstates; i++)
+		index_key(r, flow, q->states[i]);
+	/* Scores are creation ms: until is exclusive, since inclusive. */
+	store_req_int(r, q->until_ms > 0 ? q->until_ms - 1 :
+	    9007199254740991LL);
+	store_req_int(r, q->since_ms > 0 ? q->since_ms : 0);
+	store_req_int(r, q->after_id != NULL ? q->after_ms : 0);
+	store_req_str(r, q->after_id != NULL ? q->after_id : "");
+	store_req_int(r, q->limit);
+	req_submit(r);
+}
+
+void
+store_index_expire(struct store *st, int max, store_ids_cb *cb, void *arg)
+{
+	struct req *r;
+
+	r = store_req_new(st, &st->main, REQ_EXPIRE);
+	r->cb.ids = cb;
+	r->arg = arg;
+	r->script = SCRIPT_EXPIRE;
+	store_req_int(r, max > 0 ? max : 256);
 	req_submit(r);
 }

@@ -52,6 +52,8 @@ enum store_result {
 	STORE_CONFLICT,		/* the expected revision is not the current */
 	STORE_UNAVAILABLE,	/* Redis is down or the call timed out */
 	STORE_BUSY,		/* a bound was hit (too many watches) */
+	STORE_UNCHANGED,	/* cancel: the saga compensates already */
+	STORE_ENDED,		/* cancel: the saga has ended */
 	STORE_ERROR,		/* anything else; the error string says what */
 };
 
@@ -84,6 +86,8 @@ struct store_saga {
 	const char	*pod;		/* "" when not set */
 	const char	*owner;		/* holder of the lease, "" if none */
 	const char	*callback;	/* callback URL, "" if none */
+	const char	*cancel;	/* an operator's cancel reason, "" if
+					   none (see store_cancel) */
 };
 
 /*
@@ -113,8 +117,13 @@ struct store_write {
 /* err is NULL on STORE_OK and a sentence otherwise. */
 typedef void	store_saga_cb(enum store_result, struct store_saga *,
 		    const char *err, void *arg);
-typedef void	store_rev_cb(enum store_result, int64_t rev, const char *err,
-		    void *arg);
+/*
+ * An update's answer. cancel is NULL, or the reason of an operator's Cancel
+ * when the saga, as written, is still PENDING or RUNNING: the driver must
+ * start no further action and compensate instead.
+ */
+typedef void	store_rev_cb(enum store_result, int64_t rev, const char *cancel,
+		    const char *err, void *arg);
 typedef void	store_ids_cb(enum store_result, char *const *ids, size_t n,
 		    const char *err, void *arg);
 /*
@@ -166,6 +175,48 @@ void	 store_lease_renew(struct store *, const char *owner,
  */
 void	 store_lease_claim(struct store *, const char *claimer, int max,
 	    int lease_ms, store_ids_cb *, void *);
+
+/*
+ * An operator's Cancel of a PENDING or RUNNING saga: marks it with reason
+ * (STORE_OK); the process driving it learns it from its next write or read
+ * (store_rev_cb's cancel, store_saga's cancel). STORE_UNCHANGED when it
+ * compensates already, STORE_ENDED when it has ended (both with the saga
+ * as it stands), or STORE_NOT_FOUND.
+ */
+void	 store_cancel(struct store *, const char *id, const char *reason,
+	    store_saga_cb *, void *);
+
+/*
+ * List: sagas from the index, newest first by creation time, ties by id in
+ * reverse. The index is kept by the write script in the call that changes
+ * a saga's state, so it never disagrees with the records, and a page costs
+ * the same whatever the number of sagas stored.
+ */
+struct store_list_query {
+	const char *const *states;	/* "STATE_FAILED"...; none: all */
+	size_t		   nstates;
+	const char	  *flow;	/* NULL or "": every flow */
+	int64_t		   since_ms;	/* created at or after; 0: no bound */
+	int64_t		   until_ms;	/* created before; 0: no bound */
+	int64_t		   after_ms;	/* the cursor: the last saga of the */
+	const char	  *after_id;	/* previous page; NULL: first page */
+	int		   limit;	/* sagas at most, 1 to 1000 */
+};
+/*
+ * sagas[n] (valid during the call), more set when a next page exists, and
+ * then the cursor of the next page (last_ms, last_id).
+ */
+typedef void	store_list_cb(enum store_result, Saga__V1__Saga *const *sagas,
+		    size_t n, int more, int64_t last_ms, const char *last_id,
+		    const char *err, void *arg);
+void	 store_list(struct store *, const struct store_list_query *,
+	    store_list_cb *, void *);
+
+/*
+ * Takes up to max sagas that expired out of the index (a master's cron
+ * calls it); cb gets their count in n, ids NULL.
+ */
+void	 store_index_expire(struct store *, int max, store_ids_cb *, void *);
 
 /*
  * Replays the saga's events from the start, then follows new ones until its

@@ -56,6 +56,7 @@ struct wengine_stats {
 	uint64_t	 naks;		/* messages handed back for later */
 	uint64_t	 delivered;	/* callbacks answered 2xx */
 	uint64_t	 given_up;	/* callbacks abandoned */
+	uint64_t	 cancelled;	/* sagas an operator's Cancel stopped */
 };
 
 /* NULL with err when the topic is not in the config. */
@@ -79,6 +80,11 @@ int		 wengine_set_config(struct wengine *, struct config *,
 		    char *err, size_t errlen);
 int		 wengine_inflight(const struct wengine *);
 void		 wengine_stats(const struct wengine *, struct wengine_stats *);
+/*
+ * Periodic work (about once a second): listens on saga.cancel once the bus
+ * is up, so that an operator's Cancel stops a call in flight at once.
+ */
+void		 wengine_cron(struct wengine *);
 /*
  * Stops all work at once: calls in flight are cancelled and the messages
  * left unfinished (the bus redelivers them once closed). Call before

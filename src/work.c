@@ -184,3 +184,32 @@ work_done_unpack(const uint8_t *buf, size_t len, char *id, size_t idlen,
 	sagad__v1__done__free_unpacked(pb, NULL);
 	return 0;
 }
+
+uint8_t *
+work_cancel_pack(const char *saga_id, const char *reason, size_t *len)
+{
+	Sagad__V1__Cancel	 pb;
+	uint8_t			*buf;
+
+	sagad__v1__cancel__init(&pb);
+	pb.saga_id = (char *)(uintptr_t)saga_id;
+	pb.reason = (char *)(uintptr_t)(reason != NULL ? reason : "");
+	*len = sagad__v1__cancel__get_packed_size(&pb);
+	buf = util_xcalloc(1, *len + 1);
+	sagad__v1__cancel__pack(&pb, buf);
+	return buf;
+}
+
+int
+work_cancel_unpack(const uint8_t *buf, size_t len, char *id, size_t idlen,
+    char *reason, size_t reasonlen)
+{
+	Sagad__V1__Cancel *pb = sagad__v1__cancel__unpack(NULL, len, buf);
+
+	if (pb == NULL)
+		return -1;
+	snprintf(id, idlen, "%s", pb->saga_id);
+	snprintf(reason, reasonlen, "%s", pb->reason);
+	sagad__v1__cancel__free_unpacked(pb, NULL);
+	return *id != '\0' ? 0 : -1;
+}

@@ -25,6 +25,7 @@
 
 #define WORK_STREAM_SUBJECTS	"saga.work.>"
 #define WORK_CALLBACK_SUBJECT	"saga.work.callback"
+#define WORK_CANCEL_SUBJECT	"saga.cancel"	/* outside the stream */
 #define WORK_CALLBACK_TOPIC	"callbacks"	/* the supervisor's topic name */
 #define WORK_SUBJECT_MAX	512
 
@@ -86,6 +87,11 @@ int	 work_unpack(struct work *, const uint8_t *, size_t, char *err,
 void	 work_clear(struct work *);
 
 uint8_t	*work_done_pack(const char *saga_id, int state, size_t *len);
+/* The Cancel notice; unpack fills id and reason (truncated to fit). */
+uint8_t	*work_cancel_pack(const char *saga_id, const char *reason,
+	    size_t *len);
+int	 work_cancel_unpack(const uint8_t *, size_t, char *id, size_t idlen,
+	    char *reason, size_t reasonlen);
 int	 work_done_unpack(const uint8_t *, size_t, char *id, size_t idlen,
 	    int *state);
 

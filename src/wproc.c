@@ -332,6 +332,7 @@ cron_cb(evutil_socket_t fd SAGAD_UNUSED, short what SAGAD_UNUSED, void *arg)
 		    w->cfg->nats.url);
 	}
 	wproc_consume(w);
+	wengine_cron(w->engine);
 }
 
 /*

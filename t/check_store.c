@@ -204,6 +204,7 @@ struct res {
 	char			 owner[64];
 	char			 pod[64];
 	char			 callback[64];
+	char			 cancel[64];
 	int			 step;
 	int			 compensate;
 	int			 attempt;
@@ -237,19 +238,23 @@ saga_cb(enum store_result r, struct store_saga *rec, const char *err,
 		snprintf(x->pod, sizeof(x->pod), "%s", rec->pod);
 		snprintf(x->callback, sizeof(x->callback), "%s",
 		    rec->callback);
+		snprintf(x->cancel, sizeof(x->cancel), "%s", rec->cancel);
 		x->saga = rec->saga;	/* steal it */
 		rec->saga = NULL;
 	}
 }
 
 static void
-rev_cb(enum store_result r, int64_t rev, const char *err, void *arg)
+rev_cb(enum store_result r, int64_t rev, const char *cancel, const char *err,
+    void *arg)
 {
 	struct res *x = arg;
 
 	x->n++;
 	x->r = r;
 	x->rev = rev;
+	snprintf(x->cancel, sizeof(x->cancel), "%s", cancel != NULL ? cancel :
+	    "");
 	if (err != NULL)
 		snprintf(x->err, sizeof(x->err), "%s", err);
 }
@@ -788,9 +793,9 @@ START_TEST(terminal_state_sets_ttl_and_drops_the_lease)
 	freeReplyObject(rep);
 	ck_assert_int_eq(rint_cmd(rc, "TTL %s", "saga:{s-end}"), -1);
 
-	t.s.state = SAGA__V1__STATE__STATE_FAILED;
-	t.s.error = "CreatePayment: compensation retries spent";
-	step_event(&t, "", SAGA__V1__STATE__STATE_FAILED);
+	t.s.state = SAGA__V1__STATE__STATE_COMPENSATED;
+	t.s.error = "CreatePayment: ABORTED: no";
+	step_event(&t, "", SAGA__V1__STATE__STATE_COMPENSATED);
 	update(base, st, &t, 1, &x);
 	ck_assert_int_eq(x.r, STORE_OK);
 	ttl = rint_cmd(rc, "TTL %s", "saga:{s-end}");
@@ -801,7 +806,7 @@ START_TEST(terminal_state_sets_ttl_and_drops_the_lease)
 	ck_assert_int_eq(rep->type, REDIS_REPLY_NIL);
 	freeReplyObject(rep);
 	rep = redisCommand(rc, "HGET saga:{s-end} error");
-	ck_assert_str_eq(rep->str, "CreatePayment: compensation retries spent");
+	ck_assert_str_eq(rep->str, "CreatePayment: ABORTED: no");
 	freeReplyObject(rep);
 	redisFree(rc);
 	store_free(st);
@@ -828,7 +833,9 @@ START_TEST(reopening_an_ended_saga_drops_its_expiry_and_old_events)
 	step_event(&t, "", SAGA__V1__STATE__STATE_FAILED);
 	update(base, st, &t, 1, &x);
 	ck_assert_int_eq(x.r, STORE_OK);
-	ck_assert_int_gt(rint_cmd(rc, "TTL %s", "saga:{s-re}"), 0);
+	/* FAILED waits for an operator: it never expires. */
+	ck_assert_int_eq(rint_cmd(rc, "TTL %s", "saga:{s-re}"), -1);
+	ck_assert_int_eq(rint_cmd(rc, "TTL %s", "saga:{s-re}:events"), -1);
 
 	/* Queued again: running, so no expiry, and a history of this run. */
 	t.s.state = SAGA__V1__STATE__STATE_PENDING;

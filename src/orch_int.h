@@ -1,0 +1,233 @@
+/*
+ * orch_int.h - what the files of the Orchestrator service share, and
+ * nothing outside them includes. The service is split by concern, each
+ * file one role:
+ *
+ *   orch.c         the gRPC handlers of Run and ListFlows, the checks of a
+ *                  request, the object's life and its cron
+ *   orch_sync.c    the sync engine: a saga driven on the master's loop
+ *   orch_admit.c   per-service admission (max_inflight, max_queue)
+ *   orch_launch.c  async and throttling Runs: the launch on the bus, and
+ *                  the holds of throttling calls until their saga ends
+ *   orch_follow.c  callers of sagas run elsewhere (joins), Get and Watch
+ *   orch_sweep.c   leases of the sagas in flight, and the sweeper that
+ *                  claims those of a master that died
+ *
+ * The rules of a saga are saga.c's and the moves on one are driver.c's.
+ */
+#ifndef SAGAD_ORCH_INT_H
+#define SAGAD_ORCH_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "config.h"
+#include "driver.h"
+#include "idtable.h"
+#include "orch.h"
+#include "saga/v1/saga.pb-c.h"
+#include "store.h"
+
+struct bus;
+struct bus_listener;
+struct event;
+struct grpc_call;
+struct grpc_channel;
+struct grpc_client_call;
+
+#define ORCH_ID_MAX		128	/* longest saga id a caller may give */
+#define ORCH_SWEEP_MS		1000	/* sweeper period */
+#define ORCH_SWEEP_BATCH	64	/* sagas claimed at most per sweep */
+#define ORCH_RETRY_MIN_MS	50	/* first retry of a failed write */
+#define ORCH_RETRY_MAX_MS	2000
+#define ORCH_POLL_MS		1000	/* held sagas looked up in the store */
+#define ORCH_POLL_BATCH		512	/* lookups at most per poll */
+#define ORCH_URL_MAX		2048	/* longest callback_url */
+
+struct run;
+TAILQ_HEAD(runq, run);
+
+/* What the master knows of one upstream service, across reloads. */
+struct svc {
+	char			*name;
+	int			 max_inflight;
+	int			 max_queue;
+	int			 inflight;
+	int			 queued;
+	int			 starting;	/* admitted, first call not made */
+	struct grpc_channel	*ch;
+	char			 host[256];
+	int			 port;
+	struct runq		 waiting;
+	struct svc		*next;
+};
+
+/* A caller waiting for a saga's end: its Run call. */
+struct waiter {
+	struct grpc_call	*call;
+	struct run		*run;
+	struct waiter		*next;
+};
+
+/* A sync saga this master drives. */
+struct run {
+	struct orch		*o;
+	struct driver		 d;
+	struct waiter		*waiters;
+	struct svc		*svc;		/* queued for a slot of this one */
+	struct svc		*slot;		/* holds a slot of this one */
+	struct svc		*first;		/* counted in its starting */
+	struct grpc_client_call	*call;
+	struct event		*timer;
+	void			(*timer_fn)(struct run *);
+	void			(*then)(struct run *);	/* after a write */
+	int			 retry_ms;
+	int			 store_busy;	/* a store call is pending */
+	int			 creating;	/* store_create not answered */
+	int			 ended;
+	int			 lost;		/* another master owns it now */
+	char			*cancel;	/* a Cancel waiting for a write */
+	struct idtable_entry	 ent;		/* o->runs_by_id */
+	TAILQ_ENTRY(run)	 qlink;		/* svc->waiting */
+	TAILQ_ENTRY(run)	 all;
+};
+
+/* A caller of Run or Get for a saga another process is running. */
+struct join {
+	struct orch		*o;
+	struct grpc_call	*call;
+	struct store_watch	*watch;
+	char			*id;
+	int			 getting;
+};
+
+/* A caller of Run held until its throttling saga ends. */
+struct holder {
+	struct grpc_call	*call;
+	struct hold		*h;
+	struct holder		*next;
+};
+
+/* Sagas of one flow this master holds calls for: what max_queue bounds. */
+struct flowq {
+	char			*name;
+	size_t			 held;
+	struct flowq		*next;
+};
+
+/*
+ * A throttling saga this master holds calls for until it ends: the end is
+ * heard on saga.done.<pod_id>, or found by the poll of the store that
+ * catches notices lost while the bus was away. It stays while its saga
+ * runs, callers or not, since it counts against its flow's max_queue.
+ */
+struct hold {
+	struct orch		*o;
+	char			*id;
+	struct flowq		*fq;
+	struct holder		*callers;
+	int			 launching;	/* launches not done with it */
+	int			 getting;	/* a store_get is pending */
+	struct idtable_entry	 ent;		/* o->holds_by_id */
+	TAILQ_ENTRY(hold)	 all;
+};
+
+/*
+ * An async or throttling Run from its first write to its answer: create
+ * the saga (PENDING), publish its first work and wait for the broker's
+ * acknowledgement. Async callers are answered then; throttling callers
+ * wait in the saga's hold.
+ */
+struct launch {
+	struct orch		*o;
+	struct grpc_call	*call;		/* async: NULL once gone */
+	struct hold		*h;		/* throttling */
+	struct driver		 d;
+	char			*why;		/* why it was not queued */
+	int			 reopen;	/* the record ended: run again */
+	TAILQ_ENTRY(launch)	 all;
+};
+
+struct orch {
+	struct event_base	*base;
+	struct config		*cfg;
+	struct grpc_server	*srv;
+	struct grpc_client	*client;
+	struct store		*store;
+	char			*owner;
+	struct svc		*svcs;
+	struct idtable		 runs_by_id;
+	TAILQ_HEAD(, run)	 runs;
+	uint64_t		 rng;
+	int			 draining;
+	int			 closing;
+	int64_t			 last_renew_ms;
+	int64_t			 last_sweep_ms;
+	int			 sweeping;
+	int			 renewing;
+	struct bus		*bus;
+	struct bus_listener	*done_l;
+	char			*done_subject;
+	struct idtable		 holds_by_id;
+	size_t			 nholders;	/* callers in all holds */
+	TAILQ_HEAD(, hold)	 holds;
+	struct flowq		*flowqs;
+	TAILQ_HEAD(, launch)	 launches;
+	size_t			 nlaunches;
+	int64_t			 last_poll_ms;
+	int64_t			 drain_ms;	/* when orch_drain ran */
+	int			 listen_failed;	/* logged once */
+	struct orch_stats	 st;
+	util_log_fn		 log;
+	void			*log_arg;
+};
+
+void	 orch_log(struct orch *, enum util_level, const char *id,
+	    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* The Run's context into a new saga. */
+void	 orch_context_load(struct saga *, const Saga__V1__RunRequest *);
+
+/* orch_admit.c */
+struct svc *admit_svc(struct orch *, const struct config_service *);
+void	 admit_configure(struct orch *);
+int	 admit_run(struct orch *, const struct config_flow *, char *err,
+	    size_t errlen);
+void	 admit_release(struct svc *);
+void	 admit_free(struct orch *);
+
+/* orch_sync.c */
+struct run *sync_find(struct orch *, const char *id);
+void	 sync_wait(struct run *, struct grpc_call *);
+void	 sync_start(struct orch *, struct grpc_call *,
+	    const struct config_flow *, const char *id,
+	    const Saga__V1__RunRequest *);
+void	 sync_recover(struct orch *, struct store_saga *);
+void	 sync_call(struct run *);
+void	 sync_cancel(struct orch *, const char *id, const char *reason);
+int	 sync_retry(struct orch *, struct grpc_call *, struct store_saga *,
+	    char *err, size_t errlen);
+void	 sync_close(struct orch *);
+void	 sync_free(struct orch *);
+
+/* orch_launch.c */
+struct hold *launch_find_hold(struct orch *, const char *id);
+void	 launch_wait(struct hold *, struct grpc_call *);
+void	 launch_start(struct orch *, struct grpc_call *,
+	    const struct config_flow *, enum saga_mode, const char *id,
+	    const Saga__V1__RunRequest *);
+void	 launch_cron(struct orch *, int64_t now_ms);
+void	 launch_give_up(struct orch *);
+void	 launch_close(struct orch *);
+void	 launch_free_all(struct orch *);
+
+/* orch_follow.c */
+void	 follow_start(struct orch *, struct grpc_call *, const char *id);
+void	 follow_get(struct grpc_call *, void *orch);
+void	 follow_watch(struct grpc_call *, void *orch);
+
+/* orch_sweep.c */
+void	 sweep_cron(struct orch *, int64_t now_ms);
+
+#endif

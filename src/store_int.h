@@ -1,0 +1,179 @@
+/*
+ * store_int.h - what the files of the saga store share, and nothing else
+ * includes: store.c (connections, requests, writes and reads), store_lua.c
+ * (the scripts Redis runs) and store_watch.c (Watch: following a saga's
+ * event stream). See store.c for how the store works.
+ */
+#ifndef SAGAD_STORE_INT_H
+#define SAGAD_STORE_INT_H
+
+#include <sys/queue.h>
+
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+#include "store.h"
+
+#define XREAD_COUNT	256	/* entries per stream per XREAD */
+
+enum {
+	SCRIPT_WRITE, SCRIPT_RENEW, SCRIPT_CLAIM, SCRIPT_CANCEL, SCRIPT_LIST,
+	SCRIPT_EXPIRE, NSCRIPTS
+};
+extern const char *const store_scripts[NSCRIPTS];
+
+struct event;
+
+/*
+ * HELLO: connected, but not up until Redis answers PING; a server that is
+ * still loading its data set accepts connections and answers -LOADING.
+ */
+enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_HELLO, CONN_UP };
+
+enum req_kind {
+	REQ_CREATE, REQ_UPDATE, REQ_GET, REQ_RENEW, REQ_CLAIM,
+	REQ_WCHECK,	/* does the watched saga exist */
+	REQ_XREAD, REQ_CLIENTID, REQ_UNBLOCK, REQ_LOAD, REQ_PING,
+	REQ_BATCH,	/* carries REQ_CREATE and REQ_UPDATE requests */
+	REQ_CANCEL, REQ_LIST, REQ_EXPIRE,
+};
+
+/*
+ * Arguments already in the protocol's form ("$LEN\r\nDATA\r\n" each), so
+ * that sending a command is one copy into the output buffer and building
+ * one costs no allocation per argument.
+ */
+struct seg {
+	char			*p;
+	size_t			 len;
+	size_t			 cap;
+	int			 n;		/* arguments in it */
+};
+
+struct req;
+TAILQ_HEAD(reqlist, req);
+
+struct conn {
+	struct store		*st;
+	int			 watch;		/* the watcher connection */
+	redisAsyncContext	*ac;
+	enum conn_state		 state;
+	struct reqlist		 inflight;	/* oldest first, as replies come */
+	int64_t			 since;		/* mono ms of the last connect */
+	int64_t			 retry_at;	/* mono ms of the next attempt */
+	int64_t			 backoff;
+	int			 killed;	/* we shut its socket down */
+	long long		 client_id;	/* watch: for CLIENT UNBLOCK */
+	int			 pinging;	/* HELLO: a PING is in flight */
+	int64_t			 ping_at;	/* HELLO: mono ms of the next */
+};
+
+struct req {
+	TAILQ_ENTRY(req)	 entry;
+	struct store		*st;
+	struct conn		*conn;
+	enum req_kind		 kind;
+	int			 script;	/* SCRIPT_* or -1 */
+	int			 load;		/* REQ_LOAD: which script */
+	int64_t			 sent;		/* mono ms */
+	int64_t			 timeout;	/* ms the reply may take */
+	struct seg		 keys;		/* script: its KEYS */
+	struct seg		 args;		/* the command, or ARGV */
+	struct reqlist		 batch;		/* REQ_BATCH: its writes */
+	int			 nbatch;
+	union {
+		store_saga_cb	*saga;
+		store_rev_cb	*rev;
+		store_ids_cb	*ids;
+		store_list_cb	*list;
+	}			 cb;
+	void			*arg;
+	struct store_watch	*w;
+	enum store_result	 fail;		/* deferred failure */
+	char			*failerr;
+};
+
+enum watch_state { WATCH_CHECK, WATCH_FOLLOW, WATCH_FAIL };
+
+struct store_watch {
+	TAILQ_ENTRY(store_watch) entry;
+	struct store		*st;
+	enum watch_state	 state;
+	char			*id;
+	char			*key;		/* saga:{ID}:events */
+	uint64_t		 last_ms;	/* last entry delivered */
+	uint64_t		 last_seq;
+	store_event_cb		*cb;
+	void			*arg;
+	int			 cancelled;	/* by the caller */
+	int			 ended;		/* last callback made */
+	int			 busy;		/* a request points at it */
+	enum store_result	 fail;
+	char			 failerr[128];
+};
+
+TAILQ_HEAD(watchlist, store_watch);
+
+struct store {
+	struct event_base	*base;
+	char			*host;
+	int			 port;
+	int			 saga_ttl;
+	int			 events_max;
+	int			 backoff_min;
+	int			 backoff_max;
+	int			 cmd_timeout;
+	int			 max_watches;
+	int			 block_ms;
+
+	struct conn		 main;
+	struct conn		 wconn;
+	char			 sha[NSCRIPTS][41];
+
+	struct event		*cron;
+	struct event		*defer;		/* delivers deferred failures */
+	struct reqlist		 deferred;
+	struct event		*flush;		/* sends the queued writes */
+	struct reqlist		 queued;	/* writes for the next batch */
+	int			 nqueued;
+	struct reqlist		 spare;		/* freed requests to reuse */
+	int			 nspare;
+	struct seg		 out;		/* the command being sent */
+
+	struct watchlist	 watches;
+	int			 wdepth;	/* inside watch callbacks */
+	int			 wdirty;	/* the XREAD misses a stream */
+	int			 xreading;	/* an XREAD is in flight */
+	int			 unblocking;	/* a CLIENT UNBLOCK is */
+	int			 closing;
+
+	store_status_cb		*status_cb;
+	void			*status_arg;
+};
+
+
+/* store.c */
+struct req	*store_req_new(struct store *, struct conn *, enum req_kind);
+void		 store_req_arg(struct req *, const void *, size_t);
+void		 store_req_str(struct req *, const char *);
+void		 store_req_int(struct req *, long long);
+void		 store_req_free(struct req *);
+int		 store_req_send(struct req *);
+void		 store_req_fail(struct req *, enum store_result, const char *);
+void		 store_conn_connect(struct conn *);
+int		 store_state_terminal(int state);
+
+/* store_watch.c */
+void		 store_reply_xread(struct store *, const redisReply *);
+void		 store_watch_kick(struct store *);
+void		 store_watch_end(struct store_watch *, enum store_result,
+		    const char *);
+void		 store_watch_sweep(struct store *);
+int		 store_watch_live(const struct store_watch *);
+void		 store_watch_free(struct store_watch *);
+void		 store_watches_fail(struct store *, enum watch_state,
+		    enum store_result, const char *);
+
+#endif

@@ -1,0 +1,306 @@
+/*
+ * store_lua.c - the Lua scripts the saga store runs inside Redis (see
+ * store.c): every state change is one of them, so that a check and the
+ * change it guards happen at once. Loaded with SCRIPT LOAD after each
+ * connect and called with EVALSHA.
+ */
+#include "autoconf.h"
+
+#include "store_int.h"
+
+/*
+ * The one script for every saga write, and for several at once: writes
+ * issued during one turn of the loop travel as one EVALSHA (see
+ * batch_flush), which spares Redis most of the fixed cost of a script call.
+ * KEYS holds three keys per write; ARGV[1] is the number of writes, then
+ * each write's own argument count and arguments. Each write keeps its own
+ * revision check and its own result, and a write that fails (a Redis error
+ * inside it) fails alone: the reply is one result per write, in order.
+ *
+ * Expected revision 0 means create: it answers EXISTS with the stored hash
+ * when the saga is there. The lease expiry is taken from Redis' clock
+ * (TIME) so masters need not agree on time. It is the hot path of every
+ * saga (a few writes each), so a write makes one HSET and one XADD: the
+ * events of one write share one stream entry, as repeated step/state/pb
+ * fields, in order. A write's 6th argument says what it does to the
+ * saga's life: "1" ends it (no lease, expiries set), "2" reopens an ended
+ * one (expiry dropped, and its old events, so that a Watch follows the new
+ * run to its end instead of stopping at the old one), "0" neither.
+ */
+/*
+ * The index behind List (store.h): sorted sets of saga ids scored by their
+ * creation time, one of all sagas, one per state, one per flow and one per
+ * (flow, state). The write script keeps them in the same call that changes
+ * a saga's state, so the index never disagrees with the records. Ended
+ * sagas that expire are listed in saga:idx:exp as "STATE|flow|id" with the
+ * time they expire, so that the expiry script (a master's cron) can take
+ * them out of the index even once their hash is gone.
+ */
+#define INDEX_LUA \
+	"local EXPIRY = 'saga:idx:exp'\n" \
+	"local function index_keys(flow, st)\n" \
+	"  return 'saga:idx:s:' .. st, 'saga:idx:fs:' .. flow .. ':' .. st\n" \
+	"end\n" \
+	"local function index_add(flow, st, created, id, new)\n" \
+	"  local a, b = index_keys(flow, st)\n" \
+	"  redis.call('ZADD', a, created, id)\n" \
+	"  redis.call('ZADD', b, created, id)\n" \
+	"  if new then\n" \
+	"    redis.call('ZADD', 'saga:idx:all', created, id)\n" \
+	"    redis.call('ZADD', 'saga:idx:f:' .. flow, created, id)\n" \
+	"  end\n" \
+	"end\n" \
+	"local function index_del(flow, st, id, all)\n" \
+	"  local a, b = index_keys(flow, st)\n" \
+	"  redis.call('ZREM', a, id)\n" \
+	"  redis.call('ZREM', b, id)\n" \
+	"  if all then\n" \
+	"    redis.call('ZREM', 'saga:idx:all', id)\n" \
+	"    redis.call('ZREM', 'saga:idx:f:' .. flow, id)\n" \
+	"  end\n" \
+	"end\n"
+
+static const char script_write[] =
+	INDEX_LUA
+	"local function write(k, a)\n"
+	"  local h = KEYS[k + 1]\n"
+	"  local id = ARGV[a + 1]\n"
+	"  local exp = tonumber(ARGV[a + 2])\n"
+	"  local cur = tonumber(redis.call('HGET', h, 'rev') or 0)\n"
+	"  if cur ~= exp then\n"
+	"    if exp == 0 then\n"
+	"      return {'EXISTS', redis.call('HGETALL', h)}\n"
+	"    end\n"
+	"    if cur == 0 then return {'NOTFOUND'} end\n"
+	"    return {'CONFLICT', cur}\n"
+	"  end\n"
+	"  local nf = tonumber(ARGV[a + 8])\n"
+	"  local f = {}\n"
+	"  local st, flow, created\n"
+	"  for x = a + 9, a + 8 + 2 * nf, 2 do\n"
+	"    f[#f + 1] = ARGV[x]\n"
+	"    f[#f + 1] = ARGV[x + 1]\n"
+	"    if ARGV[x] == 'state' then st = ARGV[x + 1]\n"
+	"    elseif ARGV[x] == 'flow' then flow = ARGV[x + 1]\n"
+	"    elseif ARGV[x] == 'created' then created = ARGV[x + 1] end\n"
+	"  end\n"
+	"  local old = nil\n"
+	"  if cur == 0 then\n"
+	"    index_add(flow, st, created, id, true)\n"
+	"  else\n"
+	"    local o = redis.call('HMGET', h, 'state', 'flow', 'created')\n"
+	"    old, flow, created = o[1], o[2], o[3]\n"
+	"    if old ~= st then\n"
+	"      index_del(flow, old, id, false)\n"
+	"      index_add(flow, st, created, id, false)\n"
+	"    end\n"
+	"  end\n"
+	"  local i = a + 9 + 2 * nf\n"
+	"  local rev = cur + 1\n"
+	"  f[#f + 1] = 'rev'\n"
+	"  f[#f + 1] = rev\n"
+	"  if ARGV[a + 4] ~= '' then\n"
+	"    f[#f + 1] = 'owner'\n"
+	"    f[#f + 1] = ARGV[a + 4]\n"
+	"  end\n"
+	"  if ARGV[a + 6] == '2' then\n"
+	"    redis.call('PERSIST', h)\n"
+	"    redis.call('DEL', KEYS[k + 2])\n"
+	"    if old then\n"
+	"      redis.call('ZREM', EXPIRY, old .. '|' .. flow .. '|' .. id)\n"
+	"    end\n"
+	"  end\n"
+	"  redis.call('HSET', h, unpack(f))\n"
+	"  local ne = tonumber(ARGV[i])\n"
+	"  i = i + 1\n"
+	"  if ne > 0 then\n"
+	"    local x = {}\n"
+	"    for e = 1, ne do\n"
+	"      x[#x + 1] = 'step'\n"
+	"      x[#x + 1] = ARGV[i]\n"
+	"      x[#x + 1] = 'state'\n"
+	"      x[#x + 1] = ARGV[i + 1]\n"
+	"      x[#x + 1] = 'pb'\n"
+	"      x[#x + 1] = ARGV[i + 2]\n"
+	"      i = i + 3\n"
+	"    end\n"
+	"    redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', ARGV[a + 7], '*',\n"
+	"      unpack(x))\n"
+	"  end\n"
+	"  local lease = tonumber(ARGV[a + 3])\n"
+	"  local cancel = false\n"
+	"  if ARGV[a + 6] == '1' then\n"
+	"    redis.call('ZREM', KEYS[k + 3], id)\n"
+	"    redis.call('HDEL', h, 'cancel')\n"
+	"    local ttl = tonumber(ARGV[a + 5])\n"
+	"    if st == 'STATE_FAILED' then\n"
+	"      redis.call('PERSIST', h)\n"
+	"      redis.call('PERSIST', KEYS[k + 2])\n"
+	"    elseif ttl > 0 then\n"
+	"      redis.call('EXPIRE', h, ttl)\n"
+	"      redis.call('EXPIRE', KEYS[k + 2], ttl)\n"
+	"      local t = redis.call('TIME')\n"
+	"      redis.call('ZADD', EXPIRY, t[1] * 1000 + ttl * 1000,\n"
+	"        st .. '|' .. flow .. '|' .. id)\n"
+	"    end\n"
+	"  elseif lease > 0 then\n"
+	"    local t = redis.call('TIME')\n"
+	"    local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"    redis.call('ZADD', KEYS[k + 3], now + lease, id)\n"
+	"  elseif lease < 0 then\n"
+	"    redis.call('ZREM', KEYS[k + 3], id)\n"
+	"  end\n"
+	"  if st == 'STATE_PENDING' or st == 'STATE_RUNNING' then\n"
+	"    cancel = redis.call('HGET', h, 'cancel')\n"
+	"  end\n"
+	"  if cancel then return {'OK', rev, cancel} end\n"
+	"  return {'OK', rev}\n"
+	"end\n"
+	"local out = {}\n"
+	"local a = 2\n"
+	"for j = 0, tonumber(ARGV[1]) - 1 do\n"
+	"  local ok, res = pcall(write, 3 * j, a)\n"
+	"  if not ok then\n"
+	"    if type(res) == 'table' then res = res.err end\n"
+	"    res = {'ERR', tostring(res)}\n"
+	"  end\n"
+	"  out[j + 1] = res\n"
+	"  a = a + 1 + tonumber(ARGV[a])\n"
+	"end\n"
+	"return out\n";
+
+/* Extends the leases the owner still holds; returns those it does not. */
+static const char script_renew[] =
+	"local t = redis.call('TIME')\n"
+	"local exp = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2])\n"
+	"local lost = {}\n"
+	"for i = 3, #ARGV do\n"
+	"  local id = ARGV[i]\n"
+	"  local o = redis.call('HGET', 'saga:{' .. id .. '}', 'owner')\n"
+	"  local s = redis.call('ZSCORE', KEYS[1], id)\n"
+	"  if o == ARGV[1] and s then\n"
+	"    if tonumber(s) < exp then redis.call('ZADD', KEYS[1], exp, id) end\n"
+	"  else\n"
+	"    lost[#lost + 1] = id\n"
+	"  end\n"
+	"end\n"
+	"return lost\n";
+
+/*
+ * Takes expired leases. Scripts run one at a time in Redis, so a lease moves
+ * to exactly one claimer; the revision bump fences off the former owner.
+ */
+static const char script_claim[] =
+	"local t = redis.call('TIME')\n"
+	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now,\n"
+	"  'LIMIT', 0, tonumber(ARGV[3]))\n"
+	"local out = {}\n"
+	"for _, id in ipairs(ids) do\n"
+	"  local h = 'saga:{' .. id .. '}'\n"
+	"  if redis.call('EXISTS', h) == 1 then\n"
+	"    redis.call('HSET', h, 'owner', ARGV[1])\n"
+	"    redis.call('HINCRBY', h, 'rev', 1)\n"
+	"    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)\n"
+	"    out[#out + 1] = id\n"
+	"  else\n"
+	"    redis.call('ZREM', KEYS[1], id)\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
+
+/*
+ * An operator's Cancel (KEYS[1] the saga's hash, ARGV[1] the reason): a
+ * PENDING or RUNNING saga gets a cancel field, which every later write of
+ * its driver returns (and a read shows) until the saga is compensating.
+ * The revision is not bumped: the driver's next write goes through and
+ * learns of the cancel in its reply. Answers with the hash as it stands.
+ */
+static const char script_cancel[] =
+	"local st = redis.call('HGET', KEYS[1], 'state')\n"
+	"if not st then return {'NOTFOUND'} end\n"
+	"if st == 'STATE_PENDING' or st == 'STATE_RUNNING' then\n"
+	"  redis.call('HSET', KEYS[1], 'cancel', ARGV[1])\n"
+	"  return {'OK', redis.call('HGETALL', KEYS[1])}\n"
+	"elseif st == 'STATE_COMPENSATING' then\n"
+	"  return {'UNCHANGED', redis.call('HGETALL', KEYS[1])}\n"
+	"end\n"
+	"return {'ENDED', redis.call('HGETALL', KEYS[1])}\n";
+
+/*
+ * A page of List: KEYS are the index sets to merge (one, or one per state
+ * asked for); ARGV: the highest and lowest score (creation ms, as
+ * ZREVRANGEBYSCORE takes them), the cursor's score and id ('' for the
+ * first page), the page size. Each set is read from the cursor on, newest
+ * first, ties by id in reverse, and the merge keeps the page size plus one
+ * (to tell whether a next page exists). Returns the ids with their scores
+ * and packed sagas; an id whose hash has expired meanwhile has no pb.
+ */
+static const char script_list[] =
+	"local max, min = ARGV[1], ARGV[2]\n"
+	"local cms, cid = tonumber(ARGV[3]), ARGV[4]\n"
+	"local n = tonumber(ARGV[5]) + 1\n"
+	"local all = {}\n"
+	"for _, key in ipairs(KEYS) do\n"
+	"  local top = max\n"
+	"  if cid ~= '' and cms < tonumber(max) then top = cms end\n"
+	"  local off, got = 0, 0\n"
+	"  while got < n do\n"
+	"    local r = redis.call('ZREVRANGEBYSCORE', key, top, min,\n"
+	"      'WITHSCORES', 'LIMIT', off, n)\n"
+	"    if #r == 0 then break end\n"
+	"    for i = 1, #r, 2 do\n"
+	"      local sc = tonumber(r[i + 1])\n"
+	"      if cid == '' or sc < cms or (sc == cms and r[i] < cid) then\n"
+	"        all[#all + 1] = {sc, r[i]}\n"
+	"        got = got + 1\n"
+	"      end\n"
+	"    end\n"
+	"    off = off + #r / 2\n"
+	"    if #r / 2 < n then break end\n"
+	"  end\n"
+	"end\n"
+	"table.sort(all, function(x, y)\n"
+	"  if x[1] ~= y[1] then return x[1] > y[1] end\n"
+	"  return x[2] > y[2]\n"
+	"end)\n"
+	"local out = {}\n"
+	"for i = 1, math.min(#all, n) do\n"
+	"  local pb = redis.call('HGET', 'saga:{' .. all[i][2] .. '}', 'pb')\n"
+	"  out[#out + 1] = all[i][2]\n"
+	"  out[#out + 1] = tostring(all[i][1])\n"
+	"  out[#out + 1] = pb or ''\n"
+	"end\n"
+	"return out\n";
+
+/*
+ * Takes the sagas that expired out of the index, at most ARGV[1] a call:
+ * those listed in saga:idx:exp whose time has come. A saga that was
+ * reopened (its state or expiry changed) only leaves the expiry list.
+ */
+static const char script_expire[] =
+	INDEX_LUA
+	"local t = redis.call('TIME')\n"
+	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"local due = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now,\n"
+	"  'LIMIT', 0, tonumber(ARGV[1]))\n"
+	"for _, m in ipairs(due) do\n"
+	"  local st, flow, id = string.match(m, '^([^|]*)|([^|]*)|(.*)$')\n"
+	"  if id then\n"
+	"    local h = 'saga:{' .. id .. '}'\n"
+	"    local cur = redis.call('HGET', h, 'state')\n"
+	"    if not cur then\n"
+	"      index_del(flow, st, id, true)\n"
+	"    elseif cur == st and redis.call('PTTL', h) > 0 then\n"
+	"      redis.call('ZADD', EXPIRY, now + redis.call('PTTL', h), m)\n"
+	"      m = nil\n"
+	"    end\n"
+	"  end\n"
+	"  if m then redis.call('ZREM', EXPIRY, m) end\n"
+	"end\n"
+	"return #due\n";
+
+const char *const store_scripts[NSCRIPTS] = {
+	script_write, script_renew, script_claim, script_cancel, script_list,
+	script_expire,
+};

@@ -1,0 +1,343 @@
+/*
+ * store_watch.c - Watch: following a saga's event stream (see store.h).
+ * Every watch shares the store's one watcher connection: one XREAD BLOCK
+ * names every followed stream and returns when any of them grows; a watch
+ * that joins while it is blocked wakes it with CLIENT UNBLOCK on the main
+ * connection. A watch first checks that its saga exists, then follows its
+ * stream from the start until the saga's final event.
+ */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "store_int.h"
+#include "util.h"
+
+static int
+parse_streamid(const char *s, uint64_t *ms, uint64_t *seq)
+{
+	char *end;
+
+	errno = 0;
+	*ms = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '-')
+		return -1;
+	*seq = strtoull(end + 1, &end, 10);
+	return errno != 0 || *end != '\0' ? -1 : 0;
+}
+
+/* Hands the entries of one stream to the watches following it. */
+static void
+watch_deliver(struct store *st, const char *key, const redisReply *entries)
+{
+	struct store_watch *w;
+	const redisReply *e, *f, *pb;
+	Saga__V1__SagaEvent *ev;
+	uint64_t ms, seq;
+	size_t i, j;
+	int final;
+
+	TAILQ_FOREACH(w, &st->watches, entry) {
+		if (w->state != WATCH_FOLLOW || w->cancelled || w->ended ||
+		    strcmp(w->key, key) != 0)
+			continue;
+		for (i = 0; i < entries->elements; i++) {
+			if (w->cancelled || w->ended)
+				break;
+			e = entries->element[i];
+			if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+			    e->element[0]->type != REDIS_REPLY_STRING ||
+			    parse_streamid(e->element[0]->str, &ms, &seq) == -1)
+				continue;
+			if (ms < w->last_ms ||
+			    (ms == w->last_ms && seq <= w->last_seq))
+				continue;
+			w->last_ms = ms;
+			w->last_seq = seq;
+			f = e->element[1];
+			for (j = 0; f->type == REDIS_REPLY_ARRAY &&
+			    j + 1 < f->elements; j += 2) {
+				if (w->cancelled || w->ended)
+					break;
+				if (f->element[j]->type != REDIS_REPLY_STRING ||
+				    strcmp(f->element[j]->str, "pb") != 0)
+					continue;
+				pb = f->element[j + 1];
+				ev = NULL;
+				if (pb->type == REDIS_REPLY_STRING)
+					ev = saga__v1__saga_event__unpack(NULL,
+					    pb->len, (const uint8_t *)pb->str);
+				if (ev == NULL) {
+					store_watch_end(w, STORE_ERROR, "an event of "
+					    "the stream does not decode as "
+					    "SagaEvent");
+					break;
+				}
+				final = (ev->step == NULL ||
+				    ev->step[0] == '\0') &&
+				    store_state_terminal(ev->state);
+				if (final)
+					w->ended = 1;
+				w->cb(STORE_OK, ev, final, NULL, w->arg);
+				saga__v1__saga_event__free_unpacked(ev, NULL);
+			}
+		}
+	}
+}
+
+void
+store_reply_xread(struct store *st, const redisReply *rep)
+{
+	const redisReply *s;
+	size_t i;
+
+	st->xreading = 0;
+	if (rep->type == REDIS_REPLY_ERROR) {
+		store_watches_fail(st, WATCH_FOLLOW, STORE_ERROR, rep->str);
+		return;
+	}
+	if (rep->type != REDIS_REPLY_ARRAY)
+		return;		/* nil: timed out or unblocked */
+	st->wdepth++;
+	for (i = 0; i < rep->elements; i++) {
+		s = rep->element[i];
+		if (s->type != REDIS_REPLY_ARRAY || s->elements < 2 ||
+		    s->element[0]->type != REDIS_REPLY_STRING ||
+		    s->element[1]->type != REDIS_REPLY_ARRAY)
+			continue;
+		watch_deliver(st, s->element[0]->str, s->element[1]);
+	}
+	st->wdepth--;
+	store_watch_sweep(st);
+}
+
+/* --- watches ----------------------------------------------------------- */
+
+void
+store_watch_free(struct store_watch *w)
+{
+	TAILQ_REMOVE(&w->st->watches, w, entry);
+	free(w->id);
+	free(w->key);
+	free(w);
+}
+
+/* Frees the watches that are over, unless a callback is running. */
+void
+store_watch_sweep(struct store *st)
+{
+	struct store_watch *w, *next;
+
+	if (st->wdepth > 0)
+		return;
+	for (w = TAILQ_FIRST(&st->watches); w != NULL; w = next) {
+		next = TAILQ_NEXT(w, entry);
+		if ((w->cancelled || w->ended) && !w->busy)
+			store_watch_free(w);
+	}
+}
+
+/* The watch's last callback, with a failure. */
+void
+store_watch_end(struct store_watch *w, enum store_result res,
+    const char *err)
+{
+	if (w->cancelled || w->ended)
+		return;
+	w->ended = 1;
+	w->cb(res, NULL, 0, err, w->arg);
+}
+
+/*
+ * Ends every watch in state with res (or, for WATCH_FAIL, with the failure
+ * each one carries).
+ */
+void
+store_watches_fail(struct store *st, enum watch_state state,
+    enum store_result res,
+    const char *err)
+{
+	struct store_watch *w;
+
+	st->wdepth++;
+	TAILQ_FOREACH(w, &st->watches, entry) {
+		if (w->state != state)
+			continue;
+		if (state == WATCH_FAIL)
+			store_watch_end(w, w->fail, w->failerr);
+		else
+			store_watch_end(w, res, err);
+	}
+	st->wdepth--;
+	store_watch_sweep(st);
+}
+
+int
+store_watch_live(const struct store_watch *w)
+{
+	return !w->cancelled && !w->ended;
+}
+
+/* Sends the XREAD that follows every followed stream, or wakes it. */
+void
+store_watch_kick(struct store *st)
+{
+	struct store_watch *w, *o;
+	struct conn *c = &st->wconn;
+	struct req *r;
+	char id[64];
+	uint64_t ms, seq;
+	int n = 0;
+
+	if (st->closing)
+		return;
+	TAILQ_FOREACH(w, &st->watches, entry)
+		if (w->state == WATCH_FOLLOW && store_watch_live(w))
+			n++;
+	if (n == 0)
+		return;
+	if (c->state == CONN_DOWN) {
+		if (util_mono_ms() >= c->retry_at)
+			store_conn_connect(c);
+		return;
+	}
+	if (c->state != CONN_UP)
+		return;
+	if (st->xreading) {
+		if (!st->wdirty || st->unblocking || c->client_id < 0 ||
+		    st->main.state != CONN_UP)
+			return;
+		r = store_req_new(st, &st->main, REQ_UNBLOCK);
+		store_req_str(r, "CLIENT");
+		store_req_str(r, "UNBLOCK");
+		store_req_int(r, c->client_id);
+		if (store_req_send(r) == -1)
+			store_req_free(r);
+		else
+			st->unblocking = 1;
+		return;
+	}
+
+	r = store_req_new(st, c, REQ_XREAD);
+	r->timeout = st->block_ms + st->cmd_timeout;
+	store_req_str(r, "XREAD");
+	store_req_str(r, "COUNT");
+	store_req_int(r, XREAD_COUNT);
+	store_req_str(r, "BLOCK");
+	store_req_int(r, st->block_ms);
+	store_req_str(r, "STREAMS");
+	/*
+	 * Each stream once, from the oldest position any of its watches is
+	 * at; watch_deliver skips what a watch has seen. Quadratic in the
+	 * watches, which max_watches bounds.
+	 */
+	TAILQ_FOREACH(w, &st->watches, entry) {
+		if (w->state != WATCH_FOLLOW || !store_watch_live(w))
+			continue;
+		for (o = TAILQ_FIRST(&st->watches); o != w;
+		    o = TAILQ_NEXT(o, entry))
+			if (o->state == WATCH_FOLLOW && store_watch_live(o) &&
+			    strcmp(o->key, w->key) == 0)
+				break;
+		if (o == w)
+			store_req_str(r, w->key);
+	}
+	TAILQ_FOREACH(w, &st->watches, entry) {
+		if (w->state != WATCH_FOLLOW || !store_watch_live(w))
+			continue;
+		for (o = TAILQ_FIRST(&st->watches); o != w;
+		    o = TAILQ_NEXT(o, entry))
+			if (o->state == WATCH_FOLLOW && store_watch_live(o) &&
+			    strcmp(o->key, w->key) == 0)
+				break;
+		if (o != w)
+			continue;
+		ms = w->last_ms;
+		seq = w->last_seq;
+		for (o = TAILQ_NEXT(w, entry); o != NULL;
+		    o = TAILQ_NEXT(o, entry))
+			if (o->state == WATCH_FOLLOW && store_watch_live(o) &&
+			    strcmp(o->key, w->key) == 0 &&
+			    (o->last_ms < ms ||
+			    (o->last_ms == ms && o->last_seq < seq))) {
+				ms = o->last_ms;
+				seq = o->last_seq;
+			}
+		snprintf(id, sizeof(id), "%" PRIu64 "-%" PRIu64, ms, seq);
+		store_req_str(r, id);
+	}
+	if (store_req_send(r) == -1) {
+		store_req_free(r);
+		return;
+	}
+	st->xreading = 1;
+	st->wdirty = 0;
+}
+
+struct store_watch *
+store_watch(struct store *st, const char *id, store_event_cb *cb, void *arg)
+{
+	struct store_watch *w, *o;
+	struct req *r;
+	size_t len = strlen(id);
+	int n = 0;
+
+	w = util_xcalloc(1, sizeof(*w));
+	w->st = st;
+	w->id = util_xstrdup(id);
+	w->key = util_xcalloc(1, len + sizeof("saga:{}:events"));
+	snprintf(w->key, len + sizeof("saga:{}:events"), "saga:{%s}:events",
+	    id);
+	w->cb = cb;
+	w->arg = arg;
+	TAILQ_FOREACH(o, &st->watches, entry)
+		if (store_watch_live(o))
+			n++;
+	TAILQ_INSERT_TAIL(&st->watches, w, entry);
+
+	w->state = WATCH_FAIL;
+	w->fail = STORE_UNAVAILABLE;
+	if (len == 0 || len > STORE_ID_MAX) {
+		w->fail = STORE_ERROR;
+		snprintf(w->failerr, sizeof(w->failerr), "saga id must have "
+		    "1 to %d bytes", STORE_ID_MAX);
+	} else if (n >= st->max_watches) {
+		w->fail = STORE_BUSY;
+		snprintf(w->failerr, sizeof(w->failerr), "%d watches are open "
+		    "already", st->max_watches);
+	} else if (st->main.state != CONN_UP) {
+		snprintf(w->failerr, sizeof(w->failerr),
+		    "redis is not connected");
+	} else {
+		r = store_req_new(st, &st->main, REQ_WCHECK);
+		r->w = w;
+		store_req_str(r, "EXISTS");
+		/* The hash is the saga; its key is the stream's minus ":events". */
+		store_req_arg(r, w->key, len + sizeof("saga:{}") - 1);
+		if (store_req_send(r) == 0) {
+			w->state = WATCH_CHECK;
+			w->busy = 1;
+			return w;
+		}
+		store_req_free(r);
+		snprintf(w->failerr, sizeof(w->failerr),
+		    "redis connection is closing");
+	}
+	event_active(st->defer, EV_TIMEOUT, 1);
+	return w;
+}
+
+void
+store_watch_cancel(struct store_watch *w)
+{
+	if (w == NULL || w->cancelled)
+		return;
+	w->cancelled = 1;
+	store_watch_sweep(w->st);
+}
