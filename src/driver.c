@@ -254,6 +254,7 @@ enum saga_action_kind
 driver_retry(struct driver *d, int64_t now_ms)
 {
 	d->a = saga_retry(d->s, d->cfg, d->flow, now_ms);
+	d->round++;
 	return operated(d, now_ms);
 }
 
@@ -422,6 +423,7 @@ driver_write(const struct driver *d, struct driver_write *dw)
 	w->step = (int)d->wrote.step;
 	w->compensate = d->wrote.compensate;
 	w->attempt = d->wrote.attempt;
+	w->round = d->round;
 	w->events = dw->evp;
 	w->nevents = (size_t)d->nevs;
 }
@@ -472,7 +474,7 @@ driver_work(const struct driver *d, const struct saga_action *a,
 	if (work_subject(out->subject, sizeof(out->subject), d->s->mode, pod,
 	    d->s->flow, node, a->compensate) == -1 ||
 	    work_msg_id(out->msg_id, sizeof(out->msg_id), d->s->id, node,
-	    a->compensate) == -1) {
+	    a->compensate, d->round) == -1) {
 		snprintf(err, errlen, "the subject of step %s is too long",
 		    node);
 		return -1;
@@ -485,6 +487,7 @@ driver_work(const struct driver *d, const struct saga_action *a,
 	w.pod = (char *)(uintptr_t)pod;
 	w.mode = d->s->mode;
 	w.traceparent = d->traceparent;
+	w.round = d->round;
 	if (d->carry && d->wrote.step == a->step &&
 	    d->wrote.compensate == a->compensate) {
 		saga_pb_view(d->s, &v);

@@ -61,6 +61,8 @@ struct driver {
 	char			*pod;		/* throttling: whose subjects */
 	char			*callback;	/* async: the callback URL */
 	char			*traceparent;	/* the caller's, forwarded */
+	int			 round;		/* Retry rounds: part of the
+						   Work's dedupe id */
 	struct driver_event	*evs;		/* nevs of them */
 	int			 nevs;
 	int			 evcap;

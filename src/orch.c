@@ -57,21 +57,21 @@ new_id(struct orch *o, char *buf, size_t len)
 	    (unsigned long long)b);
 }
 
-static int
-valid_id(const char *id, char *err, size_t errlen)
+int
+orch_valid_id(const char *field, const char *id, char *err, size_t errlen)
 {
 	size_t n = strlen(id);
 
 	if (n > ORCH_ID_MAX) {
-		snprintf(err, errlen, "request_id: expected at most %d bytes, "
-		    "got %zu", ORCH_ID_MAX, n);
+		snprintf(err, errlen, "%s: expected at most %d bytes, got %zu",
+		    field, ORCH_ID_MAX, n);
 		return 0;
 	}
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)id[i];
 		if (c <= 0x20 || c == 0x7f || c == '{' || c == '}') {
-			snprintf(err, errlen, "request_id: expected printable "
-			    "characters without spaces or braces");
+			snprintf(err, errlen, "%s: expected printable "
+			    "characters without spaces or braces", field);
 			return 0;
 		}
 	}
@@ -194,7 +194,7 @@ handle_run(struct grpc_call *call, void *arg)
 	if (id == NULL || *id == '\0') {
 		new_id(o, idbuf, sizeof(idbuf));
 		id = idbuf;
-	} else if (!valid_id(id, err, sizeof(err))) {
+	} else if (!orch_valid_id("request_id", id, err, sizeof(err))) {
 		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err);
 		return;
 	}
@@ -282,6 +282,18 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 		  &saga__v1__list_flows_request__descriptor,
 		  &saga__v1__list_flows_response__descriptor, 0,
 		  handle_list_flows, o },
+		{ "/saga.v1.Orchestrator/List",
+		  &saga__v1__list_request__descriptor,
+		  &saga__v1__list_response__descriptor, 0, operate_list, o },
+		{ "/saga.v1.Orchestrator/Cancel",
+		  &saga__v1__cancel_request__descriptor,
+		  &saga__v1__saga__descriptor, 0, operate_cancel, o },
+		{ "/saga.v1.Orchestrator/Retry",
+		  &saga__v1__retry_request__descriptor,
+		  &saga__v1__saga__descriptor, 0, operate_retry, o },
+		{ "/saga.v1.Orchestrator/Resolve",
+		  &saga__v1__resolve_request__descriptor,
+		  &saga__v1__saga__descriptor, 0, operate_resolve, o },
 	};
 
 	o->base = base;

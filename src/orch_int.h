@@ -146,6 +146,7 @@ struct launch {
 	struct driver		 d;
 	char			*why;		/* why it was not queued */
 	int			 reopen;	/* the record ended: run again */
+	struct saga		*failed;	/* Retry: the saga as it was */
 	TAILQ_ENTRY(launch)	 all;
 };
 
@@ -166,8 +167,10 @@ struct orch {
 	int64_t			 last_sweep_ms;
 	int			 sweeping;
 	int			 renewing;
+	int			 expiring;	/* the index expiry runs */
 	struct bus		*bus;
 	struct bus_listener	*done_l;
+	struct bus_listener	*cancel_l;	/* saga.cancel */
 	char			*done_subject;
 	struct idtable		 holds_by_id;
 	size_t			 nholders;	/* callers in all holds */
@@ -185,6 +188,10 @@ struct orch {
 
 void	 orch_log(struct orch *, enum util_level, const char *id,
 	    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* A saga id from a request: 1, or 0 with a sentence naming field. */
+int	 orch_valid_id(const char *field, const char *id, char *err,
+	    size_t errlen);
 
 /* The Run's context into a new saga. */
 void	 orch_context_load(struct saga *, const Saga__V1__RunRequest *);
@@ -226,6 +233,17 @@ void	 launch_free_all(struct orch *);
 void	 follow_start(struct orch *, struct grpc_call *, const char *id);
 void	 follow_get(struct grpc_call *, void *orch);
 void	 follow_watch(struct grpc_call *, void *orch);
+
+/* orch_operate.c */
+void	 operate_list(struct grpc_call *, void *orch);
+void	 operate_cancel(struct grpc_call *, void *orch);
+void	 operate_retry(struct grpc_call *, void *orch);
+void	 operate_resolve(struct grpc_call *, void *orch);
+void	 operate_cancel_heard(struct bus_listener *, const char *subject,
+	    const void *data, size_t len, void *orch);
+
+/* orch_launch.c (async and throttling) */
+void	 launch_retry(struct orch *, struct grpc_call *, struct store_saga *);
 
 /* orch_sweep.c */
 void	 sweep_cron(struct orch *, int64_t now_ms);

@@ -227,6 +227,7 @@ launch_free(struct launch *l)
 	TAILQ_REMOVE(&o->launches, l, all);
 	o->nlaunches--;
 	driver_clear(&l->d);
+	saga_free(l->failed);
 	free(l->why);
 	free(l);
 }
@@ -578,6 +579,153 @@ launch_start(struct orch *o, struct grpc_call *call,
 	launch_write(l, 1, launch_created, NULL);
 }
 
+/* --- Retry of a FAILED async or throttling saga ------------------------------------- */
+
+static void
+retry_reverted(enum store_result res, int64_t rev, const char *cancel,
+    const char *err, void *arg)
+{
+	struct launch	*l = arg;
+	char		 msg[SAGAD_ERRLEN];
+
+	(void)rev;
+	(void)cancel;
+	snprintf(msg, sizeof(msg), "the message bus did not take the "
+	    "compensation (%s); the saga %s FAILED", l->why, res == STORE_OK ?
+	    "stays" : "may read COMPENSATING but is");
+	if (res != STORE_OK)
+		orch_log(l->o, UTIL_WARN, l->d.s->id, "retry: the saga could "
+		    "not be written back FAILED: %s", err != NULL ? err :
+		    store_result_name(res));
+	launch_answer(l, NULL, GRPC_STATUS_UNAVAILABLE, msg);
+}
+
+/* Its compensation's work was not queued: back to FAILED as it was. */
+static void
+retry_unqueued(struct launch *l, const char *why)
+{
+	struct driver_write dw;
+
+	l->why = util_xstrdup(why);
+	saga_free(l->d.s);
+	l->d.s = l->failed;
+	l->failed = NULL;
+	driver_events_clear(&l->d);
+	driver_write(&l->d, &dw);
+	store_update(l->o->store, &dw.w, retry_reverted, l);
+	driver_write_free(&dw);
+}
+
+static void
+retry_published(struct bus *bus, const struct bus_pub_result *res,
+    void *arg)
+{
+	struct launch	*l = arg;
+	struct saga_pb	 v;
+
+	(void)bus;
+	if (l->o->closing) {
+		launch_free(l);
+		return;
+	}
+	if (res->error != NULL) {
+		retry_unqueued(l, res->error);
+		return;
+	}
+	saga_pb_view(l->d.s, &v);
+	launch_answer(l, &v.pb, 0, NULL);
+	saga_pb_view_free(&v);
+}
+
+static void
+retry_written(enum store_result res, int64_t rev, const char *cancel,
+    const char *err, void *arg)
+{
+	struct launch		*l = arg;
+	struct driver_work	 dw;
+	char			 perr[SAGAD_ERRLEN];
+	struct saga_pb		 v;
+
+	(void)cancel;
+	if (l->o->closing) {
+		launch_free(l);
+		return;
+	}
+	if (res != STORE_OK) {
+		launch_answer(l, NULL, res == STORE_CONFLICT ?
+		    GRPC_STATUS_ABORTED : GRPC_STATUS_UNAVAILABLE,
+		    res == STORE_CONFLICT ? "the saga changed meanwhile: look "
+		    "at it again" : err);
+		return;
+	}
+	driver_written(&l->d, rev);
+	if (l->d.a.kind == SAGA_ACT_END) {
+		/* Nothing was left to undo: it ended with this write. */
+		saga_pb_view(l->d.s, &v);
+		launch_answer(l, &v.pb, 0, NULL);
+		saga_pb_view_free(&v);
+		return;
+	}
+	if (driver_work(&l->d, &l->d.a, &dw, perr, sizeof(perr)) == -1) {
+		retry_unqueued(l, perr);
+		return;
+	}
+	if (l->o->bus == NULL || !bus_is_connected(l->o->bus))
+		retry_unqueued(l, "not connected");
+	else if (bus_publish(l->o->bus, dw.subject, dw.buf, dw.len,
+	    dw.msg_id, retry_published, l, perr, sizeof(perr)) == -1)
+		retry_unqueued(l, perr);
+	free(dw.buf);
+}
+
+/*
+ * Retry of a FAILED async or throttling saga: its compensations are written
+ * as started again and their work queued for the workers (a throttling
+ * saga's on this pod); the caller gets the saga COMPENSATING. If the bus
+ * does not take the work, the saga is written back FAILED as it was.
+ */
+void
+launch_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec)
+{
+	struct driver_write	 dw;
+	struct launch		*l;
+	struct saga		*s = saga_from_pb(rec->saga);
+	const struct config_flow *flow = config_flow_find(o->cfg, s->flow);
+
+	if (flow == NULL || flow->nsteps != s->nsteps) {
+		grpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
+		    "its flow is no longer configured as it was when the saga "
+		    "started: compensate by hand and Resolve it");
+		saga_free(s);
+		return;
+	}
+	if (o->bus == NULL || !bus_is_connected(o->bus)) {
+		grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "the message "
+		    "bus is unavailable: the workers cannot be reached");
+		saga_free(s);
+		return;
+	}
+	l = util_xcalloc(1, sizeof(*l));
+	l->o = o;
+	l->failed = saga_dup(s);
+	driver_init(&l->d, o->cfg, flow, s, &o->rng);
+	l->d.rev = rec->rev;
+	l->d.round = rec->round;
+	driver_set(&l->d, o->cfg->pod_id, rec->callback, NULL);
+	TAILQ_INSERT_TAIL(&o->launches, l, all);
+	o->nlaunches++;
+	l->call = call;
+	grpc_call_on_cancel(call, launch_cancelled, l);
+	orch_log(o, UTIL_INFO, s->id, "retrying the compensations of a "
+	    "FAILED %s saga", config_mode_name(s->mode));
+	driver_retry(&l->d, util_now_ms());
+	driver_write(&l->d, &dw);
+	dw.w.pod = l->d.pod;
+	dw.w.owner = o->owner;
+	store_update(o->store, &dw.w, retry_written, l);
+	driver_write_free(&dw);
+}
+
 /* --- the pod's periodic work and its end --------------------------------------------- */
 
 /*
@@ -599,6 +747,9 @@ launch_cron(struct orch *o, int64_t now)
 			    "retrying: %s", o->done_subject, err);
 		}
 	}
+	if (o->bus != NULL && o->cancel_l == NULL && bus_is_connected(o->bus))
+		o->cancel_l = bus_listen(o->bus, WORK_CANCEL_SUBJECT,
+		    operate_cancel_heard, o, err, sizeof(err));
 	if (now - o->last_poll_ms >= ORCH_POLL_MS) {
 		o->last_poll_ms = now;
 		holds_poll(o);
@@ -634,6 +785,10 @@ launch_close(struct orch *o)
 	if (o->done_l != NULL) {
 		bus_listener_close(o->done_l);
 		o->done_l = NULL;
+	}
+	if (o->cancel_l != NULL) {
+		bus_listener_close(o->cancel_l);
+		o->cancel_l = NULL;
 	}
 	launch_give_up(o);
 }

@@ -6,7 +6,8 @@
  * sweeper claims expired leases, those of a master that died, and hands
  * each claimed saga to the sync engine, which compensates it from where
  * its record stands (or resumes its compensation). Async and throttling
- * sagas hold no lease: the bus redelivers their work.
+ * sagas hold no lease: the bus redelivers their work. The same period
+ * takes the sagas that expired out of the List index.
  */
 #include "autoconf.h"
 
@@ -84,6 +85,27 @@ claimed(enum store_result res, char *const *ids, size_t n, const char *err,
 		store_get(o->store, ids[i], recover_got, o);
 }
 
+#define SWEEP_EXPIRE_BATCH	1000	/* index entries expired a call */
+
+/*
+ * Ended sagas leave the List index when they expire: in batches, again at
+ * once while a batch comes back full.
+ */
+static void
+expired(enum store_result res, char *const *ids, size_t n, const char *err,
+    void *arg)
+{
+	struct orch *o = arg;
+
+	(void)ids;
+	(void)err;
+	o->expiring = 0;
+	if (o->closing || res != STORE_OK || n < SWEEP_EXPIRE_BATCH)
+		return;
+	o->expiring = 1;
+	store_index_expire(o->store, SWEEP_EXPIRE_BATCH, expired, o);
+}
+
 void
 sweep_cron(struct orch *o, int64_t now)
 {
@@ -94,6 +116,11 @@ sweep_cron(struct orch *o, int64_t now)
 	if (now - o->last_sweep_ms >= ORCH_SWEEP_MS && !o->sweeping &&
 	    !o->draining && store_is_up(o->store)) {
 		o->last_sweep_ms = now;
+		if (!o->expiring) {
+			o->expiring = 1;
+			store_index_expire(o->store, SWEEP_EXPIRE_BATCH,
+			    expired, o);
+		}
 		o->sweeping = 1;
 		store_lease_claim(o->store, o->owner, ORCH_SWEEP_BATCH,
 		    o->cfg->redis.lease_ms, claimed, o);

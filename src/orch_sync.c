@@ -469,6 +469,7 @@ sync_recover(struct orch *o, struct store_saga *rec)
 	}
 	r = run_new(o, config_flow_find(o->cfg, s->flow), s);
 	r->d.rev = rec->rev;
+	r->d.round = rec->round;
 	o->st.recovered++;
 	if (r->d.flow == NULL || r->d.flow->nsteps != s->nsteps)
 		orch_log(o, UTIL_WARN, s->id, "recovered saga of flow %s "
@@ -543,6 +544,7 @@ sync_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec,
 	}
 	r = run_new(o, config_flow_find(o->cfg, s->flow), s);
 	r->d.rev = rec->rev;
+	r->d.round = rec->round;
 	if (r->d.flow == NULL || r->d.flow->nsteps != s->nsteps) {
 		snprintf(err, errlen, "flow %s is no longer configured as it "
 		    "was when the saga started: compensate by hand and "

@@ -536,6 +536,8 @@ parse_hash(const redisReply *h, struct store_saga *rec, char *err,
 			rec->callback = v->str;
 		else if (strcmp(k->str, "cancel") == 0)
 			rec->cancel = v->str;
+		else if (strcmp(k->str, "round") == 0)
+			rec->round = (int)strtol(v->str, NULL, 10);
 	}
 	if (pb == NULL) {
 		snprintf(err, errlen, "saga hash has no pb field");
@@ -1266,6 +1268,8 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 		nf++;
 	if (w->callback != NULL)
 		nf++;
+	if (w->round > 0)
+		nf++;
 	store_req_int(r, nf);
 	/* flow, mode, created and id never change after the create. */
 	if (rev == 0) {
@@ -1285,6 +1289,8 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 		field(r, "pod", w->pod);
 	if (w->callback != NULL)
 		field(r, "callback", w->callback);
+	if (w->round > 0)
+		field_int(r, "round", w->round);
 	/* Packed straight into the request: no buffer of its own. */
 	store_req_str(r, "pb");
 	len = saga__v1__saga__get_packed_size(s);

@@ -88,6 +88,7 @@ struct store_saga {
 	const char	*callback;	/* callback URL, "" if none */
 	const char	*cancel;	/* an operator's cancel reason, "" if
 					   none (see store_cancel) */
+	int		 round;		/* Retry rounds (0: never retried) */
 };
 
 /*
@@ -109,6 +110,8 @@ struct store_write {
 						     <0: drop the lease */
 	Saga__V1__SagaEvent *const	*events; /* appended to the stream */
 	size_t				 nevents;
+	int				 round;	/* >0: Retry rounds so far;
+						   0: unchanged */
 	int				 reopen; /* an ended saga runs again:
 						    its expiry and its old
 						    events are dropped */

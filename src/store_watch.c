@@ -82,6 +82,16 @@ watch_deliver(struct store *st, const char *key, const redisReply *entries)
 				final = (ev->step == NULL ||
 				    ev->step[0] == '\0') &&
 				    store_state_terminal(ev->state);
+				/*
+				 * FAILED ends a saga until an operator's
+				 * Retry or Resolve moves it on: a replay that
+				 * has later events goes on to them.
+				 */
+				if (final && ev->state ==
+				    SAGA__V1__STATE__STATE_FAILED &&
+				    (i + 1 < entries->elements ||
+				    entries->elements >= XREAD_COUNT))
+					final = 0;
 				if (final)
 					w->ended = 1;
 				w->cb(STORE_OK, ev, final, NULL, w->arg);

@@ -624,6 +624,7 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 	driver_init(&j->d, e->cfg, config_flow_find(e->cfg, rec->saga->flow),
 	    saga_from_pb(rec->saga), &e->rng);
 	j->d.rev = rec->rev;
+	j->d.round = rec->round > j->w.round ? rec->round : j->w.round;
 	driver_set(&j->d, *rec->pod != '\0' ? rec->pod : j->w.pod,
 	    rec->callback, j->w.traceparent);
 	switch (driver_resume(&j->d, (size_t)rec->step, rec->compensate,
@@ -715,6 +716,7 @@ wengine_handle(struct bus_msg *msg, void *arg)
 		rec.owner = "";
 		rec.callback = j->w.record->callback;
 		rec.cancel = "";
+		rec.round = j->w.round;
 		job_got(STORE_OK, &rec, NULL, j);
 	} else
 		store_get(e->store, j->w.saga_id, job_got, j);

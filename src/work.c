@@ -57,8 +57,11 @@ work_durable(char *buf, size_t len, enum saga_mode mode, const char *pod,
 
 int
 work_msg_id(char *buf, size_t len, const char *saga_id, const char *node,
-    int compensate)
+    int compensate, int round)
 {
+	if (round > 0)
+		return fits(snprintf(buf, len, "%s:%s:%s:r%d", saga_id, node,
+		    compensate ? "undo" : "do", round), len);
 	return fits(snprintf(buf, len, "%s:%s:%s", saga_id, node,
 	    compensate ? "undo" : "do"), len);
 }
@@ -98,6 +101,7 @@ work_pack(const struct work *w, size_t *len)
 	pb.pod = w->pod;
 	pb.mode = (int32_t)w->mode;
 	pb.traceparent = w->traceparent;
+	pb.round = (uint32_t)(w->round > 0 ? w->round : 0);
 	*len = sagad__v1__work__get_packed_size(&pb);
 	buf = util_xcalloc(1, *len + 1);
 	sagad__v1__work__pack(&pb, buf);
@@ -126,6 +130,7 @@ work_unpack(struct work *w, const uint8_t *buf, size_t len, char *err,
 	w->mode = (enum saga_mode)pb->mode;
 	w->traceparent = pb->traceparent != NULL && *pb->traceparent ?
 	    util_xstrdup(pb->traceparent) : NULL;
+	w->round = pb->round > 1000000 ? 1000000 : (int)pb->round;
 	if (pb->record == NULL || pb->record->saga == NULL ||
 	    pb->record->rev <= 0) {
 		sagad__v1__work__free_unpacked(pb, NULL);

@@ -58,6 +58,7 @@ struct work {
 	char		*pod;		/* "" for async */
 	enum saga_mode	 mode;
 	char		*traceparent;	/* NULL if none */
+	int		 round;		/* Retry rounds of the saga */
 	/*
 	 * work_pack: the record to carry, or NULL. work_unpack: the record
 	 * carried, or NULL; valid until work_clear().
@@ -77,7 +78,7 @@ int	 work_filter(char *buf, size_t len, enum saga_mode, const char *pod,
 int	 work_durable(char *buf, size_t len, enum saga_mode, const char *pod,
 	    const char *flow, const char *node);
 int	 work_msg_id(char *buf, size_t len, const char *saga_id,
-	    const char *node, int compensate);
+	    const char *node, int compensate, int round);
 int	 work_done_subject(char *buf, size_t len, const char *pod);
 
 uint8_t	*work_pack(const struct work *, size_t *len);

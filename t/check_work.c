@@ -36,13 +36,17 @@ START_TEST(names_follow_the_layout)
 	ck_assert_int_eq(work_filter(b, sizeof(b), SAGA_MODE_ASYNC, "",
 	    "Booking", "CreateOrder"), 0);
 	ck_assert_str_eq(b, "saga.work.async.Booking.CreateOrder.*");
-	ck_assert_int_eq(work_msg_id(b, sizeof(b), "s-1", "CreateOrder", 1),
+	ck_assert_int_eq(work_msg_id(b, sizeof(b), "s-1", "CreateOrder", 1, 0),
 	    0);
 	ck_assert_str_eq(b, "s-1:CreateOrder:undo");
+	/* A Retry round is a new call, not a republish of the old one. */
+	ck_assert_int_eq(work_msg_id(b, sizeof(b), "s-1", "CreateOrder", 1, 2),
+	    0);
+	ck_assert_str_eq(b, "s-1:CreateOrder:undo:r2");
 	ck_assert_int_eq(work_done_subject(b, sizeof(b), "pod-1"), 0);
 	ck_assert_str_eq(b, "saga.done.pod-1");
 	/* A name that does not fit is refused, not cut. */
-	ck_assert_int_eq(work_msg_id(b, 8, "s-1", "CreateOrder", 0), -1);
+	ck_assert_int_eq(work_msg_id(b, 8, "s-1", "CreateOrder", 0, 0), -1);
 }
 END_TEST
 

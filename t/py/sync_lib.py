@@ -90,6 +90,21 @@ class Orch:
             p + "ListFlows",
             request_serializer=saga_pb2.ListFlowsRequest.SerializeToString,
             response_deserializer=saga_pb2.ListFlowsResponse.FromString)
+        self.list_rpc = self.channel.unary_unary(
+            p + "List", request_serializer=saga_pb2.ListRequest.SerializeToString,
+            response_deserializer=saga_pb2.ListResponse.FromString)
+        self.cancel_rpc = self.channel.unary_unary(
+            p + "Cancel",
+            request_serializer=saga_pb2.CancelRequest.SerializeToString,
+            response_deserializer=saga_pb2.Saga.FromString)
+        self.retry_rpc = self.channel.unary_unary(
+            p + "Retry",
+            request_serializer=saga_pb2.RetryRequest.SerializeToString,
+            response_deserializer=saga_pb2.Saga.FromString)
+        self.resolve_rpc = self.channel.unary_unary(
+            p + "Resolve",
+            request_serializer=saga_pb2.ResolveRequest.SerializeToString,
+            response_deserializer=saga_pb2.Saga.FromString)
         h = "/grpc.health.v1.Health/"
         self.check_rpc = self.channel.unary_unary(
             h + "Check",
@@ -117,8 +132,8 @@ class Orch:
                             metadata=metadata, timeout=timeout)
 
     def run_future(self, flow, ctx=None, request_id="", metadata=None,
-                   timeout=30):
-        return self.run_rpc.future(self.request(flow, ctx, request_id),
+                   timeout=30, mode=0):
+        return self.run_rpc.future(self.request(flow, ctx, request_id, mode),
                                    metadata=metadata, timeout=timeout)
 
     def get(self, saga_id, timeout=10):
@@ -128,6 +143,38 @@ class Orch:
         """Every event until the stream ends (raises on an error status)."""
         return list(self.watch_rpc(saga_pb2.GetRequest(id=saga_id),
                                    timeout=timeout))
+
+    def list(self, states=(), flow="", since=0, until=0, page_size=0,
+             page_token="", timeout=10):
+        return self.list_rpc(saga_pb2.ListRequest(
+            states=list(states), flow=flow, since_unix_ms=since,
+            until_unix_ms=until, page_size=page_size,
+            page_token=page_token), timeout=timeout)
+
+    def list_all(self, page_size=0, **kw):
+        """Every page of a List; returns the sagas and the page count."""
+        out, token, pages = [], "", 0
+        while True:
+            r = self.list(page_size=page_size, page_token=token, **kw)
+            out.extend(r.sagas)
+            pages += 1
+            token = r.next_page_token
+            if not token:
+                return out, pages
+
+    def cancel(self, saga_id, reason="", timeout=10):
+        return self.cancel_rpc(saga_pb2.CancelRequest(id=saga_id,
+                                                      reason=reason),
+                               timeout=timeout)
+
+    def retry(self, saga_id, timeout=10):
+        return self.retry_rpc(saga_pb2.RetryRequest(id=saga_id),
+                              timeout=timeout)
+
+    def resolve(self, saga_id, note, timeout=10):
+        return self.resolve_rpc(saga_pb2.ResolveRequest(id=saga_id,
+                                                        note=note),
+                                timeout=timeout)
 
     def health(self, service, timeout=5):
         return self.check_rpc(

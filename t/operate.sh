@@ -1,0 +1,132 @@
+#!/bin/bash
+# t/operate.sh - the operator's calls end to end (List, Cancel, Retry,
+# Resolve): real nats-server -js and redis-server, the booking participants
+# and two sagad pods (pod-a, pod-b) with their real workers, driven by
+# python3-grpcio (t/py/operate_test.py): List paging over 5,000 sagas with
+# every filter; Cancel of a sync saga stuck on a 30 s participant, on its own
+# pod and on the other one; Cancel of async and throttling sagas on the
+# other pod; Cancel racing completion 1,000 times; Retry of FAILED sagas
+# once their participant is back (sync and async); Resolve; FAILED sagas
+# keep no TTL; every bad input's status.
+
+. "$top_srcdir/t/lib.sh"
+lib_init
+
+ORDER=$top_builddir/examples/booking/order
+PAYMENT=$top_builddir/examples/booking/payment
+SAGAD=$top_builddir/sagad
+[ -x "$SAGAD" ] && [ -x "$ORDER" ] && [ -x "$PAYMENT" ] || fail "build first"
+[ -x "${PYTHON_GRPC:-}" ] || { echo "no python3 with grpcio: skipped"; exit 77; }
+[ -x "${PROTOC:-}" ] || { echo "no protoc: skipped"; exit 77; }
+command -v redis-server >/dev/null || { echo "no redis-server: skipped"; exit 77; }
+command -v nats-server >/dev/null || { echo "no nats-server: skipped"; exit 77; }
+
+. "$top_srcdir/t/sync_lib.sh"
+sync_gen
+
+start_nats
+start_redis
+start_participant order "$ORDER"
+ORDER_PORT=$PORT
+start_participant payment "$PAYMENT"
+PAYMENT_PORT=$PORT
+
+# pod_conf POD PORT: one pod; only pod_id and listen differ. order's
+# timeout lets a 30 s call run; compensate_retries = 1 makes FAILED quick.
+pod_conf() {
+	cat <<EOC
+pod_id = "$1";
+listen = "127.0.0.1:$2";
+shutdown_timeout_ms = 2000;
+nats  = { url = "$NATS_URL"; stream = "SAGA"; };
+redis = { host = "127.0.0.1"; port = $REDIS_PORT; lease_ms = 2000;
+          saga_ttl = 3600; };
+services = {
+  order   = { address = "127.0.0.1:$ORDER_PORT"; timeout_ms = 60000; };
+  payment = { address = "127.0.0.1:$PAYMENT_PORT"; timeout_ms = 60000; };
+};
+nodes = {
+  CreateOrder   = { service = "order"; action = "/booking.Order/Create";
+                    compensate = "/booking.Order/Cancel"; retries = 1;
+                    compensate_retries = 1; backoff_ms = 10;
+                    workers = 1; concurrency = 64; };
+  CreatePayment = { service = "payment"; action = "/booking.Payment/Create";
+                    compensate = "/booking.Payment/Cancel"; retries = 1;
+                    compensate_retries = 1; backoff_ms = 10;
+                    workers = 1; concurrency = 64; };
+};
+flows = {
+  Booking      = { mode = "sync"; steps = [ "CreateOrder", "CreatePayment" ]; };
+  Booking2     = { mode = "sync"; steps = [ "CreateOrder", "CreatePayment" ]; };
+  AsyncBooking = { mode = "async"; steps = [ "CreateOrder", "CreatePayment" ]; };
+  ThrottlingBooking = { mode = "throttling";
+                        steps = [ "CreateOrder", "CreatePayment" ]; };
+};
+EOC
+}
+
+# start_pod NAME PORT: sagad in the foreground with its real workers.
+start_pod() {
+	pod_conf "$1" "$2" >"$LIB_TMP/$1.conf"
+	"$SAGAD" -t -c "$LIB_TMP/$1.conf" >/dev/null || fail "bad $1.conf"
+	SAGAD_WORKER=$top_builddir/sagad-worker "$SAGAD" -d -v \
+		-c "$LIB_TMP/$1.conf" -p "$LIB_TMP/$1.pid" \
+		>"$LIB_TMP/$1.log" 2>&1 &
+	POD_PID=$!
+	track "$POD_PID"
+	wait_port "$2" || fail "$1 did not listen on $2"
+	for _ in $(seq 100); do
+		grep -q "all [0-9]* workers ready" "$LIB_TMP/$1.log" && return 0
+		sleep 0.1
+	done
+	fail "$1: workers not ready"
+}
+
+A_PORT=$(free_port)
+B_PORT=$(free_port)
+start_pod pod-a "$A_PORT"
+A_PID=$POD_PID
+start_pod pod-b "$B_PORT"
+B_PID=$POD_PID
+export A_PORT B_PORT ORDER_PORT PAYMENT_PORT REDIS_PORT
+
+run_py() {
+	"$PYTHON_GRPC" "$top_srcdir/t/py/operate_test.py" "$@" ||
+		fail "operate_test.py $*"
+}
+
+# ttl ID: the TTL Redis gives the saga's hash (-1: none).
+ttl() {
+	redis-cli -h 127.0.0.1 -p "$REDIS_PORT" TTL "saga:{$1}"
+}
+
+run_py list
+run_py bad_input
+run_py cancel_sync
+run_py cancel_other_pod
+run_py cancel_compensating
+run_py cancel_race
+
+# FAILED sagas wait for an operator: no TTL until Retry or Resolve.
+run_py make_failed failed-sync Booking
+run_py make_failed failed-async AsyncBooking
+run_py make_failed failed-resolve Booking
+for id in failed-sync failed-async failed-resolve; do
+	[ "$(ttl "$id")" = "-1" ] || fail "$id: FAILED saga has TTL $(ttl "$id")"
+done
+pass "FAILED sagas keep no TTL"
+run_py retry failed-sync
+run_py retry failed-async
+run_py resolve failed-resolve
+for id in failed-sync failed-async failed-resolve; do
+	t=$(ttl "$id")
+	[ "$t" -gt 0 ] && [ "$t" -le 3600 ] ||
+		fail "$id: ended by an operator, TTL $t, want saga_ttl"
+done
+pass "sagas ended by Retry or Resolve expire after saga_ttl again"
+
+kill -TERM "$A_PID" "$B_PID"
+wait "$A_PID" || fail "pod-a exited $? after SIGTERM"
+wait "$B_PID" || fail "pod-b exited $? after SIGTERM"
+! grep -E "AddressSanitizer|LeakSanitizer|runtime error:" "$LIB_TMP"/*.log ||
+	fail "sanitizer reports in the logs"
