@@ -10,9 +10,10 @@
  * worker must not outlive it. The mechanics of all that are proc.c's.
  *
  * Its work: it consumes its topic's durable JetStream consumer (through the
- * bus interface, src/bus.h) and hands every message to the engine
- * (src/wengine.c), which runs one step's call of a saga from the Redis
- * store, or, for the "callbacks" topic, one callback delivery. NATS or Redis
+ * bus interface, src/bus.h) and hands every message to the worker engine
+ * (wengine.h), which runs one step's call of a saga from the Redis store
+ * (src/wengine.c), or, for the "callbacks" topic, one callback delivery
+ * (src/wengine_callback.c); this file knows neither. NATS or Redis
  * down at start is not fatal: both reconnect by themselves and the worker
  * keeps trying to open its consumer. SIGTERM stops fetching and waits for
  * the messages in hand to finish (or shutdown_timeout_ms); anything not
