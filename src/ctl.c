@@ -258,15 +258,20 @@ sync_call_free(struct sync_call *sc)
 	free(sc->data);
 }
 
+void
+ctl_print_error_json(FILE *fp, int status, const char *message)
+{
+	fprintf(fp, "{\"error\":{\"code\":\"%s\",\"message\":",
+	    grpc_status_name(status));
+	json_write_string(fp, message);
+	fputs("}}\n", fp);
+}
+
 static int
 report_call_error(struct ctl *c, const struct sync_call *sc)
 {
-	if (c->json) {
-		printf("{\"error\":{\"code\":\"%s\",\"message\":",
-		    grpc_status_name(sc->status));
-		json_write_string(stdout, sc->message);
-		printf("}}\n");
-	}
+	if (c->json)
+		ctl_print_error_json(stdout, sc->status, sc->message);
 	fprintf(stderr, "sagactl: %s: %s\n", grpc_status_name(sc->status),
 	    sc->message);
 	return exit_for_status(sc->status);

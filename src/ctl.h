@@ -35,5 +35,7 @@ void	ctl_print_saga(FILE *, const struct saga *);
  * (protobuf's JSON mapping of saga.v1.SagaEvent), its strings escaped.
  */
 void	ctl_print_event_json(FILE *, const Saga__V1__SagaEvent *);
+/* A failed call as the line of JSON --json prints: {"error":{...}}. */
+void	ctl_print_error_json(FILE *, int status, const char *message);
 
 #endif

@@ -2,8 +2,9 @@
  * check_json.c - the one JSON string writer (src/json.c) and the JSON built
  * with it: escaping per RFC 8259, UTF-8 kept, the exact bytes saga_to_json
  * has always sent (callbacks and `sagactl --json` depend on them), and the
- * line `sagactl watch --json` prints for an event whose error holds a quote
- * and a newline. Strings are captured with open_memstream: no I/O.
+ * lines `sagactl watch --json` prints for an event whose error holds a quote
+ * and a newline, and for a failed call. Strings are captured with
+ * open_memstream: no I/O.
  */
 #include "autoconf.h"
 
@@ -13,6 +14,7 @@
 
 #include "check_run.h"
 #include "ctl.h"
+#include "grpc/grpc.h"
 #include "json.h"
 #include "saga.h"
 #include "saga/v1/saga.pb-c.h"
@@ -221,6 +223,20 @@ START_TEST(watch_json_escapes_the_error)
 }
 END_TEST
 
+START_TEST(error_json_escapes_the_message)
+{
+	FILE	*fp = cap_open();
+	char	*j;
+
+	ctl_print_error_json(fp, GRPC_STATUS_INVALID_ARGUMENT,
+	    "flow \"X\"\nunknown");
+	j = cap_close(fp);
+	ck_assert_str_eq(j, "{\"error\":{\"code\":\"INVALID_ARGUMENT\","
+	    "\"message\":\"flow \\\"X\\\"\\nunknown\"}}\n");
+	free(j);
+}
+END_TEST
+
 static Suite *
 json_suite(void)
 {
@@ -236,6 +252,7 @@ json_suite(void)
 	tcase_add_test(tc, every_byte_is_written_as_saga_json_always_did);
 	tcase_add_test(tc, saga_json_is_byte_identical);
 	tcase_add_test(tc, watch_json_escapes_the_error);
+	tcase_add_test(tc, error_json_escapes_the_message);
 	suite_add_tcase(s, tc);
 	return s;
 }
