@@ -3,7 +3,8 @@
 # booking (order, payment) with the example participants, everything on this
 # machine. Not a test: it prints figures to record in bench/RESULTS.md.
 #
-#   bench/sync.sh [BUILD_DIR]      (default: the source tree's own build)
+#   [QUICK=1] bench/sync.sh [BUILD_DIR]   (default: the source tree's build;
+#                                         QUICK: section 1 alone)
 #
 # 1. closed loop, participants at 0 ms: sagas/s
 # 2. open loop at 5,000 sagas/s: latency percentiles
@@ -81,6 +82,10 @@ $ctl bench Booking -r 0 -d 2s --max-inflight 64 >/dev/null	# warm up
 echo "## 1. closed loop, 128 in flight, participants at 0 ms, $DUR"
 $ctl bench Booking -r 0 -d "$DUR" --max-inflight 128 -c 2 | tee "$LIB_TMP/closed.txt"
 closed=$(awk -F'[ ,]+' '/^Requests/ {print $(NF)}' "$LIB_TMP/closed.txt")
+if [ -n "${QUICK:-}" ]; then	# the closed loop alone, for A/B runs
+	echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+	exit 0
+fi
 echo
 echo "## 2. open loop, 5000 sagas/s offered, $DUR"
 $ctl bench Booking -r 5000 -d "$DUR" -c 2

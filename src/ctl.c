@@ -19,6 +19,7 @@
 #include <event2/event.h>
 
 #include "ctl.h"
+#include "ctl_int.h"
 #include "grpc/client.h"
 #include "grpc/grpc.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -30,14 +31,6 @@
 
 #define CTL_DEFAULT_SERVER	"127.0.0.1:10000"
 
-struct ctl {
-	struct event_base	*base;
-	struct grpc_client	*client;
-	struct grpc_channel	*ch;
-	int			 json;
-	int64_t			 timeout_ms;
-	int			 rc;
-};
 
 static void
 usage(FILE *fp)
@@ -51,6 +44,12 @@ usage(FILE *fp)
 "  get ID                     print a saga's current state\n"
 "  watch ID                   print a saga's events until it ends\n"
 "  flows                      list the configured flows\n"
+"  list [--state S]... [--flow F] [--since T] [--until T] [--limit N]\n"
+"                             find sagas, newest first (S: FAILED...;\n"
+"                             T: a duration ago as 15m, 2h, or unix ms)\n"
+"  cancel ID [REASON]         stop a PENDING or RUNNING saga, compensate it\n"
+"  retry ID                   FAILED: try its compensations again\n"
+"  resolve ID NOTE            FAILED: it was repaired by hand\n"
 "  health [SERVICE]           ask grpc.health.v1.Health\n"
 "  bench FLOW -r RATE -d DURATION [-c CONNECTIONS] [key=value ...]\n"
 "      [--max-inflight N] [--mode M] [--plot FILE.svg]\n"
@@ -212,14 +211,6 @@ ctl_print_saga(FILE *fp, const struct saga *s)
 		fprintf(fp, "error %s\n", s->error);
 }
 
-/* One unary call, run to completion on the loop. */
-struct sync_call {
-	int		 done;
-	int		 status;
-	char		*message;
-	uint8_t		*data;
-	size_t		 len;
-};
 
 static void
 sync_call_cb(void *arg, const struct grpc_client_result *r)
@@ -235,8 +226,8 @@ sync_call_cb(void *arg, const struct grpc_client_result *r)
 		memcpy(sc->data, r->data, r->len);
 }
 
-static void
-unary(struct ctl *c, const char *path, const ProtobufCMessage *req,
+void
+ctl_unary(struct ctl *c, const char *path, const ProtobufCMessage *req,
     struct sync_call *sc)
 {
 	size_t	 len = protobuf_c_message_get_packed_size(req);
@@ -251,8 +242,8 @@ unary(struct ctl *c, const char *path, const ProtobufCMessage *req,
 		event_base_loop(c->base, EVLOOP_ONCE);
 }
 
-static void
-sync_call_free(struct sync_call *sc)
+void
+ctl_call_free(struct sync_call *sc)
 {
 	free(sc->message);
 	free(sc->data);
@@ -267,8 +258,8 @@ ctl_print_error_json(FILE *fp, int status, const char *message)
 	fputs("}}\n", fp);
 }
 
-static int
-report_call_error(struct ctl *c, const struct sync_call *sc)
+int
+ctl_call_error(struct ctl *c, const struct sync_call *sc)
 {
 	if (c->json)
 		ctl_print_error_json(stdout, sc->status, sc->message);
@@ -277,16 +268,19 @@ report_call_error(struct ctl *c, const struct sync_call *sc)
 	return exit_for_status(sc->status);
 }
 
-/* Prints a Saga reply; returns the exit code it implies. */
-static int
-print_saga_reply(struct ctl *c, const struct sync_call *sc)
+/*
+ * Prints a Saga reply; returns the exit code it implies: the saga's own
+ * ending, or 0 (ok_exit) when the call's success is what counts.
+ */
+int
+ctl_print_reply(struct ctl *c, const struct sync_call *sc, int ok_exit)
 {
 	struct saga	*s;
 	char		 err[SAGAD_ERRLEN];
 	int		 rc;
 
 	if (sc->status != GRPC_STATUS_OK)
-		return report_call_error(c, sc);
+		return ctl_call_error(c, sc);
 	s = saga_unpack(sc->data, sc->len, err, sizeof(err));
 	if (s == NULL) {
 		fprintf(stderr, "sagactl: %s\n", err);
@@ -298,7 +292,7 @@ print_saga_reply(struct ctl *c, const struct sync_call *sc)
 		free(j);
 	} else
 		ctl_print_saga(stdout, s);
-	rc = exit_for_saga(s);
+	rc = ok_exit ? CTL_EXIT_OK : exit_for_saga(s);
 	saga_free(s);
 	return rc;
 }
@@ -424,21 +418,21 @@ cmd_run(struct ctl *c, int argc, char **argv)
 		rc = CTL_EXIT_USAGE;
 		goto out;
 	}
-	unary(c, "/saga.v1.Orchestrator/Run", &req.base, &sc);
+	ctl_unary(c, "/saga.v1.Orchestrator/Run", &req.base, &sc);
 	if (wait && sc.status == GRPC_STATUS_OK && !c->json) {
 		struct saga *s = saga_unpack(sc.data, sc.len, err, sizeof(err));
 		if (s != NULL && !SAGA_STATE_IS_FINAL(s->state)) {
 			char *id = util_xstrdup(s->id);
 			saga_free(s);
-			sync_call_free(&sc);
+			ctl_call_free(&sc);
 			rc = cmd_watch(c, id);
 			free(id);
 			goto out;
 		}
 		saga_free(s);
 	}
-	rc = print_saga_reply(c, &sc);
-	sync_call_free(&sc);
+	rc = ctl_print_reply(c, &sc, 0);
+	ctl_call_free(&sc);
 out:
 	req_context_free(&req);
 	return rc;
@@ -457,9 +451,9 @@ cmd_get(struct ctl *c, int argc, char **argv)
 	}
 	saga__v1__get_request__init(&req);
 	req.id = argv[1];
-	unary(c, "/saga.v1.Orchestrator/Get", &req.base, &sc);
-	rc = print_saga_reply(c, &sc);
-	sync_call_free(&sc);
+	ctl_unary(c, "/saga.v1.Orchestrator/Get", &req.base, &sc);
+	rc = ctl_print_reply(c, &sc, 0);
+	ctl_call_free(&sc);
 	return rc;
 }
 
@@ -573,14 +567,14 @@ cmd_flows(struct ctl *c)
 	struct sync_call		 sc;
 
 	saga__v1__list_flows_request__init(&req);
-	unary(c, "/saga.v1.Orchestrator/ListFlows", &req.base, &sc);
+	ctl_unary(c, "/saga.v1.Orchestrator/ListFlows", &req.base, &sc);
 	if (sc.status != GRPC_STATUS_OK) {
-		int rc = report_call_error(c, &sc);
-		sync_call_free(&sc);
+		int rc = ctl_call_error(c, &sc);
+		ctl_call_free(&sc);
 		return rc;
 	}
 	resp = saga__v1__list_flows_response__unpack(NULL, sc.len, sc.data);
-	sync_call_free(&sc);
+	ctl_call_free(&sc);
 	if (resp == NULL) {
 		fprintf(stderr, "sagactl: flows: an answer that is not a "
 		    "saga.v1.ListFlowsResponse\n");
@@ -636,15 +630,15 @@ cmd_health(struct ctl *c, int argc, char **argv)
 	}
 	grpc__health__v1__health_check_request__init(&req);
 	req.service = argc == 2 ? argv[1] : (char *)(uintptr_t)"";
-	unary(c, "/grpc.health.v1.Health/Check", &req.base, &sc);
+	ctl_unary(c, "/grpc.health.v1.Health/Check", &req.base, &sc);
 	if (sc.status != GRPC_STATUS_OK) {
-		int rc = report_call_error(c, &sc);
-		sync_call_free(&sc);
+		int rc = ctl_call_error(c, &sc);
+		ctl_call_free(&sc);
 		return rc;
 	}
 	resp = grpc__health__v1__health_check_response__unpack(NULL, sc.len,
 	    sc.data);
-	sync_call_free(&sc);
+	ctl_call_free(&sc);
 	if (resp == NULL) {
 		fprintf(stderr, "sagactl: health: an answer that is not a "
 		    "grpc.health.v1.HealthCheckResponse\n");
@@ -1050,7 +1044,9 @@ ctl_main(int argc, char **argv)
 	argv += optind;
 	if (strcmp(cmd, "run") != 0 && strcmp(cmd, "get") != 0 &&
 	    strcmp(cmd, "watch") != 0 && strcmp(cmd, "flows") != 0 &&
-	    strcmp(cmd, "health") != 0 && strcmp(cmd, "bench") != 0) {
+	    strcmp(cmd, "health") != 0 && strcmp(cmd, "bench") != 0 &&
+	    strcmp(cmd, "list") != 0 && strcmp(cmd, "cancel") != 0 &&
+	    strcmp(cmd, "retry") != 0 && strcmp(cmd, "resolve") != 0) {
 		fprintf(stderr, "sagactl: unknown command \"%s\"\n", cmd);
 		usage(stderr);
 		return CTL_EXIT_USAGE;
@@ -1078,6 +1074,11 @@ ctl_main(int argc, char **argv)
 		rc = cmd_flows(&c);
 	else if (strcmp(cmd, "health") == 0)
 		rc = cmd_health(&c, argc, argv);
+	else if (strcmp(cmd, "list") == 0)
+		rc = ctl_cmd_list(&c, argc, argv);
+	else if (strcmp(cmd, "cancel") == 0 || strcmp(cmd, "retry") == 0 ||
+	    strcmp(cmd, "resolve") == 0)
+		rc = ctl_cmd_operate(&c, argc, argv);
 	else
 		rc = cmd_bench(&c, argc, argv, host, port);
 	grpc_client_free(c.client);

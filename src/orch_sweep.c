@@ -92,12 +92,10 @@ claimed(enum store_result res, char *const *ids, size_t n, const char *err,
  * once while a batch comes back full.
  */
 static void
-expired(enum store_result res, char *const *ids, size_t n, const char *err,
-    void *arg)
+expired(enum store_result res, size_t n, const char *err, void *arg)
 {
 	struct orch *o = arg;
 
-	(void)ids;
 	(void)err;
 	o->expiring = 0;
 	if (o->closing || res != STORE_OK || n < SWEEP_EXPIRE_BATCH)

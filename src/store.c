@@ -447,8 +447,10 @@ store_req_fail(struct req *r, enum store_result res, const char *err)
 		break;
 	case REQ_RENEW:
 	case REQ_CLAIM:
-	case REQ_EXPIRE:
 		r->cb.ids(res, NULL, 0, err, r->arg);
+		break;
+	case REQ_EXPIRE:
+		r->cb.count(res, 0, err, r->arg);
 		break;
 	case REQ_LIST:
 		r->cb.list(res, NULL, 0, 0, 0, NULL, err, r->arg);
@@ -816,9 +818,8 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		else if (r->kind == REQ_LIST)
 			reply_list(r, rep);
 		else {
-			r->cb.ids(STORE_OK, NULL, rep->type ==
-			    REDIS_REPLY_INTEGER ? (size_t)rep->integer : 0,
-			    NULL, r->arg);
+			r->cb.count(STORE_OK, rep->type == REDIS_REPLY_INTEGER ?
+			    (size_t)rep->integer : 0, NULL, r->arg);
 			store_req_free(r);
 		}
 		return;
@@ -1496,12 +1497,12 @@ store_list(struct store *st, const struct store_list_query *q,
 }
 
 void
-store_index_expire(struct store *st, int max, store_ids_cb *cb, void *arg)
+store_index_expire(struct store *st, int max, store_count_cb *cb, void *arg)
 {
 	struct req *r;
 
 	r = store_req_new(st, &st->main, REQ_EXPIRE);
-	r->cb.ids = cb;
+	r->cb.count = cb;
 	r->arg = arg;
 	r->script = SCRIPT_EXPIRE;
 	store_req_int(r, max > 0 ? max : 256);

@@ -217,9 +217,11 @@ void	 store_list(struct store *, const struct store_list_query *,
 
 /*
  * Takes up to max sagas that expired out of the index (a master's cron
- * calls it); cb gets their count in n, ids NULL.
+ * calls it); cb gets how many it looked at: max means there may be more.
  */
-void	 store_index_expire(struct store *, int max, store_ids_cb *, void *);
+typedef void	store_count_cb(enum store_result, size_t n, const char *err,
+		    void *arg);
+void	 store_index_expire(struct store *, int max, store_count_cb *, void *);
 
 /*
  * Replays the saga's events from the start, then follows new ones until its

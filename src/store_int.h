@@ -88,6 +88,7 @@ struct req {
 		store_rev_cb	*rev;
 		store_ids_cb	*ids;
 		store_list_cb	*list;
+		store_count_cb	*count;
 	}			 cb;
 	void			*arg;
 	struct store_watch	*w;

@@ -397,6 +397,93 @@ START_TEST(a_changed_flow_ends_the_saga_failed_before_any_call)
 }
 END_TEST
 
+START_TEST(cancel_compensates_every_started_step_and_starts_nothing)
+{
+	driver_start(&d, 1000);
+	driver_result(&d, GRPC_STATUS_OK, NULL, NULL, 0, 1100);
+	assert_write(1, 0, 1, 2);
+	/* Flight's call is in flight (or only recorded): it counts too. */
+	ck_assert_int_eq(driver_cancel(&d, "customer left", 1200),
+	    SAGA_ACT_CALL);
+	ck_assert_int_eq(d.a.step, 1);
+	ck_assert_int_eq(d.a.compensate, 1);
+	ck_assert_str_eq(d.s->error, "cancelled: customer left");
+	assert_events(":COMPENSATING:0 Flight:COMPENSATING:1");
+	assert_write(1, 1, 1, 3);
+	driver_result(&d, GRPC_STATUS_OK, NULL, NULL, 0, 1300);
+	ck_assert_int_eq(d.a.step, 0);
+	ck_assert_int_eq(d.a.compensate, 1);
+	driver_events_clear(&d);
+	ck_assert_int_eq(driver_result(&d, GRPC_STATUS_OK, NULL, NULL, 0,
+	    1400), SAGA_ACT_END);
+	ck_assert_int_eq(d.s->state, SAGA_STATE_COMPENSATED);
+	ck_assert_str_eq(d.s->error, "cancelled: customer left");
+	/* A second Cancel of a compensating or ended saga changes nothing. */
+	ck_assert_int_eq(driver_cancel(&d, "again", 1500), SAGA_ACT_END);
+	ck_assert_str_eq(d.s->error, "cancelled: customer left");
+}
+END_TEST
+
+START_TEST(a_cancelled_record_makes_the_worker_compensate_instead)
+{
+	int write;
+
+	driver_queue(&d, 1000);
+	assert_write(0, 0, 1, 1);
+	/* First delivery of step 0's work after a Cancel: no call. */
+	ck_assert_int_eq(driver_resume(&d, 0, 0, 1, 0, 0, 0, "stop", 1100,
+	    &write), DRIVER_RESUME_PASS);
+	ck_assert_int_eq(write, 1);
+	ck_assert_int_eq(d.a.step, 0);
+	ck_assert_int_eq(d.a.compensate, 1);
+	ck_assert_int_eq(d.s->state, SAGA_STATE_COMPENSATING);
+	ck_assert_int_eq(d.carry, 1);
+}
+END_TEST
+
+START_TEST(retry_tries_the_failed_compensations_with_a_fresh_budget)
+{
+	struct driver_work	dw;
+	char			err[256];
+
+	driver_start(&d, 1000);
+	driver_result(&d, GRPC_STATUS_ABORTED, "no", NULL, 0, 1100);
+	driver_result(&d, GRPC_STATUS_UNAVAILABLE, "down", NULL, 0, 1200);
+	driver_begin(&d, 1300);
+	ck_assert_int_eq(driver_result(&d, GRPC_STATUS_UNAVAILABLE, "down",
+	    NULL, 0, 1400), SAGA_ACT_END);
+	ck_assert_int_eq(d.s->state, SAGA_STATE_FAILED);
+	driver_written(&d, 9);
+	ck_assert_int_eq(driver_retry(&d, 2000), SAGA_ACT_CALL);
+	ck_assert_int_eq(d.s->state, SAGA_STATE_COMPENSATING);
+	ck_assert_int_eq(d.a.step, 0);
+	ck_assert_int_eq(d.a.compensate, 1);
+	ck_assert_int_eq(d.a.attempt, 1);
+	assert_events(":COMPENSATING:0 Hotel:COMPENSATING:1");
+	/* Its work has a dedupe id of its own round. */
+	ck_assert_int_eq(driver_work(&d, &d.a, &dw, err, sizeof(err)), 0);
+	ck_assert_str_eq(dw.msg_id, "s-1:Hotel:undo:r1");
+	free(dw.buf);
+	ck_assert_int_eq(driver_result(&d, GRPC_STATUS_OK, NULL, NULL, 0,
+	    2100), SAGA_ACT_END);
+	ck_assert_int_eq(d.s->state, SAGA_STATE_COMPENSATED);
+}
+END_TEST
+
+START_TEST(resolve_ends_a_failed_saga_with_the_note_as_its_event)
+{
+	driver_start(&d, 1000);
+	d.s->state = SAGA_STATE_FAILED;
+	driver_events_clear(&d);
+	driver_resolve(&d, "refunded by hand", 2000);
+	ck_assert_int_eq(d.s->state, SAGA_STATE_RESOLVED);
+	ck_assert_int_eq(d.a.kind, SAGA_ACT_END);
+	assert_events(":RESOLVED:0");
+	ck_assert_str_eq(d.evs[0].error, "refunded by hand");
+	ck_assert_str_eq(saga_state_name(d.s->state), "RESOLVED");
+}
+END_TEST
+
 START_TEST(events_of_moves_without_a_write_are_all_kept)
 {
 	struct driver_write dw;
@@ -479,6 +566,10 @@ driver_suite(void)
 	tcase_add_test(tc, work_of_a_passed_call_is_published_again);
 	tcase_add_test(tc, an_ended_saga_only_repeats_its_end_effects);
 	tcase_add_test(tc, a_changed_flow_ends_the_saga_failed_before_any_call);
+	tcase_add_test(tc, cancel_compensates_every_started_step_and_starts_nothing);
+	tcase_add_test(tc, a_cancelled_record_makes_the_worker_compensate_instead);
+	tcase_add_test(tc, retry_tries_the_failed_compensations_with_a_fresh_budget);
+	tcase_add_test(tc, resolve_ends_a_failed_saga_with_the_note_as_its_event);
 	tcase_add_test(tc, events_of_moves_without_a_write_are_all_kept);
 	tcase_add_test(tc, work_carries_the_record_only_of_the_call_its_write_started);
 	suite_add_tcase(s, tc);

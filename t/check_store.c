@@ -814,6 +814,235 @@ START_TEST(terminal_state_sets_ttl_and_drops_the_lease)
 }
 END_TEST
 
+static void
+count_cb(enum store_result r, size_t n, const char *err, void *arg)
+{
+	struct res *x = arg;
+
+	(void)err;
+	x->n++;
+	x->r = r;
+	x->rev = (int64_t)n;
+}
+
+/* What a List callback saw: the ids in order, and the cursor. */
+struct page {
+	int			 n;
+	enum store_result	 r;
+	char			*ids[64];
+	size_t			 nids;
+	int			 more;
+	int64_t			 last_ms;
+	char			 last_id[64];
+};
+
+static void
+page_cb(enum store_result r, Saga__V1__Saga *const *sagas, size_t n,
+    int more, int64_t last_ms, const char *last_id, const char *err,
+    void *arg)
+{
+	struct page *p = arg;
+
+	(void)err;
+	p->n++;
+	p->r = r;
+	for (size_t i = 0; i < n && p->nids < 64; i++)
+		p->ids[p->nids++] = util_xstrdup(sagas[i]->id);
+	p->more = more;
+	p->last_ms = last_ms;
+	snprintf(p->last_id, sizeof(p->last_id), "%s", last_id != NULL ?
+	    last_id : "");
+}
+
+/* Every page of q, limit a page; the ids as one comma list. */
+static void
+list_all(struct event_base *base, struct store *st,
+    struct store_list_query *q, char *out, size_t len)
+{
+	struct page	p;
+	char		cursor[64];
+
+	*out = '\0';
+	q->after_id = NULL;
+	for (;;) {
+		memset(&p, 0, sizeof(p));
+		store_list(st, q, page_cb, &p);
+		wait_for(base, &p.n, 3000, "list");
+		ck_assert_int_eq(p.r, STORE_OK);
+		for (size_t i = 0; i < p.nids; i++) {
+			if (*out != '\0')
+				strncat(out, ",", len - strlen(out) - 1);
+			strncat(out, p.ids[i], len - strlen(out) - 1);
+			free(p.ids[i]);
+		}
+		if (!p.more)
+			return;
+		snprintf(cursor, sizeof(cursor), "%s", p.last_id);
+		q->after_ms = p.last_ms;
+		q->after_id = cursor;
+	}
+}
+
+START_TEST(list_pages_newest_first_ties_by_id_and_filters)
+{
+	struct event_base	*base = event_base_new();
+	struct up		 u;
+	struct store		*st = open_store(base, &u, 0);
+	struct tsaga		 t;
+	struct res		 x;
+	struct store_list_query	 q;
+	const char		*failed[] = { "STATE_FAILED" },
+				*two[] = { "STATE_FAILED", "STATE_RUNNING" };
+	static char		 ids[12][16];
+	char			 got[1024];
+
+	/* i-00..i-11: created at 5000 + i / 3 ms, so three share each ms. */
+	for (int i = 0; i < 12; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "i-%02d", i);
+		tsaga_init(&t, ids[i], "v");
+		t.s.flow = i % 2 ? "IdxA" : "IdxB";
+		t.s.created_unix_ms = 5000 + i / 3;
+		t.w.lease_ms = 0;
+		create_ok(base, st, &t);
+		if (i % 4 == 0) {
+			t.s.state = SAGA__V1__STATE__STATE_FAILED;
+			update(base, st, &t, 1, &x);
+			ck_assert_int_eq(x.r, STORE_OK);
+		}
+	}
+	memset(&q, 0, sizeof(q));
+	q.since_ms = 5000;
+	q.until_ms = 5004;
+	q.limit = 5;
+	list_all(base, st, &q, got, sizeof(got));
+	ck_assert_str_eq(got, "i-11,i-10,i-09,i-08,i-07,i-06,i-05,i-04,i-03,"
+	    "i-02,i-01,i-00");
+	q.limit = 1;
+	list_all(base, st, &q, got, sizeof(got));
+	ck_assert_str_eq(got, "i-11,i-10,i-09,i-08,i-07,i-06,i-05,i-04,i-03,"
+	    "i-02,i-01,i-00");
+	q.limit = 2;
+	q.states = failed;
+	q.nstates = 1;
+	list_all(base, st, &q, got, sizeof(got));
+	ck_assert_str_eq(got, "i-08,i-04,i-00");
+	/* A state change moves it: FAILED, then RUNNING ones merged. */
+	q.states = two;
+	q.nstates = 2;
+	q.flow = "IdxB";
+	list_all(base, st, &q, got, sizeof(got));
+	ck_assert_str_eq(got, "i-10,i-08,i-06,i-04,i-02,i-00");
+	q.states = NULL;
+	q.nstates = 0;
+	q.flow = "IdxA";
+	q.since_ms = 5001;	/* inclusive */
+	q.until_ms = 5003;	/* exclusive */
+	list_all(base, st, &q, got, sizeof(got));
+	ck_assert_str_eq(got, "i-07,i-05,i-03");
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(cancel_marks_a_running_saga_and_its_next_write_says_so)
+{
+	struct event_base	*base = event_base_new();
+	struct up		 u;
+	struct store		*st = open_store(base, &u, 0);
+	struct tsaga		 t;
+	struct res		 x;
+
+	tsaga_init(&t, "c-1", "v");
+	create_ok(base, st, &t);
+	memset(&x, 0, sizeof(x));
+	store_cancel(st, "c-1", "customer left", saga_cb, &x);
+	wait_for(base, &x.n, 3000, "cancel");
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_str_eq(x.cancel, "customer left");
+	res_free(&x);
+	/* The driver's next write goes through and learns it. */
+	update(base, st, &t, 1, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_str_eq(x.cancel, "customer left");
+	get_one(base, st, "c-1", &x);
+	ck_assert_str_eq(x.cancel, "customer left");
+	res_free(&x);
+	/* Compensating: the mark is no longer news, and Cancel is a no-op. */
+	t.s.state = SAGA__V1__STATE__STATE_COMPENSATING;
+	update(base, st, &t, 2, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_str_eq(x.cancel, "");
+	memset(&x, 0, sizeof(x));
+	store_cancel(st, "c-1", "again", saga_cb, &x);
+	wait_for(base, &x.n, 3000, "cancel");
+	ck_assert_int_eq(x.r, STORE_UNCHANGED);
+	res_free(&x);
+	t.s.state = SAGA__V1__STATE__STATE_COMPENSATED;
+	update(base, st, &t, 3, &x);
+	memset(&x, 0, sizeof(x));
+	store_cancel(st, "c-1", "late", saga_cb, &x);
+	wait_for(base, &x.n, 3000, "cancel");
+	ck_assert_int_eq(x.r, STORE_ENDED);
+	ck_assert_int_eq(x.saga->state, SAGA__V1__STATE__STATE_COMPENSATED);
+	res_free(&x);
+	memset(&x, 0, sizeof(x));
+	store_cancel(st, "c-none", "x", saga_cb, &x);
+	wait_for(base, &x.n, 3000, "cancel");
+	ck_assert_int_eq(x.r, STORE_NOT_FOUND);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(expired_sagas_leave_the_index)
+{
+	struct event_base	*base = event_base_new();
+	struct store_params	 p;
+	struct store		*st;
+	struct up		 u;
+	struct tsaga		 t;
+	struct res		 x;
+	struct store_list_query	 q;
+	struct res		 e;
+	char			 got[256], err[SAGAD_ERRLEN];
+	redisContext		*rc = rsync();
+
+	memset(&p, 0, sizeof(p));
+	p.host = "127.0.0.1";
+	p.port = redis_port;
+	p.saga_ttl = 1;
+	st = store_new(base, &p, err, sizeof(err));
+	ck_assert_ptr_nonnull(st);
+	memset(&u, 0, sizeof(u));
+	store_set_status_cb(st, status_cb, &u);
+	wait_for(base, &u.up, 3000, "the store to connect");
+	tsaga_init(&t, "x-1", "v");
+	t.s.flow = "ExpFlow";
+	create_ok(base, st, &t);
+	t.s.state = SAGA__V1__STATE__STATE_COMPLETED;
+	update(base, st, &t, 1, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	memset(&q, 0, sizeof(q));
+	q.flow = "ExpFlow";
+	q.limit = 10;
+	list_all(base, st, &q, got, sizeof(got));
+	ck_assert_str_eq(got, "x-1");
+	ck_assert_int_eq(rint_cmd(rc, "ZCARD %s", "saga:idx:exp"), 1);
+	usleep(1300 * 1000);
+	memset(&e, 0, sizeof(e));
+	store_index_expire(st, 100, count_cb, &e);
+	wait_for(base, &e.n, 3000, "expire");
+	ck_assert_int_eq(e.r, STORE_OK);
+	list_all(base, st, &q, got, sizeof(got));
+	ck_assert_str_eq(got, "");
+	ck_assert_int_eq(rint_cmd(rc, "ZCARD %s", "saga:idx:f:ExpFlow"), 0);
+	ck_assert_int_eq(rint_cmd(rc, "ZCARD %s", "saga:idx:exp"), 0);
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
 START_TEST(reopening_an_ended_saga_drops_its_expiry_and_old_events)
 {
 	struct event_base *base = event_base_new();
@@ -1412,6 +1641,10 @@ main(void)
 	tcase_add_test(tc, terminal_state_sets_ttl_and_drops_the_lease);
 	tcase_add_test(tc,
 	    reopening_an_ended_saga_drops_its_expiry_and_old_events);
+	tcase_add_test(tc, list_pages_newest_first_ties_by_id_and_filters);
+	tcase_add_test(tc,
+	    cancel_marks_a_running_saga_and_its_next_write_says_so);
+	tcase_add_test(tc, expired_sagas_leave_the_index);
 	tcase_add_test(tc,
 	    expired_leases_are_claimed_exactly_once_across_stores);
 	tcase_add_test(tc, only_the_owner_renews_a_lease);

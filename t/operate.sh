@@ -115,9 +115,39 @@ for id in failed-sync failed-async failed-resolve; do
 	[ "$(ttl "$id")" = "-1" ] || fail "$id: FAILED saga has TTL $(ttl "$id")"
 done
 pass "FAILED sagas keep no TTL"
+# The operator's morning check, with sagactl: human and --json.
+CTL="$top_builddir/sagactl -s 127.0.0.1:$B_PORT"
+$CTL list --state FAILED >"$LIB_TMP/list.txt" || fail "sagactl list exited $?"
+for id in failed-sync failed-async failed-resolve; do
+	grep -q "^$id .* FAILED " "$LIB_TMP/list.txt" ||
+		fail "sagactl list --state FAILED does not show $id"
+done
+$CTL --json list --state failed --flow Booking --limit 50 >"$LIB_TMP/list.json" ||
+	fail "sagactl --json list exited $?"
+/usr/bin/python3 - "$LIB_TMP/list.json" <<'PY' || fail "sagactl --json list"
+import json, sys
+d = json.load(open(sys.argv[1]))
+ids = [s["id"] for s in d["sagas"]]
+assert ids == ["failed-resolve", "failed-sync"], ids
+assert all(s["state"] == "STATE_FAILED" for s in d["sagas"])
+assert d["nextPageToken"] == ""
+PY
+$CTL list --state nonsense >/dev/null 2>&1
+[ $? -eq 2 ] || fail "sagactl list --state nonsense: want exit 2"
+pass "sagactl list --state FAILED finds them, human and --json"
+
 run_py retry failed-sync
 run_py retry failed-async
-run_py resolve failed-resolve
+$CTL --json resolve failed-resolve "order 17 refunded by hand," \
+	"ticket OPS-4" >"$LIB_TMP/resolve.json" || fail "sagactl resolve exited $?"
+/usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["state"] == "STATE_RESOLVED", d' \
+	"$LIB_TMP/resolve.json" || fail "sagactl resolve printed no RESOLVED saga"
+run_py resolved failed-resolve
+$CTL resolve failed-resolve "again" >/dev/null 2>&1
+[ $? -eq 1 ] || fail "sagactl resolve of a RESOLVED saga: want exit 1"
+$CTL cancel no-such-saga >/dev/null 2>&1
+[ $? -eq 1 ] || fail "sagactl cancel of an unknown saga: want exit 1"
+pass "sagactl resolve and cancel: exit 0 done, 1 refused"
 for id in failed-sync failed-async failed-resolve; do
 	t=$(ttl "$id")
 	[ "$t" -gt 0 ] && [ "$t" -le 3600 ] ||

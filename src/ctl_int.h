@@ -1,0 +1,47 @@
+/*
+ * ctl_int.h - what sagactl's files share (ctl.c: run, get, watch, flows,
+ * health, bench; ctl_operate.c: list, cancel, retry, resolve), and nothing
+ * else includes.
+ */
+#ifndef SAGAD_CTL_INT_H
+#define SAGAD_CTL_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+struct event_base;
+struct grpc_client;
+struct grpc_channel;
+
+struct ctl {
+	struct event_base	*base;
+	struct grpc_client	*client;
+	struct grpc_channel	*ch;
+	int			 json;
+	int64_t			 timeout_ms;
+	int			 rc;
+};
+
+/* One unary call, run to completion on the loop. */
+struct sync_call {
+	int		 done;
+	int		 status;
+	char		*message;
+	uint8_t		*data;
+	size_t		 len;
+};
+
+void	 ctl_unary(struct ctl *, const char *path, const ProtobufCMessage *,
+	    struct sync_call *);
+void	 ctl_call_free(struct sync_call *);
+/* Says what failed (JSON too with --json); returns the exit code. */
+int	 ctl_call_error(struct ctl *, const struct sync_call *);
+int	 ctl_print_reply(struct ctl *, const struct sync_call *, int ok_exit);
+
+/* ctl_operate.c */
+int	 ctl_cmd_list(struct ctl *, int argc, char **argv);
+int	 ctl_cmd_operate(struct ctl *, int argc, char **argv);
+
+#endif
