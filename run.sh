@@ -39,7 +39,7 @@ build() {
 	fi
 	if [ ! -f Makefile ] || [ configure -nt config.status ]; then
 		say "configure"
-		./configure --prefix=/usr/local ${CONFIGURE_FLAGS:-}
+		./configure --prefix=/usr/local --enable-werror ${CONFIGURE_FLAGS:-}
 	fi
 	say "make"
 	make -j"$(nproc)"

@@ -136,7 +136,8 @@ callback_host_allowed(const char *host, char *const *allow, size_t nallow)
 
 /* From the loop, after the request's callback has returned. */
 static void
-post_free_cb(evutil_socket_t fd, short what, void *arg)
+post_free_cb(evutil_socket_t fd SAGAD_UNUSED, short what SAGAD_UNUSED,
+    void *arg)
 {
 	struct post *p = arg;
 

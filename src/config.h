@@ -9,15 +9,10 @@
 
 #include <stddef.h>
 
+#include "saga_mode.h"
+
 #define CONFIG_NAME_MAX	64	/* pod_id, stream, service, node, flow names */
 #define CONFIG_ERRLEN	4096	/* room for many "FILE:LINE: KEY: ..." lines */
-
-enum saga_mode {
-	SAGA_MODE_UNSPECIFIED = 0,
-	SAGA_MODE_SYNC = 1,
-	SAGA_MODE_ASYNC = 2,
-	SAGA_MODE_THROTTLING = 3,
-};
 
 struct config_service {
 	char		*name;

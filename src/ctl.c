@@ -23,6 +23,7 @@
 #include "grpc/client.h"
 #include "grpc/grpc.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "json.h"
 #include "report.h"
 #include "saga.h"
 #include "saga/v1/saga.pb-c.h"
@@ -248,12 +249,20 @@ ctl_call_free(struct sync_call *sc)
 	free(sc->data);
 }
 
+void
+ctl_print_error_json(FILE *fp, int status, const char *message)
+{
+	fprintf(fp, "{\"error\":{\"code\":\"%s\",\"message\":",
+	    grpc_status_name(status));
+	json_write_string(fp, message);
+	fputs("}}\n", fp);
+}
+
 int
 ctl_call_error(struct ctl *c, const struct sync_call *sc)
 {
 	if (c->json)
-		printf("{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n",
-		    grpc_status_name(sc->status), sc->message);
+		ctl_print_error_json(stdout, sc->status, sc->message);
 	fprintf(stderr, "sagactl: %s: %s\n", grpc_status_name(sc->status),
 	    sc->message);
 	return exit_for_status(sc->status);
@@ -473,13 +482,9 @@ watch_msg(void *arg, const uint8_t *msg, size_t len)
 	}
 	if (*ev->step == '\0')
 		w->final_state = ev->state;
-	if (w->c->json) {
-		printf("{\"sagaId\":\"%s\",\"step\":\"%s\",\"state\":"
-		    "\"STATE_%s\",\"error\":\"%s\",\"attempt\":%d,"
-		    "\"unixMs\":\"%lld\"}\n", ev->saga_id, ev->step,
-		    saga_state_name((enum saga_state)ev->state), ev->error, ev->attempt,
-		    (long long)ev->unix_ms);
-	} else {
+	if (w->c->json)
+		ctl_print_event_json(stdout, ev);
+	else {
 		t = ev->unix_ms / 1000;
 		localtime_r(&t, &tm);
 		strftime(ts, sizeof(ts), "%H:%M:%S", &tm);
@@ -494,6 +499,20 @@ watch_msg(void *arg, const uint8_t *msg, size_t len)
 	}
 	fflush(stdout);
 	saga__v1__saga_event__free_unpacked(ev, NULL);
+}
+
+void
+ctl_print_event_json(FILE *fp, const Saga__V1__SagaEvent *ev)
+{
+	fputs("{\"sagaId\":", fp);
+	json_write_string(fp, ev->saga_id);
+	fputs(",\"step\":", fp);
+	json_write_string(fp, ev->step);
+	fprintf(fp, ",\"state\":\"STATE_%s\",\"error\":",
+	    saga_state_name((enum saga_state)ev->state));
+	json_write_string(fp, ev->error);
+	fprintf(fp, ",\"attempt\":%d,\"unixMs\":\"%lld\"}\n", ev->attempt,
+	    (long long)ev->unix_ms);
 }
 
 static void
@@ -568,12 +587,16 @@ cmd_flows(struct ctl *c)
 		unsigned m = (unsigned)f->mode <= 3 ? (unsigned)f->mode : 0;
 
 		if (c->json) {
-			printf("%s{\"name\":\"%s\",\"mode\":\"MODE_%s\","
-			    "\"steps\":[", i ? "," : "", f->name,
+			printf("%s{\"name\":", i ? "," : "");
+			json_write_string(stdout, f->name);
+			printf(",\"mode\":\"MODE_%s\",\"steps\":[",
 			    m == 0 ? "UNSPECIFIED" : m == 1 ? "SYNC" :
 			    m == 2 ? "ASYNC" : "THROTTLING");
-			for (size_t j = 0; j < f->n_steps; j++)
-				printf("%s\"%s\"", j ? "," : "", f->steps[j]);
+			for (size_t j = 0; j < f->n_steps; j++) {
+				if (j > 0)
+					putchar(',');
+				json_write_string(stdout, f->steps[j]);
+			}
 			printf("]}");
 			continue;
 		}
@@ -750,7 +773,7 @@ bench_check_end(struct bench *b)
 }
 
 static void
-bench_tick(evutil_socket_t fd, short ev, void *arg)
+bench_tick(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED, void *arg)
 {
 	struct bench	*b = arg;
 	int64_t		 now = mono_us(), el = now - b->start_us;
@@ -765,7 +788,8 @@ bench_tick(evutil_socket_t fd, short ev, void *arg)
 }
 
 static void
-bench_progress(evutil_socket_t fd, short ev, void *arg)
+bench_progress(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED,
+    void *arg)
 {
 	struct bench	*b = arg;
 	double		 el = (double)(mono_us() - b->start_us) / 1e6;
@@ -776,7 +800,7 @@ bench_progress(evutil_socket_t fd, short ev, void *arg)
 }
 
 static void
-bench_sigint(evutil_socket_t fd, short ev, void *arg)
+bench_sigint(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED, void *arg)
 {
 	struct bench *b = arg;
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "saga.h"
+#include "saga/v1/saga.pb-c.h"
 
 /* Exit codes (sagactl(1)). */
 enum ctl_exit {
@@ -29,5 +30,12 @@ int	ctl_parse_kv(const char *, char **key, char **value, char *err,
 int	ctl_parse_duration(const char *, int64_t *us);
 /* A saga as a readable timeline of its steps. */
 void	ctl_print_saga(FILE *, const struct saga *);
+/*
+ * A saga event as the one line of JSON `sagactl watch --json` prints for it
+ * (protobuf's JSON mapping of saga.v1.SagaEvent), its strings escaped.
+ */
+void	ctl_print_event_json(FILE *, const Saga__V1__SagaEvent *);
+/* A failed call as the line of JSON --json prints: {"error":{...}}. */
+void	ctl_print_error_json(FILE *, int status, const char *message);
 
 #endif

@@ -17,6 +17,7 @@
 #include "ctl.h"
 #include "ctl_int.h"
 #include "grpc/grpc.h"
+#include "json.h"
 #include "saga.h"
 #include "saga/v1/saga.pb-c.h"
 #include "util.h"
@@ -181,10 +182,11 @@ ctl_cmd_list(struct ctl *c, int argc, char **argv)
 		if (token == NULL || shown >= limit)
 			break;
 	}
-	if (c->json)
-		printf("],\"nextPageToken\":\"%s\"}\n", token != NULL ? token :
-		    "");
-	else if (token != NULL)
+	if (c->json) {
+		printf("],\"nextPageToken\":");
+		json_write_string(stdout, token);
+		printf("}\n");
+	} else if (token != NULL)
 		printf("(more: raise --limit, or narrow --since/--until)\n");
 	free(token);
 	return rc;

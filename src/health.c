@@ -86,13 +86,13 @@ watcher_push(struct watcher *w)
 }
 
 static void
-watcher_cancel(struct grpc_call *call, void *arg)
+watcher_cancel(struct grpc_call *call SAGAD_UNUSED, void *arg)
 {
 	watcher_free(arg);
 }
 
 static void
-watcher_writable(struct grpc_call *call, void *arg)
+watcher_writable(struct grpc_call *call SAGAD_UNUSED, void *arg)
 {
 	watcher_push(arg);
 }

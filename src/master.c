@@ -1,7 +1,8 @@
 /*
  * master.c - the sagad master: one libevent loop, after nginx's master cycle
- * and relayd's parent. Signals arrive as events (libevent's evsignal turns
- * them into loop callbacks; no work is done in a handler). One timer,
+ * and relayd's parent. Signals arrive as events (proc_signals_watch: no
+ * work is done in a handler), and SIGHUP reloads through
+ * proc_config_reload, as every worker does. One timer,
  * master_cron() at MASTER_HZ, does all periodic work, Redis serverCron
  * style; it wakes sooner when a respawn or a KILL falls due before the
  * next tick, so backoff delays are kept to the millisecond. The master owns the config and the worker supervisor; listeners
@@ -34,6 +35,7 @@
 #include "log.h"
 #include "master.h"
 #include "options.h"
+#include "proc.h"
 #include "supervisor.h"
 #include "util.h"
 
@@ -127,21 +129,20 @@ static void
 master_reload(struct master *m)
 {
 	struct config	*new, *old;
-	char		 err[MASTER_CFG_ERRLEN];
+	char		 err[MASTER_CFG_ERRLEN], notes[MASTER_CFG_ERRLEN];
 
 	if (m->stopping)
 		return;
 	log_info("SIGHUP: reloading %s", m->config_path);
-	new = config_load(m->config_path, m->pod_id, err, sizeof(err));
+	new = proc_config_reload(m->cfg, m->config_path, m->pod_id, err,
+	    sizeof(err), notes, sizeof(notes));
 	if (new == NULL) {
 		log_warnx("reload failed: keeping the running configuration");
 		log_lines("reload", err);
 		return;
 	}
-	if (config_reload_check(m->cfg, new, err, sizeof(err)) > 0) {
-		log_lines("reload", err);
-		config_keep_restart_keys(new, m->cfg);
-	}
+	if (notes[0] != '\0')
+		log_lines("reload", notes);
 	old = m->cfg;
 	m->cfg = new;
 	{
@@ -190,7 +191,7 @@ master_stop(struct master *m, const char *why)
 }
 
 static void
-master_signal_cb(evutil_socket_t sig, short what, void *arg)
+master_signal_cb(int sig, void *arg)
 {
 	struct master *m = arg;
 
@@ -234,7 +235,7 @@ master_cron_arm(struct master *m, int64_t now, int64_t due)
 }
 
 static void
-master_cron(evutil_socket_t fd, short what, void *arg)
+master_cron(evutil_socket_t fd SAGAD_UNUSED, short what SAGAD_UNUSED, void *arg)
 {
 	struct master	*m = arg;
 	int64_t		 now = util_mono_ms();
@@ -262,11 +263,8 @@ master_init(struct master *m, const struct options *opts,
 {
 	static const int	 sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1,
 				    SIGCHLD };
-	struct event		**evs[] = { &m->ev_hup, &m->ev_term,
-				    &m->ev_int, &m->ev_usr1, &m->ev_chld };
 	struct sup_params	 p;
 	struct timeval		 tv;
-	size_t			 i;
 
 	memset(m, 0, sizeof(*m));
 	m->cfg = cfg;
@@ -277,19 +275,14 @@ master_init(struct master *m, const struct options *opts,
 	if (hooks != NULL)
 		m->hooks = *hooks;
 
-	signal(SIGPIPE, SIG_IGN);
 	if ((m->base = event_base_new()) == NULL) {
 		snprintf(err, errlen, "cannot create the event base");
 		return -1;
 	}
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		*evs[i] = evsignal_new(m->base, sigs[i], master_signal_cb, m);
-		if (*evs[i] == NULL || event_add(*evs[i], NULL) == -1) {
-			snprintf(err, errlen, "cannot watch signal %d",
-			    sigs[i]);
-			return -1;
-		}
-	}
+	if (proc_signals_watch(&m->sigs, m->base, sigs,
+	    sizeof(sigs) / sizeof(sigs[0]), master_signal_cb, m, err,
+	    errlen) == -1)
+		return -1;
 	m->ev_cron = event_new(m->base, -1, 0, master_cron, m);
 	tv.tv_sec = 0;
 	tv.tv_usec = 1000000 / MASTER_HZ;
@@ -319,24 +312,20 @@ master_run(struct master *m)
 {
 	if (event_base_dispatch(m->base) == -1) {
 		log_warnx("event loop failed");
-		return 1;
+		return PROC_EXIT_ERROR;
 	}
 	log_info("exiting");
-	return 0;
+	return PROC_EXIT_OK;
 }
 
 void
 master_free(struct master *m)
 {
-	struct event **evs[] = { &m->ev_hup, &m->ev_term, &m->ev_int,
-	    &m->ev_usr1, &m->ev_chld, &m->ev_cron };
-	size_t i;
-
-	for (i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
-		if (*evs[i] != NULL) {
-			event_free(*evs[i]);
-			*evs[i] = NULL;
-		}
+	proc_signals_close(&m->sigs);
+	if (m->ev_cron != NULL) {
+		event_free(m->ev_cron);
+		m->ev_cron = NULL;
+	}
 	sup_free(m->sup);
 	m->sup = NULL;
 	config_free(m->cfg);

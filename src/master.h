@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "proc.h"
+
 struct config;
 struct event;
 struct event_base;
@@ -52,8 +54,8 @@ struct master {
 	int			 verbose;
 	struct master_hooks	 hooks;
 
-	struct event		*ev_hup, *ev_term, *ev_int, *ev_usr1,
-				*ev_chld, *ev_cron;
+	struct proc_signals	 sigs;		/* HUP TERM INT USR1 CHLD */
+	struct event		*ev_cron;
 	uint64_t		 cronloops;
 	int			 stopping;
 	int64_t			 stop_deadline_ms;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "grpc/grpc.h"
+#include "json.h"
 #include "report.h"
 #include "saga.h"
 #include "util.h"
@@ -193,22 +194,6 @@ report_print(const struct report *r, FILE *fp)
 		fprintf(fp, "%s\n", r->errors[i]);
 }
 
-static void
-json_string(FILE *fp, const char *s)
-{
-	fputc('"', fp);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			fprintf(fp, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(fp, "\\u%04x", c);
-		else
-			fputc(c, fp);
-	}
-	fputc('"', fp);
-}
-
 void
 report_print_json(const struct report *r, FILE *fp)
 {
@@ -248,7 +233,7 @@ report_print_json(const struct report *r, FILE *fp)
 	for (size_t i = 0; i < r->nerrors; i++) {
 		if (i > 0)
 			fputc(',', fp);
-		json_string(fp, r->errors[i]);
+		json_write_string(fp, r->errors[i]);
 	}
 	fprintf(fp, "]}\n");
 }

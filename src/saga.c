@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "grpc/grpc.h"
+#include "json.h"
 #include "saga.h"
 #include "saga/v1/saga.pb-c.h"
 #include "util.h"
@@ -613,25 +614,6 @@ saga_unpack(const uint8_t *buf, size_t len, char *err, size_t errlen)
 	return s;
 }
 
-static void
-json_str(FILE *fp, const char *s)
-{
-	fputc('"', fp);
-	for (; s != NULL && *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(fp, "\\%c", c);
-		else if (c == '\n')
-			fputs("\\n", fp);
-		else if (c < 0x20)
-			fprintf(fp, "\\u%04x", c);
-		else
-			fputc(c, fp);	/* UTF-8 passes through */
-	}
-	fputc('"', fp);
-}
-
 static const char *mode_names[] = {
 	"MODE_UNSPECIFIED", "MODE_SYNC", "MODE_ASYNC", "MODE_THROTTLING",
 };
@@ -646,16 +628,16 @@ saga_to_json(const struct saga *s, size_t *len)
 	if (fp == NULL)
 		abort();
 	fputs("{\"id\":", fp);
-	json_str(fp, s->id);
+	json_write_string(fp, s->id);
 	fputs(",\"flow\":", fp);
-	json_str(fp, s->flow);
+	json_write_string(fp, s->flow);
 	fprintf(fp, ",\"mode\":\"%s\",\"state\":\"STATE_%s\",\"context\":{",
 	    (unsigned)s->mode <= SAGA_MODE_THROTTLING ? mode_names[s->mode] :
 	    mode_names[0], saga_state_name(s->state));
 	for (size_t i = 0; i < s->nctx; i++) {
 		if (i > 0)
 			fputc(',', fp);
-		json_str(fp, s->ctx[i].key);
+		json_write_string(fp, s->ctx[i].key);
 		b64 = grpc_b64_encode(s->ctx[i].value, s->ctx[i].len, NULL);
 		fprintf(fp, ":\"%s\"", b64);
 		free(b64);
@@ -665,16 +647,16 @@ saga_to_json(const struct saga *s, size_t *len)
 		const struct saga_step *st = &s->steps[i];
 
 		fputs(i > 0 ? ",{\"name\":" : "{\"name\":", fp);
-		json_str(fp, st->name);
+		json_write_string(fp, st->name);
 		fprintf(fp, ",\"state\":\"STATE_%s\",\"attempts\":%d,\"error\":",
 		    saga_state_name(st->state), st->attempts);
-		json_str(fp, st->error);
+		json_write_string(fp, st->error);
 		fprintf(fp, ",\"startedUnixMs\":\"%lld\",\"finishedUnixMs\":"
 		    "\"%lld\"}", (long long)st->started_ms,
 		    (long long)st->finished_ms);
 	}
 	fputs("],\"error\":", fp);
-	json_str(fp, s->error);
+	json_write_string(fp, s->error);
 	fprintf(fp, ",\"createdUnixMs\":\"%lld\",\"updatedUnixMs\":\"%lld\"}",
 	    (long long)s->created_ms, (long long)s->updated_ms);
 	fclose(fp);

@@ -1,7 +1,8 @@
 /*
  * sagad.c - main() of the sagad master, and nothing else: flags, config,
  * pidfile, daemonizing, then the master's loop. Everything it calls lives
- * in libsagad (options.c, master.c, supervisor.c) where tests can reach it.
+ * in libsagad (options.c, master.c, supervisor.c, proc.c) where tests can
+ * reach it; its exit codes are proc.h's.
  */
 #include "autoconf.h"
 
@@ -17,6 +18,7 @@
 #include "log.h"
 #include "master.h"
 #include "options.h"
+#include "proc.h"
 #include "proctitle.h"
 #include "service.h"
 #include "util.h"
@@ -38,15 +40,15 @@ main(int argc, char *argv[])
 	    sizeof(err)) != OPTIONS_OK) {
 		fprintf(stderr, "sagad: %s\n", err);
 		options_usage(stderr, "sagad");
-		return 2;
+		return PROC_EXIT_FATAL;
 	}
 	if (opts.help) {
 		options_usage(stdout, "sagad");
-		return 0;
+		return PROC_EXIT_OK;
 	}
 	if (opts.version) {
 		printf("sagad %s\n", PACKAGE_VERSION);
-		return 0;
+		return PROC_EXIT_OK;
 	}
 	log_init("sagad", LOG_TO_STDERR, opts.verbose);
 
@@ -54,7 +56,7 @@ main(int argc, char *argv[])
 	    err, sizeof(err)) == -1 || master_abspath(opts.pidfile, pidfile,
 	    sizeof(pidfile), err, sizeof(err)) == -1) {
 		fprintf(stderr, "sagad: %s\n", err);
-		return 1;
+		return PROC_EXIT_ERROR;
 	}
 	if ((cfg = config_load(config_path, opts.pod_id, err,
 	    sizeof(err))) == NULL) {
@@ -62,12 +64,12 @@ main(int argc, char *argv[])
 		    err[0] && err[strlen(err) - 1] != '\n' ? "\n" : "");
 		fprintf(stderr, "sagad: %s: configuration has errors\n",
 		    config_path);
-		return 1;
+		return PROC_EXIT_ERROR;
 	}
 	if (opts.test) {
 		printf("configuration OK\n");
 		config_free(cfg);
-		return 0;
+		return PROC_EXIT_OK;
 	}
 
 	/* A log_file wins over stderr and syslog, with -d too. */
@@ -75,18 +77,18 @@ main(int argc, char *argv[])
 		fprintf(stderr, "sagad: log_file %s: %s\n", cfg->log_file,
 		    strerror(errno));
 		config_free(cfg);
-		return 1;
+		return PROC_EXIT_ERROR;
 	}
 	if ((pidfd = master_pidfile_open(pidfile, err, sizeof(err))) == -1) {
 		fprintf(stderr, "sagad: %s\n", err);
 		config_free(cfg);
-		return 1;
+		return PROC_EXIT_ERROR;
 	}
 	if (!opts.foreground) {
 		if (master_daemonize(&notify, err, sizeof(err)) == -1) {
 			fprintf(stderr, "sagad: %s\n", err);
 			config_free(cfg);
-			return 1;
+			return PROC_EXIT_ERROR;
 		}
 		if (cfg->log_file == NULL)
 			log_init("sagad", LOG_TO_SYSLOG, opts.verbose);
@@ -97,7 +99,7 @@ main(int argc, char *argv[])
 		master_daemon_notify(notify, err);
 		master_pidfile_remove(pidfile, pidfd);
 		config_free(cfg);
-		return 1;
+		return PROC_EXIT_ERROR;
 	}
 	/* cnats threads hand work to the loop: before any event base. */
 	if (bus_init(err, sizeof(err)) == -1) {
@@ -105,7 +107,7 @@ main(int argc, char *argv[])
 		master_daemon_notify(notify, err);
 		master_pidfile_remove(pidfile, pidfd);
 		config_free(cfg);
-		return 1;
+		return PROC_EXIT_ERROR;
 	}
 	/* The gRPC side (Health, Orchestrator, store, bus) plugs in as hooks. */
 	sv = service_new(&hooks);
@@ -117,7 +119,7 @@ main(int argc, char *argv[])
 		master_free(&m);
 		bus_fini();
 		master_pidfile_remove(pidfile, pidfd);
-		return 1;
+		return PROC_EXIT_ERROR;
 	}
 	master_daemon_notify(notify, NULL);
 	rc = master_run(&m);

@@ -77,7 +77,7 @@ declare_stream(struct service *sv)
 }
 
 static void
-bus_status(struct bus *bus, enum bus_state state, void *arg)
+bus_status(struct bus *bus SAGAD_UNUSED, enum bus_state state, void *arg)
 {
 	struct service *sv = arg;
 
@@ -167,7 +167,8 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 }
 
 static void
-service_reload(struct master *m, void *arg, const struct config *old)
+service_reload(struct master *m, void *arg,
+    const struct config *old SAGAD_UNUSED)
 {
 	struct service *sv = arg;
 
@@ -175,7 +176,7 @@ service_reload(struct master *m, void *arg, const struct config *old)
 }
 
 static void
-server_down(struct grpc_server *srv, void *arg)
+server_down(struct grpc_server *srv SAGAD_UNUSED, void *arg)
 {
 	struct service *sv = arg;
 
@@ -184,7 +185,7 @@ server_down(struct grpc_server *srv, void *arg)
 }
 
 static void
-service_stop(struct master *m, void *arg)
+service_stop(struct master *m SAGAD_UNUSED, void *arg)
 {
 	struct service *sv = arg;
 
@@ -201,7 +202,7 @@ service_stop(struct master *m, void *arg)
 }
 
 static void
-service_cron(struct master *m, void *arg)
+service_cron(struct master *m SAGAD_UNUSED, void *arg)
 {
 	struct service *sv = arg;
 
@@ -210,7 +211,7 @@ service_cron(struct master *m, void *arg)
 }
 
 static int
-service_busy(struct master *m, void *arg)
+service_busy(struct master *m SAGAD_UNUSED, void *arg)
 {
 	struct service *sv = arg;
 

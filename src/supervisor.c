@@ -2,18 +2,16 @@
  * supervisor.c - sagad's process table (nginx's ngx_processes[], relayd's
  * procs[]): one slot per worker process, keyed by (topic, instance).
  *
- * A slot is started by fork+exec of sagad-worker. The master may have
- * threads by then (cnats), so the argument vector is built before fork()
- * and the child calls only async-signal-safe functions: sigaction,
- * sigprocmask, fcntl, prctl, getppid, execve, _exit. Each worker gets two
- * pipes: a ready pipe it writes "ready\n" to once initialised, and the
- * parent pipe, whose write end only the master holds, so the worker sees
- * EOF when the master dies however it dies (with PR_SET_PDEATHSIG and a
- * getppid() check as belts and braces).
+ * A slot is started by fork+exec of sagad-worker (proc_spawn_worker, in
+ * proc.c, which builds the worker's argv from the same struct the worker
+ * parses it back into). Each worker gets two pipes: a ready pipe it writes
+ * "ready\n" to once initialised, and the parent pipe, whose write end only
+ * the master holds, so the worker sees EOF when the master dies however it
+ * dies (with PR_SET_PDEATHSIG and a getppid() check as belts and braces).
  *
  * A worker that exits is respawned after a per-slot delay that doubles from
  * SUP_BACKOFF_MIN_MS to SUP_BACKOFF_MAX_MS and resets after a run of
- * SUP_STABLE_MS; one that exits with SUP_EXIT_FATAL stays down until the
+ * SUP_STABLE_MS; one that exits with PROC_EXIT_FATAL stays down until the
  * next reload. Retired workers get SIGTERM, drain, and get SIGKILL only
  * past stop_timeout_ms. Timers are not kept here: the master's cron calls
  * sup_cron(). This is process-layer code: it logs what happens to workers.
@@ -22,12 +20,8 @@
 
 #include <sys/types.h>
 #include <sys/wait.h>
-#ifdef HAVE_SYS_PRCTL_H
-#include <sys/prctl.h>
-#endif
 
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,12 +31,9 @@
 #include <event2/event.h>
 
 #include "log.h"
+#include "proc.h"
 #include "supervisor.h"
 #include "util.h"
-
-extern char	**environ;
-
-#define EXIT_EXEC_FAILED	127	/* the child could not execve() */
 
 static void	slot_start(struct sup *, struct sup_slot *);
 static void	slot_free(struct sup_slot *);
@@ -54,15 +45,12 @@ sup_new(struct event_base *base, const struct sup_params *params, char *err,
 	struct sup	*sup;
 	int		 fds[2];
 
-	if (pipe2(fds, O_CLOEXEC) == -1) {
-		snprintf(err, errlen, "parent pipe: %s", strerror(errno));
+	if (proc_parent_pipe(fds, err, errlen) == -1)
 		return NULL;
-	}
 	sup = util_xcalloc(1, sizeof(*sup));
 	sup->base = base;
 	sup->parent_rd = fds[0];
 	sup->parent_wr = fds[1];
-	sup->master_pid = getpid();
 	sup_set_params(sup, params);
 	return sup;
 }
@@ -202,22 +190,21 @@ slot_send_pending(struct sup_slot *s)
 }
 
 static void
-ready_cb(evutil_socket_t fd, short what, void *arg)
+ready_cb(evutil_socket_t fd, short what SAGAD_UNUSED, void *arg)
 {
 	struct sup_slot	*s = arg;
-	char		 buf[64];
-	ssize_t		 n;
 
-	n = read(fd, buf, sizeof(buf) - 1);
-	if (n == -1 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n <= 0) {
+	switch (proc_ready_recv(fd)) {
+	case PROC_READY_EOF:
 		/* The worker closed it (done) or died: SIGCHLD tells which. */
 		slot_close_ready(s);
 		return;
+	case PROC_READY_NONE:
+		return;
+	case PROC_READY_YES:
+		break;
 	}
-	buf[n] = '\0';
-	if (strstr(buf, "ready") == NULL || s->ready)
+	if (s->ready)
 		return;
 	s->ready = 1;
 	log_debug("worker %s #%d (pid %d) ready in %lld ms", s->topic,
@@ -248,83 +235,24 @@ static void
 slot_start(struct sup *sup, struct sup_slot *s)
 {
 	const struct sup_params	*p = &sup->params;
-	char			 inst[16], conc[16], rfd[16], pfd[16];
-	char			*argv[24];
-	int			 argc = 0, fds[2], sig, v;
-	sigset_t		 all, old;
-	struct sigaction	 dfl;
-	pid_t			 pid, master = sup->master_pid;
+	struct proc_worker_args	 a;
+	char			 err[SAGAD_ERRLEN];
+	pid_t			 pid;
+	int			 ready_rd;
 	int64_t			 now = util_mono_ms();
 
-	if (access(p->worker_path, X_OK) == -1) {
-		log_warn("worker %s #%d: cannot run %s", s->topic, s->instance,
-		    p->worker_path);
-		slot_backoff(s, now, 0);
-		return;
-	}
-	if (pipe2(fds, O_CLOEXEC) == -1) {
-		log_warn("worker %s #%d: ready pipe", s->topic, s->instance);
-		slot_backoff(s, now, 0);
-		return;
-	}
-
-	/* Everything the child needs is built now: after fork, no malloc. */
-	snprintf(inst, sizeof(inst), "%d", s->instance);
-	snprintf(conc, sizeof(conc), "%d", s->concurrency);
-	snprintf(rfd, sizeof(rfd), "%d", fds[1]);
-	snprintf(pfd, sizeof(pfd), "%d", sup->parent_rd);
-	argv[argc++] = (char *)(uintptr_t)p->worker_path;
-	argv[argc++] = (char *)(uintptr_t)"--topic";
-	argv[argc++] = s->topic;
-	argv[argc++] = (char *)(uintptr_t)"--instance";
-	argv[argc++] = inst;
-	argv[argc++] = (char *)(uintptr_t)"--concurrency";
-	argv[argc++] = conc;
-	argv[argc++] = (char *)(uintptr_t)"--pod-id";
-	argv[argc++] = (char *)(uintptr_t)p->pod_id;
-	argv[argc++] = (char *)(uintptr_t)"--config";
-	argv[argc++] = (char *)(uintptr_t)p->config_path;
-	argv[argc++] = (char *)(uintptr_t)"--ready-fd";
-	argv[argc++] = rfd;
-	argv[argc++] = (char *)(uintptr_t)"--parent-fd";
-	argv[argc++] = pfd;
-	if (p->foreground)
-		argv[argc++] = (char *)(uintptr_t)"--foreground";
-	for (v = 0; v < p->verbose && v < 2; v++)
-		argv[argc++] = (char *)(uintptr_t)"--verbose";
-	argv[argc] = NULL;
-	memset(&dfl, 0, sizeof(dfl));
-	dfl.sa_handler = SIG_DFL;
-
-	/*
-	 * No signal may run the master's handlers in the child: libevent's
-	 * would write into the master's own signal socket.
-	 */
-	sigfillset(&all);
-	sigprocmask(SIG_BLOCK, &all, &old);
-	pid = fork();
-	if (pid == 0) {
-		for (sig = 1; sig < NSIG; sig++)
-			(void)sigaction(sig, &dfl, NULL);
-		sigprocmask(SIG_SETMASK, &old, NULL);
-		/* The two fds the worker keeps lose FD_CLOEXEC. */
-		if (fcntl(fds[1], F_SETFD, 0) == -1 ||
-		    fcntl(sup->parent_rd, F_SETFD, 0) == -1)
-			_exit(EXIT_EXEC_FAILED);
-#ifdef HAVE_SYS_PRCTL_H
-		(void)prctl(PR_SET_PDEATHSIG, SIGTERM);
-#endif
-		/* The master may have died before prctl(). */
-		if (getppid() != master)
-			_exit(1);
-		execve(p->worker_path, argv, environ);
-		_exit(EXIT_EXEC_FAILED);
-	}
-	sigprocmask(SIG_SETMASK, &old, NULL);
-	close(fds[1]);
+	memset(&a, 0, sizeof(a));
+	a.topic = s->topic;
+	a.instance = s->instance;
+	a.concurrency = s->concurrency;
+	a.pod_id = p->pod_id;
+	a.config_path = p->config_path;
+	a.foreground = p->foreground;
+	a.verbose = p->verbose;
+	pid = proc_spawn_worker(p->worker_path, &a, sup->parent_rd, &ready_rd,
+	    err, sizeof(err));
 	if (pid == -1) {
-		log_warn("worker %s #%d: fork", s->topic, s->instance);
-		close(fds[0]);
+		log_warnx("worker %s #%d: %s", s->topic, s->instance, err);
 		slot_backoff(s, now, 0);
 		return;
 	}
@@ -333,9 +261,8 @@ slot_start(struct sup *sup, struct sup_slot *s)
 	s->state = SUP_STARTING;
 	s->ready = 0;
 	s->started_ms = now;
-	s->ready_fd = fds[0];
-	(void)fcntl(fds[0], F_SETFL, O_NONBLOCK);
-	s->ready_ev = event_new(sup->base, fds[0], EV_READ | EV_PERSIST,
+	s->ready_fd = ready_rd;
+	s->ready_ev = event_new(sup->base, ready_rd, EV_READ | EV_PERSIST,
 	    ready_cb, s);
 	if (s->ready_ev == NULL || event_add(s->ready_ev, NULL) == -1)
 		log_warnx("worker %s #%d: cannot watch its ready pipe",
@@ -514,7 +441,7 @@ sup_reap(struct sup *sup)
 			slot_remove(sup, s);
 			continue;
 		}
-		if (WIFEXITED(status) && WEXITSTATUS(status) == SUP_EXIT_FATAL) {
+		if (WIFEXITED(status) && WEXITSTATUS(status) == PROC_EXIT_FATAL) {
 			log_warnx("worker %s #%d (pid %d) %s: fatal, not "
 			    "restarting it until a reload", s->topic,
 			    s->instance, (int)pid, how);
@@ -522,7 +449,7 @@ sup_reap(struct sup *sup)
 			continue;
 		}
 		if (WIFEXITED(status) &&
-		    WEXITSTATUS(status) == EXIT_EXEC_FAILED) {
+		    WEXITSTATUS(status) == PROC_EXIT_EXEC) {
 			log_warnx("worker %s #%d (pid %d): could not execute "
 			    "%s: not restarting it until a reload", s->topic,
 			    s->instance, (int)pid, sup->params.worker_path);

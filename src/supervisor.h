@@ -16,7 +16,6 @@ struct event_base;
 #define SUP_BACKOFF_MIN_MS	100	/* first respawn delay */
 #define SUP_BACKOFF_MAX_MS	30000	/* cap of the doubling */
 #define SUP_STABLE_MS		10000	/* a run this long resets the backoff */
-#define SUP_EXIT_FATAL		2	/* worker exit code: do not respawn */
 
 /* What the supervisor runs: one topic, `workers` processes of it. */
 struct sup_topic {
@@ -40,7 +39,7 @@ enum sup_state {
 	SUP_STARTING,		/* forked, has not said ready yet */
 	SUP_RUNNING,		/* said ready */
 	SUP_STOPPING,		/* sent SIGTERM: draining, KILL at kill_at_ms */
-	SUP_FATAL		/* exited with SUP_EXIT_FATAL: left down */
+	SUP_FATAL		/* exited PROC_EXIT_FATAL (proc.h): left down */
 };
 
 struct sup_slot {
@@ -68,7 +67,6 @@ struct sup {
 	size_t			 nslots;
 	int			 parent_rd;	/* workers' end of the parent pipe */
 	int			 parent_wr;	/* ours: held open, never written */
-	pid_t			 master_pid;
 	int64_t			 batch_ms;	/* when the last batch started */
 	int			 batch_pending;	/* log when all are ready */
 	int			 shutting_down;

@@ -10,6 +10,13 @@
 
 #define SAGAD_ERRLEN	512	/* size of every error buffer a caller owns */
 
+/*
+ * Marks a parameter that a callback's signature imposes and this function
+ * does not need: "short what SAGAD_UNUSED". The build warns about any other
+ * unused parameter (no -Wno-unused-parameter).
+ */
+#define SAGAD_UNUSED	__attribute__((__unused__))
+
 int64_t	 util_now_ms(void);		/* wall clock, unix ms */
 int64_t	 util_mono_ms(void);		/* monotonic ms */
 void	*util_xcalloc(size_t, size_t);	/* aborts on OOM: there is no way on */

@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "saga_mode.h"
 #include "saga/v1/saga.pb-c.h"
 
 #define WORK_STREAM_SUBJECTS	"saga.work.>"

@@ -128,8 +128,9 @@ START_TEST(json_report_is_complete)
 	ck_assert_ptr_nonnull(strstr(out, "\"success\":0.000000"));
 	ck_assert_ptr_nonnull(strstr(out, "\"states\":{\"COMPENSATED\":1}"));
 	ck_assert_ptr_nonnull(strstr(out, "\"status_codes\":{\"OK\":1}"));
+	/* The one writer (src/json.c) spells a newline \n, as saga JSON does. */
 	ck_assert_ptr_nonnull(strstr(out,
-	    "\"errors\":[\"a \\\"quoted\\\"\\u000a\"]"));
+	    "\"errors\":[\"a \\\"quoted\\\"\\n\"]"));
 	free(out);
 	report_free(&r);
 }

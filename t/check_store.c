@@ -96,7 +96,7 @@ run_ms(struct event_base *base, int ms)
 struct up { int up, down, ups; };
 
 static void
-status_cb(int up, const char *why, void *arg)
+status_cb(int up, const char *why SAGAD_UNUSED, void *arg)
 {
 	struct up *u = arg;
 
@@ -267,8 +267,8 @@ struct ids {
 };
 
 static void
-ids_cb(enum store_result r, char *const *ids, size_t n, const char *err,
-    void *arg)
+ids_cb(enum store_result r, char *const *ids, size_t n,
+    const char *err SAGAD_UNUSED, void *arg)
 {
 	struct ids *x = arg;
 	size_t i;
@@ -545,7 +545,7 @@ struct evs {
 
 static void
 ev_cb(enum store_result r, const Saga__V1__SagaEvent *ev, int final,
-    const char *err, void *arg)
+    const char *err SAGAD_UNUSED, void *arg)
 {
 	struct evs *x = arg;
 

@@ -115,6 +115,53 @@ START_TEST(md_reserved_keys)
 }
 END_TEST
 
+START_TEST(md_keys_the_server_and_client_may_send)
+{
+	static const char *ok[] = { "x-request-id", "traceparent", "k-bin",
+	    "a.b_c-d", "0" };
+	static const char *bad[] = { "", "X-Request-Id", "te", ":path",
+	    "grpc-status", "content-type", "a b", "a/b", "k\xc3\xa9" };
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(*ok); i++)
+		ck_assert_msg(grpc_md_key_ok(ok[i], strlen(ok[i])), "%s", ok[i]);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+		ck_assert_msg(!grpc_md_key_ok(bad[i], strlen(bad[i])), "%s",
+		    bad[i]);
+	/* keylen, not strlen, bounds the key. */
+	ck_assert(grpc_md_key_ok("ab:", 2));
+}
+END_TEST
+
+START_TEST(md_bin_keys_end_in_dash_bin)
+{
+	ck_assert(grpc_md_is_bin("k-bin", 5));
+	ck_assert(grpc_md_is_bin("grpc-status-details-bin", 23));
+	ck_assert(!grpc_md_is_bin("-bin", 4));		/* no name before it */
+	ck_assert(!grpc_md_is_bin("k-binx", 6));
+	ck_assert(grpc_md_is_bin("k-binx", 5));
+}
+END_TEST
+
+START_TEST(md_text_values_are_printable_ascii_binary_anything)
+{
+	const uint8_t bin[] = { 0, 0xff, '\n' };
+
+	ck_assert(grpc_md_sendable("x-request-id", 12,
+	    (const uint8_t *)"abc ~", 5));
+	ck_assert(grpc_md_sendable("x-request-id", 12, NULL, 0));
+	ck_assert(!grpc_md_sendable("x-request-id", 12,
+	    (const uint8_t *)"a\nb", 3));
+	ck_assert(!grpc_md_sendable("x-request-id", 12,
+	    (const uint8_t *)"\x7f", 1));
+	ck_assert(!grpc_md_sendable("x-request-id", 12,
+	    (const uint8_t *)"\xc3\xa9", 2));
+	ck_assert(grpc_md_sendable("k-bin", 5, bin, sizeof(bin)));
+	/* A good value does not make a reserved key sendable. */
+	ck_assert(!grpc_md_sendable("grpc-message", 12,
+	    (const uint8_t *)"x", 1));
+}
+END_TEST
+
 /* --- grpc-timeout --------------------------------------------------------- */
 
 static int64_t
@@ -611,6 +658,9 @@ wire_suite(void)
 	tcase_add_test(tc, md_keys_lowercased_and_found_case_insensitively);
 	tcase_add_test(tc, md_binary_values_keep_zeros);
 	tcase_add_test(tc, md_grows_and_keeps_order);
+	tcase_add_test(tc, md_keys_the_server_and_client_may_send);
+	tcase_add_test(tc, md_bin_keys_end_in_dash_bin);
+	tcase_add_test(tc, md_text_values_are_printable_ascii_binary_anything);
 	tcase_add_test(tc, md_reserved_keys);
 	suite_add_tcase(s, tc);
 

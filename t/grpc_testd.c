@@ -54,7 +54,7 @@ pending_free(struct pending *p)
 }
 
 static void
-pending_cancel(struct grpc_call *call, void *arg)
+pending_cancel(struct grpc_call *call SAGAD_UNUSED, void *arg)
 {
 	ncancels++;
 	pending_free(arg);
@@ -70,7 +70,7 @@ arm(struct pending *p, int ms)
 
 /* Echo the request; its metadata comes back as headers and "trailer-*". */
 static void
-m_unary(struct grpc_call *call, void *arg)
+m_unary(struct grpc_call *call, void *arg SAGAD_UNUSED)
 {
 	const struct grpc_metadata *md = grpc_call_metadata(call);
 	const struct grpc_md *st, *msg;
@@ -99,7 +99,7 @@ m_unary(struct grpc_call *call, void *arg)
 }
 
 static void
-m_len(struct grpc_call *call, void *arg)
+m_len(struct grpc_call *call, void *arg SAGAD_UNUSED)
 {
 	char buf[32];
 	size_t len;
@@ -110,7 +110,7 @@ m_len(struct grpc_call *call, void *arg)
 }
 
 static void
-slow_fire(evutil_socket_t fd, short ev, void *arg)
+slow_fire(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED, void *arg)
 {
 	struct pending *p = arg;
 
@@ -119,7 +119,7 @@ slow_fire(evutil_socket_t fd, short ev, void *arg)
 }
 
 static void
-m_slow(struct grpc_call *call, void *arg)
+m_slow(struct grpc_call *call, void *arg SAGAD_UNUSED)
 {
 	struct pending *p = util_xcalloc(1, sizeof(*p));
 
@@ -132,14 +132,14 @@ m_slow(struct grpc_call *call, void *arg)
 static void	stream_fire(evutil_socket_t, short, void *);
 
 static void
-stream_writable(struct grpc_call *call, void *arg)
+stream_writable(struct grpc_call *call SAGAD_UNUSED, void *arg)
 {
 	stream_fire(-1, 0, arg);
 }
 
 /* Stream and Flood: send left messages, every delay_ms, respecting EAGAIN. */
 static void
-stream_fire(evutil_socket_t fd, short ev, void *arg)
+stream_fire(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED, void *arg)
 {
 	struct pending *p = arg;
 	char buf[64];
@@ -173,7 +173,7 @@ stream_fire(evutil_socket_t fd, short ev, void *arg)
 }
 
 static void
-m_stream(struct grpc_call *call, void *arg)
+m_stream(struct grpc_call *call, void *arg SAGAD_UNUSED)
 {
 	struct pending *p = util_xcalloc(1, sizeof(*p));
 
@@ -188,7 +188,7 @@ m_stream(struct grpc_call *call, void *arg)
 }
 
 static void
-m_stats(struct grpc_call *call, void *arg)
+m_stats(struct grpc_call *call, void *arg SAGAD_UNUSED)
 {
 	char buf[160];
 
@@ -199,7 +199,7 @@ m_stats(struct grpc_call *call, void *arg)
 }
 
 static void
-m_set_health(struct grpc_call *call, void *arg)
+m_set_health(struct grpc_call *call, void *arg SAGAD_UNUSED)
 {
 	const struct grpc_md *svc = grpc_md_get(grpc_call_metadata(call),
 	    "x-service");
@@ -210,13 +210,14 @@ m_set_health(struct grpc_call *call, void *arg)
 }
 
 static void
-shutdown_done(struct grpc_server *s, void *arg)
+shutdown_done(struct grpc_server *s SAGAD_UNUSED, void *arg SAGAD_UNUSED)
 {
 	event_base_loopexit(base, NULL);
 }
 
 static void
-on_signal(evutil_socket_t sig, short ev, void *arg)
+on_signal(evutil_socket_t sig SAGAD_UNUSED, short ev SAGAD_UNUSED,
+    void *arg SAGAD_UNUSED)
 {
 	health_shutdown(health);
 	grpc_server_shutdown(srv, shutdown_done, NULL);

@@ -548,13 +548,13 @@ work_finish(struct work *w)
 }
 
 static void
-on_work_timer(evutil_socket_t fd, short ev, void *arg)
+on_work_timer(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED, void *arg)
 {
 	work_finish(arg);
 }
 
 static void
-on_work_cancel(struct grpc_call *call, void *arg)
+on_work_cancel(struct grpc_call *call SAGAD_UNUSED, void *arg)
 {
 	struct work *w = arg;
 
@@ -865,7 +865,7 @@ parse_num(const struct participant_kind *k, const char *flag, const char *s,
 }
 
 static void
-on_shutdown_done(struct grpc_server *srv, void *arg)
+on_shutdown_done(struct grpc_server *srv SAGAD_UNUSED, void *arg)
 {
 	struct participant *p = arg;
 
@@ -874,7 +874,7 @@ on_shutdown_done(struct grpc_server *srv, void *arg)
 }
 
 static void
-on_grace(evutil_socket_t fd, short ev, void *arg)
+on_grace(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED, void *arg)
 {
 	struct participant *p = arg;
 
@@ -884,7 +884,7 @@ on_grace(evutil_socket_t fd, short ev, void *arg)
 }
 
 static void
-on_signal(evutil_socket_t sig, short ev, void *arg)
+on_signal(evutil_socket_t sig, short ev SAGAD_UNUSED, void *arg)
 {
 	struct participant	*p = arg;
 	struct timeval		 tv = { SHUTDOWN_GRACE_MS / 1000, 0 };

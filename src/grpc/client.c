@@ -226,26 +226,6 @@ status_from_rst(uint32_t code)
 
 /* --- calls ------------------------------------------------------------------ */
 
-static int
-md_key_ok(const char *k, size_t len)
-{
-	if (len == 0 || grpc_md_is_reserved(k, len))
-		return 0;
-	for (size_t i = 0; i < len; i++) {
-		char c = k[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		    c == '-' || c == '_' || c == '.'))
-			return 0;
-	}
-	return 1;
-}
-
-static int
-md_is_bin(const char *k, size_t len)
-{
-	return len > 4 && memcmp(k + len - 4, "-bin", 4) == 0;
-}
-
 static void
 call_timeout(evutil_socket_t fd, short ev, void *arg)
 {
@@ -281,7 +261,7 @@ call_new(struct grpc_channel *ch, const char *path, const uint8_t *req,
 		const struct grpc_md *m = &md->items[i];
 		size_t kl = strlen(m->key);
 		total += kl + 1;
-		total += md_is_bin(m->key, kl) ? (m->len + 2) / 3 * 4 + 1 :
+		total += grpc_md_is_bin(m->key, kl) ? (m->len + 2) / 3 * 4 + 1 :
 		    m->len + 1;
 	}
 	call = util_xcalloc(1, total);
@@ -312,13 +292,13 @@ call_new(struct grpc_channel *ch, const char *path, const uint8_t *req,
 		size_t kl = strlen(m->key), vl;
 		char *k = p;
 
-		if (!md_key_ok(m->key, kl)) {
+		if (!grpc_md_sendable(m->key, kl, m->value, m->len)) {
 			bad = m->key;
 			break;
 		}
 		memcpy(k, m->key, kl + 1);
 		p += kl + 1;
-		if (md_is_bin(m->key, kl)) {
+		if (grpc_md_is_bin(m->key, kl)) {
 			/* Unpadded base64, as the spec asks senders to emit. */
 			char *b = grpc_b64_encode(m->value, m->len, &vl);
 			while (vl > 0 && b[vl - 1] == '=')
@@ -327,11 +307,6 @@ call_new(struct grpc_channel *ch, const char *path, const uint8_t *req,
 			free(b);
 		} else {
 			vl = m->len;
-			for (size_t j = 0; j < vl; j++)
-				if (m->value[j] < 0x20 || m->value[j] > 0x7e)
-					bad = m->key;
-			if (bad != NULL)
-				break;
 			memcpy(p, m->value, vl);
 		}
 		grpc_nv_set(nv, k, kl, p, vl);
@@ -656,7 +631,7 @@ h2_on_header(nghttp2_session *h2, const nghttp2_frame *frame,
 	if (!trailers && namelen == 12 && memcmp(k, "content-type", 12) == 0)
 		return 0;
 	md = trailers ? &call->trailers : &call->headers;
-	if (md_is_bin(k, namelen)) {
+	if (grpc_md_is_bin(k, namelen)) {
 		uint8_t	*bin;
 		size_t	 binlen;
 		if (grpc_b64_decode((const char *)value, valuelen, &bin,

@@ -56,6 +56,16 @@ const struct grpc_md *grpc_md_get(const struct grpc_metadata *,
 	    const char *key);
 void	grpc_md_clear(struct grpc_metadata *);
 int	grpc_md_is_reserved(const char *key, size_t keylen); /* ":x", grpc-*, te, content-type... */
+/* Whether key names binary metadata: it ends "-bin" (base64 on the wire). */
+int	grpc_md_is_bin(const char *key, size_t keylen);
+/*
+ * Whether the server and the client may send key as custom metadata: not
+ * reserved, and only lower-case letters, digits, '-', '_' and '.'.
+ */
+int	grpc_md_key_ok(const char *key, size_t keylen);
+/* grpc_md_key_ok, and a text (non -bin) value of printable ASCII only. */
+int	grpc_md_sendable(const char *key, size_t keylen, const uint8_t *value,
+	    size_t len);
 
 /* grpc-timeout: "1234m" etc. Parse returns 0 with milliseconds (rounded up), -1 if malformed. */
 int	grpc_timeout_parse(const char *, size_t, int64_t *ms);

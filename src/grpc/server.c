@@ -169,37 +169,11 @@ status_str(int status)
 /* --- metadata out --------------------------------------------------------- */
 
 static int
-md_key_ok(const char *key)
-{
-	size_t len = strlen(key);
-
-	if (len == 0 || grpc_md_is_reserved(key, len))
-		return 0;
-	for (const char *p = key; *p != '\0'; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-		    *p == '-' || *p == '_' || *p == '.'))
-			return 0;
-	return 1;
-}
-
-static int
-md_is_bin(const char *key, size_t len)
-{
-	return len > 4 && memcmp(key + len - 4, "-bin", 4) == 0;
-}
-
-static int
 md_add_checked(struct grpc_metadata *md, const char *key, const void *value,
     size_t len)
 {
-	const uint8_t *v = value;
-
-	if (!md_key_ok(key))
+	if (!grpc_md_sendable(key, strlen(key), value, len))
 		return GRPC_CALL_EINVAL;
-	if (!md_is_bin(key, strlen(key)))
-		for (size_t i = 0; i < len; i++)
-			if (v[i] < 0x20 || v[i] > 0x7e)
-				return GRPC_CALL_EINVAL;
 	grpc_md_add(md, key, value, len);
 	return GRPC_CALL_OK;
 }
@@ -216,7 +190,7 @@ nv_add_md(nghttp2_nv *nva, size_t n, const struct grpc_metadata *md,
 		const struct grpc_md *m = &md->items[i];
 		size_t klen = strlen(m->key);
 
-		if (md_is_bin(m->key, klen)) {
+		if (grpc_md_is_bin(m->key, klen)) {
 			size_t blen;
 			char *b = grpc_b64_encode(m->value, m->len, &blen);
 			b64s[(*nb64)++] = b;
@@ -238,7 +212,7 @@ nv_free_b64(char **b64s, size_t nb64)
 
 static ssize_t
 data_read_cb(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t length,
-    uint32_t *flags, nghttp2_data_source *src, void *user)
+    uint32_t *flags, nghttp2_data_source *src, void *user SAGAD_UNUSED)
 {
 	struct grpc_call *c = src->ptr;
 	struct conn *conn = c->conn;
@@ -626,7 +600,7 @@ call_cancel(struct grpc_call *c)
 }
 
 static void
-deadline_cb(evutil_socket_t fd, short ev, void *arg)
+deadline_cb(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED, void *arg)
 {
 	struct grpc_call *c = arg;
 	struct conn *conn = c->conn;
@@ -804,8 +778,8 @@ framer_msg_cb(void *arg, const uint8_t *msg, size_t len)
 /* --- nghttp2 callbacks ---------------------------------------------------- */
 
 static ssize_t
-send_cb(nghttp2_session *h2, const uint8_t *data, size_t len, int flags,
-    void *user)
+send_cb(nghttp2_session *h2 SAGAD_UNUSED, const uint8_t *data, size_t len,
+    int flags SAGAD_UNUSED, void *user)
 {
 	struct conn *conn = user;
 	struct evbuffer *out = bufferevent_get_output(conn->bev);
@@ -848,7 +822,7 @@ hdr_is(const uint8_t *name, size_t len, const char *lit, size_t litlen)
 static int
 on_header(nghttp2_session *h2, const nghttp2_frame *frame,
     const uint8_t *name, size_t namelen, const uint8_t *value,
-    size_t valuelen, uint8_t flags, void *user)
+    size_t valuelen, uint8_t flags SAGAD_UNUSED, void *user)
 {
 	struct conn *conn = user;
 	struct grpc_call *c;
@@ -890,7 +864,7 @@ on_header(nghttp2_session *h2, const nghttp2_frame *frame,
 	} else if (HDR_IS(name, namelen, "grpc-encoding")) {
 		c->bad_encoding = !HDR_IS(value, valuelen, "identity");
 	} else if (!grpc_md_is_reserved((const char *)name, namelen)) {
-		if (md_is_bin((const char *)name, namelen)) {
+		if (grpc_md_is_bin((const char *)name, namelen)) {
 			uint8_t *bin;
 			size_t blen;
 
@@ -909,7 +883,7 @@ on_header(nghttp2_session *h2, const nghttp2_frame *frame,
 }
 
 static int
-on_data_chunk_recv(nghttp2_session *h2, uint8_t flags, int32_t id,
+on_data_chunk_recv(nghttp2_session *h2, uint8_t flags SAGAD_UNUSED, int32_t id,
     const uint8_t *data, size_t len, void *user)
 {
 	struct conn *conn = user;
@@ -1003,7 +977,8 @@ on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
 }
 
 static int
-on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
+on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame,
+    void *user SAGAD_UNUSED)
 {
 	struct grpc_call *c;
 
@@ -1021,8 +996,8 @@ on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
 }
 
 static int
-on_stream_close(nghttp2_session *h2, int32_t id, uint32_t error_code,
-    void *user)
+on_stream_close(nghttp2_session *h2, int32_t id,
+    uint32_t error_code SAGAD_UNUSED, void *user)
 {
 	struct conn *conn = user;
 	struct grpc_call *c;
@@ -1153,13 +1128,14 @@ conn_flush(struct conn *conn)
 }
 
 static void
-conn_flush_cb(evutil_socket_t fd, short ev, void *arg)
+conn_flush_cb(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED, void *arg)
 {
 	conn_flush(arg);
 }
 
 static void
-conn_goaway_cb(evutil_socket_t fd, short ev, void *arg)
+conn_goaway_cb(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED,
+    void *arg)
 {
 	struct conn *conn = arg;
 
@@ -1197,13 +1173,13 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 }
 
 static void
-conn_write_cb(struct bufferevent *bev, void *arg)
+conn_write_cb(struct bufferevent *bev SAGAD_UNUSED, void *arg)
 {
 	conn_flush(arg);
 }
 
 static void
-conn_event_cb(struct bufferevent *bev, short what, void *arg)
+conn_event_cb(struct bufferevent *bev SAGAD_UNUSED, short what, void *arg)
 {
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
 		conn_free(arg);
@@ -1290,7 +1266,7 @@ grpc_server_adopt(struct grpc_server *srv, struct bufferevent *bev,
 }
 
 static void
-accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
+accept_cb(struct evconnlistener *lev SAGAD_UNUSED, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
 	struct grpc_server *srv = arg;
@@ -1313,7 +1289,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 /* --- the server ----------------------------------------------------------- */
 
 static void
-done_cb(evutil_socket_t fd, short ev, void *arg)
+done_cb(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED, void *arg)
 {
 	struct grpc_server *srv = arg;
 	grpc_server_done_cb cb = srv->done_cb;

@@ -106,6 +106,40 @@ grpc_md_is_reserved(const char *key, size_t keylen)
 }
 
 int
+grpc_md_is_bin(const char *key, size_t keylen)
+{
+	return keylen > 4 && memcmp(key + keylen - 4, "-bin", 4) == 0;
+}
+
+int
+grpc_md_key_ok(const char *key, size_t keylen)
+{
+	if (keylen == 0 || grpc_md_is_reserved(key, keylen))
+		return 0;
+	for (size_t i = 0; i < keylen; i++) {
+		char c = key[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '_' || c == '.'))
+			return 0;
+	}
+	return 1;
+}
+
+int
+grpc_md_sendable(const char *key, size_t keylen, const uint8_t *value,
+    size_t len)
+{
+	if (!grpc_md_key_ok(key, keylen))
+		return 0;
+	if (!grpc_md_is_bin(key, keylen))
+		for (size_t i = 0; i < len; i++)
+			if (value[i] < 0x20 || value[i] > 0x7e)
+				return 0;
+	return 1;
+}
+
+int
 grpc_timeout_parse(const char *s, size_t len, int64_t *ms)
 {
 	int64_t	v = 0;
