@@ -41,8 +41,8 @@ join_got(enum store_result res, struct store_saga *rec, const char *err,
 }
 
 static void
-join_event(enum store_result res, const Saga__V1__SagaEvent *ev, int final,
-    const char *err, void *arg)
+join_event(enum store_result res, const Saga__V1__SagaEvent *ev SAGAD_UNUSED,
+    int final, const char *err, void *arg)
 {
 	struct join *j = arg;
 
@@ -64,7 +64,7 @@ join_event(enum store_result res, const Saga__V1__SagaEvent *ev, int final,
 }
 
 static void
-join_cancelled(struct grpc_call *call, void *arg)
+join_cancelled(struct grpc_call *call SAGAD_UNUSED, void *arg)
 {
 	struct join *j = arg;
 
@@ -138,7 +138,7 @@ get_done(enum store_result res, struct store_saga *rec, const char *err,
 }
 
 static void
-get_cancelled(struct grpc_call *call, void *arg)
+get_cancelled(struct grpc_call *call SAGAD_UNUSED, void *arg)
 {
 	struct join *j = arg;
 
@@ -196,7 +196,7 @@ watch_event(enum store_result res, const Saga__V1__SagaEvent *ev, int final,
 }
 
 static void
-watch_cancelled(struct grpc_call *call, void *arg)
+watch_cancelled(struct grpc_call *call SAGAD_UNUSED, void *arg)
 {
 	struct join *j = arg;
 

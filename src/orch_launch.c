@@ -62,7 +62,7 @@ hold_new(struct orch *o, const char *id, const char *flow)
 }
 
 static void
-holder_cancelled(struct grpc_call *call, void *arg)
+holder_cancelled(struct grpc_call *call SAGAD_UNUSED, void *arg)
 {
 	struct holder	*c = arg, **pp;
 
@@ -140,8 +140,8 @@ hold_free(struct hold *h)
 }
 
 static void
-hold_got(enum store_result res, struct store_saga *rec, const char *err,
-    void *arg)
+hold_got(enum store_result res, struct store_saga *rec,
+    const char *err SAGAD_UNUSED, void *arg)
 {
 	struct hold	*h = arg;
 
@@ -171,7 +171,8 @@ hold_check(struct hold *h)
 
 /* saga.done.<pod_id>: a worker ended a saga whose calls this pod holds. */
 static void
-done_heard(struct bus_listener *l, const char *subject, const void *data,
+done_heard(struct bus_listener *l SAGAD_UNUSED,
+    const char *subject SAGAD_UNUSED, const void *data,
     size_t len, void *arg)
 {
 	struct orch	*o = arg;
