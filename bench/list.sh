@@ -60,8 +60,8 @@ for i = from, to do
   local c = now - i
   redis.call('HSET', 'saga:{' .. id .. '}', 'id', id, 'flow', flow,
     'state', st, 'created', c, 'rev', 3, 'pb', pb)
-  redis.call('ZADD', 'saga:idx:s:' .. st, c, id)
-  redis.call('ZADD', 'saga:idx:fs:' .. flow .. ':' .. st, c, id)
+  redis.call('ZADD', 'saga:idx:' .. flow .. ':' .. st, c, id)
+  redis.call('SADD', 'saga:idx:flows', flow)
 end
 return to" 0 "$1" "$2" "$3" >/dev/null
 }

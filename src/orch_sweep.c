@@ -105,19 +105,11 @@ expired(enum store_result res, size_t n, const char *err, void *arg)
 	expire_index(o);
 }
 
-/* The index sets of this master's flows; a flow dropped from the config
- * leaves its sets to the sagas still in them (their hashes expire). */
 static void
 expire_index(struct orch *o)
 {
-	const char **flows = util_xcalloc(o->cfg->nflows + 1, sizeof(*flows));
-
-	for (size_t i = 0; i < o->cfg->nflows; i++)
-		flows[i] = o->cfg->flows[i].name;
 	o->expiring = 1;
-	store_index_expire(o->store, flows, o->cfg->nflows,
-	    SWEEP_EXPIRE_BATCH, expired, o);
-	free(flows);
+	store_index_expire(o->store, SWEEP_EXPIRE_BATCH, expired, o);
 }
 
 void

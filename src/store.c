@@ -1452,19 +1452,6 @@ store_cancel(struct store *st, const char *id, const char *reason,
 	req_submit(r);
 }
 
-/* The index set of one state, or of one flow's sagas in that state. */
-static void
-index_key(struct req *r, const char *flow, const char *state)
-{
-	char key[512];
-
-	if (flow != NULL)
-		snprintf(key, sizeof(key), "saga:idx:fs:%s:%s", flow, state);
-	else
-		snprintf(key, sizeof(key), "saga:idx:s:%s", state);
-	seg_arg(&r->keys, key, strlen(key));
-}
-
 void
 store_list(struct store *st, const struct store_list_query *q,
     store_list_cb *cb, void *arg)
@@ -1482,15 +1469,7 @@ store_list(struct store *st, const struct store_list_query *q,
 		return;
 	}
 	r->script = SCRIPT_LIST;
-	if (q->nstates == 0) {
-		/* Every state: a page from each state's set, merged. */
-		for (int v = SAGA__V1__STATE__STATE_PENDING;
-		    v <= SAGA__V1__STATE__STATE_RESOLVED; v++)
-			index_key(r, flow, enum_name(
-			    &saga__v1__state__descriptor, v));
-	}
-	for (size_t i = 0; i < q->nstates; i++)
-		index_key(r, flow, q->states[i]);
+	store_req_str(r, flow != NULL ? flow : "");
 	/* Scores are creation ms: until is exclusive, since inclusive. */
 	store_req_int(r, q->until_ms > 0 ? q->until_ms - 1 :
 	    9007199254740991LL);
@@ -1498,12 +1477,20 @@ store_list(struct store *st, const struct store_list_query *q,
 	store_req_int(r, q->after_id != NULL ? q->after_ms : 0);
 	store_req_str(r, q->after_id != NULL ? q->after_id : "");
 	store_req_int(r, q->limit);
+	if (q->nstates == 0) {
+		/* Every state: a page from each state's set, merged. */
+		for (int v = SAGA__V1__STATE__STATE_PENDING;
+		    v <= SAGA__V1__STATE__STATE_RESOLVED; v++)
+			store_req_str(r, enum_name(
+			    &saga__v1__state__descriptor, v));
+	}
+	for (size_t i = 0; i < q->nstates; i++)
+		store_req_str(r, q->states[i]);
 	req_submit(r);
 }
 
 void
-store_index_expire(struct store *st, const char *const *flows, size_t nflows,
-    int max, store_count_cb *cb, void *arg)
+store_index_expire(struct store *st, int max, store_count_cb *cb, void *arg)
 {
 	static const int ended[] = { SAGA__V1__STATE__STATE_COMPLETED,
 	    SAGA__V1__STATE__STATE_COMPENSATED,
@@ -1518,15 +1505,10 @@ store_index_expire(struct store *st, const char *const *flows, size_t nflows,
 		return;
 	}
 	r->script = SCRIPT_EXPIRE;
-	for (size_t k = 0; k < 3; k++) {
-		const char *state = enum_name(&saga__v1__state__descriptor,
-		    ended[k]);
-
-		index_key(r, NULL, state);
-		for (size_t f = 0; f < nflows; f++)
-			index_key(r, flows[f], state);
-	}
 	store_req_int(r, st->saga_ttl);
 	store_req_int(r, max > 0 ? max : 256);
+	for (size_t k = 0; k < sizeof(ended) / sizeof(ended[0]); k++)
+		store_req_str(r, enum_name(&saga__v1__state__descriptor,
+		    ended[k]));
 	req_submit(r);
 }

@@ -216,14 +216,12 @@ void	 store_list(struct store *, const struct store_list_query *,
 	    store_list_cb *, void *);
 
 /*
- * Takes sagas that expired out of the index of the ended states, for the
- * flows named (a master's cron calls it with its configured flows), at
- * most max a set; cb gets how many it removed.
+ * Takes sagas that expired out of the index of the ended states (a
+ * master's cron calls it), at most max a set; cb gets how many it removed.
  */
 typedef void	store_count_cb(enum store_result, size_t n, const char *err,
 		    void *arg);
-void	 store_index_expire(struct store *, const char *const *flows,
-	    size_t nflows, int max, store_count_cb *, void *);
+void	 store_index_expire(struct store *, int max, store_count_cb *, void *);
 
 /*
  * Replays the saga's events from the start, then follows new ones until its

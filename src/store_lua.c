@@ -28,23 +28,21 @@
  * run to its end instead of stopping at the old one), "0" neither.
  */
 /*
- * The index behind List (store.h): sorted sets of saga ids scored by their
- * creation time, one per state (saga:idx:s:STATE) and one per flow and
- * state (saga:idx:fs:FLOW:STATE); a List without a state filter merges a
- * page from each state's set. The write script keeps them in the same call
+ * The index behind List (store.h): one sorted set per flow and state,
+ * saga:idx:FLOW:STATE, of saga ids scored by their creation time, and the
+ * set saga:idx:flows of the flows that have one. A List merges a page from
+ * the sets it asks for (one flow's, or every flow's; one state's, or every
+ * state's), so its cost grows with the number of flows and states, never
+ * with the number of sagas. The write script keeps the sets in the call
  * that changes a saga's state, so the index never disagrees with the
- * records: nothing on a write that keeps the state, two ZADDs at the
- * create, two ZREMs and two ZADDs at a change. Sagas that expire leave the
- * sets of their ended state through the expiry script (a master's cron).
+ * records: at the create one ZADD (and an SADD of the flow, a no-op once
+ * it is known), at a change of state one ZREM and one ZADD, nothing on the
+ * writes that keep the state. Sagas that expire leave the sets of their
+ * ended state through the expiry script (a master's cron).
  */
 #define INDEX_LUA \
-	"local function index_del(flow, st, id)\n" \
-	"  redis.call('ZREM', 'saga:idx:s:' .. st, id)\n" \
-	"  redis.call('ZREM', 'saga:idx:fs:' .. flow .. ':' .. st, id)\n" \
-	"end\n" \
-	"local function index_add(flow, st, created, id)\n" \
-	"  redis.call('ZADD', 'saga:idx:s:' .. st, created, id)\n" \
-	"  redis.call('ZADD', 'saga:idx:fs:' .. flow .. ':' .. st, created, id)\n" \
+	"local function index_key(flow, st)\n" \
+	"  return 'saga:idx:' .. flow .. ':' .. st\n" \
 	"end\n"
 
 static const char script_write[] =
@@ -68,8 +66,12 @@ static const char script_write[] =
 	"  local f = {}\n"
 	"  for x = a + 12, a + 11 + 2 * nf do f[#f + 1] = ARGV[x] end\n"
 	"  if old ~= st then\n"
-	"    if old then index_del(flow, old, id) end\n"
-	"    index_add(flow, st, created, id)\n"
+	"    if old then\n"
+	"      redis.call('ZREM', index_key(flow, old), id)\n"
+	"    else\n"
+	"      redis.call('SADD', 'saga:idx:flows', flow)\n"
+	"    end\n"
+	"    redis.call('ZADD', index_key(flow, st), created, id)\n"
 	"  end\n"
 	"  local i = a + 12 + 2 * nf\n"
 	"  local rev = cur + 1\n"
@@ -197,36 +199,42 @@ static const char script_cancel[] =
 	"return {'ENDED', redis.call('HGETALL', KEYS[1])}\n";
 
 /*
- * A page of List: KEYS are the index sets to merge (one, or one per state
- * asked for); ARGV: the highest and lowest score (creation ms, as
- * ZREVRANGEBYSCORE takes them), the cursor's score and id ('' for the
- * first page), the page size. Each set is read from the cursor on, newest
- * first, ties by id in reverse, and the merge keeps the page size plus one
- * (to tell whether a next page exists). Returns the ids with their scores
- * and packed sagas; an id whose hash has expired meanwhile has no pb.
+ * A page of List. ARGV: the flow ('' for every flow), the highest and
+ * lowest score (creation ms, as ZREVRANGEBYSCORE takes them), the cursor's
+ * score and id ('' for the first page), the page size, then the states
+ * asked for. Each set is read from the cursor on, newest first, ties by id
+ * in reverse, and the merge keeps the page size plus one (to tell whether
+ * a next page exists). Returns the ids with their scores and packed
+ * sagas; an id whose hash has expired meanwhile has no pb.
  */
 static const char script_list[] =
-	"local max, min = ARGV[1], ARGV[2]\n"
-	"local cms, cid = tonumber(ARGV[3]), ARGV[4]\n"
-	"local n = tonumber(ARGV[5]) + 1\n"
+	INDEX_LUA
+	"local flows = {ARGV[1]}\n"
+	"if ARGV[1] == '' then flows = redis.call('SMEMBERS', 'saga:idx:flows') end\n"
+	"local max, min = ARGV[2], ARGV[3]\n"
+	"local cms, cid = tonumber(ARGV[4]), ARGV[5]\n"
+	"local n = tonumber(ARGV[6]) + 1\n"
+	"local top = max\n"
+	"if cid ~= '' and cms < tonumber(max) then top = cms end\n"
 	"local all = {}\n"
-	"for _, key in ipairs(KEYS) do\n"
-	"  local top = max\n"
-	"  if cid ~= '' and cms < tonumber(max) then top = cms end\n"
-	"  local off, got = 0, 0\n"
-	"  while got < n do\n"
-	"    local r = redis.call('ZREVRANGEBYSCORE', key, top, min,\n"
-	"      'WITHSCORES', 'LIMIT', off, n)\n"
-	"    if #r == 0 then break end\n"
-	"    for i = 1, #r, 2 do\n"
-	"      local sc = tonumber(r[i + 1])\n"
-	"      if cid == '' or sc < cms or (sc == cms and r[i] < cid) then\n"
-	"        all[#all + 1] = {sc, r[i]}\n"
-	"        got = got + 1\n"
+	"for _, flow in ipairs(flows) do\n"
+	"  for s = 7, #ARGV do\n"
+	"    local key = index_key(flow, ARGV[s])\n"
+	"    local off, got = 0, 0\n"
+	"    while got < n do\n"
+	"      local r = redis.call('ZREVRANGEBYSCORE', key, top, min,\n"
+	"        'WITHSCORES', 'LIMIT', off, n)\n"
+	"      if #r == 0 then break end\n"
+	"      for i = 1, #r, 2 do\n"
+	"        local sc = tonumber(r[i + 1])\n"
+	"        if cid == '' or sc < cms or (sc == cms and r[i] < cid) then\n"
+	"          all[#all + 1] = {sc, r[i]}\n"
+	"          got = got + 1\n"
+	"        end\n"
 	"      end\n"
+	"      off = off + #r / 2\n"
+	"      if #r / 2 < n then break end\n"
 	"    end\n"
-	"    off = off + #r / 2\n"
-	"    if #r / 2 < n then break end\n"
 	"  end\n"
 	"end\n"
 	"table.sort(all, function(x, y)\n"
@@ -244,23 +252,27 @@ static const char script_list[] =
 
 /*
  * Takes the sagas that expired out of the index sets of the ended states
- * (KEYS): a saga expires saga_ttl (ARGV[1]) after its end, so only ids
- * created before now - saga_ttl can be gone; each is looked up, at most
- * ARGV[2] a set a call, and removed when its hash is. FAILED sagas never
- * expire, and the other states are left by the writes.
+ * (ARGV[3...]) of every flow: a saga expires saga_ttl (ARGV[1]) after its
+ * end, so only ids created before now - saga_ttl can be gone; each is
+ * looked up, at most ARGV[2] a set a call, and removed when its hash is.
+ * FAILED sagas never expire, and the other states are left by the writes.
  */
 static const char script_expire[] =
+	INDEX_LUA
 	"local t = redis.call('TIME')\n"
 	"local cut = t[1] * 1000 + math.floor(t[2] / 1000) -\n"
 	"  tonumber(ARGV[1]) * 1000\n"
 	"local max, gone = tonumber(ARGV[2]), 0\n"
-	"for _, key in ipairs(KEYS) do\n"
-	"  local ids = redis.call('ZRANGEBYSCORE', key, '-inf', cut,\n"
-	"    'LIMIT', 0, max)\n"
-	"  for _, id in ipairs(ids) do\n"
-	"    if redis.call('EXISTS', 'saga:{' .. id .. '}') == 0 then\n"
-	"      redis.call('ZREM', key, id)\n"
-	"      gone = gone + 1\n"
+	"for _, flow in ipairs(redis.call('SMEMBERS', 'saga:idx:flows')) do\n"
+	"  for s = 3, #ARGV do\n"
+	"    local key = index_key(flow, ARGV[s])\n"
+	"    local ids = redis.call('ZRANGEBYSCORE', key, '-inf', cut,\n"
+	"      'LIMIT', 0, max)\n"
+	"    for _, id in ipairs(ids) do\n"
+	"      if redis.call('EXISTS', 'saga:{' .. id .. '}') == 0 then\n"
+	"        redis.call('ZREM', key, id)\n"
+	"        gone = gone + 1\n"
+	"      end\n"
 	"    end\n"
 	"  end\n"
 	"end\n"
