@@ -40,6 +40,21 @@ void	 ctl_call_free(struct sync_call *);
 int	 ctl_call_error(struct ctl *, const struct sync_call *);
 int	 ctl_print_reply(struct ctl *, const struct sync_call *, int ok_exit);
 
+/*
+ * The key=value arguments from argv[i] on, as the context of req; frees
+ * with ctl_req_context_free(). -1 with a sentence in err on a malformed one.
+ */
+struct Saga__V1__RunRequest;
+int	 ctl_req_context(struct Saga__V1__RunRequest *, int argc, char **argv,
+	    int i, char *err, size_t errlen);
+void	 ctl_req_context_free(struct Saga__V1__RunRequest *);
+/* "sync", "async", "throttling": saga.v1.Mode, or -1. */
+int	 ctl_parse_mode(const char *);
+
+/* ctl_bench.c */
+int	 ctl_cmd_bench(struct ctl *, int argc, char **argv, const char *host,
+	    int port);
+
 /* ctl_operate.c */
 int	 ctl_cmd_list(struct ctl *, int argc, char **argv);
 int	 ctl_cmd_operate(struct ctl *, int argc, char **argv);
