@@ -94,8 +94,8 @@ store_state_terminal(int state)
  * Error replies that say "not now" rather than "wrong": the caller may retry
  * them as it would a lost connection.
  */
-static enum store_result
-error_result(const char *msg)
+enum store_result
+store_error_result(const char *msg)
 {
 	static const char *const transient[] = {
 		"LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
@@ -109,8 +109,8 @@ error_result(const char *msg)
 	return STORE_ERROR;
 }
 
-static const char *
-enum_name(const ProtobufCEnumDescriptor *d, int v)
+const char *
+store_enum_name(const ProtobufCEnumDescriptor *d, int v)
 {
 	const ProtobufCEnumValue *ev;
 
@@ -169,8 +169,8 @@ seg_head(struct seg *g, char c, long long v)
  * Appends the header of an argument of len bytes and returns where its
  * bytes go; the caller writes exactly len there.
  */
-static char *
-seg_open(struct seg *g, size_t len)
+char *
+store_seg_open(struct seg *g, size_t len)
 {
 	char *p;
 
@@ -184,12 +184,12 @@ seg_open(struct seg *g, size_t len)
 	return p;
 }
 
-static void
-seg_arg(struct seg *g, const void *p, size_t len)
+void
+store_seg_arg(struct seg *g, const void *p, size_t len)
 {
 	char *d;
 
-	d = seg_open(g, len);
+	d = store_seg_open(g, len);
 	if (len > 0)
 		memcpy(d, p, len);
 }
@@ -199,7 +199,7 @@ seg_int(struct seg *g, long long v)
 {
 	char buf[24];
 
-	seg_arg(g, buf, fmt_ll(buf, v));
+	store_seg_arg(g, buf, fmt_ll(buf, v));
 }
 
 static void
@@ -252,13 +252,13 @@ store_req_new(struct store *st, struct conn *c, enum req_kind kind)
 void
 store_req_arg(struct req *r, const void *p, size_t len)
 {
-	seg_arg(&r->args, p, len);
+	store_seg_arg(&r->args, p, len);
 }
 
 void
 store_req_str(struct req *r, const char *s)
 {
-	seg_arg(&r->args, s, strlen(s));
+	store_seg_arg(&r->args, s, strlen(s));
 }
 
 void
@@ -289,8 +289,8 @@ store_req_free(struct req *r)
  * Fails r later, from the loop: callers never see their callback run inside
  * the call that made the request.
  */
-static void
-req_defer(struct req *r, enum store_result res, const char *err)
+void
+store_req_defer(struct req *r, enum store_result res, const char *err)
 {
 	struct store *st = r->st;
 
@@ -300,13 +300,13 @@ req_defer(struct req *r, enum store_result res, const char *err)
 	event_active(st->defer, EV_TIMEOUT, 1);
 }
 
-static void
-req_submit(struct req *r)
+void
+store_req_submit(struct req *r)
 {
 	if (r->conn->state != CONN_UP)
-		req_defer(r, STORE_UNAVAILABLE, "redis is not connected");
+		store_req_defer(r, STORE_UNAVAILABLE, "redis is not connected");
 	else if (store_req_send(r) == -1)
-		req_defer(r, STORE_UNAVAILABLE, "redis connection is closing");
+		store_req_defer(r, STORE_UNAVAILABLE, "redis connection is closing");
 }
 
 static void store_reply(redisAsyncContext *, void *, void *);
@@ -351,8 +351,8 @@ store_req_send(struct req *r)
 			head = "EVAL";
 			body = store_scripts[r->script];
 		}
-		seg_arg(o, head, strlen(head));
-		seg_arg(o, body, strlen(body));
+		store_seg_arg(o, head, strlen(head));
+		store_seg_arg(o, body, strlen(body));
 		seg_int(o, nkeys);
 		if (r->kind == REQ_BATCH) {
 			TAILQ_FOREACH(w, &r->batch, entry)
@@ -394,7 +394,7 @@ batch_flush(struct store *st)
 		r->nbatch++;
 	}
 	st->nqueued = 0;
-	req_submit(r);
+	store_req_submit(r);
 }
 
 static void
@@ -406,13 +406,13 @@ flush_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Queues the write r for the batch this turn of the loop sends. */
-static void
-batch_add(struct req *r)
+void
+store_batch_add(struct req *r)
 {
 	struct store *st = r->st;
 
 	if (st->main.state != CONN_UP) {
-		req_defer(r, STORE_UNAVAILABLE, "redis is not connected");
+		store_req_defer(r, STORE_UNAVAILABLE, "redis is not connected");
 		return;
 	}
 	TAILQ_INSERT_TAIL(&st->queued, r, entry);
@@ -493,264 +493,6 @@ defer_cb(evutil_socket_t fd, short what, void *arg)
 	store_watches_fail(st, WATCH_FAIL, STORE_OK, NULL);
 }
 
-/* --- replies ----------------------------------------------------------- */
-
-/*
- * Fills rec from a flat HGETALL array. Strings point into the reply. Returns
- * 0, or -1 with err filled.
- */
-static int
-parse_hash(const redisReply *h, struct store_saga *rec, char *err,
-    size_t errlen)
-{
-	const redisReply *k, *v;
-	const redisReply *pb = NULL;
-	size_t i;
-
-	memset(rec, 0, sizeof(*rec));
-	rec->pod = rec->owner = rec->callback = rec->cancel = "";
-	if (h->type != REDIS_REPLY_ARRAY) {
-		snprintf(err, errlen, "saga hash: unexpected reply type %d",
-		    h->type);
-		return -1;
-	}
-	for (i = 0; i + 1 < h->elements; i += 2) {
-		k = h->element[i];
-		v = h->element[i + 1];
-		if (k->type != REDIS_REPLY_STRING ||
-		    v->type != REDIS_REPLY_STRING)
-			continue;
-		if (strcmp(k->str, "pb") == 0)
-			pb = v;
-		else if (strcmp(k->str, "rev") == 0)
-			rec->rev = strtoll(v->str, NULL, 10);
-		else if (strcmp(k->str, "step") == 0)
-			rec->step = (int)strtol(v->str, NULL, 10);
-		else if (strcmp(k->str, "undo") == 0)
-			rec->compensate = strcmp(v->str, "1") == 0;
-		else if (strcmp(k->str, "attempt") == 0)
-			rec->attempt = (int)strtol(v->str, NULL, 10);
-		else if (strcmp(k->str, "pod") == 0)
-			rec->pod = v->str;
-		else if (strcmp(k->str, "owner") == 0)
-			rec->owner = v->str;
-		else if (strcmp(k->str, "callback") == 0)
-			rec->callback = v->str;
-		else if (strcmp(k->str, "cancel") == 0)
-			rec->cancel = v->str;
-		else if (strcmp(k->str, "round") == 0)
-			rec->round = (int)strtol(v->str, NULL, 10);
-	}
-	if (pb == NULL) {
-		snprintf(err, errlen, "saga hash has no pb field");
-		return -1;
-	}
-	rec->saga = saga__v1__saga__unpack(NULL, pb->len,
-	    (const uint8_t *)pb->str);
-	if (rec->saga == NULL) {
-		snprintf(err, errlen, "saga hash: pb does not decode as "
-		    "saga.v1.Saga");
-		return -1;
-	}
-	return 0;
-}
-
-static void
-saga_done(struct req *r, enum store_result res, struct store_saga *rec,
-    const char *err)
-{
-	r->cb.saga(res, rec, err, r->arg);
-	if (rec != NULL && rec->saga != NULL)
-		saga__v1__saga__free_unpacked(rec->saga, NULL);
-}
-
-static void
-reply_get(struct req *r, const redisReply *rep)
-{
-	struct store_saga rec;
-	char err[SAGAD_ERRLEN];
-
-	if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 0) {
-		r->cb.saga(STORE_NOT_FOUND, NULL, "no such saga", r->arg);
-		return;
-	}
-	if (parse_hash(rep, &rec, err, sizeof(err)) == -1) {
-		saga_done(r, STORE_ERROR, NULL, err);
-		return;
-	}
-	saga_done(r, STORE_OK, &rec, NULL);
-}
-
-static void
-reply_write(struct req *r, const redisReply *rep)
-{
-	struct store_saga rec;
-	char err[SAGAD_ERRLEN];
-	const char *what;
-	long long n = 0;
-
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
-	    rep->element[0]->type != REDIS_REPLY_STRING) {
-		snprintf(err, sizeof(err), "write script: unexpected reply");
-		store_req_fail(r, STORE_ERROR, err);
-		return;
-	}
-	what = rep->element[0]->str;
-	if (rep->elements > 1 && rep->element[1]->type == REDIS_REPLY_INTEGER)
-		n = rep->element[1]->integer;
-	if (strcmp(what, "ERR") == 0) {
-		/* A Redis error inside this write (OOM, wrong type...). */
-		what = rep->elements > 1 &&
-		    rep->element[1]->type == REDIS_REPLY_STRING ?
-		    rep->element[1]->str : "write script failed";
-		store_req_fail(r, error_result(what), what);
-		return;
-	}
-	if (strcmp(what, "OK") == 0) {
-		if (r->kind == REQ_UPDATE)
-			r->cb.rev(STORE_OK, n, rep->elements > 2 &&
-			    rep->element[2]->type == REDIS_REPLY_STRING ?
-			    rep->element[2]->str : NULL, NULL, r->arg);
-		else {
-			memset(&rec, 0, sizeof(rec));
-			rec.rev = n;
-			rec.pod = rec.owner = rec.callback = rec.cancel = "";
-			r->cb.saga(STORE_OK, &rec, NULL, r->arg);
-		}
-	} else if (strcmp(what, "CONFLICT") == 0) {
-		r->cb.rev(STORE_CONFLICT, n, NULL, "revision changed", r->arg);
-	} else if (strcmp(what, "NOTFOUND") == 0) {
-		store_req_fail(r, STORE_NOT_FOUND, "no such saga");
-		return;
-	} else if (strcmp(what, "EXISTS") == 0 && rep->elements > 1 &&
-	    r->kind == REQ_CREATE) {
-		if (parse_hash(rep->element[1], &rec, err, sizeof(err)) == -1)
-			saga_done(r, STORE_ERROR, NULL, err);
-		else
-			saga_done(r, STORE_EXISTS, &rec, "saga exists");
-	} else {
-		snprintf(err, sizeof(err), "write script: unexpected %s",
-		    what);
-		store_req_fail(r, STORE_ERROR, err);
-		return;
-	}
-	store_req_free(r);
-}
-
-/* One result per write of the batch, in the order they were queued. */
-static void
-reply_batch(struct req *r, const redisReply *rep)
-{
-	struct req *w;
-	size_t i = 0;
-
-	if (rep->type != REDIS_REPLY_ARRAY ||
-	    rep->elements != (size_t)r->nbatch) {
-		store_req_fail(r, STORE_ERROR, "write script: unexpected reply");
-		return;
-	}
-	while ((w = TAILQ_FIRST(&r->batch)) != NULL) {
-		TAILQ_REMOVE(&r->batch, w, entry);
-		reply_write(w, rep->element[i++]);
-	}
-	store_req_free(r);
-}
-
-static void
-reply_cancel(struct req *r, const redisReply *rep)
-{
-	static const struct { const char *what; enum store_result res; }
-	    map[] = { { "OK", STORE_OK }, { "UNCHANGED", STORE_UNCHANGED },
-	    { "ENDED", STORE_ENDED } };
-	struct store_saga	rec;
-	char			err[SAGAD_ERRLEN];
-
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
-	    rep->element[0]->type != REDIS_REPLY_STRING) {
-		store_req_fail(r, STORE_ERROR, "cancel script: unexpected "
-		    "reply");
-		return;
-	}
-	if (strcmp(rep->element[0]->str, "NOTFOUND") == 0) {
-		store_req_fail(r, STORE_NOT_FOUND, "no such saga");
-		return;
-	}
-	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-		if (strcmp(rep->element[0]->str, map[i].what) != 0 ||
-		    rep->elements < 2)
-			continue;
-		if (parse_hash(rep->element[1], &rec, err, sizeof(err)) == -1)
-			saga_done(r, STORE_ERROR, NULL, err);
-		else
-			saga_done(r, map[i].res, &rec, NULL);
-		store_req_free(r);
-		return;
-	}
-	store_req_fail(r, STORE_ERROR, "cancel script: unexpected reply");
-}
-
-/* Triples of (id, score, pb) from the list script: the page and more. */
-static void
-reply_list(struct req *r, const redisReply *rep)
-{
-	Saga__V1__Saga	**sagas;
-	size_t		  n = 0, k, limit = (size_t)r->nbatch;
-	int64_t		  last_ms = 0;
-	const char	 *last_id = NULL;
-	int		  more;
-
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 3 != 0) {
-		store_req_fail(r, STORE_ERROR, "list script: unexpected reply");
-		return;
-	}
-	k = rep->elements / 3;
-	more = k > limit;
-	if (more)
-		k = limit;
-	sagas = util_xcalloc(k + 1, sizeof(*sagas));
-	for (size_t i = 0; i < k; i++) {
-		const redisReply *id = rep->element[3 * i],
-		    *sc = rep->element[3 * i + 1], *pb = rep->element[3 * i + 2];
-
-		if (id->type != REDIS_REPLY_STRING ||
-		    sc->type != REDIS_REPLY_STRING ||
-		    pb->type != REDIS_REPLY_STRING)
-			continue;
-		last_id = id->str;
-		last_ms = strtoll(sc->str, NULL, 10);
-		if (pb->len == 0)
-			continue;	/* expired since the index had it */
-		sagas[n] = saga__v1__saga__unpack(NULL, pb->len,
-		    (const uint8_t *)pb->str);
-		if (sagas[n] != NULL)
-			n++;
-	}
-	r->cb.list(STORE_OK, sagas, n, more, last_ms, last_id, NULL, r->arg);
-	for (size_t i = 0; i < n; i++)
-		saga__v1__saga__free_unpacked(sagas[i], NULL);
-	free(sagas);
-	store_req_free(r);
-}
-
-static void
-reply_ids(struct req *r, const redisReply *rep)
-{
-	char **ids;
-	size_t i, n = 0;
-
-	if (rep->type != REDIS_REPLY_ARRAY) {
-		store_req_fail(r, STORE_ERROR, "lease script: unexpected reply");
-		return;
-	}
-	ids = util_xcalloc(rep->elements + 1, sizeof(*ids));
-	for (i = 0; i < rep->elements; i++)
-		if (rep->element[i]->type == REDIS_REPLY_STRING)
-			ids[n++] = rep->element[i]->str;
-	r->cb.ids(STORE_OK, ids, n, NULL, r->arg);
-	free(ids);
-	store_req_free(r);
-}
-
 static void
 store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -784,9 +526,9 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	switch (r->kind) {
 	case REQ_BATCH:
 		if (rep->type == REDIS_REPLY_ERROR)
-			store_req_fail(r, error_result(rep->str), rep->str);
+			store_req_fail(r, store_error_result(rep->str), rep->str);
 		else
-			reply_batch(r, rep);
+			store_reply_batch(r, rep);
 		return;
 	case REQ_CREATE:
 	case REQ_UPDATE:
@@ -795,28 +537,28 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		return;
 	case REQ_GET:
 		if (rep->type == REDIS_REPLY_ERROR)
-			store_req_fail(r, error_result(rep->str), rep->str);
+			store_req_fail(r, store_error_result(rep->str), rep->str);
 		else {
-			reply_get(r, rep);
+			store_reply_get(r, rep);
 			store_req_free(r);
 		}
 		return;
 	case REQ_RENEW:
 	case REQ_CLAIM:
 		if (rep->type == REDIS_REPLY_ERROR)
-			store_req_fail(r, error_result(rep->str), rep->str);
+			store_req_fail(r, store_error_result(rep->str), rep->str);
 		else
-			reply_ids(r, rep);
+			store_reply_ids(r, rep);
 		return;
 	case REQ_CANCEL:
 	case REQ_LIST:
 	case REQ_EXPIRE:
 		if (rep->type == REDIS_REPLY_ERROR)
-			store_req_fail(r, error_result(rep->str), rep->str);
+			store_req_fail(r, store_error_result(rep->str), rep->str);
 		else if (r->kind == REQ_CANCEL)
-			reply_cancel(r, rep);
+			store_reply_cancel(r, rep);
 		else if (r->kind == REQ_LIST)
-			reply_list(r, rep);
+			store_reply_list(r, rep);
 		else {
 			r->cb.count(STORE_OK, rep->type == REDIS_REPLY_INTEGER ?
 			    (size_t)rep->integer : 0, NULL, r->arg);
@@ -827,7 +569,7 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		w = r->w;
 		if (rep->type != REDIS_REPLY_INTEGER) {
 			store_req_fail(r, rep->type == REDIS_REPLY_ERROR ?
-			    error_result(rep->str) : STORE_ERROR, rep->type ==
+			    store_error_result(rep->str) : STORE_ERROR, rep->type ==
 			    REDIS_REPLY_ERROR ? rep->str : "EXISTS: bad reply");
 			return;
 		}
@@ -1149,7 +891,7 @@ store_free(struct store *st)
 	event_del(st->flush);
 	while ((r = TAILQ_FIRST(&st->queued)) != NULL) {
 		TAILQ_REMOVE(&st->queued, r, entry);
-		req_defer(r, STORE_UNAVAILABLE, "store closed");
+		store_req_defer(r, STORE_UNAVAILABLE, "store closed");
 	}
 	st->nqueued = 0;
 	for (i = 0; i < 2; i++) {
@@ -1201,314 +943,4 @@ int
 store_is_up(const struct store *st)
 {
 	return st->main.state == CONN_UP;
-}
-
-/* The write script's three keys for the saga id, into r->keys. */
-static void
-req_keys(struct req *r, const char *id)
-{
-	size_t len = strlen(id);
-	char *p;
-
-	p = seg_open(&r->keys, len + sizeof("saga:{}") - 1);
-	memcpy(p, "saga:{", 6);
-	memcpy(p + 6, id, len);
-	p[6 + len] = '}';
-	p = seg_open(&r->keys, len + sizeof("saga:{}:events") - 1);
-	memcpy(p, "saga:{", 6);
-	memcpy(p + 6, id, len);
-	memcpy(p + 6 + len, "}:events", 8);
-	seg_arg(&r->keys, LEASES_KEY, sizeof(LEASES_KEY) - 1);
-}
-
-static int
-id_ok(const char *id)
-{
-	size_t len;
-
-	if (id == NULL)
-		return 0;
-	len = strlen(id);
-	return len > 0 && len <= STORE_ID_MAX;
-}
-
-static void
-field(struct req *r, const char *k, const char *v)
-{
-	store_req_str(r, k);
-	store_req_str(r, v != NULL ? v : "");
-}
-
-static void
-field_int(struct req *r, const char *k, long long v)
-{
-	store_req_str(r, k);
-	store_req_int(r, v);
-}
-
-/* Builds the write script's call for w into r (see script_write). */
-static void
-write_args(struct store *st, struct req *r, const struct store_write *w,
-    int64_t rev)
-{
-	const Saga__V1__Saga *s = w->saga;
-	const Saga__V1__SagaEvent *ev;
-	size_t len, i;
-	int nf = rev == 0 ? 11 : 7;
-
-	r->script = SCRIPT_WRITE;
-	req_keys(r, s->id);
-	store_req_str(r, s->id);
-	store_req_int(r, rev);
-	store_req_int(r, w->lease_ms);
-	store_req_str(r, w->owner != NULL ? w->owner : "");
-	store_req_int(r, st->saga_ttl);
-	store_req_str(r, store_state_terminal(s->state) ? "1" : w->reopen ? "2" : "0");
-	store_req_int(r, st->events_max);
-	/* The index's keys and score, and the state it files the saga under. */
-	store_req_str(r, s->flow);
-	store_req_int(r, s->created_unix_ms);
-	store_req_str(r, enum_name(&saga__v1__state__descriptor, s->state));
-	if (w->pod != NULL)
-		nf++;
-	if (w->callback != NULL)
-		nf++;
-	if (w->round > 0)
-		nf++;
-	store_req_int(r, nf);
-	/* flow, mode, created and id never change after the create. */
-	if (rev == 0) {
-		field(r, "flow", s->flow);
-		field(r, "mode", enum_name(&saga__v1__mode__descriptor,
-		    s->mode));
-		field_int(r, "created", s->created_unix_ms);
-		field(r, "id", s->id);
-	}
-	field(r, "state", enum_name(&saga__v1__state__descriptor, s->state));
-	field_int(r, "step", w->step);
-	field_int(r, "undo", w->compensate ? 1 : 0);
-	field_int(r, "attempt", w->attempt);
-	field(r, "error", s->error);
-	field_int(r, "updated", s->updated_unix_ms);
-	if (w->pod != NULL)
-		field(r, "pod", w->pod);
-	if (w->callback != NULL)
-		field(r, "callback", w->callback);
-	if (w->round > 0)
-		field_int(r, "round", w->round);
-	/* Packed straight into the request: no buffer of its own. */
-	store_req_str(r, "pb");
-	len = saga__v1__saga__get_packed_size(s);
-	saga__v1__saga__pack(s, (uint8_t *)seg_open(&r->args, len));
-
-	store_req_int(r, (long long)w->nevents);
-	for (i = 0; i < w->nevents; i++) {
-		ev = w->events[i];
-		store_req_str(r, ev->step != NULL ? ev->step : "");
-		store_req_str(r, enum_name(&saga__v1__state__descriptor,
-		    ev->state));
-		len = saga__v1__saga_event__get_packed_size(ev);
-		saga__v1__saga_event__pack(ev,
-		    (uint8_t *)seg_open(&r->args, len));
-	}
-}
-
-void
-store_create(struct store *st, const struct store_write *w,
-    store_saga_cb *cb, void *arg)
-{
-	struct req *r;
-
-	r = store_req_new(st, &st->main, REQ_CREATE);
-	r->cb.saga = cb;
-	r->arg = arg;
-	if (w->saga == NULL || !id_ok(w->saga->id)) {
-		req_defer(r, STORE_ERROR, "saga id must have 1 to 256 bytes");
-		return;
-	}
-	write_args(st, r, w, 0);
-	batch_add(r);
-}
-
-void
-store_update(struct store *st, const struct store_write *w,
-    store_rev_cb *cb, void *arg)
-{
-	struct req *r;
-
-	r = store_req_new(st, &st->main, REQ_UPDATE);
-	r->cb.rev = cb;
-	r->arg = arg;
-	if (w->saga == NULL || !id_ok(w->saga->id)) {
-		req_defer(r, STORE_ERROR, "saga id must have 1 to 256 bytes");
-		return;
-	}
-	if (w->rev <= 0) {
-		req_defer(r, STORE_ERROR, "update needs the revision read");
-		return;
-	}
-	write_args(st, r, w, w->rev);
-	batch_add(r);
-}
-
-void
-store_get(struct store *st, const char *id, store_saga_cb *cb, void *arg)
-{
-	struct req *r;
-	char *k;
-	size_t len;
-
-	r = store_req_new(st, &st->main, REQ_GET);
-	r->cb.saga = cb;
-	r->arg = arg;
-	if (!id_ok(id)) {
-		req_defer(r, STORE_ERROR, "saga id must have 1 to 256 bytes");
-		return;
-	}
-	len = strlen(id) + sizeof("saga:{}");
-	k = util_xcalloc(1, len);
-	snprintf(k, len, "saga:{%s}", id);
-	store_req_str(r, "HGETALL");
-	store_req_str(r, k);
-	free(k);
-	req_submit(r);
-}
-
-void
-store_lease_renew(struct store *st, const char *owner,
-    const char *const *ids, size_t nids, int lease_ms, store_ids_cb *cb,
-    void *arg)
-{
-	struct req *r;
-	size_t i;
-
-	r = store_req_new(st, &st->main, REQ_RENEW);
-	r->cb.ids = cb;
-	r->arg = arg;
-	if (owner == NULL || owner[0] == '\0' || lease_ms <= 0) {
-		req_defer(r, STORE_ERROR, "renew needs an owner and a lease");
-		return;
-	}
-	r->script = SCRIPT_RENEW;
-	seg_arg(&r->keys, LEASES_KEY, sizeof(LEASES_KEY) - 1);
-	store_req_str(r, owner);
-	store_req_int(r, lease_ms);
-	for (i = 0; i < nids; i++)
-		store_req_str(r, ids[i]);
-	req_submit(r);
-}
-
-void
-store_lease_claim(struct store *st, const char *claimer, int max,
-    int lease_ms, store_ids_cb *cb, void *arg)
-{
-	struct req *r;
-
-	r = store_req_new(st, &st->main, REQ_CLAIM);
-	r->cb.ids = cb;
-	r->arg = arg;
-	if (claimer == NULL || claimer[0] == '\0' || max <= 0 ||
-	    lease_ms <= 0) {
-		req_defer(r, STORE_ERROR, "claim needs a claimer, a count "
-		    "and a lease");
-		return;
-	}
-	r->script = SCRIPT_CLAIM;
-	seg_arg(&r->keys, LEASES_KEY, sizeof(LEASES_KEY) - 1);
-	store_req_str(r, claimer);
-	store_req_int(r, lease_ms);
-	store_req_int(r, max);
-	req_submit(r);
-}
-
-/* The saga's hash key alone: saga:{ID}. */
-static void
-hash_key(struct req *r, const char *id)
-{
-	size_t	 len = strlen(id);
-	char	*p = seg_open(&r->keys, len + sizeof("saga:{}") - 1);
-
-	memcpy(p, "saga:{", 6);
-	memcpy(p + 6, id, len);
-	p[6 + len] = '}';
-}
-
-void
-store_cancel(struct store *st, const char *id, const char *reason,
-    store_saga_cb *cb, void *arg)
-{
-	struct req *r;
-
-	r = store_req_new(st, &st->main, REQ_CANCEL);
-	r->cb.saga = cb;
-	r->arg = arg;
-	if (!id_ok(id)) {
-		req_defer(r, STORE_ERROR, "bad saga id");
-		return;
-	}
-	r->script = SCRIPT_CANCEL;
-	hash_key(r, id);
-	store_req_str(r, reason != NULL ? reason : "");
-	req_submit(r);
-}
-
-void
-store_list(struct store *st, const struct store_list_query *q,
-    store_list_cb *cb, void *arg)
-{
-	const char	*flow = q->flow != NULL && *q->flow ? q->flow : NULL;
-	struct req	*r;
-
-	r = store_req_new(st, &st->main, REQ_LIST);
-	r->cb.list = cb;
-	r->arg = arg;
-	r->nbatch = q->limit;		/* the page size, for the reply */
-	if (q->limit < 1 || q->limit > 1000 || q->nstates > 16 ||
-	    (q->after_id != NULL && !id_ok(q->after_id))) {
-		req_defer(r, STORE_ERROR, "bad list query");
-		return;
-	}
-	r->script = SCRIPT_LIST;
-	store_req_str(r, flow != NULL ? flow : "");
-	/* Scores are creation ms: until is exclusive, since inclusive. */
-	store_req_int(r, q->until_ms > 0 ? q->until_ms - 1 :
-	    9007199254740991LL);
-	store_req_int(r, q->since_ms > 0 ? q->since_ms : 0);
-	store_req_int(r, q->after_id != NULL ? q->after_ms : 0);
-	store_req_str(r, q->after_id != NULL ? q->after_id : "");
-	store_req_int(r, q->limit);
-	if (q->nstates == 0) {
-		/* Every state: a page from each state's set, merged. */
-		for (int v = SAGA__V1__STATE__STATE_PENDING;
-		    v <= SAGA__V1__STATE__STATE_RESOLVED; v++)
-			store_req_str(r, enum_name(
-			    &saga__v1__state__descriptor, v));
-	}
-	for (size_t i = 0; i < q->nstates; i++)
-		store_req_str(r, q->states[i]);
-	req_submit(r);
-}
-
-void
-store_index_expire(struct store *st, int max, store_count_cb *cb, void *arg)
-{
-	static const int ended[] = { SAGA__V1__STATE__STATE_COMPLETED,
-	    SAGA__V1__STATE__STATE_COMPENSATED,
-	    SAGA__V1__STATE__STATE_RESOLVED };
-	struct req *r;
-
-	r = store_req_new(st, &st->main, REQ_EXPIRE);
-	r->cb.count = cb;
-	r->arg = arg;
-	if (st->saga_ttl <= 0) {
-		req_defer(r, STORE_OK, "sagas never expire");
-		return;
-	}
-	r->script = SCRIPT_EXPIRE;
-	store_req_int(r, st->saga_ttl);
-	store_req_int(r, max > 0 ? max : 256);
-	for (size_t k = 0; k < sizeof(ended) / sizeof(ended[0]); k++)
-		store_req_str(r, enum_name(&saga__v1__state__descriptor,
-		    ended[k]));
-	req_submit(r);
 }

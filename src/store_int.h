@@ -155,6 +155,22 @@ struct store {
 };
 
 
+/* store.c: building and sending requests */
+void		 store_seg_arg(struct seg *, const void *, size_t);
+char		*store_seg_open(struct seg *, size_t);
+void		 store_req_defer(struct req *, enum store_result, const char *);
+void		 store_req_submit(struct req *);
+void		 store_batch_add(struct req *);
+const char	*store_enum_name(const ProtobufCEnumDescriptor *, int);
+enum store_result store_error_result(const char *);
+
+/* store_cmd.c: the replies of the calls */
+void		 store_reply_get(struct req *, const redisReply *);
+void		 store_reply_batch(struct req *, const redisReply *);
+void		 store_reply_ids(struct req *, const redisReply *);
+void		 store_reply_cancel(struct req *, const redisReply *);
+void		 store_reply_list(struct req *, const redisReply *);
+
 /* store.c */
 struct req	*store_req_new(struct store *, struct conn *, enum req_kind);
 void		 store_req_arg(struct req *, const void *, size_t);
