@@ -91,6 +91,7 @@ struct peer {
 	uint8_t			 addr[16];
 	int			 nconns;
 	int			 nstreaming;
+	size_t			 mem;		/* its connections' share of srv->mem */
 };
 
 struct grpc_call {
@@ -211,8 +212,13 @@ mem_over(const struct conn *conn, size_t more)
 	const struct grpc_server *srv = conn->srv;
 	size_t max = srv->opts.memory_max;
 
+	/*
+	 * One connection may hold a quarter of the budget, one client
+	 * address half of it: others keep room to be served.
+	 */
 	return srv->mem + more > max || conn->in_buffered +
-	    conn->out_queued + conn->out_acct + more > max / 4;
+	    conn->out_queued + conn->out_acct + more > max / 4 ||
+	    (conn->addr != NULL && conn->addr->mem + more > max / 2);
 }
 
 static void
@@ -220,6 +226,8 @@ mem_add(struct conn *conn, size_t *what, size_t n)
 {
 	*what += n;
 	conn->srv->mem += n;
+	if (conn->addr != NULL)
+		conn->addr->mem += n;
 }
 
 static void
@@ -227,6 +235,8 @@ mem_sub(struct conn *conn, size_t *what, size_t n)
 {
 	*what -= n;
 	conn->srv->mem -= n;
+	if (conn->addr != NULL)
+		conn->addr->mem -= n;
 }
 
 /* Counts what waits in the connection's output buffers. */
@@ -237,6 +247,8 @@ conn_account_out(struct conn *conn)
 	    evbuffer_get_length(conn->wbuf);
 
 	conn->srv->mem = conn->srv->mem - conn->out_acct + now;
+	if (conn->addr != NULL)
+		conn->addr->mem = conn->addr->mem - conn->out_acct + now;
 	conn->out_acct = now;
 }
 
@@ -1127,7 +1139,7 @@ on_data_chunk_recv(nghttp2_session *h2, uint8_t flags, int32_t id,
 	c = nghttp2_session_get_stream_user_data(h2, id);
 	if (c == NULL || c->state != CALL_RECV)
 		return 0;
-	before = c->framer.have + c->reqlen;
+	before = grpc_framer_held(&c->framer) + c->reqlen;
 	rv = grpc_framer_feed(&c->framer, data, len, framer_msg_cb, c);
 	if (rv != 0) {
 		const char *why = rv == GRPC_STATUS_RESOURCE_EXHAUSTED ?
@@ -1138,8 +1150,8 @@ on_data_chunk_recv(nghttp2_session *h2, uint8_t flags, int32_t id,
 		return 0;
 	}
 	/* Count what the framer and the request now hold. */
-	if (c->framer.have + c->reqlen > before) {
-		size_t grew = c->framer.have + c->reqlen - before;
+	if (grpc_framer_held(&c->framer) + c->reqlen > before) {
+		size_t grew = grpc_framer_held(&c->framer) + c->reqlen - before;
 		c->accounted += grew;
 		mem_add(conn, &conn->in_buffered, grew);
 		if (conn->in_buffered > conn->srv->opts.conn_in_max) {
@@ -1278,7 +1290,7 @@ conn_free(struct conn *conn)
 		stream_free(c);
 	event_del(&conn->flush_ev);
 	event_del(&conn->goaway_ev);
-	srv->mem -= conn->out_acct;
+	mem_sub(conn, &conn->out_acct, conn->out_acct);
 	bufferevent_free(conn->bev);
 	evbuffer_free(conn->wbuf);
 	TAILQ_REMOVE(&srv->conns, conn, entry);
