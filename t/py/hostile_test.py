@@ -494,6 +494,7 @@ def case_emfile(orch):
         resource.prlimit(PID, resource.RLIMIT_NOFILE, old)
     ok("300 connections with %d descriptors: %.2f s of CPU in 3 s, %d log "
        "lines, Health in %.3f s" % (lim, dc, len(acc), hdt))
+    print("# " + acc[0].strip(), flush=True)
 
 
 def case_rss(orch):
