@@ -88,6 +88,7 @@ static const char *const callbacks_allow_default[] = {
 #define N(f)	offsetof(struct config_node, f)
 #define F(f)	offsetof(struct config_flow, f)
 #define HOUR_MS	3600000
+#define CONFIG_FILE_MAX	(16 * 1024 * 1024)	/* bytes read of one file */
 #define HOSTLEN	256	/* the size of every host[] an address splits into */
 
 _Static_assert(sizeof(((struct config *)0)->listen_host) == HOSTLEN &&
@@ -493,6 +494,14 @@ read_file(const char *path, char *why, size_t len)
 		n += r;
 		if (r == 0)
 			break;
+		/* A device named by @include must not make us read forever. */
+		if (n > CONFIG_FILE_MAX) {
+			snprintf(why, len, "larger than %d MiB",
+			    CONFIG_FILE_MAX / (1024 * 1024));
+			fclose(fp);
+			free(buf);
+			return NULL;
+		}
 	}
 	if (ferror(fp)) {
 		snprintf(why, len, "cannot read: %s", strerror(errno));

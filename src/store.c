@@ -770,9 +770,9 @@ defer_cb(evutil_socket_t fd, short what, void *arg)
  * Fills rec from a flat HGETALL array. Strings point into the reply. Returns
  * 0, or -1 with err filled.
  */
-static int
-parse_hash(const redisReply *h, struct store_saga *rec, char *err,
-    size_t errlen)
+int
+store_parse_hash(const struct redisReply *h, struct store_saga *rec,
+    char *err, size_t errlen)
 {
 	const redisReply *k, *v;
 	const redisReply *pb = NULL;
@@ -841,7 +841,7 @@ reply_get(struct req *r, const redisReply *rep)
 		r->cb.saga(STORE_NOT_FOUND, NULL, "no such saga", r->arg);
 		return;
 	}
-	if (parse_hash(rep, &rec, err, sizeof(err)) == -1) {
+	if (store_parse_hash(rep, &rec, err, sizeof(err)) == -1) {
 		saga_done(r, STORE_ERROR, NULL, err);
 		return;
 	}
@@ -889,7 +889,7 @@ reply_write(struct req *r, const redisReply *rep)
 		return;
 	} else if (strcmp(what, "EXISTS") == 0 && rep->elements > 1 &&
 	    r->kind == REQ_CREATE) {
-		if (parse_hash(rep->element[1], &rec, err, sizeof(err)) == -1)
+		if (store_parse_hash(rep->element[1], &rec, err, sizeof(err)) == -1)
 			saga_done(r, STORE_ERROR, NULL, err);
 		else
 			saga_done(r, STORE_EXISTS, &rec, "saga exists");

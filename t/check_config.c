@@ -852,14 +852,10 @@ END_TEST
 
 START_TEST(limits_read)
 {
-	struct config *cfg = load("limits = { max_connections = 400;
-"
-	    "  max_connections_per_ip = 100; idle_timeout_ms = 0;
-"
-	    "  handshake_timeout_ms = 1000; max_context_entries = 8;
-"
-	    "  memory_mb = 64; };
-", "pod-t");
+	struct config *cfg = load("limits = { max_connections = 400;\n"
+	    "  max_connections_per_ip = 100; idle_timeout_ms = 0;\n"
+	    "  handshake_timeout_ms = 1000; max_context_entries = 8;\n"
+	    "  memory_mb = 64; };\n", "pod-t");
 
 	ck_assert_msg(cfg != NULL, "%s", err);
 	ck_assert_int_eq(cfg->limits.max_connections, 400);
@@ -874,39 +870,31 @@ END_TEST
 
 START_TEST(limits_bounds_rejected)
 {
-	refused("limits = { max_connections = 0; };
-", 1,
+	refused("limits = { max_connections = 0; };\n", 1,
 	    "limits.max_connections: expected an integer from 1 to 1000000, "
 	    "got 0");
-	refused("\nlimits = { max_connections_per_ip = 1000001; };
-", 2,
+	refused("\nlimits = { max_connections_per_ip = 1000001; };\n", 2,
 	    "limits.max_connections_per_ip: expected an integer from 1 to "
 	    "1000000, got 1000001");
-	refused("limits = { idle_timeout_ms = -1; };
-", 1,
+	refused("limits = { idle_timeout_ms = -1; };\n", 1,
 	    "limits.idle_timeout_ms: expected an integer from 0 to 86400000, "
 	    "got -1");
-	refused("limits = { handshake_timeout_ms = 99; };
-", 1,
+	refused("limits = { handshake_timeout_ms = 99; };\n", 1,
 	    "limits.handshake_timeout_ms: expected an integer from 100 to "
 	    "600000, got 99");
-	refused("limits = { max_context_entries = 0; };
-", 1,
+	refused("limits = { max_context_entries = 0; };\n", 1,
 	    "limits.max_context_entries: expected an integer from 1 to "
 	    "1000000, got 0");
-	refused("limits = {\n  memory_mb = 15; };
-", 2,
+	refused("limits = {\n  memory_mb = 15; };\n", 2,
 	    "limits.memory_mb: expected an integer from 16 to 1048576, got 15");
 }
 END_TEST
 
 START_TEST(limits_unknown_key_suggests)
 {
-	refused("limits = { memory_md = 64; };
-", 1, "limits.memory_md: "
+	refused("limits = { memory_md = 64; };\n", 1, "limits.memory_md: "
 	    "unknown key; did you mean 'memory_mb'?");
-	refused("limits = { memory_mb = "64"; };
-", 1, "limits.memory_mb: "
+	refused("limits = { memory_mb = \"64\"; };\n", 1, "limits.memory_mb: "
 	    "expected an integer");
 }
 END_TEST
@@ -918,10 +906,8 @@ START_TEST(limits_reload)
 
 	old = load("", "pod-t");
 	ck_assert_ptr_nonnull(old);
-	new = load("limits = { max_connections = 5; memory_mb = 64;
-"
-	    "  max_connections_per_ip = 7; };
-", "pod-t");
+	new = load("limits = { max_connections = 5; memory_mb = 64;\n"
+	    "  max_connections_per_ip = 7; };\n", "pod-t");
 	ck_assert_ptr_nonnull(new);
 	/* max_connections sizes RLIMIT_NOFILE at start: restart only. */
 	ck_assert_int_eq(config_reload_check(old, new, rerr, sizeof(rerr)), 1);
