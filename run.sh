@@ -113,7 +113,8 @@ fuzz_all() {
 		mkdir -p ".fuzz/$n"
 		log=.fuzz/$n.log
 		say "fuzz_$n for ${secs} s"
-		if ! t/fuzz/fuzz_"$n" -max_total_time="$secs" -print_final_stats=1 \
+		if ! LSAN_OPTIONS=suppressions=$TOP/t/fuzz/lsan.supp \
+		    t/fuzz/fuzz_"$n" -max_total_time="$secs" -print_final_stats=1 \
 		    -timeout=10 -rss_limit_mb=2048 -artifact_prefix=".fuzz/$n-" \
 		    ".fuzz/$n" "t/fuzz-corpus/$n" >"$log" 2>&1; then
 			tail -n 40 "$log"
@@ -122,7 +123,7 @@ fuzz_all() {
 		fi
 		printf '%-8s %s; %s\n' "$n" \
 		    "$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2 " executions"}')" \
-		    "$(grep -E '^#[0-9]+ +DONE' "$log" | grep -o 'cov: [0-9]* ft: [0-9]* corp: [0-9/a-zA-Z]*' | tail -1)"
+		    "$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | grep -o 'cov: [0-9]* ft: [0-9]* corp: [0-9/a-zA-Z]*' | tail -1)"
 	done
 }
 

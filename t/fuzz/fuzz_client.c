@@ -4,7 +4,8 @@
  * so the fuzzer spends its time on the client's HTTP/2 frames, HPACK, gRPC
  * framing of replies, trailers and statuses. A unary call and a streaming
  * call go out on one loopback connection (the client has no other
- * transport); every input gets a fresh client, freed at the end.
+ * transport); every input gets a fresh client, freed at the end. FUZZ_DEBUG
+ * set: how each call ended, on stderr.
  */
 #include "autoconf.h"
 
@@ -17,6 +18,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -35,6 +37,8 @@ static void
 done_cb(void *arg, const struct grpc_client_result *r)
 {
 	(*(int *)arg)++;
+	if (getenv("FUZZ_DEBUG") != NULL)
+		fprintf(stderr, "status %d %s\n", r->status, r->message);
 	/* Read what a step's caller reads. */
 	if (r->data != NULL && r->len > 0)
 		(void)r->data[r->len - 1];
@@ -63,7 +67,7 @@ listen_once(void)
 	    getsockname(lfd, (struct sockaddr *)&sin, &sl) == -1)
 		return -1;
 	lport = ntohs(sin.sin_port);
-	return 0;
+	return fcntl(lfd, F_SETFL, O_NONBLOCK);
 }
 
 int
@@ -85,6 +89,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (listen_once() == -1)
 			abort();
 	}
+	/* A reconnect of the last input's client may wait: not ours. */
+	while ((fd = accept(lfd, NULL, NULL)) != -1)
+		close(fd);
 	memset(&opts, 0, sizeof(opts));
 	opts.max_recv = 64 * 1024;	/* reach the limit cheaply */
 	cli = grpc_client_new(base, &opts, err, sizeof(err));
@@ -103,6 +110,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (fd != -1) {
 		fcntl(fd, F_SETFL, O_NONBLOCK);
 		(void)!write(fd, settings, sizeof(settings));
+		/*
+		 * Let the client see our SETTINGS and open its streams first:
+		 * replies to streams it has not opened would only test that
+		 * nghttp2 refuses them.
+		 */
+		for (int i = 0; i < 20; i++) {
+			event_base_loop(base, EVLOOP_NONBLOCK);
+			while (read(fd, buf, sizeof(buf)) > 0)
+				;
+			pfd.fd = fd;
+			pfd.events = POLLIN;
+			(void)poll(&pfd, 1, i < 4 ? 1 : 0);
+		}
 		for (size_t off = 0; off < size;) {
 			ssize_t w = write(fd, data + off, size - off);
 
@@ -125,6 +145,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (int i = 0; i < 4; i++)
 			event_base_loop(base, EVLOOP_NONBLOCK);
 	}
+	if (getenv("FUZZ_DEBUG") != NULL)
+		fprintf(stderr, "accepted %d, calls ended %d\n", fd != -1, done);
 	grpc_client_free(cli);
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	return 0;
