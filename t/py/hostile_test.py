@@ -36,6 +36,11 @@ LOG = os.environ["SAGAD_LOG"]
 MEMORY_MB = 128                 # limits.memory_mb of the test config
 BIG = 4 * 1024 * 1024 - 1024    # a context value that fills a 4 MiB message
 HZ = os.sysconf("SC_CLK_TCK")
+# Under ASan (--enable-sanitizers) RSS holds shadow memory and quarantine,
+# and everything runs several times slower: memory is not checked then, and
+# time bounds are multiplied.
+SANITIZED = os.environ.get("SAGAD_SANITIZERS") == "1"
+SLOW = 5.0 if SANITIZED else 1.0
 
 
 # --- the master, seen from /proc ---------------------------------------------
@@ -65,6 +70,8 @@ def nfds():
 
 
 def within_budget(what):
+    if SANITIZED:
+        return
     check(hwm_mb() <= MEMORY_MB, "%s: the master's peak RSS is %.0f MB, "
           "over limits.memory_mb = %d" % (what, hwm_mb(), MEMORY_MB))
 
@@ -73,6 +80,7 @@ def within_budget(what):
 
 def served(what, secs, probe=None):
     """Health (or probe) answers within secs, from a new connection."""
+    secs *= SLOW
     t0 = time.time()
     ch = grpc.insecure_channel("127.0.0.1:%d" % PORT,
                                options=[("grpc.use_local_subchannel_pool", 1)])
@@ -227,8 +235,8 @@ def case_big(orch):
         g = orch.get("big-%d" % i, timeout=10)
         t2 = time.time()
         equal(len(g.context["blob"]), BIG, "big Get %d: context size" % i)
-        check(t1 - t0 < 1.0, "big Run %d took %.2f s" % (i, t1 - t0))
-        check(t2 - t1 < 1.0, "big Get %d took %.2f s" % (i, t2 - t1))
+        check(t1 - t0 < SLOW, "big Run %d took %.2f s" % (i, t1 - t0))
+        check(t2 - t1 < SLOW, "big Get %d took %.2f s" % (i, t2 - t1))
     ok("20 Runs and Gets of a 4 MiB saga through python3-grpcio's default "
        "channel, each under 1 s")
     # The step client's reply path: a participant answering 1.9 MB.
@@ -240,7 +248,7 @@ def case_big(orch):
     equal(S.Name(s.state), "STATE_COMPLETED", "Echo of 1.9 MB")
     equal(s.context["reserve_resp"], b"reserved:" + req[::-1],
           "the participant's 1.9 MB reply, stored whole")
-    check(dt < 2.0, "Echo of 1.9 MB took %.2f s" % dt)
+    check(dt < 2.0 * SLOW, "Echo of 1.9 MB took %.2f s" % dt)
     ok("a participant's 1.9 MB reply reaches the saga in %.2f s" % dt)
     within_budget("big replies")
 
@@ -257,7 +265,7 @@ def case_context(orch):
     equal(code, SC.INVALID_ARGUMENT, "Run with 100k context keys")
     check("max_context_entries" in details, "the error names the limit: %r"
           % details)
-    check(dt < 2.0 and dc < 1.0, "100k keys cost %.2f s, %.2f s CPU"
+    check(dt < 2.0 * SLOW and dc < SLOW, "100k keys cost %.2f s, %.2f s CPU"
           % (dt, dc))
     ok("a Run with 100,000 context keys is INVALID_ARGUMENT in %.2f s "
        "(%.2f s CPU); Health meanwhile in %.3f s" % (dt, dc, hdt))
@@ -321,7 +329,8 @@ def case_amplify(orch):
     ok("150 Gets of a 4 MiB saga, window 0: %d RESOURCE_EXHAUSTED, peak RSS "
        "%.0f MB; Health in %.3f s" % (refused, hwm_mb(), hdt))
     time.sleep(2.5)
-    check(rss_mb() < 80, "RSS %.0f MB 2.5 s after the attack" % rss_mb())
+    check(SANITIZED or rss_mb() < 80, "RSS %.0f MB 2.5 s after the attack"
+          % rss_mb())
     ok("memory returned after it: RSS %.0f MB" % rss_mb())
 
 
@@ -428,7 +437,7 @@ def case_hpack(orch):
     dc = cpu() - c0
     stop.set()
     s.close()
-    check(dc < 2.0, "%d header blocks cost the master %.2f s of CPU"
+    check(dc < 2.0 * SLOW, "%d header blocks cost the master %.2f s of CPU"
           % (nblocks, dc))
     ok("%d header blocks of 16,000 references to a 4,000-byte entry: %.2f s "
        "of CPU; Health in %.3f s" % (nblocks, dc, hdt))
@@ -456,7 +465,7 @@ def case_watch(orch):
     dt = time.time() - t0
     it.cancel()
     equal(ev.saga_id, "slow-watch", "the well-behaved Watch's first event")
-    check(dt < 1.0, "the well-behaved Watch took %.2f s" % dt)
+    check(dt < SLOW, "the well-behaved Watch took %.2f s" % dt)
     check(refused >= 600 - 128, "only %d of 600 Watches refused" % refused)
     for h in hs:
         h.close()
@@ -485,7 +494,7 @@ def case_emfile(orch):
         dc = cpu() - c0
         logged = [ln for ln in open(LOG)][lines0:]
         acc = [ln for ln in logged if "accept" in ln]
-        check(dc < 1.0, "the master burnt %.2f s of CPU in 3 s" % dc)
+        check(dc < SLOW, "the master burnt %.2f s of CPU in 3 s" % dc)
         check(len(acc) <= 8, "%d accept lines logged in ~4 s" % len(acc))
         check(len(acc) >= 1, "nothing logged about accept() failing")
     finally:
@@ -502,7 +511,7 @@ def case_rss(orch):
     time.sleep(1.5)
     within_budget("all the attacks")
     served("after everything", 0.5)
-    check(rss_mb() < 64, "idle RSS %.0f MB" % rss_mb())
+    check(SANITIZED or rss_mb() < 64, "idle RSS %.0f MB" % rss_mb())
     ok("peak RSS %.0f MB within limits.memory_mb = %d; idle RSS %.0f MB"
        % (hwm_mb(), MEMORY_MB, rss_mb()))
 
