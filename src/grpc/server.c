@@ -75,6 +75,7 @@
 #define PEER_BUCKETS		1024
 #define ACCEPT_PAUSE_MS		100	/* after EMFILE/ENFILE with nothing to evict */
 #define EVICT_ON_EMFILE		16	/* handshaking connections closed to make room */
+#define STREAM_SMALL_MSG	4096	/* always queued on an empty stream */
 
 enum call_state {
 	CALL_RECV,		/* reading the request */
@@ -667,8 +668,17 @@ call_queue_check(struct grpc_call *c, size_t len)
 	if (mem_over(c->conn, len + 5)) {
 		if (!c->method->server_streaming)
 			return GRPC_CALL_ENOMEM;
-		c->want_writable = 1;
-		return GRPC_CALL_EAGAIN;
+		/*
+		 * A stream with nothing queued still gets one small message:
+		 * with an empty queue no writable callback would ever come,
+		 * and a Health watcher would wait forever. That is one
+		 * message per stream, and streams are bounded.
+		 */
+		if (evbuffer_get_length(c->out) > 0 ||
+		    len > STREAM_SMALL_MSG) {
+			c->want_writable = 1;
+			return GRPC_CALL_EAGAIN;
+		}
 	}
 	return GRPC_CALL_OK;
 }
