@@ -4,9 +4,10 @@
 # real sagad with small limits (t/conf/hostile.conf.in); t/py/hostile_test.py
 # runs one attack per case of the issue (python3-h2 crafts the frames) and
 # checks that a well-behaved python3-grpcio client is served during and after
-# each, and that the master's peak RSS stays within limits.memory_mb. Last,
-# sagad runs under valgrind for a Run and a Get: hiredis must not read past
-# the commands sagad hands it.
+# each, and that the master's peak RSS stays within limits.memory_mb. Then
+# sagad starts under low descriptor limits (RLIMIT_NOFILE raised, or a
+# warning), and last it runs under valgrind for a Run and a Get: hiredis must
+# not read past the commands sagad hands it.
 
 . "$top_srcdir/t/lib.sh"
 lib_init
@@ -46,6 +47,36 @@ export SAGAD_PORT SAGAD_PID SAGAD_LOG
 # shellcheck disable=SC2086
 "$PYTHON_GRPC" "$TEST" ${HOSTILE_CASES:-big context memory amplify conns \
 	hpack watch emfile rss} || fail "hostile_test.py"
+
+# 6: RLIMIT_NOFILE raised at start to max_connections + 256 (here 656)
+# where the hard limit allows; a warning, and fewer connections served,
+# where it does not.
+# nofile_sagad SOFT:HARD: sagad under that limit; sets LOW_PID, LOW_LOG.
+nofile_sagad() {
+	local port
+	port=$(free_port)
+	hostile_conf "$port" >"$LIB_TMP/low.conf"
+	LOW_LOG=$LIB_TMP/low-${1%%:*}.log
+	prlimit --nofile="$1" "$SAGAD" -d -c "$LIB_TMP/low.conf" \
+		-p "$LIB_TMP/low.pid" >"$LOW_LOG" 2>&1 &
+	LOW_PID=$!
+	track "$LOW_PID"
+	wait_port "$port" || fail "sagad with nofile $1 did not listen"
+}
+if command -v prlimit >/dev/null; then
+	nofile_sagad 300:4096
+	soft=$(awk '/^Max open files/ {print $4}' "/proc/$LOW_PID/limits")
+	[ "$soft" = 656 ] || fail "RLIMIT_NOFILE 300:4096 became $soft, not 656"
+	kill -TERM "$LOW_PID"
+	wait "$LOW_PID" 2>/dev/null
+	pass "RLIMIT_NOFILE 300 (hard 4096) raised to 656 at start"
+	nofile_sagad 400:400
+	grep -q 'RLIMIT_NOFILE is 400 and cannot be raised to the 656 .*serving 144 connections' \
+		"$LOW_LOG" || { cat "$LOW_LOG"; fail "no RLIMIT_NOFILE warning"; }
+	kill -TERM "$LOW_PID"
+	wait "$LOW_PID" 2>/dev/null
+	pass "a hard limit of 400 descriptors: logged, 144 connections served at most"
+fi
 
 # 9: hiredis 0.14 read a byte past every command sagad formatted.
 # (valgrind and ASan do not mix: the sanitizer build skips this.)
