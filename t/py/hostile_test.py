@@ -265,6 +265,8 @@ def case_context(orch):
     equal(code, SC.INVALID_ARGUMENT, "Run with 100k context keys")
     check("max_context_entries" in details, "the error names the limit: %r"
           % details)
+    equal(rpc_error(orch.get, "ctx-100k")[0], SC.NOT_FOUND,
+          "a refused Run leaves nothing stored")
     check(dt < 2.0 * SLOW and dc < SLOW, "100k keys cost %.2f s, %.2f s CPU"
           % (dt, dc))
     ok("a Run with 100,000 context keys is INVALID_ARGUMENT in %.2f s "
