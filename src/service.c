@@ -79,7 +79,8 @@ static void
 server_event(int kind, const char *what, unsigned long n, void *arg)
 {
 	if (n > 1)
-		log_warnx("grpc: %s (%lu times in the last second)", what, n);
+		log_warnx("grpc: %s (%lu times since the last report)", what,
+		    n);
 	else
 		log_warnx("grpc: %s", what);
 }
