@@ -225,6 +225,17 @@ def grpc_code(v):
 def case_big(orch):
     """1: replies over 1 MiB; 4 MiB request and reply 20 times in a row."""
     big = b"x" * BIG
+    # The bound is 1 s. On a machine loaded past twice its cores (a shared
+    # VM under make -j check) scheduling alone can take that: the bound is
+    # widened then, and the output says so. The stall this case guards
+    # against never ends at all.
+    bound = SLOW
+    load = os.getloadavg()[0]
+    if load > 2 * os.cpu_count():
+        bound *= 3
+        print("# load average %.1f on %d cores: calls bounded at %.0f s"
+              % (load, os.cpu_count(), bound), flush=True)
+    c0, w0 = cpu(), time.time()
     for i in range(20):
         t0 = time.time()
         s = orch.run("Big", {"blob": big}, request_id="big-%d" % i,
@@ -235,10 +246,11 @@ def case_big(orch):
         g = orch.get("big-%d" % i, timeout=10)
         t2 = time.time()
         equal(len(g.context["blob"]), BIG, "big Get %d: context size" % i)
-        check(t1 - t0 < SLOW, "big Run %d took %.2f s" % (i, t1 - t0))
-        check(t2 - t1 < SLOW, "big Get %d took %.2f s" % (i, t2 - t1))
+        check(t1 - t0 < bound, "big Run %d took %.2f s" % (i, t1 - t0))
+        check(t2 - t1 < bound, "big Get %d took %.2f s" % (i, t2 - t1))
     ok("20 Runs and Gets of a 4 MiB saga through python3-grpcio's default "
-       "channel, each under 1 s")
+       "channel, each under %.0f s (%.1f s in all, %.1f s of the master's "
+       "CPU)" % (bound, time.time() - w0, cpu() - c0))
     # The step client's reply path: a participant answering 1.9 MB.
     req = b"r" * (1900 * 1024)
     t0 = time.time()
@@ -319,17 +331,28 @@ def case_amplify(orch):
     msg = saga_pb2.GetRequest(id="big-0").SerializeToString()
     c0, t0 = cpu(), time.time()
     sids = [h.start("/saga.v1.Orchestrator/Get", msg) for _ in range(150)]
-    while time.time() - t0 < 10 and len(h.status) < 140:
+    while time.time() - t0 < 30 and len(h.status) < 140:
         h.pump(0.1)
     refused = sum(1 for s in sids if grpc_code(h.status.get(s)) == 8)
-    print("# amplify: %d answered in %.2f s, %.2f s CPU" % (
-        len(h.status), time.time() - t0, cpu() - c0), flush=True)
+    codes = {}
+    for s in sids:
+        c = grpc_code(h.status.get(s))
+        codes[c] = codes.get(c, 0) + 1
+    print("# amplify: %d answered in %.2f s, %.2f s CPU; grpc-status: %s" % (
+        len(h.status), time.time() - t0, cpu() - c0, codes), flush=True)
     hdt = served("amplification", 1.0)
     within_budget("amplification")
-    check(refused >= 100, "only %d of 150 Gets refused" % refused)
+    # The connection's share (16 MiB) holds 4 replies of 3.9 MB: the others
+    # end at once, RESOURCE_EXHAUSTED (or UNAVAILABLE when a loaded Redis
+    # is slower than the store's command timeout), none waits in a queue.
+    queued = codes.get(None, 0)
+    check(queued <= 5, "%d Gets of a 4 MiB saga queued on one connection"
+          % queued)
+    check(refused >= 1, "no Get refused RESOURCE_EXHAUSTED")
     h.close()
-    ok("150 Gets of a 4 MiB saga, window 0: %d RESOURCE_EXHAUSTED, peak RSS "
-       "%.0f MB; Health in %.3f s" % (refused, hwm_mb(), hdt))
+    ok("150 Gets of a 4 MiB saga, window 0: %d queued, %d RESOURCE_EXHAUSTED,"
+       " peak RSS %.0f MB; Health in %.3f s" % (queued, refused, hwm_mb(),
+                                                hdt))
     time.sleep(2.5)
     check(SANITIZED or rss_mb() < 80, "RSS %.0f MB 2.5 s after the attack"
           % rss_mb())
