@@ -331,10 +331,11 @@ def case_amplify(orch):
     msg = saga_pb2.GetRequest(id="big-0").SerializeToString()
     c0, t0 = cpu(), time.time()
     sids = [h.start("/saga.v1.Orchestrator/Get", msg) for _ in range(150)]
-    # Until every Get is answered but the few the connection's share
-    # holds, or nothing has changed for 1.5 s (those few stay queued).
-    last, since = -1, time.time()
-    while time.time() - t0 < 30 and time.time() - since < 1.5:
+    # Until the answers stop coming for 2 s once they have begun (the few
+    # replies the connection's share holds stay queued), 30 s at most.
+    last, since = 0, time.time()
+    while time.time() - t0 < 30 and (last == 0 or
+                                     time.time() - since < 2.0):
         h.pump(0.1)
         if len(h.status) != last:
             last, since = len(h.status), time.time()
