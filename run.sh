@@ -2,6 +2,11 @@
 # run.sh - the two commands of the README's Quick start, and their helpers.
 #   ./run.sh demo    install what is missing, build, start the stack, run sagas
 #   ./run.sh test    install what is missing, build, run every test
+#                    (SANITIZE=1: the same under ASan+UBSan, as test-asan)
+#   ./run.sh test-asan  every test of a build with --enable-sanitizers, in
+#                    .asan/ (a copy of the tree), with zero reports allowed
+#   ./run.sh fuzz [SECONDS]  each libFuzzer target (t/fuzz/) for SECONDS
+#                    (default 60), its corpus in t/fuzz-corpus/TARGET
 #   ./run.sh build   install and build only
 #   ./run.sh stop    stop what demo started
 set -euo pipefail
@@ -12,7 +17,7 @@ PACKAGES="build-essential autoconf automake libtool pkg-config
 libevent-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libnats-dev
 nats-server libhiredis-dev redis-server libconfig-dev check nghttp2-client
 nghttp2-server python3-grpcio protobuf-compiler libjansson-dev clang
-valgrind"
+valgrind python3-h2"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -56,6 +61,75 @@ test_all() {
 		done
 		exit 1
 	fi
+}
+
+# The whole test suite under ASan and UBSan. An in-tree build cannot also
+# be configured out of tree, so the sanitized build lives in a copy of the
+# sources (.asan/, refreshed from the tree each time). Any report fails the
+# test that triggered it: ASan aborts, UBSan does not recover.
+test_asan() {
+	deps
+	local dir=$TOP/.asan
+	say "copying the tree to $dir for a sanitized build"
+	mkdir -p "$dir"
+	git ls-files -z | rsync -a --files-from=- --from0 ./ "$dir/" 2>/dev/null ||
+		{ git ls-files -z | tar --null -T - -cf - | tar -C "$dir" -xf -; }
+	cd "$dir"
+	if [ ! -f Makefile ] || [ configure.ac -nt configure ] || [ Makefile.am -nt Makefile.in ]; then
+		autoreconf -fi
+		./configure --prefix=/usr/local --enable-sanitizers
+	fi
+	make -j"$(nproc)"
+	say "make check (ASan+UBSan)"
+	# Daemons log to files the tests delete when they pass: every process
+	# also writes its reports to $dir/reports/, which must stay empty.
+	rm -rf "$dir/reports"
+	mkdir -p "$dir/reports"
+	export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:log_path=$dir/reports/asan}
+	export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:log_path=$dir/reports/ubsan}
+	local rc=0
+	make -j"$(nproc)" check || rc=$?
+	if grep -l 'ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer' \
+	    t/*.log 2>/dev/null || [ -n "$(ls -A reports)" ]; then
+		say "sanitizer reports: the logs above, and reports/"
+		head -n 60 reports/* 2>/dev/null || true
+		rc=1
+	fi
+	if [ "$rc" -ne 0 ]; then
+		for f in t/*.log; do
+			[ -f "$f" ] || continue
+			grep -q '^FAIL\|^ERROR' "${f%.log}.trs" 2>/dev/null || continue
+			echo "--- $f"; tail -n 60 "$f"
+		done
+		exit 1
+	fi
+	say "ASan+UBSan: every test passed, no report"
+}
+
+# Each fuzz target under libFuzzer for $1 seconds (default 60), new inputs
+# kept in .fuzz/TARGET, the seeds read from t/fuzz-corpus/TARGET; a summary
+# line per target: executions, coverage, corpus. A crash stops it.
+fuzz_all() {
+	local secs=${1:-60} n log
+	build
+	say "make fuzz (clang, libFuzzer, ASan+UBSan)"
+	make fuzz
+	for n in server client proto store config; do
+		mkdir -p ".fuzz/$n"
+		log=.fuzz/$n.log
+		say "fuzz_$n for ${secs} s"
+		if ! LSAN_OPTIONS=suppressions=$TOP/t/fuzz/lsan.supp \
+		    t/fuzz/fuzz_"$n" -max_total_time="$secs" -print_final_stats=1 \
+		    -timeout=10 -rss_limit_mb=2048 -artifact_prefix=".fuzz/$n-" \
+		    ".fuzz/$n" "t/fuzz-corpus/$n" >"$log" 2>&1; then
+			tail -n 40 "$log"
+			say "fuzz_$n found a problem: .fuzz/$n-*"
+			exit 1
+		fi
+		printf '%-8s %s; %s\n' "$n" \
+		    "$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2 " executions"}')" \
+		    "$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | grep -o 'cov: [0-9]* ft: [0-9]* corp: [0-9/a-zA-Z]*' | tail -1)"
+	done
 }
 
 DEMO_DIR=$TOP/.demo
@@ -253,9 +327,11 @@ EOF
 
 case "${1:-}" in
 demo)	demo ;;
-test)	test_all ;;
+test)	if [ "${SANITIZE:-0}" = 1 ]; then test_asan; else test_all; fi ;;
+test-asan) test_asan ;;
+fuzz)	shift; fuzz_all "${1:-60}" ;;
 build)	build ;;
 stop)	stop_demo ;;
 deps)	deps ;;
-*)	echo "usage: $0 demo|test|build|stop" >&2; exit 2 ;;
+*)	echo "usage: $0 demo|test|test-asan|fuzz [SECONDS]|build|stop" >&2; exit 2 ;;
 esac

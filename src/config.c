@@ -33,6 +33,7 @@ enum key_scope {
 	KS_NATS,		/* nats = { }: struct config */
 	KS_REDIS,		/* redis = { }: struct config */
 	KS_CALLBACKS,		/* callbacks = { }: struct config */
+	KS_LIMITS,		/* limits = { }: struct config */
 	KS_SERVICE,		/* services.NAME = { }: struct config_service */
 	KS_NODE,		/* nodes.NAME = { }: struct config_node */
 	KS_FLOW,		/* flows.NAME = { }: struct config_flow */
@@ -87,6 +88,7 @@ static const char *const callbacks_allow_default[] = {
 #define N(f)	offsetof(struct config_node, f)
 #define F(f)	offsetof(struct config_flow, f)
 #define HOUR_MS	3600000
+#define CONFIG_FILE_MAX	(16 * 1024 * 1024)	/* bytes read of one file */
 #define HOSTLEN	256	/* the size of every host[] an address splits into */
 
 _Static_assert(sizeof(((struct config *)0)->listen_host) == HOSTLEN &&
@@ -114,6 +116,8 @@ static const struct config_key keys[] = {
 	    NULL, KS_REDIS },
 	{ "callbacks", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
 	    NULL, KS_CALLBACKS },
+	{ "limits", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_LIMITS },
 	{ "services", KS_MAIN, KT_NAMED, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
 	    NULL, KS_SERVICE },
 	{ "nodes", KS_MAIN, KT_NAMED, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
@@ -142,6 +146,27 @@ static const struct config_key keys[] = {
 	    check_host, 0 },
 	{ "retries", KS_CALLBACKS, KT_INT, 0, C(callbacks.retries), 0, 0,
 	    0, 100, 5, NULL, NULL, NULL, 0 },
+
+	/*
+	 * Resource control. max_connections sizes RLIMIT_NOFILE at start,
+	 * hence a restart; the others apply on SIGHUP to what comes next.
+	 */
+	{ "max_connections", KS_LIMITS, KT_INT, KEY_RESTART,
+	    C(limits.max_connections), 0, 0, 1, 1000000, 10000, NULL, NULL,
+	    NULL, 0 },
+	{ "max_connections_per_ip", KS_LIMITS, KT_INT, 0,
+	    C(limits.max_connections_per_ip), 0, 0, 1, 1000000, 1000, NULL,
+	    NULL, NULL, 0 },
+	{ "idle_timeout_ms", KS_LIMITS, KT_INT, 0, C(limits.idle_timeout_ms),
+	    0, 0, 0, 24 * HOUR_MS, 300000, NULL, NULL, NULL, 0 },
+	{ "handshake_timeout_ms", KS_LIMITS, KT_INT, 0,
+	    C(limits.handshake_timeout_ms), 0, 0, 100, 600000, 10000, NULL,
+	    NULL, NULL, 0 },
+	{ "max_context_entries", KS_LIMITS, KT_INT, 0,
+	    C(limits.max_context_entries), 0, 0, 1, 1000000, 1024, NULL, NULL,
+	    NULL, 0 },
+	{ "memory_mb", KS_LIMITS, KT_INT, 0, C(limits.memory_mb), 0, 0,
+	    16, 1048576, 1024, NULL, NULL, NULL, 0 },
 
 	{ "address", KS_SERVICE, KT_ADDRESS, KEY_REQUIRED, S(address),
 	    S(host), S(port), 0, 0, 0, NULL, NULL, NULL, 0 },
@@ -190,7 +215,7 @@ static const struct config_key keys[] = {
 /* The scope's name as a key prefix, for the scopes that have a fixed one. */
 static const char *const scope_prefix[] = {
 	[KS_MAIN] = "", [KS_NATS] = "nats", [KS_REDIS] = "redis",
-	[KS_CALLBACKS] = "callbacks",
+	[KS_CALLBACKS] = "callbacks", [KS_LIMITS] = "limits",
 };
 
 /* One error, kept until the end so that they can go out in file order. */
@@ -469,6 +494,14 @@ read_file(const char *path, char *why, size_t len)
 		n += r;
 		if (r == 0)
 			break;
+		/* A device named by @include must not make us read forever. */
+		if (n > CONFIG_FILE_MAX) {
+			snprintf(why, len, "larger than %d MiB",
+			    CONFIG_FILE_MAX / (1024 * 1024));
+			fclose(fp);
+			free(buf);
+			return NULL;
+		}
 	}
 	if (ferror(fp)) {
 		snprintf(why, len, "cannot read: %s", strerror(errno));

@@ -75,6 +75,15 @@ struct config {
 		int	  retries;
 	} callbacks;
 
+	struct {
+		int	 max_connections;
+		int	 max_connections_per_ip;
+		int	 idle_timeout_ms;	/* 0: never */
+		int	 handshake_timeout_ms;
+		int	 max_context_entries;
+		int	 memory_mb;
+	} limits;
+
 	struct config_service	*services;
 	size_t			 nservices;
 	struct config_node	*nodes;

@@ -172,6 +172,15 @@ handle_run(struct grpc_call *call, void *arg)
 		grpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION, err);
 		return;
 	}
+	/* limits.max_context_entries (issue 12): refused before any work. */
+	if (o->cfg->limits.max_context_entries > 0 && req->n_context >
+	    (size_t)o->cfg->limits.max_context_entries) {
+		snprintf(err, sizeof(err), "context: %zu entries, more than "
+		    "limits.max_context_entries (%d)", req->n_context,
+		    o->cfg->limits.max_context_entries);
+		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err);
+		return;
+	}
 	if (req->callback_url != NULL && *req->callback_url != '\0') {
 		if (mode != SAGA_MODE_ASYNC) {
 			grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,

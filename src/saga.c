@@ -65,12 +65,15 @@ saga_free(struct saga *s)
 		free(s->steps[i].error);
 	}
 	free(s->ctx);
+	free(s->ctx_idx);
 	free(s->steps);
 	free(s->id);
 	free(s->flow);
 	free(s->error);
 	free(s);
 }
+
+static void	ctx_reindex(struct saga *, size_t);
 
 struct saga *
 saga_dup(const struct saga *s)
@@ -82,10 +85,20 @@ saga_dup(const struct saga *s)
 	d->flow = util_xstrdup(s->flow);
 	d->error = s->error != NULL ? util_xstrdup(s->error) : NULL;
 	d->ctx = util_xcalloc(s->nctx, sizeof(*d->ctx));
+	d->ctx_cap = s->nctx;
+	d->ctx_idx = NULL;
+	d->ctx_idx_cap = 0;
 	for (size_t i = 0; i < s->nctx; i++) {
 		d->ctx[i].key = util_xstrdup(s->ctx[i].key);
 		d->ctx[i].value = util_xcalloc(1, s->ctx[i].len + 1);
 		memcpy(d->ctx[i].value, s->ctx[i].value, s->ctx[i].len);
+	}
+	if (d->nctx > 0) {
+		size_t cap = 16;
+
+		while (cap < 2 * d->nctx)
+			cap *= 2;
+		ctx_reindex(d, cap);
 	}
 	d->steps = util_xcalloc(s->nsteps, sizeof(*d->steps));
 	for (size_t i = 0; i < s->nsteps; i++) {
@@ -97,29 +110,94 @@ saga_dup(const struct saga *s)
 	return d;
 }
 
+/*
+ * The context is a vector in insertion order (what the Saga message shows)
+ * plus an open-addressing index over it, so that setting a key costs O(1)
+ * whatever the number of keys: a Run with 100k keys must not cost a scan
+ * per key.
+ */
+static uint32_t
+ctx_hash(const char *key)
+{
+	uint32_t h = 2166136261u;
+
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h;
+}
+
+/* The index slot of key: where it is, or the empty one where it would go. */
+static size_t
+ctx_slot(const struct saga *s, const char *key)
+{
+	size_t mask = s->ctx_idx_cap - 1, i = ctx_hash(key) & mask;
+
+	while (s->ctx_idx[i] != 0 &&
+	    strcmp(s->ctx[s->ctx_idx[i] - 1].key, key) != 0)
+		i = (i + 1) & mask;
+	return i;
+}
+
+static void
+ctx_reindex(struct saga *s, size_t cap)
+{
+	free(s->ctx_idx);
+	s->ctx_idx = util_xcalloc(cap, sizeof(*s->ctx_idx));
+	s->ctx_idx_cap = cap;
+	for (size_t i = 0; i < s->nctx; i++)
+		s->ctx_idx[ctx_slot(s, s->ctx[i].key)] = (uint32_t)(i + 1);
+}
+
 const struct saga_kv *
 saga_ctx_get(const struct saga *s, const char *key)
 {
-	for (size_t i = 0; i < s->nctx; i++)
-		if (strcmp(s->ctx[i].key, key) == 0)
-			return &s->ctx[i];
-	return NULL;
+	size_t i;
+
+	if (s->ctx_idx_cap == 0)
+		return NULL;
+	i = ctx_slot(s, key);
+	return s->ctx_idx[i] != 0 ? &s->ctx[s->ctx_idx[i] - 1] : NULL;
+}
+
+size_t
+saga_ctx_new_keys(const struct saga *s, const struct saga_kv *kv, size_t n)
+{
+	size_t fresh = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int dup = saga_ctx_get(s, kv[i].key) != NULL;
+
+		/* A key the reply repeats counts once. */
+		for (size_t j = 0; j < i && !dup; j++)
+			dup = strcmp(kv[j].key, kv[i].key) == 0;
+		fresh += !dup;
+	}
+	return fresh;
 }
 
 void
 saga_ctx_set(struct saga *s, const char *key, const void *value, size_t len)
 {
-	struct saga_kv	*kv = NULL;
+	struct saga_kv	*kv;
+	size_t		 slot;
 
-	for (size_t i = 0; i < s->nctx; i++)
-		if (strcmp(s->ctx[i].key, key) == 0)
-			kv = &s->ctx[i];
-	if (kv == NULL) {
-		s->ctx = util_xrealloc(s->ctx, (s->nctx + 1) * sizeof(*s->ctx));
+	/* Keep the index at most half full. */
+	if (2 * (s->nctx + 1) > s->ctx_idx_cap)
+		ctx_reindex(s, s->ctx_idx_cap ? 2 * s->ctx_idx_cap : 16);
+	slot = ctx_slot(s, key);
+	if (s->ctx_idx[slot] == 0) {
+		if (s->nctx == s->ctx_cap) {
+			s->ctx_cap = s->ctx_cap ? 2 * s->ctx_cap : 8;
+			s->ctx = util_xrealloc(s->ctx,
+			    s->ctx_cap * sizeof(*s->ctx));
+		}
 		kv = &s->ctx[s->nctx++];
 		kv->key = util_xstrdup(key);
-	} else
+		s->ctx_idx[slot] = (uint32_t)s->nctx;
+	} else {
+		kv = &s->ctx[s->ctx_idx[slot] - 1];
 		free(kv->value);
+	}
 	/* One spare NUL so text values print without a copy. */
 	kv->value = util_xcalloc(1, len + 1);
 	if (len > 0)
@@ -279,6 +357,21 @@ saga_step_end(struct saga *s, const struct config *cfg,
 			st->state = SAGA_STATE_COMPENSATED;
 			return next_compensation(s, cfg, flow,
 			    (long)a->step - 1, now_ms);
+		}
+		if (cfg->limits.max_context_entries > 0 && nreply > 0 &&
+		    s->nctx + saga_ctx_new_keys(s, reply, nreply) >
+		    (size_t)cfg->limits.max_context_entries) {
+			char why[160];
+
+			/*
+			 * A reply that would grow the context past the limit
+			 * is a failed step: it is compensated with the rest.
+			 */
+			snprintf(why, sizeof(why), "the step's reply would "
+			    "take the context past limits.max_context_entries"
+			    " (%d)", cfg->limits.max_context_entries);
+			return saga_step_end(s, cfg, flow, a,
+			    GRPC_STATUS_OUT_OF_RANGE, why, NULL, 0, now_ms, rng);
 		}
 		st->state = SAGA_STATE_COMPLETED;
 		for (size_t i = 0; i < nreply; i++)

@@ -49,8 +49,11 @@ struct saga {
 	char		*flow;
 	enum saga_mode	 mode;
 	enum saga_state	 state;
-	struct saga_kv	*ctx;
+	struct saga_kv	*ctx;		/* in insertion order */
 	size_t		 nctx;
+	size_t		 ctx_cap;	/* room in ctx */
+	uint32_t	*ctx_idx;	/* open-addressing index: position + 1 */
+	size_t		 ctx_idx_cap;	/* a power of two, or 0 */
 	struct saga_step *steps;
 	size_t		 nsteps;
 	char		*error;
@@ -89,6 +92,9 @@ struct saga	*saga_dup(const struct saga *);
 void		 saga_ctx_set(struct saga *, const char *key,
 		    const void *value, size_t len);
 const struct saga_kv *saga_ctx_get(const struct saga *, const char *key);
+/* How many of the keys are not in the context yet. */
+size_t		 saga_ctx_new_keys(const struct saga *,
+		    const struct saga_kv *, size_t n);
 
 /*
  * A saga.v1.Saga that points into a struct saga, for packing or handing to

@@ -7,10 +7,16 @@
  * NOT_SERVING only while Redis is down; NATS down refuses async and
  * throttling Runs only. On stop it reports NOT_SERVING, refuses new sagas,
  * sends GOAWAY and keeps the loop busy until the sagas in flight have ended
- * or shutdown_timeout_ms has passed.
+ * or shutdown_timeout_ms has passed. It also applies the `limits` section to
+ * the server (and on SIGHUP), sizes RLIMIT_NOFILE for max_connections, logs
+ * what the server reports (accept failures, refused connections) and hands
+ * freed heap back to the system once a burst is over.
  */
 #include "autoconf.h"
 
+#include <sys/resource.h>
+
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +38,10 @@
 #include "work.h"
 
 #define SERVICE_CONNS_PER_TARGET	8
+#define SERVICE_FD_RESERVE	256	/* Redis, NATS, workers, participants */
+#define SERVICE_WATCHES		1024	/* the store's max_watches */
+#define SERVICE_WATCH_SHARE	8	/* one address holds 1/8 of them at most */
+#define SERVICE_TRIM_MB		32	/* bursts worth a malloc_trim() */
 #define ORCH_SERVICE	"saga.v1.Orchestrator"
 
 struct service {
@@ -44,7 +54,67 @@ struct service {
 	struct orch		*orch;
 	char			 owner[192];
 	int			 shut;		/* GOAWAY done */
+	int			 max_conns;	/* max_connections, maybe clamped */
+	size_t			 mem_peak;	/* of the server's buffers, since a trim */
+	uint64_t		 cron_ticks;
 };
+
+/* The server's side of the limits section. */
+static void
+service_limits(const struct service *sv, const struct config *cfg,
+    struct grpc_server_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	/* Half the budget for buffers; half for what they decode into. */
+	o->memory_max = (size_t)cfg->limits.memory_mb * 1024 * 1024 / 2;
+	o->max_connections = sv->max_conns;
+	o->max_connections_per_ip = cfg->limits.max_connections_per_ip;
+	o->max_streaming_per_ip = SERVICE_WATCHES / SERVICE_WATCH_SHARE;
+	o->handshake_timeout_ms = cfg->limits.handshake_timeout_ms;
+	o->idle_timeout_ms = cfg->limits.idle_timeout_ms > 0 ?
+	    cfg->limits.idle_timeout_ms : -1;
+}
+
+static void
+server_event(int kind SAGAD_UNUSED, const char *what, unsigned long n,
+    void *arg SAGAD_UNUSED)
+{
+	if (n > 1)
+		log_warnx("grpc: %s (%lu times since the last report)", what,
+		    n);
+	else
+		log_warnx("grpc: %s", what);
+}
+
+/*
+ * Every connection is a descriptor: raise RLIMIT_NOFILE to what
+ * max_connections needs; when the hard limit forbids it, say so and serve
+ * fewer connections rather than fail accept() forever.
+ */
+static void
+service_nofile(struct service *sv, const struct config *cfg)
+{
+	struct rlimit	rl;
+	rlim_t		need = (rlim_t)cfg->limits.max_connections +
+	    SERVICE_FD_RESERVE;
+
+	sv->max_conns = cfg->limits.max_connections;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur >= need)
+		return;
+	rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ?
+	    rl.rlim_max : need;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+		(void)getrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur >= need)
+		return;
+	sv->max_conns = rl.rlim_cur > SERVICE_FD_RESERVE + 16 ?
+	    (int)(rl.rlim_cur - SERVICE_FD_RESERVE) : 16;
+	log_warnx("RLIMIT_NOFILE is %llu and cannot be raised to the %llu "
+	    "that limits.max_connections = %d needs: serving %d connections "
+	    "at most (raise LimitNOFILE or ulimit -n)",
+	    (unsigned long long)rl.rlim_cur, (unsigned long long)need,
+	    cfg->limits.max_connections, sv->max_conns);
+}
 
 static void
 store_status(int up, const char *why, void *arg)
@@ -110,11 +180,23 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	struct bus_opts		 bo;
 	struct grpc_client_opts	 copts;
 
+	struct grpc_server_opts	 so;
+
 	memset(&copts, 0, sizeof(copts));
 	sv->m = m;
 	snprintf(sv->owner, sizeof(sv->owner), "%s/%ld", cfg->pod_id,
 	    (long)getpid());
-	if ((sv->srv = grpc_server_new(m->base, NULL, err, errlen)) == NULL)
+	/*
+	 * Big buffers (replies, requests of megabytes) come from mmap and go
+	 * back to the system when freed, whatever glibc's sliding threshold
+	 * would have decided.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+	service_nofile(sv, cfg);
+	service_limits(sv, cfg, &so);
+	so.on_event = server_event;
+	so.event_arg = sv;
+	if ((sv->srv = grpc_server_new(m->base, &so, err, errlen)) == NULL)
 		return -1;
 	if ((sv->health = health_new(sv->srv, err, errlen)) == NULL)
 		return -1;
@@ -171,8 +253,11 @@ service_reload(struct master *m, void *arg,
     const struct config *old SAGAD_UNUSED)
 {
 	struct service *sv = arg;
+	struct grpc_server_opts so;
 
 	orch_set_config(sv->orch, m->cfg);
+	service_limits(sv, m->cfg, &so);
+	grpc_server_set_limits(sv->srv, &so);
 }
 
 static void
@@ -205,9 +290,25 @@ static void
 service_cron(struct master *m SAGAD_UNUSED, void *arg)
 {
 	struct service *sv = arg;
+	size_t mem;
 
 	if (sv->orch != NULL)
 		orch_cron(sv->orch);
+	if (sv->srv == NULL || ++sv->cron_ticks % MASTER_HZ != 0)
+		return;
+	/*
+	 * Once a second: after a burst of big buffers has drained, give the
+	 * heap's free pages back, so that an idle master is small again.
+	 */
+	mem = grpc_server_memory(sv->srv);
+	if (mem > sv->mem_peak)
+		sv->mem_peak = mem;
+	if ((sv->mem_peak >= (size_t)SERVICE_TRIM_MB * 1024 * 1024 &&
+	    mem < sv->mem_peak / 8) || (sv->cron_ticks % (10 * MASTER_HZ) ==
+	    0 && mem < (size_t)SERVICE_TRIM_MB * 1024 * 1024 / 8)) {
+		malloc_trim(0);
+		sv->mem_peak = mem;
+	}
 }
 
 static int

@@ -367,6 +367,12 @@ store_req_send(struct req *r)
 			seg_raw(o, &r->args);
 		}
 	}
+	/*
+	 * hiredis 0.14 scans the command with string functions to spot
+	 * (P)SUBSCRIBE and reads a byte past len: end it with a NUL.
+	 */
+	seg_reserve(o, 1);
+	o->p[o->len] = '\0';
 	rc = redisAsyncFormattedCommand(c->ac, store_reply, r, o->p, o->len);
 	if (rc != REDIS_OK)
 		return -1;

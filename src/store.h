@@ -234,4 +234,13 @@ struct store_watch *store_watch(struct store *, const char *id,
 	    store_event_cb *, void *);
 void	 store_watch_cancel(struct store_watch *);
 
+/*
+ * Fills rec from the reply to HGETALL saga:{ID}; strings point into the
+ * reply, rec->saga is the caller's to free. Returns 0, or -1 with err.
+ * Exposed for the fuzz target of Redis records (t/fuzz/fuzz_store.c).
+ */
+struct redisReply;
+int		 store_parse_hash(const struct redisReply *, struct store_saga *,
+		    char *err, size_t errlen);
+
 #endif

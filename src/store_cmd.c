@@ -23,9 +23,9 @@
  * Fills rec from a flat HGETALL array. Strings point into the reply. Returns
  * 0, or -1 with err filled.
  */
-static int
-parse_hash(const redisReply *h, struct store_saga *rec, char *err,
-    size_t errlen)
+int
+store_parse_hash(const struct redisReply *h, struct store_saga *rec,
+    char *err, size_t errlen)
 {
 	const redisReply *k, *v;
 	const redisReply *pb = NULL;
@@ -98,7 +98,7 @@ store_reply_get(struct req *r, const redisReply *rep)
 		r->cb.saga(STORE_NOT_FOUND, NULL, "no such saga", r->arg);
 		return;
 	}
-	if (parse_hash(rep, &rec, err, sizeof(err)) == -1) {
+	if (store_parse_hash(rep, &rec, err, sizeof(err)) == -1) {
 		saga_done(r, STORE_ERROR, NULL, err);
 		return;
 	}
@@ -148,7 +148,7 @@ reply_write(struct req *r, const redisReply *rep)
 		return;
 	} else if (strcmp(what, "EXISTS") == 0 && rep->elements > 1 &&
 	    r->kind == REQ_CREATE) {
-		if (parse_hash(rep->element[1], &rec, err, sizeof(err)) == -1)
+		if (store_parse_hash(rep->element[1], &rec, err, sizeof(err)) == -1)
 			saga_done(r, STORE_ERROR, NULL, err);
 		else
 			saga_done(r, STORE_EXISTS, &rec, "saga exists");
@@ -203,7 +203,7 @@ store_reply_cancel(struct req *r, const redisReply *rep)
 		if (strcmp(rep->element[0]->str, map[i].what) != 0 ||
 		    rep->elements < 2)
 			continue;
-		if (parse_hash(rep->element[1], &rec, err, sizeof(err)) == -1)
+		if (store_parse_hash(rep->element[1], &rec, err, sizeof(err)) == -1)
 			saga_done(r, STORE_ERROR, NULL, err);
 		else
 			saga_done(r, map[i].res, &rec, NULL);

@@ -135,6 +135,9 @@ START_TEST(sample_config_loads)
 	ck_assert_int_eq(cfg->services[2].port, 50053);
 	ck_assert_int_eq(cfg->services[0].max_queue, 10000);	/* default */
 	ck_assert_int_eq(cfg->redis.lease_ms, 10000);		/* default */
+	ck_assert_int_eq(cfg->limits.max_connections, 10000);
+	ck_assert_int_eq(cfg->limits.memory_mb, 1024);
+	ck_assert_int_eq(cfg->limits.max_context_entries, 1024);
 
 	n = config_node_find(cfg, "CreateOrder");
 	ck_assert_ptr_nonnull(n);
@@ -830,6 +833,95 @@ END_TEST
 
 /* --- SIGHUP ------------------------------------------------------------------- */
 
+/* --- limits (issue 12) --------------------------------------------------- */
+
+START_TEST(limits_defaults)
+{
+	struct config *cfg = load("", "pod-t");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->limits.max_connections, 10000);
+	ck_assert_int_eq(cfg->limits.max_connections_per_ip, 1000);
+	ck_assert_int_eq(cfg->limits.idle_timeout_ms, 300000);
+	ck_assert_int_eq(cfg->limits.handshake_timeout_ms, 10000);
+	ck_assert_int_eq(cfg->limits.max_context_entries, 1024);
+	ck_assert_int_eq(cfg->limits.memory_mb, 1024);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(limits_read)
+{
+	struct config *cfg = load("limits = { max_connections = 400;\n"
+	    "  max_connections_per_ip = 100; idle_timeout_ms = 0;\n"
+	    "  handshake_timeout_ms = 1000; max_context_entries = 8;\n"
+	    "  memory_mb = 64; };\n", "pod-t");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->limits.max_connections, 400);
+	ck_assert_int_eq(cfg->limits.max_connections_per_ip, 100);
+	ck_assert_int_eq(cfg->limits.idle_timeout_ms, 0);
+	ck_assert_int_eq(cfg->limits.handshake_timeout_ms, 1000);
+	ck_assert_int_eq(cfg->limits.max_context_entries, 8);
+	ck_assert_int_eq(cfg->limits.memory_mb, 64);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(limits_bounds_rejected)
+{
+	refused("limits = { max_connections = 0; };\n", 1,
+	    "limits.max_connections: expected an integer from 1 to 1000000, "
+	    "got 0");
+	refused("\nlimits = { max_connections_per_ip = 1000001; };\n", 2,
+	    "limits.max_connections_per_ip: expected an integer from 1 to "
+	    "1000000, got 1000001");
+	refused("limits = { idle_timeout_ms = -1; };\n", 1,
+	    "limits.idle_timeout_ms: expected an integer from 0 to 86400000, "
+	    "got -1");
+	refused("limits = { handshake_timeout_ms = 99; };\n", 1,
+	    "limits.handshake_timeout_ms: expected an integer from 100 to "
+	    "600000, got 99");
+	refused("limits = { max_context_entries = 0; };\n", 1,
+	    "limits.max_context_entries: expected an integer from 1 to "
+	    "1000000, got 0");
+	refused("limits = {\n  memory_mb = 15; };\n", 2,
+	    "limits.memory_mb: expected an integer from 16 to 1048576, got 15");
+}
+END_TEST
+
+START_TEST(limits_unknown_key_suggests)
+{
+	refused("limits = { memory_md = 64; };\n", 1, "limits.memory_md: "
+	    "unknown key; did you mean 'memory_mb'?");
+	refused("limits = { memory_mb = \"64\"; };\n", 1, "limits.memory_mb: "
+	    "expected an integer");
+}
+END_TEST
+
+START_TEST(limits_reload)
+{
+	struct config	*old, *new;
+	char		 rerr[CONFIG_ERRLEN];
+
+	old = load("", "pod-t");
+	ck_assert_ptr_nonnull(old);
+	new = load("limits = { max_connections = 5; memory_mb = 64;\n"
+	    "  max_connections_per_ip = 7; };\n", "pod-t");
+	ck_assert_ptr_nonnull(new);
+	/* max_connections sizes RLIMIT_NOFILE at start: restart only. */
+	ck_assert_int_eq(config_reload_check(old, new, rerr, sizeof(rerr)), 1);
+	ck_assert_msg(strstr(rerr, ": limits.max_connections: changed from "
+	    "10000 to 5") != NULL, "%s", rerr);
+	config_keep_restart_keys(new, old);
+	ck_assert_int_eq(new->limits.max_connections, 10000);
+	ck_assert_int_eq(new->limits.memory_mb, 64);
+	ck_assert_int_eq(new->limits.max_connections_per_ip, 7);
+	config_free(old);
+	config_free(new);
+}
+END_TEST
+
 START_TEST(reload_check_reports_restart_keys)
 {
 	struct config	*old, *new;
@@ -910,6 +1002,11 @@ config_suite(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, sample_config_loads);
+	tcase_add_test(tc, limits_defaults);
+	tcase_add_test(tc, limits_read);
+	tcase_add_test(tc, limits_bounds_rejected);
+	tcase_add_test(tc, limits_unknown_key_suggests);
+	tcase_add_test(tc, limits_reload);
 	tcase_add_test(tc, sample_config_topics);
 	tcase_add_test(tc, topics_callbacks_only_with_an_async_flow);
 	tcase_add_test(tc, defaults_applied);

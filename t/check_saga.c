@@ -7,8 +7,10 @@
 #include "autoconf.h"
 
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "check_run.h"
 #include "grpc/grpc.h"
@@ -487,6 +489,74 @@ START_TEST(resume_after_a_recorded_undo_goes_to_the_next_undo)
 }
 END_TEST
 
+/* Issue 12: 100k distinct keys cost the master 16.9 s of CPU, quadratic. */
+START_TEST(context_insertion_is_constant_time)
+{
+	struct saga	*s = saga_new("ctx", &cfg, &flow, 0, 1000), *d;
+	char		 key[32];
+	clock_t		 t0 = clock();
+
+	for (int i = 0; i < 100000; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		saga_ctx_set(s, key, "v", 1);
+	}
+	saga_ctx_set(s, "k5", "again", 5);	/* replaces, keeps its place */
+	ck_assert_uint_eq(s->nctx, 100000);
+	ck_assert_str_eq(s->ctx[0].key, "k0");
+	ck_assert_str_eq(s->ctx[99999].key, "k99999");
+	ck_assert_str_eq((char *)saga_ctx_get(s, "k5")->value, "again");
+	ck_assert_str_eq(s->ctx[5].key, "k5");
+	ck_assert_ptr_null(saga_ctx_get(s, "k100000"));
+	d = saga_dup(s);
+	ck_assert_str_eq((char *)saga_ctx_get(d, "k99999")->value, "v");
+	saga_ctx_set(d, "new", "n", 1);
+	ck_assert_uint_eq(d->nctx, 100001);
+	ck_assert_ptr_null(saga_ctx_get(s, "new"));
+	/* The old scan took seconds; this takes milliseconds. */
+	ck_assert_msg(clock() - t0 < CLOCKS_PER_SEC / 2, "%.2f s of CPU",
+	    (double)(clock() - t0) / CLOCKS_PER_SEC);
+	saga_free(d);
+	saga_free(s);
+}
+END_TEST
+
+START_TEST(reply_past_max_context_entries_fails_the_step)
+{
+	struct saga		*s = saga_new("big", &cfg, &flow, 0, 1000);
+	struct saga_kv		 reply[2] = {
+		{ .key = (char *)(uintptr_t)"a", .value = (uint8_t *)"1",
+		  .len = 1 },
+		{ .key = (char *)(uintptr_t)"b", .value = (uint8_t *)"2",
+		  .len = 1 } };
+	struct saga_action	 a = { .kind = SAGA_ACT_CALL, .step = 0,
+				    .attempt = 1 };
+
+	cfg.limits.max_context_entries = 3;
+	saga_ctx_set(s, "x", "0", 1);
+	saga_ctx_set(s, "a", "0", 1);	/* "a" replaces: it counts once */
+	ck_assert_uint_eq(saga_ctx_new_keys(s, reply, 2), 1);
+	saga_step_begin(s, &a, 1000);
+	a = saga_step_end(s, &cfg, &flow, &a, GRPC_STATUS_OK, NULL, reply, 2,
+	    2000, &rng);
+	ck_assert_int_eq(s->steps[0].state, SAGA_STATE_COMPLETED);
+	ck_assert_uint_eq(s->nctx, 3);
+	reply[0].key = (char *)(uintptr_t)"c";
+	saga_step_begin(s, &a, 3000);
+	a = saga_step_end(s, &cfg, &flow, &a, GRPC_STATUS_OK, NULL, reply, 2,
+	    4000, &rng);
+	/* Not merged; the step failed and is compensated with the first. */
+	ck_assert_uint_eq(s->nctx, 3);
+	ck_assert_ptr_null(saga_ctx_get(s, "c"));
+	ck_assert_int_eq(s->steps[1].state, SAGA_STATE_FAILED);
+	ck_assert_ptr_nonnull(strstr(s->steps[1].error,
+	    "max_context_entries (3)"));
+	ck_assert_int_eq(a.kind, SAGA_ACT_CALL);
+	ck_assert_int_eq(a.compensate, 1);
+	ck_assert_uint_eq(a.step, 1);
+	saga_free(s);
+}
+END_TEST
+
 START_TEST(pack_and_unpack_round_trip)
 {
 	struct saga		*s = saga_new("id9", &cfg, &flow,
@@ -639,6 +709,8 @@ main(void)
 	tcase_add_test(tc,
 	    resume_of_redelivered_work_ends_once_its_starts_are_used_up);
 	tcase_add_test(tc, pack_and_unpack_round_trip);
+	tcase_add_test(tc, context_insertion_is_constant_time);
+	tcase_add_test(tc, reply_past_max_context_entries_fails_the_step);
 	tcase_add_test(tc, dup_is_deep);
 	tcase_add_test(tc, json_follows_the_proto3_mapping);
 	tcase_add_test(tc,

@@ -100,6 +100,8 @@ void	grpc_framer_init(struct grpc_framer *, size_t max);
 int	grpc_framer_feed(struct grpc_framer *, const uint8_t *, size_t,
 	    grpc_framer_cb, void *arg);
 void	grpc_framer_reset(struct grpc_framer *);
+/* Bytes the framer holds allocated now (a partial message). */
+size_t	grpc_framer_held(const struct grpc_framer *);
 /* Writes the 5-byte prefix for a message of len bytes. */
 void	grpc_frame_prefix(uint8_t out[5], size_t len);
 

@@ -15,8 +15,19 @@
  * max_recv_msg and per connection by conn_in_max, queued replies per stream
  * by stream_queue_max (grpc_call_send says EAGAIN above it), and unsent bytes
  * per connection by conn_out_max, above which the connection stops reading.
- * Per-stream state is freed in stream_free() only, reached from nghttp2's
- * on_stream_close or, when a connection dies, from conn_free().
+ * Above all of these, one budget (memory_max) covers what every connection
+ * buffers, requests and replies alike, with a quarter of it at most for one
+ * connection: past it a new stream or a reply is RESOURCE_EXHAUSTED, so a
+ * client that never reads (a zero flow-control window) cannot make the
+ * server queue without end. Per-stream state is freed in stream_free() only,
+ * reached from nghttp2's on_stream_close or, when a connection dies, from
+ * conn_free().
+ *
+ * Connections are bounded too: in number, in number per client address, in
+ * time to finish the HTTP/2 handshake and in time left idle (one sweep a
+ * second checks both). At the cap, a connection still in its handshake
+ * makes room for a new one. accept() failing for want of descriptors
+ * (EMFILE, ENFILE) pauses the listener instead of spinning on it.
  */
 #include "autoconf.h"
 
@@ -56,6 +67,15 @@
 #define CONN_WINDOW		(2 * 1024 * 1024)
 #define GOAWAY_GRACE_MS		1000	/* final GOAWAY if the PING is not answered */
 #define MAX_RESETS_PER_SEC	1000	/* more is a rapid-reset attack: GOAWAY */
+#define DEF_MEMORY_MAX		((size_t)1024 * 1024 * 1024)
+#define DEF_MAX_PER_IP		1000
+#define DEF_STREAMING_PER_IP	256
+#define DEF_HANDSHAKE_MS	10000
+#define DEF_IDLE_MS		300000
+#define PEER_BUCKETS		1024
+#define ACCEPT_PAUSE_MS		100	/* after EMFILE/ENFILE with nothing to evict */
+#define EVICT_ON_EMFILE		16	/* handshaking connections closed to make room */
+#define STREAM_SMALL_MSG	4096	/* always queued on an empty stream */
 
 enum call_state {
 	CALL_RECV,		/* reading the request */
@@ -64,6 +84,16 @@ enum call_state {
 };
 
 struct conn;
+
+/* Connections and streaming calls of one client address. */
+struct peer {
+	struct peer		*next;
+	int			 family;
+	uint8_t			 addr[16];
+	int			 nconns;
+	int			 nstreaming;
+	size_t			 mem;		/* its connections' share of srv->mem */
+};
 
 struct grpc_call {
 	TAILQ_ENTRY(grpc_call)	 entry;
@@ -77,7 +107,7 @@ struct grpc_call {
 				 hdr_overflow:1, bad_timeout:1, bad_encoding:1,
 				 headers_sent:1, finished:1, deferred:1,
 				 want_writable:1, writable_pending:1,
-				 rst_after:1, has_timer:1;
+				 rst_after:1, has_timer:1, streaming:1;
 	int64_t			 deadline;
 	struct grpc_metadata	 md;
 	struct grpc_framer	 framer;
@@ -115,6 +145,14 @@ struct conn {
 	int			 dead;
 	int64_t			 rst_window;	/* start of this second, mono ms */
 	int			 rst_count;	/* client resets in it */
+	int			 handshaken;	/* the client's SETTINGS arrived */
+	int			 send_blocked;	/* send_cb said WOULDBLOCK */
+	int64_t			 born;		/* accepted, mono ms */
+	int64_t			 last_active;	/* last read or open stream */
+	size_t			 out_queued;	/* reply bytes in its calls' queues */
+	size_t			 out_acct;	/* unsent bytes counted in srv->mem */
+	struct peer		*addr;		/* NULL: not counted per address */
+	TAILQ_ENTRY(conn)	 hs_entry;	/* in srv->handshaking until handshaken */
 	struct event		 flush_ev;
 	struct event		 goaway_ev;
 };
@@ -127,6 +165,7 @@ struct grpc_server {
 	struct evconnlistener	*lev;
 	int			 port;
 	TAILQ_HEAD(, conn)	 conns;
+	TAILQ_HEAD(, conn)	 handshaking;	/* oldest first */
 	size_t			 nconns;
 	size_t			 ncalls;
 	int			 shutting_down;
@@ -135,12 +174,143 @@ struct grpc_server {
 	struct event		*done_ev;
 	nghttp2_session_callbacks *cbs;
 	nghttp2_option		*h2opt;
+	size_t			 mem;		/* bytes against opts.memory_max */
+	struct peer		*peers[PEER_BUCKETS];
+	struct event		*sweep_ev;	/* timeouts, once a second */
+	struct event		*accept_ev;	/* resumes a paused listener */
+	int			 accept_paused;
+	unsigned long		 ev_count[2];	/* on_event: since the last report */
+	int64_t			 ev_last[2];
 };
 
 static void	conn_schedule_flush(struct conn *);
 static int	conn_flush(struct conn *);
 static void	conn_free(struct conn *);
 static void	call_fail(struct grpc_call *, int, const char *);
+
+/* --- resource accounting ---------------------------------------------------- */
+
+/* Tells the process layer, at most once a second per kind. */
+static void
+server_event(struct grpc_server *srv, int kind, const char *what)
+{
+	int64_t now = util_mono_ms();
+
+	srv->ev_count[kind]++;
+	if (srv->opts.on_event == NULL || (srv->ev_last[kind] != 0 &&
+	    now - srv->ev_last[kind] < 1000))
+		return;
+	srv->ev_last[kind] = now;
+	srv->opts.on_event(kind, what, srv->ev_count[kind],
+	    srv->opts.event_arg);
+	srv->ev_count[kind] = 0;
+}
+
+/* Would more bytes take the server or this connection past its budget? */
+static int
+mem_over(const struct conn *conn, size_t more)
+{
+	const struct grpc_server *srv = conn->srv;
+	size_t max = srv->opts.memory_max;
+
+	/*
+	 * One connection may hold a quarter of the budget, one client
+	 * address half of it: others keep room to be served.
+	 */
+	return srv->mem + more > max || conn->in_buffered +
+	    conn->out_queued + conn->out_acct + more > max / 4 ||
+	    (conn->addr != NULL && conn->addr->mem + more > max / 2);
+}
+
+static void
+mem_add(struct conn *conn, size_t *what, size_t n)
+{
+	*what += n;
+	conn->srv->mem += n;
+	if (conn->addr != NULL)
+		conn->addr->mem += n;
+}
+
+static void
+mem_sub(struct conn *conn, size_t *what, size_t n)
+{
+	*what -= n;
+	conn->srv->mem -= n;
+	if (conn->addr != NULL)
+		conn->addr->mem -= n;
+}
+
+/* Counts what waits in the connection's output buffers. */
+static void
+conn_account_out(struct conn *conn)
+{
+	size_t now = evbuffer_get_length(bufferevent_get_output(conn->bev)) +
+	    evbuffer_get_length(conn->wbuf);
+
+	conn->srv->mem = conn->srv->mem - conn->out_acct + now;
+	if (conn->addr != NULL)
+		conn->addr->mem = conn->addr->mem - conn->out_acct + now;
+	conn->out_acct = now;
+}
+
+static unsigned
+peer_hash(int family, const uint8_t *addr)
+{
+	unsigned h = 2166136261u;
+
+	for (int i = 0; i < 16; i++)
+		h = (h ^ addr[i]) * 16777619u;
+	return (h ^ (unsigned)family) % PEER_BUCKETS;
+}
+
+/* The entry of sa's address, made if need be; NULL for other families. */
+static struct peer *
+peer_get(struct grpc_server *srv, const struct sockaddr *sa)
+{
+	uint8_t addr[16];
+	struct peer *p;
+	unsigned h;
+
+	memset(addr, 0, sizeof(addr));
+	if (sa == NULL)
+		return NULL;
+	if (sa->sa_family == AF_INET)
+		memcpy(addr, &((const struct sockaddr_in *)(const void *)sa)->
+		    sin_addr, 4);
+	else if (sa->sa_family == AF_INET6)
+		memcpy(addr, &((const struct sockaddr_in6 *)(const void *)sa)->
+		    sin6_addr, 16);
+	else
+		return NULL;
+	h = peer_hash(sa->sa_family, addr);
+	for (p = srv->peers[h]; p != NULL; p = p->next)
+		if (p->family == sa->sa_family &&
+		    memcmp(p->addr, addr, 16) == 0)
+			return p;
+	p = util_xcalloc(1, sizeof(*p));
+	p->family = sa->sa_family;
+	memcpy(p->addr, addr, 16);
+	p->next = srv->peers[h];
+	srv->peers[h] = p;
+	return p;
+}
+
+/* Forgets an address nothing counts any more. */
+static void
+peer_release(struct grpc_server *srv, struct peer *p)
+{
+	struct peer **pp;
+
+	if (p == NULL || p->nconns > 0 || p->nstreaming > 0)
+		return;
+	for (pp = &srv->peers[peer_hash(p->family, p->addr)]; *pp != NULL;
+	    pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			free(p);
+			return;
+		}
+}
 
 /* Literals live forever: nghttp2 need not copy them. */
 static void
@@ -220,8 +390,10 @@ data_read_cb(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t length,
 	size_t n = have < length ? have : length;
 	size_t cap = conn->srv->opts.stream_queue_max;
 
-	if (n > 0)
+	if (n > 0) {
 		evbuffer_remove(c->out, buf, n);
+		mem_sub(conn, &conn->out_queued, n);
+	}
 	if (c->want_writable && have - n <= cap / 2) {
 		/* The callback runs from conn_flush, outside nghttp2. */
 		c->want_writable = 0;
@@ -455,7 +627,7 @@ grpc_call_queued(const struct grpc_call *c)
 }
 
 static int
-call_queue_check(struct grpc_call *c)
+call_queue_check(struct grpc_call *c, size_t len)
 {
 	if (c->state != CALL_ACTIVE || c->finished)
 		return GRPC_CALL_EDONE;
@@ -465,12 +637,30 @@ call_queue_check(struct grpc_call *c)
 		c->want_writable = 1;
 		return GRPC_CALL_EAGAIN;
 	}
+	if (len > UINT32_MAX)
+		return GRPC_CALL_EINVAL;
+	if (mem_over(c->conn, len + 5)) {
+		if (!c->method->server_streaming)
+			return GRPC_CALL_ENOMEM;
+		/*
+		 * A stream with nothing queued still gets one small message:
+		 * with an empty queue no writable callback would ever come,
+		 * and a Health watcher would wait forever. That is one
+		 * message per stream, and streams are bounded.
+		 */
+		if (evbuffer_get_length(c->out) > 0 ||
+		    len > STREAM_SMALL_MSG) {
+			c->want_writable = 1;
+			return GRPC_CALL_EAGAIN;
+		}
+	}
 	return GRPC_CALL_OK;
 }
 
 static int
-call_queued(struct grpc_call *c)
+call_queued(struct grpc_call *c, size_t len)
 {
+	mem_add(c->conn, &c->conn->out_queued, len + 5);
 	c->nmsgs++;
 	if (!c->headers_sent) {
 		if (call_send_headers(c) != GRPC_CALL_OK)
@@ -489,15 +679,13 @@ grpc_call_send_raw(struct grpc_call *c, const void *data, size_t len)
 	uint8_t pfx[5];
 	int rv;
 
-	if ((rv = call_queue_check(c)) != GRPC_CALL_OK)
+	if ((rv = call_queue_check(c, len)) != GRPC_CALL_OK)
 		return rv;
-	if (len > UINT32_MAX)
-		return GRPC_CALL_EINVAL;
 	grpc_frame_prefix(pfx, len);
 	evbuffer_add(c->out, pfx, 5);
 	if (len > 0)
 		evbuffer_add(c->out, data, len);
-	return call_queued(c);
+	return call_queued(c, len);
 }
 
 int
@@ -510,11 +698,11 @@ grpc_call_send(struct grpc_call *c, const ProtobufCMessage *msg)
 
 	if (c->method->resp == NULL || msg->descriptor != c->method->resp)
 		return GRPC_CALL_EINVAL;
-	if ((rv = call_queue_check(c)) != GRPC_CALL_OK)
-		return rv;
+	if (c->state != CALL_ACTIVE || c->finished)
+		return GRPC_CALL_EDONE;
 	len = protobuf_c_message_get_packed_size(msg);
-	if (len > UINT32_MAX)
-		return GRPC_CALL_EINVAL;
+	if ((rv = call_queue_check(c, len)) != GRPC_CALL_OK)
+		return rv;
 	if (len <= sizeof(stack) - 5) {
 		grpc_frame_prefix(stack, len);
 		protobuf_c_message_pack(msg, stack + 5);
@@ -528,7 +716,7 @@ grpc_call_send(struct grpc_call *c, const ProtobufCMessage *msg)
 		v.iov_len = len + 5;
 		evbuffer_commit_space(c->out, &v, 1);
 	}
-	return call_queued(c);
+	return call_queued(c, len);
 }
 
 int
@@ -568,7 +756,12 @@ grpc_call_reply(struct grpc_call *c, const ProtobufCMessage *msg)
 {
 	int rv;
 
-	if ((rv = grpc_call_send(c, msg)) != GRPC_CALL_OK)
+	if ((rv = grpc_call_send(c, msg)) == GRPC_CALL_ENOMEM) {
+		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		    "the reply would exceed the server's memory budget");
+		return rv;
+	}
+	if (rv != GRPC_CALL_OK)
 		return rv;
 	return grpc_call_finish(c, GRPC_STATUS_OK, NULL);
 }
@@ -578,7 +771,12 @@ grpc_call_reply_raw(struct grpc_call *c, const void *data, size_t len)
 {
 	int rv;
 
-	if ((rv = grpc_call_send_raw(c, data, len)) != GRPC_CALL_OK)
+	if ((rv = grpc_call_send_raw(c, data, len)) == GRPC_CALL_ENOMEM) {
+		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		    "the reply would exceed the server's memory budget");
+		return rv;
+	}
+	if (rv != GRPC_CALL_OK)
 		return rv;
 	return grpc_call_finish(c, GRPC_STATUS_OK, NULL);
 }
@@ -624,7 +822,12 @@ stream_free(struct grpc_call *c)
 		evtimer_del(&c->timer);
 	TAILQ_REMOVE(&conn->calls, c, entry);
 	conn->srv->ncalls--;
-	conn->in_buffered -= c->accounted;
+	mem_sub(conn, &conn->in_buffered, c->accounted);
+	mem_sub(conn, &conn->out_queued, evbuffer_get_length(c->out));
+	if (c->streaming && conn->addr != NULL) {
+		conn->addr->nstreaming--;
+		peer_release(conn->srv, conn->addr);
+	}
 	grpc_framer_reset(&c->framer);
 	grpc_md_clear(&c->md);
 	grpc_md_clear(&c->hdrs_out);
@@ -712,6 +915,20 @@ call_headers_done(struct grpc_call *c)
 		    "unsupported grpc-encoding");
 		return;
 	}
+	if (mem_over(c->conn, 0)) {
+		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		    "the server's memory budget is spent; try again later");
+		return;
+	}
+	if (c->method->server_streaming && c->conn->addr != NULL) {
+		if (c->conn->addr->nstreaming >= srv->opts.max_streaming_per_ip) {
+			call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			    "too many streaming calls open from this address");
+			return;
+		}
+		c->conn->addr->nstreaming++;
+		c->streaming = 1;
+	}
 	if (c->deadline != 0) {
 		int64_t left = c->deadline - util_mono_ms();
 		struct timeval tv;
@@ -785,8 +1002,10 @@ send_cb(nghttp2_session *h2 SAGAD_UNUSED, const uint8_t *data, size_t len,
 	struct evbuffer *out = bufferevent_get_output(conn->bev);
 
 	if (evbuffer_get_length(out) + evbuffer_get_length(conn->wbuf) >=
-	    conn->srv->opts.conn_out_max)
+	    conn->srv->opts.conn_out_max) {
+		conn->send_blocked = 1;
 		return NGHTTP2_ERR_WOULDBLOCK;
+	}
 	evbuffer_add(conn->wbuf, data, len);
 	return (ssize_t)len;
 }
@@ -835,8 +1054,18 @@ on_header(nghttp2_session *h2, const nghttp2_frame *frame,
 		return 0;
 	c->hdr_bytes += namelen + valuelen + 32;
 	if (c->hdr_bytes > conn->srv->opts.max_header_list) {
+		/*
+		 * Answer now and make nghttp2 skip the rest of the block: it
+		 * still has to inflate it for HPACK's sake, but no longer
+		 * validates and hands over every field, which a block of
+		 * references to one large table entry makes very costly.
+		 * nghttp2 resets the stream after our answer.
+		 */
 		c->hdr_overflow = 1;
-		return 0;
+		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		    "request header list too large");
+		c->rst_after = 0;
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	}
 	if (namelen > 0 && name[0] == ':') {
 		if (HDR_IS(name, namelen, ":method"))
@@ -894,7 +1123,7 @@ on_data_chunk_recv(nghttp2_session *h2, uint8_t flags SAGAD_UNUSED, int32_t id,
 	c = nghttp2_session_get_stream_user_data(h2, id);
 	if (c == NULL || c->state != CALL_RECV)
 		return 0;
-	before = c->framer.have + c->reqlen;
+	before = grpc_framer_held(&c->framer) + c->reqlen;
 	rv = grpc_framer_feed(&c->framer, data, len, framer_msg_cb, c);
 	if (rv != 0) {
 		const char *why = rv == GRPC_STATUS_RESOURCE_EXHAUSTED ?
@@ -905,14 +1134,18 @@ on_data_chunk_recv(nghttp2_session *h2, uint8_t flags SAGAD_UNUSED, int32_t id,
 		return 0;
 	}
 	/* Count what the framer and the request now hold. */
-	if (c->framer.have + c->reqlen > before) {
-		size_t grew = c->framer.have + c->reqlen - before;
+	if (grpc_framer_held(&c->framer) + c->reqlen > before) {
+		size_t grew = grpc_framer_held(&c->framer) + c->reqlen - before;
 		c->accounted += grew;
-		conn->in_buffered += grew;
+		mem_add(conn, &conn->in_buffered, grew);
 		if (conn->in_buffered > conn->srv->opts.conn_in_max) {
 			grpc_framer_reset(&c->framer);
 			call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
 			    "too much request data buffered on the connection");
+		} else if (mem_over(conn, 0)) {
+			grpc_framer_reset(&c->framer);
+			call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			    "the server's memory budget is spent; try again later");
 		}
 	}
 	return 0;
@@ -969,6 +1202,13 @@ on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
 	case NGHTTP2_PING:
 		if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && conn->goaway == 1)
 			conn_final_goaway(conn);
+		break;
+	case NGHTTP2_SETTINGS:
+		/* The preface and the client's first SETTINGS: handshaken. */
+		if (!conn->handshaken) {
+			conn->handshaken = 1;
+			TAILQ_REMOVE(&conn->srv->handshaking, conn, hs_entry);
+		}
 		break;
 	default:
 		break;
@@ -1035,9 +1275,16 @@ conn_free(struct conn *conn)
 		stream_free(c);
 	event_del(&conn->flush_ev);
 	event_del(&conn->goaway_ev);
+	mem_sub(conn, &conn->out_acct, conn->out_acct);
 	bufferevent_free(conn->bev);
 	evbuffer_free(conn->wbuf);
 	TAILQ_REMOVE(&srv->conns, conn, entry);
+	if (!conn->handshaken)
+		TAILQ_REMOVE(&srv->handshaking, conn, hs_entry);
+	if (conn->addr != NULL) {
+		conn->addr->nconns--;
+		peer_release(srv, conn->addr);
+	}
 	srv->nconns--;
 	free(conn);
 	server_check_done(srv);
@@ -1085,6 +1332,7 @@ conn_flush(struct conn *conn)
 
 	for (;;) {
 		conn->in_io = 1;
+		conn->send_blocked = 0;
 		if (nghttp2_session_send(conn->h2) != 0) {
 			conn->in_io = 0;
 			conn_free(conn);
@@ -1092,17 +1340,29 @@ conn_flush(struct conn *conn)
 		}
 		conn->in_io = 0;
 		conn_push(conn);
-		if (!conn->writable_pending)
-			break;
-		conn->writable_pending = 0;
-		TAILQ_FOREACH(c, &conn->calls, entry) {
-			if (!c->writable_pending)
-				continue;
-			c->writable_pending = 0;
-			if (c->state == CALL_ACTIVE && c->writable_cb != NULL)
-				c->writable_cb(c, c->writable_arg);
+		if (conn->writable_pending) {
+			conn->writable_pending = 0;
+			TAILQ_FOREACH(c, &conn->calls, entry) {
+				if (!c->writable_pending)
+					continue;
+				c->writable_pending = 0;
+				if (c->state == CALL_ACTIVE &&
+				    c->writable_cb != NULL)
+					c->writable_cb(c, c->writable_arg);
+			}
+			continue;
 		}
+		/*
+		 * send_cb stopped at conn_out_max and the socket took it all
+		 * directly: no write callback will come, so go on now. When
+		 * the kernel refuses some, the rest waits in the bufferevent
+		 * and its write callback (at half of conn_out_max) resumes.
+		 */
+		if (conn->send_blocked && evbuffer_get_length(out) == 0)
+			continue;
+		break;
 	}
+	conn_account_out(conn);
 	if (evbuffer_get_length(out) >= max) {
 		if (!conn->read_paused) {
 			conn->read_paused = 1;
@@ -1150,6 +1410,7 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	struct evbuffer_iovec v[16];
 	int n;
 
+	conn->last_active = util_mono_ms();
 	while ((n = evbuffer_peek(in, -1, NULL, v, 16)) > 0) {
 		size_t total = 0;
 
@@ -1224,6 +1485,7 @@ conn_new(struct grpc_server *srv, struct bufferevent *bev,
 	conn->srv = srv;
 	conn->bev = bev;
 	conn->fd = fd;
+	conn->born = conn->last_active = util_mono_ms();
 	TAILQ_INIT(&conn->calls);
 	format_peer(conn->peer, sizeof(conn->peer), sa, salen);
 	if ((conn->wbuf = evbuffer_new()) == NULL ||
@@ -1238,7 +1500,14 @@ conn_new(struct grpc_server *srv, struct bufferevent *bev,
 	event_assign(&conn->flush_ev, srv->base, -1, 0, conn_flush_cb, conn);
 	evtimer_assign(&conn->goaway_ev, srv->base, conn_goaway_cb, conn);
 	TAILQ_INSERT_TAIL(&srv->conns, conn, entry);
+	TAILQ_INSERT_TAIL(&srv->handshaking, conn, hs_entry);
 	srv->nconns++;
+	if ((conn->addr = peer_get(srv, sa)) != NULL)
+		conn->addr->nconns++;
+	if (!evtimer_pending(srv->sweep_ev, NULL)) {
+		struct timeval tv = { 1, 0 };
+		evtimer_add(srv->sweep_ev, &tv);
+	}
 
 	iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS;
 	iv[0].value = srv->opts.max_concurrent_streams;
@@ -1271,19 +1540,125 @@ accept_cb(struct evconnlistener *lev SAGAD_UNUSED, evutil_socket_t fd,
 {
 	struct grpc_server *srv = arg;
 	struct bufferevent *bev;
+	struct peer *p;
 	int one = 1;
 
-	if (srv->nconns >= (size_t)srv->opts.max_connections) {
+	if ((p = peer_get(srv, sa)) != NULL &&
+	    p->nconns >= srv->opts.max_connections_per_ip) {
 		close(fd);
+		peer_release(srv, p);
+		server_event(srv, GRPC_SERVER_EV_REFUSED,
+		    "a connection refused: max_connections_per_ip reached");
 		return;
+	}
+	if (srv->nconns >= (size_t)srv->opts.max_connections) {
+		/* A connection that has not even said hello makes room. */
+		struct conn *old = TAILQ_FIRST(&srv->handshaking);
+
+		if (old == NULL) {
+			close(fd);
+			peer_release(srv, p);
+			server_event(srv, GRPC_SERVER_EV_REFUSED,
+			    "a connection refused: max_connections reached");
+			return;
+		}
+		conn_free(old);
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
 		close(fd);
+		peer_release(srv, p);
 		return;
 	}
-	conn_new(srv, bev, sa, (socklen_t)salen, fd);
+	if (conn_new(srv, bev, sa, (socklen_t)salen, fd) == -1)
+		peer_release(srv, p);
+}
+
+/*
+ * accept() failed. Out of descriptors, accepting again at once would spin
+ * (the listening socket stays readable): close a few connections still in
+ * their handshake to make room, or pause the listener for a while.
+ */
+static void
+accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct grpc_server *srv = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = { 0, ACCEPT_PAUSE_MS * 1000 };
+	struct conn *old;
+	char what[160];
+	int n = 0;
+
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS &&
+	    err != ENOMEM) {
+		snprintf(what, sizeof(what), "accept: %s", strerror(err));
+		server_event(srv, GRPC_SERVER_EV_ACCEPT, what);
+		return;
+	}
+	while (n < EVICT_ON_EMFILE &&
+	    (old = TAILQ_FIRST(&srv->handshaking)) != NULL) {
+		conn_free(old);
+		n++;
+	}
+	if (n > 0)
+		snprintf(what, sizeof(what), "accept: %s; closed %d "
+		    "connections still in their handshake", strerror(err), n);
+	else {
+		snprintf(what, sizeof(what), "accept: %s; not accepting for "
+		    "%d ms", strerror(err), ACCEPT_PAUSE_MS);
+		evconnlistener_disable(lev);
+		srv->accept_paused = 1;
+		evtimer_add(srv->accept_ev, &tv);
+	}
+	server_event(srv, GRPC_SERVER_EV_ACCEPT, what);
+}
+
+static void
+accept_resume_cb(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED,
+    void *arg)
+{
+	struct grpc_server *srv = arg;
+
+	srv->accept_paused = 0;
+	if (srv->lev != NULL)
+		evconnlistener_enable(srv->lev);
+}
+
+/*
+ * Once a second while connections exist: close those that did not finish
+ * the handshake in time, and send GOAWAY to those idle for too long (no
+ * stream open, nothing read); one that ignores it goes after as long again.
+ */
+static void
+sweep_cb(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED,
+    void *arg)
+{
+	struct grpc_server *srv = arg;
+	struct timeval tv = { 1, 0 };
+	int64_t now = util_mono_ms(), idle = srv->opts.idle_timeout_ms;
+	struct conn *conn, *next;
+
+	while ((conn = TAILQ_FIRST(&srv->handshaking)) != NULL &&
+	    now - conn->born >= srv->opts.handshake_timeout_ms)
+		conn_free(conn);
+	for (conn = TAILQ_FIRST(&srv->conns); conn != NULL; conn = next) {
+		next = TAILQ_NEXT(conn, entry);
+		if (!conn->handshaken)
+			continue;
+		if (!TAILQ_EMPTY(&conn->calls)) {
+			conn->last_active = now;
+			continue;
+		}
+		if (idle <= 0 || now - conn->last_active < idle)
+			continue;
+		if (conn->goaway < 2)
+			conn_final_goaway(conn);
+		else if (now - conn->last_active >= 2 * idle)
+			conn_free(conn);
+	}
+	if (srv->nconns > 0)
+		evtimer_add(srv->sweep_ev, &tv);
 }
 
 /* --- the server ----------------------------------------------------------- */
@@ -1323,7 +1698,18 @@ grpc_server_new(struct event_base *base, const struct grpc_server_opts *opts,
 		srv->opts.conn_in_max = DEF_CONN_IN;
 	if (srv->opts.max_connections <= 0)
 		srv->opts.max_connections = DEF_MAX_CONNS;
+	if (srv->opts.memory_max == 0)
+		srv->opts.memory_max = DEF_MEMORY_MAX;
+	if (srv->opts.max_connections_per_ip <= 0)
+		srv->opts.max_connections_per_ip = DEF_MAX_PER_IP;
+	if (srv->opts.max_streaming_per_ip <= 0)
+		srv->opts.max_streaming_per_ip = DEF_STREAMING_PER_IP;
+	if (srv->opts.handshake_timeout_ms <= 0)
+		srv->opts.handshake_timeout_ms = DEF_HANDSHAKE_MS;
+	if (srv->opts.idle_timeout_ms == 0)
+		srv->opts.idle_timeout_ms = DEF_IDLE_MS;
 	TAILQ_INIT(&srv->conns);
+	TAILQ_INIT(&srv->handshaking);
 
 	if (nghttp2_session_callbacks_new(&srv->cbs) != 0 ||
 	    nghttp2_option_new(&srv->h2opt) != 0) {
@@ -1347,7 +1733,10 @@ grpc_server_new(struct event_base *base, const struct grpc_server_opts *opts,
 	nghttp2_option_set_max_send_header_block_length(srv->h2opt, 64 * 1024);
 	nghttp2_option_set_max_deflate_dynamic_table_size(srv->h2opt, 4096);
 	srv->done_ev = event_new(base, -1, 0, done_cb, srv);
-	if (srv->done_ev == NULL) {
+	srv->sweep_ev = evtimer_new(base, sweep_cb, srv);
+	srv->accept_ev = evtimer_new(base, accept_resume_cb, srv);
+	if (srv->done_ev == NULL || srv->sweep_ev == NULL ||
+	    srv->accept_ev == NULL) {
 		snprintf(err, errlen, "libevent: cannot create an event");
 		grpc_server_free(srv);
 		return NULL;
@@ -1392,6 +1781,7 @@ server_listen_common(struct grpc_server *srv, evutil_socket_t fd, char *err,
 		snprintf(err, errlen, "listen: %s", strerror(errno));
 		return -1;
 	}
+	evconnlistener_set_error_cb(srv->lev, accept_error_cb);
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
 		if (ss.ss_family == AF_INET)
 			srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
@@ -1476,6 +1866,30 @@ grpc_server_ncalls(const struct grpc_server *srv)
 	return srv->ncalls;
 }
 
+size_t
+grpc_server_memory(const struct grpc_server *srv)
+{
+	return srv->mem;
+}
+
+void
+grpc_server_set_limits(struct grpc_server *srv,
+    const struct grpc_server_opts *o)
+{
+	if (o->memory_max > 0)
+		srv->opts.memory_max = o->memory_max;
+	if (o->max_connections > 0)
+		srv->opts.max_connections = o->max_connections;
+	if (o->max_connections_per_ip > 0)
+		srv->opts.max_connections_per_ip = o->max_connections_per_ip;
+	if (o->max_streaming_per_ip > 0)
+		srv->opts.max_streaming_per_ip = o->max_streaming_per_ip;
+	if (o->handshake_timeout_ms > 0)
+		srv->opts.handshake_timeout_ms = o->handshake_timeout_ms;
+	if (o->idle_timeout_ms != 0)
+		srv->opts.idle_timeout_ms = o->idle_timeout_ms;
+}
+
 struct event_base *
 grpc_server_base(const struct grpc_server *srv)
 {
@@ -1496,6 +1910,7 @@ grpc_server_shutdown(struct grpc_server *srv, grpc_server_done_cb cb,
 		evconnlistener_free(srv->lev);
 		srv->lev = NULL;
 	}
+	event_del(srv->accept_ev);
 	if (!srv->shutting_down) {
 		srv->shutting_down = 1;
 		TAILQ_FOREACH(conn, &srv->conns, entry) {
@@ -1526,6 +1941,17 @@ grpc_server_free(struct grpc_server *srv)
 		conn_free(conn);
 	if (srv->done_ev != NULL)
 		event_free(srv->done_ev);
+	if (srv->sweep_ev != NULL)
+		event_free(srv->sweep_ev);
+	if (srv->accept_ev != NULL)
+		event_free(srv->accept_ev);
+	for (size_t i = 0; i < PEER_BUCKETS; i++)
+		while (srv->peers[i] != NULL) {
+			struct peer *p = srv->peers[i];
+
+			srv->peers[i] = p->next;
+			free(p);
+		}
 	if (srv->cbs != NULL)
 		nghttp2_session_callbacks_del(srv->cbs);
 	if (srv->h2opt != NULL)

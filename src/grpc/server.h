@@ -43,6 +43,30 @@ struct grpc_server_opts {
 	size_t		 conn_in_max;		/* 64 MiB of buffered requests per connection */
 	int		 max_connections;	/* 10000 */
 	int		 require_te;		/* refuse requests without "te: trailers" */
+	/*
+	 * Resource control (sagad.conf(5) limits). memory_max bounds what every
+	 * connection buffers together: request data, queued replies and unsent
+	 * output. Past it new streams and replies are RESOURCE_EXHAUSTED, never
+	 * queued. A connection's own share is memory_max / 4.
+	 */
+	size_t		 memory_max;		/* 1 GiB */
+	int		 max_connections_per_ip; /* 1000 */
+	int		 max_streaming_per_ip;	/* open server-streaming calls; 256 */
+	int		 handshake_timeout_ms;	/* preface and SETTINGS: 10000 */
+	int		 idle_timeout_ms;	/* no stream open: 300000; -1 never */
+	/*
+	 * What the process layer may want to log: the server never logs. Called
+	 * at most once a second per kind, with how many happened since.
+	 */
+	void		(*on_event)(int kind, const char *what, unsigned long n,
+			    void *arg);
+	void		*event_arg;
+};
+
+/* Kinds of on_event. */
+enum grpc_server_event {
+	GRPC_SERVER_EV_ACCEPT,		/* accept() failed (EMFILE...): paused */
+	GRPC_SERVER_EV_REFUSED,		/* a connection refused by a cap */
 };
 
 typedef void (*grpc_handler_fn)(struct grpc_call *, void *arg);
@@ -70,6 +94,8 @@ enum grpc_call_rc {
 	GRPC_CALL_EAGAIN = 1,	/* queue full: wait for the writable callback */
 	GRPC_CALL_EDONE = -1,	/* finished or cancelled: nothing was sent */
 	GRPC_CALL_EINVAL = -2,	/* message could not be encoded, or bad metadata */
+	GRPC_CALL_ENOMEM = -3,	/* over the memory budget: reply* already
+				   finished the call RESOURCE_EXHAUSTED */
 };
 
 struct grpc_server *grpc_server_new(struct event_base *,
@@ -98,6 +124,15 @@ void	grpc_server_shutdown(struct grpc_server *, grpc_server_done_cb,
 void	grpc_server_free(struct grpc_server *);
 size_t	grpc_server_nconns(const struct grpc_server *);
 size_t	grpc_server_ncalls(const struct grpc_server *);
+/* Bytes held in request and reply buffers now, against memory_max. */
+size_t	grpc_server_memory(const struct grpc_server *);
+/*
+ * Applies new limits (SIGHUP): memory_max, the per-IP caps, the timeouts and
+ * max_connections; fields 0 keep their value. Connections above a lowered cap
+ * stay; new ones are refused until the count is below it.
+ */
+void	grpc_server_set_limits(struct grpc_server *,
+	    const struct grpc_server_opts *);
 struct event_base *grpc_server_base(const struct grpc_server *);
 
 /* The request. */
@@ -121,7 +156,9 @@ int	grpc_call_add_trailer(struct grpc_call *, const char *key,
  * finish); EAGAIN means the per-stream queue is above its cap and the message
  * was not queued: wait for the writable callback. finish ends the call with a
  * status and an optional message (UTF-8, percent-encoded on the wire);
- * reply = send + finish(OK).
+ * reply = send + finish(OK). A streaming send over the server's memory
+ * budget says EAGAIN (the reader is too slow for now); a unary reply over it
+ * finishes the call RESOURCE_EXHAUSTED itself and says ENOMEM.
  */
 int	grpc_call_send(struct grpc_call *, const ProtobufCMessage *);
 int	grpc_call_send_raw(struct grpc_call *, const void *, size_t);

@@ -358,6 +358,14 @@ framer_cap(size_t have, size_t msglen)
 	return cap < msglen ? cap : msglen;
 }
 
+size_t
+grpc_framer_held(const struct grpc_framer *f)
+{
+	if (f->msg == NULL)
+		return 0;
+	return f->msglen <= 65536 ? f->msglen : framer_cap(f->have, f->msglen);
+}
+
 int
 grpc_framer_feed(struct grpc_framer *f, const uint8_t *data, size_t len,
     grpc_framer_cb cb, void *arg)

@@ -27,7 +27,7 @@ int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 static struct event_base *base;
 
 static void
-echo(struct grpc_call *call, void *arg)
+echo(struct grpc_call *call, void *arg SAGAD_UNUSED)
 {
 	const struct grpc_metadata *md = grpc_call_metadata(call);
 	const uint8_t *req;
@@ -44,7 +44,7 @@ echo(struct grpc_call *call, void *arg)
 }
 
 static void
-stream(struct grpc_call *call, void *arg)
+stream(struct grpc_call *call, void *arg SAGAD_UNUSED)
 {
 	for (int i = 0; i < 3; i++)
 		if (grpc_call_send_raw(call, "abc", 3) != GRPC_CALL_OK)
@@ -54,7 +54,7 @@ stream(struct grpc_call *call, void *arg)
 }
 
 static void
-hold_cancel(struct grpc_call *call, void *arg)
+hold_cancel(struct grpc_call *call SAGAD_UNUSED, void *arg)
 {
 	(*(int *)arg)++;
 }
