@@ -23,6 +23,12 @@ char	*util_xstrdup(const char *);
 int	 util_parse_hostport(const char *, char *host, size_t hostlen,
 	    int *port, char *err, size_t errlen);
 
+/*
+ * A URL fit to show: "scheme://user:password@host..." with the password
+ * replaced by "***" (and nothing else changed). Returns buf.
+ */
+const char *util_url_redact(const char *url, char *buf, size_t len);
+
 /* Levenshtein distance, for "did you mean" suggestions. */
 int	 util_edit_distance(const char *, const char *);
 

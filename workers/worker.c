@@ -33,6 +33,7 @@
 #include <event2/event.h>
 
 #include "bus.h"
+#include "bus_config.h"
 #include "config.h"
 #include "grpc/client.h"
 #include "log.h"
@@ -512,9 +513,12 @@ cron_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!w->nats_warned && !bus_is_connected(w->bus) &&
 	    util_mono_ms() - w->started_ms >= 5000) {
+		char where[1100];
+
 		w->nats_warned = 1;
-		log_warnx("NATS %s is not reachable yet: no work until it is",
-		    w->cfg->nats.url);
+		log_warnx("%s %s is not reachable yet: no work until it is",
+		    bus_config_name(w->cfg),
+		    bus_config_where(w->cfg, where, sizeof(where)));
 	}
 	worker_consume(w);
 }
@@ -551,9 +555,7 @@ worker_open(struct worker *w)
 	    sizeof(err))) == NULL)
 		fatalx("gRPC client: %s", err);
 	memset(&bo, 0, sizeof(bo));
-	bo.url = w->cfg->nats.url;
-	bo.stream = w->cfg->nats.stream;
-	bo.replicas = w->cfg->nats.replicas;
+	bus_config_opts(w->cfg, &bo);
 	snprintf(name, sizeof(name), "sagad-worker %s %s #%d", w->pod_id,
 	    w->topic, w->instance);
 	bo.name = name;
