@@ -332,12 +332,14 @@ rmq_rmsg_free(struct rmq_msg *rm)
 
 /* Answers a publish: with an error when err is not NULL. */
 static void
-rmq_answer(struct rmq_bus *rb, struct bus_pub *pub, const char *err)
+rmq_answer(struct rmq_bus *rb, struct bus_pub *pub, const char *err,
+    uint64_t seq)
 {
 	struct bus_pub	*p;
 
 	if (pub == NULL || (p = bus_pub_take(rb->bus, pub)) == NULL)
 		return;		/* bus_close answered it */
+	p->res.seq = seq;	/* its place on the channel, not a stream */
 	if (err != NULL)
 		snprintf(p->errbuf, sizeof(p->errbuf), "%.*s",
 		    (int)sizeof(p->errbuf) - 1, err);
@@ -554,8 +556,14 @@ rmq_consumer_open(struct bus_consumer *c, char *err, size_t errlen)
 	struct rmq_cmd		*cmd;
 
 	if (strlen(c->filter) >= RMQ_NAME_MAX) {
-		snprintf(err, errlen, "rabbitmq: queue name %s is too long",
-		    c->filter);
+		snprintf(err, errlen, "rabbitmq: consumer %s: queue name %s "
+		    "is too long", c->durable, c->filter);
+		return -1;
+	}
+	if (strpbrk(c->filter, "*>") != NULL) {
+		snprintf(err, errlen, "rabbitmq: consumer %s: filter %s has a "
+		    "wildcard; each work subject is a queue of its own",
+		    c->durable, c->filter);
 		return -1;
 	}
 	rc = util_xcalloc(1, sizeof(*rc));
@@ -924,6 +932,35 @@ rmq_retry_queue(struct rmq_bus *rb, int i, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * basic.consume without waiting for consume-ok (nowait): RabbitMQ 3.10 may
+ * hold a quorum queue's consume-ok back after a restart while its
+ * deliveries flow, and a refusal comes back as a channel.close anyway,
+ * which ends the connection. Takes queue (allocated) and frees it.
+ */
+static int
+rmq_consume(struct rmq_bus *rb, char *queue, const char *tag, int no_ack,
+    char *err, size_t errlen)
+{
+	amqp_basic_consume_t	req;
+	int			st;
+
+	memset(&req, 0, sizeof(req));
+	req.queue = amqp_cstring_bytes(queue);
+	req.consumer_tag = amqp_cstring_bytes(tag);
+	req.no_ack = no_ack;
+	req.exclusive = no_ack;	/* a listener's queue is its own */
+	req.nowait = 1;
+	req.arguments = amqp_empty_table;
+	st = amqp_send_method(rb->conn, RMQ_CHANNEL, AMQP_BASIC_CONSUME_METHOD,
+	    &req);
+	if (st != AMQP_STATUS_OK)
+		snprintf(err, errlen, "rabbitmq: consume %s: %s", queue,
+		    amqp_error_string2(st));
+	free(queue);
+	return st == AMQP_STATUS_OK ? 0 : -1;
+}
+
 static int
 rmq_start_consumer(struct rmq_bus *rb, struct rmq_consumer *rc, char *err,
     size_t errlen)
@@ -937,10 +974,8 @@ rmq_start_consumer(struct rmq_bus *rb, struct rmq_consumer *rc, char *err,
 	    (uint16_t)(prefetch > 65535 ? 65535 : prefetch), 0);
 	if (rmq_rpc_ok(rb, "basic.qos", err, errlen) == -1)
 		return -1;
-	amqp_basic_consume(rb->conn, RMQ_CHANNEL,
-	    amqp_cstring_bytes(rc->c->filter), amqp_cstring_bytes(rc->tag), 0,
-	    0, 0, amqp_empty_table);
-	if (rmq_rpc_ok(rb, rc->c->filter, err, errlen) == -1)
+	if (rmq_consume(rb, util_xstrdup(rc->c->filter), rc->tag, 0, err,
+	    errlen) == -1)
 		return -1;
 	rc->active = 1;
 	return 0;
@@ -952,6 +987,7 @@ rmq_start_listener(struct rmq_bus *rb, struct rmq_listener *rl, char *err,
 {
 	amqp_queue_declare_ok_t	*ok;
 	amqp_bytes_t		 q;
+	int			 rv;
 
 	if (rmq_exchanges(rb, err, errlen) == -1)
 		return -1;
@@ -967,10 +1003,10 @@ rmq_start_listener(struct rmq_bus *rb, struct rmq_listener *rl, char *err,
 		amqp_bytes_free(q);
 		return -1;
 	}
-	amqp_basic_consume(rb->conn, RMQ_CHANNEL, q,
-	    amqp_cstring_bytes(rl->tag), 0, 1, 1, amqp_empty_table);
+	rv = rmq_consume(rb, rmq_strndup(q.bytes, q.len), rl->tag, 1, err,
+	    errlen);
 	amqp_bytes_free(q);
-	if (rmq_rpc_ok(rb, rl->l->subject, err, errlen) == -1)
+	if (rv == -1)
 		return -1;
 	rl->active = 1;
 	return 0;
@@ -1059,7 +1095,7 @@ rmq_drop(struct rmq_bus *rb, const char *why)
 	    why != NULL ? why : "");
 	while ((pd = TAILQ_FIRST(&rb->pends)) != NULL) {
 		TAILQ_REMOVE(&rb->pends, pd, entry);
-		rmq_answer(rb, pd->pub, msg);
+		rmq_answer(rb, pd->pub, msg, pd->seq);
 		rmq_pend_free(pd);
 	}
 	for (i = 0; i < rb->nqueues; i++)
@@ -1188,11 +1224,11 @@ rmq_run(struct rmq_bus *rb, struct rmq_cmd *cmd)
 		if (!up) {
 			snprintf(err, sizeof(err), "rabbitmq: publish %s: not "
 			    "connected to %s", cmd->subject, rb->where);
-			rmq_answer(rb, cmd->pub, err);
+			rmq_answer(rb, cmd->pub, err, 0);
 			break;
 		}
 		if (rmq_work_queue(rb, cmd->subject, err, sizeof(err)) == -1) {
-			rmq_answer(rb, cmd->pub, err);
+			rmq_answer(rb, cmd->pub, err, 0);
 			return -1;
 		}
 		seq = rb->next_seq;
@@ -1201,7 +1237,7 @@ rmq_run(struct rmq_bus *rb, struct rmq_cmd *cmd)
 		if (st != AMQP_STATUS_OK) {
 			snprintf(err, sizeof(err), "rabbitmq: publish %s: %s",
 			    cmd->subject, amqp_error_string2(st));
-			rmq_answer(rb, cmd->pub, err);
+			rmq_answer(rb, cmd->pub, err, 0);
 			return -1;
 		}
 		rmq_pend_add(rb, seq, cmd->pub, cmd->subject);
@@ -1284,7 +1320,7 @@ rmq_run(struct rmq_bus *rb, struct rmq_cmd *cmd)
 			rmq_rmsg_free(rm);
 		}
 		rmq_sync_done(rb, cmd, 0);
-		break;
+		return 0;
 	case RC_LISTEN:
 		rl = cmd->rl;
 		pthread_mutex_lock(&rb->mu);
@@ -1314,7 +1350,7 @@ rmq_run(struct rmq_bus *rb, struct rmq_cmd *cmd)
 			(void)rmq_rpc_ok(rb, "basic.cancel", err, sizeof(err));
 		}
 		rmq_sync_done(rb, cmd, 0);
-		break;
+		return 0;
 	case RC_DECLARE:
 		rv = -1;
 		if (!up)
@@ -1387,7 +1423,7 @@ rmq_confirmed(struct rmq_bus *rb, uint64_t tag, int multiple, int ok)
 				    pd->ack_tag, 0, 1);
 		} else
 			rmq_answer(rb, pd->pub, ok && !pd->returned ? NULL :
-			    err);
+			    err, pd->seq);
 		rmq_pend_free(pd);
 	}
 }
@@ -1644,7 +1680,7 @@ rmq_expire(struct rmq_bus *rb)
 			(void)amqp_basic_nack(rb->conn, RMQ_CHANNEL, pd->ack_tag,
 			    0, 1);
 		else
-			rmq_answer(rb, pd->pub, err);
+			rmq_answer(rb, pd->pub, err, pd->seq);
 		rmq_pend_free(pd);
 	}
 }

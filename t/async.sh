@@ -17,13 +17,13 @@ PAYMENT=$top_builddir/examples/booking/payment
 [ -x "${PYTHON_GRPC:-}" ] || { echo "no python3 with grpcio: skipped"; exit 77; }
 [ -x "${PROTOC:-}" ] || { echo "no protoc: skipped"; exit 77; }
 command -v redis-server >/dev/null || { echo "no redis-server: skipped"; exit 77; }
-command -v nats-server >/dev/null || { echo "no nats-server: skipped"; exit 77; }
+need_queue
 
 . "$top_srcdir/t/sync_lib.sh"
 . "$top_srcdir/t/async_lib.sh"
 sync_gen
 
-start_nats
+start_queue
 start_redis
 start_participant order "$ORDER"
 ORDER_PORT=$PORT

@@ -1,6 +1,7 @@
 #!/bin/bash
 # t/outage.sh - async sagas under load while their servers go away: first
-# nats-server is restarted mid-load (same port, same -sd store), then
+# the broker is restarted mid-load (same port, same store: nats-server
+# stopped cleanly, or rabbitmq-server killed -9 with QUEUE=rabbitmq), then
 # redis-server (append-only file, same directory). Runs refused meanwhile are
 # the clients' to retry; every saga that Run accepted must end COMPLETED or
 # COMPENSATED as its fault asks (t/py/async_load.py), none stuck.
@@ -15,13 +16,13 @@ PAYMENT=$top_builddir/examples/booking/payment
 [ -x "${PYTHON_GRPC:-}" ] || { echo "no python3 with grpcio: skipped"; exit 77; }
 [ -x "${PROTOC:-}" ] || { echo "no protoc: skipped"; exit 77; }
 command -v redis-server >/dev/null || { echo "no redis-server: skipped"; exit 77; }
-command -v nats-server >/dev/null || { echo "no nats-server: skipped"; exit 77; }
+need_queue
 
 . "$top_srcdir/t/sync_lib.sh"
 . "$top_srcdir/t/async_lib.sh"
 sync_gen
 
-start_nats
+start_queue
 start_redis
 start_participant order "$ORDER" --latency 2 --jitter 5
 ORDER_PORT=$PORT
@@ -39,13 +40,17 @@ load() {
 	LOAD=$!
 }
 
-load nats
+load "$QUEUE"
 sleep 3
-restart_nats 2
-wait "$LOAD" || fail "async_load.py load (NATS restart)"
-"$PYTHON_GRPC" "$top_srcdir/t/py/async_load.py" check "$LIB_TMP/nats.ids" 40 ||
-	fail "sagas lost across a NATS restart"
-pass "nats-server restarted mid-load: every accepted saga ends"
+restart_queue 2
+wait "$LOAD" || fail "async_load.py load ($QUEUE restart)"
+"$PYTHON_GRPC" "$top_srcdir/t/py/async_load.py" check "$LIB_TMP/$QUEUE.ids" 40 ||
+	fail "sagas lost across a $QUEUE restart"
+if [ "$QUEUE" = rabbitmq ]; then
+	pass "rabbitmq-server killed -9 and restarted mid-load: every accepted saga ends"
+else
+	pass "nats-server restarted mid-load: every accepted saga ends"
+fi
 
 load redis
 sleep 3
