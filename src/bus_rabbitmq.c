@@ -3,13 +3,17 @@
  * only file of sagad that calls rabbitmq-c. It gives the engines what the
  * NATS driver gives them, with AMQP 0-9-1 building blocks:
  *
- *   - work: a durable direct exchange "<stream>.work"; each work subject is
- *     a durable queue of that name (x-queue-type quorum or classic), bound
- *     with the subject as routing key. Whoever first publishes to or
- *     consumes a subject on a connection declares its queue, so that a
- *     message never waits for a worker to exist. Publishes are persistent
- *     and mandatory (a message no queue takes fails instead of vanishing)
- *     and count only once the broker confirmed them (publisher confirms).
+ *   - work: a durable topic exchange "<stream>.work"; each consumer's filter
+ *     is a durable queue of that name (x-queue-type quorum or classic),
+ *     bound with the filter as its pattern (NATS' ">" is AMQP's "#"), and
+ *     a message is published with its subject as routing key. Publishes are
+ *     persistent and count only once the broker confirmed them (publisher
+ *     confirms).
+ *   - work no queue takes yet (its workers never ran) goes, through the
+ *     work exchange's alternate exchange "<stream>.unrouted" (fanout), to
+ *     the durable queue of that name; a consumer that starts moves what
+ *     waits there back through the work exchange, so that nothing published
+ *     before its workers existed is lost, as a NATS stream would keep it.
  *   - consuming: basic.consume with a prefetch of the consumer's
  *     concurrency (so workers x concurrency over a topic), manual acks.
  *   - nak with a delay: the message is published again, with its delivery
@@ -58,6 +62,7 @@
 #include "util.h"
 
 #define RMQ_CHANNEL	1
+#define RMQ_MOVE_CHANNEL 2	/* moves unrouted work; nothing else on it */
 #define RMQ_HEARTBEAT_S	10
 #define RMQ_FRAME_MAX	131072
 #define RMQ_POLL_MS	500	/* the longest the thread sleeps in poll */
@@ -184,6 +189,7 @@ struct rmq_bus {
 	char			 xwork[RMQ_NAME_MAX];
 	char			 xretry[RMQ_NAME_MAX];
 	char			 xnotify[RMQ_NAME_MAX];
+	char			 unrouted[RMQ_NAME_MAX];	/* exchange and queue */
 
 	pthread_t		 thread;
 	int			 started;
@@ -211,6 +217,9 @@ struct rmq_bus {
 	int			 ever;		/* connected once */
 	int			 wait_ms;	/* the next reconnect delay */
 	int			 declared;	/* exchanges made on conn */
+	uint64_t		 move_seq;	/* publishes on the move channel */
+	uint64_t		 move_acked;	/* confirmed there, in order */
+	int			 move_nacked;
 	char			 lasterr[SAGAD_ERRLEN];
 };
 
@@ -395,6 +404,8 @@ rmq_open(struct bus *bus, const char *url, const char *name, char *err,
 	snprintf(rb->xwork, sizeof(rb->xwork), "%s.work", bus->stream);
 	snprintf(rb->xretry, sizeof(rb->xretry), "%s.retry", bus->stream);
 	snprintf(rb->xnotify, sizeof(rb->xnotify), "%s.notify", bus->stream);
+	snprintf(rb->unrouted, sizeof(rb->unrouted), "%s.unrouted",
+	    bus->stream);
 	rb->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	pthread_mutex_init(&rb->mu, NULL);
 	pthread_cond_init(&rb->cv, NULL);
@@ -560,12 +571,7 @@ rmq_consumer_open(struct bus_consumer *c, char *err, size_t errlen)
 		    "is too long", c->durable, c->filter);
 		return -1;
 	}
-	if (strpbrk(c->filter, "*>") != NULL) {
-		snprintf(err, errlen, "rabbitmq: consumer %s: filter %s has a "
-		    "wildcard; each work subject is a queue of its own",
-		    c->durable, c->filter);
-		return -1;
-	}
+
 	rc = util_xcalloc(1, sizeof(*rc));
 	rc->c = c;
 	TAILQ_INIT(&rc->ready);
@@ -577,7 +583,7 @@ rmq_consumer_open(struct bus_consumer *c, char *err, size_t errlen)
 	cmd = rmq_cmd_new(RC_CONSUME);
 	cmd->rc = rc;
 	if (rmq_call(rb, cmd, NULL, err, errlen) == -1) {
-		/* RC_CONSUME lists it only when it succeeds. */
+		/* Off the list, its deliveries given back. */
 		cmd = rmq_cmd_new(RC_CANCEL);
 		cmd->rc = rc;
 		(void)rmq_call(rb, cmd, NULL, NULL, 0);
@@ -822,11 +828,34 @@ rmq_queue_args(struct rmq_bus *rb, amqp_table_entry_t *e)
 static int
 rmq_exchanges(struct rmq_bus *rb, char *err, size_t errlen)
 {
+	amqp_table_entry_t	ae[1], qe[1];
+	amqp_table_t		aargs;
+
 	if (rb->declared)
 		return 0;
 	amqp_exchange_declare(rb->conn, RMQ_CHANNEL,
-	    amqp_cstring_bytes(rb->xwork), amqp_cstring_bytes("direct"), 0, 1,
-	    0, 0, amqp_empty_table);
+	    amqp_cstring_bytes(rb->unrouted), amqp_cstring_bytes("fanout"), 0,
+	    1, 0, 0, amqp_empty_table);
+	if (rmq_rpc_ok(rb, rb->unrouted, err, errlen) == -1)
+		return -1;
+	amqp_queue_declare(rb->conn, RMQ_CHANNEL,
+	    amqp_cstring_bytes(rb->unrouted), 0, 1, 0, 0,
+	    rmq_queue_args(rb, qe));
+	if (rmq_rpc_ok(rb, rb->unrouted, err, errlen) == -1)
+		return -1;
+	amqp_queue_bind(rb->conn, RMQ_CHANNEL, amqp_cstring_bytes(rb->unrouted),
+	    amqp_cstring_bytes(rb->unrouted), amqp_cstring_bytes(""),
+	    amqp_empty_table);
+	if (rmq_rpc_ok(rb, rb->unrouted, err, errlen) == -1)
+		return -1;
+	ae[0].key = amqp_cstring_bytes("alternate-exchange");
+	ae[0].value.kind = AMQP_FIELD_KIND_UTF8;
+	ae[0].value.value.bytes = amqp_cstring_bytes(rb->unrouted);
+	aargs.num_entries = 1;
+	aargs.entries = ae;
+	amqp_exchange_declare(rb->conn, RMQ_CHANNEL,
+	    amqp_cstring_bytes(rb->xwork), amqp_cstring_bytes("topic"), 0, 1,
+	    0, 0, aargs);
 	if (rmq_rpc_ok(rb, rb->xwork, err, errlen) == -1)
 		return -1;
 	amqp_exchange_declare(rb->conn, RMQ_CHANNEL,
@@ -861,29 +890,38 @@ rmq_add(char ***list, size_t *n, const char *s)
 	(*list)[(*n)++] = util_xstrdup(s);
 }
 
-/* The durable queue of a work subject, bound to the work exchange. */
+/*
+ * The durable queue of a consumer's filter, bound to the work exchange
+ * with the filter as its pattern.
+ */
 static int
-rmq_work_queue(struct rmq_bus *rb, const char *subject, char *err,
+rmq_work_queue(struct rmq_bus *rb, const char *filter, char *err,
     size_t errlen)
 {
 	amqp_table_entry_t	e[1];
+	char			pattern[RMQ_NAME_MAX];
+	size_t			i;
 
-	if (rmq_has(rb->queues, rb->nqueues, subject))
+	if (rmq_has(rb->queues, rb->nqueues, filter))
 		return 0;
 	if (rmq_exchanges(rb, err, errlen) == -1)
 		return -1;
-	amqp_queue_declare(rb->conn, RMQ_CHANNEL, amqp_cstring_bytes(subject),
+	snprintf(pattern, sizeof(pattern), "%s", filter);
+	for (i = 0; pattern[i] != '\0'; i++)
+		if (pattern[i] == '>')
+			pattern[i] = '#';
+	amqp_queue_declare(rb->conn, RMQ_CHANNEL, amqp_cstring_bytes(filter),
 	    0, 1, 0, 0, rmq_queue_args(rb, e));
-	if (rmq_rpc_ok(rb, subject, err, errlen) == -1)
+	if (rmq_rpc_ok(rb, filter, err, errlen) == -1)
 		return -1;
-	amqp_queue_bind(rb->conn, RMQ_CHANNEL, amqp_cstring_bytes(subject),
-	    amqp_cstring_bytes(rb->xwork), amqp_cstring_bytes(subject),
+	amqp_queue_bind(rb->conn, RMQ_CHANNEL, amqp_cstring_bytes(filter),
+	    amqp_cstring_bytes(rb->xwork), amqp_cstring_bytes(pattern),
 	    amqp_empty_table);
-	if (rmq_rpc_ok(rb, subject, err, errlen) == -1)
+	if (rmq_rpc_ok(rb, filter, err, errlen) == -1)
 		return -1;
-	rmq_add(&rb->queues, &rb->nqueues, subject);
-	if (!rmq_has(rb->known, rb->nknown, subject))
-		rmq_add(&rb->known, &rb->nknown, subject);
+	rmq_add(&rb->queues, &rb->nqueues, filter);
+	if (!rmq_has(rb->known, rb->nknown, filter))
+		rmq_add(&rb->known, &rb->nknown, filter);
 	return 0;
 }
 
@@ -961,6 +999,126 @@ rmq_consume(struct rmq_bus *rb, char *queue, const char *tag, int no_ack,
 	return st == AMQP_STATUS_OK ? 0 : -1;
 }
 
+static int	rmq_read(struct rmq_bus *, char *, size_t);
+
+/*
+ * Work that waited in the unrouted queue goes through the work exchange
+ * again, now that a queue may take it (what still finds none comes back).
+ * On its own channel: get, publish confirmed, then ack the gets. Bounded
+ * by what waited when it began.
+ */
+#define RMQ_MOVE_BATCH	256
+
+struct rmq_moved {
+	amqp_bytes_t		 rkey;
+	amqp_message_t		 msg;
+};
+
+/*
+ * Work that waited in the unrouted queue goes through the work exchange
+ * again, now that a queue may take it (what still finds none comes back).
+ * On its own channel, by batches: get them all (a confirm arriving between
+ * a get-ok and its content would confuse rabbitmq-c), publish them
+ * confirmed, then ack the gets. Bounded by what waited when it began.
+ */
+static int
+rmq_move_unrouted(struct rmq_bus *rb, char *err, size_t errlen)
+{
+	amqp_queue_declare_ok_t	*ok;
+	amqp_basic_get_ok_t	*g;
+	amqp_rpc_reply_t	 r;
+	struct rmq_moved	*mv;
+	struct pollfd		 pfd;
+	uint64_t		 last_tag, want;
+	uint32_t		 left;
+	int64_t			 end;
+	int			 n, i, st, rv = -1;
+
+	ok = amqp_queue_declare(rb->conn, RMQ_MOVE_CHANNEL,
+	    amqp_cstring_bytes(rb->unrouted), 1, 0, 0, 0, amqp_empty_table);
+	if (rmq_rpc_ok(rb, rb->unrouted, err, errlen) == -1 || ok == NULL)
+		return -1;
+	left = ok->message_count;
+	mv = util_xcalloc(RMQ_MOVE_BATCH, sizeof(*mv));
+	while (left > 0) {
+		last_tag = 0;
+		for (n = 0; n < RMQ_MOVE_BATCH && left > 0; n++, left--) {
+			r = amqp_basic_get(rb->conn, RMQ_MOVE_CHANNEL,
+			    amqp_cstring_bytes(rb->unrouted), 0);
+			if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+				rmq_reply_error(r, rb->unrouted, err, errlen);
+				goto out;
+			}
+			if (r.reply.id != AMQP_BASIC_GET_OK_METHOD) {
+				left = 0;	/* another worker took them */
+				break;
+			}
+			g = r.reply.decoded;
+			last_tag = g->delivery_tag;
+			mv[n].rkey = amqp_bytes_malloc_dup(g->routing_key);
+			r = amqp_read_message(rb->conn, RMQ_MOVE_CHANNEL,
+			    &mv[n].msg, 0);
+			if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+				amqp_bytes_free(mv[n].rkey);
+				rmq_reply_error(r, rb->unrouted, err, errlen);
+				goto out;
+			}
+		}
+		for (i = 0; i < n; i++) {
+			st = amqp_basic_publish(rb->conn, RMQ_MOVE_CHANNEL,
+			    amqp_cstring_bytes(rb->xwork), mv[i].rkey, 0, 0,
+			    &mv[i].msg.properties, mv[i].msg.body);
+			if (st != AMQP_STATUS_OK) {
+				snprintf(err, errlen, "rabbitmq: move %s: %s",
+				    rb->unrouted, amqp_error_string2(st));
+				goto out;
+			}
+			rb->move_seq++;
+		}
+		for (i = 0; i < n; i++) {
+			amqp_bytes_free(mv[i].rkey);
+			amqp_destroy_message(&mv[i].msg);
+		}
+		n = 0;
+		if (last_tag == 0)
+			break;
+		/* The copies confirmed, the originals go. */
+		want = rb->move_seq;
+		end = util_mono_ms() + rb->bus->publish_timeout_ms;
+		while (rb->move_acked < want && !rb->move_nacked &&
+		    util_mono_ms() < end) {
+			pfd.fd = amqp_get_sockfd(rb->conn);
+			pfd.events = POLLIN;
+			pfd.revents = 0;
+			if (!amqp_frames_enqueued(rb->conn) &&
+			    !amqp_data_in_buffer(rb->conn))
+				(void)poll(&pfd, 1, 100);
+			if (rmq_read(rb, err, errlen) == -1)
+				goto out;
+		}
+		if (rb->move_acked < want || rb->move_nacked) {
+			/* The gets return to the queue with the connection. */
+			snprintf(err, errlen, "rabbitmq: moving %s: not "
+			    "confirmed", rb->unrouted);
+			goto out;
+		}
+		if (amqp_basic_ack(rb->conn, RMQ_MOVE_CHANNEL, last_tag, 1) !=
+		    AMQP_STATUS_OK) {
+			snprintf(err, errlen, "rabbitmq: ack %s", rb->unrouted);
+			goto out;
+		}
+	}
+	n = 0;
+	rv = 0;
+out:
+	for (i = 0; rv == -1 && i < n; i++) {
+		amqp_bytes_free(mv[i].rkey);
+		amqp_destroy_message(&mv[i].msg);
+	}
+	free(mv);
+	return rv;
+}
+
 static int
 rmq_start_consumer(struct rmq_bus *rb, struct rmq_consumer *rc, char *err,
     size_t errlen)
@@ -978,7 +1136,7 @@ rmq_start_consumer(struct rmq_bus *rb, struct rmq_consumer *rc, char *err,
 	    errlen) == -1)
 		return -1;
 	rc->active = 1;
-	return 0;
+	return rmq_move_unrouted(rb, err, errlen);
 }
 
 static int
@@ -1057,6 +1215,14 @@ rmq_connect(struct rmq_bus *rb, char *err, size_t errlen)
 	amqp_confirm_select(rb->conn, RMQ_CHANNEL);
 	if (rmq_rpc_ok(rb, "confirm.select", err, errlen) == -1)
 		goto fail;
+	amqp_channel_open(rb->conn, RMQ_MOVE_CHANNEL);
+	if (rmq_rpc_ok(rb, "channel.open", err, errlen) == -1)
+		goto fail;
+	amqp_confirm_select(rb->conn, RMQ_MOVE_CHANNEL);
+	if (rmq_rpc_ok(rb, "confirm.select", err, errlen) == -1)
+		goto fail;
+	rb->move_seq = rb->move_acked = 0;
+	rb->move_nacked = 0;
 	rb->epoch++;
 	rb->next_seq = 1;
 	rb->declared = 0;
@@ -1227,10 +1393,6 @@ rmq_run(struct rmq_bus *rb, struct rmq_cmd *cmd)
 			rmq_answer(rb, cmd->pub, err, 0);
 			break;
 		}
-		if (rmq_work_queue(rb, cmd->subject, err, sizeof(err)) == -1) {
-			rmq_answer(rb, cmd->pub, err, 0);
-			return -1;
-		}
 		seq = rb->next_seq;
 		st = rmq_basic_publish(rb, rb->xwork, cmd->subject, cmd->data,
 		    cmd->len, cmd->msg_id, 0, 0, 1);
@@ -1283,17 +1445,17 @@ rmq_run(struct rmq_bus *rb, struct rmq_cmd *cmd)
 	case RC_CONSUME:
 		rc = cmd->rc;
 		rv = -1;
+		/* Listed first: its deliveries may come before we return. */
+		pthread_mutex_lock(&rb->mu);
+		LIST_INSERT_HEAD(&rb->consumers, rc, entry);
+		pthread_mutex_unlock(&rb->mu);
 		if (!up)
 			snprintf(cmd->err, sizeof(cmd->err), "rabbitmq: not "
 			    "connected to %s", rb->where);
 		else if (rmq_start_consumer(rb, rc, cmd->err,
 		    sizeof(cmd->err)) == 0)
 			rv = 0;
-		if (rv == 0) {
-			pthread_mutex_lock(&rb->mu);
-			LIST_INSERT_HEAD(&rb->consumers, rc, entry);
-			pthread_mutex_unlock(&rb->mu);
-		}
+		/* A failed one is taken off by the RC_CANCEL that follows. */
 		rmq_sync_done(rb, cmd, rv);
 		return up && rv == -1 ? -1 : 0;
 	case RC_CANCEL:
@@ -1361,14 +1523,18 @@ rmq_run(struct rmq_bus *rb, struct rmq_cmd *cmd)
 		rmq_sync_done(rb, cmd, rv);
 		return up && rv == -1 ? -1 : 0;
 	case RC_DEPTH:
-		/* Ready messages of every work queue this bus has known. */
+		/*
+		 * Ready messages of every work queue this bus has known, and
+		 * of the unrouted queue.
+		 */
 		total = 0;
 		rv = up ? 0 : -1;
 		if (!up)
 			snprintf(cmd->err, sizeof(cmd->err), "rabbitmq: not "
 			    "connected to %s", rb->where);
-		for (k = 0; up && k < rb->nknown; k++) {
-			snprintf(q, sizeof(q), "%s", rb->known[k]);
+		for (k = 0; up && k <= rb->nknown; k++) {
+			snprintf(q, sizeof(q), "%s", k < rb->nknown ?
+			    rb->known[k] : rb->unrouted);
 			ok = amqp_queue_declare(rb->conn, RMQ_CHANNEL,
 			    amqp_cstring_bytes(q), 1, 0, 0, 0,
 			    amqp_empty_table);
@@ -1594,6 +1760,24 @@ rmq_frame(struct rmq_bus *rb, amqp_frame_t *f, char *why, size_t whylen)
 	amqp_basic_return_t	*r;
 	size_t			 take;
 
+	if (f->channel == RMQ_MOVE_CHANNEL) {
+		/* Only the confirms of moved work come on it unasked. */
+		if (f->frame_type == AMQP_FRAME_METHOD &&
+		    f->payload.method.id == AMQP_BASIC_ACK_METHOD) {
+			a = f->payload.method.decoded;
+			if (a->delivery_tag > rb->move_acked)
+				rb->move_acked = a->delivery_tag;
+		} else if (f->frame_type == AMQP_FRAME_METHOD &&
+		    f->payload.method.id == AMQP_BASIC_NACK_METHOD)
+			rb->move_nacked = 1;
+		else if (f->frame_type == AMQP_FRAME_METHOD &&
+		    f->payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+			snprintf(why, whylen, "the broker closed the move "
+			    "channel");
+			return -1;
+		}
+		return 0;
+	}
 	switch (f->frame_type) {
 	case AMQP_FRAME_METHOD:
 		switch (f->payload.method.id) {

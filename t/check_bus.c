@@ -530,6 +530,8 @@ START_TEST(overlapping_consumer_is_refused_with_a_reason)
 	struct got			g;
 	char				filter[128];
 
+	if (amqp)
+		return;	/* each RabbitMQ filter is a queue: overlaps get copies */
 	memset(&g, 0, sizeof(g));
 	consume("DO", "do", 1, 5000, on_msg, &g);
 	subject(filter, sizeof(filter), ">");

@@ -40,6 +40,14 @@ load() {
 	LOAD=$!
 }
 
+if [ "$QUEUE" = rabbitmq ]; then
+	# RabbitMQ 3.10 keeps a new quorum queue's registration in a table it
+	# writes down every few minutes or at a clean stop: a kill -9 sooner
+	# empties the queues sagad just declared (README, "RabbitMQ"). A clean
+	# restart first, as a broker that has run a while would have done.
+	RABBITMQ_STOP=TERM restart_queue 0
+	wait_workers 10 30
+fi
 load "$QUEUE"
 sleep 3
 restart_queue 2
