@@ -69,7 +69,7 @@
 #define RMQ_CLOSE_WAIT_MS 5000	/* for confirms still due at close */
 #define RMQ_NAME_MAX	256	/* AMQP short strings */
 #define RMQ_HDR_DELIVERED "x-sagad-delivered"
-#define RMQ_HDR_DELAY	"x-sagad-delay"
+#define RMQ_HDR_DELAY	"sagad-delay"	/* no x-: headers exchanges skip those */
 
 /* The retry delays a nak is rounded up to: one queue each, made on use. */
 static const int rmq_ladder[] = {

@@ -213,6 +213,7 @@ struct got {
 	int		 n;
 	int		 ack;		/* ack at once */
 	int		 nak_ms;	/* >0: nak the first delivery with it */
+	int		 nak2_ms;	/* >0: and the second with this */
 	struct bus_msg	*held[64];	/* not acked when !ack */
 	char		 subject[64][64];
 	char		 data[64][32];
@@ -246,6 +247,8 @@ on_msg(struct bus_msg *m, void *arg)
 	g->at[i] = util_mono_ms();
 	if (g->nak_ms > 0 && bus_msg_delivered(m) == 1)
 		ck_assert_int_eq(bus_nak(m, g->nak_ms), 0);
+	else if (g->nak2_ms > 0 && bus_msg_delivered(m) == 2)
+		ck_assert_int_eq(bus_nak(m, g->nak2_ms), 0);
 	else if (g->ack)
 		ck_assert_int_eq(bus_ack(m), 0);
 	else
@@ -389,6 +392,29 @@ START_TEST(nak_with_delay_redelivers_after_the_delay)
 	ck_assert_msg(g.at[1] - g.at[0] >= 580, "redelivered after %lld ms",
 	    (long long)(g.at[1] - g.at[0]));
 	ck_assert(depth_becomes(0, 3000));
+	run_for(1500);
+	ck_assert_int_eq(g.n, 2);	/* once again, not more */
+}
+END_TEST
+
+/* Two delays in a row: each nak brings the message back once. */
+START_TEST(naks_with_two_delays_redeliver_once_each)
+{
+	struct got	g;
+
+	publish_all("a", 1, "nak2:%d");
+	memset(&g, 0, sizeof(g));
+	g.ack = 1;
+	g.nak_ms = 100;
+	g.nak2_ms = 600;
+	consume("A", "a", 2, 5000, on_msg, &g);
+	ck_assert(run_until(&g.n, 3, 5000));
+	ck_assert_int_eq(g.delivered[0], 1);
+	ck_assert_int_eq(g.delivered[1], 2);
+	ck_assert_int_eq(g.delivered[2], 3);
+	ck_assert(depth_becomes(0, 3000));
+	run_for(1500);
+	ck_assert_int_eq(g.n, 3);
 }
 END_TEST
 
@@ -926,6 +952,7 @@ bus_suite(void)
 	tcase_add_test(tc, published_message_arrives_once_and_is_gone_after_ack);
 	tcase_add_test(tc, same_msg_id_is_stored_once_and_reported_duplicate);
 	tcase_add_test(tc, nak_with_delay_redelivers_after_the_delay);
+	tcase_add_test(tc, naks_with_two_delays_redeliver_once_each);
 	tcase_add_test(tc, unfinished_message_is_redelivered_after_ack_wait);
 	tcase_add_test(tc, in_progress_keeps_a_long_call_from_redelivery);
 	tcase_add_test(tc, no_more_than_concurrency_messages_are_in_flight);
