@@ -26,8 +26,14 @@
  *     an exclusive, auto-deleted, server-named queue bound to its subject.
  *
  * RabbitMQ does not deduplicate: the message id travels as the AMQP
- * message-id, a republish is stored twice, and the consumers' stored-state
- * checks make a second copy harmless (see README, "RabbitMQ").
+ * message-id and a republish is stored twice. A second copy must not pass
+ * for a first delivery (a consumer trusts a first delivery's record and
+ * the start it implies), and copies come from work handled again: so when
+ * this process gets a message delivered more than once, what it publishes
+ * for the same unit of work (ids that share their first ':'-field) in the
+ * next minute carries a header that makes its consumer count it as a
+ * second delivery. The consumers' stored-state checks do the rest (see
+ * README, "RabbitMQ").
  *
  * Threads: rabbitmq-c is blocking and a connection is not thread-safe, so
  * one thread per bus owns the connection and its one channel. The loop
@@ -70,6 +76,10 @@
 #define RMQ_NAME_MAX	256	/* AMQP short strings */
 #define RMQ_HDR_DELIVERED "x-sagad-delivered"
 #define RMQ_HDR_DELAY	"sagad-delay"	/* no x-: headers exchanges skip those */
+#define RMQ_HDR_AGAIN	"x-sagad-again"	/* maybe a copy: not a first delivery */
+#define RMQ_TAINT_SLOTS	4096		/* units of work handled again */
+#define RMQ_TAINT_PROBE	8
+#define RMQ_TAINT_MS	60000
 
 /* The retry delays a nak is rounded up to: one queue each, made on use. */
 static const int rmq_ladder[] = {
@@ -121,6 +131,12 @@ struct rmq_cmd {
 };
 TAILQ_HEAD(rmq_cmds, rmq_cmd);
 
+/* A unit of work this process handled again lately (by its id's hash). */
+struct rmq_taint {
+	uint64_t		 h;
+	int64_t			 until;		/* mono ms */
+};
+
 /* A publish waiting for its confirm, in channel sequence order. */
 struct rmq_pend {
 	TAILQ_ENTRY(rmq_pend)	 entry;
@@ -169,6 +185,7 @@ struct rmq_incoming {
 	char			 ctag[32];
 	uint64_t		 tag;
 	int			 redelivered;
+	int			 again;		/* carried RMQ_HDR_AGAIN */
 	char			*rkey;
 	char			*msg_id;
 	uint64_t		 seq;		/* return: its correlation id */
@@ -220,6 +237,7 @@ struct rmq_bus {
 	uint64_t		 move_seq;	/* publishes on the move channel */
 	uint64_t		 move_acked;	/* confirmed there, in order */
 	int			 move_nacked;
+	struct rmq_taint	 taint[RMQ_TAINT_SLOTS];
 	char			 lasterr[SAGAD_ERRLEN];
 };
 
@@ -310,6 +328,63 @@ rmq_ladder_index(int ms)
 		if (ms <= rmq_ladder[i])
 			break;
 	return i;
+}
+
+/* FNV-1a of a message id up to its first ':', its unit of work. */
+static uint64_t
+rmq_unit_hash(const char *id)
+{
+	uint64_t	h = 1469598103934665603ULL;
+
+	for (; *id != '\0' && *id != ':'; id++) {
+		h ^= (unsigned char)*id;
+		h *= 1099511628211ULL;
+	}
+	return h | 1;	/* 0 marks a free slot */
+}
+
+static void
+rmq_taint_add(struct rmq_bus *rb, const char *id)
+{
+	struct rmq_taint	*t, *old = NULL;
+	uint64_t		 h;
+	int64_t			 now = util_mono_ms();
+	int			 i;
+
+	if (id == NULL)
+		return;
+	h = rmq_unit_hash(id);
+	for (i = 0; i < RMQ_TAINT_PROBE; i++) {
+		t = &rb->taint[(h + (uint64_t)i) % RMQ_TAINT_SLOTS];
+		if (t->h == h || t->until <= now) {
+			old = t;
+			break;
+		}
+		if (old == NULL || t->until < old->until)
+			old = t;
+	}
+	old->h = h;
+	old->until = now + RMQ_TAINT_MS;
+}
+
+static int
+rmq_tainted(struct rmq_bus *rb, const char *id)
+{
+	struct rmq_taint	*t;
+	uint64_t		 h;
+	int64_t			 now;
+	int			 i;
+
+	if (id == NULL)
+		return 0;
+	h = rmq_unit_hash(id);
+	now = util_mono_ms();
+	for (i = 0; i < RMQ_TAINT_PROBE; i++) {
+		t = &rb->taint[(h + (uint64_t)i) % RMQ_TAINT_SLOTS];
+		if (t->h == h && t->until > now)
+			return 1;
+	}
+	return 0;
 }
 
 static void
@@ -1317,7 +1392,7 @@ rmq_basic_publish(struct rmq_bus *rb, const char *exchange,
     int delivered, int delay_ms, int confirm)
 {
 	amqp_basic_properties_t	props;
-	amqp_table_entry_t	h[2];
+	amqp_table_entry_t	h[3];
 	amqp_bytes_t		body;
 	char			corr[24], delay[16];
 	int			nh = 0;
@@ -1336,6 +1411,11 @@ rmq_basic_publish(struct rmq_bus *rb, const char *exchange,
 		h[nh].key = amqp_cstring_bytes(RMQ_HDR_DELIVERED);
 		h[nh].value.kind = AMQP_FIELD_KIND_I32;
 		h[nh++].value.value.i32 = delivered;
+	}
+	if (confirm && rmq_tainted(rb, msg_id)) {
+		h[nh].key = amqp_cstring_bytes(RMQ_HDR_AGAIN);
+		h[nh].value.kind = AMQP_FIELD_KIND_I32;
+		h[nh++].value.value.i32 = 1;
 	}
 	if (delay_ms > 0) {
 		snprintf(delay, sizeof(delay), "%d", delay_ms);
@@ -1650,6 +1730,8 @@ rmq_delivered(struct rmq_bus *rb)
 	LIST_FOREACH(rc, &rb->consumers, entry)
 		if (strcmp(rc->tag, in->ctag) == 0)
 			break;
+	if (rc != NULL && in->delivered > 1)
+		rmq_taint_add(rb, in->msg_id);
 	if (rc != NULL && (rc->c->max_deliver == 0 ||
 	    in->delivered <= rc->c->max_deliver)) {
 		rm = util_xcalloc(1, sizeof(*rm));
@@ -1736,6 +1818,8 @@ rmq_header_frame(struct rmq_bus *rb, amqp_frame_t *f)
 			else if (rmq_bytes_eq(e->key, "x-delivery-count") &&
 			    rmq_int_value(&e->value, &v) == 0)
 				count = v;
+			else if (rmq_bytes_eq(e->key, RMQ_HDR_AGAIN))
+				in->again = 1;
 		}
 	/*
 	 * The count so far: the retries' header, plus the broker's own
@@ -1744,6 +1828,8 @@ rmq_header_frame(struct rmq_bus *rb, amqp_frame_t *f)
 	in->delivered = sagad > 0 ? sagad : 1;
 	if (in->redelivered)
 		in->delivered += count > 0 ? count : 1;
+	if (in->again && in->delivered < 2)
+		in->delivered = 2;	/* maybe a copy of work handled again */
 	in->body = util_xcalloc(1, in->size > 0 ? in->size : 1);
 	if (in->size == 0)
 		rmq_incoming_done(rb);

@@ -46,7 +46,13 @@ if [ "$QUEUE" = rabbitmq ]; then
 	# empties the queues sagad just declared (README, "RabbitMQ"). A clean
 	# restart first, as a broker that has run a while would have done.
 	RABBITMQ_STOP=TERM restart_queue 0
-	wait_workers 10 30
+	# The master and its 5 workers each log their reconnection.
+	for _ in $(seq 300); do
+		[ "$(grep -c 'reconnected' "$LIB_TMP/sagad.log")" -ge 6 ] && break
+		sleep 0.1
+	done
+	[ "$(grep -c 'reconnected' "$LIB_TMP/sagad.log")" -ge 6 ] ||
+		fail "sagad and its workers did not reconnect to RabbitMQ"
 fi
 load "$QUEUE"
 sleep 3
