@@ -562,13 +562,21 @@ rmq_close(struct bus *bus)
 
 /* --- commands from the loop ---------------------------------------------------- */
 
+/*
+ * Only a command that finds the queue empty wakes the thread: it takes
+ * commands until the queue is empty before it sleeps again.
+ */
 static void
 rmq_enqueue(struct rmq_bus *rb, struct rmq_cmd *cmd)
 {
+	int	was_empty;
+
 	pthread_mutex_lock(&rb->mu);
+	was_empty = TAILQ_EMPTY(&rb->cmds);
 	TAILQ_INSERT_TAIL(&rb->cmds, cmd, entry);
 	pthread_mutex_unlock(&rb->mu);
-	rmq_wake(rb);
+	if (was_empty)
+		rmq_wake(rb);
 }
 
 /*
