@@ -30,7 +30,7 @@ lib_cleanup() {
 		kill -KILL "$pid" 2>/dev/null || true
 	done
 	for pid in "${LIB_HOOKS[@]}"; do
-		$pid || true
+		$pid 2>/dev/null || true
 	done
 	if [ "$rc" -ne 0 ] && [ -n "${LIB_TMP:-}" ]; then
 		for f in "$LIB_TMP"/*.log; do
