@@ -120,11 +120,16 @@ track $sampler
 base=""
 while [ -z "$base" ]; do sleep 0.1; base=$(awk 'NR == 1 { print $2 }' "$LIB_TMP/done.txt"); done
 # cpu_snap: "PID SECONDS COMMAND" of every process of the run (user and
-# system time, the 14th and 15th fields of /proc/PID/stat).
+# system time, the 14th and 15th fields of /proc/PID/stat): the servers and
+# participants this script started, the Erlang VM under rabbitmq-server's
+# script (its session) and sagad's workers, by pid, so that other sagads
+# and Redis servers on a shared machine are not counted.
 cpu_snap() {
 	local hz pid
 	hz=$(getconf CLK_TCK)
-	for pid in $(pgrep -f 'nats-server|beam.smp|redis-server|sagad|sagactl|booking/'); do
+	for pid in "${LIB_PIDS[@]}" $(pgrep -P "$(cat "$LIB_TMP/sagad.pid")") \
+	    $([ -n "${RABBITMQ_PID:-}" ] && pgrep -s "$RABBITMQ_PID"); do
+		[ "$pid" = "$sampler" ] && continue
 		[ -r "/proc/$pid/stat" ] || continue
 		sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null |
 			awk -v hz="$hz" -v pid="$pid" '{ printf "%s %.2f ", pid, ($12 + $13) / hz }' || continue
@@ -146,7 +151,9 @@ if [ -n "${REWRITE:-}" ]; then
 	( sleep "$(( ${DUR%s} / 2 ))"; $rcli bgrewriteaof >/dev/null ) &
 fi
 $ctl bench AsyncBooking -r "$RATE" -d "$DUR" -c "${CONNS:-8}" | tee "$LIB_TMP/async.txt"
-total=$(awk -F'[ ,]+' '/^Requests/ {print $5}' "$LIB_TMP/async.txt")
+# The accepted Runs (OK): a refused one (UNAVAILABLE) never completes.
+total=$(awk '/^Status Codes/ { for (i = 1; i <= NF; i++) if ($i ~ /^OK:/) { sub(/^OK:/, "", $i); print $i } }' "$LIB_TMP/async.txt")
+total=${total:-0}
 attack=$(awk -F'[ ,]+' '/^Duration/ {sub(/s$/, "", $6); print $6}' "$LIB_TMP/async.txt")
 while :; do
 	last=$(awk 'END { print $2 }' "$LIB_TMP/done.txt")
