@@ -5,6 +5,7 @@
 # QUEUE (nats, the default, or rabbitmq) is the bus the suites run on:
 # need_queue, start_queue, restart_queue and $QUEUE_CONF start and name the
 # broker it needs, so that one suite runs against either driver.
+# KEEP_TMP=1 keeps the temp dir (logs, stores) after the run, to debug.
 
 # shellcheck shell=bash
 
