@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run.sh - the two commands of the README's Quick start, and their helpers.
 #   ./run.sh demo    install what is missing, build, start the stack, run sagas
+#                    (QUEUE=rabbitmq ./run.sh demo: on RabbitMQ, not NATS)
 #   ./run.sh test    install what is missing, build, run every test
 #                    (SANITIZE=1: the same under ASan+UBSan, as test-asan)
 #   ./run.sh test-asan  every test of a build with --enable-sanitizers, in
@@ -17,7 +18,7 @@ PACKAGES="build-essential autoconf automake libtool pkg-config
 libevent-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libnats-dev
 nats-server libhiredis-dev redis-server libconfig-dev check nghttp2-client
 nghttp2-server python3-grpcio protobuf-compiler libjansson-dev clang
-valgrind python3-h2"
+valgrind python3-h2 librabbitmq-dev rabbitmq-server"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -155,6 +156,9 @@ stop_demo() {
 		done
 		kill -KILL "$pid" 2>/dev/null && echo "killed $pid, which outlived SIGTERM by 10 s"
 	done
+	# The Erlang port mapper a demo on RabbitMQ started on its own port.
+	[ -f "$DEMO_DIR/epmd.port" ] &&
+		epmd -port "$(cat "$DEMO_DIR/epmd.port")" -kill >/dev/null 2>&1
 	rm -rf "$DEMO_DIR"
 }
 
@@ -217,12 +221,31 @@ demo() {
 	mkdir -p "$DEMO_DIR/nats" "$DEMO_DIR/redis" "$DEMO_DIR/callbacks"
 	trap demo_exit EXIT
 	local nats_port redis_port sagad_port order_port payment_port cb_port i cb
+	local queue=${QUEUE:-nats} queue_sed
 	nats_port=$(free_port); redis_port=$(free_port); sagad_port=$(free_port)
 	order_port=$(free_port); payment_port=$(free_port)
 
-	say "starting nats-server -js on 127.0.0.1:$nats_port"
-	spawn nats-server nats-server -js -a 127.0.0.1 -p "$nats_port" \
-		-sd "$DEMO_DIR/nats"
+	case $queue in
+	nats)
+		say "starting nats-server -js on 127.0.0.1:$nats_port"
+		spawn nats-server nats-server -js -a 127.0.0.1 -p "$nats_port" \
+			-sd "$DEMO_DIR/nats"
+		queue_sed="s|nats://127.0.0.1:4222|nats://127.0.0.1:$nats_port|"
+		;;
+	rabbitmq)
+		say "starting rabbitmq-server (a node of its own in $DEMO_DIR/rabbitmq; Erlang takes seconds)"
+		LIB_TMP=$DEMO_DIR LIB_PIDS=() LIB_HOOKS=()
+		start_rabbitmq
+		echo "$RABBITMQ_PID" >"$DEMO_DIR/rabbitmq-server.pid"
+		echo "$RABBITMQ_EPMD_PORT" >"$DEMO_DIR/epmd.port"
+		nats_port=$RABBITMQ_PORT
+		queue_sed="s|^#queue = \"rabbitmq\";|queue = \"rabbitmq\";|; s|^#rabbitmq = { url = \"amqp://sagad:secret@127.0.0.1:5672/saga\";|rabbitmq = { url = \"$RABBITMQ_URL\";|; s|^#             queue_type|             queue_type|"
+		;;
+	*)
+		echo "QUEUE=$queue: expected nats or rabbitmq" >&2
+		exit 2
+		;;
+	esac
 	say "starting redis-server on 127.0.0.1:$redis_port"
 	spawn redis-server redis-server --bind 127.0.0.1 --port "$redis_port" \
 		--dir "$DEMO_DIR/redis" --save '' --daemonize no
@@ -242,7 +265,7 @@ demo() {
 	wait_port "$cb_port"
 
 	sed -e "s|^listen = .*|listen = \"127.0.0.1:$sagad_port\";|" \
-	    -e "s|nats://127.0.0.1:4222|nats://127.0.0.1:$nats_port|" \
+	    -e "$queue_sed" \
 	    -e "s|port = 6379;|port = $redis_port;|" \
 	    -e "s|127.0.0.1:50051|127.0.0.1:$order_port|" \
 	    -e "s|127.0.0.1:50052|127.0.0.1:$payment_port|" \

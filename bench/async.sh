@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # bench/async.sh - async and throttling mode: a 2-step booking through
-# NATS JetStream (file storage) and sagad-worker, the example participants
-# at 0 ms, everything on this machine. Not a test: it prints figures to
-# record in bench/RESULTS.md.
+# NATS JetStream (file storage), or RabbitMQ with QUEUE=rabbitmq (quorum
+# queues; RABBITMQ_QUEUE_TYPE=classic), and sagad-worker, the example
+# participants at 0 ms, everything on this machine. Not a test: it prints
+# figures to record in bench/RESULTS.md.
 #
-#   [RATE=5000] [DUR=20s] [WORKERS=1] [CONCURRENCY=2000] [CONNS=8]
-#   [THROTTLING=0] [PROFILE=1] [REWRITE=1] bench/async.sh [BUILD_DIR]
+#   [QUEUE=nats|rabbitmq] [RATE=5000] [DUR=20s] [WORKERS=1]
+#   [CONCURRENCY=2000] [CONNS=8] [THROTTLING=0] [PROFILE=1] [REWRITE=1]
+#   bench/async.sh [BUILD_DIR]
 #
 # 1. throttling, closed loop: the held call returns at the saga's end, so its
 #    rate is the end-to-end rate of the worker path
@@ -33,7 +35,8 @@ CONCURRENCY=${CONCURRENCY:-2000}
 . "$top_srcdir/t/lib.sh"
 lib_init
 [ -n "${PROFILE:-}" ] && NATS_ARGS="-m $(free_port)"
-start_nats
+need_queue
+start_queue
 # Redis as bench/sync.sh runs it: AOF with everysec fsync, no RDB snapshots,
 # and no automatic AOF rewrite, whose fork and RDB preamble would land at a
 # different moment in each run (REWRITE=1 forces one in the middle of the
@@ -57,7 +60,7 @@ wait_port "$order_port"; wait_port "$payment_port"
 cat >"$LIB_TMP/sagad.conf" <<CONF
 pod_id = "bench";
 listen = "127.0.0.1:$sagad_port";
-nats  = { url = "$NATS_URL"; };
+$QUEUE_CONF
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; saga_ttl = 600; };
 services = {
   order   = { address = "127.0.0.1:$order_port"; };
@@ -86,7 +89,11 @@ ctl="$B/sagactl -s 127.0.0.1:$sagad_port"
 rcli="redis-cli -p $REDIS_PORT"
 
 echo "# sagad async/throttling benchmark, $(date -u +%Y-%m-%d), $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "# $WORKERS workers x $CONCURRENCY per node, NATS file storage"
+if [ "$QUEUE" = rabbitmq ]; then
+	echo "# $WORKERS workers x $CONCURRENCY per node, RabbitMQ ${RABBITMQ_QUEUE_TYPE:-quorum} queues"
+else
+	echo "# $WORKERS workers x $CONCURRENCY per node, NATS file storage"
+fi
 echo
 $ctl bench ThrottlingBooking -r 0 -d 2s --max-inflight 100 >/dev/null	# warm up
 if [ "${THROTTLING:-1}" != 0 ]; then
@@ -113,11 +120,16 @@ track $sampler
 base=""
 while [ -z "$base" ]; do sleep 0.1; base=$(awk 'NR == 1 { print $2 }' "$LIB_TMP/done.txt"); done
 # cpu_snap: "PID SECONDS COMMAND" of every process of the run (user and
-# system time, the 14th and 15th fields of /proc/PID/stat).
+# system time, the 14th and 15th fields of /proc/PID/stat): the servers and
+# participants this script started, the Erlang VM under rabbitmq-server's
+# script (its session) and sagad's workers, by pid, so that other sagads
+# and Redis servers on a shared machine are not counted.
 cpu_snap() {
 	local hz pid
 	hz=$(getconf CLK_TCK)
-	for pid in $(pgrep -f 'nats-server|redis-server|sagad|sagactl|booking/'); do
+	for pid in "${LIB_PIDS[@]}" $(pgrep -P "$(cat "$LIB_TMP/sagad.pid")") \
+	    $([ -n "${RABBITMQ_PID:-}" ] && pgrep -s "$RABBITMQ_PID"); do
+		[ "$pid" = "$sampler" ] && continue
 		[ -r "/proc/$pid/stat" ] || continue
 		sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null |
 			awk -v hz="$hz" -v pid="$pid" '{ printf "%s %.2f ", pid, ($12 + $13) / hz }' || continue
@@ -130,7 +142,7 @@ nats_varz() {
 }
 if [ -n "${PROFILE:-}" ]; then
 	cpu_snap >"$LIB_TMP/cpu0.txt"
-	nats_varz >"$LIB_TMP/varz0.txt"
+	[ "$QUEUE" = nats ] && nats_varz >"$LIB_TMP/varz0.txt"
 	$rcli config resetstat >/dev/null
 fi
 echo "## 2. async, open loop at $RATE/s for $DUR"
@@ -139,7 +151,9 @@ if [ -n "${REWRITE:-}" ]; then
 	( sleep "$(( ${DUR%s} / 2 ))"; $rcli bgrewriteaof >/dev/null ) &
 fi
 $ctl bench AsyncBooking -r "$RATE" -d "$DUR" -c "${CONNS:-8}" | tee "$LIB_TMP/async.txt"
-total=$(awk -F'[ ,]+' '/^Requests/ {print $5}' "$LIB_TMP/async.txt")
+# The accepted Runs (OK): a refused one (UNAVAILABLE) never completes.
+total=$(awk '/^Status Codes/ { for (i = 1; i <= NF; i++) if ($i ~ /^OK:/) { sub(/^OK:/, "", $i); print $i } }' "$LIB_TMP/async.txt")
+total=${total:-0}
 attack=$(awk -F'[ ,]+' '/^Duration/ {sub(/s$/, "", $6); print $6}' "$LIB_TMP/async.txt")
 while :; do
 	last=$(awk 'END { print $2 }' "$LIB_TMP/done.txt")
@@ -183,7 +197,7 @@ if [ -n "${PROFILE:-}" ]; then
 		  if (d > 0) printf "%8.2f s  %s\n", d, name }
 		END { printf "%8.2f s  in all: %.0f us of CPU per saga\n", sum, sum * 1e6 / n }' \
 		"$LIB_TMP/cpu0.txt" "$LIB_TMP/cpu1.txt" | sort -rn
-	echo "## NATS messages, section 2"
+	[ "$QUEUE" = nats ] && echo "## NATS messages, section 2" &&
 	nats_varz | awk -v n="$total" 'NR == FNR { v[$1] = $2; next }
 		{ printf "%-9s %9d  %.2f per saga\n", $1, $2 - v[$1], ($2 - v[$1]) / n }' \
 		"$LIB_TMP/varz0.txt" -

@@ -29,7 +29,9 @@
 #define BUS_RETRY_MS	200	/* fetch thread pause after a failed fetch */
 #define BUS_MAX_CONCURRENCY 65536
 
-static const struct bus_driver *const drivers[] = { &bus_nats_driver };
+static const struct bus_driver *const drivers[] = {
+	&bus_nats_driver, &bus_rabbitmq_driver
+};
 static int	bus_inited;
 
 static void	bus_wake(evutil_socket_t, short, void *);
@@ -92,8 +94,9 @@ bus_open(struct event_base *base, const struct bus_opts *o, char *err,
 		return NULL;
 	}
 	if ((drv = bus_driver_for(o->url)) == NULL) {
-		snprintf(err, errlen, "bus: %s: unknown scheme, expected nats://",
-		    o->url);
+		/* Not the URL: it may hold a password. */
+		snprintf(err, errlen, "bus: unknown URL scheme, expected "
+		    "nats:// or amqp://");
 		return NULL;
 	}
 	if (o->stream == NULL || *o->stream == '\0' ||
@@ -108,6 +111,12 @@ bus_open(struct event_base *base, const struct bus_opts *o, char *err,
 		    o->replicas);
 		return NULL;
 	}
+	if (o->queue_type != NULL && strcmp(o->queue_type, "quorum") != 0 &&
+	    strcmp(o->queue_type, "classic") != 0) {
+		snprintf(err, errlen, "bus: queue type \"%s\", expected "
+		    "quorum or classic", o->queue_type);
+		return NULL;
+	}
 	bus = util_xcalloc(1, sizeof(*bus));
 	bus->drv = drv;
 	bus->base = base;
@@ -120,6 +129,8 @@ bus_open(struct event_base *base, const struct bus_opts *o, char *err,
 	bus->state_cb = o->state_cb;
 	bus->state_arg = o->state_arg;
 	bus->stream = util_xstrdup(o->stream);
+	bus->queue_type = util_xstrdup(o->queue_type != NULL ? o->queue_type :
+	    "quorum");
 	bus->replicas = o->replicas > 0 ? o->replicas : 1;
 	bus->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 5000;
 	bus->publish_timeout_ms = o->publish_timeout_ms > 0 ?
@@ -144,6 +155,7 @@ fail:
 		event_free(bus->wake);
 	pthread_mutex_destroy(&bus->mu);
 	free(bus->stream);
+	free(bus->queue_type);
 	free(bus);
 	return NULL;
 }
@@ -771,5 +783,6 @@ bus_close(struct bus *bus)
 	event_free(bus->wake);
 	pthread_mutex_destroy(&bus->mu);
 	free(bus->stream);
+	free(bus->queue_type);
 	free(bus);
 }

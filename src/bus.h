@@ -2,9 +2,9 @@
  * bus.h - the message bus: durable work queues consumed with a concurrency
  * bound, deduplicated publishing with a durable-acceptance callback, and
  * fire-and-forget notifications between pods. It is one small interface with
- * drivers behind it: NATS JetStream ("nats://" URLs, src/bus_nats.c) is the
- * first; a RabbitMQ driver is planned. Nothing outside the drivers talks to
- * a broker library.
+ * drivers behind it, picked by the URL's scheme: NATS JetStream ("nats://",
+ * src/bus_nats.c) and RabbitMQ ("amqp://", src/bus_rabbitmq.c). Nothing
+ * outside the drivers talks to a broker library.
  *
  * Threads: broker libraries run their own threads. Every callback of this
  * interface runs on the thread that runs the caller's libevent loop, and
@@ -40,8 +40,11 @@ enum bus_state {
 typedef void	(*bus_state_cb)(struct bus *, enum bus_state, void *arg);
 
 struct bus_opts {
-	const char	*url;		/* "nats://host:port", a comma list allowed */
-	const char	*stream;	/* the durable stream of work, "SAGA" */
+	const char	*url;		/* "nats://host:port", a comma list allowed,
+					   or "amqp://user:pass@host:port/vhost" */
+	const char	*stream;	/* the durable stream of work, "SAGA";
+					   RabbitMQ: its exchanges' prefix */
+	const char	*queue_type;	/* RabbitMQ: "quorum" (NULL) or "classic" */
 	int		 replicas;	/* copies of the stream; 0: 1 */
 	const char	*name;		/* how the broker names this client; may be NULL */
 	int		 timeout_ms;	/* connect and management calls; 0: 5000 */

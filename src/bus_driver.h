@@ -1,6 +1,6 @@
 /*
- * bus_driver.h - what src/bus.c shares with the bus drivers (bus_nats.c, a
- * RabbitMQ one later), and nothing else includes. bus.c owns the objects,
+ * bus_driver.h - what src/bus.c shares with the bus drivers (bus_nats.c,
+ * bus_rabbitmq.c), and nothing else includes. bus.c owns the objects,
  * the hand-over of work from driver threads to the caller's loop, the
  * concurrency slots of consumers and every callback to the caller; a driver
  * only speaks to its broker and fills or posts these objects.
@@ -126,6 +126,7 @@ struct bus {
 	LIST_HEAD(, bus_listener) listeners;
 
 	char			*stream;
+	char			*queue_type;	/* "quorum" or "classic" */
 	int			 replicas;
 	int			 timeout_ms;
 	int			 publish_timeout_ms;
@@ -169,6 +170,7 @@ struct bus_driver {
 };
 
 extern const struct bus_driver bus_nats_driver;
+extern const struct bus_driver bus_rabbitmq_driver;
 
 /* For drivers, from any thread: hand an item to the loop. */
 void	bus_post(struct bus *, struct bus_item *);

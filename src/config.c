@@ -31,6 +31,7 @@
 enum key_scope {
 	KS_MAIN,		/* the top level: struct config */
 	KS_NATS,		/* nats = { }: struct config */
+	KS_RABBITMQ,		/* rabbitmq = { }: struct config */
 	KS_REDIS,		/* redis = { }: struct config */
 	KS_CALLBACKS,		/* callbacks = { }: struct config */
 	KS_LIMITS,		/* limits = { }: struct config */
@@ -54,6 +55,7 @@ enum key_type {
 #define KEY_RESTART	0x01	/* SIGHUP cannot change it */
 #define KEY_REQUIRED	0x02	/* no default: the file must say */
 #define KEY_INHERIT	0x04	/* absent: the node's service's value */
+#define KEY_SECRET	0x08	/* a URL whose password is never shown */
 
 struct config_key {
 	const char		 *name;
@@ -73,6 +75,9 @@ struct config_key {
 
 static int	check_pod_id(const char *, char *, size_t);
 static int	check_nats_url(const char *, char *, size_t);
+static int	check_queue(const char *, char *, size_t);
+static int	check_amqp_url(const char *, char *, size_t);
+static int	check_queue_type(const char *, char *, size_t);
 static int	check_token(const char *, char *, size_t);
 static int	check_host(const char *, char *, size_t);
 static int	check_path(const char *, char *, size_t);
@@ -110,8 +115,12 @@ static const struct config_key keys[] = {
 	    0, 0, 0, HOUR_MS, 10000, NULL, NULL, NULL, 0 },
 	{ "log_file", KS_MAIN, KT_STRING, KEY_RESTART, C(log_file), 0, 0,
 	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "queue", KS_MAIN, KT_STRING, KEY_RESTART, C(queue), 0, 0,
+	    0, 0, 0, "nats", NULL, check_queue, 0 },
 	{ "nats", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
 	    NULL, KS_NATS },
+	{ "rabbitmq", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_RABBITMQ },
 	{ "redis", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
 	    NULL, KS_REDIS },
 	{ "callbacks", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
@@ -131,6 +140,13 @@ static const struct config_key keys[] = {
 	    0, 0, 0, "SAGA", NULL, check_token, 0 },
 	{ "replicas", KS_NATS, KT_INT, KEY_RESTART, C(nats.replicas), 0, 0,
 	    1, 5, 1, NULL, NULL, NULL, 0 },
+
+	{ "url", KS_RABBITMQ, KT_STRING, KEY_RESTART | KEY_SECRET,
+	    C(rabbitmq.url), 0, 0, 0, 0, 0, "amqp://127.0.0.1:5672", NULL,
+	    check_amqp_url, 0 },
+	{ "queue_type", KS_RABBITMQ, KT_STRING, KEY_RESTART,
+	    C(rabbitmq.queue_type), 0, 0, 0, 0, 0, "quorum", NULL,
+	    check_queue_type, 0 },
 
 	{ "host", KS_REDIS, KT_STRING, KEY_RESTART, C(redis.host), 0, 0,
 	    0, 0, 0, "127.0.0.1", NULL, check_host, 0 },
@@ -214,8 +230,8 @@ static const struct config_key keys[] = {
 
 /* The scope's name as a key prefix, for the scopes that have a fixed one. */
 static const char *const scope_prefix[] = {
-	[KS_MAIN] = "", [KS_NATS] = "nats", [KS_REDIS] = "redis",
-	[KS_CALLBACKS] = "callbacks", [KS_LIMITS] = "limits",
+	[KS_MAIN] = "", [KS_NATS] = "nats", [KS_RABBITMQ] = "rabbitmq",
+	[KS_REDIS] = "redis", [KS_CALLBACKS] = "callbacks", [KS_LIMITS] = "limits",
 };
 
 /* One error, kept until the end so that they can go out in file order. */
@@ -401,6 +417,43 @@ check_nats_url(const char *s, char *why, size_t len)
 	    strpbrk(s, " \t\r\n") == NULL)
 		return 0;
 	snprintf(why, len, "expected a URL starting with nats://");
+	return -1;
+}
+
+static int
+check_queue(const char *s, char *why, size_t len)
+{
+	if (strcmp(s, "nats") == 0 || strcmp(s, "rabbitmq") == 0)
+		return 0;
+	snprintf(why, len, "expected \"nats\" or \"rabbitmq\"");
+	return -1;
+}
+
+/* amqp://[user[:password]@]host[:port][/vhost]; amqps is not supported. */
+static int
+check_amqp_url(const char *s, char *why, size_t len)
+{
+	const char *host = s + 7, *at;
+
+	if (strncmp(s, "amqp://", 7) == 0 && strlen(s) < 1024 &&
+	    strpbrk(s, " \t\r\n") == NULL) {
+		if ((at = strchr(host, '@')) != NULL &&
+		    (strchr(host, '/') == NULL || at < strchr(host, '/')))
+			host = at + 1;
+		if (*host != '\0' && *host != '/' && *host != ':')
+			return 0;
+	}
+	snprintf(why, len, "expected a URL "
+	    "amqp://[user[:password]@]host[:port][/vhost]");
+	return -1;
+}
+
+static int
+check_queue_type(const char *s, char *why, size_t len)
+{
+	if (strcmp(s, "quorum") == 0 || strcmp(s, "classic") == 0)
+		return 0;
+	snprintf(why, len, "expected \"quorum\" or \"classic\"");
 	return -1;
 }
 
@@ -1053,9 +1106,13 @@ parse_key(struct loader *l, const config_setting_t *s, const char *key,
 	case KT_STRING:
 		if ((v = read_string(l, s, key, "a string")) == NULL)
 			break;
-		if (k->check != NULL && k->check(v, why, sizeof(why)) == -1)
+		if (k->check != NULL && k->check(v, why, sizeof(why)) == -1) {
+			char	shown[1100];
+
+			if (k->flags & KEY_SECRET)
+				v = util_url_redact(v, shown, sizeof(shown));
 			lerr(l, s, key, "%s, got \"%s\"", why, v);
-		else
+		} else
 			set_string((char **)p, v);
 		break;
 	case KT_ADDRESS:
@@ -1409,9 +1466,15 @@ config_reload_check(const struct config *old, const struct config *new,
 			const char *so = *(char *const *)po;
 			const char *sn = *(char *const *)pn;
 
+			char	sa[1100], sb[1100];
+
 			if ((so == NULL && sn == NULL) || (so != NULL &&
 			    sn != NULL && strcmp(so, sn) == 0))
 				continue;
+			if ((k->flags & KEY_SECRET) && so != NULL)
+				so = util_url_redact(so, sa, sizeof(sa));
+			if ((k->flags & KEY_SECRET) && sn != NULL)
+				sn = util_url_redact(sn, sb, sizeof(sb));
 			snprintf(a, sizeof(a), so ? "\"%s\"" : "(none)", so);
 			snprintf(b, sizeof(b), sn ? "\"%s\"" : "(none)", sn);
 		}

@@ -57,12 +57,17 @@ struct config {
 	int		 listen_port;
 	int		 shutdown_timeout_ms;
 	char		*log_file;	/* NULL: syslog (or stderr with -d) */
+	char		*queue;		/* the bus driver: "nats" or "rabbitmq" */
 
 	struct {
 		char	*url;
 		char	*stream;
 		int	 replicas;
 	} nats;
+	struct {
+		char	*url;		/* may hold a password: never log it */
+		char	*queue_type;	/* "quorum" or "classic" */
+	} rabbitmq;
 	struct {
 		char	*host;
 		int	 port;
@@ -108,8 +113,8 @@ struct config	*config_ref(struct config *);
 void		 config_free(struct config *);
 
 /*
- * SIGHUP: counts the restart-only keys (pod_id, listen, log_file, nats.*,
- * redis.*) whose value differs between old and new, one line for each in
+ * SIGHUP: counts the restart-only keys (pod_id, listen, log_file, queue,
+ * nats.*, rabbitmq.*, redis.*) whose value differs between old and new, one line for each in
  * err. The policy sagad(8) follows: log these lines as warnings, call
  * config_keep_restart_keys() so that new carries the running values of those
  * keys, and apply everything else. Nothing is refused.

@@ -1,11 +1,12 @@
 /*
  * service.c - the master's gRPC side, started and stopped through the
  * master's hooks: the server on `listen` (Health, Orchestrator), the client
- * and the store the sync engine uses, and the bus (NATS JetStream) that
- * async and throttling sagas travel on: it declares the work stream at every
- * (re)connection and logs each change of the connection. Health reports
- * NOT_SERVING only while Redis is down; NATS down refuses async and
- * throttling Runs only. On stop it reports NOT_SERVING, refuses new sagas,
+ * and the store the sync engine uses, and the bus (NATS JetStream or
+ * RabbitMQ, as `queue` says) that async and throttling sagas travel on: it
+ * declares the work stream at every (re)connection and logs each change of
+ * the connection. saga.v1.Orchestrator reports NOT_SERVING only while Redis
+ * is down; the empty service name also while the bus is, when a flow needs
+ * it; a bus down refuses async and throttling Runs only. On stop it reports NOT_SERVING, refuses new sagas,
  * sends GOAWAY and keeps the loop busy until the sagas in flight have ended
  * or shutdown_timeout_ms has passed. It also applies the `limits` section to
  * the server (and on SIGHUP), sizes RLIMIT_NOFILE for max_connections, logs
@@ -25,6 +26,7 @@
 #include <event2/event.h>
 
 #include "bus.h"
+#include "bus_config.h"
 #include "config.h"
 #include "grpc/client.h"
 #include "grpc/server.h"
@@ -53,10 +55,13 @@ struct service {
 	struct bus		*bus;
 	struct orch		*orch;
 	char			 owner[192];
+	char			 where[1100];	/* the bus URL, no password */
 	int			 shut;		/* GOAWAY done */
 	int			 max_conns;	/* max_connections, maybe clamped */
 	size_t			 mem_peak;	/* of the server's buffers, since a trim */
 	uint64_t		 cron_ticks;
+	int			 redis_up;
+	int			 stopping;	/* health stays NOT_SERVING */
 };
 
 /* The server's side of the limits section. */
@@ -116,11 +121,39 @@ service_nofile(struct service *sv, const struct config *cfg)
 	    cfg->limits.max_connections, sv->max_conns);
 }
 
+/* Whether a flow of the running config travels on the bus. */
+static int
+needs_bus(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nflows; i++)
+		if (cfg->flows[i].mode != SAGA_MODE_SYNC)
+			return 1;
+	return 0;
+}
+
+/*
+ * The empty service name: ready while Redis is up and, when a flow needs
+ * the bus, the bus is connected (as /readyz in DESIGN.md).
+ */
+static void
+ready_update(struct service *sv)
+{
+	int	ready;
+
+	if (sv->health == NULL || sv->stopping)
+		return;
+	ready = sv->redis_up && (sv->bus == NULL || !needs_bus(sv->m->cfg) ||
+	    bus_is_connected(sv->bus));
+	health_set(sv->health, "", ready ? HEALTH_SERVING :
+	    HEALTH_NOT_SERVING);
+}
+
 static void
 store_status(int up, const char *why, void *arg)
 {
 	struct service *sv = arg;
 
+	sv->redis_up = up;
 	if (up)
 		log_info("redis: connected");
 	else
@@ -129,6 +162,7 @@ store_status(int up, const char *why, void *arg)
 	if (sv->health != NULL)
 		health_set(sv->health, ORCH_SERVICE,
 		    up ? HEALTH_SERVING : HEALTH_NOT_SERVING);
+	ready_update(sv);
 }
 
 /* Creates or updates the stream; at start and at every (re)connection. */
@@ -139,11 +173,11 @@ declare_stream(struct service *sv)
 	char		 err[SAGAD_ERRLEN];
 
 	if (bus_declare_stream(sv->bus, subjects, 1, err, sizeof(err)) == -1)
-		log_warnx("nats: declare stream %s: %s; async and throttling "
-		    "Runs will fail until it exists", sv->m->cfg->nats.stream,
-		    err);
+		log_warnx("%s: declare the work stream: %s; async and "
+		    "throttling Runs will fail until it exists",
+		    bus_config_name(sv->m->cfg), err);
 	else
-		log_debug("nats: stream %s ready", sv->m->cfg->nats.stream);
+		log_debug("%s: work stream ready", bus_config_name(sv->m->cfg));
 }
 
 static void
@@ -151,24 +185,26 @@ bus_status(struct bus *bus SAGAD_UNUSED, enum bus_state state, void *arg)
 {
 	struct service *sv = arg;
 
+	const char *name = bus_config_name(sv->m->cfg);
+
 	switch (state) {
 	case BUS_CONNECTED:
 	case BUS_RECONNECTED:
-		log_info("nats: %s to %s", state == BUS_CONNECTED ?
-		    "connected" : "reconnected", sv->m->cfg->nats.url);
+		log_info("%s: %s to %s", name, state == BUS_CONNECTED ?
+		    "connected" : "reconnected", sv->where);
 		declare_stream(sv);
 		break;
 	case BUS_DISCONNECTED:
-		log_warnx("nats: disconnected from %s; async and throttling "
-		    "Runs are refused until it is back",
-		    sv->m->cfg->nats.url);
+		log_warnx("%s: disconnected from %s; async and throttling "
+		    "Runs are refused until it is back", name, sv->where);
 		break;
 	case BUS_CLOSED:
-		log_warnx("nats: connection to %s closed for good; async and "
-		    "throttling Runs are refused until sagad restarts",
-		    sv->m->cfg->nats.url);
+		log_warnx("%s: connection to %s closed for good; async and "
+		    "throttling Runs are refused until sagad restarts", name,
+		    sv->where);
 		break;
 	}
+	ready_update(sv);
 }
 
 static int
@@ -217,24 +253,27 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	sp.saga_ttl = cfg->redis.saga_ttl;
 	if ((sv->store = store_new(m->base, &sp, err, errlen)) == NULL)
 		return -1;
-	health_set(sv->health, ORCH_SERVICE, store_is_up(sv->store) ?
+	sv->redis_up = store_is_up(sv->store);
+	health_set(sv->health, ORCH_SERVICE, sv->redis_up ?
 	    HEALTH_SERVING : HEALTH_NOT_SERVING);
 	store_set_status_cb(sv->store, store_status, sv);
 	memset(&bo, 0, sizeof(bo));
-	bo.url = cfg->nats.url;
-	bo.stream = cfg->nats.stream;
-	bo.replicas = cfg->nats.replicas;
+	bus_config_opts(cfg, &bo);
+	bus_config_where(cfg, sv->where, sizeof(sv->where));
 	bo.name = sv->owner;
 	bo.state_cb = bus_status;
 	bo.state_arg = sv;
 	if ((sv->bus = bus_open(m->base, &bo, err, errlen)) == NULL)
 		return -1;
 	if (bus_is_connected(sv->bus)) {
-		log_info("nats: connected to %s", cfg->nats.url);
+		log_info("%s: connected to %s", bus_config_name(cfg),
+		    sv->where);
 		declare_stream(sv);
 	} else
-		log_warnx("nats: %s is not reachable yet; async and throttling "
-		    "Runs are refused until it is", cfg->nats.url);
+		log_warnx("%s: %s is not reachable yet; async and throttling "
+		    "Runs are refused until it is", bus_config_name(cfg),
+		    sv->where);
+	ready_update(sv);
 	sv->orch = orch_new(m->base, cfg, sv->srv, sv->client, sv->store,
 	    sv->owner, err, errlen);
 	if (sv->orch == NULL)
@@ -258,6 +297,7 @@ service_reload(struct master *m, void *arg,
 	orch_set_config(sv->orch, m->cfg);
 	service_limits(sv, m->cfg, &so);
 	grpc_server_set_limits(sv->srv, &so);
+	ready_update(sv);
 }
 
 static void
@@ -276,6 +316,7 @@ service_stop(struct master *m SAGAD_UNUSED, void *arg)
 
 	if (sv->srv == NULL)
 		return;
+	sv->stopping = 1;
 	health_set_all_not_serving(sv->health);
 	health_shutdown(sv->health);
 	if (sv->orch != NULL) {

@@ -146,6 +146,26 @@ util_parse_hostport(const char *s, char *host, size_t hostlen, int *port,
 	return 0;
 }
 
+const char *
+util_url_redact(const char *url, char *buf, size_t len)
+{
+	const char	*auth, *at, *colon;
+
+	if ((auth = strstr(url, "://")) == NULL) {
+		snprintf(buf, len, "%s", url);
+		return buf;
+	}
+	auth += 3;
+	/* The last '@' ends the user info; a password may hold anything. */
+	at = strrchr(auth, '@');
+	colon = at != NULL ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+	if (colon == NULL)
+		snprintf(buf, len, "%s", url);
+	else
+		snprintf(buf, len, "%.*s***%s", (int)(colon + 1 - url), url, at);
+	return buf;
+}
+
 int
 util_edit_distance(const char *a, const char *b)
 {

@@ -47,6 +47,12 @@ typedef void (*util_log_fn)(enum util_level, const char *saga_id,
 void	 util_rng_seed(uint64_t *state);
 uint64_t util_rng_next(uint64_t *state);
 
+/*
+ * A URL fit to show: "scheme://user:password@host..." with the password
+ * replaced by "***" (and nothing else changed). Returns buf.
+ */
+const char *util_url_redact(const char *url, char *buf, size_t len);
+
 /* Levenshtein distance, for "did you mean" suggestions. */
 int	 util_edit_distance(const char *, const char *);
 

@@ -29,6 +29,7 @@
 #include <event2/event.h>
 
 #include "bus.h"
+#include "bus_config.h"
 #include "config.h"
 #include "grpc/client.h"
 #include "log.h"
@@ -328,9 +329,12 @@ cron_cb(evutil_socket_t fd SAGAD_UNUSED, short what SAGAD_UNUSED, void *arg)
 		return;
 	if (!w->nats_warned && !bus_is_connected(w->bus) &&
 	    util_mono_ms() - w->started_ms >= 5000) {
+		char where[1100];
+
 		w->nats_warned = 1;
-		log_warnx("NATS %s is not reachable yet: no work until it is",
-		    w->cfg->nats.url);
+		log_warnx("%s %s is not reachable yet: no work until it is",
+		    bus_config_name(w->cfg),
+		    bus_config_where(w->cfg, where, sizeof(where)));
 	}
 	wproc_consume(w);
 	wengine_cron(w->engine);
@@ -364,9 +368,7 @@ wproc_open(struct wproc *w, int *exit_code, char *err, size_t errlen)
 		return -1;
 	}
 	memset(&bo, 0, sizeof(bo));
-	bo.url = w->cfg->nats.url;
-	bo.stream = w->cfg->nats.stream;
-	bo.replicas = w->cfg->nats.replicas;
+	bus_config_opts(w->cfg, &bo);
 	snprintf(name, sizeof(name), "sagad-worker %s %s #%d",
 	    w->args.pod_id, w->args.topic, w->args.instance);
 	bo.name = name;

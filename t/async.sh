@@ -17,13 +17,13 @@ PAYMENT=$top_builddir/examples/booking/payment
 [ -x "${PYTHON_GRPC:-}" ] || { echo "no python3 with grpcio: skipped"; exit 77; }
 [ -x "${PROTOC:-}" ] || { echo "no protoc: skipped"; exit 77; }
 command -v redis-server >/dev/null || { echo "no redis-server: skipped"; exit 77; }
-command -v nats-server >/dev/null || { echo "no nats-server: skipped"; exit 77; }
+need_queue
 
 . "$top_srcdir/t/sync_lib.sh"
 . "$top_srcdir/t/async_lib.sh"
 sync_gen
 
-start_nats
+start_queue
 start_redis
 start_participant order "$ORDER"
 ORDER_PORT=$PORT
@@ -61,3 +61,27 @@ done
 kill -0 "$pid" 2>/dev/null && fail "worker $pid still runs 10 s after SIGTERM"
 grep -q "drained: exiting" "$LIB_TMP/sagad.log" || fail "no drain line"
 pass "a worker drains and exits on SIGTERM"
+
+# On RabbitMQ: the bus's URL is restart-only, so a reload that changes it
+# keeps the running one and says why, and its password reaches neither the
+# log nor sagad -t.
+if [ "$QUEUE" = rabbitmq ]; then
+	sed -i 's|amqp://sagad:secret@|amqp://sagad:other-secret@|' "$LIB_TMP/sagad.conf"
+	kill -HUP "$SAGAD_PID"
+	for _ in $(seq 50); do
+		grep -q 'rabbitmq.url: changed' "$LIB_TMP/sagad.log" && break
+		sleep 0.1
+	done
+	grep -q 'rabbitmq.url: changed from "amqp://sagad:\*\*\*@127.0.0.1:[0-9]*/saga" to "amqp://sagad:\*\*\*@127.0.0.1:[0-9]*/saga", but only a restart can change it; keeping' \
+		"$LIB_TMP/sagad.log" || fail "the reload of rabbitmq.url was not logged"
+	sed 's|amqp://sagad:other-secret@|amqps://sagad:other-secret@|' \
+		"$LIB_TMP/sagad.conf" >"$LIB_TMP/bad.conf"
+	"$top_builddir/sagad" -t -c "$LIB_TMP/bad.conf" >"$LIB_TMP/t.out" 2>&1 &&
+		fail "sagad -t took an amqps:// URL"
+	grep -q 'rabbitmq.url: expected a URL amqp://.*got "amqps://sagad:\*\*\*@' \
+		"$LIB_TMP/t.out" || fail "sagad -t: $(cat "$LIB_TMP/t.out")"
+	grep -q secret "$LIB_TMP/sagad.log" "$LIB_TMP/t.out" &&
+		fail "a RabbitMQ password reached the log or sagad -t"
+	pass "SIGHUP keeps the running rabbitmq.url and says so; its password is never shown"
+fi
+exit 0

@@ -7,7 +7,7 @@
 # async_conf POD PORT WORKERS CONCURRENCY: t/conf/async.conf.in, on stdout.
 async_conf() {
 	sed -e "s|@POD@|$1|" -e "s|@LISTEN@|127.0.0.1:$2|" \
-	    -e "s|@NATS_URL@|$NATS_URL|" \
+	    -e "s|@QUEUE_CONF@|$QUEUE_CONF|" \
 	    -e "s|@REDIS_PORT@|$REDIS_PORT|" \
 	    -e "s|@ORDER@|127.0.0.1:${ORDER_PORT:-1}|" \
 	    -e "s|@PAYMENT@|127.0.0.1:${PAYMENT_PORT:-1}|" \

@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "check_run.h"
+#include "bus_config.h"
 #include "config.h"
+#include "util.h"
 
 static char	tmp_path[4096];
 static char	tmp_dir[4096];
@@ -259,6 +261,9 @@ START_TEST(defaults_applied)
 	ck_assert_str_eq(cfg->nats.url, "nats://127.0.0.1:4222");
 	ck_assert_str_eq(cfg->nats.stream, "SAGA");
 	ck_assert_int_eq(cfg->nats.replicas, 1);
+	ck_assert_str_eq(cfg->queue, "nats");
+	ck_assert_str_eq(cfg->rabbitmq.url, "amqp://127.0.0.1:5672");
+	ck_assert_str_eq(cfg->rabbitmq.queue_type, "quorum");
 	ck_assert_str_eq(cfg->redis.host, "127.0.0.1");
 	ck_assert_int_eq(cfg->redis.port, 6379);
 	ck_assert_int_eq(cfg->redis.saga_ttl, 86400);
@@ -603,6 +608,105 @@ START_TEST(nats_url_needs_scheme)
 {
 	refused("nats = { url = \"127.0.0.1:4222\"; };\n", 1, "nats.url: "
 	    "expected a URL starting with nats://, got \"127.0.0.1:4222\"");
+}
+END_TEST
+
+START_TEST(rabbitmq_keys_accepted)
+{
+	struct config	*cfg = load("queue = \"rabbitmq\";\n"
+	    "rabbitmq = { url = \"amqp://sagad:s3cret@mq.example:5673/saga\";\n"
+	    "             queue_type = \"classic\"; };\n", "pod-t");
+	char		 buf[256];
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->queue, "rabbitmq");
+	ck_assert_str_eq(cfg->rabbitmq.url,
+	    "amqp://sagad:s3cret@mq.example:5673/saga");
+	ck_assert_str_eq(cfg->rabbitmq.queue_type, "classic");
+	/* The bus the workers and the master open, and how they name it. */
+	ck_assert_str_eq(bus_config_name(cfg), "rabbitmq");
+	ck_assert_str_eq(bus_config_where(cfg, buf, sizeof(buf)),
+	    "amqp://sagad:***@mq.example:5673/saga");
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(queue_must_be_a_known_driver)
+{
+	refused("queue = \"kafka\";\n", 1, "queue: expected \"nats\" or "
+	    "\"rabbitmq\", got \"kafka\"");
+}
+END_TEST
+
+START_TEST(rabbitmq_queue_type_checked)
+{
+	refused("rabbitmq = {\n queue_type = \"lazy\"; };\n", 2,
+	    "rabbitmq.queue_type: expected \"quorum\" or \"classic\", got "
+	    "\"lazy\"");
+}
+END_TEST
+
+/* A bad URL is named, its password is not. */
+START_TEST(rabbitmq_bad_url_hides_its_password)
+{
+	refused("rabbitmq = { url = \"amqps://sagad:s3cret@mq:5671/saga\"; };\n",
+	    1, "rabbitmq.url: expected a URL "
+	    "amqp://[user[:password]@]host[:port][/vhost], got "
+	    "\"amqps://sagad:***@mq:5671/saga\"");
+	ck_assert_ptr_null(strstr(err, "s3cret"));
+	refused("rabbitmq = { url = \"amqp://u:p@ss w0rd@/x\"; };\n", 1,
+	    "rabbitmq.url: expected a URL");
+	ck_assert_ptr_null(strstr(err, "p@ss"));
+	ck_assert_ptr_null(strstr(err, "w0rd"));
+}
+END_TEST
+
+/* SIGHUP keeps queue and the rabbitmq group; its lines hide the password. */
+START_TEST(reload_keeps_the_queue_and_hides_the_password)
+{
+	struct config	*old, *new;
+	char		 rerr[CONFIG_ERRLEN];
+
+	old = load("queue = \"rabbitmq\";\n"
+	    "rabbitmq = { url = \"amqp://sagad:old-secret@mq/saga\"; };\n",
+	    "pod-t");
+	ck_assert_msg(old != NULL, "%s", err);
+	new = load("rabbitmq = { url = \"amqp://sagad:new-secret@mq2/saga\";\n"
+	    "             queue_type = \"classic\"; };\n", "pod-t");
+	ck_assert_msg(new != NULL, "%s", err);
+	ck_assert_int_eq(config_reload_check(old, new, rerr, sizeof(rerr)), 3);
+	ck_assert_msg(strstr(rerr, ": queue: changed from \"rabbitmq\" to "
+	    "\"nats\", but only a restart can change it; keeping "
+	    "\"rabbitmq\"") != NULL, "%s", rerr);
+	ck_assert_msg(strstr(rerr, ": rabbitmq.url: changed from "
+	    "\"amqp://sagad:***@mq/saga\" to \"amqp://sagad:***@mq2/saga\"") !=
+	    NULL, "%s", rerr);
+	ck_assert_msg(strstr(rerr, ": rabbitmq.queue_type: changed from "
+	    "\"quorum\" to \"classic\"") != NULL, "%s", rerr);
+	ck_assert_ptr_null(strstr(rerr, "secret"));
+	config_keep_restart_keys(new, old);
+	ck_assert_str_eq(new->queue, "rabbitmq");
+	ck_assert_str_eq(new->rabbitmq.url, "amqp://sagad:old-secret@mq/saga");
+	ck_assert_str_eq(new->rabbitmq.queue_type, "quorum");
+	config_free(old);
+	config_free(new);
+}
+END_TEST
+
+START_TEST(url_redaction)
+{
+	char	buf[128];
+
+	ck_assert_str_eq(util_url_redact("amqp://u:p@h:1/v", buf, sizeof(buf)),
+	    "amqp://u:***@h:1/v");
+	ck_assert_str_eq(util_url_redact("amqp://u@h/v", buf, sizeof(buf)),
+	    "amqp://u@h/v");
+	ck_assert_str_eq(util_url_redact("amqp://h:5672/v", buf, sizeof(buf)),
+	    "amqp://h:5672/v");
+	ck_assert_str_eq(util_url_redact("amqp://u:a@b/c@h/v", buf,
+	    sizeof(buf)), "amqp://u:***@h/v");
+	ck_assert_str_eq(util_url_redact("nats://h:4222", buf, sizeof(buf)),
+	    "nats://h:4222");
 }
 END_TEST
 
@@ -1072,6 +1176,12 @@ config_suite(void)
 	tcase_add_test(tc, errors_beyond_buffer_counted);
 	tcase_add_test(tc, reload_check_reports_restart_keys);
 	tcase_add_test(tc, reload_check_pod_id_and_log_file);
+	tcase_add_test(tc, rabbitmq_keys_accepted);
+	tcase_add_test(tc, queue_must_be_a_known_driver);
+	tcase_add_test(tc, rabbitmq_queue_type_checked);
+	tcase_add_test(tc, rabbitmq_bad_url_hides_its_password);
+	tcase_add_test(tc, reload_keeps_the_queue_and_hides_the_password);
+	tcase_add_test(tc, url_redaction);
 	tcase_add_test(tc, mode_names);
 	tcase_add_test(tc, config_lives_while_referenced);
 	suite_add_tcase(s, tc);

@@ -17,7 +17,7 @@ PAYMENT=$top_builddir/examples/booking/payment
 [ -x "${PYTHON_GRPC:-}" ] || { echo "no python3 with grpcio: skipped"; exit 77; }
 [ -x "${PROTOC:-}" ] || { echo "no protoc: skipped"; exit 77; }
 command -v redis-server >/dev/null || { echo "no redis-server: skipped"; exit 77; }
-command -v nats-server >/dev/null || { echo "no nats-server: skipped"; exit 77; }
+need_queue
 
 . "$top_srcdir/t/sync_lib.sh"
 . "$top_srcdir/t/async_lib.sh"
@@ -26,7 +26,7 @@ sync_gen
 SECS=${CRASH_SECS:-20}
 RATE=${CRASH_RATE:-150}
 
-start_nats
+start_queue
 start_redis
 start_participant order "$ORDER" --latency 2 --jitter 5
 ORDER_PORT=$PORT

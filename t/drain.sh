@@ -16,12 +16,12 @@ PAYMENT=$top_builddir/examples/booking/payment
 [ -x "$top_builddir/sagad" ] && [ -x "$ORDER" ] && [ -x "$PAYMENT" ] ||
 	fail "build first"
 command -v redis-server >/dev/null || { echo "no redis-server: skipped"; exit 77; }
-command -v nats-server >/dev/null || { echo "no nats-server: skipped"; exit 77; }
+need_queue
 
 . "$top_srcdir/t/sync_lib.sh"
 . "$top_srcdir/t/async_lib.sh"
 
-start_nats
+start_queue
 start_redis
 start_participant order "$ORDER" --latency 3000
 ORDER_PORT=$PORT

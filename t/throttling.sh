@@ -20,12 +20,12 @@ SAGAD=$top_builddir/sagad
 [ -x "${PYTHON_GRPC:-}" ] || { echo "no python3 with grpcio: skipped"; exit 77; }
 [ -x "${PROTOC:-}" ] || { echo "no protoc: skipped"; exit 77; }
 command -v redis-server >/dev/null || { echo "no redis-server: skipped"; exit 77; }
-command -v nats-server >/dev/null || { echo "no nats-server: skipped"; exit 77; }
+need_queue
 
 . "$top_srcdir/t/sync_lib.sh"
 sync_gen
 
-start_nats
+start_queue
 start_redis
 start_participant order "$ORDER"
 ORDER_PORT=$PORT
@@ -44,7 +44,7 @@ pod_conf() {
 pod_id = "$1";
 listen = "127.0.0.1:$2";
 shutdown_timeout_ms = 1500;
-nats  = { url = "$NATS_URL"; stream = "SAGA"; };
+$QUEUE_CONF
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; lease_ms = 2000; };
 services = {
   order   = { address = "127.0.0.1:$ORDER_PORT"; };

@@ -1,0 +1,52 @@
+/*
+ * bus_config.c - from a struct config to the bus it asks for (see
+ * bus_config.h): `queue = "nats"` takes nats.url, nats.stream and
+ * nats.replicas; `queue = "rabbitmq"` takes rabbitmq.url and
+ * rabbitmq.queue_type, with "saga" as the prefix of its exchanges. No broker
+ * library is called here and nothing is logged.
+ */
+#include "autoconf.h"
+
+#include <string.h>
+
+#include "bus.h"
+#include "bus_config.h"
+#include "config.h"
+#include "util.h"
+
+#define BUS_CONFIG_AMQP_PREFIX	"saga"	/* saga.work, saga.retry... */
+
+static int
+bus_config_rabbitmq(const struct config *cfg)
+{
+	return cfg->queue != NULL && strcmp(cfg->queue, "rabbitmq") == 0;
+}
+
+void
+bus_config_opts(const struct config *cfg, struct bus_opts *o)
+{
+	if (bus_config_rabbitmq(cfg)) {
+		o->url = cfg->rabbitmq.url;
+		o->stream = BUS_CONFIG_AMQP_PREFIX;
+		o->replicas = 1;
+		o->queue_type = cfg->rabbitmq.queue_type;
+	} else {
+		o->url = cfg->nats.url;
+		o->stream = cfg->nats.stream;
+		o->replicas = cfg->nats.replicas;
+		o->queue_type = NULL;
+	}
+}
+
+const char *
+bus_config_name(const struct config *cfg)
+{
+	return bus_config_rabbitmq(cfg) ? "rabbitmq" : "nats";
+}
+
+const char *
+bus_config_where(const struct config *cfg, char *buf, size_t len)
+{
+	return util_url_redact(bus_config_rabbitmq(cfg) ? cfg->rabbitmq.url :
+	    cfg->nats.url, buf, len);
+}
