@@ -1,6 +1,7 @@
 #!/bin/bash
 # t/operate.sh - the operator's calls end to end (List, Cancel, Retry,
-# Resolve): real nats-server -js and redis-server, the booking participants
+# Resolve): a real broker (nats-server -js, or rabbitmq-server with
+# QUEUE=rabbitmq: t/rabbitmq/operate.sh) and redis-server, the booking participants
 # and two sagad pods (pod-a, pod-b) with their real workers, driven by
 # python3-grpcio (t/py/operate_test.py): List paging over 5,000 sagas with
 # every filter; Cancel of a sync saga stuck on a 30 s participant, on its own
@@ -19,12 +20,12 @@ SAGAD=$top_builddir/sagad
 [ -x "${PYTHON_GRPC:-}" ] || { echo "no python3 with grpcio: skipped"; exit 77; }
 [ -x "${PROTOC:-}" ] || { echo "no protoc: skipped"; exit 77; }
 command -v redis-server >/dev/null || { echo "no redis-server: skipped"; exit 77; }
-command -v nats-server >/dev/null || { echo "no nats-server: skipped"; exit 77; }
+need_queue
 
 . "$top_srcdir/t/sync_lib.sh"
 sync_gen
 
-start_nats
+start_queue
 start_redis
 start_participant order "$ORDER"
 ORDER_PORT=$PORT
@@ -38,7 +39,7 @@ pod_conf() {
 pod_id = "$1";
 listen = "127.0.0.1:$2";
 shutdown_timeout_ms = 2000;
-nats  = { url = "$NATS_URL"; stream = "SAGA"; };
+$QUEUE_CONF
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; lease_ms = 2000;
           saga_ttl = 3600; };
 services = {
