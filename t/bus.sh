@@ -1,5 +1,5 @@
 #!/bin/bash
-# t/bus.sh - runs the bus's Check suite (t/check_bus) against the real
+# t/bus.sh - runs the bus's Check suite (t/unit/check_bus) against the real
 # broker QUEUE names (t/lib.sh: nats-server -js by default, rabbitmq-server
 # with QUEUE=rabbitmq) on a free loopback port with a temporary store, then
 # its restart case: the suite drops a file when its work is in place, and
@@ -13,8 +13,8 @@
 . "$top_srcdir/t/lib.sh"
 lib_init
 
-check="$top_builddir/t/check_bus"
-[ -x "$check" ] || { echo "t/check_bus not built (no Check): skipped"; exit 77; }
+check="$top_builddir/t/unit/check_bus"
+[ -x "$check" ] || { echo "t/unit/check_bus not built (no Check): skipped"; exit 77; }
 need_queue
 
 start_queue

@@ -1,6 +1,6 @@
 #!/bin/bash
 # grpc_client_interop.sh - the gRPC client (src/grpc/client.c, driven by
-# t/grpc_call) against a server nobody here wrote: python3-grpcio with
+# t/tools/grpc_call) against a server nobody here wrote: python3-grpcio with
 # generic handlers on raw bytes (t/py/grpc_server_interop.py). Checks
 # payloads, every status code, grpc-message encoding, metadata both ways,
 # deadlines, multiplexing on one connection, queueing under the server's
@@ -14,7 +14,7 @@ lib_init
 
 PY=${PYTHON_GRPC:-/usr/bin/python3}
 SERVER="$top_srcdir/t/py/grpc_server_interop.py"
-CALL="${GRPC_CALL_WRAP:-} $top_builddir/t/grpc_call"
+CALL="${GRPC_CALL_WRAP:-} $top_builddir/t/tools/grpc_call"
 
 # start_server PORT [ARGS...]: sets SRV_PID; waits for READY.
 start_server() {

@@ -1,5 +1,5 @@
 #!/bin/bash
-# grpc_server_interop.sh - our gRPC server (t/grpc_testd) against Debian's
+# grpc_server_interop.sh - our gRPC server (t/tools/grpc_testd) against Debian's
 # python3-grpcio as the client: health, errors, deadlines, cancels, limits,
 # concurrency, metadata and graceful shutdown (t/py/grpc_client_interop.py).
 # GRPC_TESTD_WRAP runs the server under a wrapper, e.g. valgrind.
@@ -15,7 +15,7 @@ mkdir -p "$LIB_TMP/stubs"
 	"$top_srcdir/proto/grpc/health/v1/health.proto" || fail "protoc"
 
 # shellcheck disable=SC2086
-${GRPC_TESTD_WRAP:-} "$top_builddir/t/grpc_testd" -p 0 >"$LIB_TMP/testd.out" \
+${GRPC_TESTD_WRAP:-} "$top_builddir/t/tools/grpc_testd" -p 0 >"$LIB_TMP/testd.out" \
 	2>"$LIB_TMP/testd.log" &
 PID=$!
 track "$PID"

@@ -1,5 +1,5 @@
 #!/bin/bash
-# t/store.sh - runs the store's Check suite (t/check_store) against a real
+# t/store.sh - runs the store's Check suite (t/unit/check_store) against a real
 # redis-server on a free loopback port. Redis runs in a respawn loop so that
 # the suite can SHUTDOWN it and watch the store reconnect to the restarted
 # server on the same port (REDIS_RESTARTS=1 tells the suite it may).
@@ -8,8 +8,8 @@
 . "$top_srcdir/t/lib.sh"
 lib_init
 
-check="$top_builddir/t/check_store"
-[ -x "$check" ] || { echo "t/check_store not built (no Check): skipped"; exit 77; }
+check="$top_builddir/t/unit/check_store"
+[ -x "$check" ] || { echo "t/unit/check_store not built (no Check): skipped"; exit 77; }
 command -v redis-server >/dev/null || { echo "no redis-server: skipped"; exit 77; }
 
 # The first server comes from lib.sh; once the suite shuts it down, the loop

@@ -1,5 +1,5 @@
 """grpc_client_interop.py - Debian's python3-grpcio as the client of our gRPC
-server (t/grpc_testd): health Check and Watch, unknown methods, deadlines,
+server (t/tools/grpc_testd): health Check and Watch, unknown methods, deadlines,
 cancels, size limits, concurrency, metadata, errors and graceful shutdown.
 
 Usage: grpc_client_interop.py PORT SERVER_PID STUB_DIR
