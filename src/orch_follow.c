@@ -22,23 +22,8 @@ join_free(struct join *j)
 	free(j);
 }
 
-static void
-join_got(enum store_result res, struct store_saga *rec, const char *err,
-    void *arg)
-{
-	struct join *j = arg;
-
-	if (j->call != NULL) {
-		grpc_call_on_cancel(j->call, NULL, NULL);
-		if (res == STORE_OK)
-			grpc_call_reply(j->call, &rec->saga->base);
-		else
-			grpc_call_finish(j->call, res == STORE_NOT_FOUND ?
-			    GRPC_STATUS_NOT_FOUND : GRPC_STATUS_UNAVAILABLE,
-			    err);
-	}
-	join_free(j);
-}
+static void	get_done(enum store_result, struct store_saga *, const char *,
+		    void *);
 
 static void
 join_event(enum store_result res, const Saga__V1__SagaEvent *ev SAGAD_UNUSED,
@@ -60,7 +45,7 @@ join_event(enum store_result res, const Saga__V1__SagaEvent *ev SAGAD_UNUSED,
 		return;
 	}
 	j->getting = 1;
-	store_get(j->o->store, j->id, join_got, j);
+	store_get(j->o->store, j->id, get_done, j);
 }
 
 static void
@@ -70,7 +55,7 @@ join_cancelled(struct grpc_call *call SAGAD_UNUSED, void *arg)
 
 	j->call = NULL;
 	if (j->getting)
-		return;		/* join_got frees it */
+		return;		/* get_done frees it */
 	if (j->watch != NULL)
 		store_watch_cancel(j->watch);
 	join_free(j);
@@ -117,6 +102,7 @@ join_of_request(struct orch *o, struct grpc_call *call)
 	return j;
 }
 
+/* The saga as the store has it, to a Get or a join's caller. */
 static void
 get_done(enum store_result res, struct store_saga *rec, const char *err,
     void *arg)
