@@ -342,6 +342,9 @@ The stack keeps running. Try it yourself:
   ./sagactl run ThrottlingBooking delay=payment:1500    # over payment's 500 ms timeout
   ./sagactl get demo-rollback-1; ./sagactl watch demo-async-1
   ./sagactl --json get demo-sync-1
+  ./sagactl list --state COMPENSATED                     # the operator's view
+  ./sagactl run Booking delay=order:30000 &  sleep 1; ./sagactl list --state RUNNING
+  ./sagactl cancel ID "not wanted"                       # an ID from that list
   ./sagactl bench Booking -r 200 -d 5s --plot /tmp/booking.svg
 Callbacks land in $DEMO_DIR/callbacks, logs in $DEMO_DIR.
 ./run.sh stop stops everything.
