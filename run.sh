@@ -343,8 +343,7 @@ The stack keeps running. Try it yourself:
   ./sagactl get demo-rollback-1; ./sagactl watch demo-async-1
   ./sagactl --json get demo-sync-1
   ./sagactl list --state COMPENSATED                     # the operator's view
-  ./sagactl run Booking delay=order:30000 &  sleep 1; ./sagactl list --state RUNNING
-  ./sagactl cancel ID "not wanted"                       # an ID from that list
+  ./sagactl run --id slow-1 Booking delay=order:1900 & sleep 0.5; ./sagactl cancel slow-1 not wanted
   ./sagactl bench Booking -r 200 -d 5s --plot /tmp/booking.svg
 Callbacks land in $DEMO_DIR/callbacks, logs in $DEMO_DIR.
 ./run.sh stop stops everything.
