@@ -11,8 +11,12 @@
  * per loop iteration for all the calls started meanwhile, so sends are
  * batched and nghttp2_session_send is never reached from inside an nghttp2
  * callback), then delivers completed calls to their callbacks and frees
- * them: call_deliver() is the only place a call is freed, and no user
- * callback of a final status runs inside nghttp2.
+ * them: grpc_client_call_deliver() is the only place a call is freed, and
+ * no user callback of a final status runs inside nghttp2.
+ *
+ * This file holds the connections, the channels and the client with its
+ * run; a call's life, from its allocation to its delivery, is
+ * client_call.c's, and client_int.h is what the two share.
  *
  * Host names resolve asynchronously through libevent's evdns (the system's
  * resolv.conf and hosts file, read once when the first name is looked up),
@@ -44,131 +48,17 @@
 #include <nghttp2/nghttp2.h>
 
 #include "grpc/client.h"
-#include "grpc/h2.h"
+#include "grpc/client_int.h"
 #include "util.h"
 
-#define CLIENT_MAX_RETRIES	3		/* transparent retries of refused streams */
-#define CLIENT_MAX_HDR_BYTES	(64 * 1024)	/* response headers + trailers */
 #define CLIENT_STREAM_WINDOW	(1024 * 1024)
 #define CLIENT_CONN_WINDOW	(16 * 1024 * 1024)
 #define CLIENT_LAST_STREAM_ID	(INT32_C(0x7fffffff) - 1024)
-#define CLIENT_NFIXED_NV	8		/* pseudo-headers and gRPC headers */
 
-enum conn_state {
-	CONN_IDLE,		/* no socket; connects when calls need it */
-	CONN_CONNECTING,	/* TCP connect under way */
-	CONN_HANDSHAKE,		/* connected, waiting for the server's SETTINGS */
-	CONN_READY,		/* takes new streams */
-	CONN_BACKOFF,		/* failed to connect; waits before the next try */
-};
-
-enum call_state {
-	CALL_NEW,
-	CALL_QUEUED,		/* on its channel's queue */
-	CALL_ACTIVE,		/* on a connection's list, with a stream */
-	CALL_DONE,		/* on the client's done list, to be delivered */
-};
-
-TAILQ_HEAD(call_list, grpc_client_call);
-TAILQ_HEAD(conn_list, conn);
-
-struct conn {
-	struct grpc_channel	*ch;
-	enum conn_state		 state;
-	int			 draining;	/* GOAWAY seen or ids spent: no new streams */
-	int			 dirty;		/* on the client's dirty list */
-	TAILQ_ENTRY(conn)	 dirty_entry;
-	TAILQ_ENTRY(conn)	 drain_entry;
-	struct bufferevent	*bev;
-	nghttp2_session		*h2;
-	struct event		*timer;		/* connect timeout, backoff or keepalive */
-	struct call_list	 calls;		/* calls attached to a stream here */
-	size_t			 nstreams;	/* streams not closed yet, attached or not */
-	int			 failures;	/* failed connects in a row */
-	int			 ping_out;	/* keepalive PING without ACK */
-	int64_t			 last_rx;
-};
-
-struct grpc_channel {
-	struct grpc_client	*cli;
-	TAILQ_ENTRY(grpc_channel) entry;
-	char			*host;
-	int			 port;
-	char			*authority;
-	struct conn		**slots;
-	int			 nslots;
-	int			 rr;
-	struct conn_list	 draining;
-	struct call_list	 queue;
-	size_t			 nqueued;
-	uint64_t		 connects;
-	char			 lasterr[SAGAD_ERRLEN];
-};
-
-struct grpc_client {
-	struct event_base	*base;
-	struct grpc_client_opts	 opts;
-	char			 ua[64];
-	struct event		*run_ev;
-	TAILQ_HEAD(, grpc_channel) channels;
-	struct conn_list	 dirty;
-	struct call_list	 done;
-	nghttp2_session_callbacks *cbs;
-	nghttp2_option		*h2opt;
-	struct evdns_base	*dns;		/* made for the first name */
-	uint64_t		 rng;
-};
-
-struct grpc_client_call {
-	TAILQ_ENTRY(grpc_client_call) entry;	/* queue, conn->calls or done */
-	struct grpc_channel	*ch;
-	struct conn		*conn;
-	enum call_state		 state;
-	int32_t			 sid;
-	int			 cancelled;
-	int			 streaming;
-	int			 retries;
-	int			 got_headers;
-	int			 got_trailers;
-	int			 have_status;
-	int			 http_status;
-	int			 status;
-	int			 nmsgs;
-	char			*message;	/* percent-decoded grpc-message */
-	int64_t			 deadline;	/* monotonic ms, 0: none */
-	struct event		*timer;		/* lives inside this allocation */
-	grpc_client_cb		 cb;
-	grpc_client_msg_cb	 on_msg;
-	void			*arg;
-	nghttp2_nv		*nv;		/* CLIENT_NFIXED_NV + nmd entries */
-	size_t			 nmd;
-	const char		*path;
-	const uint8_t		*req;		/* prefix and message */
-	size_t			 reqlen;
-	size_t			 sent;
-	char			 tmo[16];
-	struct grpc_framer	 framer;
-	uint8_t			*resp;
-	size_t			 resplen;
-	size_t			 hdrbytes;
-	struct grpc_metadata	 headers;
-	struct grpc_metadata	 trailers;
-};
-
-static void	client_schedule(struct grpc_client *);
-static void	client_run(evutil_socket_t, short, void *);
-static void	channel_dispatch(struct grpc_channel *);
-static void	conn_connect(struct conn *);
 static void	conn_timer(evutil_socket_t, short, void *);
 static void	conn_fail(struct conn *, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));
-static void	conn_close(struct conn *);
 static void	conn_retire(struct conn *);
-static void	call_finish(struct grpc_client_call *, int, const char *, ...)
-		    __attribute__((format(printf, 3, 4)));
-static void	call_abort(struct grpc_client_call *, int, const char *, ...)
-		    __attribute__((format(printf, 3, 4)));
-static void	call_deliver(struct grpc_client_call *);
 
 static double
 client_random(struct grpc_client *cli)
@@ -194,507 +84,7 @@ grpc_client_backoff_ms(int failures, int min_ms, int max_ms, double rnd)
 	return d < 1 ? 1 : (int)d;
 }
 
-/* --- status mapping (PROTOCOL-HTTP2.md) ------------------------------------ */
-
-static int
-status_from_http(int http)
-{
-	switch (http) {
-	case 400:	return GRPC_STATUS_INTERNAL;
-	case 401:	return GRPC_STATUS_UNAUTHENTICATED;
-	case 403:	return GRPC_STATUS_PERMISSION_DENIED;
-	case 404:	return GRPC_STATUS_UNIMPLEMENTED;
-	case 429:
-	case 502:
-	case 503:
-	case 504:	return GRPC_STATUS_UNAVAILABLE;
-	default:	return GRPC_STATUS_UNKNOWN;
-	}
-}
-
-static int
-status_from_rst(uint32_t code)
-{
-	switch (code) {
-	case NGHTTP2_REFUSED_STREAM:	return GRPC_STATUS_UNAVAILABLE;
-	case NGHTTP2_CANCEL:		return GRPC_STATUS_CANCELLED;
-	case NGHTTP2_ENHANCE_YOUR_CALM:	return GRPC_STATUS_RESOURCE_EXHAUSTED;
-	case NGHTTP2_INADEQUATE_SECURITY: return GRPC_STATUS_PERMISSION_DENIED;
-	default:			return GRPC_STATUS_INTERNAL;
-	}
-}
-
-/* --- calls ------------------------------------------------------------------ */
-
-static void
-call_timeout(evutil_socket_t fd, short ev, void *arg)
-{
-	struct grpc_client_call *call = arg;
-
-	(void)fd;
-	(void)ev;
-	call_abort(call, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
-}
-
-static struct grpc_client_call *
-call_new(struct grpc_channel *ch, const char *path, const uint8_t *req,
-    size_t len, const struct grpc_metadata *md, int64_t timeout_ms,
-    grpc_client_msg_cb on_msg, grpc_client_cb cb, void *arg)
-{
-	struct grpc_client	*cli = ch->cli;
-	struct grpc_client_call	*call;
-	const char		*bad = NULL;
-	size_t			 nmd = md != NULL ? md->n : 0;
-	size_t			 evsz, evoff, nvoff, pathoff, reqoff, mdoff, total;
-	size_t			 pathlen = strlen(path);
-	char			*p;
-
-	/* One allocation: the call, its timer, nv, path, request, metadata. */
-	evsz = event_get_struct_event_size();
-	evoff = (sizeof(*call) + 15) & ~(size_t)15;
-	nvoff = (evoff + evsz + 15) & ~(size_t)15;
-	pathoff = nvoff + (CLIENT_NFIXED_NV + nmd) * sizeof(nghttp2_nv);
-	reqoff = pathoff + pathlen + 1;
-	mdoff = reqoff + 5 + len;
-	total = mdoff;
-	for (size_t i = 0; i < nmd; i++) {
-		const struct grpc_md *m = &md->items[i];
-		size_t kl = strlen(m->key);
-		total += kl + 1;
-		total += grpc_md_is_bin(m->key, kl) ? (m->len + 2) / 3 * 4 + 1 :
-		    m->len + 1;
-	}
-	call = util_xcalloc(1, total);
-	call->ch = ch;
-	call->state = CALL_NEW;
-	call->cb = cb;
-	call->on_msg = on_msg;
-	call->streaming = on_msg != NULL;
-	call->arg = arg;
-	call->timer = (struct event *)(void *)((char *)call + evoff);
-	call->nv = (nghttp2_nv *)(void *)((char *)call + nvoff);
-	p = (char *)call + pathoff;
-	memcpy(p, path, pathlen + 1);
-	call->path = p;
-	p = (char *)call + reqoff;
-	grpc_frame_prefix((uint8_t *)p, len);
-	if (len > 0)
-		memcpy(p + 5, req, len);
-	call->req = (const uint8_t *)p;
-	call->reqlen = 5 + len;
-	grpc_framer_init(&call->framer, cli->opts.max_recv);
-	event_assign(call->timer, cli->base, -1, 0, call_timeout, call);
-
-	p = (char *)call + mdoff;
-	for (size_t i = 0; i < nmd; i++) {
-		const struct grpc_md *m = &md->items[i];
-		nghttp2_nv *nv = &call->nv[CLIENT_NFIXED_NV + call->nmd];
-		size_t kl = strlen(m->key), vl;
-		char *k = p;
-
-		if (!grpc_md_sendable(m->key, kl, m->value, m->len)) {
-			bad = m->key;
-			break;
-		}
-		memcpy(k, m->key, kl + 1);
-		p += kl + 1;
-		if (grpc_md_is_bin(m->key, kl)) {
-			/* Unpadded base64, as the spec asks senders to emit. */
-			char *b = grpc_b64_encode(m->value, m->len, &vl);
-			while (vl > 0 && b[vl - 1] == '=')
-				vl--;
-			memcpy(p, b, vl);
-			free(b);
-		} else {
-			vl = m->len;
-			memcpy(p, m->value, vl);
-		}
-		grpc_nv_set(nv, k, kl, p, vl);
-		p += vl + 1;
-		call->nmd++;
-	}
-
-	if (timeout_ms > 0) {
-		struct timeval tv;
-		if (timeout_ms > GRPC_MAX_TIMEOUT_MS)
-			timeout_ms = GRPC_MAX_TIMEOUT_MS;
-		call->deadline = util_mono_ms() + timeout_ms;
-		tv.tv_sec = (time_t)(timeout_ms / 1000);
-		tv.tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000;
-		evtimer_add(call->timer, &tv);
-	}
-	if (bad != NULL)
-		call_finish(call, GRPC_STATUS_INTERNAL,
-		    "metadata %s: reserved or invalid key, or a text value "
-		    "that is not printable ASCII", bad);
-	return call;
-}
-
-/* Puts a new or refused call where it can get a stream. */
-static void
-call_enqueue(struct grpc_client_call *call, int front)
-{
-	struct grpc_channel *ch = call->ch;
-
-	if (!front && ch->nqueued >= ch->cli->opts.max_queued) {
-		call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-		    "%s: %zu calls already wait for a stream", ch->authority,
-		    ch->nqueued);
-		return;
-	}
-	call->state = CALL_QUEUED;
-	if (front)
-		TAILQ_INSERT_HEAD(&ch->queue, call, entry);
-	else
-		TAILQ_INSERT_TAIL(&ch->queue, call, entry);
-	ch->nqueued++;
-	client_schedule(ch->cli);
-}
-
-struct grpc_client_call *
-grpc_client_call_start(struct grpc_channel *ch, const char *path,
-    const uint8_t *req, size_t len, const struct grpc_metadata *md,
-    int64_t timeout_ms, grpc_client_cb cb, void *arg)
-{
-	struct grpc_client_call *call;
-
-	call = call_new(ch, path, req, len, md, timeout_ms, NULL, cb, arg);
-	if (call->state == CALL_NEW)
-		call_enqueue(call, 0);
-	return call;
-}
-
-struct grpc_client_call *
-grpc_client_stream_start(struct grpc_channel *ch, const char *path,
-    const uint8_t *req, size_t len, const struct grpc_metadata *md,
-    int64_t timeout_ms, grpc_client_msg_cb on_msg, grpc_client_cb cb,
-    void *arg)
-{
-	struct grpc_client_call *call;
-
-	call = call_new(ch, path, req, len, md, timeout_ms, on_msg, cb, arg);
-	if (call->state == CALL_NEW)
-		call_enqueue(call, 0);
-	return call;
-}
-
-void
-grpc_client_call_cancel(struct grpc_client_call *call)
-{
-	call->cancelled = 1;
-	if (call->state != CALL_DONE)
-		call_abort(call, GRPC_STATUS_CANCELLED, "cancelled");
-}
-
-/*
- * Ends a call that is on no list: it waits on the done list for the run to
- * deliver it. A message given here replaces the server's.
- */
-static void
-call_finish(struct grpc_client_call *call, int status, const char *fmt, ...)
-{
-	struct grpc_client *cli = call->ch->cli;
-	va_list	ap;
-	char	buf[SAGAD_ERRLEN];
-
-	if (fmt != NULL) {
-		va_start(ap, fmt);
-		vsnprintf(buf, sizeof(buf), fmt, ap);
-		va_end(ap);
-		free(call->message);
-		call->message = util_xstrdup(buf);
-	}
-	call->status = status;
-	call->state = CALL_DONE;
-	evtimer_del(call->timer);
-	TAILQ_INSERT_TAIL(&cli->done, call, entry);
-	client_schedule(cli);
-}
-
-/*
- * Ends a call on our side: deadline, cancel, oversized response. A stream it
- * has gets RST_STREAM CANCEL and forgets the call; nghttp2 closes it later.
- */
-static void
-call_abort(struct grpc_client_call *call, int status, const char *fmt, ...)
-{
-	struct conn	*c = call->conn;
-	va_list		 ap;
-	char		 buf[SAGAD_ERRLEN];
-
-	switch (call->state) {
-	case CALL_DONE:
-		return;
-	case CALL_QUEUED:
-		TAILQ_REMOVE(&call->ch->queue, call, entry);
-		call->ch->nqueued--;
-		break;
-	case CALL_ACTIVE:
-		nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, call->sid,
-		    NGHTTP2_CANCEL);
-		nghttp2_session_set_stream_user_data(c->h2, call->sid, NULL);
-		TAILQ_REMOVE(&c->calls, call, entry);
-		call->conn = NULL;
-		if (!c->dirty) {
-			c->dirty = 1;
-			TAILQ_INSERT_TAIL(&c->ch->cli->dirty, c, dirty_entry);
-		}
-		break;
-	case CALL_NEW:
-		break;
-	}
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	call_finish(call, status, "%s", buf);
-}
-
-/* The only place a call is freed. */
-static void
-call_deliver(struct grpc_client_call *call)
-{
-	struct grpc_client_result r;
-
-	if (!call->cancelled && call->cb != NULL) {
-		r.status = call->status;
-		r.message = call->message != NULL ? call->message : "";
-		r.data = call->resp;
-		r.len = call->resplen;
-		r.headers = &call->headers;
-		r.trailers = &call->trailers;
-		call->cb(call->arg, &r);
-	}
-	evtimer_del(call->timer);
-	grpc_framer_reset(&call->framer);
-	grpc_md_clear(&call->headers);
-	grpc_md_clear(&call->trailers);
-	free(call->resp);
-	free(call->message);
-	free(call);
-}
-
-/* Clears what a refused attempt left, so a retry starts clean. */
-static void
-call_reset_response(struct grpc_client_call *call)
-{
-	call->got_headers = call->got_trailers = call->have_status = 0;
-	call->http_status = call->nmsgs = 0;
-	call->sent = call->hdrbytes = 0;
-	free(call->message);
-	call->message = NULL;
-	free(call->resp);
-	call->resp = NULL;
-	call->resplen = 0;
-	grpc_framer_reset(&call->framer);
-	grpc_md_clear(&call->headers);
-	grpc_md_clear(&call->trailers);
-}
-
-static ssize_t
-call_read_request(nghttp2_session *h2, int32_t sid, uint8_t *buf, size_t len,
-    uint32_t *flags, nghttp2_data_source *src, void *arg)
-{
-	struct grpc_client_call *call;
-	size_t	n;
-
-	(void)src;
-	(void)arg;
-	/* A call that went away (deadline, cancel) is looked up, not kept. */
-	call = nghttp2_session_get_stream_user_data(h2, sid);
-	if (call == NULL)
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	n = call->reqlen - call->sent;
-	if (n > len)
-		n = len;
-	memcpy(buf, call->req + call->sent, n);
-	call->sent += n;
-	if (call->sent == call->reqlen)
-		*flags |= NGHTTP2_DATA_FLAG_EOF;
-	return (ssize_t)n;
-}
-
-static void
-call_submit(struct grpc_client_call *call, struct conn *c)
-{
-	struct grpc_channel	*ch = call->ch;
-	nghttp2_data_provider	 prd;
-	nghttp2_nv		*nv = call->nv;
-	size_t			 n = 0;
-	int32_t			 sid;
-
-	if (call->deadline != 0) {
-		int64_t left = call->deadline - util_mono_ms();
-		if (left <= 0) {
-			call_finish(call, GRPC_STATUS_DEADLINE_EXCEEDED,
-			    "deadline exceeded while waiting for a stream");
-			return;
-		}
-		grpc_timeout_format(left, call->tmo, sizeof(call->tmo));
-	}
-	grpc_nv_set(&nv[n++], ":method", 7, "POST", 4);
-	grpc_nv_set(&nv[n++], ":scheme", 7, "http", 4);
-	grpc_nv_set(&nv[n++], ":path", 5, call->path, strlen(call->path));
-	grpc_nv_set(&nv[n++], ":authority", 10, ch->authority,
-	    strlen(ch->authority));
-	grpc_nv_set(&nv[n++], "te", 2, "trailers", 8);
-	grpc_nv_set(&nv[n++], "content-type", 12, "application/grpc", 16);
-	grpc_nv_set(&nv[n++], "user-agent", 10, ch->cli->ua, strlen(ch->cli->ua));
-	if (call->deadline != 0)
-		grpc_nv_set(&nv[n++], "grpc-timeout", 12, call->tmo,
-		    strlen(call->tmo));
-	/* Custom metadata sits right after the fixed slots. */
-	if (n < CLIENT_NFIXED_NV)
-		memmove(&nv[n], &nv[CLIENT_NFIXED_NV],
-		    call->nmd * sizeof(*nv));
-	n += call->nmd;
-
-	memset(&prd, 0, sizeof(prd));
-	prd.read_callback = call_read_request;
-	sid = nghttp2_submit_request(c->h2, NULL, nv, n, &prd, call);
-	/* Put the metadata back where the next attempt expects it. */
-	if (n - call->nmd < CLIENT_NFIXED_NV)
-		memmove(&nv[CLIENT_NFIXED_NV], &nv[n - call->nmd],
-		    call->nmd * sizeof(*nv));
-	if (sid < 0) {
-		call_finish(call, GRPC_STATUS_INTERNAL, "%s: submit: %s",
-		    ch->authority, nghttp2_strerror(sid));
-		return;
-	}
-	call->state = CALL_ACTIVE;
-	call->conn = c;
-	call->sid = sid;
-	TAILQ_INSERT_TAIL(&c->calls, call, entry);
-	c->nstreams++;
-	if (!c->dirty) {
-		c->dirty = 1;
-		TAILQ_INSERT_TAIL(&ch->cli->dirty, c, dirty_entry);
-	}
-}
-
-/* --- nghttp2 callbacks -------------------------------------------------------- */
-
-static int
-h2_on_header(nghttp2_session *h2, const nghttp2_frame *frame,
-    const uint8_t *name, size_t namelen, const uint8_t *value,
-    size_t valuelen, uint8_t flags, void *arg)
-{
-	struct grpc_client_call	*call;
-	struct grpc_metadata	*md;
-	const char		*k = (const char *)name;
-	int			 trailers;
-
-	(void)flags;
-	(void)arg;
-	if (frame->hd.type != NGHTTP2_HEADERS)
-		return 0;
-	call = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
-	if (call == NULL || call->state != CALL_ACTIVE)
-		return 0;
-	call->hdrbytes += namelen + valuelen + 32;
-	if (call->hdrbytes > CLIENT_MAX_HDR_BYTES) {
-		call_abort(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-		    "response metadata larger than %d bytes",
-		    CLIENT_MAX_HDR_BYTES);
-		return 0;
-	}
-	trailers = frame->headers.cat == NGHTTP2_HCAT_HEADERS;
-	if (namelen > 0 && k[0] == ':') {
-		if (!trailers && namelen == 7 && memcmp(k, ":status", 7) == 0) {
-			call->http_status = 0;
-			for (size_t i = 0; i < valuelen && i < 3; i++)
-				call->http_status = call->http_status * 10 +
-				    (value[i] - '0');
-		}
-		return 0;
-	}
-	if (namelen == 11 && memcmp(k, "grpc-status", 11) == 0) {
-		int s = 0;
-		for (size_t i = 0; i < valuelen; i++) {
-			if (value[i] < '0' || value[i] > '9' || s > 1000) {
-				s = GRPC_STATUS_UNKNOWN;
-				break;
-			}
-			s = s * 10 + (value[i] - '0');
-		}
-		/* Codes we do not know are UNKNOWN, as the spec says. */
-		call->status = valuelen == 0 || s > GRPC_STATUS_MAX ?
-		    GRPC_STATUS_UNKNOWN : s;
-		call->have_status = 1;
-		return 0;
-	}
-	if (namelen == 12 && memcmp(k, "grpc-message", 12) == 0) {
-		free(call->message);
-		call->message = grpc_percent_decode((const char *)value,
-		    valuelen);
-		return 0;
-	}
-	if (!trailers && namelen == 12 && memcmp(k, "content-type", 12) == 0)
-		return 0;
-	md = trailers ? &call->trailers : &call->headers;
-	if (grpc_md_is_bin(k, namelen)) {
-		uint8_t	*bin;
-		size_t	 binlen;
-		if (grpc_b64_decode((const char *)value, valuelen, &bin,
-		    &binlen) == 0) {
-			grpc_md_addn(md, k, namelen, bin, binlen);
-			free(bin);
-			return 0;
-		}
-	}
-	grpc_md_addn(md, k, namelen, value, valuelen);
-	return 0;
-}
-
-static int
-call_on_message(void *arg, const uint8_t *msg, size_t len)
-{
-	struct grpc_client_call *call = arg;
-
-	if (call->state != CALL_ACTIVE)
-		return 1;
-	if (call->streaming) {
-		call->on_msg(call->arg, msg, len);
-		/* The callback may have cancelled the call. */
-		return call->state != CALL_ACTIVE;
-	}
-	if (call->nmsgs++ > 0) {
-		call_abort(call, GRPC_STATUS_INTERNAL,
-		    "more than one response message to a unary call");
-		return 1;
-	}
-	call->resp = util_xcalloc(1, len + 1);
-	if (len > 0)
-		memcpy(call->resp, msg, len);
-	call->resplen = len;
-	return 0;
-}
-
-static int
-h2_on_data(nghttp2_session *h2, uint8_t flags, int32_t sid,
-    const uint8_t *data, size_t len, void *arg)
-{
-	struct grpc_client_call *call;
-	int	rc;
-
-	(void)flags;
-	(void)arg;
-	call = nghttp2_session_get_stream_user_data(h2, sid);
-	if (call == NULL || call->state != CALL_ACTIVE)
-		return 0;
-	/* Not a gRPC response (an HTTP error page): its status tells. */
-	if (call->http_status != 200)
-		return 0;
-	rc = grpc_framer_feed(&call->framer, data, len, call_on_message, call);
-	if (rc == 0 || call->state != CALL_ACTIVE)
-		return 0;
-	if (rc == GRPC_STATUS_RESOURCE_EXHAUSTED)
-		call_abort(call, rc, "received message larger than max "
-		    "(%zu vs. %zu)", call->framer.msglen, call->framer.max);
-	else
-		call_abort(call, GRPC_STATUS_INTERNAL, "compressed message "
-		    "but no grpc-encoding was negotiated");
-	return 0;
-}
+/* --- nghttp2 callbacks: the connection's frames ------------------------ */
 
 static void
 conn_ready(struct conn *c)
@@ -710,7 +100,7 @@ conn_ready(struct conn *c)
 		    (cli->opts.keepalive_ms % 1000) * 1000 };
 		evtimer_add(c->timer, &tv);
 	}
-	client_schedule(cli);
+	grpc_client_schedule(cli);
 }
 
 static int
@@ -757,53 +147,6 @@ h2_on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *arg)
 	return 0;
 }
 
-static int
-h2_on_stream_close(nghttp2_session *h2, int32_t sid, uint32_t error,
-    void *arg)
-{
-	struct conn		*c = arg;
-	struct grpc_channel	*ch = c->ch;
-	struct grpc_client_call	*call;
-
-	c->nstreams--;
-	client_schedule(ch->cli);	/* a stream is free: dispatch, drain */
-	call = nghttp2_session_get_stream_user_data(h2, sid);
-	if (call == NULL || call->state != CALL_ACTIVE)
-		return 0;
-	TAILQ_REMOVE(&c->calls, call, entry);
-	call->conn = NULL;
-
-	/* Refused streams were not processed: try again, elsewhere if need be. */
-	if (error == NGHTTP2_REFUSED_STREAM && !call->got_headers &&
-	    call->retries < CLIENT_MAX_RETRIES) {
-		call->retries++;
-		call_reset_response(call);
-		call_enqueue(call, 1);
-		return 0;
-	}
-	if (call->have_status) {
-		if (!call->streaming && call->status == GRPC_STATUS_OK &&
-		    call->nmsgs == 0)
-			call_finish(call, GRPC_STATUS_INTERNAL,
-			    "no response message to a unary call");
-		else
-			call_finish(call, call->status, NULL);
-	} else if (error != NGHTTP2_NO_ERROR)
-		call_finish(call, status_from_rst(error),
-		    "%s: stream reset by the server: %s", ch->authority,
-		    nghttp2_http2_strerror(error));
-	else if (call->http_status != 0 && call->http_status != 200)
-		call_finish(call, status_from_http(call->http_status),
-		    "%s: HTTP status %d", ch->authority, call->http_status);
-	else if (!call->got_trailers)
-		call_finish(call, GRPC_STATUS_INTERNAL,
-		    "%s: stream ended without trailers", ch->authority);
-	else
-		call_finish(call, GRPC_STATUS_UNKNOWN,
-		    "%s: trailers without grpc-status", ch->authority);
-	return 0;
-}
-
 /* --- connections ----------------------------------------------------------------- */
 
 static struct conn *
@@ -827,7 +170,7 @@ conn_mark_dirty(struct conn *c)
 		c->dirty = 1;
 		TAILQ_INSERT_TAIL(&c->ch->cli->dirty, c, dirty_entry);
 	}
-	client_schedule(c->ch->cli);
+	grpc_client_schedule(c->ch->cli);
 }
 
 /* Frees the socket and the session, never the calls or the struct. */
@@ -885,7 +228,7 @@ channel_fail_queue(struct grpc_channel *ch, int status, const char *msg)
 	while ((call = TAILQ_FIRST(&ch->queue)) != NULL) {
 		TAILQ_REMOVE(&ch->queue, call, entry);
 		ch->nqueued--;
-		call_finish(call, status, "%s", msg);
+		grpc_client_call_finish(call, status, "%s", msg);
 	}
 }
 
@@ -920,10 +263,11 @@ conn_fail(struct conn *c, const char *fmt, ...)
 	while ((call = TAILQ_FIRST(&c->calls)) != NULL) {
 		TAILQ_REMOVE(&c->calls, call, entry);
 		call->conn = NULL;
-		call_finish(call, GRPC_STATUS_UNAVAILABLE, "%s", msg);
+		grpc_client_call_finish(call, GRPC_STATUS_UNAVAILABLE, "%s",
+		    msg);
 	}
 	conn_close(c);
-	client_schedule(cli);
+	grpc_client_schedule(cli);
 	if (c->draining) {
 		TAILQ_REMOVE(&ch->draining, c, drain_entry);
 		conn_destroy(c);
@@ -965,7 +309,7 @@ conn_timer(evutil_socket_t fd, short ev, void *arg)
 		break;
 	case CONN_BACKOFF:
 		c->state = CONN_IDLE;
-		client_schedule(cli);
+		grpc_client_schedule(cli);
 		break;
 	case CONN_READY: {
 		struct timeval tv = { cli->opts.keepalive_ms / 1000,
@@ -1185,7 +529,7 @@ channel_dispatch(struct grpc_channel *ch)
 			break;
 		TAILQ_REMOVE(&ch->queue, call, entry);
 		ch->nqueued--;
-		call_submit(call, c);
+		grpc_client_call_submit(call, c);
 	}
 	if (TAILQ_EMPTY(&ch->queue))
 		return;
@@ -1197,8 +541,8 @@ channel_dispatch(struct grpc_channel *ch)
 		    ch->lasterr[0] != '\0' ? ch->lasterr : "no connection");
 }
 
-static void
-client_schedule(struct grpc_client *cli)
+void
+grpc_client_schedule(struct grpc_client *cli)
 {
 	/* Activating an active event does nothing: one run per iteration. */
 	event_active(cli->run_ev, EV_TIMEOUT, 0);
@@ -1228,10 +572,10 @@ client_run(evutil_socket_t fd, short ev, void *arg)
 		/* Callbacks may start calls: the next pass sends them. */
 		while ((call = TAILQ_FIRST(&cli->done)) != NULL) {
 			TAILQ_REMOVE(&cli->done, call, entry);
-			call_deliver(call);
+			grpc_client_call_deliver(call);
 		}
 	}
-	client_schedule(cli);
+	grpc_client_schedule(cli);
 }
 
 struct grpc_client *
@@ -1282,13 +626,13 @@ grpc_client_new(struct event_base *base, const struct grpc_client_opts *opts,
 		return NULL;
 	}
 	nghttp2_session_callbacks_set_on_header_callback(cli->cbs,
-	    h2_on_header);
+	    grpc_client_on_header);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cli->cbs,
-	    h2_on_data);
+	    grpc_client_on_data);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cli->cbs,
 	    h2_on_frame_recv);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cli->cbs,
-	    h2_on_stream_close);
+	    grpc_client_on_stream_close);
 	return cli;
 }
 
@@ -1303,7 +647,7 @@ channel_free(struct grpc_channel *ch)
 		while ((call = TAILQ_FIRST(&c->calls)) != NULL) {
 			TAILQ_REMOVE(&c->calls, call, entry);
 			call->cancelled = 1;
-			call_deliver(call);
+			grpc_client_call_deliver(call);
 		}
 		conn_destroy(c);
 	}
@@ -1312,14 +656,14 @@ channel_free(struct grpc_channel *ch)
 		while ((call = TAILQ_FIRST(&c->calls)) != NULL) {
 			TAILQ_REMOVE(&c->calls, call, entry);
 			call->cancelled = 1;
-			call_deliver(call);
+			grpc_client_call_deliver(call);
 		}
 		conn_destroy(c);
 	}
 	while ((call = TAILQ_FIRST(&ch->queue)) != NULL) {
 		TAILQ_REMOVE(&ch->queue, call, entry);
 		call->cancelled = 1;
-		call_deliver(call);
+		grpc_client_call_deliver(call);
 	}
 	free(ch->slots);
 	free(ch->host);
@@ -1342,7 +686,7 @@ grpc_client_free(struct grpc_client *cli)
 	while ((call = TAILQ_FIRST(&cli->done)) != NULL) {
 		TAILQ_REMOVE(&cli->done, call, entry);
 		call->cancelled = 1;
-		call_deliver(call);
+		grpc_client_call_deliver(call);
 	}
 	if (cli->run_ev != NULL)
 		event_free(cli->run_ev);

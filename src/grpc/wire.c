@@ -2,7 +2,8 @@
  * wire.c - the parts of the gRPC HTTP/2 protocol that are not HTTP/2: status
  * names, metadata lists, grpc-timeout, grpc-message percent-encoding, base64 for
  * binary metadata and the 5-byte length-prefixed message framing. Pure data
- * transformations, used by both server.c and client.c.
+ * transformations, used by both the server (server*.c) and the client
+ * (client*.c).
  */
 #include "autoconf.h"
 
