@@ -1,0 +1,403 @@
+/*
+ * config_keys.c - the table of sagad.conf(5): every key the file may hold is
+ * one row of config_keys[] below, with its scope, type, default, bounds and
+ * whether a SIGHUP may change it (Redis does the same with
+ * static_configs[]). Beside the rows: the checks of string values that the
+ * rows name, and the SIGHUP rule that follows from the rows' KEY_RESTART
+ * flag (config_reload_check, config_keep_restart_keys).
+ *
+ * It is not the loader: reading libconfig's tree, the errors with file, line
+ * and key, and freeing are config.c's; a new key is one new row here (and
+ * CONFIG_NKEYS in config_int.h).
+ */
+#include "autoconf.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "config_int.h"
+#include "util.h"
+
+static int	check_nats_url(const char *, char *, size_t);
+static int	check_queue(const char *, char *, size_t);
+static int	check_amqp_url(const char *, char *, size_t);
+static int	check_queue_type(const char *, char *, size_t);
+static int	check_token(const char *, char *, size_t);
+static int	check_host(const char *, char *, size_t);
+static int	check_path(const char *, char *, size_t);
+static int	check_method(const char *, char *, size_t);
+static int	check_context_key(const char *, char *, size_t);
+
+static const char *const callbacks_allow_default[] = {
+	"127.0.0.1", "localhost", "::1", NULL
+};
+
+#define C(f)	offsetof(struct config, f)
+#define S(f)	offsetof(struct config_service, f)
+#define N(f)	offsetof(struct config_node, f)
+#define F(f)	offsetof(struct config_flow, f)
+#define HOUR_MS	3600000
+
+_Static_assert(sizeof(((struct config *)0)->listen_host) == HOSTLEN &&
+    sizeof(((struct config_service *)0)->host) == HOSTLEN,
+    "KT_ADDRESS rows assume host buffers of HOSTLEN bytes");
+
+/*
+ * Every key of sagad.conf(5). The man page documents these rows; keep the
+ * two in step. Within a scope, rows are parsed in order: services come before
+ * nodes, which name them, and nodes before flows.
+ */
+const struct config_key config_keys[] = {
+	{ "pod_id", KS_MAIN, KT_STRING, KEY_RESTART, C(pod_id), 0, 0,
+	    0, 0, 0, NULL, NULL, config_check_pod_id, 0 },
+	{ "listen", KS_MAIN, KT_ADDRESS, KEY_RESTART, C(listen),
+	    C(listen_host), C(listen_port), 0, 0, 0, "127.0.0.1:10000",
+	    NULL, NULL, 0 },
+	{ "shutdown_timeout_ms", KS_MAIN, KT_INT, 0, C(shutdown_timeout_ms),
+	    0, 0, 0, HOUR_MS, 10000, NULL, NULL, NULL, 0 },
+	{ "log_file", KS_MAIN, KT_STRING, KEY_RESTART, C(log_file), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "queue", KS_MAIN, KT_STRING, KEY_RESTART, C(queue), 0, 0,
+	    0, 0, 0, "nats", NULL, check_queue, 0 },
+	{ "nats", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_NATS },
+	{ "rabbitmq", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_RABBITMQ },
+	{ "redis", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_REDIS },
+	{ "callbacks", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_CALLBACKS },
+	{ "limits", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_LIMITS },
+	{ "services", KS_MAIN, KT_NAMED, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_SERVICE },
+	{ "nodes", KS_MAIN, KT_NAMED, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_NODE },
+	{ "flows", KS_MAIN, KT_NAMED, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_FLOW },
+
+	{ "url", KS_NATS, KT_STRING, KEY_RESTART, C(nats.url), 0, 0,
+	    0, 0, 0, "nats://127.0.0.1:4222", NULL, check_nats_url, 0 },
+	{ "stream", KS_NATS, KT_STRING, KEY_RESTART, C(nats.stream), 0, 0,
+	    0, 0, 0, "SAGA", NULL, check_token, 0 },
+	{ "replicas", KS_NATS, KT_INT, KEY_RESTART, C(nats.replicas), 0, 0,
+	    1, 5, 1, NULL, NULL, NULL, 0 },
+
+	{ "url", KS_RABBITMQ, KT_STRING, KEY_RESTART | KEY_SECRET,
+	    C(rabbitmq.url), 0, 0, 0, 0, 0, "amqp://127.0.0.1:5672", NULL,
+	    check_amqp_url, 0 },
+	{ "queue_type", KS_RABBITMQ, KT_STRING, KEY_RESTART,
+	    C(rabbitmq.queue_type), 0, 0, 0, 0, 0, "quorum", NULL,
+	    check_queue_type, 0 },
+
+	{ "host", KS_REDIS, KT_STRING, KEY_RESTART, C(redis.host), 0, 0,
+	    0, 0, 0, "127.0.0.1", NULL, check_host, 0 },
+	{ "port", KS_REDIS, KT_INT, KEY_RESTART, C(redis.port), 0, 0,
+	    1, 65535, 6379, NULL, NULL, NULL, 0 },
+	{ "saga_ttl", KS_REDIS, KT_INT, KEY_RESTART, C(redis.saga_ttl), 0, 0,
+	    1, 31536000, 86400, NULL, NULL, NULL, 0 },
+	{ "lease_ms", KS_REDIS, KT_INT, KEY_RESTART, C(redis.lease_ms), 0, 0,
+	    1000, 600000, 10000, NULL, NULL, NULL, 0 },
+
+	{ "allow", KS_CALLBACKS, KT_STRLIST, 0, C(callbacks.allow),
+	    C(callbacks.nallow), 0, 0, 0, 0, NULL, callbacks_allow_default,
+	    check_host, 0 },
+	{ "retries", KS_CALLBACKS, KT_INT, 0, C(callbacks.retries), 0, 0,
+	    0, 100, 5, NULL, NULL, NULL, 0 },
+
+	/*
+	 * Resource control. max_connections sizes RLIMIT_NOFILE at start,
+	 * hence a restart; the others apply on SIGHUP to what comes next.
+	 */
+	{ "max_connections", KS_LIMITS, KT_INT, KEY_RESTART,
+	    C(limits.max_connections), 0, 0, 1, 1000000, 10000, NULL, NULL,
+	    NULL, 0 },
+	{ "max_connections_per_ip", KS_LIMITS, KT_INT, 0,
+	    C(limits.max_connections_per_ip), 0, 0, 1, 1000000, 1000, NULL,
+	    NULL, NULL, 0 },
+	{ "idle_timeout_ms", KS_LIMITS, KT_INT, 0, C(limits.idle_timeout_ms),
+	    0, 0, 0, 24 * HOUR_MS, 300000, NULL, NULL, NULL, 0 },
+	{ "handshake_timeout_ms", KS_LIMITS, KT_INT, 0,
+	    C(limits.handshake_timeout_ms), 0, 0, 100, 600000, 10000, NULL,
+	    NULL, NULL, 0 },
+	{ "max_context_entries", KS_LIMITS, KT_INT, 0,
+	    C(limits.max_context_entries), 0, 0, 1, 1000000, 1024, NULL, NULL,
+	    NULL, 0 },
+	{ "memory_mb", KS_LIMITS, KT_INT, 0, C(limits.memory_mb), 0, 0,
+	    16, 1048576, 1024, NULL, NULL, NULL, 0 },
+
+	{ "address", KS_SERVICE, KT_ADDRESS, KEY_REQUIRED, S(address),
+	    S(host), S(port), 0, 0, 0, NULL, NULL, NULL, 0 },
+	{ "timeout_ms", KS_SERVICE, KT_INT, 0, S(timeout_ms), 0, 0,
+	    1, HOUR_MS, 5000, NULL, NULL, NULL, 0 },
+	{ "max_inflight", KS_SERVICE, KT_INT, 0, S(max_inflight), 0, 0,
+	    1, 1000000, 1024, NULL, NULL, NULL, 0 },
+	{ "max_queue", KS_SERVICE, KT_INT, 0, S(max_queue), 0, 0,
+	    0, 10000000, 10000, NULL, NULL, NULL, 0 },
+
+	{ "service", KS_NODE, KT_SERVICE, KEY_REQUIRED, N(service), 0, 0,
+	    0, 0, 0, NULL, NULL, NULL, 0 },
+	{ "action", KS_NODE, KT_STRING, KEY_REQUIRED, N(action), 0, 0,
+	    0, 0, 0, NULL, NULL, check_method, 0 },
+	{ "compensate", KS_NODE, KT_STRING, 0, N(compensate), 0, 0,
+	    0, 0, 0, NULL, NULL, check_method, 0 },
+	{ "retries", KS_NODE, KT_INT, 0, N(retries), 0, 0,
+	    0, 100, 3, NULL, NULL, NULL, 0 },
+	{ "compensate_retries", KS_NODE, KT_INT, 0, N(compensate_retries),
+	    0, 0, 0, 1000, 10, NULL, NULL, NULL, 0 },
+	{ "timeout_ms", KS_NODE, KT_INT, KEY_INHERIT, N(timeout_ms), 0, 0,
+	    1, HOUR_MS, -1, NULL, NULL, NULL, 0 },
+	{ "backoff_ms", KS_NODE, KT_INT, 0, N(backoff_ms), 0, 0,
+	    0, 600000, 100, NULL, NULL, NULL, 0 },
+	{ "workers", KS_NODE, KT_INT, 0, N(workers), 0, 0,
+	    1, 256, 1, NULL, NULL, NULL, 0 },
+	{ "concurrency", KS_NODE, KT_INT, 0, N(concurrency), 0, 0,
+	    1, 10000, 16, NULL, NULL, NULL, 0 },
+	{ "request", KS_NODE, KT_STRING, 0, N(request), 0, 0,
+	    0, 0, 0, NULL, NULL, check_context_key, 0 },
+	{ "reply", KS_NODE, KT_STRING, 0, N(reply), 0, 0,
+	    0, 0, 0, NULL, NULL, check_context_key, 0 },
+	{ "compensate_request", KS_NODE, KT_STRING, 0, N(compensate_request),
+	    0, 0, 0, 0, 0, NULL, NULL, check_context_key, 0 },
+
+	{ "mode", KS_FLOW, KT_MODE, 0, F(mode), 0, 0,
+	    0, 0, SAGA_MODE_SYNC, NULL, NULL, NULL, 0 },
+	{ "steps", KS_FLOW, KT_STEPS, KEY_REQUIRED, F(steps), F(nsteps), 0,
+	    0, 0, 0, NULL, NULL, NULL, 0 },
+	{ "max_queue", KS_FLOW, KT_INT, 0, F(max_queue), 0, 0,
+	    1, 10000000, 1000, NULL, NULL, NULL, 0 },
+};
+
+_Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,
+    "CONFIG_NKEYS in config_int.h must count the rows of config_keys[]");
+
+/* The scope's name as a key prefix, for the scopes that have a fixed one. */
+static const char *const scope_prefix[] = {
+	[KS_MAIN] = "", [KS_NATS] = "nats", [KS_RABBITMQ] = "rabbitmq",
+	[KS_REDIS] = "redis", [KS_CALLBACKS] = "callbacks", [KS_LIMITS] = "limits",
+};
+
+/* --- value checks ---------------------------------------------------------- */
+
+int
+config_is_token_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
+/* A name that can be one token of a NATS subject and of a process title. */
+int
+config_valid_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > CONFIG_NAME_MAX)
+		return 0;
+	for (; *s != '\0'; s++)
+		if (!config_is_token_char(*s))
+			return 0;
+	return 1;
+}
+
+int
+config_check_pod_id(const char *s, char *why, size_t len)
+{
+	if (config_valid_name(s))
+		return 0;
+	snprintf(why, len, "expected 1 to %d letters, digits, '-' or '_'",
+	    CONFIG_NAME_MAX);
+	return -1;
+}
+
+static int
+check_token(const char *s, char *why, size_t len)
+{
+	return config_check_pod_id(s, why, len);
+}
+
+static int
+check_nats_url(const char *s, char *why, size_t len)
+{
+	if (strncmp(s, "nats://", 7) == 0 && s[7] != '\0' &&
+	    strpbrk(s, " \t\r\n") == NULL)
+		return 0;
+	snprintf(why, len, "expected a URL starting with nats://");
+	return -1;
+}
+
+static int
+check_queue(const char *s, char *why, size_t len)
+{
+	if (strcmp(s, "nats") == 0 || strcmp(s, "rabbitmq") == 0)
+		return 0;
+	snprintf(why, len, "expected \"nats\" or \"rabbitmq\"");
+	return -1;
+}
+
+/* amqp://[user[:password]@]host[:port][/vhost]; amqps is not supported. */
+static int
+check_amqp_url(const char *s, char *why, size_t len)
+{
+	const char *host = s + 7, *at;
+
+	if (strncmp(s, "amqp://", 7) == 0 && strlen(s) < 1024 &&
+	    strpbrk(s, " \t\r\n") == NULL) {
+		if ((at = strchr(host, '@')) != NULL &&
+		    (strchr(host, '/') == NULL || at < strchr(host, '/')))
+			host = at + 1;
+		if (*host != '\0' && *host != '/' && *host != ':')
+			return 0;
+	}
+	snprintf(why, len, "expected a URL "
+	    "amqp://[user[:password]@]host[:port][/vhost]");
+	return -1;
+}
+
+static int
+check_queue_type(const char *s, char *why, size_t len)
+{
+	if (strcmp(s, "quorum") == 0 || strcmp(s, "classic") == 0)
+		return 0;
+	snprintf(why, len, "expected \"quorum\" or \"classic\"");
+	return -1;
+}
+
+static int
+check_host(const char *s, char *why, size_t len)
+{
+	size_t n = strlen(s);
+
+	if (n > 0 && n < 256 && strspn(s, "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:") == n)
+		return 0;
+	snprintf(why, len, "expected a host name or address");
+	return -1;
+}
+
+static int
+check_path(const char *s, char *why, size_t len)
+{
+	if (s[0] == '/' && strlen(s) < PATH_MAX)
+		return 0;
+	snprintf(why, len, "expected an absolute path");
+	return -1;
+}
+
+/* "/package.Service/Method", as gRPC writes it in :path. */
+static int
+check_method(const char *s, char *why, size_t len)
+{
+	const char *slash;
+
+	if (s[0] == '/' && (slash = strchr(s + 1, '/')) != NULL &&
+	    slash > s + 1 && slash[1] != '\0' &&
+	    strchr(slash + 1, '/') == NULL && strpbrk(s, " \t\r\n") == NULL)
+		return 0;
+	snprintf(why, len, "expected a method as \"/package.Service/Method\"");
+	return -1;
+}
+
+static int
+check_context_key(const char *s, char *why, size_t len)
+{
+	if (s[0] != '\0' && strlen(s) <= 256)
+		return 0;
+	snprintf(why, len, "expected a context key of 1 to 256 bytes");
+	return -1;
+}
+
+/* --- SIGHUP ---------------------------------------------------------------- */
+
+static const char *
+restart_key_name(const struct config_key *k, char *buf, size_t len)
+{
+	const char *prefix = scope_prefix[k->scope];
+
+	snprintf(buf, len, "%s%s%s", prefix, prefix[0] ? "." : "", k->name);
+	return buf;
+}
+
+int
+config_reload_check(const struct config *old, const struct config *new,
+    char *err, size_t errlen)
+{
+	size_t	used = 0;
+	int	changed = 0;
+	char	key[64], a[300], b[300];
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
+		const struct config_key	*k = &config_keys[i];
+		const char		*po, *pn;
+
+		if (!(k->flags & KEY_RESTART))
+			continue;
+		po = (const char *)old + k->off;
+		pn = (const char *)new + k->off;
+		if (k->type == KT_INT) {
+			if (*(const int *)po == *(const int *)pn)
+				continue;
+			snprintf(a, sizeof(a), "%d", *(const int *)po);
+			snprintf(b, sizeof(b), "%d", *(const int *)pn);
+		} else {
+			const char *so = *(char *const *)po;
+			const char *sn = *(char *const *)pn;
+
+			char	sa[1100], sb[1100];
+
+			if ((so == NULL && sn == NULL) || (so != NULL &&
+			    sn != NULL && strcmp(so, sn) == 0))
+				continue;
+			if ((k->flags & KEY_SECRET) && so != NULL)
+				so = util_url_redact(so, sa, sizeof(sa));
+			if ((k->flags & KEY_SECRET) && sn != NULL)
+				sn = util_url_redact(sn, sb, sizeof(sb));
+			snprintf(a, sizeof(a), so ? "\"%s\"" : "(none)", so);
+			snprintf(b, sizeof(b), sn ? "\"%s\"" : "(none)", sn);
+		}
+		changed++;
+		if (err != NULL && used < errlen) {
+			int n = snprintf(err + used, errlen - used,
+			    "%s%s: %s: changed from %s to %s, but only a "
+			    "restart can change it; keeping %s",
+			    used ? "\n" : "", new->path,
+			    restart_key_name(k, key, sizeof(key)), a, b, a);
+			if (n > 0)
+				used += (size_t)n;
+		}
+	}
+	return changed;
+}
+
+void
+config_keep_restart_keys(struct config *new, const struct config *old)
+{
+	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
+		const struct config_key	*k = &config_keys[i];
+		const char		*po = (const char *)old + k->off;
+		char			*pn = (char *)new + k->off;
+
+		if (!(k->flags & KEY_RESTART))
+			continue;
+		switch (k->type) {
+		case KT_INT:
+			*(int *)pn = *(const int *)po;
+			break;
+		case KT_ADDRESS:
+			memcpy((char *)new + k->off2,
+			    (const char *)old + k->off2, HOSTLEN);
+			*(int *)((char *)new + k->off3) =
+			    *(const int *)((const char *)old + k->off3);
+			/* FALLTHROUGH */
+		case KT_STRING:
+			config_strset((char **)pn, *(char *const *)po);
+			break;
+		default:
+			break;
+		}
+	}
+}
