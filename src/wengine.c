@@ -539,9 +539,15 @@ job_call(struct job *j)
 static const char *
 cancelled_recently(struct wengine *e, const char *id)
 {
-	int64_t now = util_mono_ms();
+	int64_t	now;
+	int	n = e->ncancels < WE_CANCEL_KEEP ? (int)e->ncancels :
+		    WE_CANCEL_KEEP;
 
-	for (int i = 0; i < WE_CANCEL_KEEP; i++)
+	/* The hot path: no Cancel heard in the last minute, nothing to scan. */
+	if (n == 0 || (now = util_mono_ms()) - e->last_cancel_ms >=
+	    WE_CANCEL_KEEP_MS)
+		return NULL;
+	for (int i = 0; i < n; i++)
 		if (e->cancels[i].id[0] != '\0' &&
 		    now - e->cancels[i].ms < WE_CANCEL_KEEP_MS &&
 		    strcmp(e->cancels[i].id, id) == 0)
@@ -567,7 +573,7 @@ cancel_heard(struct bus_listener *l, const char *subject, const void *data,
 	snprintf(e->cancels[k].id, sizeof(e->cancels[k].id), "%s", id);
 	snprintf(e->cancels[k].reason, sizeof(e->cancels[k].reason), "%s",
 	    reason);
-	e->cancels[k].ms = util_mono_ms();
+	e->cancels[k].ms = e->last_cancel_ms = util_mono_ms();
 	/* A call in flight is reset; a job waiting on the store learns it. */
 	LIST_FOREACH(j, &e->jobs, entry) {
 		if (j->call == NULL || j->d.s == NULL ||

@@ -58,6 +58,7 @@ struct wengine {
 		int64_t		 ms;
 	}			 cancels[WE_CANCEL_KEEP];
 	unsigned		 ncancels;
+	int64_t			 last_cancel_ms;	/* mono ms of the newest */
 	util_log_fn		 log;
 	void			*log_arg;
 };
