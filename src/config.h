@@ -63,6 +63,9 @@ struct config {
 		char	*url;
 		char	*stream;
 		int	 replicas;
+		char	**urls;		/* nats.urls; on load url becomes
+					   their comma list */
+		size_t	  nurls;
 	} nats;
 	struct {
 		char	*url;		/* may hold a password: never log it */
@@ -73,6 +76,11 @@ struct config {
 		int	 port;
 		int	 saga_ttl;
 		int	 lease_ms;	/* owner's hold on a running saga */
+		char	**sentinels;	/* "host:port"; none: host and port */
+		size_t	  nsentinels;
+		char	*master_name;	/* the primary's name at the sentinels */
+		int	 min_replicas_ack; /* WAIT for this many; 0: no WAIT */
+		int	 ack_timeout_ms;
 	} redis;
 	struct {
 		char	**allow;

@@ -251,6 +251,10 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	sp.host = cfg->redis.host;
 	sp.port = cfg->redis.port;
 	sp.saga_ttl = cfg->redis.saga_ttl;
+	sp.sentinels = (const char *const *)cfg->redis.sentinels;
+	sp.master_name = cfg->redis.master_name;
+	sp.min_replicas_ack = cfg->redis.min_replicas_ack;
+	sp.ack_timeout_ms = cfg->redis.ack_timeout_ms;
 	if ((sv->store = store_new(m->base, &sp, err, errlen)) == NULL)
 		return -1;
 	sv->redis_up = store_is_up(sv->store);

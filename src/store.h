@@ -70,6 +70,16 @@ struct store_params {
 					   connection; 0: 5000 */
 	int		 max_watches;	/* open watches at most; 0: 1024 */
 	int		 watch_block_ms;	/* XREAD BLOCK of the watcher; 0: 2000 */
+	/*
+	 * Redis behind Sentinel (store_failover.c): with sentinels, host and
+	 * port are only the first guess; the primary named master_name is
+	 * asked of them at every connect.
+	 */
+	const char *const *sentinels;	/* "host:port", NULL-ended; NULL: none */
+	const char	*master_name;	/* NULL: "sagad" */
+	int		 min_replicas_ack; /* a write counts once WAIT says this
+					   many replicas have it; 0: no WAIT */
+	int		 ack_timeout_ms;	/* WAIT's timeout; 0: 200 */
 };
 
 /*

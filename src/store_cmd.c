@@ -175,6 +175,11 @@ store_reply_batch(struct req *r, const redisReply *rep)
 	}
 	while ((w = TAILQ_FIRST(&r->batch)) != NULL) {
 		TAILQ_REMOVE(&r->batch, w, entry);
+		if (store_failover_on(r->st) &&
+		    store_write_retried(w, rep->element[i])) {
+			i++;
+			continue;
+		}
 		reply_write(w, rep->element[i++]);
 	}
 	store_req_free(r);
@@ -328,6 +333,7 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 	const Saga__V1__Saga *s = w->saga;
 	const Saga__V1__SagaEvent *ev;
 	size_t len, i;
+	uint8_t *pb;
 	int nf = rev == 0 ? 11 : 7;
 
 	r->script = SCRIPT_WRITE;
@@ -373,7 +379,12 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 	/* Packed straight into the request: no buffer of its own. */
 	store_req_str(r, "pb");
 	len = saga__v1__saga__get_packed_size(s);
-	saga__v1__saga__pack(s, (uint8_t *)store_seg_open(&r->args, len));
+	pb = (uint8_t *)store_seg_open(&r->args, len);
+	saga__v1__saga__pack(s, pb);
+	/* What a write sent again compares (store_failover.c). */
+	r->exp_rev = rev;
+	r->pb_off = (size_t)((char *)pb - r->args.p);
+	r->pb_len = len;
 
 	store_req_int(r, (long long)w->nevents);
 	for (i = 0; i < w->nevents; i++) {

@@ -357,6 +357,10 @@ wproc_open(struct wproc *w, int *exit_code, char *err, size_t errlen)
 	sp.host = w->cfg->redis.host;
 	sp.port = w->cfg->redis.port;
 	sp.saga_ttl = w->cfg->redis.saga_ttl;
+	sp.sentinels = (const char *const *)w->cfg->redis.sentinels;
+	sp.master_name = w->cfg->redis.master_name;
+	sp.min_replicas_ack = w->cfg->redis.min_replicas_ack;
+	sp.ack_timeout_ms = w->cfg->redis.ack_timeout_ms;
 	if ((w->store = store_new(w->base, &sp, e, sizeof(e))) == NULL) {
 		snprintf(err, errlen, "redis: %s", e);
 		return -1;
