@@ -18,7 +18,9 @@ sagas sent through several sagad pods while the servers under them fail.
       SECS pass: an accepted one must exist; each that exists must be
       COMPLETED or COMPENSATED as its fault asks, the participants'
       records ACTIVE iff it COMPLETED, and no participant answered more
-      Creates than its step records as called; one that does not exist
+      Creates than its step records as called (or FAILED without a step
+      called when its Run was refused: an async Run the bus would not
+      queue); one that does not exist
       must have no ACTIVE record at any participant.
 """
 
