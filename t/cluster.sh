@@ -93,6 +93,28 @@ for _ in $(seq 100); do
 	sleep 0.1
 done
 
+# --- the store's own suite: Sentinel and WAIT ---------------------------------
+# A primary and a spare server of its own, which the suite makes a replica
+# or not; the cluster's sentinel and primary it only reads.
+check="$top_builddir/t/unit/check_failover"
+if [ -x "$check" ]; then
+	WP=$(free_port)
+	WR=$(free_port)
+	for p in "$WP" "$WR"; do
+		mkdir -p "$LIB_TMP/redis-$p"
+		redis-server --bind 127.0.0.1 --port "$p" --dir "$LIB_TMP/redis-$p" \
+			--save '' --appendonly no --daemonize no \
+			>>"$LIB_TMP/redis-wait.log" 2>&1 &
+		track $!
+		wait_port "$p" || fail "redis on $p"
+	done
+	SENTINEL_PORT=${SP[2]} SENTINEL_PRIMARY_PORT=${RP[0]} WAIT_PORT=$WP \
+		WAIT_REPLICA_PORT=$WR "$check" || fail "check_failover"
+	pass "store: primary asked of the sentinels; writes count once WAIT says a replica has them"
+else
+	echo "t/unit/check_failover not built (no Check): its part skipped"
+fi
+
 # --- the participants and two pods -------------------------------------------
 start_participant order "$ORDER" --latency 2 --jitter 3
 ORDER_PORT=$PORT
