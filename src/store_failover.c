@@ -542,10 +542,10 @@ store_failover_fail(struct req *r, const char *why)
 		p->peer = NULL;
 		if (p->held == NULL)
 			return;		/* still in flight: fails on its own */
-		if (p->kind == REQ_BATCH) {
-			store_batch_lost(p, why);
-			store_req_free(p);
-		} else {
+		if (p->kind == REQ_BATCH)
+			/* Sent again; or, when closing, failed once. */
+			store_req_fail(p, STORE_UNAVAILABLE, why);
+		else {
 			w = p->orig;
 			p->orig = NULL;
 			store_req_unlink(p);

@@ -31,13 +31,14 @@ RATE=${CLUSTER_RATE:-30}
 for i in 1 2 3; do
 	NP[$i]=$(free_port)
 	CP[$i]=$(free_port)
+	MP[$i]=$(free_port)
 done
 ROUTES="nats://127.0.0.1:${CP[1]},nats://127.0.0.1:${CP[2]},nats://127.0.0.1:${CP[3]}"
 start_nats_node() {
 	local i=$1
 	mkdir -p "$LIB_TMP/nats$i"
 	nats-server -js -a 127.0.0.1 -p "${NP[$i]}" -sd "$LIB_TMP/nats$i" \
-		-n "n$i" --cluster_name sagac \
+		-n "n$i" --cluster_name sagac -m "${MP[$i]}" \
 		--cluster "nats://127.0.0.1:${CP[$i]}" --routes "$ROUTES" \
 		>>"$LIB_TMP/nats$i.log" 2>&1 &
 	NPID[$i]=$!
@@ -130,12 +131,32 @@ pod_conf() {
 	sed -e "s|^redis = .*|redis = { host = \"127.0.0.1\"; port = ${RP[0]}; saga_ttl = 3600; sentinels = [ $SENTINELS ]; master_name = \"sagad\"; min_replicas_ack = 1; ack_timeout_ms = 500; };|"
 }
 u() { echo "\"nats://127.0.0.1:${NP[$1]}\""; }
+consuming() { cat "$LIB_TMP"/pod-*.log | grep -c 'consuming saga\.work'; }
 PA=$(free_port)
 PB=$(free_port)
-pod_conf pod-a "$PA" "$(u 1), $(u 2), $(u 3)" >"$LIB_TMP/pod-a.conf"
+# pod-b first: it declares the R3 stream. pod-a then talks first to the
+# node that leads the stream, the one killed below: the worst case, both a
+# pod's connection and the stream's leader lost at once.
 pod_conf pod-b "$PB" "$(u 2), $(u 3), $(u 1)" >"$LIB_TMP/pod-b.conf"
-start_sagad "$LIB_TMP/pod-a.conf" pod-a
 start_sagad "$LIB_TMP/pod-b.conf" pod-b
+for _ in $(seq 200); do [ "$(consuming)" -ge 2 ] && break; sleep 0.1; done
+LEADER=""
+for _ in $(seq 50); do
+	LEADER=$(curl -s "http://127.0.0.1:${MP[1]}/jsz?streams=true" | /usr/bin/python3 -c '
+import json, sys
+for a in json.load(sys.stdin).get("account_details", []):
+    for s in a.get("stream_detail", []):
+        if s["name"] == "SAGA" and s.get("cluster", {}).get("leader"):
+            print(s["cluster"]["leader"][1:])' 2>/dev/null || true)
+	[ -n "$LEADER" ] && break
+	sleep 0.2
+done
+[ -n "$LEADER" ] || fail "the SAGA stream has no leader"
+K=$LEADER
+O=()
+for i in 1 2 3; do [ "$i" = "$K" ] || O+=("$i"); done
+pod_conf pod-a "$PA" "$(u "$K"), $(u "${O[0]}"), $(u "${O[1]}")" >"$LIB_TMP/pod-a.conf"
+start_sagad "$LIB_TMP/pod-a.conf" pod-a
 for _ in $(seq 200); do
 	[ "$(cat "$LIB_TMP"/pod-*.log | grep -c 'consuming saga\.work')" -ge 4 ] && break
 	sleep 0.1
@@ -154,8 +175,8 @@ T0=$(now)
 sleep 6
 T1=$(now)
 echo "steady $T0 $T1" >>"$MARKS"
-kill -9 "${NPID[1]}"
-wait "${NPID[1]}" 2>/dev/null
+kill -9 "${NPID[$K]}"
+wait "${NPID[$K]}" 2>/dev/null
 sleep 8
 T2=$(now)
 echo "nats-node-killed $T1 $T2" >>"$MARKS"
@@ -172,14 +193,14 @@ done
 sleep 6
 T3=$(now)
 echo "redis-primary-killed $T2 $T3" >>"$MARKS"
-start_nats_node 1
-wait_port "${NP[1]}" || fail "nats n1 again"
+start_nats_node "$K"
+wait_port "${NP[$K]}" || fail "nats n$K again"
 start_redis_node 0
 wait "$LOAD" || { cat "$LIB_TMP/load.out"; fail "cluster_load.py load"; }
 T4=$(now)
 echo "both-restarted $T3 $T4" >>"$MARKS"
 cat "$LIB_TMP/load.out"
-pass "the primary moved from port ${RP[0]} to $NEW"
+pass "NATS node n$K (pod-a's, the stream's leader) killed; the Redis primary moved from port ${RP[0]} to $NEW"
 grep -h "reconnected\|primary\|redis" "$LIB_TMP"/pod-*.log | head -20 || true
 "$PYTHON_GRPC" "$top_srcdir/t/py/cluster_load.py" phases "$LIB_TMP/sent" "$MARKS"
 "$PYTHON_GRPC" "$top_srcdir/t/py/cluster_load.py" check "$LIB_TMP/sent" 60 "$PB" ||
