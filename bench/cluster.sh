@@ -11,6 +11,10 @@
 # cluster: 3 nats-server -js in one cluster (stream R3); a Redis primary and
 #          2 replicas (AOF everysec), 3 sentinels; sagad with
 #          redis.sentinels and min_replicas_ack = 1 (one WAIT per batch)
+# nowait:  the cluster, through a third sagad with min_replicas_ack = 0
+#          (replication without WAIT: what WAIT itself costs); sync
+#          workloads only (no async flow, so no workers that would share
+#          the cluster's queue)
 # Each has its own sagad (1 worker per node); the participants, at 0 ms,
 # are shared. For each run, the CPU seconds of every process (utime +
 # stime from /proc/PID/stat, before and after, the async run's after taken
@@ -105,15 +109,16 @@ nodes = {
 };
 flows = {
   Booking      = { mode = "sync";  steps = [ "CreateOrder", "CreatePayment" ]; };
-  AsyncBooking = { mode = "async"; steps = [ "CreateOrder", "CreatePayment" ]; };
+$5
 };
 CONF
 }
 declare -A PORT MASTER
+ASYNC_FLOW='  AsyncBooking = { mode = "async"; steps = [ "CreateOrder", "CreatePayment" ]; };'
 start_pod() {	# topo nats-conf redis-conf
 	local port
 	port=$(free_port)
-	sagad_conf "$1" "$port" "$2" "$3" >"$LIB_TMP/$1.conf"
+	sagad_conf "$1" "$port" "$2" "$3" "${4-$ASYNC_FLOW}" >"$LIB_TMP/$1.conf"
 	SAGAD_WORKER="$B/sagad-worker" "$B/sagad" -d -c "$LIB_TMP/$1.conf" \
 		-p "$LIB_TMP/$1.pid" >"$LIB_TMP/$1.log" 2>&1 &
 	MASTER[$1]=$!
@@ -125,6 +130,8 @@ start_pod single "nats = { url = \"nats://127.0.0.1:$S_NATS\"; };" \
 	"redis = { host = \"127.0.0.1\"; port = $S_REDIS; saga_ttl = 600; };"
 start_pod cluster "nats = { urls = [ \"nats://127.0.0.1:${NP[1]}\", \"nats://127.0.0.1:${NP[2]}\", \"nats://127.0.0.1:${NP[3]}\" ]; replicas = 3; };" \
 	"redis = { sentinels = [ $SENTINELS ]; master_name = \"sagad\"; min_replicas_ack = 1; ack_timeout_ms = 200; saga_ttl = 600; };"
+start_pod nowait "nats = { urls = [ \"nats://127.0.0.1:${NP[1]}\", \"nats://127.0.0.1:${NP[2]}\", \"nats://127.0.0.1:${NP[3]}\" ]; replicas = 3; };" \
+	"redis = { sentinels = [ $SENTINELS ]; master_name = \"sagad\"; min_replicas_ack = 0; saga_ttl = 600; };" ""
 sleep 2
 
 # cpu_snap TOPO: "COMPONENT SECONDS" for every process of TOPO (its sagad
@@ -133,8 +140,8 @@ cpu_snap() {
 	local topo=$1 hz pid l
 	hz=$(getconf CLK_TCK)
 	for pid in "${!LABEL[@]}" "${MASTER[$topo]}" $(pgrep -P "${MASTER[$topo]}"); do
-		l=${LABEL[$pid]:-sagad (master + 2 workers)}
-		case "$l" in single*) [ "$topo" = single ] || continue ;; cluster*) [ "$topo" = cluster ] || continue ;; esac
+		l=${LABEL[$pid]:-sagad (master and workers)}
+		case "$l" in single*) [ "$topo" = single ] || continue ;; cluster*) [ "$topo" != single ] || continue ;; esac
 		[ -r "/proc/$pid/stat" ] || continue
 		sed 's/.*) //' "/proc/$pid/stat" | awk -v hz="$hz" -v l="$l" '{ printf "%s\t%.2f\n", l, ($12 + $13) / hz }'
 	done
@@ -166,14 +173,16 @@ print("\t".join(str(x) for x in (sys.argv[1], sys.argv[2], sys.argv[3], "%.0f" %
 
 echo "# sagad single node vs cluster, $(date -u +%Y-%m-%d), $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg); $ROUNDS rounds of $DUR each, interleaved"
-for topo in single cluster; do	# warm up
+for topo in single cluster nowait; do	# warm up
 	"$B/sagactl" -s "127.0.0.1:${PORT[$topo]}" bench Booking -r 0 -d 2s --max-inflight 64 >/dev/null
+	[ "$topo" = nowait ] ||
 	"$B/sagactl" -s "127.0.0.1:${PORT[$topo]}" bench AsyncBooking -r 200 -d 2s >/dev/null
 done
 for r in $(seq "$ROUNDS"); do
-	for topo in single cluster; do
+	for topo in single cluster nowait; do
 		bench_one "$r" "$topo" sync-closed Booking 0
 		bench_one "$r" "$topo" sync-open Booking "$SRATE"
+		[ "$topo" = nowait ] ||
 		bench_one "$r" "$topo" async AsyncBooking "$ARATE"
 	done
 done
@@ -192,7 +201,7 @@ print("\n## medians over the rounds (sagas/s: completed per second for the sync"
 print("## closed loop, Runs answered per second otherwise; latency of the Run)")
 print("%-12s %-8s %9s %9s %9s %8s   (each round: sagas/s, p99 ms)" % ("workload", "topology", "sagas/s", "p50 ms", "p99 ms", "ok"))
 for w in ("sync-closed", "sync-open", "async"):
-    for t in ("single", "cluster"):
+    for t in ("single", "cluster", "nowait"):
         rs = runs.get((w, t), [])
         if not rs:
             continue
@@ -202,7 +211,7 @@ for w in ("sync-closed", "sync-open", "async"):
               " ".join("%s/%.1f" % (r[3], float(r[5]) / 1000) for r in rs)))
 print("\n## CPU per saga by component, median over the rounds (us)")
 for w in ("sync-closed", "sync-open", "async"):
-    for t in ("single", "cluster"):
+    for t in ("single", "cluster", "nowait"):
         rows = sorted((k[2], med(v)) for k, v in cpu.items() if k[0] == t and k[1] == w)
         if not rows:
             continue
