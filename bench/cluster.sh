@@ -5,7 +5,7 @@
 # once on this machine and measured in turn, round after round, so that both
 # see the same machine. Not a test: it prints figures for bench/RESULTS.md.
 #
-#   [ROUNDS=3] [DUR=6s] [SRATE=400] [ARATE=400] bench/cluster.sh [BUILD_DIR]
+#   [ROUNDS=3] [DUR=6s] [SRATE=400] [ARATE=400] [ACK_MS=200] bench/cluster.sh [BUILD_DIR]
 #
 # single:  1 nats-server -js (stream R1); 1 redis-server (AOF everysec)
 # cluster: 3 nats-server -js in one cluster (stream R3); a Redis primary and
@@ -129,7 +129,7 @@ start_pod() {	# topo nats-conf redis-conf
 start_pod single "nats = { url = \"nats://127.0.0.1:$S_NATS\"; };" \
 	"redis = { host = \"127.0.0.1\"; port = $S_REDIS; saga_ttl = 600; };"
 start_pod cluster "nats = { urls = [ \"nats://127.0.0.1:${NP[1]}\", \"nats://127.0.0.1:${NP[2]}\", \"nats://127.0.0.1:${NP[3]}\" ]; replicas = 3; };" \
-	"redis = { sentinels = [ $SENTINELS ]; master_name = \"sagad\"; min_replicas_ack = 1; ack_timeout_ms = 200; saga_ttl = 600; };"
+	"redis = { sentinels = [ $SENTINELS ]; master_name = \"sagad\"; min_replicas_ack = 1; ack_timeout_ms = ${ACK_MS:-200}; saga_ttl = 600; };"
 start_pod nowait "nats = { urls = [ \"nats://127.0.0.1:${NP[1]}\", \"nats://127.0.0.1:${NP[2]}\", \"nats://127.0.0.1:${NP[3]}\" ]; replicas = 3; };" \
 	"redis = { sentinels = [ $SENTINELS ]; master_name = \"sagad\"; min_replicas_ack = 0; saga_ttl = 600; };" ""
 sleep 2
@@ -150,6 +150,13 @@ cpu_diff() {	# before after sagas -> "component us_per_saga" lines
 	awk -F'\t' -v n="$3" 'NR == FNR { a[$1] += $2; next } { b[$1] += $2 }
 		END { for (k in b) printf "%s\t%.0f\n", k, (b[k] - a[k]) * 1e6 / n }' "$1" "$2"
 }
+# calls PORT: "evalsha wait" calls so far on that Redis.
+calls() {
+	redis-cli -p "$1" info commandstats | tr -d '\r' | awk -F'[=:,]' '
+		/^cmdstat_evalsha:/ { e = $3 } /^cmdstat_eval:/ { e += $3 }
+		/^cmdstat_wait:/ { w = $3 } END { printf "%d %d\n", e, w }'
+}
+redis_port() { if [ "$1" = single ]; then echo "$S_REDIS"; else echo "${RP[0]}"; fi; }
 OUT=$LIB_TMP/results.tsv
 : >"$OUT"
 bench_one() {	# round topo workload flow rate
@@ -157,11 +164,15 @@ bench_one() {	# round topo workload flow rate
 	ctl="$B/sagactl -j -s 127.0.0.1:${PORT[$topo]}"
 	[ "$rate" != 0 ] && inflight=4000
 	cpu_snap "$topo" >"$LIB_TMP/cpu0"
+	calls "$(redis_port "$topo")" >"$LIB_TMP/calls0"
 	json=$($ctl bench "$flow" -r "$rate" -d "$DUR" -c 2 --max-inflight "$inflight")
 	n=$(echo "$json" | /usr/bin/python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["status_codes"].get("OK", 0))')
 	# async: the sagas go on after their Run; wait for the workers to end them.
 	[ "$w" = async ] && sleep 4
 	cpu_snap "$topo" >"$LIB_TMP/cpu1"
+	calls "$(redis_port "$topo")" >"$LIB_TMP/calls1"
+	paste "$LIB_TMP/calls0" "$LIB_TMP/calls1" | awk -v n="$n" -v t="$topo" -v w="$w" \
+		'{ printf "cpu\t%s\t%s\t~ script calls per saga\t%.2f\ncpu\t%s\t%s\t~ WAITs per saga\t%.2f\n", t, w, ($3 - $1) / n, t, w, ($4 - $2) / n }' >>"$OUT"
 	echo "$json" | /usr/bin/python3 -c '
 import json, sys
 j = json.load(sys.stdin)
@@ -215,7 +226,11 @@ for w in ("sync-closed", "sync-open", "async"):
         rows = sorted((k[2], med(v)) for k, v in cpu.items() if k[0] == t and k[1] == w)
         if not rows:
             continue
-        print("%s, %s: total %.0f us" % (w, t, sum(v for _, v in rows)))
+        print("%s, %s: total %.0f us" % (w, t, sum(v for n, v in rows
+                                                  if not n.startswith("~"))))
         for name, v in rows:
-            print("    %7.0f  %s" % (v, name))
+            if name.startswith("~"):
+                print("    %7.2f  %s" % (v, name[2:]))
+            else:
+                print("    %7.0f  %s" % (v, name))
 PY

@@ -394,6 +394,8 @@ store_batch_flush(struct store *st)
 
 	if (st->nqueued == 0)
 		return;
+	if (st->waits > 0 && st->main.state == CONN_UP)
+		return;		/* leaves when that WAIT answers */
 	r = store_req_new(st, &st->main, REQ_BATCH);
 	r->script = SCRIPT_WRITE;
 	while ((w = TAILQ_FIRST(&st->queued)) != NULL) {

@@ -176,6 +176,7 @@ struct store {
 	int64_t			 sub_retry_at;
 	struct reqlist		 retryq;	/* writes to send again */
 	uint64_t		 failovers;	/* primary changes followed */
+	int			 waits;		/* WAITs in flight on main */
 };
 
 

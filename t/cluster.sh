@@ -201,7 +201,9 @@ T4=$(now)
 echo "both-restarted $T3 $T4" >>"$MARKS"
 cat "$LIB_TMP/load.out"
 pass "NATS node n$K (pod-a's, the stream's leader) killed; the Redis primary moved from port ${RP[0]} to $NEW"
-grep -h "reconnected\|primary\|redis" "$LIB_TMP"/pod-*.log | head -20 || true
+echo "pods' log: $(cat "$LIB_TMP"/pod-*.log | grep -c 'NATS reconnected\|nats: reconnected') NATS reconnections," \
+	"$(cat "$LIB_TMP"/pod-*.log | grep -c 'redis: connected\|Redis connected') Redis reconnections," \
+	"$(cat "$LIB_TMP"/pod-*.log | grep -c 'store write failed') store writes the engines had to retry"
 "$PYTHON_GRPC" "$top_srcdir/t/py/cluster_load.py" phases "$LIB_TMP/sent" "$MARKS"
 "$PYTHON_GRPC" "$top_srcdir/t/py/cluster_load.py" check "$LIB_TMP/sent" 60 "$PB" ||
 	fail "sagas lost or wrong across the failures"
