@@ -30,6 +30,10 @@
  * shuts the socket down when it is overdue, which hiredis then handles as any
  * lost connection. The same timer drives reconnects with exponential backoff.
  *
+ * Sentinel, WAIT and writes sent again after a failover are
+ * store_failover.c's; this file calls it at a few points (connect, reply,
+ * a lost batch, the timer).
+ *
  * Not here: logging (errors go to the callbacks), flows and steps (the saga
  * engine), Redis Cluster (the scripts that touch saga:leases also touch saga
  * hashes, so they need one node; the {ID} hash tag keeps a saga's own keys

@@ -23,6 +23,12 @@
  *   together, as one call of the write script (at most 64 a call), once
  *   the turn is over. Each keeps its own revision check, its own result and
  *   its own callback; a lost connection fails each of them once.
+ * - With sentinels or min_replicas_ack (store_failover.c), a write whose
+ *   outcome a lost connection or a short WAIT left unknown is not failed
+ *   at once: it is sent again, under the same expected revision, until it
+ *   is settled or twice cmd_timeout has passed (then STORE_UNAVAILABLE).
+ *   Its callback still runs exactly once, and STORE_OK means the replicas
+ *   asked for have it.
  * - Recording a step as started before calling its action is an ordinary
  *   store_update: the engine sets steps[i] to RUNNING, bumps its attempts and
  *   passes the matching SagaEvent; the revision check makes it a claim too.
