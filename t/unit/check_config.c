@@ -752,6 +752,39 @@ START_TEST(cluster_keys_accepted)
 }
 END_TEST
 
+START_TEST(reload_keeps_the_sentinels_and_nats_urls)
+{
+	struct config	*old, *new;
+	char		 rerr[CONFIG_ERRLEN];
+
+	old = load("nats = { urls = [ \"nats://a:1\", \"nats://b:2\" ]; };\n"
+	    "redis = { sentinels = [ \"s1:26379\" ]; };\n", "pod-t");
+	ck_assert_msg(old != NULL, "%s", err);
+	new = load("nats = { urls = [ \"nats://a:1\", \"nats://c:3\" ]; };\n"
+	    "redis = { sentinels = [ \"s1:26379\", \"s2:26379\" ];\n"
+	    "  min_replicas_ack = 2; };\n", "pod-t");
+	ck_assert_msg(new != NULL, "%s", err);
+	ck_assert_int_eq(config_reload_check(old, new, rerr, sizeof(rerr)), 4);
+	ck_assert_msg(strstr(rerr, ": redis.sentinels: changed from "
+	    "[ \"s1:26379\" ] to [ \"s1:26379\", \"s2:26379\" ], but only a "
+	    "restart can change it") != NULL, "%s", rerr);
+	ck_assert_msg(strstr(rerr, ": nats.urls: changed from [ \"nats://a:1\", "
+	    "\"nats://b:2\" ] to [ \"nats://a:1\", \"nats://c:3\" ]") != NULL,
+	    "%s", rerr);
+	ck_assert_msg(strstr(rerr, ": redis.min_replicas_ack: changed from 0 "
+	    "to 2") != NULL, "%s", rerr);
+	config_keep_restart_keys(new, old);
+	ck_assert_int_eq(new->redis.nsentinels, 1);
+	ck_assert_str_eq(new->redis.sentinels[0], "s1:26379");
+	ck_assert_ptr_null(new->redis.sentinels[1]);
+	ck_assert_str_eq(new->nats.url, "nats://a:1,nats://b:2");
+	ck_assert_int_eq(new->redis.min_replicas_ack, 0);
+	ck_assert_int_eq(config_reload_check(old, new, NULL, 0), 0);
+	config_free(old);
+	config_free(new);
+}
+END_TEST
+
 START_TEST(cluster_keys_checked)
 {
 	refused("redis = { sentinels = [ \"s1\" ]; };\n", 1,
@@ -1228,6 +1261,7 @@ config_suite(void)
 	tcase_add_test(tc, url_redaction);
 	tcase_add_test(tc, cluster_keys_accepted);
 	tcase_add_test(tc, cluster_keys_checked);
+	tcase_add_test(tc, reload_keeps_the_sentinels_and_nats_urls);
 	tcase_add_test(tc, mode_names);
 	tcase_add_test(tc, config_lives_while_referenced);
 	suite_add_tcase(s, tc);
