@@ -398,6 +398,7 @@ orch_cron(struct orch *o)
 		return;
 	launch_cron(o, now);
 	sweep_cron(o, now);
+	pods_cron(o, now);
 }
 
 void
@@ -417,6 +418,7 @@ orch_free(struct orch *o)
 		orch_close(o);
 	sync_free(o);
 	launch_free_all(o);
+	pods_free(o);
 	idtable_free(&o->holds_by_id);
 	idtable_free(&o->runs_by_id);
 	free(o->done_subject);

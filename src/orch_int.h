@@ -12,6 +12,8 @@
  *   orch_follow.c  callers of sagas run elsewhere (joins), Get and Watch
  *   orch_sweep.c   leases of the sagas in flight, and the sweeper that
  *                  claims those of a master that died
+ *   orch_pods.c    the pods' registry, and the adoption of a dead pod's
+ *                  throttling work
  *
  * The rules of a saga are saga.c's and the moves on one are driver.c's.
  */
@@ -168,6 +170,12 @@ struct orch_burst {
 	unsigned	 held;
 };
 
+/* A dead pod this master adopted (orch_pods.c). */
+struct orch_adopted {
+	char		*pod;
+	int		 empty;		/* backlog checks found nothing, in a row */
+};
+
 struct orch {
 	struct event_base	*base;
 	struct config		*cfg;
@@ -199,6 +207,14 @@ struct orch {
 	int64_t			 last_poll_ms;
 	int64_t			 drain_ms;	/* when orch_drain ran */
 	int			 listen_failed;	/* logged once */
+	struct orch_adopted	*adopted;	/* dead pods whose work runs here */
+	size_t			 nadopted;
+	char			**releasing;	/* adoptions over, to let go */
+	size_t			 nreleasing;
+	unsigned		 adopt_gen;	/* bumped when adopted changes */
+	int			 pods_busy;
+	int64_t			 last_pods_ms;
+	int64_t			 last_adopt_check_ms;
 	struct orch_burst	 unconfirmed;	/* launches the bus left unknown */
 	struct orch_burst	 requeued;	/* launch leases run out */
 	struct orch_stats	 st;
@@ -240,6 +256,10 @@ int	 sync_retry(struct orch *, struct grpc_call *, struct store_saga *,
 	    char *err, size_t errlen);
 void	 sync_close(struct orch *);
 void	 sync_free(struct orch *);
+
+/* orch_pods.c */
+void	 pods_cron(struct orch *, int64_t now_ms);
+void	 pods_free(struct orch *);
 
 /* orch_launch.c */
 struct hold *launch_find_hold(struct orch *, const char *id);
