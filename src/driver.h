@@ -191,7 +191,8 @@ uint8_t	*driver_request(const struct driver *, const char **path,
 	    size_t *len, struct grpc_metadata *md, char *err, size_t errlen);
 
 /*
- * The Work message of call a for the bus: its subject, its dedupe id and
+ * The Work message of call a for the bus: its subject (the legacy topic's
+ * for a saga driven on a view of an older definition), its dedupe id and
  * its packed bytes (malloc'd). It carries the record the last write made
  * when that write started a (d->carry) and the store took it, so the
  * worker that gets it needs no read. -1 with err when a name is too long.

@@ -179,6 +179,7 @@ struct orch_adopted {
 struct orch {
 	struct event_base	*base;
 	struct config		*cfg;
+	struct defs		*defs;		/* flow definitions by version */
 	struct grpc_server	*srv;
 	struct grpc_client	*client;
 	struct store		*store;
@@ -227,6 +228,16 @@ void	 orch_log(struct orch *, enum util_level, const char *id,
 
 /* UTIL_WARN once a second, else UTIL_DEBUG; *held: the warnings held back. */
 enum util_level orch_burst_level(struct orch_burst *, unsigned *held);
+
+/*
+ * The config and flow to drive a saga read back from the store with: the
+ * definition it started with (flowdefs.h). NULL while that is being
+ * fetched: the caller gives up for now (a sweep or the operator tries
+ * again). A definition the store does not have is the running config's
+ * flow (or none): the saga is one whose flow changed.
+ */
+struct config	*orch_saga_config(struct orch *, const Saga__V1__Saga *,
+		    const struct config_flow **);
 
 /* A saga id from a request: 1, or 0 with a sentence naming field. */
 int	 orch_valid_id(const char *field, const char *id, char *err,

@@ -433,12 +433,15 @@ launch_requeue(struct orch *o, struct store_saga *rec)
 	const struct config_flow	*flow;
 	enum saga_mode			 mode = (enum saga_mode)pb->mode;
 	struct launch			*l;
+	struct config			*cfg;
 	enum util_level			 lv;
 	unsigned			 held;
 
 	if (pb->state != SAGA__V1__STATE__STATE_PENDING || o->closing)
 		return;
-	flow = config_flow_find(o->cfg, pb->flow);
+	/* Its definition asked for: the next sweep finds it. */
+	if ((cfg = orch_saga_config(o, pb, &flow)) == NULL)
+		return;
 	if (flow == NULL || flow->nsteps != pb->n_steps) {
 		orch_log(o, UTIL_WARN, pb->id, "a PENDING saga of flow %s "
 		    "cannot be queued again: its flow changed", pb->flow);
@@ -450,7 +453,7 @@ launch_requeue(struct orch *o, struct store_saga *rec)
 	    "the last warning)", held);
 	l = util_xcalloc(1, sizeof(*l));
 	l->o = o;
-	driver_init(&l->d, o->cfg, flow, saga_from_pb(pb), &o->rng);
+	driver_init(&l->d, cfg, flow, saga_from_pb(pb), &o->rng);
 	driver_set(&l->d, mode == SAGA_MODE_THROTTLING && rec->pod[0] != '\0' ?
 	    rec->pod : o->cfg->pod_id, rec->callback, NULL);
 	l->d.rev = rec->rev;
@@ -514,11 +517,14 @@ launch_exists(struct launch *l, struct store_saga *rec)
 {
 	const Saga__V1__Saga		*pb = rec->saga;
 	const struct config_flow	*flow;
+	struct config			*cfg;
 	enum saga_mode			 mode = (enum saga_mode)pb->mode;
 	int				 fin = pb->state >=
 					    SAGA__V1__STATE__STATE_COMPLETED;
 
-	flow = config_flow_find(l->d.cfg, pb->flow);
+	cfg = orch_saga_config(l->o, pb, &flow);
+	if (cfg == NULL)
+		flow = NULL;
 	if (mode != SAGA_MODE_SYNC && never_started(pb) && flow != NULL &&
 	    flow->nsteps == pb->n_steps && (!fin ||
 	    pb->state == SAGA__V1__STATE__STATE_FAILED)) {
@@ -530,7 +536,7 @@ launch_exists(struct launch *l, struct store_saga *rec)
 		 */
 		struct driver	d;
 
-		driver_init(&d, l->d.cfg, flow, saga_from_pb(pb), &l->o->rng);
+		driver_init(&d, cfg, flow, saga_from_pb(pb), &l->o->rng);
 		driver_set(&d, mode == SAGA_MODE_THROTTLING ? (fin ||
 		    rec->pod[0] == '\0' ? l->d.cfg->pod_id : rec->pod) :
 		    l->d.pod, l->d.callback, l->d.traceparent);
@@ -760,8 +766,16 @@ launch_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec)
 	struct driver_write	 dw;
 	struct launch		*l;
 	struct saga		*s = saga_from_pb(rec->saga);
-	const struct config_flow *flow = config_flow_find(o->cfg, s->flow);
+	const struct config_flow *flow;
+	struct config		*cfg = orch_saga_config(o, rec->saga, &flow);
 
+	if (cfg == NULL) {
+		grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "the "
+		    "definition of the flow the saga started with is being "
+		    "read: try again");
+		saga_free(s);
+		return;
+	}
 	if (flow == NULL || flow->nsteps != s->nsteps) {
 		grpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
 		    "its flow is no longer configured as it was when the saga "
@@ -778,7 +792,7 @@ launch_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec)
 	l = util_xcalloc(1, sizeof(*l));
 	l->o = o;
 	l->failed = saga_dup(s);
-	driver_init(&l->d, o->cfg, flow, s, &o->rng);
+	driver_init(&l->d, cfg, flow, s, &o->rng);
 	l->d.rev = rec->rev;
 	l->d.round = rec->round;
 	driver_set(&l->d, o->cfg->pod_id, rec->callback, NULL);
