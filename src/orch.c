@@ -353,6 +353,7 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 void
 orch_set_config(struct orch *o, struct config *cfg)
 {
+	pods_reload(o, o->cfg, cfg);
 	config_free(o->cfg);
 	o->cfg = config_ref(cfg);
 	if (o->defs != NULL)

@@ -30,6 +30,7 @@
 #include "orch.h"
 #include "saga/v1/saga.pb-c.h"
 #include "store.h"
+#include "work.h"
 
 struct bus;
 struct bus_listener;
@@ -173,8 +174,24 @@ struct orch_burst {
 /* A dead pod this master adopted (orch_pods.c). */
 struct orch_adopted {
 	char		*pod;
+	char		**topics;	/* "Flow/Node@POD" */
+	int		*conc;		/* each one's concurrency */
+	size_t		 ntopics;
 	int		 empty;		/* backlog checks found nothing, in a row */
 };
+
+/* A topic a reload removed, read until its queued work is done. */
+struct orch_linger {
+	char		*name;		/* "Flow/Node~MODE" */
+	char		 topic[2 * CONFIG_NAME_MAX + 2];	/* "Flow/Node" */
+	char		 durable[WORK_SUBJECT_MAX];
+	char		 filter[WORK_SUBJECT_MAX];
+	int		 concurrency;
+	int		 empty;
+};
+
+#define ORCH_POD_SEP	'@'	/* a topic of another pod: supervisor.h */
+#define ORCH_LINGER_SEP	'~'	/* a topic gone from the config */
 
 struct orch {
 	struct event_base	*base;
@@ -210,6 +227,8 @@ struct orch {
 	int			 listen_failed;	/* logged once */
 	struct orch_adopted	*adopted;	/* dead pods whose work runs here */
 	size_t			 nadopted;
+	struct orch_linger	*lingers;	/* topics gone, still read */
+	size_t			 nlingers;
 	char			**releasing;	/* adoptions over, to let go */
 	size_t			 nreleasing;
 	unsigned		 adopt_gen;	/* bumped when adopted changes */
@@ -270,6 +289,8 @@ void	 sync_free(struct orch *);
 
 /* orch_pods.c */
 void	 pods_cron(struct orch *, int64_t now_ms);
+void	 pods_reload(struct orch *, const struct config *old,
+	    const struct config *cfg);
 void	 pods_free(struct orch *);
 
 /* orch_launch.c */

@@ -36,6 +36,7 @@
 #include "orch.h"
 #include "service.h"
 #include "store.h"
+#include "supervisor.h"
 #include "util.h"
 #include "work.h"
 
@@ -62,7 +63,7 @@ struct service {
 	uint64_t		 cron_ticks;
 	int			 redis_up;
 	int			 stopping;	/* health stays NOT_SERVING */
-	unsigned		 adopt_gen;	/* the adopted pods the sup has */
+	unsigned		 extra_gen;	/* the extra topics the sup has */
 };
 
 /* The server's side of the limits section. */
@@ -335,18 +336,26 @@ service_cron(struct master *m, void *arg)
 	size_t		 mem;
 
 	if (sv->orch != NULL) {
-		const char	**pods;
-		unsigned	  gen;
-		size_t		  n;
+		struct orch_topic	*t;
+		struct sup_topic	*st;
+		unsigned		 gen;
+		size_t			 n;
 
 		orch_cron(sv->orch);
-		/* Workers on the topics of the pods it adopted, or no more. */
-		n = orch_adopted(sv->orch, &pods, &gen);
-		if (gen != sv->adopt_gen) {
-			sv->adopt_gen = gen;
-			master_set_adopted(m, pods, n);
+		/* Workers on adopted pods' and removed topics, or no more. */
+		n = orch_extra_topics(sv->orch, &t, &gen);
+		if (gen != sv->extra_gen) {
+			sv->extra_gen = gen;
+			st = util_xcalloc(n + 1, sizeof(*st));
+			for (size_t i = 0; i < n; i++) {
+				st[i].name = t[i].name;
+				st[i].workers = 1;
+				st[i].concurrency = t[i].concurrency;
+			}
+			master_set_extra(m, st, n);
+			free(st);
 		}
-		free(pods);
+		free(t);
 	}
 	if (sv->srv == NULL || ++sv->cron_ticks % MASTER_HZ != 0)
 		return;

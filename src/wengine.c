@@ -73,6 +73,46 @@ wengine_log(struct wengine *e, enum util_level lv, const char *id,
 
 /* --- topics --------------------------------------------------------------------- */
 
+/*
+ * "Flow/Node~MODE": a topic gone from the config. Its node is checked
+ * against each saga's own definition (flowdef.h), not the config.
+ */
+static int
+topic_linger(struct wengine *e, struct config *cfg, const char *topic,
+    const char *sep, char *err, size_t errlen)
+{
+	const char	*slash = strchr(topic, '/');
+	size_t		 fl, nl;
+
+	if (slash == NULL || slash > sep || (fl = (size_t)(slash - topic)) == 0 ||
+	    fl > CONFIG_NAME_MAX || (nl = (size_t)(sep - slash - 1)) == 0 ||
+	    nl > CONFIG_NAME_MAX) {
+		snprintf(err, errlen, "topic %s: not Flow/Node~MODE", topic);
+		return -1;
+	}
+	if (strcmp(sep + 1, "async") == 0)
+		e->mode = SAGA_MODE_ASYNC;
+	else if (strcmp(sep + 1, "throttling") == 0)
+		e->mode = SAGA_MODE_THROTTLING;
+	else {
+		snprintf(err, errlen, "topic %s: mode %s is not async or "
+		    "throttling", topic, sep + 1);
+		return -1;
+	}
+	snprintf(e->topic, sizeof(e->topic), "%.*s", (int)(sep - topic), topic);
+	snprintf(e->flow, sizeof(e->flow), "%.*s", (int)fl, topic);
+	snprintf(e->node, sizeof(e->node), "%.*s", (int)nl, slash + 1);
+	e->workers = 1;
+	e->timeout_ms = WE_LEGACY_TIMEOUT_MS;
+	if (work_durable(e->durable, sizeof(e->durable), e->mode, cfg->pod_id,
+	    e->flow, e->node) == -1 || work_filter(e->filter, sizeof(e->filter),
+	    e->mode, cfg->pod_id, e->flow, e->node) == -1) {
+		snprintf(err, errlen, "topic %s: its subject is too long", topic);
+		return -1;
+	}
+	return 0;
+}
+
 /* Finds topic in cfg and fills the engine's view of it; -1 if absent. */
 static int
 topic_load(struct wengine *e, struct config *cfg, const char *topic,
@@ -81,6 +121,7 @@ topic_load(struct wengine *e, struct config *cfg, const char *topic,
 	struct config_topic	*t;
 	size_t			 i, n;
 	int			 rc = -1;
+	const char		*sep;
 
 	if (strcmp(topic, WORK_CALLBACK_TOPIC) == 0) {
 		e->callbacks = 1;
@@ -104,6 +145,8 @@ topic_load(struct wengine *e, struct config *cfg, const char *topic,
 		e->timeout_ms = WE_LEGACY_TIMEOUT_MS;
 		return 0;
 	}
+	if ((sep = strchr(topic, WENGINE_LINGER_SEP)) != NULL)
+		return topic_linger(e, cfg, topic, sep, err, errlen);
 	n = config_topics(cfg, &t);
 	for (i = 0; i < n; i++) {
 		const struct config_flow *f = &cfg->flows[t[i].flow];
@@ -713,18 +756,18 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 		return;
 	case DRIVER_RESUME_CALL:
 		node = driver_node(&j->d, j->d.a.step);
-		if (e->node[0] != '\0' && strcmp(node->name, e->node) != 0 &&
-		    j->d.cfg->parent != NULL) {
-			/* An older definition's call: the legacy topic's. */
+		if (e->node[0] != '\0' && strcmp(node->name, e->node) != 0) {
+			/*
+			 * Not this topic's call (its saga runs an older
+			 * definition, or a reload moved the node): passed on
+			 * to the topic that makes it, the legacy one for an
+			 * older definition's.
+			 */
+			wengine_log(e, UTIL_INFO, j->d.s->id, "work for step %u "
+			    "(%s) came to topic %s: passing it on", j->w.step,
+			    node->name, e->topic);
 			e->st.republished++;
 			job_publish_call(j, &j->d.a);
-			return;
-		}
-		if (e->node[0] != '\0' && strcmp(node->name, e->node) != 0) {
-			wengine_log(e, UTIL_WARN, j->d.s->id, "work for step %u (%s) "
-			    "came to topic %s: dropping it", j->w.step,
-			    node->name, e->topic);
-			job_term(j);
 			return;
 		}
 		if (write)

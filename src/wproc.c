@@ -75,6 +75,9 @@ topic_exists(const struct config *cfg, const char *topic)
 
 	if (strcmp(topic, WORK_CALLBACK_TOPIC) == 0)
 		return 1;
+	/* A topic gone from the config, read until it is empty. */
+	if (strchr(topic, WENGINE_LINGER_SEP) != NULL)
+		return 1;
 	n = config_topics(cfg, &t);
 	for (i = 0; i < n && !found; i++)
 		found = strcmp(t[i].name, topic) == 0;
