@@ -471,8 +471,9 @@ driver_work(const struct driver *d, const struct saga_action *a,
 	struct work_record	 rec;
 	struct saga_pb		 v;
 
-	if (work_subject(out->subject, sizeof(out->subject), d->s->mode, pod,
-	    d->s->flow, node, a->compensate) == -1 ||
+	if (work_subject(out->subject, sizeof(out->subject),
+	    d->cfg->nats.subject_prefix, d->s->mode, pod, d->s->flow, node,
+	    a->compensate) == -1 ||
 	    work_msg_id(out->msg_id, sizeof(out->msg_id), d->s->id, node,
 	    a->compensate, d->round) == -1) {
 		snprintf(err, errlen, "the subject of step %s is too long",

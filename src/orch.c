@@ -319,8 +319,12 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 	{
 		char subj[WORK_SUBJECT_MAX];
 
-		(void)work_done_subject(subj, sizeof(subj), cfg->pod_id);
+		(void)work_done_subject(subj, sizeof(subj),
+		    cfg->nats.subject_prefix, cfg->pod_id);
 		o->done_subject = util_xstrdup(subj);
+		(void)work_cancel_subject(subj, sizeof(subj),
+		    cfg->nats.subject_prefix);
+		o->cancel_subject = util_xstrdup(subj);
 	}
 	util_rng_seed(&o->rng);
 	admit_configure(o);
@@ -404,6 +408,7 @@ orch_free(struct orch *o)
 	idtable_free(&o->holds_by_id);
 	idtable_free(&o->runs_by_id);
 	free(o->done_subject);
+	free(o->cancel_subject);
 	admit_free(o);
 	free(o->owner);
 	config_free(o->cfg);

@@ -172,6 +172,7 @@ struct orch {
 	struct bus_listener	*done_l;
 	struct bus_listener	*cancel_l;	/* saga.cancel */
 	char			*done_subject;
+	char			*cancel_subject;	/* <prefix>.cancel */
 	struct idtable		 holds_by_id;
 	size_t			 nholders;	/* callers in all holds */
 	TAILQ_HEAD(, hold)	 holds;

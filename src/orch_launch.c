@@ -752,7 +752,7 @@ launch_cron(struct orch *o, int64_t now)
 		}
 	}
 	if (o->bus != NULL && o->cancel_l == NULL && bus_is_connected(o->bus))
-		o->cancel_l = bus_listen(o->bus, WORK_CANCEL_SUBJECT,
+		o->cancel_l = bus_listen(o->bus, o->cancel_subject,
 		    operate_cancel_heard, o, err, sizeof(err));
 	if (now - o->last_poll_ms >= ORCH_POLL_MS) {
 		o->last_poll_ms = now;
