@@ -194,6 +194,13 @@ void	 orch_log(struct orch *, enum util_level, const char *id,
 int	 orch_valid_id(const char *field, const char *id, char *err,
 	    size_t errlen);
 
+/*
+ * A Run of a known id: 1 if it asked for the flow the saga runs (it joins
+ * the saga), or 0 with the sentence of its ALREADY_EXISTS.
+ */
+int	 orch_same_flow(const char *id, const char *asked, const char *runs,
+	    char *err, size_t errlen);
+
 /* The Run's context into a new saga. */
 void	 orch_context_load(struct saga *, const Saga__V1__RunRequest *);
 

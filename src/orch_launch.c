@@ -520,7 +520,8 @@ static void
 launch_created(enum store_result res, struct store_saga *rec,
     const char *err, void *arg)
 {
-	struct launch *l = arg;
+	struct launch	*l = arg;
+	char		 why[512];
 
 	if (l->o->closing) {
 		launch_free(l);
@@ -533,7 +534,11 @@ launch_created(enum store_result res, struct store_saga *rec,
 		launch_publish(l);
 		break;
 	case STORE_EXISTS:
-		launch_exists(l, rec);
+		if (!orch_same_flow(l->d.s->id, l->d.s->flow, rec->saga->flow,
+		    why, sizeof(why)))
+			launch_answer(l, NULL, GRPC_STATUS_ALREADY_EXISTS, why);
+		else
+			launch_exists(l, rec);
 		break;
 	default:
 		launch_answer(l, NULL, GRPC_STATUS_UNAVAILABLE, err != NULL ?
