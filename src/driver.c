@@ -176,7 +176,13 @@ static enum saga_action_kind
 decided(struct driver *d, const struct saga_action *prev,
     enum saga_state before, int64_t now_ms)
 {
-	step_event(d, prev->step, prev->attempt, now_ms);
+	if (prev->compensate && d->s->steps[prev->step].state ==
+	    SAGA_STATE_COMPENSATED)
+		/* Undone: the step keeps its action's failure, not the event. */
+		event(d, d->s->steps[prev->step].name, SAGA_STATE_COMPENSATED,
+		    NULL, prev->attempt, now_ms);
+	else
+		step_event(d, prev->step, prev->attempt, now_ms);
 	d->carry = 0;
 	switch (d->a.kind) {
 	case SAGA_ACT_WAIT:
