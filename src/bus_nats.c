@@ -348,6 +348,41 @@ nats_close(struct bus *bus)
 
 /* --- the stream ----------------------------------------------------------------- */
 
+/* Whether an existing stream holds exactly the subjects we declare. */
+static int
+nats_same_subjects(struct nats_bus *nb, const char *stream,
+    const char **subs, size_t n, char *err, size_t errlen)
+{
+	jsStreamInfo	*si = NULL;
+	jsErrCode	 jerr = 0;
+	natsStatus	 s;
+	size_t		 i;
+	int		 j, same;
+
+	s = js_GetStreamInfo(&si, nb->js, stream, NULL, &jerr);
+	if (s != NATS_OK) {
+		nats_error(err, errlen, stream, s, jerr);
+		return -1;
+	}
+	same = si->Config != NULL && (size_t)si->Config->SubjectsLen == n;
+	for (i = 0; same && i < n; i++) {
+		for (j = 0; j < si->Config->SubjectsLen; j++)
+			if (strcmp(si->Config->Subjects[j], subs[i]) == 0)
+				break;
+		same = j < si->Config->SubjectsLen;
+	}
+	if (!same)
+		snprintf(err, errlen, "nats: stream %s exists with subjects "
+		    "%s%s, not %s: another deployment's? give this one its own "
+		    "nats.stream and nats.subject_prefix", stream,
+		    si->Config != NULL && si->Config->SubjectsLen > 0 ?
+		    si->Config->Subjects[0] : "(none)",
+		    si->Config != NULL && si->Config->SubjectsLen > 1 ?
+		    ", ..." : "", n > 0 ? subs[0] : "(none)");
+	jsStreamInfo_Destroy(si);
+	return same ? 0 : -1;
+}
+
 static int
 nats_declare(struct bus *bus, const char *const *subjects, size_t n,
     char *err, size_t errlen)
@@ -373,14 +408,28 @@ nats_declare(struct bus *bus, const char *const *subjects, size_t n,
 	sc.Duplicates = NATS_MS_NS(bus->dedupe_window_ms);
 	s = js_AddStream(&si, nb->js, &sc, NULL, &jerr);
 	if (s != NATS_OK && jerr == JSStreamNameExistErr) {
-		/* It exists with another configuration: bring it to ours. */
+		/*
+		 * It exists with another configuration: bring it to ours,
+		 * unless it holds other subjects (another deployment's, or
+		 * this one's under an old subject_prefix): taking them over
+		 * would strand that deployment's work.
+		 */
 		jerr = 0;
+		if (nats_same_subjects(nb, bus->stream, subs, n, err,
+		    errlen) == -1) {
+			free(subs);
+			return -1;
+		}
 		s = js_UpdateStream(&si, nb->js, &sc, NULL, &jerr);
 	}
 	free(subs);
 	jsStreamInfo_Destroy(si);
 	if (s != NATS_OK) {
 		nats_error(err, errlen, bus->stream, s, jerr);
+		if (jerr == JSStreamSubjectOverlapErr)
+			snprintf(err + strlen(err), errlen - strlen(err),
+			    "; another stream takes these subjects: give "
+			    "this deployment its own nats.subject_prefix");
 		return -1;
 	}
 	return 0;

@@ -73,6 +73,7 @@ struct config {
 	struct {
 		char	*url;
 		char	*stream;
+		char	*subject_prefix;	/* "saga": <prefix>.work.... */
 		int	 replicas;
 	} nats;
 	struct {

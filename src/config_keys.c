@@ -29,6 +29,7 @@ static int	check_host(const char *, char *, size_t);
 static int	check_path(const char *, char *, size_t);
 static int	check_method(const char *, char *, size_t);
 static int	check_context_key(const char *, char *, size_t);
+static int	check_subject_prefix(const char *, char *, size_t);
 
 static const char *const callbacks_allow_default[] = {
 	"127.0.0.1", "localhost", "::1", NULL
@@ -168,6 +169,15 @@ const struct config_key config_keys[] = {
 	    0, 0, 0, NULL, NULL, NULL, 0 },
 	{ "max_queue", KS_FLOW, KT_INT, 0, F(max_queue), 0, 0,
 	    1, 10000000, 1000, NULL, NULL, NULL, 0 },
+
+	/*
+	 * Issue 11: the first tokens of every bus subject (and, with RabbitMQ,
+	 * of its exchanges), so that deployments sharing a broker, each with
+	 * its own stream, never take each other's work.
+	 */
+	{ "subject_prefix", KS_NATS, KT_STRING, KEY_RESTART,
+	    C(nats.subject_prefix), 0, 0, 0, 0, 0, "saga", NULL,
+	    check_subject_prefix, 0 },
 };
 
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,
@@ -216,6 +226,36 @@ static int
 check_token(const char *s, char *why, size_t len)
 {
 	return config_check_pod_id(s, why, len);
+}
+
+/*
+ * One or more subject tokens joined by '.': "saga", "acme.saga". No
+ * wildcard, no empty token, so "<prefix>.work.>" is a plain filter.
+ */
+static int
+check_subject_prefix(const char *s, char *why, size_t len)
+{
+	const char	*p = s;
+	size_t		 tok = 0;
+
+	if (strlen(s) > CONFIG_NAME_MAX)
+		goto bad;
+	for (; *p != '\0'; p++) {
+		if (*p == '.') {
+			if (tok == 0)
+				goto bad;
+			tok = 0;
+		} else if (config_is_token_char(*p))
+			tok++;
+		else
+			goto bad;
+	}
+	if (tok > 0)
+		return 0;
+bad:
+	snprintf(why, len, "expected up to %d characters: tokens of letters, "
+	    "digits, '-' or '_' joined by '.'", CONFIG_NAME_MAX);
+	return -1;
 }
 
 static int

@@ -176,7 +176,13 @@ static enum saga_action_kind
 decided(struct driver *d, const struct saga_action *prev,
     enum saga_state before, int64_t now_ms)
 {
-	step_event(d, prev->step, prev->attempt, now_ms);
+	if (prev->compensate && d->s->steps[prev->step].state ==
+	    SAGA_STATE_COMPENSATED)
+		/* Undone: the step keeps its action's failure, not the event. */
+		event(d, d->s->steps[prev->step].name, SAGA_STATE_COMPENSATED,
+		    NULL, prev->attempt, now_ms);
+	else
+		step_event(d, prev->step, prev->attempt, now_ms);
 	d->carry = 0;
 	switch (d->a.kind) {
 	case SAGA_ACT_WAIT:
@@ -483,8 +489,9 @@ driver_work(const struct driver *d, const struct saga_action *a,
 	struct work_record	 rec;
 	struct saga_pb		 v;
 
-	if (work_subject(out->subject, sizeof(out->subject), d->s->mode, pod,
-	    d->s->flow, node, a->compensate) == -1 ||
+	if (work_subject(out->subject, sizeof(out->subject),
+	    d->cfg->nats.subject_prefix, d->s->mode, pod, d->s->flow, node,
+	    a->compensate) == -1 ||
 	    work_msg_id(out->msg_id, sizeof(out->msg_id), d->s->id, node,
 	    a->compensate, d->round) == -1) {
 		snprintf(err, errlen, "the subject of step %s is too long",

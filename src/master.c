@@ -239,6 +239,15 @@ master_signal_cb(int sig, void *arg)
 			log_info("SIGUSR1: log file reopened");
 		sup_signal(m->sup, SIGUSR1);
 		break;
+	case SIGUSR2:
+		/*
+		 * Its default action would kill the master with no drain and
+		 * leave the pidfile: a stray `kill -USR2` (tools send it to
+		 * ask for a binary upgrade) must not do that.
+		 */
+		log_warnx("SIGUSR2: ignored (SIGHUP reloads, SIGUSR1 reopens "
+		    "the log file, SIGTERM stops)");
+		break;
 	case SIGCHLD:
 		sup_reap(m->sup);
 		master_check_done(m);
@@ -288,7 +297,7 @@ master_init(struct master *m, const struct options *opts,
     const struct master_hooks *hooks, char *err, size_t errlen)
 {
 	static const int	 sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1,
-				    SIGCHLD };
+				    SIGUSR2, SIGCHLD };
 	struct sup_params	 p;
 	struct timeval		 tv;
 
@@ -386,6 +395,16 @@ master_pidfile_open(const char *path, char *err, size_t errlen)
 	pid_t	pid;
 
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd == -1 && errno == ENOENT) {
+		const char *slash = strrchr(path, '/');
+
+		snprintf(err, errlen, "pidfile %s: its directory %.*s does not "
+		    "exist: create it (make install does, for the default), "
+		    "or name another file with -p", path, slash != NULL &&
+		    slash != path ? (int)(slash - path) : 1,
+		    slash != NULL ? path : ".");
+		return -1;
+	}
 	if (fd == -1) {
 		snprintf(err, errlen, "pidfile %s: %s", path, strerror(errno));
 		return -1;

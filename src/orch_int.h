@@ -216,6 +216,7 @@ struct orch {
 	struct bus_listener	*done_l;
 	struct bus_listener	*cancel_l;	/* saga.cancel */
 	char			*done_subject;
+	char			*cancel_subject;	/* <prefix>.cancel */
 	struct idtable		 holds_by_id;
 	size_t			 nholders;	/* callers in all holds */
 	TAILQ_HEAD(, hold)	 holds;
@@ -261,6 +262,13 @@ struct config	*orch_saga_config(struct orch *, const Saga__V1__Saga *,
 /* A saga id from a request: 1, or 0 with a sentence naming field. */
 int	 orch_valid_id(const char *field, const char *id, char *err,
 	    size_t errlen);
+
+/*
+ * A Run of a known id: 1 if it asked for the flow the saga runs (it joins
+ * the saga), or 0 with the sentence of its ALREADY_EXISTS.
+ */
+int	 orch_same_flow(const char *id, const char *asked, const char *runs,
+	    char *err, size_t errlen);
 
 /* The Run's context into a new saga. */
 void	 orch_context_load(struct saga *, const Saga__V1__RunRequest *);

@@ -592,7 +592,8 @@ static void
 launch_created(enum store_result res, struct store_saga *rec,
     const char *err, void *arg)
 {
-	struct launch *l = arg;
+	struct launch	*l = arg;
+	char		 why[512];
 
 	if (l->o->closing) {
 		launch_free(l);
@@ -605,7 +606,11 @@ launch_created(enum store_result res, struct store_saga *rec,
 		launch_publish(l);
 		break;
 	case STORE_EXISTS:
-		launch_exists(l, rec);
+		if (!orch_same_flow(l->d.s->id, l->d.s->flow, rec->saga->flow,
+		    why, sizeof(why)))
+			launch_answer(l, NULL, GRPC_STATUS_ALREADY_EXISTS, why);
+		else
+			launch_exists(l, rec);
 		break;
 	default:
 		launch_answer(l, NULL, GRPC_STATUS_UNAVAILABLE, err != NULL ?
@@ -832,7 +837,7 @@ launch_cron(struct orch *o, int64_t now)
 		}
 	}
 	if (o->bus != NULL && o->cancel_l == NULL && bus_is_connected(o->bus))
-		o->cancel_l = bus_listen(o->bus, WORK_CANCEL_SUBJECT,
+		o->cancel_l = bus_listen(o->bus, o->cancel_subject,
 		    operate_cancel_heard, o, err, sizeof(err));
 	if (now - o->last_poll_ms >= ORCH_POLL_MS) {
 		o->last_poll_ms = now;

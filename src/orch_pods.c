@@ -152,7 +152,8 @@ pod_backlog(struct orch *o, const char *pod)
 			if (work_durable(durable, sizeof(durable),
 			    SAGA_MODE_THROTTLING, pod, fl->name, node) == -1 ||
 			    work_filter(filter, sizeof(filter),
-			    SAGA_MODE_THROTTLING, pod, fl->name, node) == -1)
+			    o->cfg->nats.subject_prefix, SAGA_MODE_THROTTLING,
+			    pod, fl->name, node) == -1)
 				continue;
 			if (bus_consumer_backlog(o->bus, durable, filter, &n,
 			    err, sizeof(err)) == -1) {

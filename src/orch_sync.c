@@ -392,6 +392,7 @@ run_created(enum store_result res, struct store_saga *rec, const char *err,
 {
 	struct run	*r = arg;
 	struct orch	*o = r->o;
+	char		 why[512];
 
 	r->store_busy = 0;
 	r->creating = 0;
@@ -408,7 +409,11 @@ run_created(enum store_result res, struct store_saga *rec, const char *err,
 		return;
 	case STORE_EXISTS:
 		/* Known id: run nothing, answer with that saga. */
-		if (rec->saga->state >= SAGA__V1__STATE__STATE_COMPLETED)
+		if (!orch_same_flow(r->d.s->id, r->d.s->flow, rec->saga->flow,
+		    why, sizeof(why)))
+			waiters_answer(r, NULL, GRPC_STATUS_ALREADY_EXISTS, why,
+			    0);
+		else if (rec->saga->state >= SAGA__V1__STATE__STATE_COMPLETED)
 			waiters_answer(r, rec->saga, 0, NULL, 0);
 		else
 			waiters_answer(r, NULL, 0, NULL, 1);

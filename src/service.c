@@ -167,19 +167,32 @@ store_status(int up, const char *why, void *arg)
 	ready_update(sv);
 }
 
-/* Creates or updates the stream; at start and at every (re)connection. */
-static void
-declare_stream(struct service *sv)
+/*
+ * Creates or updates the stream; at start and at every (re)connection.
+ * With err (at start) a failure is the caller's to report: sagad refuses to
+ * start rather than serve Runs that another deployment's workers might take
+ * or that nothing consumes. Without, it is logged.
+ */
+static int
+declare_stream(struct service *sv, char *err, size_t errlen)
 {
-	const char	*subjects[] = { WORK_STREAM_SUBJECTS };
-	char		 err[SAGAD_ERRLEN];
+	char		 subject[WORK_SUBJECT_MAX], why[SAGAD_ERRLEN];
+	const char	*subjects[] = { subject };
 
-	if (bus_declare_stream(sv->bus, subjects, 1, err, sizeof(err)) == -1)
+	(void)work_stream_subjects(subject, sizeof(subject),
+	    sv->m->cfg->nats.subject_prefix);
+	if (bus_declare_stream(sv->bus, subjects, 1, why, sizeof(why)) == 0) {
+		log_debug("%s: work stream ready", bus_config_name(sv->m->cfg));
+		return 0;
+	}
+	if (err != NULL)
+		snprintf(err, errlen, "%s: cannot make the work stream: %s",
+		    bus_config_name(sv->m->cfg), why);
+	else
 		log_warnx("%s: declare the work stream: %s; async and "
 		    "throttling Runs will fail until it exists",
-		    bus_config_name(sv->m->cfg), err);
-	else
-		log_debug("%s: work stream ready", bus_config_name(sv->m->cfg));
+		    bus_config_name(sv->m->cfg), why);
+	return -1;
 }
 
 static void
@@ -194,7 +207,7 @@ bus_status(struct bus *bus SAGAD_UNUSED, enum bus_state state, void *arg)
 	case BUS_RECONNECTED:
 		log_info("%s: %s to %s", name, state == BUS_CONNECTED ?
 		    "connected" : "reconnected", sv->where);
-		declare_stream(sv);
+		(void)declare_stream(sv, NULL, 0);
 		break;
 	case BUS_DISCONNECTED:
 		log_warnx("%s: disconnected from %s; async and throttling "
@@ -270,7 +283,10 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	if (bus_is_connected(sv->bus)) {
 		log_info("%s: connected to %s", bus_config_name(cfg),
 		    sv->where);
-		declare_stream(sv);
+		if (needs_bus(cfg) && declare_stream(sv, err, errlen) == -1)
+			return -1;
+		if (!needs_bus(cfg))
+			(void)declare_stream(sv, NULL, 0);
 	} else
 		log_warnx("%s: %s is not reachable yet; async and throttling "
 		    "Runs are refused until it is", bus_config_name(cfg),

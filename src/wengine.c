@@ -127,8 +127,8 @@ topic_load(struct wengine *e, struct config *cfg, const char *topic,
 		e->callbacks = 1;
 		snprintf(e->topic, sizeof(e->topic), "%s", topic);
 		snprintf(e->durable, sizeof(e->durable), "%s", topic);
-		snprintf(e->filter, sizeof(e->filter), "%s",
-		    WORK_CALLBACK_SUBJECT);
+		(void)work_callback_subject(e->filter, sizeof(e->filter),
+		    cfg->nats.subject_prefix);
 		e->workers = 1;
 		e->timeout_ms = WE_CALLBACK_TIMEOUT_MS;
 		return 0;
@@ -162,8 +162,9 @@ topic_load(struct wengine *e, struct config *cfg, const char *topic,
 		e->timeout_ms = nd->timeout_ms;
 		if (work_durable(e->durable, sizeof(e->durable), e->mode,
 		    cfg->pod_id, f->name, nd->name) == -1 ||
-		    work_filter(e->filter, sizeof(e->filter), e->mode,
-		    cfg->pod_id, f->name, nd->name) == -1) {
+		    work_filter(e->filter, sizeof(e->filter),
+		    cfg->nats.subject_prefix, e->mode, cfg->pod_id, f->name,
+		    nd->name) == -1) {
 			snprintf(err, errlen, "topic %s: its subject is too "
 			    "long", topic);
 			break;
@@ -449,7 +450,8 @@ job_notify_done(struct job *j)
 	size_t	 len;
 
 	if (j->d.s->mode == SAGA_MODE_THROTTLING && *job_pod(j) != '\0' &&
-	    work_done_subject(subject, sizeof(subject), job_pod(j)) == 0) {
+	    work_done_subject(subject, sizeof(subject),
+	    j->e->cfg->nats.subject_prefix, job_pod(j)) == 0) {
 		buf = work_done_pack(j->d.s->id, (int)j->d.s->state, &len);
 		/* Lost notices are fine: the holder polls Redis too. */
 		if (bus_notify(j->e->bus, subject, buf, len, err,
@@ -469,7 +471,7 @@ job_notify_done(struct job *j)
 static void
 job_end_effects(struct job *j)
 {
-	char		 id[STORE_ID_MAX + 16];
+	char		 id[STORE_ID_MAX + 16], subject[WORK_SUBJECT_MAX];
 	struct work	 w;
 	uint8_t		*buf;
 	size_t		 len;
@@ -486,7 +488,9 @@ job_end_effects(struct job *j)
 	w.traceparent = j->w.traceparent;
 	snprintf(id, sizeof(id), "%s:callback", j->d.s->id);
 	buf = work_pack(&w, &len);
-	job_publish(j, WORK_CALLBACK_SUBJECT, id, buf, len, job_notify_done);
+	(void)work_callback_subject(subject, sizeof(subject),
+	    j->e->cfg->nats.subject_prefix);
+	job_publish(j, subject, id, buf, len, job_notify_done);
 	free(buf);
 }
 
@@ -651,16 +655,18 @@ cancel_heard(struct bus_listener *l, const char *subject, const void *data,
 void
 wengine_cron(struct wengine *e)
 {
-	char err[SAGAD_ERRLEN];
+	char err[SAGAD_ERRLEN], subject[WORK_SUBJECT_MAX];
 
 	if (e->callbacks || e->cancel_l != NULL || e->closing ||
 	    !bus_is_connected(e->bus))
 		return;
-	e->cancel_l = bus_listen(e->bus, WORK_CANCEL_SUBJECT, cancel_heard, e,
-	    err, sizeof(err));
+	(void)work_cancel_subject(subject, sizeof(subject),
+	    e->cfg->nats.subject_prefix);
+	e->cancel_l = bus_listen(e->bus, subject, cancel_heard, e, err,
+	    sizeof(err));
 	if (e->cancel_l == NULL)
 		wengine_log(e, UTIL_WARN, NULL, "cannot listen on %s, "
-		    "retrying: %s", WORK_CANCEL_SUBJECT, err);
+		    "retrying: %s", subject, err);
 }
 
 /* --- a step message --------------------------------------------------------------- */

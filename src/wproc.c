@@ -320,6 +320,9 @@ signal_cb(int sig, void *arg)
 		else
 			log_info("SIGUSR1: log file reopened");
 		break;
+	case SIGUSR2:
+		log_warnx("SIGUSR2: ignored");
+		break;
 	}
 }
 
@@ -401,7 +404,8 @@ struct wproc *
 wproc_new(const struct proc_worker_args *a, pid_t ppid, int *exit_code,
     char *err, size_t errlen)
 {
-	static const int	 sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+	static const int	 sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1,
+				    SIGUSR2 };
 	struct wproc		*w = util_xcalloc(1, sizeof(*w));
 	struct timeval		 tv = { WPROC_CRON_MS / 1000, 0 };
 	char			 e[WPROC_CFG_ERRLEN];
