@@ -509,8 +509,8 @@ driver_work(const struct driver *d, const struct saga_action *a,
 		 * Its own dedupe ids: the same call may have been published
 		 * on its node's topic, which must not swallow this one.
 		 */
-		snprintf(out->subject, sizeof(out->subject), "%s",
-		    WORK_LEGACY_SUBJECT);
+		(void)work_legacy_subject(out->subject, sizeof(out->subject),
+		    d->cfg->nats.subject_prefix);
 		snprintf(id, sizeof(id), "%s", out->msg_id);
 		if (snprintf(out->msg_id, sizeof(out->msg_id), "L:%s", id) >=
 		    (int)sizeof(out->msg_id)) {

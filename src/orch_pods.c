@@ -248,7 +248,7 @@ linger_add(struct orch *o, const struct config *old,
 	memset(g, 0, sizeof(*g));
 	if (work_durable(g->durable, sizeof(g->durable), t->mode, old->pod_id,
 	    flow, node) == -1 || work_filter(g->filter, sizeof(g->filter),
-	    t->mode, old->pod_id, flow, node) == -1)
+	    old->nats.subject_prefix, t->mode, old->pod_id, flow, node) == -1)
 		return;
 	g->name = util_xstrdup(name);
 	snprintf(g->topic, sizeof(g->topic), "%s", t->name);

@@ -106,7 +106,8 @@ topic_linger(struct wengine *e, struct config *cfg, const char *topic,
 	e->timeout_ms = WE_LEGACY_TIMEOUT_MS;
 	if (work_durable(e->durable, sizeof(e->durable), e->mode, cfg->pod_id,
 	    e->flow, e->node) == -1 || work_filter(e->filter, sizeof(e->filter),
-	    e->mode, cfg->pod_id, e->flow, e->node) == -1) {
+	    cfg->nats.subject_prefix, e->mode, cfg->pod_id, e->flow,
+	    e->node) == -1) {
 		snprintf(err, errlen, "topic %s: its subject is too long", topic);
 		return -1;
 	}
@@ -137,8 +138,8 @@ topic_load(struct wengine *e, struct config *cfg, const char *topic,
 		/* Any node: the definition each saga started with says which. */
 		snprintf(e->topic, sizeof(e->topic), "%s", topic);
 		snprintf(e->durable, sizeof(e->durable), "%s", topic);
-		snprintf(e->filter, sizeof(e->filter), "%s",
-		    WORK_LEGACY_SUBJECT);
+		(void)work_legacy_subject(e->filter, sizeof(e->filter),
+		    cfg->nats.subject_prefix);
 		e->node[0] = '\0';
 		e->mode = SAGA_MODE_ASYNC;
 		e->workers = CONFIG_LEGACY_WORKERS;

@@ -57,6 +57,12 @@ work_callback_subject(char *buf, size_t len, const char *prefix)
 }
 
 int
+work_legacy_subject(char *buf, size_t len, const char *prefix)
+{
+	return fits(snprintf(buf, len, "%s.work.legacy", PFX(prefix)), len);
+}
+
+int
 work_cancel_subject(char *buf, size_t len, const char *prefix)
 {
 	return fits(snprintf(buf, len, "%s.cancel", PFX(prefix)), len);

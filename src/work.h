@@ -29,7 +29,6 @@
 #define WORK_PREFIX_DEFAULT	"saga"	/* nats.subject_prefix; NULL means it */
 #define WORK_CALLBACK_TOPIC	"callbacks"	/* the supervisor's topic name */
 /* Work of sagas on an older definition of their flow (flowdef.h). */
-#define WORK_LEGACY_SUBJECT	"saga.work.legacy"
 #define WORK_LEGACY_TOPIC	"legacy"
 #define WORK_SUBJECT_MAX	512
 
@@ -86,6 +85,7 @@ int	 work_filter(char *buf, size_t len, const char *prefix,
 /* The stream's subjects, callback deliveries, Cancel notices. */
 int	 work_stream_subjects(char *buf, size_t len, const char *prefix);
 int	 work_callback_subject(char *buf, size_t len, const char *prefix);
+int	 work_legacy_subject(char *buf, size_t len, const char *prefix);
 int	 work_cancel_subject(char *buf, size_t len, const char *prefix);
 /* A durable consumer name (letters, digits, '-', '_' only). */
 int	 work_durable(char *buf, size_t len, enum saga_mode, const char *pod,
