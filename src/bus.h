@@ -182,6 +182,9 @@ int		 bus_in_progress(struct bus_msg *);
  */
 struct bus_pub_result {
 	const char	*error;		/* NULL: durably accepted */
+	int		 refused;	/* with error: the broker said no, so it
+					   is not stored; without: unknown
+					   (a timeout, a lost connection) */
 	int		 duplicate;	/* already stored under this msg_id */
 	uint64_t	 seq;		/* its position in the stream */
 };

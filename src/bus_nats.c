@@ -183,6 +183,9 @@ nats_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
 			p->res.duplicate = pa->Duplicate;
 			p->res.seq = pa->Sequence;
 		} else {
+			/* No stream took it, or JetStream said no. */
+			p->res.refused = pae != NULL && (pae->Err ==
+			    NATS_NO_RESPONDERS || pae->ErrCode != 0);
 			snprintf(p->errbuf, sizeof(p->errbuf),
 			    "nats: publish %s: %s", natsMsg_GetSubject(msg),
 			    pae != NULL && pae->ErrText != NULL &&

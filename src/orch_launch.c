@@ -9,8 +9,8 @@
  * the saga PENDING, accepted, and a sweeper queues its first work again
  * once the lease runs out with the saga still PENDING (orch_sweep.c), as
  * it does for a create that Redis applied after its caller gave up. Only a
- * first work that cannot even be built is written FAILED "never queued";
- * a Run with the same id queues such a saga again.
+ * definite no (not sent, no stream for it, the broker refused it) writes
+ * the saga FAILED "never queued"; a Run with the same id queues it again.
  */
 #include "autoconf.h"
 
@@ -326,9 +326,10 @@ launch_unqueued_written(enum store_result res, int64_t rev,
 }
 
 /*
- * The first work could not be made: nothing will ever run the saga. It is
- * written FAILED with a sentence saying so; nothing of it ever ran, so a
- * Run with the same id starts it again.
+ * The first work is not in the stream, for sure (not sent, or refused):
+ * nothing will ever run the saga. It is written FAILED with a sentence
+ * saying so; nothing of it ever ran, so a Run with the same id starts it
+ * again.
  */
 static void
 launch_unqueued(struct launch *l, const char *why)
@@ -394,7 +395,10 @@ launch_published(struct bus *bus, const struct bus_pub_result *res,
 		launch_free(l);
 		return;
 	}
-	launch_accepted(l, res->error);
+	if (res->error != NULL && res->refused)
+		launch_unqueued(l, res->error);		/* a definite no */
+	else
+		launch_accepted(l, res->error);		/* yes, or unknown */
 }
 
 /*
@@ -412,11 +416,12 @@ launch_publish(struct launch *l)
 		launch_unqueued(l, err);
 		return;
 	}
+	/* Not even sent: a definite no. */
 	if (l->o->bus == NULL || !bus_is_connected(l->o->bus))
-		launch_accepted(l, "not connected");
+		launch_unqueued(l, "not connected");
 	else if (bus_publish(l->o->bus, dw.subject, dw.buf, dw.len,
 	    dw.msg_id, launch_published, l, err, sizeof(err)) == -1)
-		launch_accepted(l, err);
+		launch_unqueued(l, err);
 	free(dw.buf);
 }
 
