@@ -86,8 +86,15 @@ echo
 start_participants 0
 $ctl bench Booking -r 0 -d 2s --max-inflight 64 >/dev/null	# warm up
 echo "## 1. closed loop, 128 in flight, participants at 0 ms, $DUR"
+# The master's CPU time (utime + stime, in clock ticks) per saga: a figure
+# that other load on the machine disturbs far less than the rate.
+cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$SAGAD_PID/stat"; }
+ticks0=$(cpu_ticks)
 $ctl bench Booking -r 0 -d "$DUR" --max-inflight 128 -c 2 | tee "$LIB_TMP/closed.txt"
+ticks1=$(cpu_ticks)
 closed=$(awk -F'[ ,]+' '/^Requests/ {print $(NF)}' "$LIB_TMP/closed.txt")
+sagas=$(awk -F'[ ,]+' '/^Requests/ {print $(NF-2)}' "$LIB_TMP/closed.txt")
+echo "master CPU: $(( (ticks1 - ticks0) * 1000000 / $(getconf CLK_TCK) / (sagas > 0 ? sagas : 1) )) us per saga ($((ticks1 - ticks0)) ticks, $sagas sagas)"
 if [ -n "${METRICS:-}" ]; then
 	echo "metrics on: $(curl -s "http://127.0.0.1:$http_port/metrics" |
 	    grep '^sagad_sagas_ended_total{flow="Booking",mode="sync",state="completed"}')"
