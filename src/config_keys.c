@@ -29,6 +29,7 @@ static int	check_host(const char *, char *, size_t);
 static int	check_path(const char *, char *, size_t);
 static int	check_method(const char *, char *, size_t);
 static int	check_context_key(const char *, char *, size_t);
+static int	check_subject_prefix(const char *, char *, size_t);
 
 static const char *const callbacks_allow_default[] = {
 	"127.0.0.1", "localhost", "::1", NULL
@@ -170,6 +171,15 @@ const struct config_key config_keys[] = {
 	    1, 10000000, 1000, NULL, NULL, NULL, 0 },
 
 	/*
+	 * Issue 11: the first tokens of every bus subject (and, with RabbitMQ,
+	 * of its exchanges), so that deployments sharing a broker, each with
+	 * its own stream, never take each other's work.
+	 */
+	{ "subject_prefix", KS_NATS, KT_STRING, KEY_RESTART,
+	    C(nats.subject_prefix), 0, 0, 0, 0, 0, "saga", NULL,
+	    check_subject_prefix, 0 },
+
+	/*
 	 * Issue 14: the HTTP listener (metrics, probes, the JSON API). Unset
 	 * listen: no listener. Its address needs a restart; its bounds apply
 	 * on SIGHUP to the connections and requests that come next.
@@ -234,6 +244,36 @@ static int
 check_token(const char *s, char *why, size_t len)
 {
 	return config_check_pod_id(s, why, len);
+}
+
+/*
+ * One or more subject tokens joined by '.': "saga", "acme.saga". No
+ * wildcard, no empty token, so "<prefix>.work.>" is a plain filter.
+ */
+static int
+check_subject_prefix(const char *s, char *why, size_t len)
+{
+	const char	*p = s;
+	size_t		 tok = 0;
+
+	if (strlen(s) > CONFIG_NAME_MAX)
+		goto bad;
+	for (; *p != '\0'; p++) {
+		if (*p == '.') {
+			if (tok == 0)
+				goto bad;
+			tok = 0;
+		} else if (config_is_token_char(*p))
+			tok++;
+		else
+			goto bad;
+	}
+	if (tok > 0)
+		return 0;
+bad:
+	snprintf(why, len, "expected up to %d characters: tokens of letters, "
+	    "digits, '-' or '_' joined by '.'", CONFIG_NAME_MAX);
+	return -1;
 }
 
 static int

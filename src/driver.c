@@ -177,7 +177,13 @@ static enum saga_action_kind
 decided(struct driver *d, const struct saga_action *prev,
     enum saga_state before, int64_t now_ms)
 {
-	step_event(d, prev->step, prev->attempt, now_ms);
+	if (prev->compensate && d->s->steps[prev->step].state ==
+	    SAGA_STATE_COMPENSATED)
+		/* Undone: the step keeps its action's failure, not the event. */
+		event(d, d->s->steps[prev->step].name, SAGA_STATE_COMPENSATED,
+		    NULL, prev->attempt, now_ms);
+	else
+		step_event(d, prev->step, prev->attempt, now_ms);
 	d->carry = 0;
 	switch (d->a.kind) {
 	case SAGA_ACT_WAIT:
@@ -220,6 +226,18 @@ driver_result(struct driver *d, int status, const char *msg,
 	d->a = saga_step_end(d->s, d->cfg, d->flow, &prev, status, msg, kv,
 	    nkv, now_ms, d->rng);
 	step_kv_free(kv, nkv);
+	return decided(d, &prev, before, now_ms);
+}
+
+enum saga_action_kind
+driver_unreached(struct driver *d, int status, const char *msg,
+    int64_t now_ms)
+{
+	struct saga_action	prev = d->a;
+	enum saga_state		before = d->s->state;
+
+	d->a = saga_step_unreached(d->s, d->cfg, d->flow, &prev, status, msg,
+	    now_ms, d->rng);
 	return decided(d, &prev, before, now_ms);
 }
 
@@ -510,13 +528,35 @@ driver_work(const struct driver *d, const struct saga_action *a,
 	struct work_record	 rec;
 	struct saga_pb		 v;
 
-	if (work_subject(out->subject, sizeof(out->subject), d->s->mode, pod,
-	    d->s->flow, node, a->compensate) == -1 ||
+	if (work_subject(out->subject, sizeof(out->subject),
+	    d->cfg->nats.subject_prefix, d->s->mode, pod, d->s->flow, node,
+	    a->compensate) == -1 ||
 	    work_msg_id(out->msg_id, sizeof(out->msg_id), d->s->id, node,
 	    a->compensate, d->round) == -1) {
 		snprintf(err, errlen, "the subject of step %s is too long",
 		    node);
 		return -1;
+	}
+	/*
+	 * A saga on an older definition of its flow (a view, flowdef.h): its
+	 * node's topic may be gone or another's; the legacy topic calls any.
+	 */
+	if (d->cfg->parent != NULL) {
+		char id[sizeof(out->msg_id)];
+
+		/*
+		 * Its own dedupe ids: the same call may have been published
+		 * on its node's topic, which must not swallow this one.
+		 */
+		(void)work_legacy_subject(out->subject, sizeof(out->subject),
+		    d->cfg->nats.subject_prefix);
+		snprintf(id, sizeof(id), "%s", out->msg_id);
+		if (snprintf(out->msg_id, sizeof(out->msg_id), "L:%s", id) >=
+		    (int)sizeof(out->msg_id)) {
+			snprintf(err, errlen, "the dedupe id of step %s is too "
+			    "long", node);
+			return -1;
+		}
 	}
 	memset(&w, 0, sizeof(w));
 	w.saga_id = d->s->id;

@@ -301,7 +301,7 @@ cancel_tell(struct orch *o, const char *id, const char *reason)
 	if (o->bus == NULL || !bus_is_connected(o->bus))
 		return;		/* the driver learns it at its next write */
 	buf = work_cancel_pack(id, reason, &len);
-	if (bus_notify(o->bus, WORK_CANCEL_SUBJECT, buf, len, err,
+	if (bus_notify(o->bus, o->cancel_subject, buf, len, err,
 	    sizeof(err)) == -1)
 		orch_log(o, UTIL_WARN, id, "cancel notice: %s", err);
 	free(buf);

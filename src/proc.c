@@ -179,10 +179,11 @@ proc_worker_parse(struct proc_worker_args *a, int argc, char *argv[],
 		switch (c) {
 		case 't':
 			if (strcmp(optarg, WORK_CALLBACK_TOPIC) != 0 &&
+			    strcmp(optarg, WORK_LEGACY_TOPIC) != 0 &&
 			    (strchr(optarg, '/') == NULL || optarg[0] == '/')) {
 				snprintf(err, errlen, "--topic %s: expected "
-				    "FLOW/NODE or " WORK_CALLBACK_TOPIC,
-				    optarg);
+				    "FLOW/NODE, " WORK_CALLBACK_TOPIC " or "
+				    WORK_LEGACY_TOPIC, optarg);
 				return -1;
 			}
 			a->topic = optarg;

@@ -66,6 +66,7 @@ struct service {
 	uint64_t		 cron_ticks;
 	int			 redis_up;
 	int			 stopping;	/* health stays NOT_SERVING */
+	unsigned		 extra_gen;	/* the extra topics the sup has */
 	struct http_server	*http;		/* http.listen; NULL: none */
 	int			 probing;	/* a readiness probe is out */
 	int64_t			 probe_sent;	/* mono ms */
@@ -307,19 +308,32 @@ store_status(int up, const char *why, void *arg)
 	ready_update(sv);
 }
 
-/* Creates or updates the stream; at start and at every (re)connection. */
-static void
-declare_stream(struct service *sv)
+/*
+ * Creates or updates the stream; at start and at every (re)connection.
+ * With err (at start) a failure is the caller's to report: sagad refuses to
+ * start rather than serve Runs that another deployment's workers might take
+ * or that nothing consumes. Without, it is logged.
+ */
+static int
+declare_stream(struct service *sv, char *err, size_t errlen)
 {
-	const char	*subjects[] = { WORK_STREAM_SUBJECTS };
-	char		 err[SAGAD_ERRLEN];
+	char		 subject[WORK_SUBJECT_MAX], why[SAGAD_ERRLEN];
+	const char	*subjects[] = { subject };
 
-	if (bus_declare_stream(sv->bus, subjects, 1, err, sizeof(err)) == -1)
+	(void)work_stream_subjects(subject, sizeof(subject),
+	    sv->m->cfg->nats.subject_prefix);
+	if (bus_declare_stream(sv->bus, subjects, 1, why, sizeof(why)) == 0) {
+		log_debug("%s: work stream ready", bus_config_name(sv->m->cfg));
+		return 0;
+	}
+	if (err != NULL)
+		snprintf(err, errlen, "%s: cannot make the work stream: %s",
+		    bus_config_name(sv->m->cfg), why);
+	else
 		log_warnx("%s: declare the work stream: %s; async and "
 		    "throttling Runs will fail until it exists",
-		    bus_config_name(sv->m->cfg), err);
-	else
-		log_debug("%s: work stream ready", bus_config_name(sv->m->cfg));
+		    bus_config_name(sv->m->cfg), why);
+	return -1;
 }
 
 static void
@@ -334,7 +348,7 @@ bus_status(struct bus *bus SAGAD_UNUSED, enum bus_state state, void *arg)
 	case BUS_RECONNECTED:
 		log_info("%s: %s to %s", name, state == BUS_CONNECTED ?
 		    "connected" : "reconnected", sv->where);
-		declare_stream(sv);
+		(void)declare_stream(sv, NULL, 0);
 		break;
 	case BUS_DISCONNECTED:
 		log_warnx("%s: disconnected from %s; async and throttling "
@@ -416,7 +430,10 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	if (bus_is_connected(sv->bus)) {
 		log_info("%s: connected to %s", bus_config_name(cfg),
 		    sv->where);
-		declare_stream(sv);
+		if (needs_bus(cfg) && declare_stream(sv, err, errlen) == -1)
+			return -1;
+		if (!needs_bus(cfg))
+			(void)declare_stream(sv, NULL, 0);
 	} else
 		log_warnx("%s: %s is not reachable yet; async and throttling "
 		    "Runs are refused until it is", bus_config_name(cfg),
@@ -482,13 +499,33 @@ service_stop(struct master *m SAGAD_UNUSED, void *arg)
 }
 
 static void
-service_cron(struct master *m SAGAD_UNUSED, void *arg)
+service_cron(struct master *m, void *arg)
 {
-	struct service *sv = arg;
-	size_t mem;
+	struct service	*sv = arg;
+	size_t		 mem;
 
-	if (sv->orch != NULL)
+	if (sv->orch != NULL) {
+		struct orch_topic	*t;
+		struct sup_topic	*st;
+		unsigned		 gen;
+		size_t			 n;
+
 		orch_cron(sv->orch);
+		/* Workers on adopted pods' and removed topics, or no more. */
+		n = orch_extra_topics(sv->orch, &t, &gen);
+		if (gen != sv->extra_gen) {
+			sv->extra_gen = gen;
+			st = util_xcalloc(n + 1, sizeof(*st));
+			for (size_t i = 0; i < n; i++) {
+				st[i].name = t[i].name;
+				st[i].workers = 1;
+				st[i].concurrency = t[i].concurrency;
+			}
+			master_set_extra(m, st, n);
+			free(st);
+		}
+		free(t);
+	}
 	probe_cron(sv);
 	if (sv->srv == NULL || ++sv->cron_ticks % MASTER_HZ != 0)
 		return;

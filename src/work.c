@@ -17,28 +17,55 @@ fits(int n, size_t len)
 	return n >= 0 && (size_t)n < len ? 0 : -1;
 }
 
+/* A config built in memory (tests) may leave the prefix unset. */
+#define PFX(p)	((p) != NULL ? (p) : WORK_PREFIX_DEFAULT)
+
 int
-work_subject(char *buf, size_t len, enum saga_mode mode, const char *pod,
-    const char *flow, const char *node, int compensate)
+work_subject(char *buf, size_t len, const char *prefix, enum saga_mode mode,
+    const char *pod, const char *flow, const char *node, int compensate)
 {
 	const char *way = compensate ? "undo" : "do";
 
 	if (mode == SAGA_MODE_THROTTLING)
-		return fits(snprintf(buf, len, "saga.work.pod.%s.%s.%s.%s",
-		    pod, flow, node, way), len);
-	return fits(snprintf(buf, len, "saga.work.async.%s.%s.%s", flow,
-	    node, way), len);
+		return fits(snprintf(buf, len, "%s.work.pod.%s.%s.%s.%s",
+		    PFX(prefix), pod, flow, node, way), len);
+	return fits(snprintf(buf, len, "%s.work.async.%s.%s.%s", PFX(prefix),
+	    flow, node, way), len);
 }
 
 int
-work_filter(char *buf, size_t len, enum saga_mode mode, const char *pod,
-    const char *flow, const char *node)
+work_filter(char *buf, size_t len, const char *prefix, enum saga_mode mode,
+    const char *pod, const char *flow, const char *node)
 {
 	if (mode == SAGA_MODE_THROTTLING)
-		return fits(snprintf(buf, len, "saga.work.pod.%s.%s.%s.*",
-		    pod, flow, node), len);
-	return fits(snprintf(buf, len, "saga.work.async.%s.%s.*", flow,
-	    node), len);
+		return fits(snprintf(buf, len, "%s.work.pod.%s.%s.%s.*",
+		    PFX(prefix), pod, flow, node), len);
+	return fits(snprintf(buf, len, "%s.work.async.%s.%s.*", PFX(prefix),
+	    flow, node), len);
+}
+
+int
+work_stream_subjects(char *buf, size_t len, const char *prefix)
+{
+	return fits(snprintf(buf, len, "%s.work.>", PFX(prefix)), len);
+}
+
+int
+work_callback_subject(char *buf, size_t len, const char *prefix)
+{
+	return fits(snprintf(buf, len, "%s.work.callback", PFX(prefix)), len);
+}
+
+int
+work_legacy_subject(char *buf, size_t len, const char *prefix)
+{
+	return fits(snprintf(buf, len, "%s.work.legacy", PFX(prefix)), len);
+}
+
+int
+work_cancel_subject(char *buf, size_t len, const char *prefix)
+{
+	return fits(snprintf(buf, len, "%s.cancel", PFX(prefix)), len);
 }
 
 int
@@ -67,9 +94,10 @@ work_msg_id(char *buf, size_t len, const char *saga_id, const char *node,
 }
 
 int
-work_done_subject(char *buf, size_t len, const char *pod)
+work_done_subject(char *buf, size_t len, const char *prefix, const char *pod)
 {
-	return fits(snprintf(buf, len, "saga.done.%s", pod), len);
+	return fits(snprintf(buf, len, "%s.done.%s", PFX(prefix),
+	    pod), len);
 }
 
 uint8_t *

@@ -76,6 +76,9 @@ topic_exists(const struct config *cfg, const char *topic)
 
 	if (strcmp(topic, WORK_CALLBACK_TOPIC) == 0)
 		return 1;
+	/* A topic gone from the config, read until it is empty. */
+	if (strchr(topic, WENGINE_LINGER_SEP) != NULL)
+		return 1;
 	n = config_topics(cfg, &t);
 	for (i = 0; i < n && !found; i++)
 		found = strcmp(t[i].name, topic) == 0;
@@ -318,6 +321,9 @@ signal_cb(int sig, void *arg)
 		else
 			log_info("SIGUSR1: log file reopened");
 		break;
+	case SIGUSR2:
+		log_warnx("SIGUSR2: ignored");
+		break;
 	}
 }
 
@@ -399,7 +405,8 @@ struct wproc *
 wproc_new(const struct proc_worker_args *a, pid_t ppid, int *exit_code,
     char *err, size_t errlen)
 {
-	static const int	 sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+	static const int	 sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1,
+				    SIGUSR2 };
 	struct wproc		*w = util_xcalloc(1, sizeof(*w));
 	struct timeval		 tv = { WPROC_CRON_MS / 1000, 0 };
 	char			 e[WPROC_CFG_ERRLEN];

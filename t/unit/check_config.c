@@ -260,6 +260,7 @@ START_TEST(defaults_applied)
 	ck_assert_ptr_null(cfg->log_file);
 	ck_assert_str_eq(cfg->nats.url, "nats://127.0.0.1:4222");
 	ck_assert_str_eq(cfg->nats.stream, "SAGA");
+	ck_assert_str_eq(cfg->nats.subject_prefix, "saga");
 	ck_assert_int_eq(cfg->nats.replicas, 1);
 	ck_assert_str_eq(cfg->queue, "nats");
 	ck_assert_str_eq(cfg->rabbitmq.url, "amqp://127.0.0.1:5672");
@@ -386,6 +387,29 @@ START_TEST(pod_id_invalid_rejected)
 {
 	refused("pod_id = \"pod a\";\n", 1, "pod_id: expected 1 to 64 "
 	    "letters, digits, '-' or '_', got \"pod a\"");
+}
+END_TEST
+
+/* Issue 11: the bus subjects' prefix, one or more tokens joined by '.'. */
+START_TEST(subject_prefix_checked)
+{
+	struct config *cfg = load("nats = { subject_prefix = \"acme.saga-2\"; "
+	    "};\n", "pod-t");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->nats.subject_prefix, "acme.saga-2");
+	config_free(cfg);
+	refused("nats = { subject_prefix = \"saga.>\"; };\n", 1,
+	    "nats.subject_prefix: expected up to 64 characters: tokens of "
+	    "letters, digits, '-' or '_' joined by '.', got \"saga.>\"");
+	refused("nats = { subject_prefix = \"a..b\"; };\n", 1,
+	    "nats.subject_prefix: expected");
+	refused("nats = { subject_prefix = \"a.\"; };\n", 1,
+	    "nats.subject_prefix: expected");
+	refused("nats = { subject_prefix = \"\"; };\n", 1,
+	    "nats.subject_prefix: expected");
+	refused("nats = { subject_prefix = \"caf\xc3\xa9\"; };\n", 1,
+	    "nats.subject_prefix: expected");
 }
 END_TEST
 
@@ -1183,6 +1207,7 @@ config_suite(void)
 	tcase_add_test(tc, pod_id_override_wins);
 	tcase_add_test(tc, pod_id_override_invalid_rejected);
 	tcase_add_test(tc, pod_id_invalid_rejected);
+	tcase_add_test(tc, subject_prefix_checked);
 	tcase_add_test(tc, syntax_error_names_file_and_line);
 	tcase_add_test(tc, missing_file_rejected);
 	tcase_add_test(tc, duplicate_key_rejected);
