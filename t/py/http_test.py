@@ -135,7 +135,10 @@ def t_api():
     expect(code, 400, e, "Run without a flow")
     code, e = run("Booking", "h-sync-1-other", mode="MODE_BOGUS")
     expect(code, 400, e, "Run with a bad enum")
-    ok("GET one; 404 unknown saga and flow; 400 bad fields")
+    code, e = run("AsyncBooking", "h-sync-1")
+    expect(code, 409, e, "Run of a known id with another flow")
+    check(e["code"] == 6, "ALREADY_EXISTS %r" % e)
+    ok("GET one; 404 unknown saga and flow; 400 bad fields; 409 id taken")
 
     # Bad JSON: 400 and nothing changes.
     for raw in [b"{", b'{"flow": "Booking", "requestId": "h-bad-1",}',
