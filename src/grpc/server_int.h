@@ -89,6 +89,11 @@ struct grpc_call {
 	grpc_call_cb		 writable_cb;
 	void			*writable_arg;
 	struct event		 timer;
+	/* An in-process call (server_local.c): conn is NULL. */
+	struct grpc_server	*lsrv;
+	const struct grpc_local_ops *local;
+	void			*local_arg;
+	char			*lpeer;
 };
 
 struct conn {
@@ -166,6 +171,11 @@ int	 grpc_server_on_header(nghttp2_session *, const nghttp2_frame *,
 	    size_t valuelen, uint8_t flags, void *user);
 int	 grpc_server_on_data_chunk_recv(nghttp2_session *, uint8_t flags,
 	    int32_t id, const uint8_t *data, size_t len, void *user);
+
+/* server_local.c: in-process calls */
+int	 grpc_server_local_send(struct grpc_call *, const ProtobufCMessage *);
+int	 grpc_server_local_finish(struct grpc_call *, int status,
+	    const char *message);
 
 /* server_limits.c: accounting, admission, timeouts */
 int	 grpc_server_mem_over(const struct conn *, size_t more);
