@@ -58,6 +58,7 @@ struct config {
 	int		 shutdown_timeout_ms;
 	char		*log_file;	/* NULL: syslog (or stderr with -d) */
 	char		*queue;		/* the bus driver: "nats" or "rabbitmq" */
+	char		*log_format;	/* "text" or "json" (issue 14) */
 
 	struct {
 		char	*url;
@@ -88,6 +89,10 @@ struct config {
 		int	 max_context_entries;
 		int	 memory_mb;
 	} limits;
+	struct {
+		char	*otlp_endpoint;	/* NULL: no tracing */
+		double	 sample_ratio;	/* of the traces sagad starts */
+	} tracing;
 
 	struct config_service	*services;
 	size_t			 nservices;

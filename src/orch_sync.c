@@ -24,6 +24,7 @@
 #include "grpc/grpc.h"
 #include "grpc/server.h"
 #include "orch_int.h"
+#include "trace_saga.h"
 #include "util.h"
 
 static void	run_next(struct run *);
@@ -290,6 +291,7 @@ run_ended(struct run *r)
 	if (s->state == SAGA_STATE_FAILED)
 		orch_log(o, UTIL_WARN, s->id, "saga FAILED, an operator must "
 		    "look: %s", s->error != NULL ? s->error : "");
+	trace_saga_end(&r->d);
 	waiters_answer(r, NULL, 0, NULL, 0);
 	run_finish(r);
 }
@@ -338,6 +340,7 @@ run_call_done(void *arg, const struct grpc_client_result *res)
 	}
 	if (r->o->closing)
 		return;
+	trace_call_end(&r->d, res->status, res->message);
 	driver_result(&r->d, res->status, res->message, res->data, res->len,
 	    util_now_ms());
 	run_next(r);
@@ -364,6 +367,7 @@ sync_call(struct run *r)
 		r->svc = v;
 		return;
 	}
+	trace_call_start(&r->d, &r->o->rng);
 	req = driver_request(&r->d, &path, &len, &md, err, sizeof(err));
 	if (req == NULL) {
 		/* Nothing could be sent: no retry helps, nothing to undo. */
@@ -424,7 +428,6 @@ sync_start(struct orch *o, struct grpc_call *call,
     const struct config_flow *flow, const char *id,
     const Saga__V1__RunRequest *req)
 {
-	const struct grpc_md	*md;
 	struct driver_write	 dw;
 	struct saga		*s;
 	struct run		*r;
@@ -432,9 +435,8 @@ sync_start(struct orch *o, struct grpc_call *call,
 	s = saga_new(id, o->cfg, flow, SAGA_MODE_SYNC, util_now_ms());
 	orch_context_load(s, req);
 	r = run_new(o, flow, s);
-	md = grpc_md_get(grpc_call_metadata(call), "traceparent");
-	driver_set(&r->d, o->cfg->pod_id, NULL, md != NULL ?
-	    (const char *)md->value : NULL);
+	driver_set(&r->d, o->cfg->pod_id, NULL, NULL);
+	trace_run(call, &r->d, &o->rng);
 	sync_wait(r, call);
 	r->first = admit_svc(o, &o->cfg->services[
 	    o->cfg->nodes[flow->steps[0]].service]);

@@ -338,6 +338,23 @@ grpc_call_on_cancel(struct grpc_call *c, grpc_call_cb fn, void *arg)
 }
 
 void
+grpc_call_on_done(struct grpc_call *c, grpc_call_done_cb fn, void *arg)
+{
+	c->done_cb = fn;
+	c->done_arg = arg;
+}
+
+static void
+call_done(struct grpc_call *c, int status)
+{
+	grpc_call_done_cb fn = c->done_cb;
+
+	c->done_cb = NULL;
+	if (fn != NULL)
+		fn(c, status, c->done_arg);
+}
+
+void
 grpc_call_on_writable(struct grpc_call *c, grpc_call_cb fn, void *arg)
 {
 	c->writable_cb = fn;
@@ -456,6 +473,7 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message)
 	}
 	c->cancel_cb = NULL;
 	c->writable_cb = NULL;
+	call_done(c, status);
 	if (!c->headers_sent && evbuffer_get_length(c->out) == 0) {
 		c->state = CALL_DONE;
 		call_trailers_only(c, status, message);
@@ -542,6 +560,7 @@ grpc_server_stream_free(struct grpc_call *c)
 	struct conn *conn = c->conn;
 
 	call_cancel(c);
+	call_done(c, GRPC_STATUS_CANCELLED);
 	if (c->has_timer)
 		evtimer_del(&c->timer);
 	TAILQ_REMOVE(&conn->calls, c, entry);

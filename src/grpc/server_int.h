@@ -88,6 +88,8 @@ struct grpc_call {
 	void			*cancel_arg;
 	grpc_call_cb		 writable_cb;
 	void			*writable_arg;
+	grpc_call_done_cb	 done_cb;
+	void			*done_arg;
 	struct event		 timer;
 };
 
