@@ -94,6 +94,15 @@ struct config {
 		double	 sample_ratio;	/* of the traces sagad starts */
 	} tracing;
 
+	struct {			/* the HTTP listener (issue 14) */
+		char	*listen;	/* NULL: none */
+		char	 listen_host[256];
+		int	 listen_port;
+		int	 max_connections;
+		int	 max_body_kb;
+		int	 timeout_ms;
+	} http;
+
 	struct config_service	*services;
 	size_t			 nservices;
 	struct config_node	*nodes;

@@ -23,6 +23,7 @@ enum key_scope {
 	KS_CALLBACKS,		/* callbacks = { }: struct config */
 	KS_LIMITS,		/* limits = { }: struct config */
 	KS_TRACING,		/* tracing = { }: struct config (issue 14) */
+	KS_HTTP,		/* http = { }: struct config (issue 14) */
 	KS_SERVICE,		/* services.NAME = { }: struct config_service */
 	KS_NODE,		/* nodes.NAME = { }: struct config_node */
 	KS_FLOW,		/* flows.NAME = { }: struct config_flow */
@@ -65,7 +66,7 @@ struct config_key {
 #define HOSTLEN	256	/* the size of every host[] an address splits into */
 
 /* The rows of config_keys[]; config_keys.c fails to build if they differ. */
-#define CONFIG_NKEYS	53
+#define CONFIG_NKEYS	58
 
 extern const struct config_key config_keys[CONFIG_NKEYS];
 

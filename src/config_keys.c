@@ -181,6 +181,22 @@ const struct config_key config_keys[] = {
 	    check_otlp_endpoint, 0 },
 	{ "sample_ratio", KS_TRACING, KT_RATIO, 0, C(tracing.sample_ratio),
 	    0, 0, 0, 0, 0, NULL, NULL, NULL, 0 },
+	/*
+	 * Issue 14: the HTTP listener (metrics, probes, the JSON API). Unset
+	 * listen: no listener. Its address needs a restart; its bounds apply
+	 * on SIGHUP to the connections and requests that come next.
+	 */
+	{ "http", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_HTTP },
+	{ "listen", KS_HTTP, KT_ADDRESS, KEY_RESTART, C(http.listen),
+	    C(http.listen_host), C(http.listen_port), 0, 0, 0, NULL, NULL,
+	    NULL, 0 },
+	{ "max_connections", KS_HTTP, KT_INT, 0, C(http.max_connections),
+	    0, 0, 1, 100000, 256, NULL, NULL, NULL, 0 },
+	{ "max_body_kb", KS_HTTP, KT_INT, 0, C(http.max_body_kb), 0, 0,
+	    1, 65536, 1024, NULL, NULL, NULL, 0 },
+	{ "timeout_ms", KS_HTTP, KT_INT, 0, C(http.timeout_ms), 0, 0,
+	    100, 600000, 10000, NULL, NULL, NULL, 0 },
 };
 
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,
@@ -191,6 +207,7 @@ static const char *const scope_prefix[] = {
 	[KS_MAIN] = "", [KS_NATS] = "nats", [KS_RABBITMQ] = "rabbitmq",
 	[KS_REDIS] = "redis", [KS_CALLBACKS] = "callbacks", [KS_LIMITS] = "limits",
 	[KS_TRACING] = "tracing",
+	[KS_HTTP] = "http",
 };
 
 /* --- value checks ---------------------------------------------------------- */

@@ -31,6 +31,7 @@
 #include "grpc/client.h"
 #include "grpc/server.h"
 #include "health.h"
+#include "http.h"
 #include "log.h"
 #include "master.h"
 #include "orch.h"
@@ -62,7 +63,13 @@ struct service {
 	uint64_t		 cron_ticks;
 	int			 redis_up;
 	int			 stopping;	/* health stays NOT_SERVING */
+	struct http_server	*http;		/* http.listen; NULL: none */
+	int			 probing;	/* a readiness probe is out */
+	int64_t			 probe_sent;	/* mono ms */
+	int			 probe_late;	/* Redis is slower than READY_MS */
 };
+
+#define SERVICE_READY_MS	700	/* a probe unanswered this long: not ready */
 
 /* The server's side of the limits section. */
 static void
@@ -142,10 +149,107 @@ ready_update(struct service *sv)
 
 	if (sv->health == NULL || sv->stopping)
 		return;
-	ready = sv->redis_up && (sv->bus == NULL || !needs_bus(sv->m->cfg) ||
-	    bus_is_connected(sv->bus));
+	ready = sv->redis_up && !sv->probe_late && (sv->bus == NULL ||
+	    !needs_bus(sv->m->cfg) || bus_is_connected(sv->bus));
 	health_set(sv->health, "", ready ? HEALTH_SERVING :
 	    HEALTH_NOT_SERVING);
+}
+
+/*
+ * The readiness probe: a read of a key that never exists, on the store's
+ * own connection, ten times a second. A connection that is up but whose
+ * Redis stopped answering (SIGSTOP, a partition) is only noticed by the
+ * store after its command timeout; the probe notices within READY_MS.
+ */
+static void
+probe_done(enum store_result res SAGAD_UNUSED, struct store_saga *rec,
+    const char *err SAGAD_UNUSED, void *arg)
+{
+	struct service *sv = arg;
+
+	(void)rec;
+	sv->probing = 0;
+	if (sv->probe_late) {
+		sv->probe_late = 0;
+		ready_update(sv);
+	}
+}
+
+static void
+probe_cron(struct service *sv)
+{
+	int64_t now = util_mono_ms();
+
+	if (sv->store == NULL || sv->stopping)
+		return;
+	if (sv->probing) {
+		if (!sv->probe_late && now - sv->probe_sent > SERVICE_READY_MS) {
+			sv->probe_late = 1;
+			ready_update(sv);
+		}
+		return;
+	}
+	if (!store_is_up(sv->store))
+		return;
+	sv->probing = 1;
+	sv->probe_sent = now;
+	store_get(sv->store, "sagad-readiness-probe", probe_done, sv);
+}
+
+/* /readyz: as the empty service name of grpc.health.v1.Health. */
+static int
+http_ready(void *arg, char *why, size_t whylen)
+{
+	struct service *sv = arg;
+
+	if (sv->stopping) {
+		snprintf(why, whylen, "shutting down");
+		return 0;
+	}
+	if (!sv->redis_up || sv->probe_late) {
+		snprintf(why, whylen, "redis is unreachable");
+		return 0;
+	}
+	if (sv->bus != NULL && needs_bus(sv->m->cfg) &&
+	    !bus_is_connected(sv->bus)) {
+		snprintf(why, whylen, "%s is unreachable",
+		    bus_config_name(sv->m->cfg));
+		return 0;
+	}
+	return 1;
+}
+
+static void
+http_opts_of(const struct config *cfg, struct http_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->max_connections = cfg->http.max_connections;
+	o->max_body = (size_t)cfg->http.max_body_kb * 1024;
+	o->timeout_ms = cfg->http.timeout_ms;
+}
+
+static int
+http_start(struct service *sv, const struct config *cfg, char *err,
+    size_t errlen)
+{
+	struct http_hooks	hk;
+	struct http_opts	ho;
+
+	if (cfg->http.listen == NULL)
+		return 0;
+	memset(&hk, 0, sizeof(hk));
+	hk.ready = http_ready;
+	hk.arg = sv;
+	hk.grpc = sv->srv;
+	http_opts_of(cfg, &ho);
+	if ((sv->http = http_new(sv->m->base, &ho, &hk, err, errlen)) == NULL)
+		return -1;
+	if (http_listen(sv->http, cfg->http.listen_host, cfg->http.listen_port,
+	    err, errlen) == -1)
+		return -1;
+	log_info("listening on %s (HTTP: /metrics, /readyz, /api/v1/sagas)",
+	    cfg->http.listen);
+	return 0;
 }
 
 static void
@@ -284,7 +388,7 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	    err, errlen) == -1)
 		return -1;
 	log_info("listening on %s (gRPC), pod %s", cfg->listen, cfg->pod_id);
-	return 0;
+	return http_start(sv, cfg, err, errlen);
 }
 
 static void
@@ -297,6 +401,12 @@ service_reload(struct master *m, void *arg,
 	orch_set_config(sv->orch, m->cfg);
 	service_limits(sv, m->cfg, &so);
 	grpc_server_set_limits(sv->srv, &so);
+	if (sv->http != NULL) {
+		struct http_opts ho;
+
+		http_opts_of(m->cfg, &ho);
+		http_set_limits(sv->http, &ho);
+	}
 	ready_update(sv);
 }
 
@@ -335,6 +445,7 @@ service_cron(struct master *m SAGAD_UNUSED, void *arg)
 
 	if (sv->orch != NULL)
 		orch_cron(sv->orch);
+	probe_cron(sv);
 	if (sv->srv == NULL || ++sv->cron_ticks % MASTER_HZ != 0)
 		return;
 	/*
@@ -385,6 +496,7 @@ service_free(struct service *sv)
 		log_warnx("%zu sagas still in flight at exit: their leases "
 		    "run out and another master compensates them",
 		    orch_running(sv->orch));
+	http_free(sv->http);		/* its calls end before the orch's */
 	if (sv->orch != NULL)
 		orch_close(sv->orch);
 	bus_close(sv->bus);

@@ -303,12 +303,16 @@ grpc_call_deadline(const struct grpc_call *c)
 const char *
 grpc_call_peer(const struct grpc_call *c)
 {
+	if (c->conn == NULL)
+		return c->lpeer != NULL ? c->lpeer : "local";
 	return c->conn->peer;
 }
 
 struct grpc_server *
 grpc_call_server(const struct grpc_call *c)
 {
+	if (c->conn == NULL)
+		return c->lsrv;
 	return c->conn->srv;
 }
 
@@ -344,8 +348,8 @@ grpc_call_on_done(struct grpc_call *c, grpc_call_done_cb fn, void *arg)
 	c->done_arg = arg;
 }
 
-static void
-call_done(struct grpc_call *c, int status)
+void
+grpc_server_call_done(struct grpc_call *c, int status)
 {
 	grpc_call_done_cb fn = c->done_cb;
 
@@ -420,6 +424,8 @@ grpc_call_send_raw(struct grpc_call *c, const void *data, size_t len)
 	uint8_t pfx[5];
 	int rv;
 
+	if (c->conn == NULL)
+		return GRPC_CALL_EINVAL;	/* in-process calls carry messages */
 	if ((rv = call_queue_check(c, len)) != GRPC_CALL_OK)
 		return rv;
 	grpc_frame_prefix(pfx, len);
@@ -441,6 +447,8 @@ grpc_call_send(struct grpc_call *c, const ProtobufCMessage *msg)
 		return GRPC_CALL_EINVAL;
 	if (c->state != CALL_ACTIVE || c->finished)
 		return GRPC_CALL_EDONE;
+	if (c->conn == NULL)
+		return grpc_server_local_send(c, msg);
 	len = protobuf_c_message_get_packed_size(msg);
 	if ((rv = call_queue_check(c, len)) != GRPC_CALL_OK)
 		return rv;
@@ -467,13 +475,15 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message)
 		return GRPC_CALL_EDONE;
 	if (status < 0 || status > GRPC_STATUS_MAX)
 		status = GRPC_STATUS_UNKNOWN;
+	grpc_server_call_done(c, status);
+	if (c->conn == NULL)
+		return grpc_server_local_finish(c, status, message);
 	if (c->has_timer) {
 		evtimer_del(&c->timer);
 		c->has_timer = 0;
 	}
 	c->cancel_cb = NULL;
 	c->writable_cb = NULL;
-	call_done(c, status);
 	if (!c->headers_sent && evbuffer_get_length(c->out) == 0) {
 		c->state = CALL_DONE;
 		call_trailers_only(c, status, message);
@@ -560,7 +570,7 @@ grpc_server_stream_free(struct grpc_call *c)
 	struct conn *conn = c->conn;
 
 	call_cancel(c);
-	call_done(c, GRPC_STATUS_CANCELLED);
+	grpc_server_call_done(c, GRPC_STATUS_CANCELLED);
 	if (c->has_timer)
 		evtimer_del(&c->timer);
 	TAILQ_REMOVE(&conn->calls, c, entry);

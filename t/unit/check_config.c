@@ -1042,6 +1042,66 @@ START_TEST(limits_unknown_key_suggests)
 }
 END_TEST
 
+/* --- http (issue 14) ----------------------------------------------------- */
+
+START_TEST(http_unset_means_no_listener)
+{
+	struct config *cfg = load("", "pod-t");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_ptr_null(cfg->http.listen);
+	ck_assert_int_eq(cfg->http.max_connections, 256);
+	ck_assert_int_eq(cfg->http.max_body_kb, 1024);
+	ck_assert_int_eq(cfg->http.timeout_ms, 10000);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(http_keys_read_and_checked)
+{
+	struct config *cfg = load("http = { listen = \"127.0.0.1:10080\";\n"
+	    "  max_connections = 5; max_body_kb = 64; timeout_ms = 500; };\n",
+	    "pod-t");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->http.listen, "127.0.0.1:10080");
+	ck_assert_str_eq(cfg->http.listen_host, "127.0.0.1");
+	ck_assert_int_eq(cfg->http.listen_port, 10080);
+	ck_assert_int_eq(cfg->http.max_connections, 5);
+	ck_assert_int_eq(cfg->http.max_body_kb, 64);
+	ck_assert_int_eq(cfg->http.timeout_ms, 500);
+	config_free(cfg);
+	refused("http = { listen = \"nope\"; };\n", 1, "http.listen: ");
+	refused("http = { timeout_ms = 99; };\n", 1, "http.timeout_ms: "
+	    "expected an integer from 100 to 600000, got 99");
+	refused("http = { max_body_kb = 0; };\n", 1, "http.max_body_kb: "
+	    "expected an integer from 1 to 65536, got 0");
+	refused("http = { listn = \"x\"; };\n", 1, "http.listn: unknown key");
+}
+END_TEST
+
+START_TEST(http_listen_needs_a_restart)
+{
+	struct config	*old, *new;
+	char		 rerr[CONFIG_ERRLEN];
+
+	old = load("http = { listen = \"127.0.0.1:1\"; };\n", "pod-t");
+	new = load("http = { listen = \"127.0.0.1:2\"; timeout_ms = 700; };\n",
+	    "pod-t");
+	ck_assert_ptr_nonnull(old);
+	ck_assert_ptr_nonnull(new);
+	ck_assert_int_eq(config_reload_check(old, new, rerr, sizeof(rerr)), 1);
+	ck_assert_msg(strstr(rerr, "http.listen: changed from") != NULL, "%s",
+	    rerr);
+	config_keep_restart_keys(new, old);
+	ck_assert_str_eq(new->http.listen, "127.0.0.1:1");
+	ck_assert_int_eq(new->http.listen_port, 1);
+	ck_assert_int_eq(new->http.timeout_ms, 700);
+	config_free(old);
+	config_free(new);
+}
+END_TEST
+
 START_TEST(limits_reload)
 {
 	struct config	*old, *new;
@@ -1225,6 +1285,9 @@ config_suite(void)
 	tcase_add_test(tc, url_redaction);
 	tcase_add_test(tc, mode_names);
 	tcase_add_test(tc, config_lives_while_referenced);
+	tcase_add_test(tc, http_unset_means_no_listener);
+	tcase_add_test(tc, http_keys_read_and_checked);
+	tcase_add_test(tc, http_listen_needs_a_restart);
 	suite_add_tcase(s, tc);
 	return s;
 }
