@@ -3,15 +3,19 @@ python3-grpcio: any method of any service answers an empty StepReply and
 appends {"method", "metadata"} of the call to OUT as one JSON line, so the
 test sees the traceparent, tracestate and baggage each call carried. A
 method whose name ends in "Fail" answers FAILED_PRECONDITION (the saga
-compensates).
+compensates); one ending in "Slow" answers after 4 s; one ending in "Flaky"
+answers UNAVAILABLE until the file OUT.heal exists (a compensation that
+fails until an operator's Retry, t/dashboard.sh).
 
 usage: otlp_participant.py PORT OUT
 """
 
 import json
+import os
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -31,6 +35,10 @@ class Any(grpc.GenericRpcHandler):
                 f.write(json.dumps({"method": method, "metadata": md}) + "\n")
             if method.endswith("Fail"):
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no")
+            if method.endswith("Slow"):
+                time.sleep(4)
+            if method.endswith("Flaky") and not os.path.exists(OUT + ".heal"):
+                context.abort(grpc.StatusCode.UNAVAILABLE, "stock service down")
             return b""
         return grpc.unary_unary_rpc_method_handler(call)
 
