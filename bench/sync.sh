@@ -88,14 +88,24 @@ ctl="$B/sagactl -s 127.0.0.1:$sagad_port"
 
 echo "# sagad sync benchmark, $(date -u +%Y-%m-%d), $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "redis $(redis-server --version | awk '{print $3}'): $redis_conf, save ''"
-echo "tracing: ${TRACING:+on, every saga, to a local OTLP receiver that discards}${TRACING:-off}"
+if [ -n "${TRACING:-}" ]; then
+	echo "tracing: on, every saga, to a local OTLP receiver that discards"
+else
+	echo "tracing: off"
+fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 start_participants 0
 $ctl bench Booking -r 0 -d 2s --max-inflight 64 >/dev/null	# warm up
 echo "## 1. closed loop, 128 in flight, participants at 0 ms, $DUR"
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$SAGAD_PID/stat"; }
+cpu0=$(cpu_ms)
 $ctl bench Booking -r 0 -d "$DUR" --max-inflight 128 -c 2 | tee "$LIB_TMP/closed.txt"
 closed=$(awk -F'[ ,]+' '/^Requests/ {print $(NF)}' "$LIB_TMP/closed.txt")
+# The master's CPU (user + system) a saga: steadier than sagas/s when the
+# machine is shared.
+n=$(awk -F'[ ,]+' '/^Requests/ {print $(NF-2)}' "$LIB_TMP/closed.txt")
+echo "master CPU: $(( $(cpu_ms) - cpu0 )) ms for $n sagas: $(awk -v c="$(( $(cpu_ms) - cpu0 ))" -v n="$n" 'BEGIN {printf "%.1f", c * 1000 / n}') us a saga"
 if [ -n "${QUICK:-}" ]; then	# the closed loop alone, for A/B runs
 	echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 	exit 0
