@@ -82,4 +82,30 @@ node "$top_srcdir/t/js/dashboard_test.js" "http://127.0.0.1:$HTTP_PORT/" \
 $CTL get d-failed | grep -q '^state COMPENSATED' ||
 	fail "d-failed after Retry: $($CTL get d-failed)"
 pass "the dashboard in chromium: live sagas, the FAILED filter, a timeline, Retry"
+
+# With auth (auth.tokens_file), when this sagad has it: 401 asks for the
+# token, a read token gets 403 on the operator's calls and the page says so.
+READ_TOKEN=read-token-0123456789abcdef
+OP_TOKEN=operate-token-0123456789abcdef
+printf '%s read viewer\n%s operate oncall\n' "$READ_TOKEN" "$OP_TOKEN" \
+	>"$LIB_TMP/tokens"
+chmod 600 "$LIB_TMP/tokens"
+sed "s|^pod_id = .*|&\nauth = { tokens_file = \"$LIB_TMP/tokens\"; };|" \
+	"$LIB_TMP/sagad.conf" >"$LIB_TMP/auth.conf"
+if ! "$top_builddir/sagad" -t -c "$LIB_TMP/auth.conf" >/dev/null 2>&1; then
+	echo "this sagad has no auth.tokens_file: the 401/403 part is skipped"
+	exit 0
+fi
+kill -TERM "$SAGAD_PID"
+wait "$SAGAD_PID" 2>/dev/null
+rm -f "$CALLS.heal"
+mv "$LIB_TMP/sagad.log" "$LIB_TMP/sagad-noauth.log"
+start_sagad "$LIB_TMP/auth.conf" sagad
+wait_port "$HTTP_PORT" || fail "no HTTP listener"
+SAGAD_TOKEN=$OP_TOKEN $CTL run TripStock --id d-failed-2 >/dev/null
+SAGAD_TOKEN=$OP_TOKEN $CTL get d-failed-2 | grep -q '^state FAILED' ||
+	fail "d-failed-2 is not FAILED"
+node "$top_srcdir/t/js/dashboard_test.js" --auth "http://127.0.0.1:$HTTP_PORT/" \
+	"$READ_TOKEN" "$OP_TOKEN" d-failed-2 "$SHOTS" || fail "dashboard_test.js --auth"
+pass "the dashboard with auth: 401 asks for the token; 403 disables the operator's buttons"
 exit 0

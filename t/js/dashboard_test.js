@@ -6,6 +6,12 @@
 // healed) turns it COMPENSATED. Screenshots go to SHOTS.
 //
 // usage: node dashboard_test.js URL SAGACTL GRPC_ADDR HEAL_FILE SHOTS
+//        node dashboard_test.js --auth URL READ_TOKEN OPERATE_TOKEN SAGA SHOTS
+//
+// --auth, against a sagad with auth.tokens_file: the page asks for a token
+// when the API answers 401, a read token lists sagas but the operator's
+// buttons of a FAILED saga are disabled (the API answers 403), an operate
+// token enables them.
 "use strict";
 const { chromium } = require("playwright-core");
 const { spawn } = require("child_process");
@@ -85,4 +91,35 @@ async function main() {
   await browser.close();
 }
 
-main().catch((e) => { console.error("FAIL (" + step + "): " + (e && e.stack || e)); process.exit(1); });
+async function auth() {
+  const [url, readTok, opTok, saga, shots2] = process.argv.slice(3);
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true, args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  });
+  const page = await browser.newPage({ viewport: { width: 1500, height: 900 } });
+  step = "401";
+  await page.goto(url);
+  await page.waitForSelector("#token-dlg[open]", { timeout: 10000 });
+  ok("without a token the API answers 401 and the page asks for one");
+  step = "read token";
+  await page.fill("#token-in", readTok);
+  await page.click('#token-dlg button[value="ok"]');
+  await page.waitForSelector(`tr.saga[data-id="${saga}"]`, { timeout: 10000 });
+  await page.click(`tr.saga[data-id="${saga}"]`);
+  await page.waitForSelector("#d-state.s-FAILED", { timeout: 5000 });
+  await page.waitForFunction(() => document.querySelector("#btn-retry").disabled &&
+    /403/.test(document.querySelector("#ops-msg").textContent), null, { timeout: 5000 });
+  ok("a read token lists sagas; on a FAILED saga Retry and Resolve are disabled, the 403 said");
+  await page.screenshot({ path: path.join(shots2, "dashboard-read-only.png") });
+  step = "operate token";
+  await page.click("#token-btn");
+  await page.fill("#token-in", opTok);
+  await page.click('#token-dlg button[value="ok"]');
+  await page.waitForFunction(() => !document.querySelector("#btn-retry").disabled &&
+    !document.querySelector("#btn-resolve").disabled, null, { timeout: 5000 });
+  ok("an operate token enables them");
+  await browser.close();
+}
+
+(process.argv[2] === "--auth" ? auth() : main()).catch((e) => { console.error("FAIL (" + step + "): " + (e && e.stack || e)); process.exit(1); });
