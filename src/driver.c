@@ -89,7 +89,7 @@ driver_set_trace(struct driver *d, const char *tracestate,
 	if (d->cfg == NULL || d->cfg->tracing.otlp_endpoint == NULL)
 		return;
 	if (trace_ctx_from(&d->tr, d->traceparent, parent,
-	    d->cfg->tracing.sample_ratio, d->rng)) {
+	    d->cfg->tracing.sample_ratio, d->s->id, d->rng)) {
 		trace_format(tp, d->tr.trace_id, d->tr.span_id, d->tr.flags);
 		free(d->traceparent);
 		d->traceparent = util_xstrdup(tp);

@@ -716,6 +716,7 @@ launch_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec)
 	l->d.rev = rec->rev;
 	l->d.round = rec->round;
 	driver_set(&l->d, o->cfg->pod_id, rec->callback, NULL);
+	driver_set_trace(&l->d, NULL, NULL, NULL);	/* its saga-id trace */
 	TAILQ_INSERT_TAIL(&o->launches, l, all);
 	o->nlaunches++;
 	l->call = call;

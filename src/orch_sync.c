@@ -479,6 +479,7 @@ sync_recover(struct orch *o, struct store_saga *rec)
 	else
 		orch_log(o, UTIL_INFO, s->id, "recovering a %s saga whose "
 		    "owner died", saga_state_name(s->state));
+	driver_set_trace(&r->d, NULL, NULL, NULL);	/* its saga-id trace */
 	driver_recover(&r->d, util_now_ms());
 	run_next(r);
 }
@@ -556,6 +557,7 @@ sync_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec,
 	}
 	orch_log(o, UTIL_INFO, s->id, "retrying the compensations of a "
 	    "FAILED saga");
+	driver_set_trace(&r->d, NULL, NULL, NULL);	/* its saga-id trace */
 	if (driver_retry(&r->d, util_now_ms()) == SAGA_ACT_END) {
 		run_next(r);	/* nothing left to undo: it ends now */
 		sync_wait(r, call);

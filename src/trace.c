@@ -132,9 +132,22 @@ trace_now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* FNV-1a over s, from basis: a spread of a saga id, not a secret. */
+static uint64_t
+fnv(const char *s, uint64_t basis)
+{
+	uint64_t h = basis;
+
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
 int
 trace_ctx_from(struct trace_ctx *tc, const char *tp, const uint8_t *parent,
-    double ratio, uint64_t *rng)
+    double ratio, const char *seed, uint64_t *rng)
 {
 	memset(tc, 0, sizeof(*tc));
 	tc->on = 1;
@@ -145,6 +158,15 @@ trace_ctx_from(struct trace_ctx *tc, const char *tp, const uint8_t *parent,
 			tc->has_parent = 1;
 		}
 		return 0;
+	}
+	if (seed != NULL) {
+		/* splitmix64 over the id's hashes: a stream of its own. */
+		uint64_t s = fnv(seed, 0xcbf29ce484222325ULL);
+
+		trace_new_id(tc->trace_id, TRACE_ID_LEN, &s);
+		trace_new_id(tc->span_id, TRACE_SPAN_LEN, &s);
+		tc->flags = trace_sample(ratio, &s);
+		return 1;
 	}
 	trace_new_id(tc->trace_id, TRACE_ID_LEN, rng);
 	trace_new_id(tc->span_id, TRACE_SPAN_LEN, rng);

@@ -48,12 +48,16 @@ int64_t	 trace_now_ns(void);
 
 /*
  * The saga's context from a traceparent that names the saga's span (a
- * worker's Work) and the Run's span id (NULL: unknown): on, with its ids;
- * an invalid or missing traceparent starts a fresh trace sampled by ratio.
- * Returns 1 when it started a fresh one.
+ * worker's Work) and the Run's span id (NULL: unknown): on, with its ids.
+ * An invalid or missing traceparent (a saga recovered, retried, or
+ * republished by a sweeper: the context is not stored) starts a trace
+ * whose ids and sampling derive from seed, the saga id, so that every
+ * process that picks the saga up joins the same one; NULL seed: random.
+ * Returns 1 when it started one.
  */
 int	 trace_ctx_from(struct trace_ctx *, const char *traceparent,
-	    const uint8_t *parent, double ratio, uint64_t *rng);
+	    const uint8_t *parent, double ratio, const char *seed,
+	    uint64_t *rng);
 /* A step call starts: its span id and start time. */
 void	 trace_call_begin(struct trace_ctx *, uint64_t *rng);
 

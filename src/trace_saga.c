@@ -83,20 +83,24 @@ trace_run(struct grpc_call *call, struct driver *d, uint64_t *rng)
 		driver_set_trace(d, ts, bg, NULL);
 		return;
 	}
-	memset(&d->tr, 0, sizeof(d->tr));
-	d->tr.on = 1;
 	if (valid) {
+		memset(&d->tr, 0, sizeof(d->tr));
+		d->tr.on = 1;
 		memcpy(d->tr.trace_id, in_tid, TRACE_ID_LEN);
 		d->tr.flags = in_fl & TRACE_SAMPLED;
+		trace_new_id(d->tr.span_id, TRACE_SPAN_LEN, rng); /* the saga */
 	} else {
-		/* None, or one that is not: a fresh trace, no tracestate. */
-		trace_new_id(d->tr.trace_id, TRACE_ID_LEN, rng);
-		d->tr.flags = trace_sample(d->cfg->tracing.sample_ratio, rng);
+		/*
+		 * None, or one that is not: a new trace, no tracestate. Its
+		 * ids derive from the saga id, as a process that picks the
+		 * saga up later without its context derives them.
+		 */
+		trace_ctx_from(&d->tr, NULL, NULL,
+		    d->cfg->tracing.sample_ratio, d->s->id, rng);
 		ts = NULL;
 	}
 	trace_new_id(d->tr.parent_id, TRACE_SPAN_LEN, rng);	/* the Run */
 	d->tr.has_parent = 1;
-	trace_new_id(d->tr.span_id, TRACE_SPAN_LEN, rng);	/* the saga */
 	trace_format(buf, d->tr.trace_id, d->tr.span_id, d->tr.flags);
 	free(d->traceparent);
 	d->traceparent = util_xstrdup(buf);

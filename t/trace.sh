@@ -66,9 +66,12 @@ nodes = {
             retries = 0; workers = 1; concurrency = 8; };
   BFail = { service = "t"; action = "/t.Svc/BFail"; compensate = "/t.Svc/UndoB";
             retries = 0; };
+  Stock = { service = "t"; action = "/t.Svc/Stock"; compensate = "/t.Svc/UndoFlaky";
+            retries = 0; compensate_retries = 0; };
 };
 flows = {
   Trip      = { mode = "sync";  steps = [ "A", "B" ]; };
+  TripStock = { mode = "sync";  steps = [ "Stock", "BFail" ]; };
   TripFail  = { mode = "sync";  steps = [ "A", "BFail" ]; };
   AsyncTrip = { mode = "async"; steps = [ "A", "B" ]; };
 };

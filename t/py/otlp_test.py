@@ -181,6 +181,36 @@ def main():
     ok("the caller's sampled flag is honoured: an unsampled trace is "
        "propagated (flag 00) and not exported")
 
+    # 6. No traceparent: the saga's trace derives from its id, so an
+    # operator's Retry (no context stored) goes on in the same trace.
+    s = o.run("TripStock", request_id="tr-retry")
+    equal(s.state, S.STATE_FAILED, "tr-retry state")
+    first = calls_of("tr-retry")
+    tid7 = first[0]["metadata"]["traceparent"][3:35]
+    check(all(c["metadata"]["traceparent"][3:35] == tid7 for c in first),
+          "one trace for the first calls")
+    spans = spans_of(tid7, 6)
+    runs = [x for x in spans if x["kind"] == SERVER]
+    equal(len(runs), 1, "tr-retry Run spans")
+    equal(runs[0]["parent_span_id"], "", "a Run without traceparent is a root")
+    with open(CALLS + ".heal", "w") as f:
+        f.write("healed\n")
+    s = o.retry("tr-retry")
+    equal(wait_state(o, "tr-retry").state, S.STATE_COMPENSATED,
+          "tr-retry after Retry")
+    later = calls_of("tr-retry")[len(first):]
+    equal([c["method"] for c in later], ["/t.Svc/UndoFlaky"],
+          "the retried compensation")
+    check(later[0]["metadata"]["traceparent"][3:35] == tid7,
+          "the retried call is in the saga's trace")
+    spans = spans_of(tid7, 9)
+    undo = [x for x in spans if x["name"] == "t.Svc/UndoFlaky"]
+    equal(len(undo), 2, "spans of UndoFlaky: failed, then retried")
+    equal([x["status"] for x in sorted(undo, key=lambda x: x["start"])],
+          [2, 0], "UndoFlaky spans' status")
+    ok("a saga without traceparent gets a trace derived from its id: the "
+       "operator's Retry goes on in it")
+
     posts = int(open(SPANS + ".posts").read()) if os.path.exists(
         SPANS + ".posts") else 0
     conns = int(open(SPANS + ".conns").read())

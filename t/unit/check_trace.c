@@ -92,7 +92,8 @@ START_TEST(a_work_context_keeps_its_trace_and_an_invalid_one_starts_fresh)
 	uint8_t			parent[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
 	char			out[TRACE_PARENT_LEN + 1];
 
-	ck_assert_int_eq(trace_ctx_from(&tc, GOOD, parent, 1.0, &rng), 0);
+	ck_assert_int_eq(trace_ctx_from(&tc, GOOD, parent, 1.0, NULL, &rng),
+	    0);
 	trace_format(out, tc.trace_id, tc.span_id, tc.flags);
 	ck_assert_str_eq(out, GOOD);
 	ck_assert(tc.has_parent && memcmp(tc.parent_id, parent, 8) == 0);
@@ -100,12 +101,29 @@ START_TEST(a_work_context_keeps_its_trace_and_an_invalid_one_starts_fresh)
 	ck_assert(memcmp(tc.call_id, tc.span_id, 8) != 0);
 	ck_assert(tc.call_start_ns > 0);
 
-	ck_assert_int_eq(trace_ctx_from(&tc, "00-nope", parent, 0.0, &rng),
-	    1);
+	ck_assert_int_eq(trace_ctx_from(&tc, "00-nope", parent, 0.0, NULL,
+	    &rng), 1);
 	ck_assert(!tc.has_parent);
 	ck_assert_int_eq(tc.flags, 0);		/* ratio 0: not sampled */
 	trace_format(out, tc.trace_id, tc.span_id, tc.flags);
 	ck_assert(strcmp(out, GOOD) != 0);
+}
+END_TEST
+
+START_TEST(a_saga_without_context_gets_one_trace_in_every_process)
+{
+	struct trace_ctx	a, b, c;
+	uint64_t		r1 = 1, r2 = 99;
+
+	/* Two processes, two PRNGs, no traceparent: the same trace. */
+	ck_assert_int_eq(trace_ctx_from(&a, NULL, NULL, 1.0, "saga-7", &r1), 1);
+	ck_assert_int_eq(trace_ctx_from(&b, "bad", NULL, 1.0, "saga-7", &r2),
+	    1);
+	ck_assert(memcmp(a.trace_id, b.trace_id, 16) == 0);
+	ck_assert(memcmp(a.span_id, b.span_id, 8) == 0);
+	ck_assert_int_eq(a.flags, TRACE_SAMPLED);
+	trace_ctx_from(&c, NULL, NULL, 1.0, "saga-8", &r1);
+	ck_assert(memcmp(a.trace_id, c.trace_id, 16) != 0);
 }
 END_TEST
 
@@ -121,6 +139,8 @@ trace_suite(void)
 	tcase_add_test(tc, sampling_follows_the_ratio);
 	tcase_add_test(tc,
 	    a_work_context_keeps_its_trace_and_an_invalid_one_starts_fresh);
+	tcase_add_test(tc,
+	    a_saga_without_context_gets_one_trace_in_every_process);
 	suite_add_tcase(s, tc);
 	return s;
 }
