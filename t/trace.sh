@@ -51,6 +51,7 @@ track $!
 wait_port "$PART_PORT" || fail "otlp_participant.py did not listen"
 
 SAGAD_PORT=$(free_port)
+HTTP_PORT=$(free_port)
 cat >"$LIB_TMP/sagad.conf" <<CONF
 pod_id = "pod-t";
 listen = "127.0.0.1:$SAGAD_PORT";
@@ -58,6 +59,7 @@ shutdown_timeout_ms = 3000;
 $QUEUE_CONF
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; };
 tracing = { otlp_endpoint = "http://127.0.0.1:$OTLP_PORT/v1/traces"; sample_ratio = 1.0; };
+http = { listen = "127.0.0.1:$HTTP_PORT"; };
 services = { t = { address = "127.0.0.1:$PART_PORT"; timeout_ms = 2000; }; };
 nodes = {
   A     = { service = "t"; action = "/t.Svc/A"; compensate = "/t.Svc/UndoA";
@@ -78,7 +80,7 @@ flows = {
 CONF
 start_sagad "$LIB_TMP/sagad.conf" sagad
 wait_workers 2
-export SAGAD_PORT
+export SAGAD_PORT HTTP_PORT
 
 "$PYTHON_GRPC" "$top_srcdir/t/py/otlp_test.py" main || fail "otlp_test.py main"
 

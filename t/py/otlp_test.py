@@ -181,7 +181,22 @@ def main():
     ok("the caller's sampled flag is honoured: an unsampled trace is "
        "propagated (flag 00) and not exported")
 
-    # 6. No traceparent: the saga's trace derives from its id, so an
+    # 6. A Run through the HTTP JSON API: its traceparent header counts.
+    import urllib.request
+    tid8 = "abcdefabcdefabcdefabcdefabcdef01"
+    req = urllib.request.Request(
+        "http://127.0.0.1:%s/api/v1/sagas" % os.environ["HTTP_PORT"],
+        data=json.dumps({"flow": "Trip", "requestId": "tr-http"}).encode(),
+        headers={"Content-Type": "application/json",
+                 "traceparent": tp(tid8, "fedcba9876543210")}, method="POST")
+    with urllib.request.urlopen(req, timeout=20) as r:
+        equal(json.loads(r.read())["state"], "STATE_COMPLETED", "tr-http")
+    check_tree("tr-http", tid8, "fedcba9876543210", spans_of(tid8, 4),
+               ["t.Svc/A", "t.Svc/B"])
+    ok("a Run through POST /api/v1/sagas: the same spans, parented on its "
+       "traceparent header")
+
+    # 7. No traceparent: the saga's trace derives from its id, so an
     # operator's Retry (no context stored) goes on in the same trace.
     s = o.run("TripStock", request_id="tr-retry")
     equal(s.state, S.STATE_FAILED, "tr-retry state")
