@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "driver.h"
+#include "metrics.h"
 #include "step.h"
 #include "util.h"
 
@@ -237,6 +238,11 @@ driver_result(struct driver *d, int status, const char *msg,
 	struct saga_kv		*kv = NULL;
 	size_t			 nkv = 0;
 
+	if (d->call_us != 0) {
+		metrics_step_call(driver_node(d, prev.step)->name,
+		    prev.compensate, status, metrics_now_us() - d->call_us);
+		d->call_us = 0;
+	}
 	if (status == GRPC_STATUS_OK && !prev.compensate &&
 	    step_reply(driver_node(d, prev.step), reply, len, &kv,
 	    &nkv) == -1) {
@@ -287,6 +293,7 @@ driver_retry(struct driver *d, int64_t now_ms)
 {
 	d->a = saga_retry(d->s, d->cfg, d->flow, now_ms);
 	d->round++;
+	d->retried = 1;
 	return operated(d, now_ms);
 }
 
@@ -470,15 +477,45 @@ driver_write_free(struct driver_write *dw)
 	}
 }
 
+/*
+ * Metrics of a write the store took: the saga's creation (the write of a
+ * driver that had no revision yet), its end (a saga event in a final
+ * state), a Retry. Counted here, where both engines and the operator's
+ * calls pass once per write, rather than in each of them.
+ */
+static void
+count_written(const struct driver *d)
+{
+	const char *flow = d->s->flow;
+
+	if (d->retried)
+		metrics_in_flight(flow, 1);
+	for (int i = 0; i < d->nevs; i++) {
+		const struct driver_event *ev = &d->evs[i];
+
+		if (ev->step[0] != '\0')
+			continue;
+		if (d->rev == 0 && (ev->state == SAGA_STATE_PENDING ||
+		    ev->state == SAGA_STATE_RUNNING))
+			metrics_saga_started(flow, (int)d->s->mode);
+		else if (SAGA_STATE_IS_FINAL(ev->state))
+			metrics_saga_ended(flow, (int)d->s->mode,
+			    (int)ev->state, ev->ms - d->s->created_ms);
+	}
+}
+
 void
 driver_written(struct driver *d, int64_t rev)
 {
+	if (metrics_on())
+		count_written(d);
+	d->retried = 0;
 	d->rev = rev;
 	driver_events_clear(d);
 }
 
 uint8_t *
-driver_request(const struct driver *d, const char **path, size_t *len,
+driver_request(struct driver *d, const char **path, size_t *len,
     struct grpc_metadata *md, char *err, size_t errlen)
 {
 	const struct config_node	*node = driver_node(d, d->a.step);
@@ -487,6 +524,8 @@ driver_request(const struct driver *d, const char **path, size_t *len,
 	req = step_request(d->s, node, &d->a, len, err, errlen);
 	if (req == NULL)
 		return NULL;
+	if (metrics_on())
+		d->call_us = metrics_now_us();
 	*path = d->a.compensate ? node->compensate : node->action;
 	if (d->tr.on) {
 		char tp[TRACE_PARENT_LEN + 1];

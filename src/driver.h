@@ -72,6 +72,9 @@ struct driver {
 	int			 nevs;
 	int			 evcap;
 	uint64_t		*rng;		/* backoff jitter: the engine's */
+	int64_t			 call_us;	/* the call at hand was sent
+						   (metrics_now_us), or 0 */
+	int			 retried;	/* a Retry not yet written */
 };
 
 /*
@@ -195,10 +198,11 @@ void	 driver_events_clear(struct driver *);
 
 /*
  * The call in d->a: its method's path, its request (malloc'd) and the
- * metadata every upstream call carries. NULL with err when it cannot be
+ * metadata every upstream call carries; the engine sends it at once (its
+ * duration, for metrics, counts from here). NULL with err when it cannot be
  * built: pass err to driver_unsent().
  */
-uint8_t	*driver_request(const struct driver *, const char **path,
+uint8_t	*driver_request(struct driver *, const char **path,
 	    size_t *len, struct grpc_metadata *md, char *err, size_t errlen);
 
 /*

@@ -108,10 +108,24 @@ static const struct grpc_local_ops unary_ops = { unary_message, unary_finish };
 
 /* --- Watch as Server-Sent Events ---------------------------------------------- */
 
+/*
+ * A stream lasts as long as its saga. evhttp watches a connection it
+ * writes to for reads too (to see the client close) under the same
+ * timeout, which a listening client never resets: a stream gets a day.
+ * A reader that stops reading is dropped by HTTP_SSE_OUT_MAX instead.
+ */
+#define SSE_TIMEOUT_S	86400
+
 static void
 sse_start(struct api_req *r)
 {
 	struct evkeyvalq *hd = evhttp_request_get_output_headers(r->hr.req);
+	struct evhttp_connection *evcon =
+	    evhttp_request_get_connection(r->hr.req);
+	struct timeval tv = { SSE_TIMEOUT_S, 0 };
+
+	if (evcon != NULL)
+		evhttp_connection_set_timeout_tv(evcon, &tv);
 
 	evhttp_add_header(hd, "Content-Type", "text/event-stream");
 	evhttp_add_header(hd, "Cache-Control", "no-store");

@@ -425,7 +425,6 @@ resolve_written(enum store_result res, int64_t rev, const char *cancel,
 	struct op	*op = arg;
 	struct saga_pb	 v;
 
-	(void)rev;
 	(void)cancel;
 	if (res == STORE_CONFLICT) {
 		op_finish(op, NULL, GRPC_STATUS_ABORTED, "the saga changed "
@@ -436,6 +435,7 @@ resolve_written(enum store_result res, int64_t rev, const char *cancel,
 		op_store_failed(op, res, err);
 		return;
 	}
+	driver_written(&op->d, rev);	/* counts it RESOLVED (metrics) */
 	orch_log(op->o, UTIL_INFO, op->id, "RESOLVED by an operator: %s",
 	    op->text);
 	trace_saga_end(&op->d);		/* its line: it has ended RESOLVED */

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "bus.h"
@@ -34,9 +35,11 @@
 #include "http.h"
 #include "log.h"
 #include "master.h"
+#include "metrics.h"
 #include "orch.h"
 #include "service.h"
 #include "store.h"
+#include "supervisor.h"
 #include "util.h"
 #include "work.h"
 
@@ -219,6 +222,40 @@ http_ready(void *arg, char *why, size_t whylen)
 	return 1;
 }
 
+/* /metrics: the shared segment, the dependencies, the processes. */
+static void
+http_metrics(struct evbuffer *out, void *arg)
+{
+	struct service		*sv = arg;
+	struct metrics_proc	 mp;
+	const char		*bus = bus_config_name(sv->m->cfg);
+	struct sup		*sup = sv->m->sup;
+	char			*buf = NULL;
+	size_t			 len = 0;
+	FILE			*fp = open_memstream(&buf, &len);
+
+	if (fp == NULL)
+		return;
+	metrics_render(fp);
+	fputs("# HELP sagad_dependency_up Whether the master reaches a "
+	    "server it needs (1) or not (0).\n"
+	    "# TYPE sagad_dependency_up gauge\n", fp);
+	fprintf(fp, "sagad_dependency_up{dep=\"redis\"} %d\n",
+	    sv->redis_up && !sv->probe_late);
+	fprintf(fp, "sagad_dependency_up{dep=\"%s\"} %d\n",
+	    strcmp(bus, "rabbitmq") == 0 ? "rabbitmq" : "nats",
+	    sv->bus != NULL && bus_is_connected(sv->bus));
+	memset(&mp, 0, sizeof(mp));
+	(void)metrics_proc_read(getpid(), &mp);
+	for (size_t i = 0; sup != NULL && i < sup->nslots; i++)
+		if (sup->slots[i]->pid > 0)
+			(void)metrics_proc_read(sup->slots[i]->pid, &mp);
+	metrics_proc_render(fp, &mp);
+	fclose(fp);
+	evbuffer_add(out, buf, len);
+	free(buf);
+}
+
 static void
 http_opts_of(const struct config *cfg, struct http_opts *o)
 {
@@ -239,6 +276,7 @@ http_start(struct service *sv, const struct config *cfg, char *err,
 		return 0;
 	memset(&hk, 0, sizeof(hk));
 	hk.ready = http_ready;
+	hk.metrics = http_metrics;
 	hk.arg = sv;
 	hk.grpc = sv->srv;
 	http_opts_of(cfg, &ho);
@@ -332,6 +370,12 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	 * would have decided.
 	 */
 	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+	/*
+	 * The pod's metrics segment, before any worker starts: they get its
+	 * descriptor. Only with an HTTP listener to serve it.
+	 */
+	if (cfg->http.listen != NULL && metrics_create(err, errlen) == -1)
+		return -1;
 	service_nofile(sv, cfg);
 	service_limits(sv, cfg, &so);
 	so.on_event = server_event;

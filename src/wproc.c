@@ -33,6 +33,7 @@
 #include "config.h"
 #include "grpc/client.h"
 #include "log.h"
+#include "metrics.h"
 #include "otlp.h"
 #include "proc.h"
 #include "store.h"
@@ -420,6 +421,10 @@ wproc_new(const struct proc_worker_args *a, pid_t ppid, int *exit_code,
 		log_warn("log_file %s", w->cfg->log_file);
 
 	*exit_code = PROC_EXIT_ERROR;
+	/* The pod's metrics (issue 14): the master's segment, if any. */
+	if (a->metrics_fd >= 0 && metrics_attach(a->metrics_fd, err,
+	    errlen) == -1)
+		goto fail;
 	/* cnats hands messages over from its threads: before the base. */
 	if (bus_init(err, errlen) == -1)
 		goto fail;

@@ -32,6 +32,7 @@
 #include "grpc/h2.h"
 #include "grpc/server.h"
 #include "grpc/server_int.h"
+#include "metrics.h"
 #include "util.h"
 
 #define STREAM_SMALL_MSG	4096	/* always queued on an empty stream */
@@ -248,6 +249,8 @@ call_fail(struct grpc_call *c, int status, const char *msg)
 	c->state = CALL_DONE;
 	if (c->finished)
 		return;
+	metrics_grpc_request(c->method != NULL ? c->method->path : "unknown",
+	    status);
 	if (nghttp2_session_get_stream_remote_close(c->conn->h2, c->id) == 0)
 		c->rst_after = 1;
 	if (!c->headers_sent && evbuffer_get_length(c->out) == 0) {
@@ -478,6 +481,7 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message)
 	grpc_server_call_done(c, status);
 	if (c->conn == NULL)
 		return grpc_server_local_finish(c, status, message);
+	metrics_grpc_request(c->method->path, status);
 	if (c->has_timer) {
 		evtimer_del(&c->timer);
 		c->has_timer = 0;

@@ -376,6 +376,25 @@ def t_hostile():
     expect(code, 200, text, "alive after clients left")
     ok("clients leaving a held Run and an event stream: the saga completed")
 
+    # Answers that wait on a saga longer than timeout_ms (1.5 s) are not
+    # cut: a sync Run held 2.5 s, and the event stream of a saga whose
+    # step takes that long.
+    import threading
+    events = {}
+
+    def watch():
+        time.sleep(0.3)
+        events["got"] = sse("/api/v1/sagas/h-long-1/events")
+    t = threading.Thread(target=watch)
+    t.start()
+    code, s = run("Booking", "h-long-1", {"delay": "order:2500"})
+    expect(code, 200, s, "a Run held 2.5 s")
+    check(s["state"] == "STATE_COMPLETED", "held Run: %r" % s["state"])
+    t.join(10)
+    check(events.get("got") and events["got"][-1]["state"] ==
+          "STATE_COMPLETED", "the slow saga's stream: %r" % events)
+    ok("a Run held and an event stream open past timeout_ms are not cut")
+
 
 def t_readyz():
     redis = int(os.environ["REDIS_PID"])
