@@ -29,6 +29,7 @@
 #include <event2/util.h>
 
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
+#include "metrics.h"
 #include "otlp.h"
 #include "util.h"
 
@@ -212,11 +213,13 @@ batch_done(struct evhttp_request *req, void *arg)
 	char		 what[400];
 
 	x->busy = 0;
-	if (code >= 200 && code < 300)
+	if (code >= 200 && code < 300) {
 		x->st.exported += x->inflight;
-	else {
+		metrics_spans(x->inflight, 0);
+	} else {
 		x->st.failed++;
 		x->st.dropped += x->inflight;
+		metrics_spans(0, x->inflight);
 		if (code == 0)
 			snprintf(what, sizeof(what), "the collector at %s:%d "
 			    "did not answer", x->host, x->port);
@@ -253,6 +256,7 @@ send_batch(struct otlp *x)
 		if (x->conn == NULL) {
 			x->st.failed++;
 			x->st.dropped += x->nqueued;
+			metrics_spans(0, x->nqueued);
 			x->nqueued = 0;
 			evbuffer_drain(x->queue, evbuffer_get_length(x->queue));
 			return;
@@ -284,6 +288,7 @@ send_batch(struct otlp *x)
 		/* evhttp freed req; the connection is made again next time. */
 		x->st.failed++;
 		x->st.dropped += x->inflight;
+		metrics_spans(0, x->inflight);
 		x->inflight = 0;
 		evhttp_connection_free(x->conn);
 		x->conn = NULL;
@@ -340,6 +345,7 @@ otlp_emit(const struct otlp_span *sp)
 	if (x->nqueued >= OTLP_QUEUE_MAX ||
 	    evbuffer_get_length(x->queue) >= OTLP_QUEUE_BYTES) {
 		x->st.dropped++;
+		metrics_spans(0, 1);
 		return;
 	}
 	opentelemetry__proto__trace__v1__span__init(&span);

@@ -84,6 +84,18 @@ export SAGAD_PORT HTTP_PORT
 
 "$PYTHON_GRPC" "$top_srcdir/t/py/otlp_test.py" main || fail "otlp_test.py main"
 
+# span_count OUTCOME: sagad_trace_spans_total{outcome=OUTCOME} of /metrics.
+span_count() {
+	/usr/bin/python3 -c 'import sys, urllib.request
+for l in urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().splitlines():
+    if l.startswith("sagad_trace_spans_total{outcome=\"%s\"}" % sys.argv[2]):
+        print(int(l.split()[-1]))' "http://127.0.0.1:$HTTP_PORT/metrics" "$1"
+}
+exported=$(span_count exported)
+[ "${exported:-0}" -ge 30 ] && [ "$(span_count dropped)" = 0 ] ||
+	fail "/metrics: $exported spans exported, $(span_count dropped) dropped"
+pass "/metrics counts the pod's spans: $exported exported (master and workers), none dropped"
+
 # The collector dies: sagas go on, spans are dropped and counted, and the
 # log says so (once in a while, not once a span).
 kill -TERM "$RECEIVER_PID"
@@ -98,5 +110,7 @@ grep -q 'tracing: the collector at 127.0.0.1:[0-9]* did not answer; [0-9]* spans
 	"$LIB_TMP/sagad.log" || fail "no log line about the dead collector"
 n=$(grep -c 'tracing: the collector' "$LIB_TMP/sagad.log")
 [ "$n" -le 10 ] || fail "$n log lines about the dead collector"
-pass "a dead collector: spans dropped and counted, said in $n log lines"
+dropped=$(span_count dropped)
+[ "${dropped:-0}" -gt 0 ] || fail "/metrics: no span counted dropped"
+pass "a dead collector: $dropped spans dropped, counted in /metrics and said in $n log lines"
 exit 0
