@@ -60,7 +60,6 @@ struct otlp {
 	util_log_fn		 log;
 	void			*log_arg;
 	int64_t			 logged_ms;
-	uint64_t		 dropped_logged;
 };
 
 static struct otlp *X;
@@ -185,23 +184,21 @@ pack_head(struct otlp *x, const char *pod, const char *process)
 
 /* --- the batch ------------------------------------------------------------- */
 
+/* A batch failed: said at most once every OTLP_LOG_EVERY_MS. */
 static void
 say(struct otlp *x, const char *what)
 {
-	int64_t now = util_mono_ms();
+	int64_t	now = util_mono_ms();
+	char	msg[512];
 
-	if (x->log == NULL || now - x->logged_ms < OTLP_LOG_EVERY_MS)
+	if (x->log == NULL || (x->logged_ms != 0 &&
+	    now - x->logged_ms < OTLP_LOG_EVERY_MS))
 		return;
 	x->logged_ms = now;
-	{
-		char msg[512];
-
-		snprintf(msg, sizeof(msg), "tracing: %s; %llu spans dropped "
-		    "so far (%llu exported)", what,
-		    (unsigned long long)x->st.dropped,
-		    (unsigned long long)x->st.exported);
-		x->log(UTIL_WARN, NULL, msg, x->log_arg);
-	}
+	snprintf(msg, sizeof(msg), "tracing: %s; %llu spans dropped so far "
+	    "(%llu exported)", what, (unsigned long long)x->st.dropped,
+	    (unsigned long long)x->st.exported);
+	x->log(UTIL_WARN, NULL, msg, x->log_arg);
 }
 
 static void
@@ -465,13 +462,6 @@ otlp_start(struct event_base *base, const char *endpoint, const char *pod,
 	pack_head(x, pod, process);
 	X = x;
 	return 0;
-}
-
-void
-otlp_flush(void)
-{
-	if (X != NULL)
-		send_batch(X);
 }
 
 int

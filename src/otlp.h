@@ -61,8 +61,6 @@ struct otlp_stats {
 int	 otlp_start(struct event_base *, const char *endpoint,
 	    const char *pod, const char *process, util_log_fn log,
 	    void *log_arg, char *err, size_t errlen);
-/* Sends what is queued now (a process about to exit); no wait. */
-void	 otlp_flush(void);
 void	 otlp_stop(void);
 int	 otlp_running(void);
 
