@@ -3,7 +3,7 @@ python3-grpcio: any method of any service answers an empty StepReply and
 appends {"method", "metadata"} of the call to OUT as one JSON line, so the
 test sees the traceparent, tracestate and baggage each call carried. A
 method whose name ends in "Fail" answers FAILED_PRECONDITION (the saga
-compensates); one ending in "Slow" answers after 4 s; one ending in "Flaky"
+compensates); one ending in "Slow" answers after 6 s; one ending in "Flaky"
 answers UNAVAILABLE until the file OUT.heal exists (a compensation that
 fails until an operator's Retry, t/dashboard.sh).
 
@@ -36,7 +36,7 @@ class Any(grpc.GenericRpcHandler):
             if method.endswith("Fail"):
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no")
             if method.endswith("Slow"):
-                time.sleep(4)
+                time.sleep(6)
             if method.endswith("Flaky") and not os.path.exists(OUT + ".heal"):
                 context.abort(grpc.StatusCode.UNAVAILABLE, "stock service down")
             return b""
