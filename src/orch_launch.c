@@ -22,6 +22,7 @@
 #include "grpc/grpc.h"
 #include "grpc/server.h"
 #include "orch_int.h"
+#include "trace_saga.h"
 #include "util.h"
 #include "work.h"
 
@@ -545,6 +546,7 @@ launch_exists(struct launch *l, struct store_saga *rec)
 		driver_set(&d, mode == SAGA_MODE_THROTTLING ? (fin ||
 		    rec->pod[0] == '\0' ? l->d.cfg->pod_id : rec->pod) :
 		    l->d.pod, l->d.callback, l->d.traceparent);
+		driver_copy_trace(&d, &l->d);
 		driver_clear(&l->d);
 		l->d = d;
 		l->d.rev = rec->rev;
@@ -633,7 +635,6 @@ launch_start(struct orch *o, struct grpc_call *call,
     const struct config_flow *flow, enum saga_mode mode, const char *id,
     const Saga__V1__RunRequest *req)
 {
-	const struct grpc_md	*md;
 	struct launch		*l;
 	struct flowq		*q;
 	char			 err[256];
@@ -662,9 +663,8 @@ launch_start(struct orch *o, struct grpc_call *call,
 	driver_init(&l->d, o->cfg, flow, saga_new(id, o->cfg, flow, mode,
 	    util_now_ms()), &o->rng);
 	orch_context_load(l->d.s, req);
-	md = grpc_md_get(grpc_call_metadata(call), "traceparent");
-	driver_set(&l->d, o->cfg->pod_id, req->callback_url, md != NULL ?
-	    (const char *)md->value : NULL);
+	driver_set(&l->d, o->cfg->pod_id, req->callback_url, NULL);
+	trace_run(call, &l->d, &o->rng);
 	TAILQ_INSERT_TAIL(&o->launches, l, all);
 	o->nlaunches++;
 	l->call = call;
@@ -806,6 +806,7 @@ launch_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec)
 	l->d.rev = rec->rev;
 	l->d.round = rec->round;
 	driver_set(&l->d, o->cfg->pod_id, rec->callback, NULL);
+	driver_set_trace(&l->d, NULL, NULL, NULL);	/* its saga-id trace */
 	TAILQ_INSERT_TAIL(&o->launches, l, all);
 	o->nlaunches++;
 	l->call = call;
