@@ -456,6 +456,7 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 	TAILQ_INIT(&o->runs);
 	idtable_init(&o->holds_by_id, 1024);
 	TAILQ_INIT(&o->holds);
+	TAILQ_INIT(&o->republish);
 	TAILQ_INIT(&o->launches);
 	{
 		char subj[WORK_SUBJECT_MAX];

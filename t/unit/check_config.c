@@ -187,8 +187,11 @@ START_TEST(sample_config_topics)
 	size_t			 n;
 
 	n = config_topics(cfg, &t);
-	/* 2 nodes of AsyncBooking, 2 of Throttling, then the callbacks. */
-	ck_assert_uint_eq(n, 5);
+	/*
+	 * 2 nodes of AsyncBooking, 2 of Throttling, then the callbacks, then
+	 * the legacy topic (older flow definitions' work).
+	 */
+	ck_assert_uint_eq(n, 6);
 	ck_assert_str_eq(t[0].name, "AsyncBooking/CreateOrder");
 	ck_assert_int_eq(t[0].mode, SAGA_MODE_ASYNC);
 	ck_assert_int_eq(t[0].workers, 2);
@@ -206,6 +209,9 @@ START_TEST(sample_config_topics)
 	ck_assert_int_eq(t[4].workers, 1);
 	ck_assert_int_eq(t[4].concurrency, 64);
 	ck_assert(t[4].flow == CONFIG_TOPIC_NONE);
+	ck_assert_str_eq(t[5].name, "legacy");
+	ck_assert_int_eq(t[5].legacy, 1);
+	ck_assert_int_eq(t[5].callbacks, 0);
 	free(t);
 	config_free(cfg);
 }
@@ -222,9 +228,12 @@ START_TEST(topics_callbacks_only_with_an_async_flow)
 	    "pod-t");
 	ck_assert_msg(cfg != NULL, "%s", err);
 	n = config_topics(cfg, &t);
-	ck_assert_uint_eq(n, 1);
+	/* No callbacks topic; the legacy one, as a queued flow exists. */
+	ck_assert_uint_eq(n, 2);
 	ck_assert_str_eq(t[0].name, "T/A");
 	ck_assert_int_eq(t[0].callbacks, 0);
+	ck_assert_str_eq(t[1].name, "legacy");
+	ck_assert_int_eq(t[1].callbacks, 0);
 	free(t);
 	config_free(cfg);
 
@@ -240,8 +249,9 @@ START_TEST(topics_callbacks_only_with_an_async_flow)
 	    "steps = [ \"A\" ]; }; };\n", "pod-t");
 	ck_assert_msg(cfg != NULL, "%s", err);
 	n = config_topics(cfg, &t);
-	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(n, 3);
 	ck_assert_str_eq(t[1].name, "callbacks");
+	ck_assert_str_eq(t[2].name, "legacy");
 	free(t);
 	config_free(cfg);
 }
