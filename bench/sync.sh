@@ -3,10 +3,13 @@
 # booking (order, payment) with the example participants, everything on this
 # machine. Not a test: it prints figures to record in bench/RESULTS.md.
 #
-#   [QUICK=1] [METRICS=1] bench/sync.sh [BUILD_DIR]
+#   [QUICK=1] [METRICS=1] [TRACING=1] bench/sync.sh [BUILD_DIR]
 #                           (default: the source tree's build; QUICK: section
 #                           1 alone; METRICS: with http.listen, so the pod
-#                           counts its metrics, scraped once at the end)
+#                           counts its metrics, scraped once at the end;
+#                           TRACING: every saga traced, spans exported to a
+#                           local OTLP receiver that accepts and discards
+#                           them, t/py/otlp_receiver.py)
 #
 # 1. closed loop, participants at 0 ms: sagas/s
 # 2. open loop at 5,000 sagas/s: latency percentiles
@@ -58,8 +61,18 @@ stop_participants() {
 	kill "$ORDER_PID" "$PAYMENT_PID"; wait "$ORDER_PID" "$PAYMENT_PID" 2>/dev/null || true
 }
 
+tracing=
+if [ -n "${TRACING:-}" ]; then
+	otlp_port=$(free_port)
+	/usr/bin/python3 "$top_srcdir/t/py/otlp_receiver.py" "$otlp_port" \
+	    "$LIB_TMP/spans" discard >"$LIB_TMP/otlp.log" 2>&1 &
+	track $!
+	wait_port "$otlp_port"
+	tracing="tracing = { otlp_endpoint = \"http://127.0.0.1:$otlp_port/v1/traces\"; sample_ratio = 1.0; };"
+fi
 cat >"$LIB_TMP/sagad.conf" <<CONF
 pod_id = "bench";
+$tracing
 listen = "127.0.0.1:$sagad_port";
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; saga_ttl = 600; };
 services = {
@@ -81,6 +94,11 @@ ctl="$B/sagactl -s 127.0.0.1:$sagad_port"
 
 echo "# sagad sync benchmark, $(date -u +%Y-%m-%d), $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "redis $(redis-server --version | awk '{print $3}'): $redis_conf, save ''"
+if [ -n "${TRACING:-}" ]; then
+	echo "tracing: on, every saga, to a local OTLP receiver that discards"
+else
+	echo "tracing: off"
+fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 start_participants 0

@@ -183,6 +183,9 @@ nats_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
 			p->res.duplicate = pa->Duplicate;
 			p->res.seq = pa->Sequence;
 		} else {
+			/* No stream took it, or JetStream said no. */
+			p->res.refused = pae != NULL && (pae->Err ==
+			    NATS_NO_RESPONDERS || pae->ErrCode != 0);
 			snprintf(p->errbuf, sizeof(p->errbuf),
 			    "nats: publish %s: %s", natsMsg_GetSubject(msg),
 			    pae != NULL && pae->ErrText != NULL &&
@@ -450,6 +453,35 @@ nats_depth(struct bus *bus, uint64_t *msgs, char *err, size_t errlen)
 	}
 	*msgs = si->State.Msgs;
 	jsStreamInfo_Destroy(si);
+	return 0;
+}
+
+static int
+nats_consumers(struct bus *bus, bus_consumer_each *each, void *arg,
+    char *err, size_t errlen)
+{
+	struct nats_bus		*nb = bus->drv_data;
+	jsConsumerInfoList	*list = NULL;
+	jsErrCode		 jerr = 0;
+	natsStatus		 s;
+
+	s = js_Consumers(&list, nb->js, bus->stream, NULL, &jerr);
+	if (s == NATS_NOT_FOUND)
+		return 0;
+	if (s != NATS_OK) {
+		nats_error(err, errlen, bus->stream, s, jerr);
+		return -1;
+	}
+	for (int i = 0; i < list->Count; i++) {
+		jsConsumerInfo *ci = list->List[i];
+
+		if (ci->Config == NULL || ci->Config->Durable == NULL ||
+		    ci->Config->FilterSubject == NULL)
+			continue;
+		each(ci->Config->Durable, ci->Config->FilterSubject,
+		    ci->NumPending + (uint64_t)ci->NumAckPending, arg);
+	}
+	jsConsumerInfoList_Destroy(list);
 	return 0;
 }
 
@@ -767,6 +799,7 @@ const struct bus_driver bus_nats_driver = {
 	.declare = nats_declare,
 	.depth = nats_depth,
 	.backlog = nats_backlog,
+	.consumers = nats_consumers,
 	.consumer_open = nats_consumer_open,
 	.consumer_free = nats_consumer_free,
 	.fetch = nats_fetch,

@@ -69,6 +69,7 @@ struct config {
 	int		 shutdown_timeout_ms;
 	char		*log_file;	/* NULL: syslog (or stderr with -d) */
 	char		*queue;		/* the bus driver: "nats" or "rabbitmq" */
+	char		*log_format;	/* "text" or "json" (issue 14) */
 
 	struct {
 		char	*url;
@@ -100,6 +101,10 @@ struct config {
 		int	 max_context_entries;
 		int	 memory_mb;
 	} limits;
+	struct {
+		char	*otlp_endpoint;	/* NULL: no tracing */
+		double	 sample_ratio;	/* of the traces sagad starts */
+	} tracing;
 
 	struct {			/* the HTTP listener (issue 14) */
 		char	*listen;	/* NULL: none */

@@ -30,6 +30,8 @@ static int	check_path(const char *, char *, size_t);
 static int	check_method(const char *, char *, size_t);
 static int	check_context_key(const char *, char *, size_t);
 static int	check_subject_prefix(const char *, char *, size_t);
+static int	check_log_format(const char *, char *, size_t);
+static int	check_otlp_endpoint(const char *, char *, size_t);
 
 static const char *const callbacks_allow_default[] = {
 	"127.0.0.1", "localhost", "::1", NULL
@@ -170,6 +172,16 @@ const struct config_key config_keys[] = {
 	{ "max_queue", KS_FLOW, KT_INT, 0, F(max_queue), 0, 0,
 	    1, 10000000, 1000, NULL, NULL, NULL, 0 },
 
+	/* Issue 14: structured logs and tracing. */
+	{ "log_format", KS_MAIN, KT_STRING, KEY_RESTART, C(log_format), 0, 0,
+	    0, 0, 0, "text", NULL, check_log_format, 0 },
+	{ "tracing", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_TRACING },
+	{ "otlp_endpoint", KS_TRACING, KT_STRING, KEY_RESTART,
+	    C(tracing.otlp_endpoint), 0, 0, 0, 0, 0, NULL, NULL,
+	    check_otlp_endpoint, 0 },
+	{ "sample_ratio", KS_TRACING, KT_RATIO, 0, C(tracing.sample_ratio),
+	    0, 0, 0, 0, 0, NULL, NULL, NULL, 0 },
 	/*
 	 * Issue 11: the first tokens of every bus subject (and, with RabbitMQ,
 	 * of its exchanges), so that deployments sharing a broker, each with
@@ -204,6 +216,7 @@ _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,
 static const char *const scope_prefix[] = {
 	[KS_MAIN] = "", [KS_NATS] = "nats", [KS_RABBITMQ] = "rabbitmq",
 	[KS_REDIS] = "redis", [KS_CALLBACKS] = "callbacks", [KS_LIMITS] = "limits",
+	[KS_TRACING] = "tracing",
 	[KS_HTTP] = "http",
 };
 
@@ -292,6 +305,34 @@ check_queue(const char *s, char *why, size_t len)
 	if (strcmp(s, "nats") == 0 || strcmp(s, "rabbitmq") == 0)
 		return 0;
 	snprintf(why, len, "expected \"nats\" or \"rabbitmq\"");
+	return -1;
+}
+
+static int
+check_log_format(const char *s, char *why, size_t len)
+{
+	if (strcmp(s, "text") == 0 || strcmp(s, "json") == 0)
+		return 0;
+	snprintf(why, len, "expected \"text\" or \"json\"");
+	return -1;
+}
+
+/*
+ * OTLP/HTTP: http://host[:port][/path] (port 80 and /v1/traces when left
+ * out). https is not spoken: a collector on another host sits behind a
+ * local agent or sidecar.
+ */
+static int
+check_otlp_endpoint(const char *s, char *why, size_t len)
+{
+	const char *host = s + 7;
+
+	if (strncmp(s, "http://", 7) == 0 && strlen(s) < 1024 &&
+	    *host != '\0' && *host != '/' && *host != ':' &&
+	    strpbrk(s, " \t\r\n?#@") == NULL)
+		return 0;
+	snprintf(why, len, "expected an OTLP/HTTP URL "
+	    "\"http://host[:port][/path]\" (https is not supported)");
 	return -1;
 }
 

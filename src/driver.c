@@ -52,6 +52,8 @@ driver_clear(struct driver *d)
 	free(d->pod);
 	free(d->callback);
 	free(d->traceparent);
+	free(d->tracestate);
+	free(d->baggage);
 	memset(d, 0, sizeof(*d));
 }
 
@@ -70,7 +72,37 @@ driver_set(struct driver *d, const char *pod, const char *callback,
 {
 	set_str(&d->pod, pod);
 	set_str(&d->callback, callback);
-	set_str(&d->traceparent, traceparent);
+	/* An invalid traceparent is never forwarded (W3C trace context). */
+	if (traceparent != NULL && trace_parse(traceparent, (uint8_t[16]){ 0 },
+	    (uint8_t[8]){ 0 }, &(uint8_t){ 0 }) == 0)
+		set_str(&d->traceparent, traceparent);
+}
+
+void
+driver_set_trace(struct driver *d, const char *tracestate,
+    const char *baggage, const uint8_t *parent)
+{
+	char tp[TRACE_PARENT_LEN + 1];
+
+	if (d->traceparent != NULL)
+		set_str(&d->tracestate, tracestate);
+	set_str(&d->baggage, baggage);
+	if (d->cfg == NULL || d->cfg->tracing.otlp_endpoint == NULL)
+		return;
+	if (trace_ctx_from(&d->tr, d->traceparent, parent,
+	    d->cfg->tracing.sample_ratio, d->s->id, d->rng)) {
+		trace_format(tp, d->tr.trace_id, d->tr.span_id, d->tr.flags);
+		free(d->traceparent);
+		d->traceparent = util_xstrdup(tp);
+	}
+}
+
+void
+driver_copy_trace(struct driver *d, const struct driver *from)
+{
+	set_str(&d->tracestate, from->tracestate);
+	set_str(&d->baggage, from->baggage);
+	d->tr = from->tr;
 }
 
 const struct config_node *
@@ -513,7 +545,19 @@ driver_request(struct driver *d, const char **path, size_t *len,
 	if (metrics_on())
 		d->call_us = metrics_now_us();
 	*path = d->a.compensate ? node->compensate : node->action;
-	step_metadata(md, d->s, d->traceparent);
+	if (d->tr.on) {
+		char tp[TRACE_PARENT_LEN + 1];
+
+		/* The participant's parent is this call's own span. */
+		trace_format(tp, d->tr.trace_id, d->tr.call_id, d->tr.flags);
+		step_metadata(md, d->s, tp);
+	} else
+		step_metadata(md, d->s, d->traceparent);
+	if (d->tracestate != NULL)
+		grpc_md_add(md, "tracestate", d->tracestate,
+		    strlen(d->tracestate));
+	if (d->baggage != NULL)
+		grpc_md_add(md, "baggage", d->baggage, strlen(d->baggage));
 	return req;
 }
 
@@ -566,6 +610,12 @@ driver_work(const struct driver *d, const struct saga_action *a,
 	w.pod = (char *)(uintptr_t)pod;
 	w.mode = d->s->mode;
 	w.traceparent = d->traceparent;
+	w.tracestate = d->tracestate;
+	w.baggage = d->baggage;
+	if (d->tr.on && d->tr.has_parent) {
+		memcpy(w.trace_parent, d->tr.parent_id, sizeof(w.trace_parent));
+		w.has_trace_parent = 1;
+	}
 	w.round = d->round;
 	if (d->carry && d->wrote.step == a->step &&
 	    d->wrote.compensate == a->compensate) {

@@ -32,6 +32,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "dashboard.h"
 #include "grpc/grpc.h"
 #include "http.h"
 #include "http_int.h"
@@ -206,12 +207,15 @@ serve_metrics(struct http_server *h, struct evhttp_request *req)
 	evbuffer_free(b);
 }
 
-/* `/` is the dashboard's (another part of issue 14); nothing here yet. */
+/*
+ * `/`: the dashboard, one page built into the binary (src/dashboard.h). It
+ * is open to all: it holds no data, and asks the API with the user's token.
+ */
 static void
 serve_root(struct http_server *h, struct evhttp_request *req)
 {
-	reply_text(h, req, 404, "no dashboard in this build; see /metrics, "
-	    "/readyz and /api/v1/sagas\n");
+	reply(h, req, 200, "text/html; charset=utf-8",
+	    (const char *)dashboard_html, dashboard_html_len);
 }
 
 /* --- routing ------------------------------------------------------------------ */

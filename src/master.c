@@ -33,6 +33,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "otlp.h"
 #include "master.h"
 #include "options.h"
 #include "proc.h"
@@ -318,6 +319,10 @@ master_init(struct master *m, const struct options *opts,
 	    sizeof(sigs) / sizeof(sigs[0]), master_signal_cb, m, err,
 	    errlen) == -1)
 		return -1;
+	if (cfg->tracing.otlp_endpoint != NULL && otlp_start(m->base,
+	    cfg->tracing.otlp_endpoint, cfg->pod_id, "master", log_saga, NULL,
+	    err, errlen) == -1)
+		return -1;
 	m->ev_cron = event_new(m->base, -1, 0, master_cron, m);
 	tv.tv_sec = 0;
 	tv.tv_usec = 1000000 / MASTER_HZ;
@@ -366,6 +371,7 @@ master_free(struct master *m)
 	extra_free(m);
 	config_free(m->cfg);
 	m->cfg = NULL;
+	otlp_stop();
 	if (m->base != NULL)
 		event_base_free(m->base);
 	m->base = NULL;

@@ -82,6 +82,7 @@ struct m_method {
 struct metrics_shm {
 	uint32_t	magic;
 	uint64_t	dropped;	/* updates of names no table could hold */
+	uint64_t	spans[2];	/* tracing (issue 14): exported, dropped */
 	struct m_flow	flows[METRICS_FLOWS];
 	struct m_node	nodes[METRICS_NODES];
 	struct m_topic	topics[METRICS_TOPICS];
@@ -304,6 +305,17 @@ metrics_step_call(const char *node, int compensate, int status, int64_t us)
 		status = GRPC_STATUS_UNKNOWN;
 	ADD(&n->calls[compensate != 0][status], 1);
 	observe(&n->dur[compensate != 0], step_bounds, STEP_NB, us);
+}
+
+void
+metrics_spans(uint64_t exported, uint64_t dropped)
+{
+	if (shm == NULL)
+		return;
+	if (exported > 0)
+		ADD(&shm->spans[0], exported);
+	if (dropped > 0)
+		ADD(&shm->spans[1], dropped);
 }
 
 void
@@ -534,6 +546,14 @@ metrics_render(FILE *fp)
 			    (unsigned long long)v);
 		}
 	}
+	fputs("# HELP sagad_trace_spans_total OTLP spans the collector took "
+	    "(exported), or that were dropped: the queue full, or their batch "
+	    "refused or unanswered.\n# TYPE sagad_trace_spans_total counter\n",
+	    fp);
+	fprintf(fp, "sagad_trace_spans_total{outcome=\"exported\"} %llu\n"
+	    "sagad_trace_spans_total{outcome=\"dropped\"} %llu\n",
+	    (unsigned long long)LOAD(&shm->spans[0]),
+	    (unsigned long long)LOAD(&shm->spans[1]));
 	fputs("# HELP sagad_metrics_dropped_total Updates not counted: a "
 	    "name too long, or a table full.\n"
 	    "# TYPE sagad_metrics_dropped_total counter\n", fp);

@@ -53,6 +53,8 @@ void	 metrics_step_call(const char *node, int compensate, int status,
 	    int64_t us);
 void	 metrics_worker_restart(const char *topic);
 void	 metrics_grpc_request(const char *method, int status);
+/* Spans the tracer exported, or dropped (issue 14). */
+void	 metrics_spans(uint64_t exported, uint64_t dropped);
 
 /* The segment's series in Prometheus text format 0.0.4. */
 void	 metrics_render(FILE *);

@@ -229,6 +229,7 @@ struct orch {
 	struct orch_adopted	*adopted;	/* dead pods whose work runs here */
 	size_t			 nadopted;
 	struct orch_linger	*lingers;	/* topics gone, still read */
+	int			 orphans_scanned; /* the stream's, at start */
 	size_t			 nlingers;
 	char			**releasing;	/* adoptions over, to let go */
 	size_t			 nreleasing;

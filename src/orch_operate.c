@@ -19,6 +19,7 @@
 #include "grpc/grpc.h"
 #include "grpc/server.h"
 #include "orch_int.h"
+#include "trace_saga.h"
 #include "util.h"
 #include "work.h"
 
@@ -437,6 +438,7 @@ resolve_written(enum store_result res, int64_t rev, const char *cancel,
 	driver_written(&op->d, rev);	/* counts it RESOLVED (metrics) */
 	orch_log(op->o, UTIL_INFO, op->id, "RESOLVED by an operator: %s",
 	    op->text);
+	trace_saga_end(&op->d);		/* its line: it has ended RESOLVED */
 	saga_pb_view(op->d.s, &v);
 	op_finish(op, &v.pb, 0, NULL);
 	saga_pb_view_free(&v);

@@ -35,6 +35,7 @@
 
 static void	adopted_clear(struct orch_adopted *);
 static void	lingers_check(struct orch *);
+static void	orphans_scan(struct orch *);
 
 static int
 has_throttling(const struct config *cfg)
@@ -209,6 +210,11 @@ pods_cron(struct orch *o, int64_t now)
 		o->last_pods_ms = now;
 		pods_beat(o);
 	}
+	if (!o->orphans_scanned && o->bus != NULL && bus_is_connected(o->bus) &&
+	    now - o->last_adopt_check_ms >= ADOPT_CHECK_MS) {
+		o->last_adopt_check_ms = now;
+		orphans_scan(o);
+	}
 	if (o->nadopted + o->nlingers > 0 &&
 	    now - o->last_adopt_check_ms >= ADOPT_CHECK_MS &&
 	    o->bus != NULL && bus_is_connected(o->bus)) {
@@ -257,6 +263,91 @@ linger_add(struct orch *o, const struct config *old,
 	o->adopt_gen++;
 	orch_log(o, UTIL_INFO, NULL, "topic %s is gone from the config: it "
 	    "is read until its queued work is done", t->name);
+}
+
+/*
+ * At start: the stream's consumers of topics this config does not have
+ * (removed while the pod was down), with work still queued, linger too.
+ * Their filters say what they were: <prefix>.work.async.F.N.* and this
+ * pod's <prefix>.work.pod.<pod>.F.N.* (another pod's are its own, or its
+ * adopter's).
+ */
+struct orphan_scan {
+	struct orch		*o;
+	struct config_topic	*t;
+	size_t			 n;
+};
+
+static void
+orphan_seen(const char *durable, const char *filter, uint64_t backlog,
+    void *arg)
+{
+	struct orphan_scan	*sc = arg;
+	struct orch		*o = sc->o;
+	const char		*prefix = o->cfg->nats.subject_prefix != NULL ?
+				    o->cfg->nats.subject_prefix : "saga";
+	char			 pod[CONFIG_NAME_MAX + 2], flow[CONFIG_NAME_MAX + 2];
+	char			 node[CONFIG_NAME_MAX + 2], topic[2 * CONFIG_NAME_MAX + 2];
+	const char		*rest;
+	struct config_topic	 ct;
+	struct config		 fake;
+	struct config_flow	 ff;
+	struct config_node	 fn;
+	size_t			 zero = 0, plen = strlen(prefix);
+	enum saga_mode		 mode;
+
+	if (backlog == 0 || strncmp(filter, prefix, plen) != 0 ||
+	    strncmp(filter + plen, ".work.", 6) != 0)
+		return;
+	rest = filter + plen + 6;
+	if (sscanf(rest, "async.%65[^.].%65[^.].*", flow, node) == 2)
+		mode = SAGA_MODE_ASYNC;
+	else if (sscanf(rest, "pod.%65[^.].%65[^.].%65[^.].*", pod, flow,
+	    node) == 3 && strcmp(pod, o->cfg->pod_id) == 0)
+		mode = SAGA_MODE_THROTTLING;
+	else
+		return;
+	if (strlen(flow) > CONFIG_NAME_MAX || strlen(node) > CONFIG_NAME_MAX)
+		return;
+	snprintf(topic, sizeof(topic), "%s/%s", flow, node);
+	for (size_t i = 0; i < sc->n; i++)
+		if (strcmp(sc->t[i].name, topic) == 0 && sc->t[i].mode == mode)
+			return;
+	/* A config of its own to name the topic by (linger_add's view). */
+	memset(&fake, 0, sizeof(fake));
+	memset(&ff, 0, sizeof(ff));
+	memset(&fn, 0, sizeof(fn));
+	ff.name = flow;
+	fn.name = node;
+	fake.flows = &ff;
+	fake.nodes = &fn;
+	fake.pod_id = o->cfg->pod_id;
+	fake.nats.subject_prefix = o->cfg->nats.subject_prefix;
+	memset(&ct, 0, sizeof(ct));
+	ct.flow = ct.node = zero;
+	ct.mode = mode;
+	snprintf(ct.name, sizeof(ct.name), "%s", topic);
+	ct.concurrency = 8;
+	orch_log(o, UTIL_INFO, NULL, "consumer %s holds %llu messages of a "
+	    "topic this config does not have", durable,
+	    (unsigned long long)backlog);
+	linger_add(o, &fake, &ct);
+}
+
+static void
+orphans_scan(struct orch *o)
+{
+	struct orphan_scan	sc;
+	char			err[SAGAD_ERRLEN];
+
+	sc.o = o;
+	sc.n = config_topics(o->cfg, &sc.t);
+	if (bus_consumers(o->bus, orphan_seen, &sc, err, sizeof(err)) == -1)
+		orch_log(o, UTIL_DEBUG, NULL, "listing the stream's consumers: "
+		    "%s (tried again)", err);
+	else
+		o->orphans_scanned = 1;
+	free(sc.t);
 }
 
 static void

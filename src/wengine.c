@@ -48,6 +48,7 @@
 #include "store.h"
 #include "util.h"
 #include "wengine_int.h"
+#include "trace_saga.h"
 #include "work.h"
 
 #define WE_CONFLICT_MS		200	/* another worker moved the saga on */
@@ -507,6 +508,7 @@ job_ended(struct job *j)
 	else
 		wengine_log(j->e, UTIL_DEBUG, s->id, "saga %s",
 		    saga_state_name(s->state));
+	trace_saga_end(&j->d);
 	job_end_effects(j);
 }
 
@@ -560,6 +562,7 @@ job_call_done(void *arg, const struct grpc_client_result *res)
 		    j->d.s->steps[a->step].name, a->compensate ? " (undo)" :
 		    "", a->attempt, grpc_status_name(res->status),
 		    res->message != NULL ? res->message : "");
+	trace_call_end(&j->d, res->status, res->message);
 	if (res->unsent)
 		driver_unreached(&j->d, res->status, res->message,
 		    util_now_ms());
@@ -581,6 +584,7 @@ job_call(struct job *j)
 	size_t				 len;
 	char				 err[SAGAD_ERRLEN];
 
+	trace_call_start(&j->d, &j->e->rng);
 	req = driver_request(&j->d, &path, &len, &md, err, sizeof(err));
 	if (req == NULL) {
 		/* Nothing could be sent: no retry helps, nothing to undo. */
@@ -743,6 +747,8 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 	j->d.round = rec->round > j->w.round ? rec->round : j->w.round;
 	driver_set(&j->d, *rec->pod != '\0' ? rec->pod : j->w.pod,
 	    rec->callback, j->w.traceparent);
+	driver_set_trace(&j->d, j->w.tracestate, j->w.baggage,
+	    j->w.has_trace_parent ? j->w.trace_parent : NULL);
 	switch (driver_resume(&j->d, (size_t)rec->step, rec->compensate,
 	    rec->attempt, j->w.step, j->w.compensate,
 	    bus_msg_delivered(j->msg) > 1, *rec->cancel != '\0' ? rec->cancel :

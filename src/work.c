@@ -129,6 +129,13 @@ work_pack(const struct work *w, size_t *len)
 	pb.pod = w->pod;
 	pb.mode = (int32_t)w->mode;
 	pb.traceparent = w->traceparent;
+	pb.tracestate = w->tracestate;
+	pb.baggage = w->baggage;
+	if (w->has_trace_parent) {
+		pb.trace_parent_span.data = (uint8_t *)(uintptr_t)
+		    w->trace_parent;
+		pb.trace_parent_span.len = sizeof(w->trace_parent);
+	}
 	pb.round = (uint32_t)(w->round > 0 ? w->round : 0);
 	*len = sagad__v1__work__get_packed_size(&pb);
 	buf = util_xcalloc(1, *len + 1);
@@ -158,6 +165,15 @@ work_unpack(struct work *w, const uint8_t *buf, size_t len, char *err,
 	w->mode = (enum saga_mode)pb->mode;
 	w->traceparent = pb->traceparent != NULL && *pb->traceparent ?
 	    util_xstrdup(pb->traceparent) : NULL;
+	w->tracestate = pb->tracestate != NULL && *pb->tracestate ?
+	    util_xstrdup(pb->tracestate) : NULL;
+	w->baggage = pb->baggage != NULL && *pb->baggage ?
+	    util_xstrdup(pb->baggage) : NULL;
+	if (pb->trace_parent_span.len == sizeof(w->trace_parent)) {
+		memcpy(w->trace_parent, pb->trace_parent_span.data,
+		    sizeof(w->trace_parent));
+		w->has_trace_parent = 1;
+	}
 	w->round = pb->round > 1000000 ? 1000000 : (int)pb->round;
 	if (pb->record == NULL || pb->record->saga == NULL ||
 	    pb->record->rev <= 0) {
@@ -184,6 +200,8 @@ work_clear(struct work *w)
 	free(w->flow);
 	free(w->pod);
 	free(w->traceparent);
+	free(w->tracestate);
+	free(w->baggage);
 	if (w->pb_ != NULL)
 		sagad__v1__work__free_unpacked(w->pb_, NULL);
 	memset(w, 0, sizeof(*w));

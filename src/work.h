@@ -61,6 +61,10 @@ struct work {
 	char		*pod;		/* "" for async */
 	enum saga_mode	 mode;
 	char		*traceparent;	/* NULL if none */
+	char		*tracestate;	/* NULL if none */
+	char		*baggage;	/* NULL if none */
+	uint8_t		 trace_parent[8];	/* the Run's span, with */
+	int		 has_trace_parent;	/* tracing on */
 	int		 round;		/* Retry rounds of the saga */
 	/*
 	 * work_pack: the record to carry, or NULL. work_unpack: the record

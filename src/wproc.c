@@ -34,6 +34,7 @@
 #include "grpc/client.h"
 #include "log.h"
 #include "metrics.h"
+#include "otlp.h"
 #include "proc.h"
 #include "store.h"
 #include "util.h"
@@ -421,6 +422,8 @@ wproc_new(const struct proc_worker_args *a, pid_t ppid, int *exit_code,
 	}
 	if (topic_check(w, w->cfg, err, errlen) == -1)
 		goto fail;
+	log_setformat(strcmp(w->cfg->log_format, "json") == 0,
+	    w->cfg->pod_id);
 	if (w->cfg->log_file != NULL && log_open_file(w->cfg->log_file) == -1)
 		log_warn("log_file %s", w->cfg->log_file);
 
@@ -442,6 +445,15 @@ wproc_new(const struct proc_worker_args *a, pid_t ppid, int *exit_code,
 	    proc_parent_watch(&w->parent, w->base, ppid, a->parent_fd,
 	    orphaned, w, err, errlen) == -1)
 		goto fail;
+	if (w->cfg->tracing.otlp_endpoint != NULL) {
+		char proc[300];
+
+		snprintf(proc, sizeof(proc), "worker %s #%d", a->topic,
+		    a->instance);
+		if (otlp_start(w->base, w->cfg->tracing.otlp_endpoint,
+		    w->cfg->pod_id, proc, log_saga, NULL, err, errlen) == -1)
+			goto fail;
+	}
 	w->ev_cron = event_new(w->base, -1, EV_PERSIST, cron_cb, w);
 	if (w->ev_cron == NULL || event_add(w->ev_cron, &tv) == -1) {
 		snprintf(err, errlen, "cannot add an event");
@@ -515,6 +527,7 @@ wproc_free(struct wproc *w)
 		event_free(w->ev_cron);
 	if (w->ev_drain != NULL)
 		event_free(w->ev_drain);
+	otlp_stop();
 	if (w->base != NULL)
 		event_base_free(w->base);
 	config_free(w->cfg);

@@ -88,3 +88,21 @@ run_py check
 grep -q 'AsyncBooking/CreatePayment is gone from the config' "$LIB_TMP/pa.log" ||
 	fail "the removed topic did not linger"
 pass "a reload never changes a saga in flight: each ran the definition it started with"
+
+# The same across a restart: work queued behind the slow payment when the
+# pod stops, and a pod started on a config without CreatePayment.
+STEPS='"CreateOrder", "CreatePayment"'
+pod_conf pa "$P_PORT" >"$LIB_TMP/pa.conf"
+kill -HUP "$PA_PID"
+sleep 1
+run_py before2
+sleep 0.5
+kill -TERM "$PA_PID"
+for _ in $(seq 100); do kill -0 "$PA_PID" 2>/dev/null || break; sleep 0.1; done
+mv "$LIB_TMP/pa.log" "$LIB_TMP/pa1.log"
+STEPS='"Md"'
+start_pod pa "$P_PORT"
+run_py check2
+grep -q 'holds [0-9]* messages of a topic this config does not have' \
+	"$LIB_TMP/pa.log" || fail "the restarted pod did not find the old topic's work"
+pass "across a restart too: a topic gone from the config is read until its work is done"

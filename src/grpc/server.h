@@ -167,6 +167,12 @@ int	grpc_call_reply(struct grpc_call *, const ProtobufCMessage *);
 int	grpc_call_reply_raw(struct grpc_call *, const void *, size_t);
 
 void	grpc_call_on_cancel(struct grpc_call *, grpc_call_cb, void *arg);
+/*
+ * fn hears the call end once, with the status it was answered (CANCELLED
+ * when it never was): the Run's span (issue 14). NULL clears it.
+ */
+typedef void (*grpc_call_done_cb)(struct grpc_call *, int status, void *arg);
+void	grpc_call_on_done(struct grpc_call *, grpc_call_done_cb, void *arg);
 
 /*
  * In-process calls (server_local.c): another front end of the same methods

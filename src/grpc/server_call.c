@@ -345,6 +345,23 @@ grpc_call_on_cancel(struct grpc_call *c, grpc_call_cb fn, void *arg)
 }
 
 void
+grpc_call_on_done(struct grpc_call *c, grpc_call_done_cb fn, void *arg)
+{
+	c->done_cb = fn;
+	c->done_arg = arg;
+}
+
+void
+grpc_server_call_done(struct grpc_call *c, int status)
+{
+	grpc_call_done_cb fn = c->done_cb;
+
+	c->done_cb = NULL;
+	if (fn != NULL)
+		fn(c, status, c->done_arg);
+}
+
+void
 grpc_call_on_writable(struct grpc_call *c, grpc_call_cb fn, void *arg)
 {
 	c->writable_cb = fn;
@@ -461,6 +478,7 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message)
 		return GRPC_CALL_EDONE;
 	if (status < 0 || status > GRPC_STATUS_MAX)
 		status = GRPC_STATUS_UNKNOWN;
+	grpc_server_call_done(c, status);
 	if (c->conn == NULL)
 		return grpc_server_local_finish(c, status, message);
 	metrics_grpc_request(c->method->path, status);
@@ -556,6 +574,7 @@ grpc_server_stream_free(struct grpc_call *c)
 	struct conn *conn = c->conn;
 
 	call_cancel(c);
+	grpc_server_call_done(c, GRPC_STATUS_CANCELLED);
 	if (c->has_timer)
 		evtimer_del(&c->timer);
 	TAILQ_REMOVE(&conn->calls, c, entry);

@@ -88,6 +88,8 @@ struct grpc_call {
 	void			*cancel_arg;
 	grpc_call_cb		 writable_cb;
 	void			*writable_arg;
+	grpc_call_done_cb	 done_cb;
+	void			*done_arg;
 	struct event		 timer;
 	/* An in-process call (server_local.c): conn is NULL. */
 	struct grpc_server	*lsrv;
@@ -190,5 +192,8 @@ void	 grpc_server_accept_cb(struct evconnlistener *, evutil_socket_t,
 void	 grpc_server_accept_error_cb(struct evconnlistener *, void *arg);
 void	 grpc_server_accept_resume_cb(evutil_socket_t, short, void *arg);
 void	 grpc_server_sweep_cb(evutil_socket_t, short, void *arg);
+
+/* The call's done callback (grpc_call_on_done), once: its final status. */
+void	grpc_server_call_done(struct grpc_call *, int status);
 
 #endif

@@ -129,5 +129,6 @@ grpc_server_call_local_cancel(struct grpc_call *c)
 	c->writable_cb = NULL;
 	if (was_active && fn != NULL)
 		fn(c, c->cancel_arg);
+	grpc_server_call_done(c, GRPC_STATUS_CANCELLED);
 	local_free_later(c);
 }

@@ -64,5 +64,21 @@ elif sys.argv[1] == "check":
           "%s %s" % (versions, n.flow_version))
     ok("8 sagas of the first definition and 1 of the second ended as "
        "their own definitions say")
+elif sys.argv[1] == "before2":
+    for i in range(6):
+        run("rf-r-%d" % i, {})
+    ok("6 sagas queued on [CreateOrder, CreatePayment] before a restart")
+elif sys.argv[1] == "check2":
+    for i in range(6):
+        sid = "rf-r-%d" % i
+        s = o.wait_final(sid, 60)
+        if not hasattr(s, "state"):
+            fail("%s: %s" % (sid, s))
+        equal(S.Name(s.state), "STATE_COMPLETED", sid)
+        equal([st.name for st in s.steps], ["CreateOrder", "CreatePayment"],
+              sid + " steps")
+        equal(R.Name(record("PAYMENT_PORT", "payment", sid).state),
+              "RECORD_STATE_ACTIVE", sid + " payment")
+    ok("the 6 sagas queued before the restart ended on their definition")
 else:
-    fail("usage: reflow.py before|after|check")
+    fail("usage: reflow.py before|after|check|before2|check2")

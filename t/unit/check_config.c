@@ -327,6 +327,45 @@ START_TEST(log_file_accepted)
 }
 END_TEST
 
+/* Issue 14: log_format and tracing. */
+START_TEST(log_format_and_tracing_read)
+{
+	struct config *cfg = load("log_format = \"json\";\n"
+	    "tracing = { otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\";"
+	    " sample_ratio = 0.25; };\n", NULL);
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->log_format, "json");
+	ck_assert_str_eq(cfg->tracing.otlp_endpoint,
+	    "http://127.0.0.1:4318/v1/traces");
+	ck_assert(cfg->tracing.sample_ratio == 0.25);
+	config_free(cfg);
+	cfg = load("tracing = { sample_ratio = 0; };\n", NULL);
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert(cfg->tracing.sample_ratio == 0.0);
+	ck_assert_ptr_null(cfg->tracing.otlp_endpoint);
+	ck_assert_str_eq(cfg->log_format, "text");
+	config_free(cfg);
+	cfg = load("", NULL);
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert(cfg->tracing.sample_ratio == 1.0);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(log_format_and_tracing_refused)
+{
+	refused("log_format = \"xml\";\n", 1, "log_format: expected "
+	    "\"text\" or \"json\", got \"xml\"");
+	refused("tracing = { otlp_endpoint = \"https://c:4318\"; };\n", 1,
+	    "tracing.otlp_endpoint: expected an OTLP/HTTP URL");
+	refused("tracing = { sample_ratio = 1.5; };\n", 1,
+	    "tracing.sample_ratio: expected a number from 0 to 1, got 1.5");
+	refused("tracing = { sample_ratio = \"all\"; };\n", 1,
+	    "tracing.sample_ratio: expected a number from 0 to 1");
+}
+END_TEST
+
 START_TEST(int64_literal_in_range_accepted)
 {
 	struct config *cfg = load("redis = { saga_ttl = 3600L; };\n", NULL);
@@ -1201,6 +1240,8 @@ config_suite(void)
 	tcase_add_test(tc, empty_file_is_all_defaults);
 	tcase_add_test(tc, node_timeout_inherits_service);
 	tcase_add_test(tc, log_file_accepted);
+	tcase_add_test(tc, log_format_and_tracing_read);
+	tcase_add_test(tc, log_format_and_tracing_refused);
 	tcase_add_test(tc, int64_literal_in_range_accepted);
 	tcase_add_test(tc, pod_id_defaults_to_hostname);
 	tcase_add_test(tc, pod_id_from_file);
