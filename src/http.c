@@ -470,6 +470,7 @@ sweep_cb(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED, void *arg)
 	int64_t			 now = util_mono_ms();
 
 	reap(h);
+	http_api_keepalive(h, now);
 	TAILQ_FOREACH(c, &h->conns, entry)
 		if (c->killed || (!c->busy && now - c->since >
 		    h->opts.timeout_ms)) {
