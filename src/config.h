@@ -58,11 +58,17 @@ struct config {
 	int		 shutdown_timeout_ms;
 	char		*log_file;	/* NULL: syslog (or stderr with -d) */
 	char		*queue;		/* the bus driver: "nats" or "rabbitmq" */
+	char		*user;		/* drop to them after binding (root) */
+	char		*group;
 
 	struct {
 		char	*url;
 		char	*stream;
 		int	 replicas;
+		char	*creds;		/* a .creds file (JWT and nkey seed) */
+		char	*user;
+		char	*password;	/* never logged */
+		char	*password_file;
 	} nats;
 	struct {
 		char	*url;		/* may hold a password: never log it */
@@ -73,7 +79,14 @@ struct config {
 		int	 port;
 		int	 saga_ttl;
 		int	 lease_ms;	/* owner's hold on a running saga */
+		int	 db;		/* SELECT */
+		char	*username;	/* AUTH with an ACL user */
+		char	*password;	/* never logged */
+		char	*password_file;
 	} redis;
+	struct {
+		char	*tokens_file;	/* NULL: no auth (auth.h) */
+	} auth;
 	struct {
 		char	**allow;
 		size_t	  nallow;

@@ -22,6 +22,7 @@ enum key_scope {
 	KS_REDIS,		/* redis = { }: struct config */
 	KS_CALLBACKS,		/* callbacks = { }: struct config */
 	KS_LIMITS,		/* limits = { }: struct config */
+	KS_AUTH,		/* auth = { }: struct config (issue 15) */
 	KS_SERVICE,		/* services.NAME = { }: struct config_service */
 	KS_NODE,		/* nodes.NAME = { }: struct config_node */
 	KS_FLOW,		/* flows.NAME = { }: struct config_flow */
@@ -42,7 +43,8 @@ enum key_type {
 #define KEY_RESTART	0x01	/* SIGHUP cannot change it */
 #define KEY_REQUIRED	0x02	/* no default: the file must say */
 #define KEY_INHERIT	0x04	/* absent: the node's service's value */
-#define KEY_SECRET	0x08	/* a URL whose password is never shown */
+#define KEY_SECRET	0x08	/* a URL whose password is never shown, or a
+				   password never shown at all */
 
 struct config_key {
 	const char		 *name;
@@ -63,7 +65,7 @@ struct config_key {
 #define HOSTLEN	256	/* the size of every host[] an address splits into */
 
 /* The rows of config_keys[]; config_keys.c fails to build if they differ. */
-#define CONFIG_NKEYS	49
+#define CONFIG_NKEYS	61
 
 extern const struct config_key config_keys[CONFIG_NKEYS];
 
@@ -94,6 +96,7 @@ struct loader {
 };
 
 /* config_keys.c */
+const char	*config_secret_shown(const char *, char *, size_t);
 int		 config_is_token_char(char);
 int		 config_valid_name(const char *);
 int		 config_check_pod_id(const char *, char *, size_t);

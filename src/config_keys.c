@@ -29,6 +29,8 @@ static int	check_host(const char *, char *, size_t);
 static int	check_path(const char *, char *, size_t);
 static int	check_method(const char *, char *, size_t);
 static int	check_context_key(const char *, char *, size_t);
+static int	check_account(const char *, char *, size_t);
+static int	check_password(const char *, char *, size_t);
 
 static const char *const callbacks_allow_default[] = {
 	"127.0.0.1", "localhost", "::1", NULL
@@ -168,6 +170,36 @@ const struct config_key config_keys[] = {
 	    0, 0, 0, NULL, NULL, NULL, 0 },
 	{ "max_queue", KS_FLOW, KT_INT, 0, F(max_queue), 0, 0,
 	    1, 10000000, 1000, NULL, NULL, NULL, 0 },
+
+	/*
+	 * Issue 15 (secure by configuration): least privilege, tokens,
+	 * credentials of Redis and NATS. Secrets are KEY_SECRET: neither a
+	 * reload warning nor an error shows them.
+	 */
+	{ "user", KS_MAIN, KT_STRING, KEY_RESTART, C(user), 0, 0,
+	    0, 0, 0, NULL, NULL, check_account, 0 },
+	{ "group", KS_MAIN, KT_STRING, KEY_RESTART, C(group), 0, 0,
+	    0, 0, 0, NULL, NULL, check_account, 0 },
+	{ "auth", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_AUTH },
+	{ "tokens_file", KS_AUTH, KT_STRING, 0, C(auth.tokens_file), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "db", KS_REDIS, KT_INT, KEY_RESTART, C(redis.db), 0, 0,
+	    0, 65535, 0, NULL, NULL, NULL, 0 },
+	{ "username", KS_REDIS, KT_STRING, KEY_RESTART, C(redis.username),
+	    0, 0, 0, 0, 0, NULL, NULL, check_account, 0 },
+	{ "password", KS_REDIS, KT_STRING, KEY_RESTART | KEY_SECRET,
+	    C(redis.password), 0, 0, 0, 0, 0, NULL, NULL, check_password, 0 },
+	{ "password_file", KS_REDIS, KT_STRING, KEY_RESTART,
+	    C(redis.password_file), 0, 0, 0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "creds", KS_NATS, KT_STRING, KEY_RESTART, C(nats.creds), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "user", KS_NATS, KT_STRING, KEY_RESTART, C(nats.user), 0, 0,
+	    0, 0, 0, NULL, NULL, check_account, 0 },
+	{ "password", KS_NATS, KT_STRING, KEY_RESTART | KEY_SECRET,
+	    C(nats.password), 0, 0, 0, 0, 0, NULL, NULL, check_password, 0 },
+	{ "password_file", KS_NATS, KT_STRING, KEY_RESTART,
+	    C(nats.password_file), 0, 0, 0, 0, 0, NULL, NULL, check_path, 0 },
 };
 
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,
@@ -177,6 +209,7 @@ _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,
 static const char *const scope_prefix[] = {
 	[KS_MAIN] = "", [KS_NATS] = "nats", [KS_RABBITMQ] = "rabbitmq",
 	[KS_REDIS] = "redis", [KS_CALLBACKS] = "callbacks", [KS_LIMITS] = "limits",
+	[KS_AUTH] = "auth",
 };
 
 /* --- value checks ---------------------------------------------------------- */
@@ -309,6 +342,44 @@ check_context_key(const char *s, char *why, size_t len)
 	return -1;
 }
 
+/* A user, group or ACL user name: no spaces, no control bytes. */
+static int
+check_account(const char *s, char *why, size_t len)
+{
+	size_t n = strlen(s);
+
+	if (n > 0 && n <= 256 && strpbrk(s, " \t\r\n:") == NULL)
+		return 0;
+	snprintf(why, len, "expected a name of 1 to 256 bytes without "
+	    "spaces or ':'");
+	return -1;
+}
+
+/* Says nothing of the value: the error is shown, the password is not. */
+static int
+check_password(const char *s, char *why, size_t len)
+{
+	size_t n = strlen(s);
+
+	if (n > 0 && n <= 1024 && strpbrk(s, "\r\n") == NULL)
+		return 0;
+	snprintf(why, len, "expected 1 to 1024 bytes on one line");
+	return -1;
+}
+
+/*
+ * A KEY_SECRET value fit to show: a URL without its password, anything
+ * else as "***".
+ */
+const char *
+config_secret_shown(const char *v, char *buf, size_t len)
+{
+	if (strstr(v, "://") != NULL)
+		return util_url_redact(v, buf, len);
+	snprintf(buf, len, "***");
+	return buf;
+}
+
 /* --- SIGHUP ---------------------------------------------------------------- */
 
 static const char *
@@ -326,7 +397,7 @@ config_reload_check(const struct config *old, const struct config *new,
 {
 	size_t	used = 0;
 	int	changed = 0;
-	char	key[64], a[300], b[300];
+	char	key[64], a[1200], b[1200];
 
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
@@ -353,9 +424,9 @@ config_reload_check(const struct config *old, const struct config *new,
 			    sn != NULL && strcmp(so, sn) == 0))
 				continue;
 			if ((k->flags & KEY_SECRET) && so != NULL)
-				so = util_url_redact(so, sa, sizeof(sa));
+				so = config_secret_shown(so, sa, sizeof(sa));
 			if ((k->flags & KEY_SECRET) && sn != NULL)
-				sn = util_url_redact(sn, sb, sizeof(sb));
+				sn = config_secret_shown(sn, sb, sizeof(sb));
 			snprintf(a, sizeof(a), so ? "\"%s\"" : "(none)", so);
 			snprintf(b, sizeof(b), sn ? "\"%s\"" : "(none)", sn);
 		}

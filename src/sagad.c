@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "bus.h"
 #include "config.h"
 #include "log.h"
@@ -22,6 +23,41 @@
 #include "proctitle.h"
 #include "service.h"
 #include "util.h"
+
+/*
+ * The files the config names that config_load does not read: the tokens
+ * and the password files. `sagad -t` reports them; the start reads them
+ * again where they are used.
+ */
+static int
+check_secret_files(const struct config *cfg, char *err, size_t errlen)
+{
+	const char	*pw[] = { cfg->redis.password_file,
+			    cfg->nats.password_file };
+	char		 buf[1100];
+	struct auth	*a;
+
+	if (cfg->auth.tokens_file != NULL) {
+		if ((a = auth_load(cfg->auth.tokens_file, NULL, 0, err,
+		    errlen)) == NULL)
+			return -1;
+		auth_free(a);
+	}
+	for (size_t i = 0; i < sizeof(pw) / sizeof(pw[0]); i++) {
+		if (pw[i] == NULL)
+			continue;
+		if (auth_read_secret(pw[i], buf, sizeof(buf), err,
+		    errlen) == -1)
+			return -1;
+		auth_wipe(buf, sizeof(buf));
+	}
+	if (cfg->nats.creds != NULL && access(cfg->nats.creds, R_OK) == -1) {
+		snprintf(err, errlen, "%s: %s", cfg->nats.creds,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
+}
 
 int
 main(int argc, char *argv[])
@@ -64,6 +100,13 @@ main(int argc, char *argv[])
 		    err[0] && err[strlen(err) - 1] != '\n' ? "\n" : "");
 		fprintf(stderr, "sagad: %s: configuration has errors\n",
 		    config_path);
+		return PROC_EXIT_ERROR;
+	}
+	if (check_secret_files(cfg, err, sizeof(err)) == -1) {
+		fprintf(stderr, "sagad: %s\n", err);
+		fprintf(stderr, "sagad: %s: configuration has errors\n",
+		    config_path);
+		config_free(cfg);
 		return PROC_EXIT_ERROR;
 	}
 	if (opts.test) {

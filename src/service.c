@@ -25,6 +25,7 @@
 
 #include <event2/event.h>
 
+#include "auth.h"
 #include "bus.h"
 #include "bus_config.h"
 #include "config.h"
@@ -62,6 +63,9 @@ struct service {
 	uint64_t		 cron_ticks;
 	int			 redis_up;
 	int			 stopping;	/* health stays NOT_SERVING */
+	struct auth		*auth;		/* NULL: no auth.tokens_file */
+	int64_t			 authlog_ms;	/* the last refusal logged */
+	unsigned long		 authlog_held;	/* refusals not logged since */
 };
 
 /* The server's side of the limits section. */
@@ -119,6 +123,90 @@ service_nofile(struct service *sv, const struct config *cfg)
 	    "at most (raise LimitNOFILE or ulimit -n)",
 	    (unsigned long long)rl.rlim_cur, (unsigned long long)need,
 	    cfg->limits.max_connections, sv->max_conns);
+}
+
+/*
+ * The gRPC server's authorize hook: the token of `authorization: Bearer`
+ * against auth.tokens_file. A refusal is logged with the peer's address
+ * (at most once a second, with a count of those held back), never with
+ * the token; the token's name becomes the caller's name.
+ */
+static int
+service_authorize(struct grpc_call *c, void *arg, char *msg, size_t msglen)
+{
+	struct service			*sv = arg;
+	const struct grpc_metadata	*md = grpc_call_metadata(c);
+	const struct grpc_md		*hdr = NULL;
+	enum auth_role			 need;
+	enum auth_result		 r;
+	const char			*name;
+	int64_t				 now;
+
+	if (sv->auth == NULL)
+		return GRPC_STATUS_OK;
+	need = auth_role_for_grpc(grpc_call_path(c));
+	for (size_t i = 0; i < md->n && hdr == NULL; i++)
+		if (strcmp(md->items[i].key, "authorization") == 0)
+			hdr = &md->items[i];
+	r = auth_check(sv->auth, hdr != NULL ? (const char *)hdr->value : NULL,
+	    hdr != NULL ? hdr->len : 0, need, &name);
+	if (name != NULL)
+		grpc_call_set_caller(c, name);
+	if (r == AUTH_OK)
+		return GRPC_STATUS_OK;
+	snprintf(msg, msglen, "%s", auth_result_text(r, need));
+	now = util_mono_ms();
+	if (now - sv->authlog_ms < 1000) {
+		sv->authlog_held++;
+		return auth_grpc_status(r);
+	}
+	if (r == AUTH_FORBIDDEN)
+		log_warnx("auth: %s from %s: %s refused: the %s role is needed"
+		    " (%lu more refusals not logged)", name,
+		    grpc_call_peer(c), grpc_call_path(c), auth_role_name(need),
+		    sv->authlog_held);
+	else
+		log_warnx("auth: %s from %s: %s refused (%lu more refusals not "
+		    "logged)", r == AUTH_MISSING ? "no token" : "a wrong token",
+		    grpc_call_peer(c), grpc_call_path(c), sv->authlog_held);
+	sv->authlog_ms = now;
+	sv->authlog_held = 0;
+	return auth_grpc_status(r);
+}
+
+/*
+ * Loads auth.tokens_file (at start, on SIGHUP). A file that cannot be
+ * used keeps the tokens already loaded on SIGHUP, and stops the start.
+ */
+static int
+service_auth_load(struct service *sv, const struct config *cfg, int reload,
+    char *err, size_t errlen)
+{
+	struct auth	*a;
+	char		 warn[SAGAD_ERRLEN];
+
+	if (cfg->auth.tokens_file == NULL) {
+		if (sv->auth != NULL)
+			log_warnx("auth: auth.tokens_file is unset now: every "
+			    "client may call every method");
+		auth_free(sv->auth);
+		sv->auth = NULL;
+		return 0;
+	}
+	if ((a = auth_load(cfg->auth.tokens_file, warn, sizeof(warn), err,
+	    errlen)) == NULL) {
+		if (reload)
+			log_warnx("auth: %s; keeping the %zu tokens loaded "
+			    "before", err, auth_count(sv->auth));
+		return -1;
+	}
+	if (warn[0] != '\0')
+		log_warnx("auth: %s", warn);
+	auth_free(sv->auth);
+	sv->auth = a;
+	log_info("auth: %zu tokens from %s", auth_count(a),
+	    cfg->auth.tokens_file);
+	return 0;
 }
 
 /* Whether a flow of the running config travels on the bus. */
@@ -232,6 +320,10 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	service_limits(sv, cfg, &so);
 	so.on_event = server_event;
 	so.event_arg = sv;
+	if (service_auth_load(sv, cfg, 0, err, errlen) == -1)
+		return -1;
+	so.authorize = service_authorize;
+	so.authorize_arg = sv;
 	if ((sv->srv = grpc_server_new(m->base, &so, err, errlen)) == NULL)
 		return -1;
 	if ((sv->health = health_new(sv->srv, err, errlen)) == NULL)
@@ -293,7 +385,9 @@ service_reload(struct master *m, void *arg,
 {
 	struct service *sv = arg;
 	struct grpc_server_opts so;
+	char err[SAGAD_ERRLEN];
 
+	(void)service_auth_load(sv, m->cfg, 1, err, sizeof(err));
 	orch_set_config(sv->orch, m->cfg);
 	service_limits(sv, m->cfg, &so);
 	grpc_server_set_limits(sv->srv, &so);
@@ -393,5 +487,6 @@ service_free(struct service *sv)
 	grpc_server_free(sv->srv);
 	health_free(sv->health);
 	grpc_client_free(sv->client);
+	auth_free(sv->auth);
 	free(sv);
 }

@@ -89,6 +89,7 @@ struct grpc_call {
 	grpc_call_cb		 writable_cb;
 	void			*writable_arg;
 	struct event		 timer;
+	char			*caller;	/* grpc_call_set_caller */
 };
 
 struct conn {
