@@ -133,6 +133,10 @@ struct bus {
 	int			 reconnect_wait_ms;
 	int			 reconnect_max_ms;
 	int			 dedupe_window_ms;
+	char			*creds;		/* NATS: see bus_opts */
+	char			*user;
+	char			*password;	/* wiped at close */
+	char			*password_file;
 };
 
 enum bus_finish { BUS_ACK, BUS_NAK, BUS_TERM, BUS_PROGRESS };

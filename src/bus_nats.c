@@ -24,6 +24,7 @@
 
 #include <nats/nats.h>
 
+#include "auth.h"
 #include "bus.h"
 #include "bus_driver.h"
 #include "util.h"
@@ -206,7 +207,7 @@ nats_open(struct bus *bus, const char *url, const char *name, char *err,
 	jsOptions	 jo;
 	natsStatus	 s;
 	const char	*urls[NATS_MAX_URLS];
-	char		*list, *p, *save = NULL;
+	char		*list, *p, *save = NULL, shown[1100], pw[1100];
 	int		 n = 0;
 
 	if (bus->reconnect_max_ms > 0xfffff)
@@ -218,14 +219,24 @@ nats_open(struct bus *bus, const char *url, const char *name, char *err,
 	    p = strtok_r(NULL, ", ", &save)) {
 		if (n == NATS_MAX_URLS) {
 			snprintf(err, errlen, "nats: more than %d URLs in %s",
-			    NATS_MAX_URLS, url);
+			    NATS_MAX_URLS, util_url_redact(url, shown,
+			    sizeof(shown)));
 			free(list);
 			return -1;
 		}
 		urls[n++] = p;
 	}
 	if (n == 0) {
-		snprintf(err, errlen, "nats: no URL in \"%s\"", url);
+		snprintf(err, errlen, "nats: no URL in \"%s\"",
+		    util_url_redact(url, shown, sizeof(shown)));
+		free(list);
+		return -1;
+	}
+	pw[0] = '\0';
+	if (bus->password != NULL)
+		snprintf(pw, sizeof(pw), "%s", bus->password);
+	else if (bus->password_file != NULL && auth_read_secret(
+	    bus->password_file, pw, sizeof(pw), err, errlen) == -1) {
 		free(list);
 		return -1;
 	}
@@ -260,6 +271,13 @@ nats_open(struct bus *bus, const char *url, const char *name, char *err,
 	if (s == NATS_OK)
 		s = natsOptions_SetClosedCB(opts, nats_closed, bus);
 	/* A server that vanished without closing TCP is noticed in ~6 s. */
+	/* Credentials (cnats keeps them for every reconnection). */
+	if (s == NATS_OK && bus->user != NULL)
+		s = natsOptions_SetUserInfo(opts, bus->user, pw);
+	if (s == NATS_OK && bus->creds != NULL)
+		s = natsOptions_SetUserCredentialsFromFiles(opts, bus->creds,
+		    NULL);
+	auth_wipe(pw, sizeof(pw));
 	if (s == NATS_OK)
 		s = natsOptions_SetPingInterval(opts, 2000);
 	if (s == NATS_OK)
@@ -272,7 +290,8 @@ nats_open(struct bus *bus, const char *url, const char *name, char *err,
 	if (s == NATS_OK)
 		bus->state = BUS_CONNECTED;
 	else if (s != NATS_NOT_YET_CONNECTED) {
-		nats_error(err, errlen, url, s, 0);
+		nats_error(err, errlen, util_url_redact(url, shown,
+		    sizeof(shown)), s, 0);
 		goto fail;
 	}
 	natsOptions_Destroy(opts);

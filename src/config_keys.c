@@ -30,6 +30,7 @@ static int	check_path(const char *, char *, size_t);
 static int	check_method(const char *, char *, size_t);
 static int	check_context_key(const char *, char *, size_t);
 static int	check_account(const char *, char *, size_t);
+static int	check_allow(const char *, char *, size_t);
 static int	check_password(const char *, char *, size_t);
 
 static const char *const callbacks_allow_default[] = {
@@ -105,7 +106,7 @@ const struct config_key config_keys[] = {
 
 	{ "allow", KS_CALLBACKS, KT_STRLIST, 0, C(callbacks.allow),
 	    C(callbacks.nallow), 0, 0, 0, 0, NULL, callbacks_allow_default,
-	    check_host, 0 },
+	    check_allow, 0 },
 	{ "retries", KS_CALLBACKS, KT_INT, 0, C(callbacks.retries), 0, 0,
 	    0, 100, 5, NULL, NULL, NULL, 0 },
 
@@ -339,6 +340,27 @@ check_context_key(const char *s, char *why, size_t len)
 	if (s[0] != '\0' && strlen(s) <= 256)
 		return 0;
 	snprintf(why, len, "expected a context key of 1 to 256 bytes");
+	return -1;
+}
+
+/* A callbacks.allow entry: host, host:port, [v6]:port or a bare v6. */
+static int
+check_allow(const char *s, char *why, size_t len)
+{
+	const char	*colon = strchr(s, ':');
+	char		 host[HOSTLEN];
+	int		 port;
+
+	/* A name, an IPv4 address or a bare IPv6 one: ports 80 and 443. */
+	if (check_host(s, why, len) == 0 && (colon == NULL ||
+	    (strchr(colon + 1, ':') != NULL &&
+	    strspn(s, "0123456789abcdefABCDEF:.") == strlen(s))))
+		return 0;
+	if (util_parse_hostport(s, host, sizeof(host), &port, why,
+	    len) == 0 && host[0] != '\0' && check_host(host, why, len) == 0)
+		return 0;
+	snprintf(why, len, "expected a host name or address, with a port "
+	    "as \"host:port\" or \"[v6]:port\" if not 80 or 443");
 	return -1;
 }
 

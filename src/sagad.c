@@ -51,6 +51,14 @@ check_secret_files(const struct config *cfg, char *err, size_t errlen)
 			return -1;
 		auth_wipe(buf, sizeof(buf));
 	}
+	if (cfg->user != NULL) {
+		uid_t	uid;
+		gid_t	gid;
+
+		if (proc_user_lookup(cfg->user, cfg->group, &uid, &gid, err,
+		    errlen) == -1)
+			return -1;
+	}
 	if (cfg->nats.creds != NULL && access(cfg->nats.creds, R_OK) == -1) {
 		snprintf(err, errlen, "%s: %s", cfg->nats.creds,
 		    strerror(errno));
@@ -126,6 +134,27 @@ main(int argc, char *argv[])
 		fprintf(stderr, "sagad: %s\n", err);
 		config_free(cfg);
 		return PROC_EXIT_ERROR;
+	}
+	/*
+	 * With `user` and started as root, the pidfile and the log file go
+	 * to that user now: the master drops root once its listeners are
+	 * bound (master_init), and reopens the log as that user.
+	 */
+	if (cfg->user != NULL && geteuid() == 0) {
+		uid_t	uid;
+		gid_t	gid;
+
+		err[0] = '\0';
+		if (proc_user_lookup(cfg->user, cfg->group, &uid, &gid, err,
+		    sizeof(err)) == -1 || fchown(pidfd, uid, gid) == -1 ||
+		    (cfg->log_file != NULL && chown(cfg->log_file, uid,
+		    gid) == -1)) {
+			fprintf(stderr, "sagad: %s\n", err[0] ? err :
+			    strerror(errno));
+			master_pidfile_remove(pidfile, pidfd);
+			config_free(cfg);
+			return PROC_EXIT_ERROR;
+		}
 	}
 	if (!opts.foreground) {
 		if (master_daemonize(&notify, err, sizeof(err)) == -1) {

@@ -343,6 +343,13 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	sp.host = cfg->redis.host;
 	sp.port = cfg->redis.port;
 	sp.saga_ttl = cfg->redis.saga_ttl;
+	sp.db = cfg->redis.db;
+	sp.username = cfg->redis.username;
+	sp.password = cfg->redis.password;
+	sp.password_file = cfg->redis.password_file;
+	/* Credentials Redis refuses stop the start, loudly. */
+	if (store_probe(&sp, 2000, err, errlen) == -1)
+		return -1;
 	if ((sv->store = store_new(m->base, &sp, err, errlen)) == NULL)
 		return -1;
 	sv->redis_up = store_is_up(sv->store);

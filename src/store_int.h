@@ -15,6 +15,7 @@
 #include <hiredis/async.h>
 
 #include "store.h"
+#include "util.h"
 
 #define XREAD_COUNT	256	/* entries per stream per XREAD */
 
@@ -38,6 +39,7 @@ enum req_kind {
 	REQ_XREAD, REQ_CLIENTID, REQ_UNBLOCK, REQ_LOAD, REQ_PING,
 	REQ_BATCH,	/* carries REQ_CREATE and REQ_UPDATE requests */
 	REQ_CANCEL, REQ_LIST, REQ_EXPIRE,
+	REQ_AUTH,	/* AUTH or SELECT before the PING of a new connection */
 };
 
 /*
@@ -128,6 +130,10 @@ struct store {
 	int			 cmd_timeout;
 	int			 max_watches;
 	int			 block_ms;
+	char			*username;	/* AUTH username password */
+	char			*password;	/* NULL: no AUTH; never shown */
+	int			 db;		/* SELECT, when not 0 */
+	char			 refusal[SAGAD_ERRLEN]; /* the last one said */
 
 	struct conn		 main;
 	struct conn		 wconn;

@@ -232,7 +232,9 @@ store_status(int up, const char *why, void *arg)
 {
 	struct wproc *w = arg;
 
-	if (up == w->store_up)
+	/* A refusal of the credentials is said even while down (once each). */
+	if (up == w->store_up && (up || why == NULL ||
+	    strstr(why, " refused ") == NULL))
 		return;
 	w->store_up = up;
 	if (up)
@@ -357,6 +359,10 @@ wproc_open(struct wproc *w, int *exit_code, char *err, size_t errlen)
 	sp.host = w->cfg->redis.host;
 	sp.port = w->cfg->redis.port;
 	sp.saga_ttl = w->cfg->redis.saga_ttl;
+	sp.db = w->cfg->redis.db;
+	sp.username = w->cfg->redis.username;
+	sp.password = w->cfg->redis.password;
+	sp.password_file = w->cfg->redis.password_file;
 	if ((w->store = store_new(w->base, &sp, e, sizeof(e))) == NULL) {
 		snprintf(err, errlen, "redis: %s", e);
 		return -1;
@@ -412,6 +418,8 @@ wproc_new(const struct proc_worker_args *a, pid_t ppid, int *exit_code,
 		goto fail;
 	}
 	if (topic_check(w, w->cfg, err, errlen) == -1)
+		goto fail;
+	if (proc_refuse_root(w->cfg, err, errlen) == -1)
 		goto fail;
 	if (w->cfg->log_file != NULL && log_open_file(w->cfg->log_file) == -1)
 		log_warn("log_file %s", w->cfg->log_file);
