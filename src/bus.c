@@ -224,12 +224,26 @@ bus_post(struct bus *bus, struct bus_item *it)
 void
 bus_post_state(struct bus *bus, enum bus_state state)
 {
+	bus_post_state_why(bus, state, NULL);
+}
+
+void
+bus_post_state_why(struct bus *bus, enum bus_state state, const char *why)
+{
 	struct bus_state_item	*si;
 
 	si = util_xcalloc(1, sizeof(*si));
 	si->item.kind = BUS_IT_STATE;
 	si->state = state;
+	if (why != NULL)
+		snprintf(si->why, sizeof(si->why), "%s", why);
 	bus_post(bus, &si->item);
+}
+
+const char *
+bus_state_why(const struct bus *bus)
+{
+	return bus->why;
 }
 
 void
@@ -312,6 +326,7 @@ bus_dispatch(struct bus *bus, struct bus_item *it)
 	case BUS_IT_STATE:
 		si = (struct bus_state_item *)it;
 		bus->state = si->state;
+		memcpy(bus->why, si->why, sizeof(bus->why));
 		free(si);
 		if (bus->state_cb != NULL)
 			bus->state_cb(bus, bus->state, bus->state_arg);

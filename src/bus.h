@@ -91,6 +91,8 @@ struct bus	*bus_open(struct event_base *, const struct bus_opts *,
 void		 bus_close(struct bus *);
 
 enum bus_state	 bus_state(const struct bus *);
+/* Why the last state change happened, as the broker said ("" if unsaid). */
+const char	*bus_state_why(const struct bus *);
 int		 bus_is_connected(const struct bus *);
 
 /*

@@ -269,7 +269,7 @@ declare_stream(struct service *sv)
 }
 
 static void
-bus_status(struct bus *bus SAGAD_UNUSED, enum bus_state state, void *arg)
+bus_status(struct bus *bus, enum bus_state state, void *arg)
 {
 	struct service *sv = arg;
 
@@ -287,9 +287,10 @@ bus_status(struct bus *bus SAGAD_UNUSED, enum bus_state state, void *arg)
 		    "Runs are refused until it is back", name, sv->where);
 		break;
 	case BUS_CLOSED:
-		log_warnx("%s: connection to %s closed for good; async and "
-		    "throttling Runs are refused until sagad restarts", name,
-		    sv->where);
+		log_warnx("%s: connection to %s closed for good (%s); async "
+		    "and throttling Runs are refused until sagad restarts",
+		    name, sv->where, bus_state_why(bus)[0] != '\0' ?
+		    bus_state_why(bus) : "no reason given");
 		break;
 	}
 	ready_update(sv);

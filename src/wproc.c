@@ -206,7 +206,7 @@ wproc_consume(struct wproc *w)
 }
 
 static void
-bus_state_changed(struct bus *bus SAGAD_UNUSED, enum bus_state st, void *arg)
+bus_state_changed(struct bus *bus, enum bus_state st, void *arg)
 {
 	struct wproc *w = arg;
 
@@ -222,7 +222,9 @@ bus_state_changed(struct bus *bus SAGAD_UNUSED, enum bus_state st, void *arg)
 		log_warnx("NATS connection lost: reconnecting");
 		break;
 	case BUS_CLOSED:
-		log_warnx("NATS connection closed for good");
+		log_warnx("NATS connection closed for good (%s)",
+		    bus_state_why(bus)[0] != '\0' ? bus_state_why(bus) :
+		    "no reason given");
 		break;
 	}
 }
