@@ -699,6 +699,7 @@ on_connect(const redisAsyncContext *ac, int status)
 	}
 	c->state = CONN_HELLO;
 	c->ping_at = 0;
+	c->refused = 0;
 	conn_auth(c);
 	conn_ping(c);
 }
@@ -766,6 +767,10 @@ conn_refused(struct conn *c, const char *reply)
 	    st->db };
 	char why[SAGAD_ERRLEN];
 
+	/* AUTH refused: the PING after it says NOAUTH, the same story. */
+	if (c->refused)
+		return;
+	c->refused = 1;
 	refusal_text(&v, reply, why, sizeof(why));
 	if (strcmp(why, st->refusal) != 0) {
 		snprintf(st->refusal, sizeof(st->refusal), "%s", why);

@@ -69,6 +69,7 @@ struct conn {
 	int			 killed;	/* we shut its socket down */
 	long long		 client_id;	/* watch: for CLIENT UNBLOCK */
 	int			 pinging;	/* HELLO: a PING is in flight */
+	int			 refused;	/* this connection's setup was refused */
 	int64_t			 ping_at;	/* HELLO: mono ms of the next */
 };
 

@@ -176,6 +176,29 @@ else
 	echo "# not root: the privilege drop is not tested (run as root to test it)"
 fi
 
+# At runtime: Redis changes the user's password and drops its clients;
+# the reconnects are refused, said once, and all is well once it is back.
+ACL_PW3=ac3-$(secret)
+SECRETS="$SECRETS $ACL_PW3"
+rcli ACL SETUSER sagad resetpass ">$ACL_PW3" >/dev/null
+rcli CLIENT KILL USER sagad >/dev/null
+for _ in $(seq 50); do
+	grep -q "redis: unavailable: redis 127.0.0.1:$REDIS_PORT refused AUTH as user sagad: WRONGPASS" \
+		"$LIB_TMP/pod-a.log" && break
+	sleep 0.1
+done
+sleep 3	# several refused reconnects
+n=$(grep -c "redis: unavailable: .*refused AUTH as user sagad" "$LIB_TMP/pod-a.log")
+[ "$n" = 1 ] || fail "a refused reconnect logged $n times by the master, want once"
+rcli ACL SETUSER sagad resetpass ">$ACL_PW" >/dev/null
+for _ in $(seq 100); do
+	[ "$(grep -c 'redis: connected' "$LIB_TMP/pod-a.log")" -ge 2 ] && break
+	sleep 0.1
+done
+"$CTL" -s "127.0.0.1:$A_PORT" run Booking --id acl-sync2 >"$LIB_TMP/run1b.out" 2>&1 ||
+	fail "sync saga after Redis took the password back: $(cat "$LIB_TMP/run1b.out")"
+pass "a refused Redis reconnect is logged once, and sagas run again once Redis takes the password"
+
 # A password changed on SIGHUP: restart-only, and shown as ***.
 sed "s|password = \"$ACL_PW\"|password = \"$ACL_PW2\"|" "$LIB_TMP/pod-a.conf" \
 	>"$LIB_TMP/pod-a.new" && cat "$LIB_TMP/pod-a.new" >"$LIB_TMP/pod-a.conf"
