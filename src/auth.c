@@ -404,10 +404,12 @@ auth_role_for_http(const char *method, const char *path)
 {
 	size_t n = strcspn(path, "?");
 
+	/* Probes, the pod's counters, the dashboard's page: no saga data. */
 	if ((n == 6 && strncmp(path, "/livez", 6) == 0) ||
 	    (n == 7 && strncmp(path, "/readyz", 7) == 0) ||
+	    (n == 8 && strncmp(path, "/metrics", 8) == 0) ||
 	    (n == 1 && path[0] == '/'))
-		return AUTH_ROLE_NONE;	/* the dashboard's page holds no data */
+		return AUTH_ROLE_NONE;
 	if (strcmp(method, "POST") != 0)
 		return AUTH_ROLE_READ;
 	if (n == 13 && strncmp(path, "/api/v1/sagas", 13) == 0)

@@ -6,7 +6,8 @@
  * sentence naming FILE:LINE and never the token.
  *
  * Roles are ordered: read (Get, Watch, List, ListFlows) < run (+ Run) <
- * operate (+ Cancel, Retry, Resolve). Health, /livez and /readyz need none.
+ * operate (+ Cancel, Retry, Resolve). Health, /livez, /readyz, /metrics and
+ * the dashboard page / need none: they hold no saga data.
  */
 #ifndef SAGAD_AUTH_H
 #define SAGAD_AUTH_H

@@ -126,10 +126,35 @@ service_nofile(struct service *sv, const struct config *cfg)
 }
 
 /*
+ * A refused call, for the log: with the peer's address and what it asked
+ * (a gRPC path, an HTTP request line), never the token; at most one line
+ * a second, with the count of those held back. Both listeners come here.
+ */
+static void
+auth_refused(struct service *sv, const char *peer, const char *what,
+    enum auth_result r, const char *name, enum auth_role need)
+{
+	int64_t now = util_mono_ms();
+
+	if (now - sv->authlog_ms < 1000) {
+		sv->authlog_held++;
+		return;
+	}
+	if (r == AUTH_FORBIDDEN)
+		log_warnx("auth: %s from %s: %s refused: the %s role is needed"
+		    " (%lu more refusals not logged)", name, peer, what,
+		    auth_role_name(need), sv->authlog_held);
+	else
+		log_warnx("auth: %s from %s: %s refused (%lu more refusals not "
+		    "logged)", r == AUTH_MISSING ? "no token" : "a wrong token",
+		    peer, what, sv->authlog_held);
+	sv->authlog_ms = now;
+	sv->authlog_held = 0;
+}
+
+/*
  * The gRPC server's authorize hook: the token of `authorization: Bearer`
- * against auth.tokens_file. A refusal is logged with the peer's address
- * (at most once a second, with a count of those held back), never with
- * the token; the token's name becomes the caller's name.
+ * against auth.tokens_file; the token's name becomes the caller's name.
  */
 static int
 service_authorize(struct grpc_call *c, void *arg, char *msg, size_t msglen)
@@ -140,7 +165,6 @@ service_authorize(struct grpc_call *c, void *arg, char *msg, size_t msglen)
 	enum auth_role			 need;
 	enum auth_result		 r;
 	const char			*name;
-	int64_t				 now;
 
 	if (sv->auth == NULL)
 		return GRPC_STATUS_OK;
@@ -155,22 +179,7 @@ service_authorize(struct grpc_call *c, void *arg, char *msg, size_t msglen)
 	if (r == AUTH_OK)
 		return GRPC_STATUS_OK;
 	snprintf(msg, msglen, "%s", auth_result_text(r, need));
-	now = util_mono_ms();
-	if (now - sv->authlog_ms < 1000) {
-		sv->authlog_held++;
-		return auth_grpc_status(r);
-	}
-	if (r == AUTH_FORBIDDEN)
-		log_warnx("auth: %s from %s: %s refused: the %s role is needed"
-		    " (%lu more refusals not logged)", name,
-		    grpc_call_peer(c), grpc_call_path(c), auth_role_name(need),
-		    sv->authlog_held);
-	else
-		log_warnx("auth: %s from %s: %s refused (%lu more refusals not "
-		    "logged)", r == AUTH_MISSING ? "no token" : "a wrong token",
-		    grpc_call_peer(c), grpc_call_path(c), sv->authlog_held);
-	sv->authlog_ms = now;
-	sv->authlog_held = 0;
+	auth_refused(sv, grpc_call_peer(c), grpc_call_path(c), r, name, need);
 	return auth_grpc_status(r);
 }
 

@@ -237,7 +237,7 @@ START_TEST(every_method_and_endpoint_has_its_role)
 	ck_assert_int_eq(auth_role_for_http("GET", "/readyz"), AUTH_ROLE_NONE);
 	ck_assert_int_eq(auth_role_for_http("GET", "/"), AUTH_ROLE_NONE);
 	ck_assert_int_eq(auth_role_for_http("GET", "/metrics"),
-	    AUTH_ROLE_READ);
+	    AUTH_ROLE_NONE);
 	ck_assert_int_eq(auth_role_for_http("GET",
 	    "/api/v1/sagas?state=FAILED"), AUTH_ROLE_READ);
 	ck_assert_int_eq(auth_role_for_http("GET", "/api/v1/sagas/x/events"),
