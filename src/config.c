@@ -521,7 +521,8 @@ parse_key(struct loader *l, const config_setting_t *s, const char *key,
 			char	shown[1100];
 
 			if (k->flags & KEY_SECRET)
-				v = config_secret_shown(v, shown, sizeof(shown));
+				v = config_secret_shown(k, v, shown,
+				    sizeof(shown));
 			lerr(l, s, key, "%s, got \"%s\"", why, v);
 		} else
 			config_strset((char **)p, v);

@@ -69,6 +69,10 @@ struct config_key {
 
 extern const struct config_key config_keys[CONFIG_NKEYS];
 
+/* config_keys.c: a KEY_SECRET value fit to show. */
+const char	*config_secret_shown(const struct config_key *, const char *,
+		    char *, size_t);
+
 /* One error, kept until the end so that they can go out in file order. */
 struct load_error {
 	char	*file;
@@ -96,7 +100,6 @@ struct loader {
 };
 
 /* config_keys.c */
-const char	*config_secret_shown(const char *, char *, size_t);
 int		 config_is_token_char(char);
 int		 config_valid_name(const char *);
 int		 config_check_pod_id(const char *, char *, size_t);

@@ -81,8 +81,8 @@ const struct config_key config_keys[] = {
 	{ "flows", KS_MAIN, KT_NAMED, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
 	    NULL, KS_FLOW },
 
-	{ "url", KS_NATS, KT_STRING, KEY_RESTART, C(nats.url), 0, 0,
-	    0, 0, 0, "nats://127.0.0.1:4222", NULL, check_nats_url, 0 },
+	{ "url", KS_NATS, KT_STRING, KEY_RESTART | KEY_SECRET, C(nats.url),
+	    0, 0, 0, 0, 0, "nats://127.0.0.1:4222", NULL, check_nats_url, 0 },
 	{ "stream", KS_NATS, KT_STRING, KEY_RESTART, C(nats.stream), 0, 0,
 	    0, 0, 0, "SAGA", NULL, check_token, 0 },
 	{ "replicas", KS_NATS, KT_INT, KEY_RESTART, C(nats.replicas), 0, 0,
@@ -390,13 +390,14 @@ check_password(const char *s, char *why, size_t len)
 }
 
 /*
- * A KEY_SECRET value fit to show: a URL without its password, anything
- * else as "***".
+ * A KEY_SECRET value fit to show: a password as "***", a URL without its
+ * password.
  */
 const char *
-config_secret_shown(const char *v, char *buf, size_t len)
+config_secret_shown(const struct config_key *k, const char *v, char *buf,
+    size_t len)
 {
-	if (strstr(v, "://") != NULL)
+	if (k->check != check_password)
 		return util_url_redact(v, buf, len);
 	snprintf(buf, len, "***");
 	return buf;
@@ -446,9 +447,9 @@ config_reload_check(const struct config *old, const struct config *new,
 			    sn != NULL && strcmp(so, sn) == 0))
 				continue;
 			if ((k->flags & KEY_SECRET) && so != NULL)
-				so = config_secret_shown(so, sa, sizeof(sa));
+				so = config_secret_shown(k, so, sa, sizeof(sa));
 			if ((k->flags & KEY_SECRET) && sn != NULL)
-				sn = config_secret_shown(sn, sb, sizeof(sb));
+				sn = config_secret_shown(k, sn, sb, sizeof(sb));
 			snprintf(a, sizeof(a), so ? "\"%s\"" : "(none)", so);
 			snprintf(b, sizeof(b), sn ? "\"%s\"" : "(none)", sn);
 		}

@@ -273,6 +273,12 @@ sed -i "s|password = \"$REDIS_PW\"; port = 0;|password = \"$REDIS_PW\nx\"; port 
 ! "$SAGAD" -t -c "$LIB_TMP/bad-t.conf" >"$LIB_TMP/bad-t.out" 2>&1 ||
 	fail "sagad -t took a bad config"
 grep -q "configuration has errors" "$LIB_TMP/bad-t.out" || fail "sagad -t: $(cat "$LIB_TMP/bad-t.out")"
+conf bad-url 1 "url = \"nats://sagad:$NATS_PW@127.0.0.1:$NATS_PORT x\";" "" \
+	>"$LIB_TMP/bad-url.conf"
+! "$SAGAD" -t -c "$LIB_TMP/bad-url.conf" >"$LIB_TMP/bad-url.out" 2>&1 ||
+	fail "sagad -t took a NATS URL with a space"
+grep -q "nats.url: expected a URL starting with nats://, got \"nats://sagad:\*\*\*@127.0.0.1" \
+	"$LIB_TMP/bad-url.out" || fail "sagad -t on a bad NATS URL: $(cat "$LIB_TMP/bad-url.out")"
 printf 'x\n' >"$LIB_TMP/open.pw"; chmod 644 "$LIB_TMP/open.pw"
 conf open-pw 1 "$NATS_OK" "password_file = \"$LIB_TMP/open.pw\";" >"$LIB_TMP/open-pw.conf"
 ! "$SAGAD" -t -c "$LIB_TMP/open-pw.conf" >"$LIB_TMP/open-pw.out" 2>&1 ||

@@ -707,6 +707,10 @@ START_TEST(url_redaction)
 	    sizeof(buf)), "amqp://u:***@h/v");
 	ck_assert_str_eq(util_url_redact("nats://h:4222", buf, sizeof(buf)),
 	    "nats://h:4222");
+	ck_assert_str_eq(util_url_redact("nats://s3cret@h:4222", buf,
+	    sizeof(buf)), "nats://***@h:4222");
+	ck_assert_str_eq(util_url_redact("nats://u:p@h:4222", buf,
+	    sizeof(buf)), "nats://u:***@h:4222");
 }
 END_TEST
 
