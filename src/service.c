@@ -183,6 +183,25 @@ service_authorize(struct grpc_call *c, void *arg, char *msg, size_t msglen)
 	return auth_grpc_status(r);
 }
 
+int
+service_http_authorize(struct service *sv, const char *authorization,
+    int role, const char *peer, const char *what, int *status, char *msg,
+    size_t msglen)
+{
+	enum auth_role		need = (enum auth_role)role;
+	enum auth_result	r;
+	const char		*name;
+
+	r = auth_check(sv->auth, authorization, authorization != NULL ?
+	    strlen(authorization) : 0, need, &name);
+	if (r == AUTH_OK)
+		return 1;
+	*status = auth_http_status(r);
+	snprintf(msg, msglen, "%s", auth_result_text(r, need));
+	auth_refused(sv, peer, what, r, name, need);
+	return 0;
+}
+
 /*
  * Loads auth.tokens_file (at start, on SIGHUP). A file that cannot be
  * used keeps the tokens already loaded on SIGHUP, and stops the start.
