@@ -37,6 +37,22 @@ orch_log(struct orch *o, enum util_level lv, const char *id, const char *fmt,
 	o->log(lv, id, msg, o->log_arg);
 }
 
+enum util_level
+orch_burst_level(struct orch_burst *b, unsigned *held)
+{
+	int64_t now = util_mono_ms();
+
+	if (now - b->last_ms >= 1000) {
+		b->last_ms = now;
+		*held = b->held;
+		b->held = 0;
+		return UTIL_WARN;
+	}
+	b->held++;
+	*held = 0;
+	return UTIL_DEBUG;
+}
+
 void
 orch_context_load(struct saga *s, const Saga__V1__RunRequest *req)
 {
@@ -383,6 +399,7 @@ orch_cron(struct orch *o)
 		return;
 	launch_cron(o, now);
 	sweep_cron(o, now);
+	pods_cron(o, now);
 }
 
 void
@@ -402,6 +419,7 @@ orch_free(struct orch *o)
 		orch_close(o);
 	sync_free(o);
 	launch_free_all(o);
+	pods_free(o);
 	idtable_free(&o->holds_by_id);
 	idtable_free(&o->runs_by_id);
 	free(o->done_subject);

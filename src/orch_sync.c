@@ -338,8 +338,12 @@ run_call_done(void *arg, const struct grpc_client_result *res)
 	}
 	if (r->o->closing)
 		return;
-	driver_result(&r->d, res->status, res->message, res->data, res->len,
-	    util_now_ms());
+	if (res->unsent)
+		driver_unreached(&r->d, res->status, res->message,
+		    util_now_ms());
+	else
+		driver_result(&r->d, res->status, res->message, res->data,
+		    res->len, util_now_ms());
 	run_next(r);
 }
 

@@ -497,8 +497,12 @@ job_call_done(void *arg, const struct grpc_client_result *res)
 		    j->d.s->steps[a->step].name, a->compensate ? " (undo)" :
 		    "", a->attempt, grpc_status_name(res->status),
 		    res->message != NULL ? res->message : "");
-	driver_result(&j->d, res->status, res->message, res->data, res->len,
-	    util_now_ms());
+	if (res->unsent)
+		driver_unreached(&j->d, res->status, res->message,
+		    util_now_ms());
+	else
+		driver_result(&j->d, res->status, res->message, res->data,
+		    res->len, util_now_ms());
 	job_after(j);
 }
 
