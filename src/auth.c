@@ -31,8 +31,13 @@
 #define AUTH_LINE_MAX	1024
 #define AUTH_SHORT	16	/* fewer bytes than this: a warning */
 
+#define AUTH_WORDS	(AUTH_TOKEN_MAX / 8)
+
 struct auth_token {
-	unsigned char	 tok[AUTH_TOKEN_MAX];
+	union {
+		unsigned char	 b[AUTH_TOKEN_MAX];
+		uint64_t	 w[AUTH_WORDS];	/* compared 8 bytes at a time */
+	} tok;
 	size_t		 len;
 	enum auth_role	 role;
 	char		 name[AUTH_NAME_MAX + 1];
@@ -89,21 +94,23 @@ name_ok(const char *s)
 	return 1;
 }
 
-/* 1 when a and b hold the same bytes; the time depends on neither. */
-static unsigned
-slot_equal(const unsigned char *a, size_t alen, const struct auth_token *t)
+/* 1 when a and t hold the same bytes; the time depends on neither. */
+static uint64_t
+slot_equal(const uint64_t *a, size_t alen, const struct auth_token *t)
 {
-	unsigned	d = (unsigned)(alen ^ t->len);
+	uint64_t	d = (uint64_t)(alen ^ t->len);
 
-	for (size_t i = 0; i < AUTH_TOKEN_MAX; i++)
-		d |= (unsigned)(a[i] ^ t->tok[i]);
+	for (size_t i = 0; i < AUTH_WORDS; i++)
+		d |= a[i] ^ t->tok.w[i];
 	/* d == 0 -> 1, else 0, without a branch. */
-	return 1u & ((d - 1u) >> (sizeof(d) * 8 - 1));
+	d |= d >> 32;
+	d &= 0xffffffffu;
+	return 1u & ((d - 1u) >> 63);
 }
 
 /* Index of the slot holding tok, or (size_t)-1; every slot is compared. */
 static size_t
-find(const struct auth *a, const unsigned char *slot, size_t len)
+find(const struct auth *a, const uint64_t *slot, size_t len)
 {
 	size_t	found = (size_t)-1;
 
@@ -189,14 +196,14 @@ parse_line(struct auth *a, char *line, const char *path, int lineno,
 		wipe(tok, len);
 		return -1;
 	}
-	memcpy(t.tok, tok, len);
+	memcpy(t.tok.b, tok, len);
 	t.len = len;
 	wipe(tok, len);
 	if (name != NULL)
 		snprintf(t.name, sizeof(t.name), "%s", name);
 	else
 		snprintf(t.name, sizeof(t.name), "token-line-%d", lineno);
-	if (find(a, t.tok, t.len) != (size_t)-1) {
+	if (find(a, t.tok.w, t.len) != (size_t)-1) {
 		snprintf(err, errlen, "%s:%d: this token is already on an "
 		    "earlier line", path, lineno);
 		wipe(&t, sizeof(t));
@@ -344,7 +351,7 @@ enum auth_result
 auth_check(const struct auth *a, const char *value, size_t len,
     enum auth_role need, const char **name)
 {
-	unsigned char	slot[AUTH_TOKEN_MAX];
+	uint64_t	slot[AUTH_WORDS];
 	size_t		i;
 
 	*name = NULL;
