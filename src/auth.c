@@ -36,7 +36,7 @@
 struct auth_token {
 	union {
 		unsigned char	 b[AUTH_TOKEN_MAX];
-		uint64_t	 w[AUTH_WORDS];	/* compared 8 bytes at a time */
+		uint64_t	 w[AUTH_WORDS];	/* compared 8 at a time */
 	} tok;
 	size_t		 len;
 	enum auth_role	 role;
@@ -290,10 +290,12 @@ auth_load(const char *path, char *warn, size_t warnlen, char *err,
 	if (warn != NULL && warnlen > 0) {
 		if (st.st_mode & S_IWGRP)
 			snprintf(warn, warnlen, "%s: its group may write it "
-			    "(mode %04o)", path, (unsigned)(st.st_mode & 07777));
+			    "(mode %04o)", path,
+			    (unsigned)(st.st_mode & 07777));
 		else if (nshort > 0)
 			snprintf(warn, warnlen, "%s: %zu tokens shorter than "
-			    "%d bytes: easy to guess", path, nshort, AUTH_SHORT);
+			    "%d bytes: easy to guess", path, nshort,
+			    AUTH_SHORT);
 	}
 	return a;
 }
