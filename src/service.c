@@ -185,12 +185,12 @@ service_authorize(struct grpc_call *c, void *arg, char *msg, size_t msglen)
 }
 
 int
-service_http_authorize(struct service *sv, const char *authorization,
-    int role, const char *peer, const char *what, int *status, char *msg,
-    size_t msglen)
+service_http_authorize(void *arg, const char *authorization, int role,
+    const char *peer, const char *what, int *status, char *msg, size_t msglen)
 {
-	enum auth_role		need = (enum auth_role)role;
-	enum auth_result	r;
+	struct service		*sv = arg;
+	enum auth_role		 need = (enum auth_role)role;
+	enum auth_result	 r;
 	const char		*name;
 
 	r = auth_check(sv->auth, authorization, authorization != NULL ?
