@@ -28,6 +28,8 @@ start_participant order "$ORDER"
 ORDER_PORT=$PORT
 start_participant payment "$PAYMENT"
 PAYMENT_PORT=$PORT
+start_participant slow "$ORDER" --latency 3000
+SLOW_PORT=$PORT
 
 tok() { /usr/bin/python3 -c 'import secrets; print(secrets.token_hex(20))'; }
 TOK_READ=rd$(tok)
@@ -57,14 +59,18 @@ auth = { tokens_file = "$1"; };
 services = {
   order   = { address = "127.0.0.1:$ORDER_PORT"; };
   payment = { address = "127.0.0.1:$PAYMENT_PORT"; };
+  slow    = { address = "127.0.0.1:$SLOW_PORT"; timeout_ms = 10000; };
 };
 nodes = {
   CreateOrder   = { service = "order"; action = "/booking.Order/Create";
                     compensate = "/booking.Order/Cancel"; };
   CreatePayment = { service = "payment"; action = "/booking.Payment/Create";
                     compensate = "/booking.Payment/Cancel"; };
+  SlowOrder     = { service = "slow"; action = "/booking.Order/Create";
+                    compensate = "/booking.Order/Cancel"; };
 };
-flows = { Booking = { mode = "sync"; steps = [ "CreateOrder", "CreatePayment" ]; }; };
+flows = { Booking = { mode = "sync"; steps = [ "CreateOrder", "CreatePayment" ]; };
+          SlowBooking = { mode = "sync"; steps = [ "SlowOrder" ]; }; };
 EOC
 }
 
@@ -128,9 +134,21 @@ SAGAD_TOKEN=wrong-$TOK_READ "$CTL" $S get ctl-run >"$LIB_TMP/ctl5.out" 2>&1 &&
 grep -q "does not know the token" "$LIB_TMP/ctl5.out" ||
 	fail "sagactl with a wrong token: $(cat "$LIB_TMP/ctl5.out")"
 "$CTL" $S health >/dev/null 2>&1 || fail "sagactl health without a token"
-SAGAD_TOKEN=$TOK_OPERATE "$CTL" $S resolve ctl-run "not failed" >/dev/null 2>&1
-grep -q "ctl-run.*RESOLVED\|resolve" "$LIB_TMP/sagad.log" >/dev/null || true
 pass "sagactl: --token and SAGAD_TOKEN sent; clear words on UNAUTHENTICATED and PERMISSION_DENIED"
+
+# The token's name is the caller's name in the log: alice cancels a saga.
+SAGAD_TOKEN=$TOK_RUN "$CTL" $S run SlowBooking --id slow-1 >"$LIB_TMP/slow.out" 2>&1 &
+RUN_PID=$!
+for _ in $(seq 50); do
+	SAGAD_TOKEN=$TOK_READ "$CTL" $S get slow-1 2>/dev/null | grep -q RUNNING && break
+	sleep 0.1
+done
+SAGAD_TOKEN=$TOK_OPERATE "$CTL" $S cancel slow-1 "changed my mind" \
+	>"$LIB_TMP/cancel.out" 2>&1 || fail "cancel by alice: $(cat "$LIB_TMP/cancel.out")"
+wait "$RUN_PID"
+grep -q "slow-1.*cancel asked by alice: changed my mind" "$LIB_TMP/sagad.log" ||
+	fail "the cancel does not name alice: $(grep slow-1 "$LIB_TMP/sagad.log")"
+pass "the token's name is the caller's name in the log (cancel asked by alice)"
 
 # --- SIGHUP -----------------------------------------------------------------
 (umask 077; printf '%s operate carol\n' "$TOK_NEW" >"$TOKENS.new")
