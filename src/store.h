@@ -256,6 +256,16 @@ typedef void	store_count_cb(enum store_result, size_t n, const char *err,
 void	 store_index_expire(struct store *, int max, store_count_cb *, void *);
 
 /*
+ * Flow definitions by version (flowdef.h), their bytes in hex: put writes
+ * saga:def:<version> unless it is there (cb gets n = 1); get hands cb the
+ * hex as the one id, or no id when Redis has none.
+ */
+void	 store_def_put(struct store *, const char *version, const char *hex,
+	    store_count_cb *, void *);
+void	 store_def_get(struct store *, const char *version, store_ids_cb *,
+	    void *);
+
+/*
  * Replays the saga's events from the start, then follows new ones until its
  * terminal event. STORE_NOT_FOUND when there is no such saga. Never returns
  * NULL. The handle is valid until the last callback has returned or until

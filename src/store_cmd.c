@@ -616,3 +616,52 @@ store_index_expire(struct store *st, int max, store_count_cb *cb, void *arg)
 		    ended[k]));
 	store_req_submit(r);
 }
+
+/* saga:def:<version> */
+static void
+def_key(struct req *r, const char *version)
+{
+	char key[64];
+	int  n = snprintf(key, sizeof(key), "saga:def:%s", version);
+
+	store_seg_arg(&r->keys, key, (size_t)n);
+}
+
+void
+store_def_put(struct store *st, const char *version, const char *hex,
+    store_count_cb *cb, void *arg)
+{
+	struct req *r;
+
+	r = store_req_new(st, &st->main, REQ_EXPIRE);
+	r->cb.count = cb;
+	r->arg = arg;
+	if (version == NULL || strlen(version) > 32 || hex == NULL) {
+		store_req_defer(r, STORE_ERROR, "a flow definition needs its "
+		    "version");
+		return;
+	}
+	r->script = SCRIPT_DEFPUT;
+	def_key(r, version);
+	store_req_str(r, hex);
+	store_req_submit(r);
+}
+
+void
+store_def_get(struct store *st, const char *version, store_ids_cb *cb,
+    void *arg)
+{
+	struct req *r;
+
+	r = store_req_new(st, &st->main, REQ_CLAIM);
+	r->cb.ids = cb;
+	r->arg = arg;
+	if (version == NULL || strlen(version) > 32) {
+		store_req_defer(r, STORE_ERROR, "a flow definition needs its "
+		    "version");
+		return;
+	}
+	r->script = SCRIPT_DEFGET;
+	def_key(r, version);
+	store_req_submit(r);
+}

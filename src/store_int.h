@@ -21,7 +21,7 @@
 
 enum {
 	SCRIPT_WRITE, SCRIPT_RENEW, SCRIPT_CLAIM, SCRIPT_CANCEL, SCRIPT_LIST,
-	SCRIPT_EXPIRE, SCRIPT_PODS, NSCRIPTS
+	SCRIPT_EXPIRE, SCRIPT_PODS, SCRIPT_DEFPUT, SCRIPT_DEFGET, NSCRIPTS
 };
 extern const char *const store_scripts[NSCRIPTS];
 
@@ -159,6 +159,7 @@ struct store {
 
 	store_status_cb		*status_cb;
 	void			*status_arg;
+	char			 down_said[SAGAD_ERRLEN]; /* "": up */
 };
 
 

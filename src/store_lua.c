@@ -319,7 +319,21 @@ static const char script_pods[] =
 	"end\n"
 	"return out\n";
 
+/*
+ * A flow definition (flowdef.h) by its version: saga:def:<version>, its
+ * bytes in hex. Written once (never replaced: a version names its bytes),
+ * kept while sagas may name it (no expiry: a few hundred bytes a change of
+ * a flow); read as a list of one, or none.
+ */
+static const char script_defput[] =
+	"redis.call('SET', KEYS[1], ARGV[1], 'NX')\n"
+	"return 1\n";
+static const char script_defget[] =
+	"local v = redis.call('GET', KEYS[1])\n"
+	"if v then return {v} end\n"
+	"return {}\n";
+
 const char *const store_scripts[NSCRIPTS] = {
 	script_write, script_renew, script_claim, script_cancel, script_list,
-	script_expire, script_pods,
+	script_expire, script_pods, script_defput, script_defget,
 };
