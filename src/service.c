@@ -194,6 +194,12 @@ service_authorize(struct grpc_call *c, void *arg, char *msg, size_t msglen)
 	return auth_grpc_status(r);
 }
 
+_Static_assert((int)HTTP_ROLE_NONE == (int)AUTH_ROLE_NONE &&
+    (int)HTTP_ROLE_READ == (int)AUTH_ROLE_READ &&
+    (int)HTTP_ROLE_RUN == (int)AUTH_ROLE_RUN &&
+    (int)HTTP_ROLE_OPERATE == (int)AUTH_ROLE_OPERATE,
+    "http.h's roles are auth.h's, value for value");
+
 int
 service_http_authorize(void *arg, const char *authorization, int role,
     const char *peer, const char *what, int *status, char *msg, size_t msglen)
@@ -394,6 +400,7 @@ http_start(struct service *sv, const struct config *cfg, char *err,
 	memset(&hk, 0, sizeof(hk));
 	hk.ready = http_ready;
 	hk.metrics = http_metrics;
+	hk.authorize = service_http_authorize;
 	hk.arg = sv;
 	hk.grpc = sv->srv;
 	http_opts_of(cfg, &ho);

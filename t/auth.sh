@@ -1,7 +1,9 @@
 #!/bin/bash
 # t/auth.sh - tokens with roles (auth.tokens_file, issue 15) end to end: a
 # real redis-server, the booking participants and sagad driven by
-# python3-grpcio (t/py/auth_test.py: each role against each RPC) and by
+# python3-grpcio (t/py/auth_test.py: each role against each RPC), by
+# urllib on the HTTP listener (t/py/auth_http_test.py: each role against
+# each endpoint, 401 and 403) and by
 # sagactl (--token, SAGAD_TOKEN, its messages); the tokens file refused
 # when others may read it or a line is bad (FILE:LINE, never the token);
 # reloaded on SIGHUP, a broken one keeping the old tokens; a wrong token
@@ -48,13 +50,15 @@ EOT
 )
 
 AUTH_PORT=$(free_port)
-export AUTH_PORT
+AUTH_HTTP_PORT=$(free_port)
+export AUTH_PORT AUTH_HTTP_PORT
 conf() {
 	cat <<EOC
 pod_id = "auth";
 listen = "127.0.0.1:$AUTH_PORT";
 shutdown_timeout_ms = 2000;
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; };
+http = { listen = "127.0.0.1:$AUTH_HTTP_PORT"; };
 auth = { tokens_file = "$1"; };
 services = {
   order   = { address = "127.0.0.1:$ORDER_PORT"; };
@@ -107,6 +111,11 @@ grep -q "auth: 3 tokens from $TOKENS" "$LIB_TMP/sagad.log" ||
 grep -q "auth: a wrong token from ipv4:127.0.0.1:[0-9]*: /saga.v1.Orchestrator/.* refused" \
 	"$LIB_TMP/sagad.log" || grep -q "auth: no token from ipv4:127.0.0.1" \
 	"$LIB_TMP/sagad.log" || fail "no log line of a refused call with its peer"
+wait_port "$AUTH_HTTP_PORT" || fail "no HTTP listener"
+"$PYTHON_GRPC" "$top_srcdir/t/py/auth_http_test.py" || fail "auth_http_test.py"
+grep -q "auth: a wrong token from 127.0.0.1:[0-9]*: \(GET\|POST\) /api/v1/sagas.* refused" \
+	"$LIB_TMP/sagad.log" || grep -q "auth: no token from 127.0.0.1:[0-9]*: \(GET\|POST\) /" \
+	"$LIB_TMP/sagad.log" || echo "# (no HTTP refusal line: the gRPC ones filled the second)"
 n=$(grep -c "auth: .* refused" "$LIB_TMP/sagad.log")
 [ "$n" -le 5 ] || fail "$n refusal lines logged in about a second: not rate-limited"
 grep -q "more refusals not logged" "$LIB_TMP/sagad.log" || fail "no count of refusals held back"
@@ -148,7 +157,32 @@ SAGAD_TOKEN=$TOK_OPERATE "$CTL" $S cancel slow-1 "changed my mind" \
 wait "$RUN_PID"
 grep -q "slow-1.*cancel asked by alice: changed my mind" "$LIB_TMP/sagad.log" ||
 	fail "the cancel does not name alice: $(grep slow-1 "$LIB_TMP/sagad.log")"
-pass "the token's name is the caller's name in the log (cancel asked by alice)"
+# The same over HTTP: the JSON API's in-process call is named too.
+SAGAD_TOKEN=$TOK_RUN "$CTL" $S run SlowBooking --id slow-2 >"$LIB_TMP/slow2.out" 2>&1 &
+RUN_PID=$!
+for _ in $(seq 50); do
+	SAGAD_TOKEN=$TOK_READ "$CTL" $S get slow-2 2>/dev/null | grep -q RUNNING && break
+	sleep 0.1
+done
+code=$(/usr/bin/python3 - "$AUTH_HTTP_PORT" "$TOK_OPERATE" <<'PY' 2>"$LIB_TMP/cancel2.out"
+import sys, urllib.request, urllib.error
+req = urllib.request.Request(
+    "http://127.0.0.1:%s/api/v1/sagas/slow-2:cancel" % sys.argv[1],
+    data=b'{"reason": "over http"}', method="POST",
+    headers={"Authorization": "Bearer " + sys.argv[2],
+             "Content-Type": "application/json"})
+try:
+    print(urllib.request.urlopen(req, timeout=20).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+    sys.stderr.write(e.read().decode(errors="replace"))
+PY
+)
+[ "$code" = 200 ] || fail "HTTP cancel by alice: $code $(cat "$LIB_TMP/cancel2.out")"
+wait "$RUN_PID"
+grep -q "slow-2.*cancel asked by alice: over http" "$LIB_TMP/sagad.log" ||
+	fail "the HTTP cancel does not name alice: $(grep slow-2 "$LIB_TMP/sagad.log")"
+pass "the token's name is the caller's name in the log (cancel asked by alice, over gRPC and HTTP)"
 
 # --- SIGHUP -----------------------------------------------------------------
 (umask 077; printf '%s operate carol\n' "$TOK_NEW" >"$TOKENS.new")
