@@ -227,10 +227,12 @@ enum route {
 
 /*
  * Whether the request may use a route that needs role. Every request
- * passes here once, with its route's role known (http_route below); auth
- * (src/auth.c, `auth.tokens_file`) plugs in here. Without auth configured
- * everyone may do everything, as with gRPC. Returns 1, or answers the
- * request itself (401, 403) and returns 0.
+ * passes here once, with its route's role known (http_route below); the
+ * authorize hook (service.c: auth.tokens_file, the same tokens, roles and
+ * refusal log as gRPC's) judges its Authorization header. Without auth
+ * configured everyone may do everything, as with gRPC. Returns 1, or
+ * answers the request itself (401 with WWW-Authenticate: Bearer, 403) and
+ * returns 0.
  */
 static int
 http_authorize(struct http_server *h, struct evhttp_request *req,
