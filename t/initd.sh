@@ -131,7 +131,7 @@ if [ "$(id -u)" = 0 ] && getent passwd nobody >/dev/null &&
 	initd start || fail "start as nobody: rc $?: $(cat "$T/out")"
 	pid=$(cat "$PIDFILE")
 	track "$pid"
-	wait_for 5 grep -q "all 1 workers ready" "$T/sagad.log" ||
+	wait_for 5 grep -q "all [0-9]* workers ready" "$T/sagad.log" ||
 		fail "start as nobody: workers not ready"
 	[ "$(ps -o user= -p "$pid")" = nobody ] ||
 		fail "RUN_AS=nobody: the master runs as $(ps -o user= -p "$pid")"
