@@ -51,6 +51,7 @@
 #include <hiredis/async.h>
 #include <hiredis/adapters/libevent.h>
 
+#include "auth.h"
 #include "store_int.h"
 #include "util.h"
 
@@ -63,7 +64,18 @@
 static void	 conn_ping(struct conn *);
 static void	 conn_ready(struct conn *);
 static void	 conn_lost(struct conn *, const char *);
+static void	 conn_refused(struct conn *, const char *);
+static void	 conn_auth(struct conn *);
+static void	 conn_kill(struct conn *);
 static void	 set_status(struct store *, int, const char *);
+
+/* What a refusal's sentence names: never the password. */
+struct store_params_view {
+	const char	*host;
+	int		 port;
+	const char	*username;
+	int		 db;
+};
 
 const char *
 store_result_name(enum store_result r)
@@ -480,6 +492,7 @@ store_req_fail(struct req *r, enum store_result res, const char *err)
 		break;
 	case REQ_CLIENTID:
 	case REQ_LOAD:
+	case REQ_AUTH:
 		break;
 	}
 	store_req_free(r);
@@ -599,6 +612,11 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		store_req_free(r);
 		store_watch_kick(st);
 		return;
+	case REQ_AUTH:
+		store_req_free(r);
+		if (rep->type == REDIS_REPLY_ERROR && c->ac == ac)
+			conn_refused(c, rep->str);
+		return;
 	case REQ_PING:
 		c->pinging = 0;
 		store_req_free(r);
@@ -606,6 +624,9 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 			return;
 		if (rep->type == REDIS_REPLY_STATUS)
 			conn_ready(c);
+		else if (rep->type == REDIS_REPLY_ERROR &&
+		    strncmp(rep->str, "NOAUTH", 6) == 0 && c->ac == ac)
+			conn_refused(c, rep->str);
 		else {
 			/* NOAUTH, LOADING...: say it once, try again. */
 			if (!c->watch) {
@@ -702,7 +723,84 @@ on_connect(const redisAsyncContext *ac, int status)
 	}
 	c->state = CONN_HELLO;
 	c->ping_at = 0;
+	c->refused = 0;
+	conn_auth(c);
 	conn_ping(c);
+}
+
+/*
+ * The credentials, on every new connection, ahead of its PING: Redis
+ * answers in order, so a refusal arrives before the PING's reply.
+ */
+static void
+conn_auth(struct conn *c)
+{
+	struct store *st = c->st;
+	struct req *r;
+	char db[16];
+
+	if (st->password != NULL) {
+		r = store_req_new(st, c, REQ_AUTH);
+		store_req_str(r, "AUTH");
+		if (st->username != NULL)
+			store_req_str(r, st->username);
+		store_req_str(r, st->password);
+		if (store_req_send(r) == -1)
+			store_req_free(r);
+	}
+	if (st->db != 0) {
+		snprintf(db, sizeof(db), "%d", st->db);
+		r = store_req_new(st, c, REQ_AUTH);
+		store_req_str(r, "SELECT");
+		store_req_str(r, db);
+		if (store_req_send(r) == -1)
+			store_req_free(r);
+	}
+}
+
+/* A sentence for Redis refusing the credentials or the database. */
+static void
+refusal_text(const struct store_params_view *v, const char *reply, char *buf,
+    size_t len)
+{
+	if (strncmp(reply, "NOAUTH", 6) == 0)
+		snprintf(buf, len, "redis %s:%d refused sagad: it wants a "
+		    "password (%s); set redis.password_file", v->host,
+		    v->port, reply);
+	else if (strncmp(reply, "WRONGPASS", 9) == 0 ||
+	    strstr(reply, "invalid password") != NULL ||
+	    strstr(reply, "AUTH") != NULL)
+		snprintf(buf, len, "redis %s:%d refused AUTH as user %s: %s",
+		    v->host, v->port, v->username != NULL ? v->username :
+		    "default", reply);
+	else
+		snprintf(buf, len, "redis %s:%d refused the connection's "
+		    "setup (AUTH, SELECT %d): %s", v->host, v->port, v->db,
+		    reply);
+}
+
+/*
+ * Redis refused the credentials: say so once per change of reason (the
+ * status callback), and drop the connection; the backoff retries it.
+ */
+static void
+conn_refused(struct conn *c, const char *reply)
+{
+	struct store *st = c->st;
+	struct store_params_view v = { st->host, st->port, st->username,
+	    st->db };
+	char why[SAGAD_ERRLEN];
+
+	/* AUTH refused: the PING after it says NOAUTH, the same story. */
+	if (c->refused)
+		return;
+	c->refused = 1;
+	refusal_text(&v, reply, why, sizeof(why));
+	if (strcmp(why, st->refusal) != 0) {
+		snprintf(st->refusal, sizeof(st->refusal), "%s", why);
+		set_status(st, 0, why);
+	}
+	conn_kill(c);
 }
 
 /* Sends the PING that brings a new connection up. */
@@ -731,6 +829,7 @@ conn_ready(struct conn *c)
 
 	c->state = CONN_UP;
 	c->backoff = st->backoff_min;
+	st->refusal[0] = '\0';
 	if (c->watch) {
 		r = store_req_new(st, c, REQ_CLIENTID);
 		store_req_str(r, "CLIENT");
@@ -867,6 +966,23 @@ store_new(struct event_base *base, const struct store_params *p, char *err,
 	st->cmd_timeout = p->cmd_timeout_ms > 0 ? p->cmd_timeout_ms : 5000;
 	st->max_watches = p->max_watches > 0 ? p->max_watches : 1024;
 	st->block_ms = p->watch_block_ms > 0 ? p->watch_block_ms : 2000;
+	st->db = p->db;
+	st->username = p->username != NULL ? util_xstrdup(p->username) : NULL;
+	if (p->password != NULL)
+		st->password = util_xstrdup(p->password);
+	else if (p->password_file != NULL) {
+		char pw[1100];
+
+		if (auth_read_secret(p->password_file, pw, sizeof(pw), err,
+		    errlen) == -1) {
+			free(st->username);
+			free(st->host);
+			free(st);
+			return NULL;
+		}
+		st->password = util_xstrdup(pw);
+		auth_wipe(pw, sizeof(pw));
+	}
 	TAILQ_INIT(&st->deferred);
 	TAILQ_INIT(&st->queued);
 	TAILQ_INIT(&st->spare);
@@ -893,6 +1009,10 @@ store_new(struct event_base *base, const struct store_params *p, char *err,
 		if (st->flush != NULL)
 			event_free(st->flush);
 		free(st->host);
+		free(st->username);
+		if (st->password != NULL)
+			auth_wipe(st->password, strlen(st->password));
+		free(st->password);
 		free(st);
 		return NULL;
 	}
@@ -959,7 +1079,88 @@ store_free(struct store *st)
 	event_free(st->defer);
 	event_free(st->flush);
 	free(st->host);
+	free(st->username);
+	if (st->password != NULL)
+		auth_wipe(st->password, strlen(st->password));
+	free(st->password);
+	if (st->out.p != NULL)
+		auth_wipe(st->out.p, st->out.cap);
 	free(st);
+}
+
+int
+store_probe(const struct store_params *p, int timeout_ms, char *err,
+    size_t errlen)
+{
+	struct timeval		 tv = { timeout_ms / 1000,
+				    (timeout_ms % 1000) * 1000 };
+	struct store_params_view v = { p->host, p->port, p->username, p->db };
+	redisContext		*rc;
+	redisReply		*rep = NULL;
+	char			 pw[1100], db[16], why[SAGAD_ERRLEN];
+	const char		*argv[3];
+	size_t			 argl[3];
+	int			 argc = 0, refused = 0;
+
+	pw[0] = '\0';
+	if (p->password != NULL)
+		snprintf(pw, sizeof(pw), "%s", p->password);
+	else if (p->password_file != NULL && auth_read_secret(p->password_file,
+	    pw, sizeof(pw), err, errlen) == -1)
+		return -1;
+	rc = redisConnectWithTimeout(p->host, p->port, tv);
+	if (rc == NULL || rc->err) {
+		if (rc != NULL)
+			redisFree(rc);
+		auth_wipe(pw, sizeof(pw));
+		return 0;	/* not there yet: not a refusal */
+	}
+	redisSetTimeout(rc, tv);
+	if (pw[0] != '\0') {
+		argv[argc] = "AUTH";
+		argl[argc++] = 4;
+		if (p->username != NULL) {
+			argv[argc] = p->username;
+			argl[argc++] = strlen(p->username);
+		}
+		argv[argc] = pw;
+		argl[argc++] = strlen(pw);
+		rep = redisCommandArgv(rc, argc, argv, argl);
+		auth_wipe(pw, sizeof(pw));
+		if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
+			refusal_text(&v, rep->str, why, sizeof(why));
+			refused = 1;
+		}
+		freeReplyObject(rep);
+	}
+	if (!refused && p->db != 0) {
+		snprintf(db, sizeof(db), "%d", p->db);
+		argv[0] = "SELECT";
+		argl[0] = 6;
+		argv[1] = db;
+		argl[1] = strlen(db);
+		rep = redisCommandArgv(rc, 2, argv, argl);
+		if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
+			refusal_text(&v, rep->str, why, sizeof(why));
+			refused = 1;
+		}
+		freeReplyObject(rep);
+	}
+	if (!refused) {
+		rep = redisCommand(rc, "PING");
+		if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+		    strncmp(rep->str, "NOAUTH", 6) == 0) {
+			refusal_text(&v, rep->str, why, sizeof(why));
+			refused = 1;
+		}
+		freeReplyObject(rep);
+	}
+	redisFree(rc);
+	if (refused) {
+		snprintf(err, errlen, "%s", why);
+		return -1;
+	}
+	return 0;
 }
 
 void

@@ -70,6 +70,16 @@ struct store_params {
 					   connection; 0: 5000 */
 	int		 max_watches;	/* open watches at most; 0: 1024 */
 	int		 watch_block_ms;	/* XREAD BLOCK of the watcher; 0: 2000 */
+	/*
+	 * Sent on every (re)connection, the watcher's too, before the PING
+	 * that brings it up: AUTH [username] password, then SELECT db. A
+	 * refusal reaches the status callback once per change of reason,
+	 * and never holds the password.
+	 */
+	const char	*username;	/* an ACL user; NULL: "default" */
+	const char	*password;	/* NULL: no AUTH */
+	const char	*password_file;	/* read at store_new, if no password */
+	int		 db;
 };
 
 /*
@@ -142,6 +152,14 @@ typedef void	store_status_cb(int up, const char *why, void *arg);
 struct store	*store_new(struct event_base *, const struct store_params *,
 		    char *err, size_t errlen);
 void		 store_free(struct store *);
+/*
+ * At start, blocking up to timeout_ms: connects once with p's credentials
+ * and says whether Redis refuses them (wrong password, unknown user, a db
+ * out of range, a password missing): -1 with the reason in err. Redis
+ * not reachable is 0 (store_new keeps trying).
+ */
+int		 store_probe(const struct store_params *, int timeout_ms,
+		    char *err, size_t errlen);
 
 /* Called on every change between connected and not. */
 void		 store_set_status_cb(struct store *, store_status_cb *, void *);

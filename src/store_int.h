@@ -39,6 +39,7 @@ enum req_kind {
 	REQ_XREAD, REQ_CLIENTID, REQ_UNBLOCK, REQ_LOAD, REQ_PING,
 	REQ_BATCH,	/* carries REQ_CREATE and REQ_UPDATE requests */
 	REQ_CANCEL, REQ_LIST, REQ_EXPIRE,
+	REQ_AUTH,	/* AUTH or SELECT before the PING of a new connection */
 };
 
 /*
@@ -68,6 +69,7 @@ struct conn {
 	int			 killed;	/* we shut its socket down */
 	long long		 client_id;	/* watch: for CLIENT UNBLOCK */
 	int			 pinging;	/* HELLO: a PING is in flight */
+	int			 refused;	/* this connection's setup was refused */
 	int64_t			 ping_at;	/* HELLO: mono ms of the next */
 };
 
@@ -129,6 +131,10 @@ struct store {
 	int			 cmd_timeout;
 	int			 max_watches;
 	int			 block_ms;
+	char			*username;	/* AUTH username password */
+	char			*password;	/* NULL: no AUTH; never shown */
+	int			 db;		/* SELECT, when not 0 */
+	char			 refusal[SAGAD_ERRLEN]; /* the last one said */
 
 	struct conn		 main;
 	struct conn		 wconn;
