@@ -168,6 +168,10 @@ const struct config_key config_keys[] = {
 	    0, 0, 0, NULL, NULL, NULL, 0 },
 	{ "max_queue", KS_FLOW, KT_INT, 0, F(max_queue), 0, 0,
 	    1, 10000000, 1000, NULL, NULL, NULL, 0 },
+
+	/* Issue 18: retention by state. */
+	{ "completed_ttl", KS_REDIS, KT_INT, KEY_RESTART,
+	    C(redis.completed_ttl), 0, 0, 0, 31536000, 0, NULL, NULL, NULL, 0 },
 };
 
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,

@@ -251,6 +251,7 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	sp.host = cfg->redis.host;
 	sp.port = cfg->redis.port;
 	sp.saga_ttl = cfg->redis.saga_ttl;
+	sp.completed_ttl = cfg->redis.completed_ttl;
 	if ((sv->store = store_new(m->base, &sp, err, errlen)) == NULL)
 		return -1;
 	sv->redis_up = store_is_up(sv->store);

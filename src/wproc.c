@@ -357,6 +357,7 @@ wproc_open(struct wproc *w, int *exit_code, char *err, size_t errlen)
 	sp.host = w->cfg->redis.host;
 	sp.port = w->cfg->redis.port;
 	sp.saga_ttl = w->cfg->redis.saga_ttl;
+	sp.completed_ttl = w->cfg->redis.completed_ttl;
 	if ((w->store = store_new(w->base, &sp, e, sizeof(e))) == NULL) {
 		snprintf(err, errlen, "redis: %s", e);
 		return -1;
