@@ -64,7 +64,7 @@ nodes = {
                     compensate = "/booking.Order/Cancel";
                     compensate_retries = 1; backoff_ms = 10; };
   CreatePayment = { service = "payment"; action = "/booking.Payment/Create";
-                    compensate = "/booking.Payment/Cancel"; retries = 0;
+                    compensate = "/booking.Payment/Cancel"; retries = 2;
                     compensate_retries = 1; backoff_ms = 10; };
 };
 flows = {
@@ -88,7 +88,8 @@ start() {
 	fail "workers not ready"
 }
 ctl() { "$CTL" -s "127.0.0.1:$SAGAD_PORT" "$@"; }
-state() { ctl --json get "$1" 2>/dev/null | sed -n 's/.*"state": *"\([A-Z_]*\)".*/\1/p'; }
+# The saga's own state: the first one of its JSON (the steps' come after).
+state() { ctl --json get "$1" 2>/dev/null | grep -o '"state":"[A-Z_]*"' | head -n1 | cut -d'"' -f4; }
 wait_state() {	# ID STATE SECONDS
 	local i
 	for i in $(seq $(($3 * 10))); do
