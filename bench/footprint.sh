@@ -65,6 +65,13 @@ ctl="$B/sagactl -s 127.0.0.1:$sagad_port"
 saga_keys() { rcli --scan --pattern 'saga:{*'; }
 nsagas() { saga_keys | grep -c '^saga:{[^}]*}$' || true; }
 used() { rcli info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
+# Microseconds Redis spent in sagad's commands so far (INFO commandstats,
+# without this script's own: scan, zcard, info...).
+cmd_usec() {
+	rcli info commandstats | tr -d '\r' |
+	    grep -vE '^cmdstat_(scan|zcard|info|memory|config|dbsize|type|object|hlen|zrange|ping|command)[:|]' |
+	    sed -n 's/.*,usec=\([0-9]*\),.*/\1/p' | awk '{ s += $1 } END { print s + 0 }'
+}
 # Sagas not ended yet: the index sets of PENDING, RUNNING, COMPENSATING.
 inflight() {
 	local n=0 k c
@@ -87,13 +94,14 @@ run_group() {	# name count rate flow [context...]
 	local name=$1 count=$2 rate=$3 flow=$4; shift 4
 	local before after n0 n1 secs
 	settle
-	before=$(used); n0=$(nsagas)
+	before=$(used); n0=$(nsagas); u0=$(cmd_usec)
 	secs=$(( (count + rate - 1) / rate ))
 	$ctl bench "$flow" -r "$rate" -d "${secs}s" -c 2 "$@" >"$LIB_TMP/$name.txt" 2>&1 || true
 	settle
-	after=$(used); n1=$(nsagas)
-	printf '%-30s %7d sagas  %8d bytes/saga (used_memory delta)\n' \
-	    "$name" $((n1 - n0)) $(( (after - before) / (n1 - n0 > 0 ? n1 - n0 : 1) ))
+	after=$(used); n1=$(nsagas); u1=$(cmd_usec)
+	printf '%-22s %6d sagas %6d bytes/saga (used_memory delta), Redis %4d us/saga in commands\n' \
+	    "$name" $((n1 - n0)) $(( (after - before) / (n1 - n0 > 0 ? n1 - n0 : 1) )) \
+	    $(( (u1 - u0) / (n1 - n0 > 0 ? n1 - n0 : 1) ))
 }
 
 echo "# sagad footprint, $(date -u +%Y-%m-%d), redis $(redis-server --version | awk '{print $3}'), build $(git -C "$B" rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -130,11 +138,20 @@ for st in STATE_COMPLETED STATE_COMPENSATED; do
 	enc=$(rcli object encoding "saga:{$(head -n1 "$LIB_TMP/ids.$st")}")
 	echo "                 record encoding: $enc, fields: $(rcli hlen "saga:{$(head -n1 "$LIB_TMP/ids.$st")}")"
 done
+# Shared keys by kind: a bucket's {bN} tag folded, so the 8 buckets of
+# one kind add up.
 shared=0
 while read -r k; do
 	case $k in saga:\{*) continue;; esac
+	m=$(rcli memory usage "$k" samples 0)
+	shared=$((shared + ${m:-0}))
+	echo "$(echo "$k" | sed 's/{b[0-9]*}/{bN}/') $(rcli type "$k") ${m:-0}"
+done < <(grep -v '^saga:{' "$LIB_TMP/keys.txt") |
+	awk '{ n[$1 " (" $2 ")"]++; b[$1 " (" $2 ")"] += $3 }
+	    END { for (k in n) printf "  shared %-46s %3d keys %9d bytes\n", k, n[k], b[k] }' | sort
+shared=0
+for k in $(grep -v '^saga:{' "$LIB_TMP/keys.txt"); do
 	m=$(rcli memory usage "$k" samples 0); shared=$((shared + ${m:-0}))
-	printf '  shared %-44s %9d bytes (%s)\n' "$k" "${m:-0}" "$(rcli type "$k")"
-done < <(grep -v '^saga:{' "$LIB_TMP/keys.txt" | sort)
+done
 printf 'shared keys: %d bytes for %d sagas = %d bytes/saga\n' "$shared" "$total" $((shared / (total > 0 ? total : 1)))
 echo "keys: $(rcli dbsize), of which saga records: $total"

@@ -68,7 +68,8 @@ struct store_params {
 	int		 port;
 	int		 saga_ttl;	/* s an ended saga is kept; <= 0: forever */
 	int		 completed_ttl;	/* s a COMPLETED one is; 0: saga_ttl */
-	int		 events_max;	/* events a saga keeps at most; 0: 256 */
+	int		 events_max;	/* writes whose events a saga keeps at
+					   most (the latest); 0: 256 */
 	int		 backoff_min_ms;	/* first reconnect delay; 0: 100 */
 	int		 backoff_max_ms;	/* longest reconnect delay; 0: 5000 */
 	int		 cmd_timeout_ms;	/* a reply later than this drops the

@@ -19,6 +19,17 @@
 
 /* --- replies ----------------------------------------------------------------- */
 
+/* "STEP UNDO ATTEMPT", the at field. */
+static void
+parse_at(const char *s, struct store_saga *rec)
+{
+	char *end;
+
+	rec->step = (int)strtol(s, &end, 10);
+	rec->compensate = (int)strtol(end, &end, 10) == 1;
+	rec->attempt = (int)strtol(end, NULL, 10);
+}
+
 /*
  * Fills rec from a flat HGETALL array. Strings point into the reply. Returns
  * 0, or -1 with err filled.
@@ -55,7 +66,9 @@ store_parse_hash(const struct redisReply *h, struct store_saga *rec,
 			pb = v;		/* the previous layout: whole */
 		else if (strcmp(k->str, "rev") == 0)
 			rec->rev = strtoll(v->str, NULL, 10);
-		else if (strcmp(k->str, "step") == 0)
+		else if (strcmp(k->str, "at") == 0)
+			parse_at(v->str, rec);
+		else if (strcmp(k->str, "step") == 0)	/* previous layout */
 			rec->step = (int)strtol(v->str, NULL, 10);
 		else if (strcmp(k->str, "undo") == 0)
 			rec->compensate = strcmp(v->str, "1") == 0;
@@ -170,6 +183,9 @@ reply_write(struct req *r, const redisReply *rep)
 	what = rep->element[0]->str;
 	if (rep->elements > 1 && rep->element[1]->type == REDIS_REPLY_INTEGER)
 		n = rep->element[1]->integer;
+	else if (rep->elements > 1 &&
+	    rep->element[1]->type == REDIS_REPLY_STRING)
+		n = strtoll(rep->element[1]->str, NULL, 10);	/* OK's rev */
 	if (strcmp(what, "ERR") == 0) {
 		/* A Redis error inside this write (OOM, wrong type...). */
 		what = rep->elements > 1 &&
@@ -380,29 +396,45 @@ field_int(struct req *r, const char *k, long long v)
 	store_req_int(r, v);
 }
 
+/* Appends v as a protobuf varint at p; returns its length. */
+static size_t
+put_varint(uint8_t *p, size_t v)
+{
+	size_t n = 0;
+
+	while (v >= 0x80) {
+		p[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (uint8_t)v;
+	return n;
+}
+
 /* Builds the write script's call for w into r (see script_write). */
 static void
 write_args(struct store *st, struct req *r, const struct store_write *w,
     int64_t rev)
 {
-	const Saga__V1__Saga *s = w->saga;
 	static char noid[1];
+	const Saga__V1__Saga *s = w->saga;
 	Saga__V1__SagaEvent ev;
-	char pre[32];
-	size_t len, i;
-	int nf = 4, ttl;
+	uint8_t vb[10], *p;
+	char pre[32], at[48];
+	size_t len, i, total;
+	int nf = 2, ttl;
 
 	r->script = SCRIPT_WRITE;
 	req_keys(r, s->id);
 	store_req_str(r, s->id);
 	store_req_int(r, rev);
+	store_req_int(r, rev + 1);	/* the revision it writes */
 	store_req_int(r, w->lease_ms);
 	store_req_str(r, w->owner != NULL ? w->owner : "");
 	ttl = st->saga_ttl;
 	if (s->state == SAGA__V1__STATE__STATE_COMPLETED &&
 	    st->completed_ttl > 0)
 		ttl = st->completed_ttl;
-	store_req_int(r, ttl);
+	store_req_int(r, ttl > 0 ? ttl : 0);
 	store_req_str(r, store_state_terminal(s->state) ? "1" : w->reopen ? "2" : "0");
 	store_req_int(r, st->events_max);
 	/* The index's keys and score, and the state it files the saga under. */
@@ -423,12 +455,13 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 	store_req_int(r, nf);
 	/*
 	 * Only what the scripts and a read need apart from the packed saga,
-	 * which has the rest (flow, mode, created, error...).
+	 * which has the rest (flow, mode, created, error...): few fields, as
+	 * each costs a scan of the hash's listpack.
 	 */
 	field(r, "state", store_enum_name(&saga__v1__state__descriptor, s->state));
-	field_int(r, "step", w->step);
-	field_int(r, "undo", w->compensate ? 1 : 0);
-	field_int(r, "attempt", w->attempt);
+	snprintf(at, sizeof(at), "%d %d %d", w->step, w->compensate ? 1 : 0,
+	    w->attempt);
+	field(r, "at", at);
 	if (w->pod != NULL)
 		field(r, "pod", w->pod);
 	if (w->callback != NULL)
@@ -436,14 +469,24 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 	if (w->round > 0)
 		field_int(r, "round", w->round);
 
-	/* Events without their saga id: the key says it (see store_watch). */
-	store_req_int(r, (long long)w->nevents);
+	/*
+	 * The write's events as one value: each a varint length and the
+	 * packed event, without its saga id (the key says it: store_watch).
+	 */
+	total = 0;
 	for (i = 0; i < w->nevents; i++) {
 		ev = *w->events[i];
 		ev.saga_id = noid;
 		len = saga__v1__saga_event__get_packed_size(&ev);
-		saga__v1__saga_event__pack(&ev,
-		    (uint8_t *)store_seg_open(&r->args, len));
+		total += put_varint(vb, len) + len;
+	}
+	p = (uint8_t *)store_seg_open(&r->args, total);
+	for (i = 0; i < w->nevents; i++) {
+		ev = *w->events[i];
+		ev.saga_id = noid;
+		len = saga__v1__saga_event__get_packed_size(&ev);
+		p += put_varint(p, len);
+		p += saga__v1__saga_event__pack(&ev, p);
 	}
 }
 

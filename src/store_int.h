@@ -116,7 +116,9 @@ struct store_watch {
 	char			*key;		/* saga:{ID}:events */
 	uint64_t		 last_ms;	/* last stream entry seen */
 	uint64_t		 last_seq;
-	int64_t			 seq;		/* last event delivered */
+	int64_t			 seq;		/* last event delivered: its
+						   write's rev << 16 | its
+						   place in it; -1: none */
 	int64_t			 fetched;	/* mono ms of the last read */
 	int			 refetch;	/* woken during a read */
 	store_event_cb		*cb;

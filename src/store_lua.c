@@ -6,12 +6,13 @@
  *
  * The layout they keep (the README's "Redis layout" says why it is so):
  *
- *   saga:{ID}             hash, the saga: rev, state, step, undo, attempt,
- *                         owner, pod, callback, round, cancel; the packed
- *                         saga.v1.Saga cut in pieces of at most 64 bytes
- *                         (p, p.1, p.2... and their count pn); its events,
- *                         one a field (e<seq>, cut the same way: e<seq>.1...)
- *                         numbered from eb to en
+ *   saga:{ID}             hash, the saga: rev, state, at (step, undo,
+ *                         attempt), owner, pod, callback, round, cancel;
+ *                         the packed saga.v1.Saga cut in pieces of at most
+ *                         64 bytes (p, p.1, p.2... and their count pn); the
+ *                         events of each write as one value, e<rev> (cut
+ *                         the same way), from the write of revision eb on:
+ *                         each event a varint length and a packed SagaEvent
  *   saga:{ID}:w           string, set (with a short expiry) while a Watch
  *                         follows the saga
  *   saga:{ID}:events      stream, only while someone Watches: one small
@@ -40,49 +41,43 @@
 
 #include "store_int.h"
 
-/* What every script shares. STORE_BUCKETS is baked into the layout. */
+/* What the scripts share, each taking only what it uses. */
 #define STR2(x) #x
 #define STR(x) STR2(x)
-#define COMMON_LUA \
-	"local W, NB = 64, " STR(STORE_BUCKETS) "\n" \
-	"local function bucket(id)\n" \
-	"  local h = 0\n" \
-	"  for i = 1, #id do h = (h * 33 + string.byte(id, i)) % 1048576 end\n" \
-	"  return h % NB\n" \
+/*
+ * put: v as fields name, name.1, name.2... of W bytes at most, into the
+ * field list f; returns the number of pieces. Piece names come from a
+ * table, not from formatting numbers, which costs more than the rest of a
+ * write's Lua.
+ */
+#define PUT_LUA \
+	"local W = 64\n" \
+	"local PIECE = {'.1', '.2', '.3', '.4', '.5', '.6', '.7', '.8', '.9',\n" \
+	"  '.10', '.11', '.12', '.13', '.14', '.15', '.16'}\n" \
+	"local function piece(name, j)\n" \
+	"  return name .. (PIECE[j] or ('.' .. j))\n" \
 	"end\n" \
-	"local function lease_key(id)\n" \
-	"  return 'saga:leases:{b' .. bucket(id) .. '}'\n" \
-	"end\n" \
-	"local function now_ms()\n" \
-	"  local t = redis.call('TIME')\n" \
-	"  return t[1] * 1000 + math.floor(t[2] / 1000)\n" \
-	"end\n" \
-	/* the index prefixes: each bucket's, then the legacy one */ \
-	"local function prefixes()\n" \
-	"  local p = {}\n" \
-	"  for b = 0, NB - 1 do p[#p + 1] = 'saga:idx:{b' .. b .. '}:' end\n" \
-	"  p[#p + 1] = 'saga:idx:'\n" \
-	"  return p\n" \
-	"end\n" \
-	/* v as fields name, name.1, name.2... of W bytes at most, into f */ \
 	"local function put(f, name, v)\n" \
-	"  f[#f + 1] = name\n" \
-	"  f[#f + 1] = string.sub(v, 1, W)\n" \
+	"  local n = #f\n" \
+	"  f[n + 1] = name\n" \
+	"  f[n + 2] = string.sub(v, 1, W)\n" \
 	"  local j = 1\n" \
 	"  while j * W < #v do\n" \
-	"    f[#f + 1] = name .. '.' .. j\n" \
-	"    f[#f + 1] = string.sub(v, j * W + 1, (j + 1) * W)\n" \
+	"    n = #f\n" \
+	"    f[n + 1] = piece(name, j)\n" \
+	"    f[n + 2] = string.sub(v, j * W + 1, (j + 1) * W)\n" \
 	"    j = j + 1\n" \
 	"  end\n" \
 	"  return j\n" \
-	"end\n" \
-	/* what put wrote, when the number of pieces is not known */ \
+	"end\n"
+/* get: what put wrote, when the number of pieces is not known; del too */
+#define GET_LUA \
 	"local function get(h, name)\n" \
 	"  local v = redis.call('HGET', h, name)\n" \
 	"  if not v then return nil end\n" \
 	"  local t, j, last = {v}, 1, v\n" \
 	"  while #last == W do\n" \
-	"    last = redis.call('HGET', h, name .. '.' .. j)\n" \
+	"    last = redis.call('HGET', h, piece(name, j))\n" \
 	"    if not last then break end\n" \
 	"    t[#t + 1] = last\n" \
 	"    j = j + 1\n" \
@@ -92,9 +87,53 @@
 	"local function del(h, name)\n" \
 	"  redis.call('HDEL', h, name)\n" \
 	"  local j = 1\n" \
-	"  while redis.call('HDEL', h, name .. '.' .. j) == 1 do j = j + 1 end\n" \
+	"  while redis.call('HDEL', h, piece(name, j)) == 1 do j = j + 1 end\n" \
+	"end\n"
+/* bucket: as store_bucket in C; STORE_BUCKETS is baked into the layout */
+#define BUCKET_LUA \
+	"local NB = " STR(STORE_BUCKETS) "\n" \
+	"local function bucket(id)\n" \
+	"  local h = 0\n" \
+	"  for i = 1, #id do h = (h * 33 + string.byte(id, i)) % 1048576 end\n" \
+	"  return h % NB\n" \
 	"end\n" \
-	/* the packed saga of a hash, either layout */ \
+	"local function lease_key(id)\n" \
+	"  return 'saga:leases:{b' .. bucket(id) .. '}'\n" \
+	"end\n" \
+	/* the index prefixes: each bucket's, then the legacy one */ \
+	"local function prefixes()\n" \
+	"  local p = {}\n" \
+	"  for b = 0, NB - 1 do p[#p + 1] = 'saga:idx:{b' .. b .. '}:' end\n" \
+	"  p[#p + 1] = 'saga:idx:'\n" \
+	"  return p\n" \
+	"end\n"
+#define NOW_LUA \
+	"local function now_ms()\n" \
+	"  local t = redis.call('TIME')\n" \
+	"  return t[1] * 1000 + math.floor(t[2] / 1000)\n" \
+	"end\n"
+/* varint: a length as protobuf writes it, for the legacy events framed */
+#define FRAME_LUA \
+	"local function frame(v)\n" \
+	"  local n, b = #v, ''\n" \
+	"  while n >= 128 do\n" \
+	"    b = b .. string.char(128 + n % 128)\n" \
+	"    n = math.floor(n / 128)\n" \
+	"  end\n" \
+	"  return b .. string.char(n) .. v\n" \
+	"end\n" \
+	/* the events of a legacy saga's stream, framed as one value */ \
+	"local function legacy_events(sk)\n" \
+	"  local t = {}\n" \
+	"  for _, e in ipairs(redis.call('XRANGE', sk, '-', '+')) do\n" \
+	"    for x = 1, #e[2], 2 do\n" \
+	"      if e[2][x] == 'pb' then t[#t + 1] = frame(e[2][x + 1]) end\n" \
+	"    end\n" \
+	"  end\n" \
+	"  return table.concat(t)\n" \
+	"end\n"
+/* the packed saga of a hash, either layout */
+#define SAGA_PB_LUA \
 	"local function saga_pb(h)\n" \
 	"  local r = redis.call('HMGET', h, 'pn', 'p', 'pb')\n" \
 	"  if r[3] then return r[3] end\n" \
@@ -102,7 +141,7 @@
 	"  local n = tonumber(r[1] or 1)\n" \
 	"  if n <= 1 then return r[2] end\n" \
 	"  local k = {}\n" \
-	"  for j = 1, n - 1 do k[j] = 'p.' .. j end\n" \
+	"  for j = 1, n - 1 do k[j] = piece('p', j) end\n" \
 	"  local t = redis.call('HMGET', h, unpack(k))\n" \
 	"  for j = 1, #t do if not t[j] then return nil end end\n" \
 	"  return r[2] .. table.concat(t)\n" \
@@ -139,43 +178,34 @@
  * expiry script (a master's cron).
  */
 static const char script_write[] =
-	COMMON_LUA
+	PUT_LUA GET_LUA NOW_LUA FRAME_LUA
 	"local function write(k, a)\n"
 	"  local h, sk, wk, lk = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3],\n"
 	"    KEYS[k + 4]\n"
-	"  local id = ARGV[a + 1]\n"
-	"  local exp = tonumber(ARGV[a + 2])\n"
-	"  local o = redis.call('HMGET', h, 'rev', 'state', 'cancel', 'pn',\n"
-	"    'en', 'eb')\n"
-	"  local cur = tonumber(o[1] or 0)\n"
-	"  if cur ~= exp then\n"
-	"    if exp == 0 then\n"
+	"  local id, exp, rev = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]\n"
+	"  local o = redis.call('HMGET', h, 'rev', 'state', 'cancel', 'pn', 'eb')\n"
+	"  if (o[1] or '0') ~= exp then\n"
+	"    if exp == '0' then\n"
 	"      return {'EXISTS', redis.call('HGETALL', h)}\n"
 	"    end\n"
-	"    if cur == 0 then return {'NOTFOUND'} end\n"
-	"    return {'CONFLICT', cur}\n"
+	"    if not o[1] then return {'NOTFOUND'} end\n"
+	"    return {'CONFLICT', tonumber(o[1])}\n"
 	"  end\n"
-	"  local old, cancel = o[2], o[3]\n"
-	"  local oldpn = tonumber(o[4] or 0)\n"
-	"  local en, eb = tonumber(o[5] or 0), tonumber(o[6] or 1)\n"
-	"  local eb0 = eb\n"
-	"  local flow, created, st = ARGV[a + 8], ARGV[a + 9], ARGV[a + 10]\n"
-	"  local tag = ARGV[a + 11]\n"
-	"  local nf = tonumber(ARGV[a + 13])\n"
+	"  local old, cancel, oldpn, eb = o[2], o[3], o[4], o[5]\n"
+	"  local flow, created, st = ARGV[a + 9], ARGV[a + 10], ARGV[a + 11]\n"
+	"  local tag = ARGV[a + 12]\n"
+	"  local nf = tonumber(ARGV[a + 14])\n"
 	"  local f = {}\n"
-	"  for x = a + 14, a + 13 + 2 * nf do f[#f + 1] = ARGV[x] end\n"
-	"  if cur > 0 and oldpn == 0 then\n"
+	"  for x = a + 15, a + 14 + 2 * nf do f[#f + 1] = ARGV[x] end\n"
+	"  if o[1] and not oldpn then\n"
 	/* a legacy saga: converted to this layout by this write */
 	"    redis.call('HDEL', h, 'flow', 'mode', 'created', 'id', 'error',\n"
-	"      'updated', 'pb')\n"
-	"    for _, e in ipairs(redis.call('XRANGE', sk, '-', '+')) do\n"
-	"      for x = 1, #e[2], 2 do\n"
-	"        if e[2][x] == 'pb' then\n"
-	"          en = en + 1\n"
-	"          put(f, 'e' .. en, e[2][x + 1])\n"
-	"        end\n"
-	"      end\n"
-	"    end\n"
+	"      'updated', 'pb', 'step', 'undo', 'attempt')\n"
+	"    local ev = legacy_events(sk)\n"
+	"    if ev ~= '' then put(f, 'e0', ev) end\n"
+	"    eb = '0'\n"
+	"    f[#f + 1] = 'eb'\n"
+	"    f[#f + 1] = eb\n"
 	"    redis.call('DEL', sk)\n"
 	"    local ls = redis.call('ZSCORE', 'saga:leases', id)\n"
 	"    if ls then\n"
@@ -186,8 +216,6 @@ static const char script_write[] =
 	"      redis.call('ZREM', 'saga:idx:' .. flow .. ':' .. old, id)\n"
 	"    end\n"
 	"    old = nil\n"
-	"    f[#f + 1] = 'en'\n"
-	"    f[#f + 1] = en\n"
 	"  end\n"
 	"  if old ~= st then\n"
 	"    if old then\n"
@@ -197,58 +225,53 @@ static const char script_write[] =
 	"    end\n"
 	"    redis.call('ZADD', tag .. flow .. ':' .. st, created, id)\n"
 	"  end\n"
-	"  local rev = cur + 1\n"
 	"  f[#f + 1] = 'rev'\n"
 	"  f[#f + 1] = rev\n"
-	"  if ARGV[a + 4] ~= '' then\n"
+	"  if ARGV[a + 5] ~= '' then\n"
 	"    f[#f + 1] = 'owner'\n"
-	"    f[#f + 1] = ARGV[a + 4]\n"
+	"    f[#f + 1] = ARGV[a + 5]\n"
 	"  end\n"
-	"  local pn = put(f, 'p', ARGV[a + 12])\n"
-	"  if pn ~= oldpn then\n"
+	"  local pn = put(f, 'p', ARGV[a + 13])\n"
+	"  local opn = tonumber(oldpn or 0)\n"
+	"  if pn ~= opn then\n"
 	"    f[#f + 1] = 'pn'\n"
 	"    f[#f + 1] = pn\n"
-	"    for j = pn, oldpn - 1 do redis.call('HDEL', h, 'p.' .. j) end\n"
+	"    for j = pn, opn - 1 do redis.call('HDEL', h, piece('p', j)) end\n"
 	"  end\n"
-	"  if ARGV[a + 6] == '2' then\n"
+	"  if ARGV[a + 7] == '2' then\n"
+	/* reopened: this run's events only, from this write on */
 	"    redis.call('PERSIST', h)\n"
-	"    for s = eb, en do del(h, 'e' .. s) end\n"
-	"    eb = en + 1\n"
-	"  end\n"
-	"  local i = a + 14 + 2 * nf\n"
-	"  local ne = tonumber(ARGV[i])\n"
-	"  i = i + 1\n"
-	"  for e = 1, ne do\n"
-	"    en = en + 1\n"
-	"    put(f, 'e' .. en, ARGV[i])\n"
-	"    i = i + 1\n"
-	"  end\n"
-	"  if ne > 0 then\n"
-	"    f[#f + 1] = 'en'\n"
-	"    f[#f + 1] = en\n"
-	"  end\n"
-	/* the oldest events go beyond the bound (ARGV 7) */
-	"  local cut = eb\n"
-	"  while en - cut + 1 > tonumber(ARGV[a + 7]) do cut = cut + 1 end\n"
-	"  if cut ~= eb0 then\n"
+	"    for r = tonumber(eb or 0), tonumber(exp) do del(h, 'e' .. r) end\n"
+	"    eb = rev\n"
 	"    f[#f + 1] = 'eb'\n"
-	"    f[#f + 1] = cut\n"
+	"    f[#f + 1] = eb\n"
+	"  elseif not eb then\n"
+	"    eb = rev\n"
+	"    f[#f + 1] = 'eb'\n"
+	"    f[#f + 1] = eb\n"
 	"  end\n"
+	"  local evs = ARGV[a + 15 + 2 * nf]\n"
+	"  if evs ~= '' then put(f, 'e' .. rev, evs) end\n"
 	"  redis.call('HSET', h, unpack(f))\n"
-	"  for s = eb, cut - 1 do del(h, 'e' .. s) end\n"
-	"  if ne > 0 and redis.call('EXISTS', wk) == 1 then\n"
-	"    redis.call('XADD', sk, 'MAXLEN', 4, '*', 'en', en)\n"
+	/* the events of the oldest writes go beyond the bound (ARGV 8) */
+	"  local keep = tonumber(ARGV[a + 8])\n"
+	"  if tonumber(rev) - tonumber(eb) >= keep then\n"
+	"    local cut = tonumber(rev) - keep + 1\n"
+	"    for r = tonumber(eb), cut - 1 do del(h, 'e' .. r) end\n"
+	"    redis.call('HSET', h, 'eb', cut)\n"
+	"  end\n"
+	"  if evs ~= '' and redis.call('EXISTS', wk) == 1 then\n"
+	"    redis.call('XADD', sk, 'MAXLEN', 4, '*', 'rev', rev)\n"
 	"    redis.call('PEXPIRE', sk, 60000)\n"
 	"  end\n"
-	"  local lease = tonumber(ARGV[a + 3])\n"
-	"  if ARGV[a + 6] == '1' then\n"
+	"  local lease = tonumber(ARGV[a + 4])\n"
+	"  if ARGV[a + 7] == '1' then\n"
 	"    redis.call('ZREM', lk, id)\n"
 	"    if cancel then redis.call('HDEL', h, 'cancel') end\n"
-	"    local ttl = tonumber(ARGV[a + 5])\n"
 	"    if st == 'STATE_FAILED' then\n"
 	"      redis.call('PERSIST', h)\n"
-	"    elseif ttl > 0 then\n"
-	"      redis.call('EXPIRE', h, ttl)\n"
+	"    elseif ARGV[a + 6] ~= '0' then\n"
+	"      redis.call('EXPIRE', h, ARGV[a + 6])\n"
 	"    end\n"
 	"  elseif lease > 0 then\n"
 	"    redis.call('ZADD', lk, now_ms() + lease, id)\n"
@@ -275,7 +298,7 @@ static const char script_write[] =
 
 /* Extends the leases the owner still holds; returns those it does not. */
 static const char script_renew[] =
-	COMMON_LUA
+	BUCKET_LUA NOW_LUA
 	"local exp = now_ms() + tonumber(ARGV[2])\n"
 	"local lost = {}\n"
 	"for i = 3, #ARGV do\n"
@@ -298,7 +321,7 @@ static const char script_renew[] =
  * revision bump fences off the former owner.
  */
 static const char script_claim[] =
-	COMMON_LUA
+	BUCKET_LUA NOW_LUA
 	"local now = now_ms()\n"
 	"local max = tonumber(ARGV[3])\n"
 	"local out = {}\n"
@@ -351,7 +374,7 @@ static const char script_cancel[] =
  * expired meanwhile has no pb.
  */
 static const char script_list[] =
-	COMMON_LUA
+	PUT_LUA BUCKET_LUA SAGA_PB_LUA
 	"local max, min = ARGV[2], ARGV[3]\n"
 	"local cms, cid = tonumber(ARGV[4]), ARGV[5]\n"
 	"local n = tonumber(ARGV[6]) + 1\n"
@@ -404,7 +427,7 @@ static const char script_list[] =
  * left by the writes.
  */
 static const char script_expire[] =
-	COMMON_LUA
+	BUCKET_LUA NOW_LUA
 	"local now = now_ms()\n"
 	"local max, gone = tonumber(ARGV[1]), 0\n"
 	"for _, pre in ipairs(prefixes()) do\n"
@@ -430,39 +453,32 @@ static const char script_expire[] =
 
 /*
  * A Watch's read (KEYS: the hash, the stream, the watch flag; ARGV: how
- * long the flag lasts in ms, the last event seen): marks the saga as
- * watched, so that its writes wake the watcher through the stream, and
- * returns the events after the one seen, as (seq, packed SagaEvent)
- * pairs. A legacy saga's events are still in its stream.
+ * long the flag lasts in ms, the revision of the last write whose events
+ * were read, -1 for none): marks the saga as watched, so that its writes
+ * wake the watcher through the stream, and returns the events of the
+ * writes since, as (revision, framed events) pairs, oldest first. A legacy
+ * saga's events are still in its stream: they go as those of revision 0,
+ * where the write that converts the saga puts them.
  */
 static const char script_watch[] =
-	COMMON_LUA
+	PUT_LUA GET_LUA FRAME_LUA
 	"local h = KEYS[1]\n"
-	"if redis.call('EXISTS', h) == 0 then return {'NOTFOUND'} end\n"
+	"local r = redis.call('HMGET', h, 'rev', 'eb', 'pn')\n"
+	"if not r[1] then return {'NOTFOUND'} end\n"
 	"redis.call('SET', KEYS[3], '1', 'PX', ARGV[1])\n"
 	"local after = tonumber(ARGV[2])\n"
 	"local out = {'OK'}\n"
-	"local r = redis.call('HMGET', h, 'en', 'eb', 'pn')\n"
 	"if not r[3] then\n"
-	"  local n = 0\n"
-	"  for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do\n"
-	"    for x = 1, #e[2], 2 do\n"
-	"      if e[2][x] == 'pb' then\n"
-	"        n = n + 1\n"
-	"        if n > after then\n"
-	"          out[#out + 1] = n\n"
-	"          out[#out + 1] = e[2][x + 1]\n"
-	"        end\n"
-	"      end\n"
-	"    end\n"
+	"  if after < 0 then\n"
+	"    out[2] = 0\n"
+	"    out[3] = legacy_events(KEYS[2])\n"
 	"  end\n"
 	"  return out\n"
 	"end\n"
-	"local en, eb = tonumber(r[1] or 0), tonumber(r[2] or 1)\n"
-	"for s = math.max(after + 1, eb), en do\n"
-	"  local v = get(h, 'e' .. s)\n"
+	"for rev = math.max(after + 1, tonumber(r[2] or 0)), tonumber(r[1]) do\n"
+	"  local v = get(h, 'e' .. rev)\n"
 	"  if v then\n"
-	"    out[#out + 1] = s\n"
+	"    out[#out + 1] = rev\n"
 	"    out[#out + 1] = v\n"
 	"  end\n"
 	"end\n"

@@ -66,7 +66,8 @@ watch_fetch(struct store_watch *w)
 	memcpy(p, w->key, len + sizeof("saga:{}") - 1);
 	memcpy(p + len + sizeof("saga:{}") - 1, ":w", 2);
 	store_req_int(r, WATCH_FLAG_MS);
-	store_req_int(r, w->seq);
+	/* From the last write read, again: a legacy saga's grows (rev 0). */
+	store_req_int(r, w->seq < 0 ? -1 : (w->seq >> 16) - 1);
 	if (store_req_send(r) == -1) {
 		store_req_free(r);
 		return;
@@ -76,53 +77,89 @@ watch_fetch(struct store_watch *w)
 	w->fetched = util_mono_ms();
 }
 
+/* Reads a varint at *p below end; -1 when it does not fit. */
+static int64_t
+get_varint(const uint8_t **p, const uint8_t *end)
+{
+	uint64_t v = 0;
+	int shift = 0;
+
+	while (*p < end && shift < 35) {
+		v |= (uint64_t)(**p & 0x7f) << shift;
+		if ((*(*p)++ & 0x80) == 0)
+			return (int64_t)v;
+		shift += 7;
+	}
+	return -1;
+}
+
 /*
- * The events the script read, pairs of (seq, packed SagaEvent), to the
- * watch. They are stored without their saga id: the watch puts it back.
+ * The events the script read, pairs of (revision, framed events), to the
+ * watch, each numbered rev << 16 | its place in its write so that a read
+ * again skips what was delivered. They are stored without their saga id:
+ * the watch puts it back.
  */
 static void
 watch_deliver(struct store_watch *w, const redisReply *rep)
 {
 	Saga__V1__SagaEvent *ev;
-	const redisReply *sq, *pb;
+	const redisReply *rv, *blob;
+	const uint8_t *p, *end;
+	int64_t len, seq;
 	char *sid;
 	size_t i;
-	int final;
+	int final, k;
 
 	for (i = 1; i + 1 < rep->elements; i += 2) {
-		if (w->cancelled || w->ended)
-			return;
-		sq = rep->element[i];
-		pb = rep->element[i + 1];
-		if (sq->type != REDIS_REPLY_INTEGER || sq->integer <= w->seq)
+		rv = rep->element[i];
+		blob = rep->element[i + 1];
+		if (rv->type != REDIS_REPLY_INTEGER ||
+		    blob->type != REDIS_REPLY_STRING || rv->integer < 0 ||
+		    rv->integer > (INT64_MAX >> 17))
 			continue;
-		ev = NULL;
-		if (pb->type == REDIS_REPLY_STRING)
-			ev = saga__v1__saga_event__unpack(NULL, pb->len,
-			    (const uint8_t *)pb->str);
-		if (ev == NULL) {
-			store_watch_end(w, STORE_ERROR, "an event of the saga "
-			    "does not decode as SagaEvent");
-			return;
+		p = (const uint8_t *)blob->str;
+		end = p + blob->len;
+		for (k = 1; p < end; k++) {
+			if (w->cancelled || w->ended)
+				return;
+			len = get_varint(&p, end);
+			if (len < 0 || len > end - p) {
+				store_watch_end(w, STORE_ERROR, "the events of "
+				    "the saga are cut short");
+				return;
+			}
+			seq = rv->integer << 16 | (k & 0xffff);
+			if (seq <= w->seq) {
+				p += len;
+				continue;
+			}
+			ev = saga__v1__saga_event__unpack(NULL, (size_t)len, p);
+			p += len;
+			if (ev == NULL) {
+				store_watch_end(w, STORE_ERROR, "an event of the "
+				    "saga does not decode as SagaEvent");
+				return;
+			}
+			w->seq = seq;
+			final = (ev->step == NULL || ev->step[0] == '\0') &&
+			    store_state_terminal(ev->state);
+			/*
+			 * FAILED ends a saga until an operator's Retry or
+			 * Resolve moves it on: a replay that has later events
+			 * goes on to them.
+			 */
+			if (final && ev->state == SAGA__V1__STATE__STATE_FAILED &&
+			    (p < end || i + 2 < rep->elements))
+				final = 0;
+			if (final)
+				w->ended = 1;
+			sid = ev->saga_id;
+			if (sid == NULL || sid[0] == '\0')
+				ev->saga_id = w->id;
+			w->cb(STORE_OK, ev, final, NULL, w->arg);
+			ev->saga_id = sid;
+			saga__v1__saga_event__free_unpacked(ev, NULL);
 		}
-		w->seq = sq->integer;
-		final = (ev->step == NULL || ev->step[0] == '\0') &&
-		    store_state_terminal(ev->state);
-		/*
-		 * FAILED ends a saga until an operator's Retry or Resolve
-		 * moves it on: a replay that has later events goes on to them.
-		 */
-		if (final && ev->state == SAGA__V1__STATE__STATE_FAILED &&
-		    i + 2 < rep->elements)
-			final = 0;
-		if (final)
-			w->ended = 1;
-		sid = ev->saga_id;
-		if (sid == NULL || sid[0] == '\0')
-			ev->saga_id = w->id;
-		w->cb(STORE_OK, ev, final, NULL, w->arg);
-		ev->saga_id = sid;
-		saga__v1__saga_event__free_unpacked(ev, NULL);
 	}
 }
 
@@ -408,6 +445,7 @@ store_watch(struct store *st, const char *id, store_event_cb *cb, void *arg)
 	    id);
 	w->cb = cb;
 	w->arg = arg;
+	w->seq = -1;
 	TAILQ_FOREACH(o, &st->watches, entry)
 		if (store_watch_live(o))
 			n++;
