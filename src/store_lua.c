@@ -158,15 +158,20 @@
  * inside it) fails alone: the reply is one result per write, in order.
  *
  * Expected revision 0 means create: it answers EXISTS with the stored hash
- * when the saga is there. The lease expiry is taken from Redis' clock
- * (TIME) so masters need not agree on time. It is the hot path of every
- * saga (a few writes each), so a write is one HMGET and one HSET, plus
- * the index and the lease when they change, plus an XADD only while a
- * Watch follows the saga. A write's 6th argument says what it does to
- * the saga's life: "1" ends it (no lease, expiry set: ARGV 5, the ttl of
- * the state it ends in), "2" reopens an ended one (expiry dropped, and its
- * old events, so that a Watch follows the new run to its end instead of
- * stopping at the old one), "0" neither.
+ * when the saga is there. A write's arguments: the id, the revision it
+ * expects and the one it writes (strings: the script compares and stores
+ * them as they are, formatting no number, which would cost more than the
+ * rest of its Lua), the lease, the owner, the ttl of the state it ends in,
+ * what it does to the saga's life ("1" ends it: no lease, expiry set; "2"
+ * reopens an ended one: expiry dropped, and its old events, so that a Watch
+ * follows the new run to its end instead of stopping at the old one; "0"
+ * neither), how many writes' events to keep, the flow, creation ms, state
+ * and index prefix for the index, the packed saga, its fields, and its
+ * events (each a varint length and a packed SagaEvent). The lease expiry
+ * is taken from Redis' clock (TIME) so masters need not agree on time. It
+ * is the hot path of every saga (a few writes each), so a write is one
+ * HMGET and one HSET, plus the index and the lease when they change, plus
+ * an XADD only while a Watch follows the saga.
  *
  * The index behind List (store.h): one sorted set per bucket, flow and
  * state of saga ids scored by their creation time, and a set per bucket of
@@ -253,7 +258,7 @@ static const char script_write[] =
 	"  local evs = ARGV[a + 15 + 2 * nf]\n"
 	"  if evs ~= '' then put(f, 'e' .. rev, evs) end\n"
 	"  redis.call('HSET', h, unpack(f))\n"
-	/* the events of the oldest writes go beyond the bound (ARGV 8) */
+	/* the events of the oldest writes go beyond the bound */
 	"  local keep = tonumber(ARGV[a + 8])\n"
 	"  if tonumber(rev) - tonumber(eb) >= keep then\n"
 	"    local cut = tonumber(rev) - keep + 1\n"
