@@ -104,7 +104,7 @@ run_group() {	# name count rate flow [context...]
 	    $(( (u1 - u0) / (n1 - n0 > 0 ? n1 - n0 : 1) ))
 }
 
-echo "# sagad footprint, $(date -u +%Y-%m-%d), redis $(redis-server --version | awk '{print $3}'), build $(git -C "$B" rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "# sagad footprint, $(date -u '+%Y-%m-%d %H:%M'), redis $(redis-server --version | awk '{print $3}'), build dir $B"
 echo "N=$N; hash-max-listpack-value $(rcli config get hash-max-listpack-value | tail -1), hash-max-listpack-entries $(rcli config get hash-max-listpack-entries | tail -1)"
 echo
 $ctl run Booking >/dev/null 2>&1 || true	# warm up: scripts loaded, index sets made
