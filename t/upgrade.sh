@@ -56,8 +56,8 @@ shutdown_timeout_ms = 2000;
 $QUEUE_CONF
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; saga_ttl = 3600; lease_ms = 1000; };
 services = {
-  order   = { address = "127.0.0.1:$ORDER_PORT";   timeout_ms = 3000; };
-  payment = { address = "127.0.0.1:$PAYMENT_PORT"; timeout_ms = 3000; };
+  order   = { address = "127.0.0.1:$ORDER_PORT";   timeout_ms = 8000; };
+  payment = { address = "127.0.0.1:$PAYMENT_PORT"; timeout_ms = 8000; };
 };
 nodes = {
   CreateOrder   = { service = "order";   action = "/booking.Order/Create";
@@ -104,14 +104,16 @@ start "$OLD"
 ctl run Booking --id up-done >/dev/null || fail "old: up-done"
 ctl run Booking --id up-failed fault=payment fault_undo=order >/dev/null
 wait_state up-failed STATE_FAILED 10
+# Payments that take 5 s (async) and 20 s (sync, beyond its timeout):
+# the crash comes while they are called.
 for i in 1 2 3; do
-	ctl run Booking --id "up-sync-$i" delay=payment:20000 >/dev/null 2>&1 &
-	ctl run AsyncBooking --id "up-async-$i" delay=payment:1500 >/dev/null ||
+	ctl run AsyncBooking --id "up-async-$i" delay=payment:5000 >/dev/null ||
 		fail "old: up-async-$i"
+	ctl run Booking --id "up-sync-$i" delay=payment:20000 >/dev/null 2>&1 &
 done
 for i in 1 2 3; do
-	wait_state "up-sync-$i" STATE_RUNNING 10
-	wait_state "up-async-$i" STATE_RUNNING 10
+	wait_state "up-async-$i" STATE_RUNNING 4
+	wait_state "up-sync-$i" STATE_RUNNING 4
 done
 sleep 0.3	# the async payments are called
 [ "$(rcli zcard saga:leases)" -ge 3 ] || fail "old: no leases in saga:leases"
@@ -127,9 +129,10 @@ start "$top_builddir"
 for i in 1 2 3; do
 	wait_state "up-sync-$i" STATE_COMPENSATED 15
 done
-# The bus redelivers after AckWait (the node's timeout + 5 s).
+# The bus redelivers after AckWait (the node's timeout + 5 s), and the
+# payment takes its 5 s again.
 for i in 1 2 3; do
-	wait_state "up-async-$i" STATE_COMPLETED 30
+	wait_state "up-async-$i" STATE_COMPLETED 40
 done
 echo "in-flight sagas of the previous layout finished"
 

@@ -1770,6 +1770,51 @@ START_TEST(leases_land_in_the_bucket_the_scripts_compute)
 }
 END_TEST
 
+START_TEST(an_async_saga_pending_past_its_launch_lease_is_claimed_unbumped)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t, t2;
+	struct res x;
+	struct ids r;
+	redisContext *rc = rsync();
+	redisReply *rep;
+
+	tsaga_init(&t, "s-launch", "v");
+	t.s.mode = SAGA__V1__MODE__MODE_ASYNC;
+	t.s.state = SAGA__V1__STATE__STATE_PENDING;
+	t.w.lease_ms = 1000;
+	create_ok(base, st, &t);
+	/* One that moved on: its lease only leaves the set. */
+	tsaga_init(&t2, "s-moved", "v");
+	t2.s.mode = SAGA__V1__MODE__MODE_ASYNC;
+	t2.w.lease_ms = 1000;
+	create_ok(base, st, &t2);
+	run_ms(base, 1200);
+	memset(&r, 0, sizeof(r));
+	store_lease_claim(st, "pod-b", 10, 30000, 60000, ids_cb, &r);
+	wait_for(base, &r.n, 3000, "claim");
+	ck_assert_int_eq(r.r, STORE_OK);
+	ck_assert_int_eq(r.nids, 1);
+	ck_assert_str_eq(r.ids[0], "s-launch");
+	ids_free(&r);
+	get_one(base, st, "s-launch", &x);
+	ck_assert_int_eq(x.rev, 1);		/* no bump */
+	ck_assert_str_eq(x.owner, "pod-b");
+	res_free(&x);
+	rep = redisCommand(rc, "ZSCORE %s s-launch", lease_key("s-launch"));
+	ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+	freeReplyObject(rep);
+	rep = redisCommand(rc, "ZSCORE %s s-moved", lease_key("s-moved"));
+	ck_assert_int_eq(rep->type, REDIS_REPLY_NIL);
+	freeReplyObject(rep);
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
 /* A saga as the previous layout stored it, written by hand. */
 static void
 legacy_saga(redisContext *rc, struct tsaga *t, int64_t lease_at)
@@ -1951,6 +1996,8 @@ main(void)
 	tcase_add_test(tc, leases_land_in_the_bucket_the_scripts_compute);
 	tcase_add_test(tc,
 	    a_saga_of_the_previous_layout_is_read_and_converted);
+	tcase_add_test(tc,
+	    an_async_saga_pending_past_its_launch_lease_is_claimed_unbumped);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
