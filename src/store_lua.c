@@ -48,7 +48,9 @@
  * put: v as fields name, name.1, name.2... of W bytes at most, into the
  * field list f; returns the number of pieces. Piece names come from a
  * table, not from formatting numbers, which costs more than the rest of a
- * write's Lua.
+ * write's Lua. A value over 32 pieces goes whole in one field: the hash is
+ * past a listpack's size anyway, and one field costs less than hundreds
+ * (and a big context would not fit Lua's stack as pieces).
  */
 #define PUT_LUA \
 	"local W = 64\n" \
@@ -60,6 +62,10 @@
 	"local function put(f, name, v)\n" \
 	"  local n = #f\n" \
 	"  f[n + 1] = name\n" \
+	"  if #v > W * 32 then\n" \
+	"    f[n + 2] = v\n" \
+	"    return 1\n" \
+	"  end\n" \
 	"  f[n + 2] = string.sub(v, 1, W)\n" \
 	"  local j = 1\n" \
 	"  while j * W < #v do\n" \

@@ -1682,6 +1682,33 @@ START_TEST(long_values_keep_the_hash_a_listpack_and_read_back_whole)
 	ck_assert_str_eq(x.saga->context[1]->key, "val");
 	res_free(&x);
 
+	/* A big record goes whole, and back to pieces when it shrinks. */
+	{
+		static char huge[300001];
+
+		memset(huge, 'h', sizeof(huge) - 1);
+		tsaga_init(&t, "s-long", huge);
+		t.s.state = SAGA__V1__STATE__STATE_COMPENSATED;
+		t.w.nevents = 0;
+		update(base, st, &t, 3, &x);
+		ck_assert_int_eq(x.r, STORE_OK);
+		get_one(base, st, "s-long", &x);
+		ck_assert_int_eq(x.r, STORE_OK);
+		ck_assert_int_eq(x.saga->context[1]->value.len, 300000);
+		res_free(&x);
+		ck_assert_int_eq(rint_cmd(rc, "HEXISTS %s p.1", "saga:{s-long}"),
+		    0);
+		tsaga_init(&t, "s-long", big);
+		t.s.state = SAGA__V1__STATE__STATE_COMPENSATED;
+		t.w.nevents = 0;
+		update(base, st, &t, 4, &x);
+		ck_assert_int_eq(x.r, STORE_OK);
+		get_one(base, st, "s-long", &x);
+		ck_assert_int_eq(x.r, STORE_OK);
+		ck_assert_int_eq(x.saga->context[1]->value.len, 1024);
+		res_free(&x);
+	}
+
 	/* Watch gives the long event back whole, with its saga id. */
 	memset(&e, 0, sizeof(e));
 	e.w = store_watch(st, "s-long", ev_cb, &e);
