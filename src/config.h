@@ -91,6 +91,7 @@ struct config {
 		char	*host;
 		int	 port;
 		int	 saga_ttl;
+		int	 completed_ttl;	/* s a COMPLETED saga is kept; 0: saga_ttl */
 		int	 lease_ms;	/* owner's hold on a running saga */
 		int	 db;		/* SELECT */
 		char	*username;	/* AUTH with an ACL user */

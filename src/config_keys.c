@@ -239,6 +239,9 @@ const struct config_key config_keys[] = {
 	    C(nats.password), 0, 0, 0, 0, 0, NULL, NULL, check_password, 0 },
 	{ "password_file", KS_NATS, KT_STRING, KEY_RESTART,
 	    C(nats.password_file), 0, 0, 0, 0, 0, NULL, NULL, check_path, 0 },
+	/* Issue 18: retention by state. */
+	{ "completed_ttl", KS_REDIS, KT_INT, KEY_RESTART,
+	    C(redis.completed_ttl), 0, 0, 0, 31536000, 0, NULL, NULL, NULL, 0 },
 };
 
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,

@@ -548,6 +548,7 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	/* Credentials Redis refuses stop the start, loudly. */
 	if (store_probe(&sp, 2000, err, errlen) == -1)
 		return -1;
+	sp.completed_ttl = cfg->redis.completed_ttl;
 	if ((sv->store = store_new(m->base, &sp, err, errlen)) == NULL)
 		return -1;
 	sv->redis_up = store_is_up(sv->store);

@@ -31,9 +31,9 @@
  * lost connection. The same timer drives reconnects with exponential backoff.
  *
  * Not here: logging (errors go to the callbacks), flows and steps (the saga
- * engine), Redis Cluster (the scripts that touch saga:leases also touch saga
- * hashes, so they need one node; the {ID} hash tag keeps a saga's own keys
- * in one slot for later).
+ * engine), Redis Cluster (a write script touches the saga's own keys, under
+ * its {ID} hash tag, and its lease and index buckets, under theirs: on a
+ * Cluster it would be split in two calls, see HACKING.md).
  */
 #include "autoconf.h"
 
@@ -56,7 +56,6 @@
 #include "util.h"
 
 #define CRON_MS		100	/* period of the store's one timer */
-#define LEASES_KEY	"saga:leases"
 #define BATCH_MAX	64	/* writes in one EVALSHA at most */
 #define SPARE_MAX	256	/* requests kept for reuse */
 #define SEG_KEEP	65536	/* a reused request keeps buffers this big */
@@ -92,6 +91,20 @@ store_result_name(enum store_result r)
 	case STORE_ERROR:	return "ERROR";
 	}
 	return "?";
+}
+
+/*
+ * The bucket of a saga id: the same hash as bucket() in the scripts, kept
+ * below 2^20 so that Lua's doubles compute it exactly.
+ */
+unsigned
+store_bucket(const char *id)
+{
+	unsigned h = 0;
+
+	for (; *id != '\0'; id++)
+		h = (h * 33 + (unsigned char)*id) % 1048576;
+	return h % STORE_BUCKETS;
 }
 
 int
@@ -520,7 +533,6 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	struct conn *c = r->conn;
 	struct store *st = r->st;
 	const redisReply *rep = reply;
-	struct store_watch *w;
 	char why[SAGAD_ERRLEN];
 
 	TAILQ_REMOVE(&c->inflight, r, entry);
@@ -586,26 +598,7 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		}
 		return;
 	case REQ_WCHECK:
-		w = r->w;
-		if (rep->type != REDIS_REPLY_INTEGER) {
-			store_req_fail(r, rep->type == REDIS_REPLY_ERROR ?
-			    store_error_result(rep->str) : STORE_ERROR, rep->type ==
-			    REDIS_REPLY_ERROR ? rep->str : "EXISTS: bad reply");
-			return;
-		}
-		w->busy = 0;
-		if (rep->integer == 0) {
-			store_req_fail(r, STORE_NOT_FOUND, "no such saga");
-			return;
-		}
-		store_req_free(r);
-		if (w->cancelled) {
-			store_watch_sweep(st);
-			return;
-		}
-		w->state = WATCH_FOLLOW;
-		st->wdirty = 1;
-		store_watch_kick(st);
+		store_reply_watch(r, rep);
 		return;
 	case REQ_XREAD:
 		store_reply_xread(st, rep);
@@ -931,6 +924,7 @@ cron(evutil_socket_t fd, short what, void *arg)
 	}
 	if (st->main.state == CONN_DOWN && now >= st->main.retry_at)
 		store_conn_connect(&st->main);
+	store_watch_refresh(st);
 	store_watch_kick(st);
 }
 
@@ -958,7 +952,8 @@ store_new(struct event_base *base, const struct store_params *p, char *err,
 	st->host = util_xstrdup(p->host);
 	st->port = p->port;
 	st->saga_ttl = p->saga_ttl;
-	st->events_max = p->events_max > 0 ? p->events_max : 1000;
+	st->completed_ttl = p->completed_ttl;
+	st->events_max = p->events_max > 0 ? p->events_max : 256;
 	st->backoff_min = p->backoff_min_ms > 0 ? p->backoff_min_ms : 100;
 	st->backoff_max = p->backoff_max_ms > 0 ? p->backoff_max_ms : 5000;
 	if (st->backoff_max < st->backoff_min)

@@ -373,6 +373,7 @@ wproc_open(struct wproc *w, int *exit_code, char *err, size_t errlen)
 	sp.username = w->cfg->redis.username;
 	sp.password = w->cfg->redis.password;
 	sp.password_file = w->cfg->redis.password_file;
+	sp.completed_ttl = w->cfg->redis.completed_ttl;
 	if ((w->store = store_new(w->base, &sp, e, sizeof(e))) == NULL) {
 		snprintf(err, errlen, "redis: %s", e);
 		return -1;

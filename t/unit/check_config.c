@@ -815,6 +815,23 @@ START_TEST(redis_saga_ttl_positive)
 }
 END_TEST
 
+START_TEST(redis_completed_ttl_bounds_and_default)
+{
+	struct config *cfg = load("redis = { completed_ttl = 3600; };\n", NULL);
+
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(cfg->redis.completed_ttl, 3600);
+	ck_assert_int_eq(cfg->redis.saga_ttl, 86400);
+	config_free(cfg);
+	cfg = load("redis = { saga_ttl = 600; };\n", NULL);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(cfg->redis.completed_ttl, 0);	/* saga_ttl's */
+	config_free(cfg);
+	refused("redis = { completed_ttl = -1; };\n", 1, "redis.completed_ttl: "
+	    "expected an integer from 0 to 31536000, got -1");
+}
+END_TEST
+
 START_TEST(redis_host_checked)
 {
 	refused("redis = { host = \"\"; };\n", 1, "redis.host: expected a host "
@@ -1384,6 +1401,7 @@ config_suite(void)
 	tcase_add_test(tc, nats_stream_name_checked);
 	tcase_add_test(tc, redis_port_bounds);
 	tcase_add_test(tc, redis_saga_ttl_positive);
+	tcase_add_test(tc, redis_completed_ttl_bounds_and_default);
 	tcase_add_test(tc, redis_host_checked);
 	tcase_add_test(tc, section_not_a_group_rejected);
 	tcase_add_test(tc, callbacks_allow_not_array_rejected);
