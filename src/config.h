@@ -69,6 +69,8 @@ struct config {
 	int		 shutdown_timeout_ms;
 	char		*log_file;	/* NULL: syslog (or stderr with -d) */
 	char		*queue;		/* the bus driver: "nats" or "rabbitmq" */
+	char		*user;		/* drop to them after binding (root) */
+	char		*group;
 	char		*log_format;	/* "text" or "json" (issue 14) */
 
 	struct {
@@ -79,6 +81,10 @@ struct config {
 		char	**urls;		/* nats.urls; on load url becomes
 					   their comma list */
 		size_t	  nurls;
+		char	*creds;		/* a .creds file (JWT and nkey seed) */
+		char	*user;
+		char	*password;	/* never logged */
+		char	*password_file;
 	} nats;
 	struct {
 		char	*url;		/* may hold a password: never log it */
@@ -88,13 +94,21 @@ struct config {
 		char	*host;
 		int	 port;
 		int	 saga_ttl;
+		int	 completed_ttl;	/* s a COMPLETED saga is kept; 0: saga_ttl */
 		int	 lease_ms;	/* owner's hold on a running saga */
 		char	**sentinels;	/* "host:port"; none: host and port */
 		size_t	  nsentinels;
 		char	*master_name;	/* the primary's name at the sentinels */
 		int	 min_replicas_ack; /* WAIT for this many; 0: no WAIT */
 		int	 ack_timeout_ms;
+		int	 db;		/* SELECT */
+		char	*username;	/* AUTH with an ACL user */
+		char	*password;	/* never logged */
+		char	*password_file;
 	} redis;
+	struct {
+		char	*tokens_file;	/* NULL: no auth (auth.h) */
+	} auth;
 	struct {
 		char	**allow;
 		size_t	  nallow;

@@ -34,7 +34,8 @@
  * expected revision, so it is never applied twice: the script refuses it if
  * it landed the first time. A CONFLICT at exactly the revision it would
  * have made, or an EXISTS for a create, is then checked against the
- * record: if the stored pb is the bytes this write carried, the write did
+ * record: if the stored packed saga (its pieces p, p.1... put together, see
+ * store_lua.c) is the bytes this write carried, the write did
  * land and counts as done (after a WAIT of its own); anything else is the
  * CONFLICT or EXISTS it says. A write that cannot be settled within twice
  * cmd_timeout fails with STORE_UNAVAILABLE, which the engines treat as any
@@ -598,11 +599,53 @@ first_arg(const struct seg *g, const char **p, size_t *len)
 	return 0;
 }
 
-static int
-pb_same(const struct req *w, const char *pb, size_t len)
+/* A field of a flat HGETALL array, or NULL. */
+static const redisReply *
+hash_field(const redisReply *h, const char *name)
 {
-	return w->pb_len > 0 && len == w->pb_len &&
-	    memcmp(w->args.p + w->pb_off, pb, len) == 0;
+	const redisReply *k;
+
+	for (size_t i = 0; i + 1 < h->elements; i += 2) {
+		k = h->element[i];
+		if (k->type == REDIS_REPLY_STRING && strcmp(k->str, name) == 0 &&
+		    h->element[i + 1]->type == REDIS_REPLY_STRING)
+			return h->element[i + 1];
+	}
+	return NULL;
+}
+
+/*
+ * Is the packed saga of the hash h (HGETALL) the one w carried? The hash
+ * holds it in pieces p, p.1, p.2... (pn of them), or whole in pb (the
+ * previous layout; see store_lua.c).
+ */
+static int
+pb_same(const struct req *w, const redisReply *h)
+{
+	const redisReply	*v, *pn;
+	const char		*mine = w->args.p + w->pb_off;
+	size_t			 at = 0;
+	long			 n;
+	char			 name[24];
+
+	if (w->pb_len == 0 || h->type != REDIS_REPLY_ARRAY)
+		return 0;
+	if ((v = hash_field(h, "pb")) != NULL)
+		return v->len == w->pb_len && memcmp(v->str, mine, v->len) == 0;
+	pn = hash_field(h, "pn");
+	n = pn != NULL ? strtol(pn->str, NULL, 10) : 1;
+	for (long j = 0; j < n; j++) {
+		if (j == 0)
+			snprintf(name, sizeof(name), "p");
+		else
+			snprintf(name, sizeof(name), "p.%ld", j);
+		if ((v = hash_field(h, name)) == NULL ||
+		    at + v->len > w->pb_len ||
+		    memcmp(v->str, mine + at, v->len) != 0)
+			return 0;
+		at += v->len;
+	}
+	return at == w->pb_len;
 }
 
 /* Is it ours? HMGET the record after the CONFLICT of a write sent again. */
@@ -621,12 +664,8 @@ verify_send(struct req *w, int64_t cur)
 		return;
 	}
 	v = store_req_new(st, &st->main, REQ_VERIFY);
-	store_req_str(v, "HMGET");
+	store_req_str(v, "HGETALL");	/* a small hash: under 1 KB */
 	store_req_arg(v, key, klen);
-	store_req_str(v, "rev");
-	store_req_str(v, "pb");
-	store_req_str(v, "state");
-	store_req_str(v, "cancel");
 	v->orig = w;
 	if (st->main.state != CONN_UP || store_req_send(v) == -1) {
 		v->orig = NULL;
@@ -641,29 +680,28 @@ verify_send(struct req *w, int64_t cur)
 static void
 reply_verify_held(struct req *v, const redisReply *rep)
 {
-	struct req	*w = v->orig;
-	const redisReply *e;
-	int64_t		 rev;
-	const char	*cancel = NULL;
+	struct req		*w = v->orig;
+	const redisReply	*e, *st, *ca;
+	int64_t			 rev;
+	const char		*cancel = NULL;
 
 	v->orig = NULL;
 	store_req_free(v);
 	if (w == NULL)
 		return;
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4 ||
-	    rep->element[0]->type != REDIS_REPLY_STRING) {
+	if (rep->type != REDIS_REPLY_ARRAY ||
+	    (e = hash_field(rep, "rev")) == NULL) {
 		store_req_fail(w, STORE_NOT_FOUND, "no such saga");
 		return;
 	}
-	rev = strtoll(rep->element[0]->str, NULL, 10);
-	e = rep->element[1];
-	if (rev == w->exp_rev + 1 && e->type == REDIS_REPLY_STRING &&
-	    pb_same(w, e->str, e->len)) {
-		if (rep->element[3]->type == REDIS_REPLY_STRING &&
-		    rep->element[2]->type == REDIS_REPLY_STRING &&
-		    (strcmp(rep->element[2]->str, "STATE_PENDING") == 0 ||
-		    strcmp(rep->element[2]->str, "STATE_RUNNING") == 0))
-			cancel = rep->element[3]->str;
+	rev = strtoll(e->str, NULL, 10);
+	if (rev == w->exp_rev + 1 && pb_same(w, rep)) {
+		st = hash_field(rep, "state");
+		ca = hash_field(rep, "cancel");
+		if (ca != NULL && st != NULL &&
+		    (strcmp(st->str, "STATE_PENDING") == 0 ||
+		    strcmp(st->str, "STATE_RUNNING") == 0))
+			cancel = ca->str;
 		w->cb.rev(STORE_OK, rev, cancel, NULL, w->arg);
 	} else
 		w->cb.rev(STORE_CONFLICT, rev, NULL, "revision changed",
@@ -688,7 +726,6 @@ int
 store_write_retried(struct req *w, const redisReply *e)
 {
 	const char		*what = what_of(e);
-	const redisReply	*h, *k, *v;
 	struct store_saga	 rec;
 
 	if (strcmp(what, "ERR") == 0 && e->elements > 1 &&
@@ -706,24 +743,13 @@ store_write_retried(struct req *w, const redisReply *e)
 		return 1;
 	}
 	if (w->kind == REQ_CREATE && strcmp(what, "EXISTS") == 0 &&
-	    e->elements > 1 && e->element[1]->type == REDIS_REPLY_ARRAY) {
-		h = e->element[1];
-		for (size_t i = 0; i + 1 < h->elements; i += 2) {
-			k = h->element[i];
-			v = h->element[i + 1];
-			if (k->type != REDIS_REPLY_STRING ||
-			    v->type != REDIS_REPLY_STRING ||
-			    strcmp(k->str, "pb") != 0)
-				continue;
-			if (!pb_same(w, v->str, v->len))
-				return 0;
-			memset(&rec, 0, sizeof(rec));
-			rec.rev = 1;
-			rec.pod = rec.owner = rec.callback = rec.cancel = "";
-			w->cb.saga(STORE_OK, &rec, NULL, w->arg);
-			store_req_free(w);
-			return 1;
-		}
+	    e->elements > 1 && pb_same(w, e->element[1])) {
+		memset(&rec, 0, sizeof(rec));
+		rec.rev = 1;
+		rec.pod = rec.owner = rec.callback = rec.cancel = "";
+		w->cb.saga(STORE_OK, &rec, NULL, w->arg);
+		store_req_free(w);
+		return 1;
 	}
 	return 0;
 }
