@@ -3,7 +3,7 @@
 # NATS cluster with an R3 stream, Redis primary + 2 replicas + 3 sentinels,
 # two sagad pods (nats.urls in different orders, redis.sentinels,
 # min_replicas_ack = 1) under a mixed load of sync and async sagas. Then:
-# kill -9 the NATS node pod-a talks to; kill -9 the Redis primary (the
+# kill -9 the NATS node pod-a talks to (the one leading the stream); kill -9 the Redis primary (the
 # sentinels promote a replica); restart both. Every saga sent must end
 # final and correct (t/py/cluster_load.py check), and the load's success
 # ratio and latency in each phase are printed (bench/RESULTS.md has them).
@@ -172,7 +172,7 @@ now() { date +%s.%N; }
 	c "$LIB_TMP/sent" "$PA,$PB" >"$LIB_TMP/load.out" 2>&1 &
 LOAD=$!
 T0=$(now)
-sleep 6
+sleep 8		# python3-grpcio takes a few seconds to start sending
 T1=$(now)
 echo "steady $T0 $T1" >>"$MARKS"
 kill -9 "${NPID[$K]}"
