@@ -569,8 +569,10 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		if (store_req_send(r) == 0)
 			return;
 	}
-	if (rep->type == REDIS_REPLY_ERROR && c->ac == ac)
-		store_failover_error(c, rep);	/* not the primary: drop */
+	/* Not the primary (a PING may meet -LOADING: HELLO retries it). */
+	if (rep->type == REDIS_REPLY_ERROR && c->ac == ac &&
+	    r->kind != REQ_PING)
+		store_failover_error(c, rep);
 
 	switch (r->kind) {
 	case REQ_BATCH:
