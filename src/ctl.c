@@ -27,6 +27,7 @@
 #include "report.h"
 #include "saga.h"
 #include "saga/v1/saga.pb-c.h"
+#include "tls.h"
 #include "util.h"
 
 #define CTL_DEFAULT_SERVER	"127.0.0.1:10000"
@@ -60,6 +61,14 @@ usage(FILE *fp)
     CTL_DEFAULT_SERVER ")\n"
 "  -j, --json                 print JSON for scripts\n"
 "  -T, --timeout ms           deadline of each call (default 30000)\n"
+"      --tls                  talk TLS to sagad, checking its certificate\n"
+"                             against the system's CAs\n"
+"      --ca FILE              ... against the CA certificates in FILE (PEM);\n"
+"                             implies --tls\n"
+"      --cert FILE --key FILE a client certificate, for a sagad whose\n"
+"                             tls.client_ca requires one; implies --tls\n"
+"      --server-name NAME     the name sagad's certificate must carry\n"
+"                             (default: the host of -s)\n"
 "  -h, --help                 this text\n"
 "  -V, --version              the version\n"
 "\n"
@@ -663,10 +672,17 @@ ctl_main(int argc, char **argv)
 		{ "timeout",	required_argument, NULL, 'T' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ "version",	no_argument,	   NULL, 'V' },
+		{ "tls",	no_argument,	   NULL, 1000 },
+		{ "ca",		required_argument, NULL, 1001 },
+		{ "cert",	required_argument, NULL, 1002 },
+		{ "key",	required_argument, NULL, 1003 },
+		{ "server-name", required_argument, NULL, 1004 },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ctl	 c;
 	const char	*server = getenv("SAGAD_SERVER");
+	const char	*ca = NULL, *cert = NULL, *key = NULL;
+	int		 tls = 0;
 	const char	*cmd;
 	char		 host[256], err[SAGAD_ERRLEN], *end;
 	int		 port, ch, rc;
@@ -698,6 +714,24 @@ ctl_main(int argc, char **argv)
 		case 'V':
 			printf("sagactl %s\n", PACKAGE_VERSION);
 			return CTL_EXIT_OK;
+		case 1000:
+			tls = 1;
+			break;
+		case 1001:
+			ca = optarg;
+			tls = 1;
+			break;
+		case 1002:
+			cert = optarg;
+			tls = 1;
+			break;
+		case 1003:
+			key = optarg;
+			tls = 1;
+			break;
+		case 1004:
+			c.server_name = optarg;
+			break;
 		default:
 			usage(stderr);
 			return CTL_EXIT_USAGE;
@@ -724,6 +758,11 @@ ctl_main(int argc, char **argv)
 		usage(stderr);
 		return CTL_EXIT_USAGE;
 	}
+	if (tls && (c.tls = tls_client_new(ca, cert, key, err,
+	    sizeof(err))) == NULL) {
+		fprintf(stderr, "sagactl: %s\n", err);
+		return CTL_EXIT_USAGE;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	c.base = event_base_new();
 	c.client = grpc_client_new(c.base, NULL, err, sizeof(err));
@@ -731,7 +770,8 @@ ctl_main(int argc, char **argv)
 		fprintf(stderr, "sagactl: %s\n", err);
 		return CTL_EXIT_FAILED;
 	}
-	c.ch = grpc_client_channel(c.client, host, port);
+	c.ch = grpc_client_channel_tls(c.client, host, port, c.tls,
+	    c.server_name);
 	if (strcmp(cmd, "run") == 0)
 		rc = cmd_run(&c, argc, argv);
 	else if (strcmp(cmd, "get") == 0)
@@ -755,6 +795,7 @@ ctl_main(int argc, char **argv)
 	else
 		rc = ctl_cmd_bench(&c, argc, argv, host, port);
 	grpc_client_free(c.client);
+	tls_free(c.tls);
 	event_base_free(c.base);
 	return rc;
 }

@@ -227,6 +227,18 @@ driver_unsent(struct driver *d, const char *why, int64_t now_ms)
 	return decided(d, &prev, before, now_ms);
 }
 
+enum saga_action_kind
+driver_unreached(struct driver *d, int status, const char *why,
+    int64_t now_ms)
+{
+	struct saga_action	prev = d->a;
+	enum saga_state		before = d->s->state;
+
+	d->a = saga_step_unreached(d->s, d->cfg, d->flow, &prev, status, why,
+	    now_ms);
+	return decided(d, &prev, before, now_ms);
+}
+
 /* After an operator's move: its saga event, and the call that follows. */
 static enum saga_action_kind
 operated(struct driver *d, int64_t now_ms)

@@ -100,6 +100,8 @@ const struct config_node *driver_node(const struct driver *, size_t step);
  *   another call follows, its start shares the result's write.
  * driver_unsent: the call in d->a could not be built (raw mode, its context
  *   entry missing): nothing was sent.
+ * driver_unreached: the call in d->a never reached the participant (its TLS
+ *   handshake failed): nothing was sent; status says why.
  * Each returns d->a.kind.
  */
 void	 driver_start(struct driver *, int64_t now_ms);
@@ -110,6 +112,8 @@ enum saga_action_kind driver_result(struct driver *, int status,
 	    const char *msg, const uint8_t *reply, size_t len, int64_t now_ms);
 enum saga_action_kind driver_unsent(struct driver *, const char *why,
 	    int64_t now_ms);
+enum saga_action_kind driver_unreached(struct driver *, int status,
+	    const char *why, int64_t now_ms);
 
 /*
  * A saga read back from the store whose flow is no longer configured as it

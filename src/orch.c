@@ -19,6 +19,7 @@
 #include "grpc/grpc.h"
 #include "grpc/server.h"
 #include "orch_int.h"
+#include "tls.h"
 #include "util.h"
 #include "work.h"
 
@@ -311,6 +312,7 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 	o->client = client;
 	o->store = store;
 	o->owner = util_xstrdup(owner);
+	o->tls = tls_cache_new();
 	idtable_init(&o->runs_by_id, 1024);
 	TAILQ_INIT(&o->runs);
 	idtable_init(&o->holds_by_id, 1024);
@@ -335,8 +337,14 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 void
 orch_set_config(struct orch *o, struct config *cfg)
 {
+	char err[SAGAD_ERRLEN];
+
 	config_free(o->cfg);
 	o->cfg = config_ref(cfg);
+	/* SIGHUP: the services' certificates are read again. */
+	if (tls_cache_reload(o->tls, err, sizeof(err)) == -1)
+		orch_log(o, UTIL_WARN, NULL, "reload: services' TLS: %s; "
+		    "keeping what was loaded before", err);
 	admit_configure(o);
 }
 
@@ -406,6 +414,7 @@ orch_free(struct orch *o)
 	free(o->done_subject);
 	admit_free(o);
 	free(o->owner);
+	tls_cache_free(o->tls);
 	config_free(o->cfg);
 	free(o);
 }

@@ -338,8 +338,12 @@ run_call_done(void *arg, const struct grpc_client_result *res)
 	}
 	if (r->o->closing)
 		return;
-	driver_result(&r->d, res->status, res->message, res->data, res->len,
-	    util_now_ms());
+	if (res->unsent)	/* its TLS handshake failed: never reached */
+		driver_unreached(&r->d, res->status, res->message,
+		    util_now_ms());
+	else
+		driver_result(&r->d, res->status, res->message, res->data,
+		    res->len, util_now_ms());
 	run_next(r);
 }
 
@@ -362,6 +366,13 @@ sync_call(struct run *r)
 		TAILQ_INSERT_TAIL(&v->waiting, r, qlink);
 		v->queued++;
 		r->svc = v;
+		return;
+	}
+	if (v->ch == NULL) {
+		/* Its TLS files did not load: nothing can reach it. */
+		driver_unreached(&r->d, GRPC_STATUS_UNAVAILABLE, v->tls_err,
+		    util_now_ms());
+		run_next(r);
 		return;
 	}
 	req = driver_request(&r->d, &path, &len, &md, err, sizeof(err));

@@ -420,12 +420,21 @@ saga_step_unsent(struct saga *s, const struct config *cfg,
     const struct config_flow *flow, const struct saga_action *a,
     const char *why, int64_t now_ms)
 {
+	return saga_step_unreached(s, cfg, flow, a,
+	    GRPC_STATUS_INVALID_ARGUMENT, why, now_ms);
+}
+
+struct saga_action
+saga_step_unreached(struct saga *s, const struct config *cfg,
+    const struct config_flow *flow, const struct saga_action *a,
+    int status, const char *why, int64_t now_ms)
+{
 	struct saga_step *st = &s->steps[a->step];
 
 	s->updated_ms = now_ms;
 	st->finished_ms = now_ms;
-	set_error(&st->error, "%s: %s (not sent)",
-	    grpc_status_name(GRPC_STATUS_INVALID_ARGUMENT), why);
+	set_error(&st->error, "%s: %s (not sent)", grpc_status_name(status),
+	    why);
 	if (a->compensate) {
 		char prev[512];
 

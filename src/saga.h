@@ -170,6 +170,14 @@ struct saga_action saga_step_end(struct saga *, const struct config *,
 struct saga_action saga_step_unsent(struct saga *, const struct config *,
 		    const struct config_flow *, const struct saga_action *,
 		    const char *why, int64_t now_ms);
+/*
+ * The same rule for a call that was built but never reached the
+ * participant (its TLS handshake failed: issue 15), with the status that
+ * says why (UNAVAILABLE) in the step's error.
+ */
+struct saga_action saga_step_unreached(struct saga *, const struct config *,
+		    const struct config_flow *, const struct saga_action *,
+		    int grpc_status, const char *why, int64_t now_ms);
 
 /*
  * Where a saga stands after a crash of the process that ran it: a RUNNING

@@ -45,6 +45,7 @@
 #include "saga/v1/saga.pb-c.h"
 #include "step.h"
 #include "store.h"
+#include "tls.h"
 #include "util.h"
 #include "wengine_int.h"
 #include "work.h"
@@ -135,6 +136,7 @@ wengine_new(const struct wengine_params *p, char *err, size_t errlen)
 	e->bus = p->bus;
 	e->store = p->store;
 	e->client = p->client;
+	e->tls = tls_cache_new();
 	e->cfg = config_ref(p->cfg);
 	e->log = p->log;
 	e->log_arg = p->log_arg;
@@ -175,6 +177,10 @@ wengine_set_config(struct wengine *e, struct config *cfg, char *err,
 	e->timeout_ms = tmp.timeout_ms;
 	config_free(e->cfg);
 	e->cfg = config_ref(cfg);
+	/* SIGHUP: the services' certificates are read again. */
+	if (tls_cache_reload(e->tls, err, errlen) == -1)
+		wengine_log(e, UTIL_WARN, NULL, "reload: services' TLS: %s; "
+		    "keeping what was loaded before", err);
 	return 0;
 }
 
@@ -497,8 +503,12 @@ job_call_done(void *arg, const struct grpc_client_result *res)
 		    j->d.s->steps[a->step].name, a->compensate ? " (undo)" :
 		    "", a->attempt, grpc_status_name(res->status),
 		    res->message != NULL ? res->message : "");
-	driver_result(&j->d, res->status, res->message, res->data, res->len,
-	    util_now_ms());
+	if (res->unsent)	/* its TLS handshake failed: never reached */
+		driver_unreached(&j->d, res->status, res->message,
+		    util_now_ms());
+	else
+		driver_result(&j->d, res->status, res->message, res->data,
+		    res->len, util_now_ms());
 	job_after(j);
 }
 
@@ -508,6 +518,7 @@ job_call(struct job *j)
 	const struct config_node	*node = driver_node(&j->d, j->d.a.step);
 	const struct config_service	*cs = &j->d.cfg->services[node->service];
 	struct grpc_channel		*ch;
+	struct tls			*tls = NULL;
 	struct grpc_metadata		 md = { 0 };
 	const char			*path;
 	uint8_t				*req;
@@ -521,8 +532,19 @@ job_call(struct job *j)
 		job_after(j);
 		return;
 	}
+	if (cs->tls.on && (tls = tls_cache_client(j->e->tls, cs->tls.ca,
+	    cs->tls.cert, cs->tls.key, err, sizeof(err))) == NULL) {
+		/* Its TLS files did not load: nothing can reach it. */
+		free(req);
+		grpc_md_clear(&md);
+		driver_unreached(&j->d, GRPC_STATUS_UNAVAILABLE, err,
+		    util_now_ms());
+		job_after(j);
+		return;
+	}
 	j->e->st.calls++;
-	ch = grpc_client_channel(j->e->client, cs->host, cs->port);
+	ch = grpc_client_channel_tls(j->e->client, cs->host, cs->port, tls,
+	    cs->tls.server_name);
 	j->call = grpc_client_call_start(ch, path, req, len, &md,
 	    node->timeout_ms, job_call_done, j);
 	grpc_md_clear(&md);
@@ -763,6 +785,7 @@ wengine_free(struct wengine *e)
 	callback_free(e->http);
 	while ((j = LIST_FIRST(&e->jobs)) != NULL)
 		job_free(j);
+	tls_cache_free(e->tls);
 	config_free(e->cfg);
 	free(e);
 }

@@ -35,6 +35,7 @@ struct wengine {
 	struct bus		*bus;
 	struct store		*store;
 	struct grpc_client	*client;
+	struct tls_cache	*tls;		/* the services' TLS contexts */
 	struct config		*cfg;
 	struct callback		*http;
 	int			 callbacks;	/* the callbacks topic */

@@ -31,6 +31,7 @@
 #include "grpc/grpc.h"
 
 struct event_base;
+struct tls;
 struct grpc_client;
 struct grpc_channel;
 struct grpc_client_call;
@@ -54,6 +55,12 @@ struct grpc_client_result {
 	size_t				 len;
 	const struct grpc_metadata	*headers;	/* response headers */
 	const struct grpc_metadata	*trailers;	/* trailers (or Trailers-Only) */
+	/*
+	 * 1: the call never left this process because the channel's TLS
+	 * handshake failed (the server's certificate or name refused, our
+	 * certificate refused, no HTTP/2): no byte of it reached the server.
+	 */
+	int				 unsent;
 };
 
 typedef void (*grpc_client_cb)(void *arg, const struct grpc_client_result *);
@@ -73,6 +80,15 @@ void			 grpc_client_free(struct grpc_client *);
  */
 struct grpc_channel	*grpc_client_channel(struct grpc_client *,
 			    const char *host, int port);
+/*
+ * The same over TLS (tls.h, a client context; NULL: cleartext h2c): the
+ * server's certificate must name server_name (NULL: host). The channel is
+ * the one of (host, port, tls, server_name); it holds a reference to tls,
+ * whose reloads its new connections follow.
+ */
+struct grpc_channel	*grpc_client_channel_tls(struct grpc_client *,
+			    const char *host, int port, struct tls *tls,
+			    const char *server_name);
 
 /*
  * Starts a unary call: path is "/package.Service/Method", req the serialized

@@ -301,6 +301,7 @@ grpc_client_call_deliver(struct grpc_client_call *call)
 		r.len = call->resplen;
 		r.headers = &call->headers;
 		r.trailers = &call->trailers;
+		r.unsent = call->unsent;
 		call->cb(call->arg, &r);
 	}
 	evtimer_del(call->timer);

@@ -306,6 +306,12 @@ grpc_call_peer(const struct grpc_call *c)
 	return c->conn->peer;
 }
 
+const char *
+grpc_call_peer_name(const struct grpc_call *c)
+{
+	return c->conn->subject;
+}
+
 struct grpc_server *
 grpc_call_server(const struct grpc_call *c)
 {

@@ -100,6 +100,8 @@ struct conn {
 	nghttp2_session		*h2;
 	TAILQ_HEAD(, grpc_call)	 calls;
 	char			 peer[64];
+	char			*subject;	/* TLS: the client's certificate's; or NULL */
+	int			 tls;		/* the bufferevent is TLS */
 	size_t			 in_buffered;
 	int			 in_io;		/* inside nghttp2: do not send or free */
 	int			 read_paused;
@@ -127,6 +129,7 @@ struct grpc_server {
 	size_t			 nmethods;
 	struct evconnlistener	*lev;
 	int			 port;
+	struct tls		*tls;		/* NULL: h2c */
 	TAILQ_HEAD(, conn)	 conns;
 	TAILQ_HEAD(, conn)	 handshaking;	/* oldest first */
 	size_t			 nconns;

@@ -38,6 +38,7 @@
 #include "grpc/grpc.h"
 #include "grpc/server.h"
 #include "grpc/server_int.h"
+#include "tls.h"
 #include "util.h"
 
 #define ACCEPT_PAUSE_MS		100	/* after EMFILE/ENFILE with nothing to evict */
@@ -224,13 +225,24 @@ grpc_server_accept_cb(struct evconnlistener *lev SAGAD_UNUSED,
 		grpc_server_conn_free(old);
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	/*
+	 * TLS: the handshake runs inside the bufferevent; the connection
+	 * counts as handshaking (handshake_timeout_ms) until the client's
+	 * SETTINGS, so a peer stuck in TLS is swept like one stuck before
+	 * its preface. Its output cannot bypass OpenSSL: no direct writes.
+	 */
+	if (srv->tls != NULL)
+		bev = tls_accept_bev(srv->tls, srv->base, fd, 1);
+	else
+		bev = bufferevent_socket_new(srv->base, fd,
+		    BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
 		close(fd);
 		grpc_server_peer_release(srv, p);
 		return;
 	}
-	if (grpc_server_conn_new(srv, bev, sa, (socklen_t)salen, fd) == -1)
+	if (grpc_server_conn_new(srv, bev, sa, (socklen_t)salen,
+	    srv->tls != NULL ? -1 : fd) == -1)
 		grpc_server_peer_release(srv, p);
 }
 
