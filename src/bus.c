@@ -143,6 +143,10 @@ bus_open(struct event_base *base, const struct bus_opts *o, char *err,
 		bus->reconnect_max_ms = bus->reconnect_wait_ms;
 	bus->dedupe_window_ms = o->dedupe_window_ms > 0 ?
 	    o->dedupe_window_ms : 120000;
+	bus->tls = o->tls;
+	bus->tls_ca = o->tls_ca != NULL ? util_xstrdup(o->tls_ca) : NULL;
+	bus->tls_cert = o->tls_cert != NULL ? util_xstrdup(o->tls_cert) : NULL;
+	bus->tls_key = o->tls_key != NULL ? util_xstrdup(o->tls_key) : NULL;
 	if ((bus->wake = event_new(base, -1, 0, bus_wake, bus)) == NULL) {
 		snprintf(err, errlen, "bus: event_new failed");
 		goto fail;
@@ -154,6 +158,9 @@ fail:
 	if (bus->wake != NULL)
 		event_free(bus->wake);
 	pthread_mutex_destroy(&bus->mu);
+	free(bus->tls_ca);
+	free(bus->tls_cert);
+	free(bus->tls_key);
 	free(bus->stream);
 	free(bus->queue_type);
 	free(bus);
@@ -782,6 +789,9 @@ bus_close(struct bus *bus)
 	}
 	event_free(bus->wake);
 	pthread_mutex_destroy(&bus->mu);
+	free(bus->tls_ca);
+	free(bus->tls_cert);
+	free(bus->tls_key);
 	free(bus->stream);
 	free(bus->queue_type);
 	free(bus);

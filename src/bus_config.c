@@ -35,6 +35,10 @@ bus_config_opts(const struct config *cfg, struct bus_opts *o)
 		o->stream = cfg->nats.stream;
 		o->replicas = cfg->nats.replicas;
 		o->queue_type = NULL;
+		o->tls = cfg->nats.tls.on;
+		o->tls_ca = cfg->nats.tls.ca;
+		o->tls_cert = cfg->nats.tls.cert;
+		o->tls_key = cfg->nats.tls.key;
 	}
 }
 

@@ -133,6 +133,8 @@ struct bus {
 	int			 reconnect_wait_ms;
 	int			 reconnect_max_ms;
 	int			 dedupe_window_ms;
+	int			 tls;		/* bus_opts' TLS (NATS) */
+	char			*tls_ca, *tls_cert, *tls_key;
 };
 
 enum bus_finish { BUS_ACK, BUS_NAK, BUS_TERM, BUS_PROGRESS };

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <nats/nats.h>
@@ -197,6 +198,9 @@ nats_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
 
 /* --- open and close --------------------------------------------------------- */
 
+/* nats.tls without a ca: the system's bundle (Debian's path). */
+#define NATS_SYSTEM_CAS	"/etc/ssl/certs/ca-certificates.crt"
+
 static int
 nats_open(struct bus *bus, const char *url, const char *name, char *err,
     size_t errlen)
@@ -264,6 +268,23 @@ nats_open(struct bus *bus, const char *url, const char *name, char *err,
 		s = natsOptions_SetPingInterval(opts, 2000);
 	if (s == NATS_OK)
 		s = natsOptions_SetMaxPingsOut(opts, 3);
+	/*
+	 * TLS (nats.tls, issue 15): the server's certificate is verified
+	 * against nats.tls.ca or the system's CAs, and its name against the
+	 * URL's host; a client certificate when cert and key are set. A
+	 * tls:// URL asks for TLS by itself.
+	 */
+	if (s == NATS_OK && bus->tls)
+		s = natsOptions_SetSecure(opts, true);
+	if (s == NATS_OK && bus->tls && bus->tls_ca != NULL)
+		s = natsOptions_LoadCATrustedCertificates(opts, bus->tls_ca);
+	if (s == NATS_OK && bus->tls && bus->tls_ca == NULL &&
+	    access(NATS_SYSTEM_CAS, R_OK) == 0)
+		s = natsOptions_LoadCATrustedCertificates(opts,
+		    NATS_SYSTEM_CAS);
+	if (s == NATS_OK && bus->tls && bus->tls_cert != NULL)
+		s = natsOptions_LoadCertificatesChain(opts, bus->tls_cert,
+		    bus->tls_key);
 	if (s != NATS_OK) {
 		nats_error(err, errlen, "options", s, 0);
 		goto fail;
