@@ -3,8 +3,10 @@
 # booking (order, payment) with the example participants, everything on this
 # machine. Not a test: it prints figures to record in bench/RESULTS.md.
 #
-#   [QUICK=1] bench/sync.sh [BUILD_DIR]   (default: the source tree's build;
-#                                         QUICK: section 1 alone)
+#   [QUICK=1] [TLS=1] bench/sync.sh [BUILD_DIR]   (default: the source tree's
+#                                         build; QUICK: section 1 alone; TLS:
+#                                         TLS on sagad's listener and to the
+#                                         participants, a throwaway CA)
 #
 # 1. closed loop, participants at 0 ms: sagas/s
 # 2. open loop at 5,000 sagas/s: latency percentiles
@@ -39,13 +41,29 @@ track $!
 wait_port "$REDIS_PORT"
 rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 order_port=$(free_port); payment_port=$(free_port); sagad_port=$(free_port)
+# TLS=1 (issue 15): one CA and one certificate (127.0.0.1) for everyone.
+part_tls=(); conf_tls=""; svc_tls=""; ctl_tls=""
+if [ -n "${TLS:-}" ]; then
+	pki=$LIB_TMP/pki; mkdir -p "$pki"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	    -keyout "$pki/ca.key" -out "$pki/ca.pem" -days 2 -subj /CN=bench-ca 2>/dev/null
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	    -keyout "$pki/s.key" -out "$pki/s.csr" -subj /CN=bench 2>/dev/null
+	printf 'subjectAltName=IP:127.0.0.1\n' >"$pki/s.ext"
+	openssl x509 -req -in "$pki/s.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+	    -CAcreateserial -out "$pki/s.pem" -days 2 -extfile "$pki/s.ext" 2>/dev/null
+	part_tls=(--tls-cert "$pki/s.pem" --tls-key "$pki/s.key")
+	conf_tls="tls = { cert = \"$pki/s.pem\"; key = \"$pki/s.key\"; };"
+	svc_tls="tls = { ca = \"$pki/ca.pem\"; };"
+	ctl_tls="--ca $pki/ca.pem"
+fi
 
 start_participants() {	# latency_ms
 	"$B/examples/booking/order" --listen "127.0.0.1:$order_port" \
-	    --latency "$1" --max-records 2000000 >"$LIB_TMP/order.log" 2>&1 &
+	    --latency "$1" --max-records 2000000 "${part_tls[@]}" >"$LIB_TMP/order.log" 2>&1 &
 	ORDER_PID=$!; track $ORDER_PID
 	"$B/examples/booking/payment" --listen "127.0.0.1:$payment_port" \
-	    --latency "$1" --max-records 2000000 >"$LIB_TMP/payment.log" 2>&1 &
+	    --latency "$1" --max-records 2000000 "${part_tls[@]}" >"$LIB_TMP/payment.log" 2>&1 &
 	PAYMENT_PID=$!; track $PAYMENT_PID
 	wait_port "$order_port"; wait_port "$payment_port"
 }
@@ -57,9 +75,10 @@ cat >"$LIB_TMP/sagad.conf" <<CONF
 pod_id = "bench";
 listen = "127.0.0.1:$sagad_port";
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; saga_ttl = 600; };
+$conf_tls
 services = {
-  order   = { address = "127.0.0.1:$order_port";   timeout_ms = 5000; max_inflight = 20000; max_queue = 100000; };
-  payment = { address = "127.0.0.1:$payment_port"; timeout_ms = 5000; max_inflight = 20000; max_queue = 100000; };
+  order   = { address = "127.0.0.1:$order_port";   timeout_ms = 5000; max_inflight = 20000; max_queue = 100000; $svc_tls };
+  payment = { address = "127.0.0.1:$payment_port"; timeout_ms = 5000; max_inflight = 20000; max_queue = 100000; $svc_tls };
 };
 nodes = {
   CreateOrder   = { service = "order";   action = "/booking.Order/Create";   compensate = "/booking.Order/Cancel"; };
@@ -71,10 +90,11 @@ SAGAD_WORKER="$B/sagad-worker" "$B/sagad" -d -c "$LIB_TMP/sagad.conf" \
     -p "$LIB_TMP/sagad.pid" >"$LIB_TMP/sagad.log" 2>&1 &
 SAGAD_PID=$!; track $SAGAD_PID
 wait_port "$sagad_port"
-ctl="$B/sagactl -s 127.0.0.1:$sagad_port"
+ctl="$B/sagactl -s 127.0.0.1:$sagad_port $ctl_tls"
 
 echo "# sagad sync benchmark, $(date -u +%Y-%m-%d), $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "redis $(redis-server --version | awk '{print $3}'): $redis_conf, save ''"
+echo "TLS: $([ -n "${TLS:-}" ] && echo "on (listener and participants, ECDSA P-256)" || echo off)"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 start_participants 0
@@ -119,7 +139,7 @@ body=$LIB_TMP/check.bin
 printf '\0\0\0\0\0' >"$body"	# an empty HealthCheckRequest
 raw=$(h2load -n 300000 -c 4 -m 100 -t 1 -d "$body" \
     -H 'te: trailers' -H 'content-type: application/grpc' \
-    "http://127.0.0.1:$sagad_port/grpc.health.v1.Health/Check" |
+    "http${TLS:+s}://127.0.0.1:$sagad_port/grpc.health.v1.Health/Check" |
     awk '/^finished in/ {gsub(",","",$4); print $4}')
 echo "raw calls/s: $raw"
 if [ -n "$closed" ] && [ -n "$raw" ]; then
