@@ -100,8 +100,18 @@ echo
 start_participants 0
 $ctl bench Booking -r 0 -d 2s --max-inflight 64 >/dev/null	# warm up
 echo "## 1. closed loop, 128 in flight, participants at 0 ms, $DUR"
+# CPU ticks a process has used; per saga, a cost that a loaded machine's
+# wall clock does not blur (the TLS comparison relies on it).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu0=$(ticks "$SAGAD_PID"); pcpu0=$(( $(ticks "$ORDER_PID") + $(ticks "$PAYMENT_PID") ))
 $ctl bench Booking -r 0 -d "$DUR" --max-inflight 128 -c 2 | tee "$LIB_TMP/closed.txt"
+cpu1=$(ticks "$SAGAD_PID"); pcpu1=$(( $(ticks "$ORDER_PID") + $(ticks "$PAYMENT_PID") ))
 closed=$(awk -F'[ ,]+' '/^Requests/ {print $(NF)}' "$LIB_TMP/closed.txt")
+n=$(awk -F'[ ,]+' '/^Requests/ {print $(NF-2)}' "$LIB_TMP/closed.txt")
+hz=$(getconf CLK_TCK)
+awk -v a="$((cpu1 - cpu0))" -v p="$((pcpu1 - pcpu0))" -v n="$n" -v hz="$hz" 'BEGIN {
+    if (n > 0) printf "CPU per saga: sagad %.0f us, the two participants %.0f us\n",
+        a * 1e6 / hz / n, p * 1e6 / hz / n }'
 if [ -n "${QUICK:-}" ]; then	# the closed loop alone, for A/B runs
 	echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 	exit 0
