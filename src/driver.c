@@ -218,24 +218,24 @@ driver_result(struct driver *d, int status, const char *msg,
 }
 
 enum saga_action_kind
+driver_unreached(struct driver *d, int status, const char *msg,
+    int64_t now_ms)
+{
+	struct saga_action	prev = d->a;
+	enum saga_state		before = d->s->state;
+
+	d->a = saga_step_unreached(d->s, d->cfg, d->flow, &prev, status, msg,
+	    now_ms, d->rng);
+	return decided(d, &prev, before, now_ms);
+}
+
+enum saga_action_kind
 driver_unsent(struct driver *d, const char *why, int64_t now_ms)
 {
 	struct saga_action	prev = d->a;
 	enum saga_state		before = d->s->state;
 
 	d->a = saga_step_unsent(d->s, d->cfg, d->flow, &prev, why, now_ms);
-	return decided(d, &prev, before, now_ms);
-}
-
-enum saga_action_kind
-driver_unreached(struct driver *d, int status, const char *why,
-    int64_t now_ms)
-{
-	struct saga_action	prev = d->a;
-	enum saga_state		before = d->s->state;
-
-	d->a = saga_step_unreached(d->s, d->cfg, d->flow, &prev, status, why,
-	    now_ms);
 	return decided(d, &prev, before, now_ms);
 }
 

@@ -98,10 +98,11 @@ const struct config_node *driver_node(const struct driver *, size_t step);
  * driver_result: the call in d->a ended with status (a gRPC code), msg and
  *   the reply's bytes; a reply that is not a StepReply is INTERNAL. When
  *   another call follows, its start shares the result's write.
+ * driver_unreached: the call in d->a ended with status and msg without ever
+ *   leaving sagad (no connection carried it): an action none of whose
+ *   attempts left has nothing to undo.
  * driver_unsent: the call in d->a could not be built (raw mode, its context
  *   entry missing): nothing was sent.
- * driver_unreached: the call in d->a never reached the participant (its TLS
- *   handshake failed): nothing was sent; status says why.
  * Each returns d->a.kind.
  */
 void	 driver_start(struct driver *, int64_t now_ms);
@@ -110,10 +111,10 @@ void	 driver_requeue(struct driver *);
 void	 driver_begin(struct driver *, int64_t now_ms);
 enum saga_action_kind driver_result(struct driver *, int status,
 	    const char *msg, const uint8_t *reply, size_t len, int64_t now_ms);
+enum saga_action_kind driver_unreached(struct driver *, int status,
+	    const char *msg, int64_t now_ms);
 enum saga_action_kind driver_unsent(struct driver *, const char *why,
 	    int64_t now_ms);
-enum saga_action_kind driver_unreached(struct driver *, int status,
-	    const char *why, int64_t now_ms);
 
 /*
  * A saga read back from the store whose flow is no longer configured as it

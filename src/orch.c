@@ -38,6 +38,22 @@ orch_log(struct orch *o, enum util_level lv, const char *id, const char *fmt,
 	o->log(lv, id, msg, o->log_arg);
 }
 
+enum util_level
+orch_burst_level(struct orch_burst *b, unsigned *held)
+{
+	int64_t now = util_mono_ms();
+
+	if (now - b->last_ms >= 1000) {
+		b->last_ms = now;
+		*held = b->held;
+		b->held = 0;
+		return UTIL_WARN;
+	}
+	b->held++;
+	*held = 0;
+	return UTIL_DEBUG;
+}
+
 void
 orch_context_load(struct saga *s, const Saga__V1__RunRequest *req)
 {

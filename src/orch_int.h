@@ -39,6 +39,14 @@ struct grpc_client_call;
 #define ORCH_ID_MAX		128	/* longest saga id a caller may give */
 #define ORCH_SWEEP_MS		1000	/* sweeper period */
 #define ORCH_SWEEP_BATCH	64	/* sagas claimed at most per sweep */
+/*
+ * An async or throttling saga's launch lease: from its create to its first
+ * result. Long enough for its first work to wait its turn in a queue;
+ * when it runs out with the saga still PENDING, a sweeper queues the first
+ * work again (the dedupe id and the revision checks make that harmless if
+ * the first one was there after all).
+ */
+#define ORCH_LAUNCH_LEASE_MS(cfg)	(6 * (cfg)->redis.lease_ms)
 #define ORCH_RETRY_MIN_MS	50	/* first retry of a failed write */
 #define ORCH_RETRY_MAX_MS	2000
 #define ORCH_POLL_MS		1000	/* held sagas looked up in the store */
@@ -153,6 +161,16 @@ struct launch {
 	TAILQ_ENTRY(launch)	 all;
 };
 
+/*
+ * A warning that an outage repeats for every saga: the first of each second
+ * is logged as a warning (with how many were held back since), the rest at
+ * debug level (orch_burst_level).
+ */
+struct orch_burst {
+	int64_t		 last_ms;
+	unsigned	 held;
+};
+
 struct orch {
 	struct event_base	*base;
 	struct config		*cfg;
@@ -185,6 +203,8 @@ struct orch {
 	int64_t			 last_poll_ms;
 	int64_t			 drain_ms;	/* when orch_drain ran */
 	int			 listen_failed;	/* logged once */
+	struct orch_burst	 unconfirmed;	/* launches the bus left unknown */
+	struct orch_burst	 requeued;	/* launch leases run out */
 	struct orch_stats	 st;
 	util_log_fn		 log;
 	void			*log_arg;
@@ -192,6 +212,9 @@ struct orch {
 
 void	 orch_log(struct orch *, enum util_level, const char *id,
 	    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* UTIL_WARN once a second, else UTIL_DEBUG; *held: the warnings held back. */
+enum util_level orch_burst_level(struct orch_burst *, unsigned *held);
 
 /* A saga id from a request: 1, or 0 with a sentence naming field. */
 int	 orch_valid_id(const char *field, const char *id, char *err,
@@ -248,6 +271,7 @@ void	 operate_cancel_heard(struct bus_listener *, const char *subject,
 
 /* orch_launch.c (async and throttling) */
 void	 launch_retry(struct orch *, struct grpc_call *, struct store_saga *);
+void	 launch_requeue(struct orch *, struct store_saga *);
 
 /* orch_sweep.c */
 void	 sweep_cron(struct orch *, int64_t now_ms);

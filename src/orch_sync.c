@@ -338,7 +338,7 @@ run_call_done(void *arg, const struct grpc_client_result *res)
 	}
 	if (r->o->closing)
 		return;
-	if (res->unsent)	/* its TLS handshake failed: never reached */
+	if (res->unsent)
 		driver_unreached(&r->d, res->status, res->message,
 		    util_now_ms());
 	else

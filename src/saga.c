@@ -412,7 +412,30 @@ saga_step_end(struct saga *s, const struct config *cfg,
 	}
 	set_error(&s->error, "%s: %s", st->name, st->error);
 	s->state = SAGA_STATE_COMPENSATING;
+	if (st->unsent >= st->attempts) {
+		/* No attempt ever left sagad: nothing to undo here. */
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s (never reached the "
+		    "participant)", st->error);
+		set_error(&st->error, "%s", why);
+		set_error(&s->error, "%s: %s", st->name, st->error);
+		st->state = SAGA_STATE_COMPENSATED;
+		return next_compensation(s, cfg, flow, (long)a->step - 1,
+		    now_ms);
+	}
 	return next_compensation(s, cfg, flow, (long)a->step, now_ms);
+}
+
+struct saga_action
+saga_step_unreached(struct saga *s, const struct config *cfg,
+    const struct config_flow *flow, const struct saga_action *a, int status,
+    const char *message, int64_t now_ms, uint64_t *rng)
+{
+	if (!a->compensate)
+		s->steps[a->step].unsent++;
+	return saga_step_end(s, cfg, flow, a, status, message, NULL, 0, now_ms,
+	    rng);
 }
 
 struct saga_action
@@ -420,21 +443,12 @@ saga_step_unsent(struct saga *s, const struct config *cfg,
     const struct config_flow *flow, const struct saga_action *a,
     const char *why, int64_t now_ms)
 {
-	return saga_step_unreached(s, cfg, flow, a,
-	    GRPC_STATUS_INVALID_ARGUMENT, why, now_ms);
-}
-
-struct saga_action
-saga_step_unreached(struct saga *s, const struct config *cfg,
-    const struct config_flow *flow, const struct saga_action *a,
-    int status, const char *why, int64_t now_ms)
-{
 	struct saga_step *st = &s->steps[a->step];
 
 	s->updated_ms = now_ms;
 	st->finished_ms = now_ms;
-	set_error(&st->error, "%s: %s (not sent)", grpc_status_name(status),
-	    why);
+	set_error(&st->error, "%s: %s (not sent)",
+	    grpc_status_name(GRPC_STATUS_INVALID_ARGUMENT), why);
 	if (a->compensate) {
 		char prev[512];
 
@@ -636,6 +650,7 @@ saga_pb_view(const struct saga *s, struct saga_pb *v)
 		v->sr[i].name = s->steps[i].name;
 		v->sr[i].state = (Saga__V1__State)s->steps[i].state;
 		v->sr[i].attempts = s->steps[i].attempts;
+		v->sr[i].unsent_attempts = s->steps[i].unsent;
 		v->sr[i].error = s->steps[i].error;
 		v->sr[i].started_unix_ms = s->steps[i].started_ms;
 		v->sr[i].finished_unix_ms = s->steps[i].finished_ms;
@@ -691,6 +706,7 @@ saga_from_pb(const Saga__V1__Saga *pb)
 		s->steps[i].name = util_xstrdup(r->name);
 		s->steps[i].state = (enum saga_state)r->state;
 		s->steps[i].attempts = r->attempts;
+		s->steps[i].unsent = r->unsent_attempts;
 		s->steps[i].error = r->error != NULL && *r->error ?
 		    util_xstrdup(r->error) : NULL;
 		s->steps[i].started_ms = r->started_unix_ms;
@@ -750,8 +766,11 @@ saga_to_json(const struct saga *s, size_t *len)
 
 		fputs(i > 0 ? ",{\"name\":" : "{\"name\":", fp);
 		json_write_string(fp, st->name);
-		fprintf(fp, ",\"state\":\"STATE_%s\",\"attempts\":%d,\"error\":",
+		fprintf(fp, ",\"state\":\"STATE_%s\",\"attempts\":%d,",
 		    saga_state_name(st->state), st->attempts);
+		if (st->unsent > 0)
+			fprintf(fp, "\"unsentAttempts\":%d,", st->unsent);
+		fputs("\"error\":", fp);
 		json_write_string(fp, st->error);
 		fprintf(fp, ",\"startedUnixMs\":\"%lld\",\"finishedUnixMs\":"
 		    "\"%lld\"}", (long long)st->started_ms,

@@ -39,6 +39,7 @@ struct saga_step {
 	char		*name;
 	enum saga_state	 state;
 	int		 attempts;	/* calls made, action and compensation */
+	int		 unsent;	/* action calls that never left sagad */
 	char		*error;
 	int64_t		 started_ms;
 	int64_t		 finished_ms;
@@ -162,6 +163,17 @@ struct saga_action saga_step_end(struct saga *, const struct config *,
 		    int64_t now_ms, uint64_t *rng);
 
 /*
+ * saga_step_end for a call that provably never left sagad (no connection
+ * carried it): an action's such attempts are counted, and an action whose
+ * every attempt was such a call reached nobody, so when it fails for good
+ * it has nothing to undo (its step ends COMPENSATED, "never reached").
+ */
+struct saga_action saga_step_unreached(struct saga *, const struct config *,
+		    const struct config_flow *, const struct saga_action *,
+		    int grpc_status, const char *message, int64_t now_ms,
+		    uint64_t *rng);
+
+/*
  * A call that could not even be built (a raw request whose context entry is
  * missing): nothing was sent, so no retry can help and, for an action,
  * there is nothing to undo at that step; the steps before it are
@@ -170,14 +182,6 @@ struct saga_action saga_step_end(struct saga *, const struct config *,
 struct saga_action saga_step_unsent(struct saga *, const struct config *,
 		    const struct config_flow *, const struct saga_action *,
 		    const char *why, int64_t now_ms);
-/*
- * The same rule for a call that was built but never reached the
- * participant (its TLS handshake failed: issue 15), with the status that
- * says why (UNAVAILABLE) in the step's error.
- */
-struct saga_action saga_step_unreached(struct saga *, const struct config *,
-		    const struct config_flow *, const struct saga_action *,
-		    int grpc_status, const char *why, int64_t now_ms);
 
 /*
  * Where a saga stands after a crash of the process that ran it: a RUNNING

@@ -171,13 +171,15 @@ void	 store_lease_renew(struct store *, const char *owner,
 	    const char *const *ids, size_t nids, int lease_ms,
 	    store_ids_cb *, void *);
 /*
- * Atomically takes up to max sagas whose lease expired, makes claimer their
- * owner with a lease of lease_ms, bumps their revision (so the old owner's
- * next update conflicts) and hands their ids to cb. No two claimers ever get
- * the same saga for one expiry.
+ * Atomically takes up to max sagas whose lease expired and hands their ids
+ * to cb; no two claimers ever get the same saga for one expiry. A sync saga
+ * gets claimer as its owner, a lease of lease_ms and a revision bump (so
+ * the old owner's next update conflicts). An async or throttling saga still
+ * PENDING (its first work may never have been queued) gets claimer and a
+ * lease of launch_lease_ms, no bump; one that moved on only leaves the set.
  */
 void	 store_lease_claim(struct store *, const char *claimer, int max,
-	    int lease_ms, store_ids_cb *, void *);
+	    int lease_ms, int launch_lease_ms, store_ids_cb *, void *);
 
 /*
  * An operator's Cancel of a PENDING or RUNNING saga: marks it with reason

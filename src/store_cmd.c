@@ -474,7 +474,7 @@ store_lease_renew(struct store *st, const char *owner,
 
 void
 store_lease_claim(struct store *st, const char *claimer, int max,
-    int lease_ms, store_ids_cb *cb, void *arg)
+    int lease_ms, int launch_lease_ms, store_ids_cb *cb, void *arg)
 {
 	struct req *r;
 
@@ -482,7 +482,7 @@ store_lease_claim(struct store *st, const char *claimer, int max,
 	r->cb.ids = cb;
 	r->arg = arg;
 	if (claimer == NULL || claimer[0] == '\0' || max <= 0 ||
-	    lease_ms <= 0) {
+	    lease_ms <= 0 || launch_lease_ms <= 0) {
 		store_req_defer(r, STORE_ERROR, "claim needs a claimer, a count "
 		    "and a lease");
 		return;
@@ -492,6 +492,7 @@ store_lease_claim(struct store *st, const char *claimer, int max,
 	store_req_str(r, claimer);
 	store_req_int(r, lease_ms);
 	store_req_int(r, max);
+	store_req_int(r, launch_lease_ms);
 	store_req_submit(r);
 }
 

@@ -159,7 +159,12 @@ static const char script_renew[] =
 
 /*
  * Takes expired leases. Scripts run one at a time in Redis, so a lease moves
- * to exactly one claimer; the revision bump fences off the former owner.
+ * to exactly one claimer. A sync saga's master drives it: the revision bump
+ * fences that former owner off. An async or throttling saga holds a lease
+ * only from its launch to its first result (the launch lease, ARGV[4]): one
+ * still PENDING is claimed so that its first work is queued again, without
+ * a bump (a worker that has it goes on); one that moved on is the bus's,
+ * and leaves the set.
  */
 static const char script_claim[] =
 	"local t = redis.call('TIME')\n"
@@ -169,10 +174,15 @@ static const char script_claim[] =
 	"local out = {}\n"
 	"for _, id in ipairs(ids) do\n"
 	"  local h = 'saga:{' .. id .. '}'\n"
-	"  if redis.call('EXISTS', h) == 1 then\n"
+	"  local m = redis.call('HMGET', h, 'mode', 'state')\n"
+	"  if m[1] == 'MODE_SYNC' then\n"
 	"    redis.call('HSET', h, 'owner', ARGV[1])\n"
 	"    redis.call('HINCRBY', h, 'rev', 1)\n"
 	"    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)\n"
+	"    out[#out + 1] = id\n"
+	"  elseif m[2] == 'STATE_PENDING' then\n"
+	"    redis.call('HSET', h, 'owner', ARGV[1])\n"
+	"    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), id)\n"
 	"    out[#out + 1] = id\n"
 	"  else\n"
 	"    redis.call('ZREM', KEYS[1], id)\n"

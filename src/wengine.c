@@ -503,7 +503,7 @@ job_call_done(void *arg, const struct grpc_client_result *res)
 		    j->d.s->steps[a->step].name, a->compensate ? " (undo)" :
 		    "", a->attempt, grpc_status_name(res->status),
 		    res->message != NULL ? res->message : "");
-	if (res->unsent)	/* its TLS handshake failed: never reached */
+	if (res->unsent)
 		driver_unreached(&j->d, res->status, res->message,
 		    util_now_ms());
 	else

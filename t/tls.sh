@@ -164,13 +164,13 @@ ctl --json run WrongName >"$T/run.out" 2>&1
 grep -q "COMPENSATED" "$T/run.out" || { cat "$T/run.out"; fail "WrongName not compensated"; }
 grep -q "certificate verify failed: hostname mismatch" "$T/run.out" ||
 	{ cat "$T/run.out"; fail "WrongName: the error does not name the mismatch"; }
-grep -q "(not sent)" "$T/run.out" || { cat "$T/run.out"; fail "WrongName: the step is not marked unsent"; }
+grep -q "never reached" "$T/run.out" || { cat "$T/run.out"; fail "WrongName: the step is not marked never reached"; }
 [ ! -s "$T/wrong.calls" ] || fail "the wrongly named participant got a call"
 [ "$(cat "$T/tls.calls")" = "$(printf '/t.P/Create\n/t.P/Cancel')" ] ||
 	{ cat "$T/tls.calls"; fail "WrongName: want A created then cancelled, once each"; }
 ctl --json run NoCert >"$T/run.out" 2>&1
 [ $? -eq 1 ] || { cat "$T/run.out"; fail "NoCert: want exit 1"; }
-grep -q "(not sent)" "$T/run.out" || { cat "$T/run.out"; fail "NoCert: the step is not marked unsent"; }
+grep -q "never reached" "$T/run.out" || { cat "$T/run.out"; fail "NoCert: the step is not marked never reached"; }
 [ ! -s "$T/mtls.calls" ] || fail "the mTLS participant served a client without a certificate"
 pass "a participant with another name, and an mTLS one without our certificate: refused, never called, the saga compensated cleanly"
 

@@ -25,9 +25,9 @@
  * looks the name up again, so a service that moves is found. A channel
  * made with a TLS context (tls.h) connects through bufferevent_openssl:
  * the server's certificate and name are verified and it must agree to
- * ALPN h2; a handshake that fails fails the calls that waited for it as
- * unsent (no byte of them left), with OpenSSL's reason. What it is not: no
- * compression, no client streaming.
+ * ALPN h2; a handshake that fails fails the calls that waited for it
+ * (unsent: no connection carried them) with OpenSSL's reason. What it is
+ * not: no compression, no client streaming.
  */
 #include "autoconf.h"
 
@@ -233,7 +233,6 @@ channel_fail_queue(struct grpc_channel *ch, int status, const char *msg)
 	while ((call = TAILQ_FIRST(&ch->queue)) != NULL) {
 		TAILQ_REMOVE(&ch->queue, call, entry);
 		ch->nqueued--;
-		call->unsent = ch->lasterr_unsent;
 		grpc_client_call_finish(call, status, "%s", msg);
 	}
 }
@@ -260,11 +259,9 @@ conn_fail(struct conn *c, const char *fmt, ...)
 	struct grpc_client	*cli = ch->cli;
 	struct grpc_client_call	*call;
 	enum conn_state		 was = c->state;
-	int			 tls_failed = c->tls_failed;
 	va_list			 ap;
 	char			 msg[SAGAD_ERRLEN];
 
-	c->tls_failed = 0;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
@@ -282,7 +279,6 @@ conn_fail(struct conn *c, const char *fmt, ...)
 		return;
 	}
 	snprintf(ch->lasterr, sizeof(ch->lasterr), "%s", msg);
-	ch->lasterr_unsent = tls_failed && was != CONN_READY;
 	if (was == CONN_READY) {
 		/* It worked before: the next call reconnects at once. */
 		c->state = CONN_IDLE;
@@ -379,7 +375,6 @@ conn_event(struct bufferevent *bev, short what, void *arg)
 		int			 one = 1;
 
 		if (c->ch->tls != NULL && !tls_alpn_h2(bev)) {
-			c->tls_failed = 1;
 			conn_fail(c, "tls %s: the server did not agree to "
 			    "HTTP/2 (ALPN h2)", c->ch->authority);
 			return;
@@ -410,7 +405,6 @@ conn_event(struct bufferevent *bev, short what, void *arg)
 	/* Before HTTP/2 is up, an OpenSSL error is the handshake's. */
 	if (c->ch->tls != NULL && c->state != CONN_READY &&
 	    tls_bev_error(bev, why, sizeof(why)) != NULL) {
-		c->tls_failed = 1;
 		conn_fail(c, "tls %s: %s", c->ch->authority, why);
 		return;
 	}
@@ -446,7 +440,6 @@ conn_connect(struct conn *c)
 		    NULL ? ch->server_name : ch->host, err, sizeof(err));
 		if (c->bev == NULL) {
 			c->state = CONN_CONNECTING;
-			c->tls_failed = 1;
 			conn_fail(c, "tls %s: %s", ch->authority, err);
 			return;
 		}

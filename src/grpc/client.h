@@ -55,12 +55,9 @@ struct grpc_client_result {
 	size_t				 len;
 	const struct grpc_metadata	*headers;	/* response headers */
 	const struct grpc_metadata	*trailers;	/* trailers (or Trailers-Only) */
-	/*
-	 * 1: the call never left this process because the channel's TLS
-	 * handshake failed (the server's certificate or name refused, our
-	 * certificate refused, no HTTP/2): no byte of it reached the server.
-	 */
-	int				 unsent;
+	int				 unsent;	/* 1: no connection ever carried
+							   the request: it cannot have
+							   reached the server */
 };
 
 typedef void (*grpc_client_cb)(void *arg, const struct grpc_client_result *);

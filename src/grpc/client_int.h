@@ -71,7 +71,6 @@ struct conn {
 	size_t			 nstreams;	/* streams not closed yet, attached or not */
 	int			 failures;	/* failed connects in a row */
 	int			 ping_out;	/* keepalive PING without ACK */
-	int			 tls_failed;	/* this failure is the TLS handshake's */
 	int64_t			 last_rx;
 };
 
@@ -83,7 +82,6 @@ struct grpc_channel {
 	char			*authority;
 	struct tls		*tls;		/* NULL: h2c */
 	char			*server_name;	/* TLS: the name to check; NULL: host */
-	int			 lasterr_unsent; /* lasterr: a TLS handshake failed */
 	struct conn		**slots;
 	int			 nslots;
 	int			 rr;
@@ -115,9 +113,9 @@ struct grpc_client_call {
 	enum call_state		 state;
 	int32_t			 sid;
 	int			 cancelled;
-	int			 unsent;	/* failed by its channel's TLS handshake */
 	int			 streaming;
 	int			 retries;
+	int			 submitted;	/* a stream ever carried it */
 	int			 got_headers;
 	int			 got_trailers;
 	int			 have_status;
