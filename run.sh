@@ -249,9 +249,27 @@ demo() {
 	say "starting redis-server on 127.0.0.1:$redis_port"
 	spawn redis-server redis-server --bind 127.0.0.1 --port "$redis_port" \
 		--dir "$DEMO_DIR/redis" --save '' --daemonize no
-	say "starting the example services: order on :$order_port, payment on :$payment_port (5 ms per call)"
-	spawn order examples/booking/order --listen "127.0.0.1:$order_port" --latency 5
-	spawn payment examples/booking/payment --listen "127.0.0.1:$payment_port" --latency 5
+	# TLS=1: TLS end to end (issue 15), certificates of a throwaway CA.
+	local part_tls=() tls_sed=() ctl_tls=""
+	if [ -n "${TLS:-}" ]; then
+		local pki=$DEMO_DIR/pki
+		mkdir -p "$pki"
+		say "TLS: a throwaway CA and a certificate for 127.0.0.1 in $pki (openssl)"
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		    -keyout "$pki/ca.key" -out "$pki/ca.pem" -days 2 -subj /CN=demo-ca 2>/dev/null
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		    -keyout "$pki/s.key" -out "$pki/s.csr" -subj /CN=demo 2>/dev/null
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$pki/s.ext"
+		openssl x509 -req -in "$pki/s.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+		    -CAcreateserial -out "$pki/s.pem" -days 2 -extfile "$pki/s.ext" 2>/dev/null
+		part_tls=(--tls-cert "$pki/s.pem" --tls-key "$pki/s.key")
+		tls_sed=(-e "s|\(address = \"127.0.0.1:\($order_port\|$payment_port\)\";\)|\1 tls = { ca = \"$pki/ca.pem\"; };|"
+		    -e "\$a tls = { cert = \"$pki/s.pem\"; key = \"$pki/s.key\"; };")
+		ctl_tls="--ca $pki/ca.pem"
+	fi
+	say "starting the example services: order on :$order_port, payment on :$payment_port (5 ms per call)${TLS:+, over TLS}"
+	spawn order examples/booking/order --listen "127.0.0.1:$order_port" --latency 5 "${part_tls[@]}"
+	spawn payment examples/booking/payment --listen "127.0.0.1:$payment_port" --latency 5 "${part_tls[@]}"
 	say "starting a receiver for the callbacks of async sagas (t/py/demo_receiver.py)"
 	spawn receiver /usr/bin/python3 "$TOP/t/py/demo_receiver.py" \
 		"$DEMO_DIR/receiver.port" "$DEMO_DIR/callbacks"
@@ -269,7 +287,7 @@ demo() {
 	    -e "s|port = 6379;|port = $redis_port;|" \
 	    -e "s|127.0.0.1:50051|127.0.0.1:$order_port|" \
 	    -e "s|127.0.0.1:50052|127.0.0.1:$payment_port|" \
-	    etc/sagad.conf >"$DEMO_DIR/sagad.conf"
+	    "${tls_sed[@]}" etc/sagad.conf >"$DEMO_DIR/sagad.conf"
 	say "checking the configuration: sagad -t -c $DEMO_DIR/sagad.conf"
 	./sagad -t -c "$DEMO_DIR/sagad.conf"
 	say "starting sagad on 127.0.0.1:$sagad_port"
@@ -277,7 +295,7 @@ demo() {
 	spawn sagad ./sagad -d \
 		-c "$DEMO_DIR/sagad.conf" -p "$DEMO_DIR/sagad.pidfile" -P demo
 	wait_port "$sagad_port"
-	CTL="./sagactl -s 127.0.0.1:$sagad_port"
+	CTL="./sagactl -s 127.0.0.1:$sagad_port $ctl_tls"
 	for i in $(seq 50); do
 		[ "$($CTL health 2>/dev/null)" = SERVING ] && break
 		sleep 0.2

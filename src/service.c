@@ -212,19 +212,14 @@ bus_status(struct bus *bus SAGAD_UNUSED, enum bus_state state, void *arg)
 	ready_update(sv);
 }
 
-/*
- * The listener's TLS context (issue 15), and a check of every service's
- * TLS files: a file that does not load stops the start with its reason.
- */
-static int
-service_tls(struct service *sv, const struct config *cfg, char *err,
-    size_t errlen)
+int
+service_tls_check(const struct config *cfg, char *err, size_t errlen)
 {
-	char why[SAGAD_ERRLEN];
+	struct tls	*t;
+	char		 why[SAGAD_ERRLEN];
 
 	for (size_t i = 0; i < cfg->nservices; i++) {
-		const struct config_service	*cs = &cfg->services[i];
-		struct tls			*t;
+		const struct config_service *cs = &cfg->services[i];
 
 		if (!cs->tls.on)
 			continue;
@@ -236,6 +231,39 @@ service_tls(struct service *sv, const struct config *cfg, char *err,
 		}
 		tls_free(t);
 	}
+	/* cnats reads the same PEM files: OpenSSL's verdict is its. */
+	if (cfg->nats.tls.on && (cfg->nats.tls.ca != NULL ||
+	    cfg->nats.tls.cert != NULL)) {
+		if ((t = tls_client_new(cfg->nats.tls.ca, cfg->nats.tls.cert,
+		    cfg->nats.tls.key, why, sizeof(why))) == NULL) {
+			snprintf(err, errlen, "nats.tls: %s", why);
+			return -1;
+		}
+		tls_free(t);
+	}
+	if (cfg->tls.on) {
+		if ((t = tls_server_new(cfg->tls.cert, cfg->tls.key,
+		    cfg->tls.client_ca, why, sizeof(why))) == NULL) {
+			snprintf(err, errlen, "tls: %s", why);
+			return -1;
+		}
+		tls_free(t);
+	}
+	return 0;
+}
+
+/*
+ * The listener's TLS context (issue 15), after a check of every TLS file:
+ * one that does not load stops the start with its reason.
+ */
+static int
+service_tls(struct service *sv, const struct config *cfg, char *err,
+    size_t errlen)
+{
+	char why[SAGAD_ERRLEN];
+
+	if (service_tls_check(cfg, err, errlen) == -1)
+		return -1;
 	if (!cfg->tls.on)
 		return 0;
 	if ((sv->tls = tls_server_new(cfg->tls.cert, cfg->tls.key,

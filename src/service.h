@@ -7,6 +7,9 @@
 #ifndef SAGAD_SERVICE_H
 #define SAGAD_SERVICE_H
 
+#include <stddef.h>
+
+struct config;
 struct master_hooks;
 struct service;
 
@@ -14,5 +17,12 @@ struct service;
 struct service	*service_new(struct master_hooks *);
 /* After the master's loop has ended: close and free everything. */
 void		 service_free(struct service *);
+/*
+ * Loads every TLS file cfg names (tls, services.NAME.tls, nats.tls) as
+ * sagad would, for `sagad -t` and the start: -1 with the first that does
+ * not load and why.
+ */
+int		 service_tls_check(const struct config *, char *err,
+		    size_t errlen);
 
 #endif

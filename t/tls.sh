@@ -222,6 +222,8 @@ pass "SIGHUP with a key that does not match: refused, the running certificate ke
 
 # A file that does not load stops the start, with its reason.
 write_conf sagad2 "" "$C/missing.key"
+"$SAGAD" -t -c "$T/sagad.conf" >"$T/bad.out" 2>&1 && fail "sagad -t passed a missing key"
+grep -q "tls: key $C/missing.key" "$T/bad.out" || { cat "$T/bad.out"; fail "sagad -t: no reason for a missing key"; }
 "$SAGAD" -d -c "$T/sagad.conf" -p "$T/sagad2.pid" >"$T/bad.out" 2>&1 && fail "sagad started without its key"
 grep -q "tls: key $C/missing.key" "$T/bad.out" || { cat "$T/bad.out"; fail "no reason for a missing key"; }
-pass "a missing key stops the start and says so"
+pass "a missing key fails sagad -t and stops the start, saying so"
