@@ -2,6 +2,7 @@
 # run.sh - the two commands of the README's Quick start, and their helpers.
 #   ./run.sh demo    install what is missing, build, start the stack, run sagas
 #                    (QUEUE=rabbitmq ./run.sh demo: on RabbitMQ, not NATS)
+#                    (TLS=1 ./run.sh demo: TLS end to end, a throwaway CA)
 #   ./run.sh test    install what is missing, build, run every test
 #                    (SANITIZE=1: the same under ASan+UBSan, as test-asan)
 #   ./run.sh test-asan  every test of a build with --enable-sanitizers, in
@@ -263,7 +264,8 @@ demo() {
 		openssl x509 -req -in "$pki/s.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
 		    -CAcreateserial -out "$pki/s.pem" -days 2 -extfile "$pki/s.ext" 2>/dev/null
 		part_tls=(--tls-cert "$pki/s.pem" --tls-key "$pki/s.key")
-		tls_sed=(-e "s|\(address = \"127.0.0.1:\($order_port\|$payment_port\)\";\)|\1 tls = { ca = \"$pki/ca.pem\"; };|"
+		tls_sed=(-e "s|\"127.0.0.1:$order_port\";|& tls = { ca = \"$pki/ca.pem\"; };|"
+		    -e "s|\"127.0.0.1:$payment_port\";|& tls = { ca = \"$pki/ca.pem\"; };|"
 		    -e "\$a tls = { cert = \"$pki/s.pem\"; key = \"$pki/s.key\"; };")
 		ctl_tls="--ca $pki/ca.pem"
 	fi
@@ -366,6 +368,7 @@ The stack keeps running. Try it yourself:
 Callbacks land in $DEMO_DIR/callbacks, logs in $DEMO_DIR.
 ./run.sh stop stops everything.
 EOF
+	[ -z "$ctl_tls" ] || echo "TLS: sagad and the services speak TLS only; give sagactl $ctl_tls"
 }
 
 case "${1:-}" in
