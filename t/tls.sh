@@ -87,6 +87,7 @@ shutdown_timeout_ms = 3000;
 tls = { cert = "$C/$1.pem"; key = "$key"; $client_ca };
 nats = { url = "nats://127.0.0.1:$NATS_PORT"; tls = { ca = "$C/ca.pem"; }; };
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; };
+limits = { handshake_timeout_ms = 1000; };
 services = {
   tls   = { address = "127.0.0.1:$TLS_PORT";  tls = { ca = "$C/ca.pem"; }; };
   mtls  = { address = "127.0.0.1:$MTLS_PORT";
@@ -147,7 +148,9 @@ grep -q "no application protocol" "$T/py.out" || { cat "$T/py.out"; fail "no no_
 "$CTL" -s "localhost:$SAGAD_PORT" --ca "$C/ca.pem" --server-name nope health >"$T/ctl.out" 2>&1 &&
 	fail "sagactl accepted a certificate for another name"
 grep -q "hostname mismatch" "$T/ctl.out" || { cat "$T/ctl.out"; fail "sagactl: name mismatch not said"; }
-pass "grpcio and sagactl over TLS; another CA, no ALPN, no h2, h2c and a wrong name refused"
+# A client that never starts its handshake is closed after handshake_timeout_ms.
+py silent "$SAGAD_PORT" 5 >"$T/py.out" 2>&1 || { cat "$T/py.out"; fail "a silent client outlived handshake_timeout_ms"; }
+pass "grpcio and sagactl over TLS; another CA, no ALPN, no h2, h2c and a wrong name refused; a silent client closed"
 
 # --- sagad to participants --------------------------------------------------------
 ctl() { "$CTL" -s "127.0.0.1:$SAGAD_PORT" --ca "$C/ca.pem" "$@"; }

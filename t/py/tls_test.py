@@ -12,6 +12,9 @@
                                         sagad refuses the handshake
   subject PORT CA                       the CN of sagad's certificate, as a
                                         new connection (ALPN h2) sees it
+  silent PORT SECONDS                   a TCP client that never starts its
+                                        TLS handshake: exit 0 if sagad closes
+                                        it within SECONDS
 """
 import socket
 import ssl
@@ -115,6 +118,20 @@ def subject(port, ca):
     return 0
 
 
+def silent(port, secs):
+    s = socket.create_connection(("127.0.0.1", port), timeout=secs)
+    t0 = time.monotonic()
+    try:
+        data = s.recv(1)
+    except socket.timeout:
+        print("still open after %.1f s" % (time.monotonic() - t0))
+        return 1
+    except ConnectionResetError:
+        data = b""
+    print("closed after %.1f s (%r)" % (time.monotonic() - t0, data))
+    return 0 if data == b"" else 1
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "serve":
@@ -126,6 +143,8 @@ def main(argv):
         return flows(int(argv[2]), *argv[3:])
     if cmd == "alpn":
         return alpn(int(argv[2]), argv[3], argv[4])
+    if cmd == "silent":
+        return silent(int(argv[2]), float(argv[3]))
     if cmd == "subject":
         return subject(int(argv[2]), argv[3])
     print("unknown command %s" % cmd)
