@@ -2,12 +2,14 @@
 # t/tls.sh - TLS everywhere sagad talks (issue 15), with a throwaway CA made
 # by openssl here: python3-grpcio to sagad over TLS and mTLS (no client
 # certificate, one from another CA, a client that does not offer h2: all
-# refused); the certificate reloaded on SIGHUP as a new connection sees it,
-# a bad one refused and the running one kept; sagad to python3-grpcio
-# participants over TLS and mTLS, one with a certificate for another name
-# refused (the saga fails cleanly, nothing is compensated that was never
-# sent); an operator's Cancel logged under its certificate's subject; and
-# an async saga over a nats-server that speaks TLS only.
+# refused; one that never starts its handshake is closed after
+# limits.handshake_timeout_ms); the certificate reloaded on SIGHUP as a new
+# connection sees it, a bad one refused and the running one kept, a missing
+# one failing sagad -t and the start; sagad to python3-grpcio participants
+# over TLS and mTLS, one with a certificate for another name refused (the
+# saga fails cleanly, nothing is compensated that was never sent); an
+# operator's Cancel logged under its certificate's subject; and an async
+# saga over a nats-server that speaks TLS only.
 
 . "$top_srcdir/t/lib.sh"
 lib_init
