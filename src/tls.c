@@ -294,7 +294,7 @@ tls_mtls(const struct tls *t)
 	return t != NULL && t->mtls;
 }
 
-/* --- connections ------------------------------------------------------------ */
+/* --- connections ------------------------------------------------------- */
 
 struct bufferevent *
 tls_accept_bev(struct tls *t, struct event_base *base, evutil_socket_t fd,
@@ -441,7 +441,7 @@ tls_bev_error(struct bufferevent *bev, char *buf, size_t len)
 	return buf;
 }
 
-/* --- the services' client contexts ------------------------------------------ */
+/* --- the services' client contexts -------------------------------------- */
 
 struct tls_cache_ent {
 	struct tls_cache_ent	*next;
