@@ -88,6 +88,10 @@ admit_configure(struct orch *o)
 
 		v->max_inflight = cs->max_inflight;
 		v->max_queue = cs->max_queue;
+		if (v->ch == NULL)
+			orch_log(o, UTIL_WARN, NULL, "services.%s.tls: %s; its "
+			    "calls fail until a reload fixes it", cs->name,
+			    v->tls_err);
 	}
 }
 

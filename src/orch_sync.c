@@ -369,8 +369,12 @@ sync_call(struct run *r)
 		return;
 	}
 	if (v->ch == NULL) {
+		char why[SAGAD_ERRLEN + 2 * CONFIG_NAME_MAX];
+
 		/* Its TLS files did not load: nothing can reach it. */
-		driver_unreached(&r->d, GRPC_STATUS_UNAVAILABLE, v->tls_err,
+		snprintf(why, sizeof(why), "services.%s.tls: %s", v->name,
+		    v->tls_err);
+		driver_unreached(&r->d, GRPC_STATUS_UNAVAILABLE, why,
 		    util_now_ms());
 		run_next(r);
 		return;

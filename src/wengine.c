@@ -519,6 +519,7 @@ job_call(struct job *j)
 	const struct config_service	*cs = &j->d.cfg->services[node->service];
 	struct grpc_channel		*ch;
 	struct tls			*tls = NULL;
+	char				 why[SAGAD_ERRLEN];
 	struct grpc_metadata		 md = { 0 };
 	const char			*path;
 	uint8_t				*req;
@@ -533,11 +534,15 @@ job_call(struct job *j)
 		return;
 	}
 	if (cs->tls.on && (tls = tls_cache_client(j->e->tls, cs->tls.ca,
-	    cs->tls.cert, cs->tls.key, err, sizeof(err))) == NULL) {
+	    cs->tls.cert, cs->tls.key, why, sizeof(why))) == NULL) {
+		char msg[SAGAD_ERRLEN + 2 * CONFIG_NAME_MAX];
+
 		/* Its TLS files did not load: nothing can reach it. */
 		free(req);
 		grpc_md_clear(&md);
-		driver_unreached(&j->d, GRPC_STATUS_UNAVAILABLE, err,
+		snprintf(msg, sizeof(msg), "services.%s.tls: %s", cs->name,
+		    why);
+		driver_unreached(&j->d, GRPC_STATUS_UNAVAILABLE, msg,
 		    util_now_ms());
 		job_after(j);
 		return;

@@ -91,7 +91,7 @@ nats = { url = "nats://127.0.0.1:$NATS_PORT"; tls = { ca = "$C/ca.pem"; }; };
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; };
 limits = { handshake_timeout_ms = 1000; };
 services = {
-  tls   = { address = "127.0.0.1:$TLS_PORT";  tls = { ca = "$C/ca.pem"; }; };
+  tls   = { address = "127.0.0.1:$TLS_PORT";  tls = { ca = "${TLS_CA:-$C/ca.pem}"; }; };
   mtls  = { address = "127.0.0.1:$MTLS_PORT";
             tls = { ca = "$C/ca.pem"; cert = "$C/ops.pem"; key = "$C/ops.key"; }; };
   nocert = { address = "127.0.0.1:$MTLS_PORT"; tls = { ca = "$C/ca.pem"; }; };
@@ -224,6 +224,17 @@ wait_log "reload: tls: key .*mismatch; keeping the running certificate" ||
 py health "$SAGAD_PORT" "$C/ca.pem" "$C/ops.pem" "$C/ops.key" >"$T/py.out" 2>&1 ||
 	{ cat "$T/py.out"; fail "the running certificate was dropped"; }
 pass "SIGHUP with a key that does not match: refused, the running certificate kept"
+
+# A service's CA that no longer loads after a reload: said, and its calls
+# fail as never sent.
+TLS_CA=$C/missing-ca.pem write_conf sagad2 "$C/ca.pem"
+kill -HUP "$MPID"
+wait_log "services.tls.tls: ca $C/missing-ca.pem: .*its calls fail until a reload fixes it" ||
+	fail "a service's missing CA was not said at reload"
+ctlm --json run Tls >"$T/run.out" 2>&1
+grep -q "services.tls.tls: ca $C/missing-ca.pem" "$T/run.out" && grep -q "never reached" "$T/run.out" ||
+	{ cat "$T/run.out"; fail "a service whose CA does not load: the step does not say so"; }
+pass "a service's CA that does not load at a reload: logged, its steps fail as never sent"
 
 # A file that does not load stops the start, with its reason.
 write_conf sagad2 "" "$C/missing.key"

@@ -366,7 +366,6 @@ conn_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn	*c = arg;
 	int		 err = EVUTIL_SOCKET_ERROR();
-
 	char		 why[SAGAD_ERRLEN];
 
 	if (what & BEV_EVENT_CONNECTED) {
@@ -432,7 +431,6 @@ conn_connect(struct conn *c)
 	struct sockaddr_storage	 ss;
 	int			 sslen = sizeof(ss), rc;
 	struct timeval		 tv;
-
 	char			 err[SAGAD_ERRLEN];
 
 	if (ch->tls != NULL) {
