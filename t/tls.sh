@@ -150,9 +150,20 @@ grep -q "no application protocol" "$T/py.out" || { cat "$T/py.out"; fail "no no_
 "$CTL" -s "localhost:$SAGAD_PORT" --ca "$C/ca.pem" --server-name nope health >"$T/ctl.out" 2>&1 &&
 	fail "sagactl accepted a certificate for another name"
 grep -q "hostname mismatch" "$T/ctl.out" || { cat "$T/ctl.out"; fail "sagactl: name mismatch not said"; }
+# TLS 1.1, or TLS 1.2 with a CBC cipher: refused; TLS 1.2 with AES-GCM: h2.
+echo | openssl s_client -connect "127.0.0.1:$SAGAD_PORT" -tls1_1 \
+    -cipher 'DEFAULT@SECLEVEL=0' -alpn h2 >"$T/s_client.out" 2>&1
+grep -q "alert protocol version" "$T/s_client.out" || { cat "$T/s_client.out"; fail "TLS 1.1 not refused"; }
+echo | openssl s_client -connect "127.0.0.1:$SAGAD_PORT" -tls1_2 \
+    -cipher ECDHE-ECDSA-AES128-SHA -alpn h2 >"$T/s_client.out" 2>&1
+grep -q "Cipher is (NONE)" "$T/s_client.out" || { cat "$T/s_client.out"; fail "a CBC cipher suite not refused"; }
+echo | openssl s_client -connect "127.0.0.1:$SAGAD_PORT" -tls1_2 -alpn h2 \
+    -CAfile "$C/ca.pem" >"$T/s_client.out" 2>&1
+grep -q "ALPN protocol: h2" "$T/s_client.out" && grep -q "Cipher is ECDHE-ECDSA-AES256-GCM" "$T/s_client.out" ||
+	{ cat "$T/s_client.out"; fail "TLS 1.2 with ECDHE and AES-GCM not served"; }
 # A client that never starts its handshake is closed after handshake_timeout_ms.
 py silent "$SAGAD_PORT" 5 >"$T/py.out" 2>&1 || { cat "$T/py.out"; fail "a silent client outlived handshake_timeout_ms"; }
-pass "grpcio and sagactl over TLS; another CA, no ALPN, no h2, h2c and a wrong name refused; a silent client closed"
+pass "grpcio and sagactl over TLS; another CA, no ALPN, no h2, h2c, a wrong name, TLS 1.1 and CBC refused; a silent client closed"
 
 # --- sagad to participants --------------------------------------------------------
 ctl() { "$CTL" -s "127.0.0.1:$SAGAD_PORT" --ca "$C/ca.pem" "$@"; }
