@@ -210,6 +210,8 @@ openssl s_client -connect "127.0.0.1:$SAGAD_PORT" -alpn h2 -CAfile "$C/ca.pem" \
     -cert "$C/ops.pem" -key "$C/ops.key" </dev/null >"$T/s_client.out" 2>&1
 grep -q "subject=.*CN *= *sagad-v2" "$T/s_client.out" || { cat "$T/s_client.out"; fail "a new connection does not see the new certificate"; }
 py health "$SAGAD_PORT" "$C/ca.pem" >"$T/py.out" 2>&1 && fail "mTLS: a client without a certificate was served"
+wait_log "grpc: TLS handshake with ipv4:127.0.0.1:[0-9]* failed: peer did not return a certificate" ||
+	fail "the refusal of a client without a certificate is not logged with its address and why"
 py health "$SAGAD_PORT" "$C/ca.pem" "$C/intruder.pem" "$C/intruder.key" >"$T/py.out" 2>&1 &&
 	fail "mTLS: a client certificate from another CA was accepted"
 py flows "$SAGAD_PORT" "$C/ca.pem" "$C/ops.pem" "$C/ops.key" >"$T/py.out" 2>&1 || { cat "$T/py.out"; fail "ListFlows over mTLS"; }

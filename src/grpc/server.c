@@ -387,6 +387,15 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		free(conn->subject);
 		conn->subject = util_xstrdup(subject);
 	}
+	/* A refused client (no certificate, no h2...): say why, rarely. */
+	if ((what & BEV_EVENT_ERROR) && conn->tls && !conn->handshaken &&
+	    tls_bev_error(bev, subject, sizeof(subject)) != NULL) {
+		char msg[400];
+
+		snprintf(msg, sizeof(msg), "TLS handshake with %s failed: %s",
+		    conn->peer, subject);
+		grpc_server_event(conn->srv, GRPC_SERVER_EV_TLS, msg);
+	}
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
 		grpc_server_conn_free(conn);
 }

@@ -69,6 +69,7 @@ struct grpc_server_opts {
 enum grpc_server_event {
 	GRPC_SERVER_EV_ACCEPT,		/* accept() failed (EMFILE...): paused */
 	GRPC_SERVER_EV_REFUSED,		/* a connection refused by a cap */
+	GRPC_SERVER_EV_TLS,		/* a client's TLS handshake failed */
 };
 
 typedef void (*grpc_handler_fn)(struct grpc_call *, void *arg);

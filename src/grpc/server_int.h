@@ -145,8 +145,8 @@ struct grpc_server {
 	struct event		*sweep_ev;	/* timeouts, once a second */
 	struct event		*accept_ev;	/* resumes a paused listener */
 	int			 accept_paused;
-	unsigned long		 ev_count[2];	/* on_event: since the last report */
-	int64_t			 ev_last[2];
+	unsigned long		 ev_count[3];	/* on_event: since the last report */
+	int64_t			 ev_last[3];
 };
 
 /* server.c: connections */
@@ -171,6 +171,7 @@ int	 grpc_server_on_data_chunk_recv(nghttp2_session *, uint8_t flags,
 	    int32_t id, const uint8_t *data, size_t len, void *user);
 
 /* server_limits.c: accounting, admission, timeouts */
+void	 grpc_server_event(struct grpc_server *, int kind, const char *what);
 int	 grpc_server_mem_over(const struct conn *, size_t more);
 void	 grpc_server_mem_add(struct conn *, size_t *what, size_t n);
 void	 grpc_server_mem_sub(struct conn *, size_t *what, size_t n);

@@ -47,8 +47,8 @@
 /* --- resource accounting ---------------------------------------------------- */
 
 /* Tells the process layer, at most once a second per kind. */
-static void
-server_event(struct grpc_server *srv, int kind, const char *what)
+void
+grpc_server_event(struct grpc_server *srv, int kind, const char *what)
 {
 	int64_t now = util_mono_ms();
 
@@ -207,7 +207,7 @@ grpc_server_accept_cb(struct evconnlistener *lev SAGAD_UNUSED,
 	    p->nconns >= srv->opts.max_connections_per_ip) {
 		close(fd);
 		grpc_server_peer_release(srv, p);
-		server_event(srv, GRPC_SERVER_EV_REFUSED,
+		grpc_server_event(srv, GRPC_SERVER_EV_REFUSED,
 		    "a connection refused: max_connections_per_ip reached");
 		return;
 	}
@@ -218,7 +218,7 @@ grpc_server_accept_cb(struct evconnlistener *lev SAGAD_UNUSED,
 		if (old == NULL) {
 			close(fd);
 			grpc_server_peer_release(srv, p);
-			server_event(srv, GRPC_SERVER_EV_REFUSED,
+			grpc_server_event(srv, GRPC_SERVER_EV_REFUSED,
 			    "a connection refused: max_connections reached");
 			return;
 		}
@@ -264,7 +264,7 @@ grpc_server_accept_error_cb(struct evconnlistener *lev, void *arg)
 	if (err != EMFILE && err != ENFILE && err != ENOBUFS &&
 	    err != ENOMEM) {
 		snprintf(what, sizeof(what), "accept: %s", strerror(err));
-		server_event(srv, GRPC_SERVER_EV_ACCEPT, what);
+		grpc_server_event(srv, GRPC_SERVER_EV_ACCEPT, what);
 		return;
 	}
 	while (n < EVICT_ON_EMFILE &&
@@ -282,7 +282,7 @@ grpc_server_accept_error_cb(struct evconnlistener *lev, void *arg)
 		srv->accept_paused = 1;
 		evtimer_add(srv->accept_ev, &tv);
 	}
-	server_event(srv, GRPC_SERVER_EV_ACCEPT, what);
+	grpc_server_event(srv, GRPC_SERVER_EV_ACCEPT, what);
 }
 
 void
