@@ -57,6 +57,8 @@ struct master {
 	struct proc_signals	 sigs;		/* HUP TERM INT USR1 CHLD */
 	struct event		*ev_cron;
 	uint64_t		 cronloops;
+	struct sup_topic	*extra;		/* topics besides the config's */
+	size_t			 nextra;
 	int			 stopping;
 	int64_t			 stop_deadline_ms;
 };
@@ -69,6 +71,15 @@ struct master {
 int		 master_init(struct master *, const struct options *opts,
 		    const char *config_path, struct config *cfg,
 		    const struct master_hooks *hooks, char *err, size_t errlen);
+
+/*
+ * Topics the supervisor runs besides the config's own (orch_pods.c decides
+ * which): a dead pod's throttling topics ("Flow/Node@POD", the worker run
+ * with -P POD) and the topics a reload removed while they still hold work
+ * ("Flow/Node~MODE"). Copied; those no longer listed are retired.
+ */
+void		 master_set_extra(struct master *, const struct sup_topic *,
+		    size_t n);
 
 /* Runs the loop until a stop completed. Returns the exit status (0). */
 int		 master_run(struct master *);

@@ -12,6 +12,8 @@
  *   orch_follow.c  callers of sagas run elsewhere (joins), Get and Watch
  *   orch_sweep.c   leases of the sagas in flight, and the sweeper that
  *                  claims those of a master that died
+ *   orch_pods.c    the pods' registry, and the adoption of a dead pod's
+ *                  throttling work
  *
  * The rules of a saga are saga.c's and the moves on one are driver.c's.
  */
@@ -28,6 +30,7 @@
 #include "orch.h"
 #include "saga/v1/saga.pb-c.h"
 #include "store.h"
+#include "work.h"
 
 struct bus;
 struct bus_listener;
@@ -171,9 +174,32 @@ struct orch_burst {
 	unsigned	 held;
 };
 
+/* A dead pod this master adopted (orch_pods.c). */
+struct orch_adopted {
+	char		*pod;
+	char		**topics;	/* "Flow/Node@POD" */
+	int		*conc;		/* each one's concurrency */
+	size_t		 ntopics;
+	int		 empty;		/* backlog checks found nothing, in a row */
+};
+
+/* A topic a reload removed, read until its queued work is done. */
+struct orch_linger {
+	char		*name;		/* "Flow/Node~MODE" */
+	char		 topic[2 * CONFIG_NAME_MAX + 2];	/* "Flow/Node" */
+	char		 durable[WORK_SUBJECT_MAX];
+	char		 filter[WORK_SUBJECT_MAX];
+	int		 concurrency;
+	int		 empty;
+};
+
+#define ORCH_POD_SEP	'@'	/* a topic of another pod: supervisor.h */
+#define ORCH_LINGER_SEP	'~'	/* a topic gone from the config */
+
 struct orch {
 	struct event_base	*base;
 	struct config		*cfg;
+	struct defs		*defs;		/* flow definitions by version */
 	struct grpc_server	*srv;
 	struct grpc_client	*client;
 	struct store		*store;
@@ -194,6 +220,7 @@ struct orch {
 	struct bus_listener	*done_l;
 	struct bus_listener	*cancel_l;	/* saga.cancel */
 	char			*done_subject;
+	char			*cancel_subject;	/* <prefix>.cancel */
 	struct idtable		 holds_by_id;
 	size_t			 nholders;	/* callers in all holds */
 	TAILQ_HEAD(, hold)	 holds;
@@ -203,6 +230,17 @@ struct orch {
 	int64_t			 last_poll_ms;
 	int64_t			 drain_ms;	/* when orch_drain ran */
 	int			 listen_failed;	/* logged once */
+	struct orch_adopted	*adopted;	/* dead pods whose work runs here */
+	size_t			 nadopted;
+	struct orch_linger	*lingers;	/* topics gone, still read */
+	int			 orphans_scanned; /* the stream's, at start */
+	size_t			 nlingers;
+	char			**releasing;	/* adoptions over, to let go */
+	size_t			 nreleasing;
+	unsigned		 adopt_gen;	/* bumped when adopted changes */
+	int			 pods_busy;
+	int64_t			 last_pods_ms;
+	int64_t			 last_adopt_check_ms;
 	struct orch_burst	 unconfirmed;	/* launches the bus left unknown */
 	struct orch_burst	 requeued;	/* launch leases run out */
 	struct orch_stats	 st;
@@ -216,9 +254,26 @@ void	 orch_log(struct orch *, enum util_level, const char *id,
 /* UTIL_WARN once a second, else UTIL_DEBUG; *held: the warnings held back. */
 enum util_level orch_burst_level(struct orch_burst *, unsigned *held);
 
+/*
+ * The config and flow to drive a saga read back from the store with: the
+ * definition it started with (flowdefs.h). NULL while that is being
+ * fetched: the caller gives up for now (a sweep or the operator tries
+ * again). A definition the store does not have is the running config's
+ * flow (or none): the saga is one whose flow changed.
+ */
+struct config	*orch_saga_config(struct orch *, const Saga__V1__Saga *,
+		    const struct config_flow **);
+
 /* A saga id from a request: 1, or 0 with a sentence naming field. */
 int	 orch_valid_id(const char *field, const char *id, char *err,
 	    size_t errlen);
+
+/*
+ * A Run of a known id: 1 if it asked for the flow the saga runs (it joins
+ * the saga), or 0 with the sentence of its ALREADY_EXISTS.
+ */
+int	 orch_same_flow(const char *id, const char *asked, const char *runs,
+	    char *err, size_t errlen);
 
 /* The Run's context into a new saga. */
 void	 orch_context_load(struct saga *, const Saga__V1__RunRequest *);
@@ -244,6 +299,12 @@ int	 sync_retry(struct orch *, struct grpc_call *, struct store_saga *,
 	    char *err, size_t errlen);
 void	 sync_close(struct orch *);
 void	 sync_free(struct orch *);
+
+/* orch_pods.c */
+void	 pods_cron(struct orch *, int64_t now_ms);
+void	 pods_reload(struct orch *, const struct config *old,
+	    const struct config *cfg);
+void	 pods_free(struct orch *);
 
 /* orch_launch.c */
 struct hold *launch_find_hold(struct orch *, const char *id);

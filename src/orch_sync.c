@@ -24,18 +24,20 @@
 #include "grpc/grpc.h"
 #include "grpc/server.h"
 #include "orch_int.h"
+#include "trace_saga.h"
 #include "util.h"
 
 static void	run_next(struct run *);
 static void	run_write(struct run *, void (*)(struct run *));
 
 static struct run *
-run_new(struct orch *o, const struct config_flow *flow, struct saga *s)
+run_new(struct orch *o, struct config *cfg, const struct config_flow *flow,
+    struct saga *s)
 {
 	struct run *r = util_xcalloc(1, sizeof(*r));
 
 	r->o = o;
-	driver_init(&r->d, o->cfg, flow, s, &o->rng);
+	driver_init(&r->d, cfg, flow, s, &o->rng);
 	r->retry_ms = ORCH_RETRY_MIN_MS;
 	r->ent.id = s->id;
 	idtable_add(&o->runs_by_id, &r->ent);
@@ -290,6 +292,7 @@ run_ended(struct run *r)
 	if (s->state == SAGA_STATE_FAILED)
 		orch_log(o, UTIL_WARN, s->id, "saga FAILED, an operator must "
 		    "look: %s", s->error != NULL ? s->error : "");
+	trace_saga_end(&r->d);
 	waiters_answer(r, NULL, 0, NULL, 0);
 	run_finish(r);
 }
@@ -338,6 +341,7 @@ run_call_done(void *arg, const struct grpc_client_result *res)
 	}
 	if (r->o->closing)
 		return;
+	trace_call_end(&r->d, res->status, res->message);
 	if (res->unsent)
 		driver_unreached(&r->d, res->status, res->message,
 		    util_now_ms());
@@ -368,6 +372,7 @@ sync_call(struct run *r)
 		r->svc = v;
 		return;
 	}
+	trace_call_start(&r->d, &r->o->rng);
 	if (v->ch == NULL) {
 		char why[SAGAD_ERRLEN + 2 * CONFIG_NAME_MAX];
 
@@ -402,6 +407,7 @@ run_created(enum store_result res, struct store_saga *rec, const char *err,
 {
 	struct run	*r = arg;
 	struct orch	*o = r->o;
+	char		 why[512];
 
 	r->store_busy = 0;
 	r->creating = 0;
@@ -418,7 +424,11 @@ run_created(enum store_result res, struct store_saga *rec, const char *err,
 		return;
 	case STORE_EXISTS:
 		/* Known id: run nothing, answer with that saga. */
-		if (rec->saga->state >= SAGA__V1__STATE__STATE_COMPLETED)
+		if (!orch_same_flow(r->d.s->id, r->d.s->flow, rec->saga->flow,
+		    why, sizeof(why)))
+			waiters_answer(r, NULL, GRPC_STATUS_ALREADY_EXISTS, why,
+			    0);
+		else if (rec->saga->state >= SAGA__V1__STATE__STATE_COMPLETED)
 			waiters_answer(r, rec->saga, 0, NULL, 0);
 		else
 			waiters_answer(r, NULL, 0, NULL, 1);
@@ -439,17 +449,15 @@ sync_start(struct orch *o, struct grpc_call *call,
     const struct config_flow *flow, const char *id,
     const Saga__V1__RunRequest *req)
 {
-	const struct grpc_md	*md;
 	struct driver_write	 dw;
 	struct saga		*s;
 	struct run		*r;
 
 	s = saga_new(id, o->cfg, flow, SAGA_MODE_SYNC, util_now_ms());
 	orch_context_load(s, req);
-	r = run_new(o, flow, s);
-	md = grpc_md_get(grpc_call_metadata(call), "traceparent");
-	driver_set(&r->d, o->cfg->pod_id, NULL, md != NULL ?
-	    (const char *)md->value : NULL);
+	r = run_new(o, o->cfg, flow, s);
+	driver_set(&r->d, o->cfg->pod_id, NULL, NULL);
+	trace_run(call, &r->d, &o->rng);
 	sync_wait(r, call);
 	r->first = admit_svc(o, &o->cfg->services[
 	    o->cfg->nodes[flow->steps[0]].service]);
@@ -473,16 +481,21 @@ sync_start(struct orch *o, struct grpc_call *call,
 void
 sync_recover(struct orch *o, struct store_saga *rec)
 {
-	struct saga	*s = saga_from_pb(rec->saga);
-	struct run	*r;
+	struct saga			*s;
+	struct run			*r;
+	struct config			*cfg;
+	const struct config_flow	*flow;
 
-	if ((r = sync_find(o, s->id)) != NULL) {
+	if ((r = sync_find(o, rec->saga->id)) != NULL) {
 		/* Our own saga, claimed back after Redis was away. */
 		r->d.rev = rec->rev;
-		saga_free(s);
 		return;
 	}
-	r = run_new(o, config_flow_find(o->cfg, s->flow), s);
+	/* Its definition asked for: claimed again when the lease runs out. */
+	if ((cfg = orch_saga_config(o, rec->saga, &flow)) == NULL)
+		return;
+	s = saga_from_pb(rec->saga);
+	r = run_new(o, cfg, flow, s);
 	r->d.rev = rec->rev;
 	r->d.round = rec->round;
 	o->st.recovered++;
@@ -492,6 +505,7 @@ sync_recover(struct orch *o, struct store_saga *rec)
 	else
 		orch_log(o, UTIL_INFO, s->id, "recovering a %s saga whose "
 		    "owner died", saga_state_name(s->state));
+	driver_set_trace(&r->d, NULL, NULL, NULL);	/* its saga-id trace */
 	driver_recover(&r->d, util_now_ms());
 	run_next(r);
 }
@@ -548,16 +562,23 @@ int
 sync_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec,
     char *err, size_t errlen)
 {
-	struct saga		*s = saga_from_pb(rec->saga);
-	struct driver_write	 dw;
-	struct run		*r;
+	struct saga			*s;
+	struct driver_write		 dw;
+	struct run			*r;
+	struct config			*cfg;
+	const struct config_flow	*flow;
 
-	if (sync_find(o, s->id) != NULL) {
+	if (sync_find(o, rec->saga->id) != NULL) {
 		snprintf(err, errlen, "the saga is being driven already");
-		saga_free(s);
 		return -1;
 	}
-	r = run_new(o, config_flow_find(o->cfg, s->flow), s);
+	if ((cfg = orch_saga_config(o, rec->saga, &flow)) == NULL) {
+		snprintf(err, errlen, "the definition of flow %s the saga "
+		    "started with is being read: try again", rec->saga->flow);
+		return -1;
+	}
+	s = saga_from_pb(rec->saga);
+	r = run_new(o, cfg, flow, s);
 	r->d.rev = rec->rev;
 	r->d.round = rec->round;
 	if (r->d.flow == NULL || r->d.flow->nsteps != s->nsteps) {
@@ -569,6 +590,7 @@ sync_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec,
 	}
 	orch_log(o, UTIL_INFO, s->id, "retrying the compensations of a "
 	    "FAILED saga");
+	driver_set_trace(&r->d, NULL, NULL, NULL);	/* its saga-id trace */
 	if (driver_retry(&r->d, util_now_ms()) == SAGA_ACT_END) {
 		run_next(r);	/* nothing left to undo: it ends now */
 		sync_wait(r, call);

@@ -39,6 +39,7 @@ saga_new(const char *id, const struct config *cfg,
 
 	s->id = util_xstrdup(id);
 	s->flow = util_xstrdup(flow->name);
+	s->version = util_xstrdup(flow->version);
 	s->mode = mode != SAGA_MODE_UNSPECIFIED ? mode : flow->mode;
 	s->state = SAGA_STATE_PENDING;
 	s->nsteps = flow->nsteps;
@@ -69,6 +70,7 @@ saga_free(struct saga *s)
 	free(s->steps);
 	free(s->id);
 	free(s->flow);
+	free(s->version);
 	free(s->error);
 	free(s);
 }
@@ -83,6 +85,7 @@ saga_dup(const struct saga *s)
 	*d = *s;
 	d->id = util_xstrdup(s->id);
 	d->flow = util_xstrdup(s->flow);
+	d->version = s->version != NULL ? util_xstrdup(s->version) : NULL;
 	d->error = s->error != NULL ? util_xstrdup(s->error) : NULL;
 	d->ctx = util_xcalloc(s->nctx, sizeof(*d->ctx));
 	d->ctx_cap = s->nctx;
@@ -221,6 +224,32 @@ set_error(char **dst, const char *fmt, ...)
 	*dst = util_xstrdup(buf);
 }
 
+/*
+ * Issue 11: the step whose action failed the saga keeps that failure as its
+ * error once it is undone, so that steps[] tells it apart from the steps
+ * undone because of it (whose error is empty). It is read back from the
+ * saga's error, "<step>: <failure>[; compensation of ...]", which every
+ * record carries, and only for the last step that started: the one whose
+ * failure started the compensation.
+ */
+static void
+keep_action_error(struct saga *s, size_t i)
+{
+	const char	*name = s->steps[i].name, *e = s->error, *end;
+	size_t		 n = strlen(name);
+
+	for (size_t j = i + 1; j < s->nsteps; j++)
+		if (s->steps[j].started_ms != 0)
+			return;
+	if (e == NULL || strncmp(e, name, n) != 0 || e[n] != ':' ||
+	    e[n + 1] != ' ')
+		return;
+	e += n + 2;
+	end = strstr(e, "; compensation of ");
+	set_error(&s->steps[i].error, "%.*s", end != NULL ? (int)(end - e) :
+	    (int)strlen(e), e);
+}
+
 enum saga_verdict
 saga_classify(int status)
 {
@@ -355,6 +384,7 @@ saga_step_end(struct saga *s, const struct config *cfg,
 		st->error = NULL;
 		if (a->compensate) {
 			st->state = SAGA_STATE_COMPENSATED;
+			keep_action_error(s, a->step);
 			return next_compensation(s, cfg, flow,
 			    (long)a->step - 1, now_ms);
 		}
@@ -631,6 +661,7 @@ saga_pb_view(const struct saga *s, struct saga_pb *v)
 	saga__v1__saga__init(pb);
 	pb->id = s->id;
 	pb->flow = s->flow;
+	pb->flow_version = s->version != NULL ? s->version : (char *)"";
 	pb->mode = (Saga__V1__Mode)s->mode;
 	pb->state = (Saga__V1__State)s->state;
 	pb->error = s->error;	/* protobuf-c packs NULL as "" */
@@ -689,6 +720,8 @@ saga_from_pb(const Saga__V1__Saga *pb)
 	s = util_xcalloc(1, sizeof(*s));
 	s->id = util_xstrdup(pb->id);
 	s->flow = util_xstrdup(pb->flow);
+	s->version = pb->flow_version != NULL && *pb->flow_version ?
+	    util_xstrdup(pb->flow_version) : NULL;
 	s->mode = (enum saga_mode)pb->mode;
 	s->state = (enum saga_state)pb->state;
 	s->error = pb->error != NULL && *pb->error ?
@@ -778,6 +811,10 @@ saga_to_json(const struct saga *s, size_t *len)
 	}
 	fputs("],\"error\":", fp);
 	json_write_string(fp, s->error);
+	if (s->version != NULL) {
+		fputs(",\"flowVersion\":", fp);
+		json_write_string(fp, s->version);
+	}
 	fprintf(fp, ",\"createdUnixMs\":\"%lld\",\"updatedUnixMs\":\"%lld\"}",
 	    (long long)s->created_ms, (long long)s->updated_ms);
 	fclose(fp);

@@ -48,6 +48,7 @@ struct saga_step {
 struct saga {
 	char		*id;
 	char		*flow;
+	char		*version;	/* its flow's definition (flowdef.h) */
 	enum saga_mode	 mode;
 	enum saga_state	 state;
 	struct saga_kv	*ctx;		/* in insertion order */

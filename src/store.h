@@ -182,6 +182,18 @@ void	 store_lease_claim(struct store *, const char *claimer, int max,
 	    int lease_ms, int launch_lease_ms, store_ids_cb *, void *);
 
 /*
+ * The pods' registry, saga:pods (pod id -> lease expiry): renews the lease
+ * of every pod of renew (the caller's own, and those it adopted) to Redis
+ * now + lease_ms, drops those of release (adoptions over), then takes up
+ * to max pods whose lease ran out, each by one caller only (its lease is
+ * then the caller's to renew), and hands their ids to cb.
+ */
+void	 store_pods(struct store *, const char *me, int lease_ms, int max,
+	    const char *const *renew, size_t nrenew,
+	    const char *const *release, size_t nrelease, store_ids_cb *,
+	    void *);
+
+/*
  * An operator's Cancel of a PENDING or RUNNING saga: marks it with reason
  * (STORE_OK); the process driving it learns it from its next write or read
  * (store_rev_cb's cancel, store_saga's cancel). STORE_UNCHANGED when it
@@ -224,6 +236,16 @@ void	 store_list(struct store *, const struct store_list_query *,
 typedef void	store_count_cb(enum store_result, size_t n, const char *err,
 		    void *arg);
 void	 store_index_expire(struct store *, int max, store_count_cb *, void *);
+
+/*
+ * Flow definitions by version (flowdef.h), their bytes in hex: put writes
+ * saga:def:<version> unless it is there (cb gets n = 1); get hands cb the
+ * hex as the one id, or no id when Redis has none.
+ */
+void	 store_def_put(struct store *, const char *version, const char *hex,
+	    store_count_cb *, void *);
+void	 store_def_get(struct store *, const char *version, store_ids_cb *,
+	    void *);
 
 /*
  * Replays the saga's events from the start, then follows new ones until its

@@ -15,12 +15,13 @@
 #include <hiredis/async.h>
 
 #include "store.h"
+#include "util.h"
 
 #define XREAD_COUNT	256	/* entries per stream per XREAD */
 
 enum {
 	SCRIPT_WRITE, SCRIPT_RENEW, SCRIPT_CLAIM, SCRIPT_CANCEL, SCRIPT_LIST,
-	SCRIPT_EXPIRE, NSCRIPTS
+	SCRIPT_EXPIRE, SCRIPT_PODS, SCRIPT_DEFPUT, SCRIPT_DEFGET, NSCRIPTS
 };
 extern const char *const store_scripts[NSCRIPTS];
 
@@ -152,6 +153,7 @@ struct store {
 
 	store_status_cb		*status_cb;
 	void			*status_arg;
+	char			 down_said[SAGAD_ERRLEN]; /* "": up */
 };
 
 

@@ -31,6 +31,7 @@
 #include <event2/event.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "proc.h"
 #include "supervisor.h"
 #include "util.h"
@@ -105,6 +106,8 @@ slot_free(struct sup_slot *s)
 {
 	slot_close_ready(s);
 	free(s->topic);
+	free(s->wtopic);
+	free(s->pod);
 	free(s);
 }
 
@@ -112,9 +115,15 @@ static struct sup_slot *
 slot_add(struct sup *sup, const char *topic, int instance, int concurrency)
 {
 	struct sup_slot *s;
+	char		*at;
 
 	s = util_xcalloc(1, sizeof(*s));
 	s->topic = util_xstrdup(topic);
+	s->wtopic = util_xstrdup(topic);
+	if ((at = strchr(s->wtopic, SUP_POD_SEP)) != NULL) {
+		*at = '\0';
+		s->pod = util_xstrdup(at + 1);
+	}
 	s->instance = instance;
 	s->concurrency = concurrency;
 	s->state = SUP_WAITING;
@@ -242,13 +251,14 @@ slot_start(struct sup *sup, struct sup_slot *s)
 	int64_t			 now = util_mono_ms();
 
 	memset(&a, 0, sizeof(a));
-	a.topic = s->topic;
+	a.topic = s->wtopic;
 	a.instance = s->instance;
 	a.concurrency = s->concurrency;
-	a.pod_id = p->pod_id;
+	a.pod_id = s->pod != NULL ? s->pod : p->pod_id;
 	a.config_path = p->config_path;
 	a.foreground = p->foreground;
 	a.verbose = p->verbose;
+	a.metrics_fd = metrics_fd();
 	pid = proc_spawn_worker(p->worker_path, &a, sup->parent_rd, &ready_rd,
 	    err, sizeof(err));
 	if (pid == -1) {
@@ -457,6 +467,7 @@ sup_reap(struct sup *sup)
 			continue;
 		}
 		slot_backoff(s, now, ran);
+		metrics_worker_restart(s->topic);
 		log_warnx("worker %s #%d (pid %d) %s after %d ms; restarting "
 		    "in %d ms", s->topic, s->instance, (int)pid, how, ran,
 		    s->backoff_ms);

@@ -78,6 +78,7 @@ participant wrong wrongname -
 WRONG_PORT=$PORT
 
 SAGAD_PORT=$(free_port)
+HTTP_PORT=$(free_port)
 # write_conf CERT [CLIENT_CA] [KEY]
 write_conf() {
 	local client_ca="" key=${3:-$C/$1.key}
@@ -90,6 +91,7 @@ tls = { cert = "$C/$1.pem"; key = "$key"; $client_ca };
 nats = { url = "nats://127.0.0.1:$NATS_PORT"; tls = { ca = "$C/ca.pem"; }; };
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; };
 limits = { handshake_timeout_ms = 1000; };
+http = { listen = "127.0.0.1:$HTTP_PORT"; };
 services = {
   tls   = { address = "127.0.0.1:$TLS_PORT";  tls = { ca = "${TLS_CA:-$C/ca.pem}"; }; };
   mtls  = { address = "127.0.0.1:$MTLS_PORT";
@@ -163,7 +165,20 @@ grep -q "ALPN protocol: h2" "$T/s_client.out" && grep -q "Cipher is ECDHE-ECDSA-
 	{ cat "$T/s_client.out"; fail "TLS 1.2 with ECDHE and AES-GCM not served"; }
 # A client that never starts its handshake is closed after handshake_timeout_ms.
 py silent "$SAGAD_PORT" 5 >"$T/py.out" 2>&1 || { cat "$T/py.out"; fail "a silent client outlived handshake_timeout_ms"; }
-pass "grpcio and sagactl over TLS; another CA, no ALPN, no h2, h2c, a wrong name, TLS 1.1 and CBC refused; a silent client closed"
+# The HTTP listener: the same certificate, HTTP/1.1 over TLS.
+wait_log "listening on 127.0.0.1:$HTTP_PORT (HTTPS:" || fail "the HTTP listener is not TLS"
+py https "$HTTP_PORT" "$C/ca.pem" /livez >"$T/py.out" 2>&1 || { cat "$T/py.out"; fail "GET /livez over TLS"; }
+py https "$HTTP_PORT" "$C/otherca.pem" /livez >"$T/py.out" 2>&1 && fail "HTTPS: another CA accepted"
+echo | openssl s_client -connect "127.0.0.1:$HTTP_PORT" -alpn h2,http/1.1 \
+    -CAfile "$C/ca.pem" >"$T/s_client.out" 2>&1
+grep -q "ALPN protocol: http/1.1" "$T/s_client.out" || { cat "$T/s_client.out"; fail "HTTPS: not http/1.1 by ALPN"; }
+"$PYTHON_GRPC" -c "import urllib.request, sys
+try:
+    urllib.request.urlopen('http://127.0.0.1:$HTTP_PORT/livez', timeout=3)
+except Exception:
+    sys.exit(0)
+sys.exit(1)" || fail "cleartext HTTP served on the TLS listener"
+pass "grpcio and sagactl over TLS; another CA, no ALPN, no h2, h2c, a wrong name, TLS 1.1 and CBC refused; a silent client closed; HTTPS on the HTTP listener"
 
 # --- sagad to participants --------------------------------------------------------
 ctl() { "$CTL" -s "127.0.0.1:$SAGAD_PORT" --ca "$C/ca.pem" "$@"; }
@@ -216,7 +231,10 @@ py health "$SAGAD_PORT" "$C/ca.pem" "$C/intruder.pem" "$C/intruder.key" >"$T/py.
 	fail "mTLS: a client certificate from another CA was accepted"
 py flows "$SAGAD_PORT" "$C/ca.pem" "$C/ops.pem" "$C/ops.key" >"$T/py.out" 2>&1 || { cat "$T/py.out"; fail "ListFlows over mTLS"; }
 grep -q WrongName "$T/py.out" || fail "ListFlows over mTLS: no flows"
-pass "SIGHUP: a new certificate for new connections; mTLS: no certificate and another CA refused"
+py https "$HTTP_PORT" "$C/ca.pem" /livez "$C/ops.pem" "$C/ops.key" >"$T/py.out" 2>&1 ||
+	{ cat "$T/py.out"; fail "HTTPS with a client certificate after the reload"; }
+py https "$HTTP_PORT" "$C/ca.pem" /livez >"$T/py.out" 2>&1 && fail "HTTPS: a client without a certificate was served"
+pass "SIGHUP: a new certificate for new connections; mTLS: no certificate and another CA refused, on both listeners"
 
 # The caller's name in the log: an operator's Cancel over mTLS.
 ctlm() { ctl --cert "$C/ops.pem" --key "$C/ops.key" "$@"; }

@@ -12,6 +12,9 @@
                                         sagad refuses the handshake
   subject PORT CA                       the CN of sagad's certificate, as a
                                         new connection (ALPN h2) sees it
+  https PORT CA PATH [CERT KEY]         GET https://127.0.0.1:PORT/PATH: the
+                                        status printed, exit 0 if 200, 1 if
+                                        the handshake was refused
   silent PORT SECONDS                   a TCP client that never starts its
                                         TLS handshake: exit 0 if sagad closes
                                         it within SECONDS
@@ -132,6 +135,25 @@ def silent(port, secs):
     return 0 if data == b"" else 1
 
 
+def https(port, ca, path, cert=None, key=None):
+    import urllib.request
+    import urllib.error
+    ctx = ssl.create_default_context(cafile=ca)
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    try:
+        with urllib.request.urlopen("https://127.0.0.1:%d%s" % (port, path),
+                                    context=ctx, timeout=5) as r:
+            print(r.status, r.read(200).decode("utf-8", "replace"))
+            return 0 if r.status == 200 else 2
+    except urllib.error.HTTPError as e:
+        print("HTTP %d" % e.code)
+        return 2
+    except (urllib.error.URLError, ssl.SSLError, OSError) as e:
+        print("refused: %s" % e)
+        return 1
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "serve":
@@ -143,6 +165,8 @@ def main(argv):
         return flows(int(argv[2]), *argv[3:])
     if cmd == "alpn":
         return alpn(int(argv[2]), argv[3], argv[4])
+    if cmd == "https":
+        return https(int(argv[2]), *argv[3:])
     if cmd == "silent":
         return silent(int(argv[2]), float(argv[3]))
     if cmd == "subject":
