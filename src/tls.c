@@ -2,7 +2,7 @@
  * tls.c - the TLS adapter (tls.h): OpenSSL contexts made from the PEM files
  * sagad.conf(5) names, and the bufferevent_openssl connections over them,
  * for the gRPC server (src/grpc/server.c), the gRPC client
- * (src/grpc/client.c) and the HTTP listener (evhttp_set_bevcb).
+ * (src/grpc/client.c) and the HTTP listener (src/http.c's bevcb).
  *
  * The rules are in one place, here: TLS 1.2 at least; for TLS 1.2 only
  * ECDHE with AES-GCM or ChaCha20-Poly1305 (what RFC 7540 leaves HTTP/2
@@ -317,12 +317,6 @@ tls_accept_bev(struct tls *t, struct event_base *base, evutil_socket_t fd,
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	return bev;
-}
-
-struct bufferevent *
-tls_evhttp_bevcb(struct event_base *base, void *arg)
-{
-	return tls_accept_bev(arg, base, -1, 0);
 }
 
 static int

@@ -48,16 +48,12 @@ int		 tls_mtls(const struct tls *);	/* server: client certs required */
 
 /*
  * The bufferevent of an accepted connection (fd, or -1 when the caller sets
- * it later, as evhttp does). h2: the peer must offer ALPN "h2" (gRPC); else
- * "http/1.1" is chosen if offered. It owns fd and its SSL (closed on free).
+ * it later, as evhttp's bevcb does: src/http.c). h2: the peer must offer
+ * ALPN "h2" (gRPC); else "http/1.1" is chosen if offered. It owns fd and its
+ * SSL (closed on free).
  */
 struct bufferevent *tls_accept_bev(struct tls *, struct event_base *,
 		    evutil_socket_t fd, int h2);
-/*
- * For evhttp_set_bevcb(http, tls_evhttp_bevcb, tls): the HTTP listener's
- * connections in TLS (HTTP/1.1) over the same context as the gRPC one.
- */
-struct bufferevent *tls_evhttp_bevcb(struct event_base *, void *tls);
 
 /*
  * The bufferevent of an outgoing connection (no socket yet: connect it with
