@@ -314,6 +314,9 @@ grpc_call_peer(const struct grpc_call *c)
 const char *
 grpc_call_peer_name(const struct grpc_call *c)
 {
+	/* A local call (the HTTP listener's JSON API) has no TLS of its own. */
+	if (c->conn == NULL)
+		return NULL;
 	return c->conn->subject;
 }
 
