@@ -37,7 +37,7 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-"usage: sagactl [-s host:port] [--json] [-T ms] COMMAND [ARGS]\n"
+"usage: sagactl [-s host:port] [--token T] [--json] [-T ms] COMMAND [ARGS]\n"
 "\n"
 "commands:\n"
 "  run FLOW [key=value ...]   start a saga and print it when Run returns\n"
@@ -61,6 +61,9 @@ usage(FILE *fp)
     CTL_DEFAULT_SERVER ")\n"
 "  -j, --json                 print JSON for scripts\n"
 "  -T, --timeout ms           deadline of each call (default 30000)\n"
+"  -t, --token TOKEN          send \"authorization: Bearer TOKEN\" (default\n"
+"                             $SAGAD_TOKEN); prefer the variable: a flag\n"
+"                             shows in ps\n"
 "      --tls                  talk TLS to sagad, checking its certificate\n"
 "                             against the system's CAs\n"
 "      --ca FILE              ... against the CA certificates in FILE (PEM);\n"
@@ -245,7 +248,7 @@ ctl_unary(struct ctl *c, const char *path, const ProtobufCMessage *req,
 
 	protobuf_c_message_pack(req, buf);
 	memset(sc, 0, sizeof(*sc));
-	grpc_client_call_start(c->ch, path, buf, len, NULL, c->timeout_ms,
+	grpc_client_call_start(c->ch, path, buf, len, CTL_MD(c), c->timeout_ms,
 	    sync_call_cb, sc);
 	free(buf);
 	while (!sc->done)
@@ -275,7 +278,23 @@ ctl_call_error(struct ctl *c, const struct sync_call *sc)
 		ctl_print_error_json(stdout, sc->status, sc->message);
 	fprintf(stderr, "sagactl: %s: %s\n", grpc_status_name(sc->status),
 	    sc->message);
+	ctl_auth_hint(c, sc->status);
 	return exit_for_status(sc->status);
+}
+
+void
+ctl_auth_hint(const struct ctl *c, int status)
+{
+	if (status == GRPC_STATUS_UNAUTHENTICATED && !c->has_token)
+		fprintf(stderr, "sagactl: sagad asks for a token: pass "
+		    "--token TOKEN or set SAGAD_TOKEN\n");
+	else if (status == GRPC_STATUS_UNAUTHENTICATED)
+		fprintf(stderr, "sagactl: sagad does not know the token given "
+		    "(--token or SAGAD_TOKEN): check it against its "
+		    "auth.tokens_file\n");
+	else if (status == GRPC_STATUS_PERMISSION_DENIED && c->has_token)
+		fprintf(stderr, "sagactl: the token given is valid but its "
+		    "role may not do this: use a token with a stronger role\n");
 }
 
 /*
@@ -590,13 +609,14 @@ cmd_watch(struct ctl *c, const char *id)
 	saga__v1__get_request__pack(&req, buf);
 	/* A watch lasts as long as the saga: no deadline but the user's. */
 	grpc_client_stream_start(c->ch, "/saga.v1.Orchestrator/Watch", buf,
-	    len, NULL, 0, watch_msg, watch_end, &w);
+	    len, CTL_MD(c), 0, watch_msg, watch_end, &w);
 	free(buf);
 	while (!w.done)
 		event_base_loop(c->base, EVLOOP_ONCE);
 	if (w.status != GRPC_STATUS_OK) {
 		fprintf(stderr, "sagactl: watch: %s: %s\n",
 		    grpc_status_name(w.status), w.message);
+		ctl_auth_hint(c, w.status);
 		rc = exit_for_status(w.status);
 	} else
 		rc = w.final_state == SAGA_STATE_COMPENSATED ||
@@ -710,6 +730,7 @@ ctl_main(int argc, char **argv)
 		{ "server",	required_argument, NULL, 's' },
 		{ "json",	no_argument,	   NULL, 'j' },
 		{ "timeout",	required_argument, NULL, 'T' },
+		{ "token",	required_argument, NULL, 't' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ "version",	no_argument,	   NULL, 'V' },
 		{ "tls",	no_argument,	   NULL, 1000 },
@@ -721,6 +742,7 @@ ctl_main(int argc, char **argv)
 	};
 	struct ctl	 c;
 	const char	*server = getenv("SAGAD_SERVER");
+	const char	*token = getenv("SAGAD_TOKEN");
 	const char	*ca = NULL, *cert = NULL, *key = NULL;
 	int		 tls = 0;
 	const char	*cmd;
@@ -732,13 +754,17 @@ ctl_main(int argc, char **argv)
 	if (server == NULL || *server == '\0')
 		server = CTL_DEFAULT_SERVER;
 	/* '+': stop at the command; its own flags come after it. */
-	while ((ch = getopt_long(argc, argv, "+s:jT:hV", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+s:jt:T:hV", opts, NULL)) !=
+	    -1) {
 		switch (ch) {
 		case 's':
 			server = optarg;
 			break;
 		case 'j':
 			c.json = 1;
+			break;
+		case 't':
+			token = optarg;
 			break;
 		case 'T':
 			c.timeout_ms = strtoll(optarg, &end, 10);
@@ -780,6 +806,23 @@ ctl_main(int argc, char **argv)
 	if (optind >= argc) {
 		usage(stderr);
 		return CTL_EXIT_USAGE;
+	}
+	if (token != NULL && *token != '\0') {
+		char	*v;
+		size_t	 n = strlen(token);
+
+		if (strspn(token, "!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJ"
+		    "KLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~") != n
+		    || n > 4096) {
+			fprintf(stderr, "sagactl: --token: expected printable "
+			    "characters without spaces\n");
+			return CTL_EXIT_USAGE;
+		}
+		v = util_xcalloc(1, n + 8);
+		snprintf(v, n + 8, "Bearer %s", token);
+		grpc_md_add(&c.md, "authorization", v, n + 7);
+		free(v);
+		c.has_token = 1;
 	}
 	if (util_parse_hostport(server, host, sizeof(host), &port, err,
 	    sizeof(err)) == -1) {
@@ -837,5 +880,6 @@ ctl_main(int argc, char **argv)
 	grpc_client_free(c.client);
 	tls_free(c.tls);
 	event_base_free(c.base);
+	grpc_md_clear(&c.md);
 	return rc;
 }
