@@ -191,9 +191,16 @@ nats_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
 			p->res.duplicate = pa->Duplicate;
 			p->res.seq = pa->Sequence;
 		} else {
-			/* No stream took it, or JetStream said no. */
-			p->res.refused = pae != NULL && (pae->Err ==
-			    NATS_NO_RESPONDERS || pae->ErrCode != 0);
+			/*
+			 * No stream took it, or JetStream said no. With a
+			 * replicated stream "no responders" is also what a
+			 * publish meets while the stream elects a new leader
+			 * (its node died: seconds): not a definite no, so the
+			 * launch publishes it again (t/cluster.sh).
+			 */
+			p->res.refused = pae != NULL && (pae->ErrCode != 0 ||
+			    (pae->Err == NATS_NO_RESPONDERS &&
+			    bus->replicas <= 1));
 			snprintf(p->errbuf, sizeof(p->errbuf),
 			    "nats: publish %s: %s", natsMsg_GetSubject(msg),
 			    pae != NULL && pae->ErrText != NULL &&

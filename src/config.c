@@ -727,6 +727,24 @@ resolve(struct loader *l, const char *pod_id)
 			n->timeout_ms = n->service < cfg->nservices ?
 			    cfg->services[n->service].timeout_ms : 5000;
 	}
+	if (cfg->nats.nurls > 0) {
+		size_t	 len = 1, at = 0, n;
+		char	*list;
+
+		/* One comma list, as the bus takes it (see bus_nats.c). */
+		for (size_t i = 0; i < cfg->nats.nurls; i++)
+			len += strlen(cfg->nats.urls[i]) + 1;
+		list = util_xcalloc(1, len);
+		for (size_t i = 0; i < cfg->nats.nurls; i++) {
+			if (i > 0)
+				list[at++] = ',';
+			n = strlen(cfg->nats.urls[i]);
+			memcpy(list + at, cfg->nats.urls[i], n);
+			at += n;
+		}
+		free(cfg->nats.url);
+		cfg->nats.url = list;
+	}
 	if (pod_id != NULL) {
 		if (config_check_pod_id(pod_id, why, sizeof(why)) == -1)
 			lerr_at(l, l->path, 0, "pod_id (from -P or POD_ID): "

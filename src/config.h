@@ -85,6 +85,9 @@ struct config {
 		char	*stream;
 		char	*subject_prefix;	/* "saga": <prefix>.work.... */
 		int	 replicas;
+		char	**urls;		/* nats.urls; on load url becomes
+					   their comma list */
+		size_t	  nurls;
 		char	*creds;		/* a .creds file (JWT and nkey seed) */
 		char	*user;
 		char	*password;	/* never logged */
@@ -106,6 +109,11 @@ struct config {
 		int	 saga_ttl;
 		int	 completed_ttl;	/* s a COMPLETED saga is kept; 0: saga_ttl */
 		int	 lease_ms;	/* owner's hold on a running saga */
+		char	**sentinels;	/* "host:port"; none: host and port */
+		size_t	  nsentinels;
+		char	*master_name;	/* the primary's name at the sentinels */
+		int	 min_replicas_ack; /* WAIT for this many; 0: no WAIT */
+		int	 ack_timeout_ms;
 		int	 db;		/* SELECT */
 		char	*username;	/* AUTH with an ACL user */
 		char	*password;	/* never logged */

@@ -617,6 +617,10 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	sp.username = cfg->redis.username;
 	sp.password = cfg->redis.password;
 	sp.password_file = cfg->redis.password_file;
+	sp.sentinels = (const char *const *)cfg->redis.sentinels;
+	sp.master_name = cfg->redis.master_name;
+	sp.min_replicas_ack = cfg->redis.min_replicas_ack;
+	sp.ack_timeout_ms = cfg->redis.ack_timeout_ms;
 	/* Credentials Redis refuses stop the start, loudly. */
 	if (store_probe(&sp, 2000, err, errlen) == -1)
 		return -1;
