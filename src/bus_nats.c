@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <nats/nats.h>
@@ -214,6 +215,30 @@ nats_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
 
 /* --- open and close --------------------------------------------------------- */
 
+/* nats.tls without a ca: the system's bundle (Debian's path). */
+#define NATS_SYSTEM_CAS	"/etc/ssl/certs/ca-certificates.crt"
+
+/*
+ * TLS (nats.tls, issue 15): the server's certificate is verified against
+ * nats.tls.ca or the system's CAs, and its name against the URL's host; a
+ * client certificate when cert and key are set.
+ */
+static natsStatus
+nats_tls_options(struct bus *bus, natsOptions *o)
+{
+	natsStatus s = natsOptions_SetSecure(o, true);
+
+	if (s == NATS_OK && bus->tls_ca != NULL)
+		s = natsOptions_LoadCATrustedCertificates(o, bus->tls_ca);
+	if (s == NATS_OK && bus->tls_ca == NULL &&
+	    access(NATS_SYSTEM_CAS, R_OK) == 0)
+		s = natsOptions_LoadCATrustedCertificates(o, NATS_SYSTEM_CAS);
+	if (s == NATS_OK && bus->tls_cert != NULL)
+		s = natsOptions_LoadCertificatesChain(o, bus->tls_cert,
+		    bus->tls_key);
+	return s;
+}
+
 /*
  * With credentials: one plain connection attempt, without callbacks or
  * retries, so that a server refusing them fails the open with its reason
@@ -244,6 +269,8 @@ nats_auth_probe(struct bus *bus, const char *url, const char **urls, int n,
 	if (s == NATS_OK && bus->creds != NULL)
 		s = natsOptions_SetUserCredentialsFromFiles(o, bus->creds,
 		    NULL);
+	if (s == NATS_OK && bus->tls)
+		s = nats_tls_options(bus, o);
 	if (s == NATS_OK)
 		s = natsConnection_Connect(&nc, o);
 	text = nats_GetLastError(&last);
@@ -355,6 +382,9 @@ nats_open(struct bus *bus, const char *url, const char *name, char *err,
 		s = natsOptions_SetPingInterval(opts, 2000);
 	if (s == NATS_OK)
 		s = natsOptions_SetMaxPingsOut(opts, 3);
+	/* nats.tls; a tls:// URL asks for TLS by itself. */
+	if (s == NATS_OK && bus->tls)
+		s = nats_tls_options(bus, opts);
 	if (s != NATS_OK) {
 		nats_error(err, errlen, "options", s, 0);
 		goto fail;

@@ -319,6 +319,9 @@ key_default(const struct config_key *k, void *base)
 		*(double *)p = 1.0;
 		break;
 	case KT_SECTION:
+		if (k->flags & KEY_PRESENCE)
+			*(int *)p = 0;
+		break;
 	case KT_NAMED:
 		break;
 	}
@@ -568,8 +571,11 @@ parse_key(struct loader *l, const config_setting_t *s, const char *key,
 			lerr(l, s, key, "expected a group { ... }, got %s",
 			    describe(s, got, sizeof(got)));
 			parse_scope(l, NULL, k->sub, base, key);
-		} else
+		} else {
+			if (k->flags & KEY_PRESENCE)
+				*(int *)((char *)base + k->off) = 1;
 			parse_scope(l, s, k->sub, base, key);
+		}
 		break;
 	case KT_NAMED:
 		parse_named(l, s, key, k->sub);
@@ -758,6 +764,30 @@ resolve(struct loader *l, const char *pod_id)
 	}
 }
 
+/*
+ * Issue 15: a certificate goes with its key. Both given or neither, for
+ * the bus and for each service's client certificate.
+ */
+static void
+check_tls_pairs(struct loader *l, config_t *lc)
+{
+	const struct config	*cfg = l->cfg;
+	char			 path[600];
+
+	if ((cfg->nats.tls.cert == NULL) != (cfg->nats.tls.key == NULL))
+		lerr(l, config_lookup(lc, "nats.tls"), "nats.tls",
+		    "cert and key go together: give both or neither");
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		const struct config_service *cs = &cfg->services[i];
+
+		if ((cs->tls.cert == NULL) == (cs->tls.key == NULL))
+			continue;
+		snprintf(path, sizeof(path), "services.%s.tls", cs->name);
+		lerr(l, config_lookup(lc, path), path, "cert and key go "
+		    "together: give both or neither");
+	}
+}
+
 static void
 loader_free(struct loader *l)
 {
@@ -817,6 +847,7 @@ config_load(const char *path, const char *pod_id, char *err, size_t errlen)
 	cfg->path = util_xstrdup(path);
 	parse_scope(&l, config_root_setting(&lc), KS_MAIN, cfg, "");
 	resolve(&l, pod_id);
+	check_tls_pairs(&l, &lc);
 	config_destroy(&lc);
 
 	if (l.nerrs > 0) {

@@ -22,6 +22,13 @@ struct config_service {
 	int		 timeout_ms;
 	int		 max_inflight;
 	int		 max_queue;	/* calls waiting for a free slot */
+	struct {			/* issue 15: TLS to the participant */
+		int	 on;		/* the group tls = { } is there */
+		char	*ca;		/* NULL: the system's CAs */
+		char	*cert;		/* with key: a client certificate */
+		char	*key;
+		char	*server_name;	/* NULL: the address's host */
+	} tls;
 };
 
 struct config_node {
@@ -85,6 +92,12 @@ struct config {
 		char	*user;
 		char	*password;	/* never logged */
 		char	*password_file;
+		struct {		/* issue 15 */
+			int	 on;	/* nats.tls = { } is there */
+			char	*ca;
+			char	*cert;
+			char	*key;
+		} tls;
 	} nats;
 	struct {
 		char	*url;		/* may hold a password: never log it */
@@ -136,6 +149,13 @@ struct config {
 		int	 max_body_kb;
 		int	 timeout_ms;
 	} http;
+
+	struct {			/* issue 15: the listeners' TLS */
+		int	 on;		/* tls = { } is there */
+		char	*cert;
+		char	*key;
+		char	*client_ca;	/* client certificates required */
+	} tls;
 
 	struct config_service	*services;
 	size_t			 nservices;

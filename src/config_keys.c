@@ -258,6 +258,39 @@ const struct config_key config_keys[] = {
 	/* Issue 18: retention by state. */
 	{ "completed_ttl", KS_REDIS, KT_INT, KEY_RESTART,
 	    C(redis.completed_ttl), 0, 0, 0, 31536000, 0, NULL, NULL, NULL, 0 },
+
+	/*
+	 * Issue 15, TLS: the listeners' (tls), the participants' per service
+	 * (services.NAME.tls) and the bus's (nats.tls). A group that is there
+	 * turns TLS on, even empty for a service (the system's CAs). The
+	 * listeners' files are read again on SIGHUP; NATS's at a restart.
+	 */
+	{ "tls", KS_MAIN, KT_SECTION, KEY_PRESENCE, C(tls.on), 0, 0, 0, 0, 0,
+	    NULL, NULL, NULL, KS_TLS },
+	{ "cert", KS_TLS, KT_STRING, KEY_REQUIRED, C(tls.cert), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "key", KS_TLS, KT_STRING, KEY_REQUIRED, C(tls.key), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "client_ca", KS_TLS, KT_STRING, 0, C(tls.client_ca), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "tls", KS_NATS, KT_SECTION, KEY_PRESENCE, C(nats.tls.on), 0, 0,
+	    0, 0, 0, NULL, NULL, NULL, KS_NATS_TLS },
+	{ "ca", KS_NATS_TLS, KT_STRING, KEY_RESTART, C(nats.tls.ca), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "cert", KS_NATS_TLS, KT_STRING, KEY_RESTART, C(nats.tls.cert), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "key", KS_NATS_TLS, KT_STRING, KEY_RESTART, C(nats.tls.key), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "tls", KS_SERVICE, KT_SECTION, KEY_PRESENCE, S(tls.on), 0, 0,
+	    0, 0, 0, NULL, NULL, NULL, KS_SERVICE_TLS },
+	{ "ca", KS_SERVICE_TLS, KT_STRING, 0, S(tls.ca), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "cert", KS_SERVICE_TLS, KT_STRING, 0, S(tls.cert), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "key", KS_SERVICE_TLS, KT_STRING, 0, S(tls.key), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "server_name", KS_SERVICE_TLS, KT_STRING, 0, S(tls.server_name),
+	    0, 0, 0, 0, 0, NULL, NULL, check_host, 0 },
 };
 
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,
@@ -270,6 +303,7 @@ static const char *const scope_prefix[] = {
 	[KS_TRACING] = "tracing",
 	[KS_HTTP] = "http",
 	[KS_AUTH] = "auth",
+	[KS_TLS] = "tls", [KS_NATS_TLS] = "nats.tls",
 };
 
 /* --- value checks ---------------------------------------------------------- */
@@ -344,10 +378,12 @@ bad:
 static int
 check_nats_url(const char *s, char *why, size_t len)
 {
-	if (strncmp(s, "nats://", 7) == 0 && s[7] != '\0' &&
+	size_t n = strncmp(s, "tls://", 6) == 0 ? 6 : 7;
+
+	if ((strncmp(s, "nats://", 7) == 0 || n == 6) && s[n] != '\0' &&
 	    strpbrk(s, " \t\r\n") == NULL)
 		return 0;
-	snprintf(why, len, "expected a URL starting with nats://");
+	snprintf(why, len, "expected a URL starting with nats:// or tls://");
 	return -1;
 }
 

@@ -680,7 +680,67 @@ END_TEST
 START_TEST(nats_url_needs_scheme)
 {
 	refused("nats = { url = \"127.0.0.1:4222\"; };\n", 1, "nats.url: "
-	    "expected a URL starting with nats://, got \"127.0.0.1:4222\"");
+	    "expected a URL starting with nats:// or tls://, got "
+	    "\"127.0.0.1:4222\"");
+}
+END_TEST
+
+/* --- TLS (issue 15) ------------------------------------------------------------ */
+
+START_TEST(tls_keys_accepted)
+{
+	struct config	*cfg = load("tls = { cert = \"/etc/s.pem\"; "
+	    "key = \"/etc/s.key\"; client_ca = \"/etc/ca.pem\"; };\n"
+	    "nats = { url = \"tls://127.0.0.1:4222\"; tls = { ca = "
+	    "\"/etc/n.pem\"; cert = \"/etc/c.pem\"; key = \"/etc/c.key\"; "
+	    "}; };\n"
+	    "services = { s = { address = \"127.0.0.1:5000\"; tls = { "
+	    "ca = \"/etc/p.pem\"; server_name = \"order.internal\"; }; };\n"
+	    "             t = { address = \"127.0.0.1:5001\"; tls = { }; };\n"
+	    "             u = { address = \"127.0.0.1:5002\"; }; };\n",
+	    "pod-t");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->tls.on, 1);
+	ck_assert_str_eq(cfg->tls.cert, "/etc/s.pem");
+	ck_assert_str_eq(cfg->tls.key, "/etc/s.key");
+	ck_assert_str_eq(cfg->tls.client_ca, "/etc/ca.pem");
+	ck_assert_int_eq(cfg->nats.tls.on, 1);
+	ck_assert_str_eq(cfg->nats.tls.ca, "/etc/n.pem");
+	ck_assert_str_eq(cfg->nats.tls.key, "/etc/c.key");
+	ck_assert_str_eq(cfg->nats.url, "tls://127.0.0.1:4222");
+	ck_assert_int_eq(cfg->services[0].tls.on, 1);
+	ck_assert_str_eq(cfg->services[0].tls.server_name, "order.internal");
+	ck_assert_ptr_null(cfg->services[0].tls.cert);
+	/* An empty group: TLS with the system's CAs. */
+	ck_assert_int_eq(cfg->services[1].tls.on, 1);
+	ck_assert_ptr_null(cfg->services[1].tls.ca);
+	ck_assert_int_eq(cfg->services[2].tls.on, 0);
+	config_free(cfg);
+	cfg = load("listen = \"127.0.0.1:1\";\n", "pod-t");
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->tls.on, 0);
+	ck_assert_int_eq(cfg->nats.tls.on, 0);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(tls_needs_cert_and_key)
+{
+	refused("tls = { cert = \"/etc/s.pem\"; };\n", 1,
+	    "tls.key: missing: expected an absolute path");
+	refused("tls = { cert = \"s.pem\"; key = \"/etc/s.key\"; };\n", 1,
+	    "tls.cert: expected an absolute path");
+	refused("services = { s = { address = \"127.0.0.1:5000\";\n"
+	    "  tls = { cert = \"/etc/c.pem\"; }; }; };\n", 2,
+	    "services.s.tls: cert and key go together");
+	refused("nats = { tls = { key = \"/etc/c.key\"; }; };\n", 1,
+	    "nats.tls: cert and key go together");
+	refused("services = { s = { address = \"127.0.0.1:5000\";\n"
+	    "  tls = { server_name = \"a b\"; }; }; };\n", 2,
+	    "services.s.tls.server_name: expected a host name");
+	refused("tls = { cert = \"/a\"; key = \"/b\"; ca = \"/c\"; };\n", 1,
+	    "tls.ca: unknown key");
 }
 END_TEST
 
@@ -1474,6 +1534,8 @@ config_suite(void)
 	tcase_add_test(tc, max_queue_nonpositive_rejected);
 	tcase_add_test(tc, shutdown_timeout_bounds);
 	tcase_add_test(tc, nats_url_needs_scheme);
+	tcase_add_test(tc, tls_keys_accepted);
+	tcase_add_test(tc, tls_needs_cert_and_key);
 	tcase_add_test(tc, nats_replicas_bounds);
 	tcase_add_test(tc, nats_stream_name_checked);
 	tcase_add_test(tc, redis_port_bounds);
