@@ -929,8 +929,8 @@ START_TEST(cluster_keys_checked)
 	refused("redis = { sentinels = [ \"s1:0\" ]; };\n", 1,
 	    "redis.sentinels[0]: expected \"host:port\", got \"s1:0\"");
 	refused("nats = { urls = [ \"tcp://a:1\" ]; };\n", 1,
-	    "nats.urls[0]: expected a URL starting with nats:// or tls://, got "
-	    "\"tcp://a:1\"");
+	    "nats.urls[0]: expected a URL starting with nats:// or tls://, "
+	    "got \"tcp://a:1\"");
 	refused("redis = { min_replicas_ack = -1; };\n", 1,
 	    "redis.min_replicas_ack: expected an integer from 0 to 16, got -1");
 	refused("redis = { ack_timeout_ms = 0; };\n", 1,
