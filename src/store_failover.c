@@ -42,6 +42,15 @@
  * store outage (they keep the saga and write again, or let the lease
  * bring it back); it is never reported done.
  *
+ * Limits. A write found to have landed, on a connection opened after the
+ * one that sent it, counts once a WAIT on that new connection answers,
+ * whose offset does not cover the old write: it is on the new primary,
+ * which is what survived, but its own replicas may not have it yet. The
+ * lease scripts (renew, claim) and Cancel are not followed by WAIT: a claim
+ * or a mark lost in a failover is taken again, or refused by the next
+ * write's revision check. Sentinels that ask for a password are not
+ * supported.
+ *
  * Not here: the scripts (store_lua.c), the connections themselves
  * (store.c).
  */
