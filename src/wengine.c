@@ -467,15 +467,19 @@ job_notify_done(struct job *j)
 /*
  * What a final saga needs besides its record: its callback queued and the
  * throttling pod told. Run every time a message finds the saga final, so a
- * worker that died after the final write still gets them done.
+ * worker that died after the final write still gets them done. The
+ * callback's message carries the final record (work.h), so its first
+ * delivery POSTs it without reading Redis.
  */
 static void
 job_end_effects(struct job *j)
 {
-	char		 id[STORE_ID_MAX + 16], subject[WORK_SUBJECT_MAX];
-	struct work	 w;
-	uint8_t		*buf;
-	size_t		 len;
+	char			 id[STORE_ID_MAX + 16], subject[WORK_SUBJECT_MAX];
+	struct work		 w;
+	struct work_record	 rec;
+	struct saga_pb		 v;
+	uint8_t			*buf;
+	size_t			 len;
 
 	if (j->d.callback == NULL) {
 		job_notify_done(j);
@@ -487,8 +491,16 @@ job_end_effects(struct job *j)
 	w.pod = (char *)(uintptr_t)job_pod(j);
 	w.mode = j->d.s->mode;
 	w.traceparent = j->w.traceparent;
+	saga_pb_view(j->d.s, &v);
+	memset(&rec, 0, sizeof(rec));
+	rec.rev = j->d.rev;
+	rec.saga = &v.pb;
+	rec.pod = job_pod(j);
+	rec.callback = j->d.callback;
+	w.record = &rec;
 	snprintf(id, sizeof(id), "%s:callback", j->d.s->id);
 	buf = work_pack(&w, &len);
+	saga_pb_view_free(&v);
 	(void)work_callback_subject(subject, sizeof(subject),
 	    j->e->cfg->nats.subject_prefix);
 	job_publish(j, subject, id, buf, len, job_notify_done);

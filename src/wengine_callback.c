@@ -1,14 +1,18 @@
 /*
  * wengine_callback.c - callback delivery: a message of the callbacks topic
- * reads its saga from the store and POSTs it as JSON to the saga's
- * callback_url (callback.c is the HTTP client, and checks the URL against
- * callbacks.allow again). A 2xx is done; another 4xx is refused and not
+ * POSTs its saga as JSON to the saga's callback_url (callback.c is the HTTP
+ * client, and checks the URL against callbacks.allow again). The first
+ * delivery takes the saga from the final record its message carries (the
+ * worker that ended the saga put it there: wengine.c's job_end_effects);
+ * a redelivery, or a message without one (a large saga, an older sagad),
+ * reads the store. A 2xx is done; another 4xx is refused and not
  * retried; anything else (5xx, no answer) comes back on the bus with
  * exponential backoff until callbacks.retries is spent.
  */
 #include "autoconf.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "bus.h"
 #include "callback.h"
@@ -105,6 +109,21 @@ callback_got(enum store_result res, struct store_saga *rec,
 void
 wengine_callback_start(struct job *j)
 {
+	struct store_saga rec;
+
 	j->busy = 1;
-	store_get(j->e->store, j->w.saga_id, callback_got, j);
+	if (j->w.record == NULL || j->msg == NULL ||
+	    bus_msg_delivered(j->msg) != 1) {
+		store_get(j->e->store, j->w.saga_id, callback_got, j);
+		return;
+	}
+	j->e->st.unread++;
+	memset(&rec, 0, sizeof(rec));
+	rec.saga = (Saga__V1__Saga *)(uintptr_t)j->w.record->saga;
+	rec.rev = j->w.record->rev;
+	rec.pod = j->w.record->pod;
+	rec.owner = "";
+	rec.callback = j->w.record->callback;
+	rec.cancel = "";
+	callback_got(STORE_OK, &rec, NULL, j);
 }

@@ -5,6 +5,10 @@ into a log file and answers by path:
   /ok/...      200
   /flaky/...   500 to the first two POSTs of a saga id, then 200
   /reject/...  400
+  /close/...   200 with "Connection: close" (the client must reconnect)
+
+Each connection it accepts adds a line to LOGFILE.conns, so a test can
+count the connections its callbacks came on (keep-alive).
 
 Usage: async_receiver.py PORT LOGFILE
 """
@@ -22,6 +26,12 @@ seen = {}
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        with lock:
+            with open(LOG + ".conns", "a") as f:
+                f.write("%s:%d\n" % self.client_address[:2])
 
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))
@@ -49,6 +59,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
+        if self.path.startswith("/close/"):
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(out)
 
