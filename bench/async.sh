@@ -7,7 +7,7 @@
 #
 #   [QUEUE=nats|rabbitmq] [RATE=5000] [DUR=20s] [WORKERS=1]
 #   [CONCURRENCY=2000] [CONNS=8] [THROTTLING=0] [PROFILE=1] [REWRITE=1]
-#   bench/async.sh [BUILD_DIR]
+#   [CALLBACK=1] bench/async.sh [BUILD_DIR]
 #
 # 1. throttling, closed loop: the held call returns at the saga's end, so its
 #    rate is the end-to-end rate of the worker path
@@ -24,6 +24,9 @@
 # server's stream limit) and a Run waits for Redis and JetStream's ack.
 # PROFILE=1 adds CPU seconds per process and per saga, NATS message counts
 # and Redis command times for section 2.
+# CALLBACK=1 gives every async saga a callback_url, to bench/cbsink.c (built
+# here with cc; it answers 200 on keep-alive connections): section 2 then
+# counts a saga complete when its callback has arrived.
 set -euo pipefail
 top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
 B=$(cd "${1:-$top_srcdir}" && pwd)
@@ -108,15 +111,27 @@ states() {
 }
 $rcli --raw eval "for _, k in ipairs(redis.call('KEYS', 'saga:{bench-*}')) do redis.call('DEL', k) end return 0" 0 >/dev/null
 # Completions are read off the payment participant's counter of Creates
-# answered OK (the booking's last step), sampled every 0.5 s.
-GEN=$LIB_TMP/gen
-mkdir -p "$GEN"
-"${PROTOC:-protoc}" -I"$top_srcdir/examples/booking" --python_out="$GEN" \
-	"$top_srcdir/examples/booking/booking.proto"
-"${PYTHON_GRPC:-/usr/bin/python3}" "$top_srcdir/bench/completions.py" \
-	"$payment_port" "$GEN" >"$LIB_TMP/done.txt" 2>"$LIB_TMP/done.err" &
-sampler=$!
-track $sampler
+# answered OK (the booking's last step), sampled every 0.5 s; with
+# CALLBACK=1, off the callback receiver's count of POSTs.
+cbflag=()
+if [ -n "${CALLBACK:-}" ]; then
+	cc -O2 -o "$LIB_TMP/cbsink" "$top_srcdir/bench/cbsink.c" -levent
+	cb_port=$(free_port)
+	"$LIB_TMP/cbsink" "$cb_port" >"$LIB_TMP/done.txt" 2>"$LIB_TMP/done.err" &
+	sampler=$!
+	track $sampler
+	wait_port "$cb_port"
+	cbflag=(--callback "http://127.0.0.1:$cb_port/cb")
+else
+	GEN=$LIB_TMP/gen
+	mkdir -p "$GEN"
+	"${PROTOC:-protoc}" -I"$top_srcdir/examples/booking" --python_out="$GEN" \
+		"$top_srcdir/examples/booking/booking.proto"
+	"${PYTHON_GRPC:-/usr/bin/python3}" "$top_srcdir/bench/completions.py" \
+		"$payment_port" "$GEN" >"$LIB_TMP/done.txt" 2>"$LIB_TMP/done.err" &
+	sampler=$!
+	track $sampler
+fi
 base=""
 while [ -z "$base" ]; do sleep 0.1; base=$(awk 'NR == 1 { print $2 }' "$LIB_TMP/done.txt"); done
 # cpu_snap: "PID SECONDS COMMAND" of every process of the run (user and
@@ -150,7 +165,8 @@ t0=$(awk 'END { print $1 }' "$LIB_TMP/done.txt")
 if [ -n "${REWRITE:-}" ]; then
 	( sleep "$(( ${DUR%s} / 2 ))"; $rcli bgrewriteaof >/dev/null ) &
 fi
-$ctl bench AsyncBooking -r "$RATE" -d "$DUR" -c "${CONNS:-8}" | tee "$LIB_TMP/async.txt"
+$ctl bench AsyncBooking -r "$RATE" -d "$DUR" -c "${CONNS:-8}" "${cbflag[@]}" |
+	tee "$LIB_TMP/async.txt"
 # The accepted Runs (OK): a refused one (UNAVAILABLE) never completes.
 total=$(awk '/^Status Codes/ { for (i = 1; i <= NF; i++) if ($i ~ /^OK:/) { sub(/^OK:/, "", $i); print $i } }' "$LIB_TMP/async.txt")
 total=${total:-0}
@@ -165,6 +181,7 @@ while :; do
 done
 kill "$sampler" 2>/dev/null || true
 echo "sagas by state: $(states)"
+[ -n "${CALLBACK:-}" ] && awk 'END { printf "callbacks received: %d, on %d connections\n", $2, $3 }' "$LIB_TMP/done.txt"
 # Completed per second in each whole second of the run, the steady state
 # (the middle of the attack, from its 5th second to 1 s before its end) and
 # the whole: from the first Run to the last completion.
