@@ -24,6 +24,11 @@
 # server's stream limit) and a Run waits for Redis and JetStream's ack.
 # PROFILE=1 adds CPU seconds per process and per saga, NATS message counts
 # and Redis command times for section 2.
+# CALLGRIND=1 runs the master and every worker under valgrind's callgrind
+# (use a low RATE, say 100): its counters are zeroed before section 2 and
+# dumped after it, and the instructions each process ran per saga are
+# printed, with the functions that ran most of them (CALLGRIND_OUT=DIR keeps
+# the dumps).
 # CALLBACK=1 gives every async saga a callback_url, to bench/cbsink.c (built
 # here with cc; it answers 200 on keep-alive connections): section 2 then
 # counts a saga complete when its callback has arrived.
@@ -83,10 +88,20 @@ flows = {
                         max_queue = 100000; };
 };
 CONF
-SAGAD_WORKER="$B/sagad-worker" "$B/sagad" -d -c "$LIB_TMP/sagad.conf" \
+vg=()
+worker=$B/sagad-worker
+if [ -n "${CALLGRIND:-}" ]; then
+	vg=(valgrind --tool=callgrind --callgrind-out-file="$LIB_TMP/cg.%p.out")
+	worker=$LIB_TMP/worker.sh
+	printf '#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s/cg.%%p.out %s "$@"\n' \
+		"$LIB_TMP" "$B/sagad-worker" >"$worker"
+	chmod +x "$worker"
+fi
+SAGAD_WORKER="$worker" "${vg[@]}" "$B/sagad" -d -c "$LIB_TMP/sagad.conf" \
     -p "$LIB_TMP/sagad.pid" >"$LIB_TMP/sagad.log" 2>&1 &
 track $!
-wait_port "$sagad_port"
+wait_port "$sagad_port" 120
+[ -n "${CALLGRIND:-}" ] && sleep 20	# the workers, slowed down, to start
 sleep 1
 ctl="$B/sagactl -s 127.0.0.1:$sagad_port"
 rcli="redis-cli -p $REDIS_PORT"
@@ -147,7 +162,7 @@ cpu_snap() {
 		[ "$pid" = "$sampler" ] && continue
 		[ -r "/proc/$pid/stat" ] || continue
 		sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null |
-			awk -v hz="$hz" -v pid="$pid" '{ printf "%s %.2f ", pid, ($12 + $13) / hz }' || continue
+			awk -v hz="$hz" -v pid="$pid" '{ printf "%s %.2f %.2f ", pid, ($12 + $13) / hz, $13 / hz }' || continue
 		tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-70
 	done
 }
@@ -159,6 +174,22 @@ if [ -n "${PROFILE:-}" ]; then
 	cpu_snap >"$LIB_TMP/cpu0.txt"
 	[ "$QUEUE" = nats ] && nats_varz >"$LIB_TMP/varz0.txt"
 	$rcli config resetstat >/dev/null
+fi
+sagad_pids() {
+	cat "$LIB_TMP/sagad.pid"
+	pgrep -P "$(cat "$LIB_TMP/sagad.pid")"
+}
+if [ -n "${CALLGRIND:-}" ]; then
+	for pid in $(sagad_pids); do callgrind_control -z "$pid" >/dev/null; done
+fi
+# STRACE=1: the system calls of the master and the workers in section 2.
+straces=()
+if [ -n "${STRACE:-}" ]; then
+	for pid in $(sagad_pids); do
+		strace -f -c -p "$pid" -o "$LIB_TMP/strace.$pid" 2>/dev/null &
+		straces+=($!)
+	done
+	sleep 1
 fi
 echo "## 2. async, open loop at $RATE/s for $DUR"
 t0=$(awk 'END { print $1 }' "$LIB_TMP/done.txt")
@@ -209,10 +240,11 @@ if [ -n "${PROFILE:-}" ]; then
 	cpu_snap >"$LIB_TMP/cpu1.txt"
 	echo
 	echo "## CPU seconds by process, section 2"
-	awk -v n="$total" 'NR == FNR { t0[$1] = $2; next }
-		{ d = $2 - t0[$1]; sum += d; name = $0; sub(/^[^ ]+ [^ ]+ /, "", name)
-		  if (d > 0) printf "%8.2f s  %s\n", d, name }
-		END { printf "%8.2f s  in all: %.0f us of CPU per saga\n", sum, sum * 1e6 / n }' \
+	awk -v n="$total" 'NR == FNR { t0[$1] = $2; s0[$1] = $3; next }
+		{ d = $2 - t0[$1]; k = $3 - s0[$1]; sum += d; ksum += k
+		  name = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", name)
+		  if (d > 0) printf "%8.2f s  %s (system %.2f s)\n", d, name, k }
+		END { printf "%8.2f s  in all: %.0f us of CPU per saga, %.0f of it in the kernel\n", sum, sum * 1e6 / n, ksum * 1e6 / n }' \
 		"$LIB_TMP/cpu0.txt" "$LIB_TMP/cpu1.txt" | sort -rn
 	[ "$QUEUE" = nats ] && echo "## NATS messages, section 2" &&
 	nats_varz | awk -v n="$total" 'NR == FNR { v[$1] = $2; next }
@@ -221,4 +253,31 @@ if [ -n "${PROFILE:-}" ]; then
 	echo "## Redis commands, section 2"
 	$rcli info commandstats | grep -E '^cmdstat' | tr ':,=' '   ' |
 		awk '{ printf "%-24s calls %9d  usec %11d  per call %6.2f\n", $1, $3, $5, $7 }'
+fi
+if [ -n "${CALLGRIND:-}" ]; then
+	# Instructions (Ir) each process ran in section 2, per saga.
+	echo "## Instructions per saga, section 2 (callgrind)"
+	for pid in $(sagad_pids); do
+		title=$(tr '\0' ' ' <"/proc/$pid/cmdline" | sed 's/^.*\/sagad/sagad/' | cut -c1-70)
+		rm -f "$LIB_TMP"/cg."$pid".out.*
+		callgrind_control -d "$pid" >/dev/null
+		f=$(ls -t "$LIB_TMP"/cg."$pid".out.* 2>/dev/null | head -n 1)
+		[ -n "$f" ] || continue
+		ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1; exit }')
+		[ "${ir:-0}" -gt 0 ] || continue
+		printf '%12.0f Ir/saga  %s\n' "$(echo "$ir / $total" | bc -l)" "$title"
+		[ -n "${CALLGRIND_OUT:-}" ] && mkdir -p "$CALLGRIND_OUT" && cp "$f" "$CALLGRIND_OUT/"
+		callgrind_annotate --auto=no "$f" 2>/dev/null |
+			awk '/^-+$/ { sep++ } sep >= 3 && /^ *[0-9,]+ / && !/PROGRAM TOTALS/ { print "      " $0; if (++n == 15) exit }'
+	done
+fi
+if [ -n "${STRACE:-}" ]; then
+	kill -INT "${straces[@]}" 2>/dev/null || true
+	wait "${straces[@]}" 2>/dev/null || true
+	echo "## System calls per saga, section 2 (strace -c)"
+	for f in "$LIB_TMP"/strace.*; do
+		pid=${f##*.}
+		echo "  $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)"
+		awk -v n="$total" '$1 ~ /^[0-9.]+$/ && NF >= 5 { c = ($4 ~ /^[0-9]+$/) ? $4 : $4; printf "    %-16s %8.2f per saga\n", $NF, c / n }' "$f" | sort -k2 -rn | head -8
+	done
 fi

@@ -197,7 +197,9 @@ wengine_new(const struct wengine_params *p, char *err, size_t errlen)
 	e->defs = defs_new(p->store, p->cfg);
 	e->log = p->log;
 	e->log_arg = p->log_arg;
-	e->http = callback_new(p->base, WE_CALLBACK_TIMEOUT_MS);
+	/* A step worker's one try of a callback fits in its ack margin. */
+	e->http = callback_new(p->base, e->callbacks ? WE_CALLBACK_TIMEOUT_MS :
+	    WE_CALLBACK_FIRST_MS);
 	LIST_INIT(&e->jobs);
 	util_rng_seed(&e->rng);
 	return e;
@@ -398,8 +400,8 @@ job_published(struct bus *bus, const struct bus_pub_result *res, void *arg)
 	j->then(j);
 }
 
-static void
-job_publish(struct job *j, const char *subject, const char *msg_id,
+void
+wengine_job_publish(struct job *j, const char *subject, const char *msg_id,
     const uint8_t *buf, size_t len, void (*then)(struct job *))
 {
 	char	err[SAGAD_ERRLEN];
@@ -437,14 +439,15 @@ job_publish_call(struct job *j, const struct saga_action *a)
 		job_term(j);
 		return;
 	}
-	job_publish(j, dw.subject, dw.msg_id, dw.buf, dw.len, wengine_job_ack);
+	wengine_job_publish(j, dw.subject, dw.msg_id, dw.buf, dw.len,
+	    wengine_job_ack);
 	free(dw.buf);
 }
 
 /* --- the end of a saga ------------------------------------------------------------ */
 
-static void
-job_notify_done(struct job *j)
+void
+wengine_job_end_done(struct job *j)
 {
 	char	 subject[WORK_SUBJECT_MAX], err[SAGAD_ERRLEN];
 	uint8_t	*buf;
@@ -465,46 +468,19 @@ job_notify_done(struct job *j)
 }
 
 /*
- * What a final saga needs besides its record: its callback queued and the
- * throttling pod told. Run every time a message finds the saga final, so a
- * worker that died after the final write still gets them done. The
- * callback's message carries the final record (work.h), so its first
- * delivery POSTs it without reading Redis.
+ * What a final saga needs besides its record: its callback made and the
+ * throttling pod told, then the message acked. Run every time a message
+ * finds the saga final, so a worker that died after the final write still
+ * gets them done. The callback's first try is made here
+ * (wengine_callback.c); only a failed one goes to the callbacks topic.
  */
 static void
 job_end_effects(struct job *j)
 {
-	char			 id[STORE_ID_MAX + 16], subject[WORK_SUBJECT_MAX];
-	struct work		 w;
-	struct work_record	 rec;
-	struct saga_pb		 v;
-	uint8_t			*buf;
-	size_t			 len;
-
-	if (j->d.callback == NULL) {
-		job_notify_done(j);
-		return;
-	}
-	memset(&w, 0, sizeof(w));
-	w.saga_id = j->d.s->id;
-	w.flow = j->d.s->flow;
-	w.pod = (char *)(uintptr_t)job_pod(j);
-	w.mode = j->d.s->mode;
-	w.traceparent = j->w.traceparent;
-	saga_pb_view(j->d.s, &v);
-	memset(&rec, 0, sizeof(rec));
-	rec.rev = j->d.rev;
-	rec.saga = &v.pb;
-	rec.pod = job_pod(j);
-	rec.callback = j->d.callback;
-	w.record = &rec;
-	snprintf(id, sizeof(id), "%s:callback", j->d.s->id);
-	buf = work_pack(&w, &len);
-	saga_pb_view_free(&v);
-	(void)work_callback_subject(subject, sizeof(subject),
-	    j->e->cfg->nats.subject_prefix);
-	job_publish(j, subject, id, buf, len, job_notify_done);
-	free(buf);
+	if (j->d.callback == NULL)
+		wengine_job_end_done(j);
+	else
+		wengine_callback_end(j);
 }
 
 static void

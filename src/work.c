@@ -130,6 +130,7 @@ work_pack(const struct work *w, size_t *len)
 	pb.mode = (int32_t)w->mode;
 	pb.traceparent = w->traceparent;
 	pb.round = (uint32_t)(w->round > 0 ? w->round : 0);
+	pb.tries = (uint32_t)(w->tries > 0 ? w->tries : 0);
 	*len = sagad__v1__work__get_packed_size(&pb);
 	buf = util_xcalloc(1, *len + 1);
 	sagad__v1__work__pack(&pb, buf);
@@ -159,6 +160,7 @@ work_unpack(struct work *w, const uint8_t *buf, size_t len, char *err,
 	w->traceparent = pb->traceparent != NULL && *pb->traceparent ?
 	    util_xstrdup(pb->traceparent) : NULL;
 	w->round = pb->round > 1000000 ? 1000000 : (int)pb->round;
+	w->tries = pb->tries > 1000 ? 1000 : (int)pb->tries;
 	if (pb->record == NULL || pb->record->saga == NULL ||
 	    pb->record->rev <= 0) {
 		sagad__v1__work__free_unpacked(pb, NULL);

@@ -62,6 +62,7 @@ struct work {
 	enum saga_mode	 mode;
 	char		*traceparent;	/* NULL if none */
 	int		 round;		/* Retry rounds of the saga */
+	int		 tries;		/* a callback's tries made before */
 	/*
 	 * work_pack: the record to carry, or NULL. work_unpack: the record
 	 * carried, or NULL; valid until work_clear().
