@@ -6,6 +6,7 @@ into a log file and answers by path:
   /flaky/...   500 to the first two POSTs of a saga id, then 200
   /reject/...  400
   /close/...   200 with "Connection: close" (the client must reconnect)
+  /hang/...    200 after 1.5 s; its arrival is noted in LOGFILE.started first
 
 Each connection it accepts adds a line to LOGFILE.conns, so a test can
 count the connections its callbacks came on (keep-alive).
@@ -16,6 +17,7 @@ Usage: async_receiver.py PORT LOGFILE
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = int(sys.argv[1])
@@ -40,6 +42,11 @@ class Handler(BaseHTTPRequestHandler):
             saga_id = json.loads(body).get("id", "")
         except ValueError:
             saga_id = ""
+        if self.path.startswith("/hang/"):
+            with lock:
+                with open(LOG + ".started", "a") as f:
+                    f.write(saga_id + "\n")
+            time.sleep(1.5)
         with lock:
             seen[saga_id] = seen.get(saga_id, 0) + 1
             nth = seen[saga_id]
