@@ -258,7 +258,8 @@ if [ -n "${CALLGRIND:-}" ]; then
 	# Instructions (Ir) each process ran in section 2, per saga.
 	echo "## Instructions per saga, section 2 (callgrind)"
 	for pid in $(sagad_pids); do
-		title=$(tr '\0' ' ' <"/proc/$pid/cmdline" | sed 's/^.*\/sagad/sagad/' | cut -c1-70)
+		title=$(tr '\0' ' ' <"/proc/$pid/cmdline" | sed -n 's/.*--topic \([^ ]*\).*/worker \1/p')
+		title=${title:-master}
 		rm -f "$LIB_TMP"/cg."$pid".out.*
 		callgrind_control -d "$pid" >/dev/null
 		f=$(ls -t "$LIB_TMP"/cg."$pid".out.* 2>/dev/null | head -n 1)
