@@ -446,39 +446,40 @@ job_publish_call(struct job *j, const struct saga_action *a)
 
 /* --- the end of a saga ------------------------------------------------------------ */
 
-void
-wengine_job_end_done(struct job *j)
+/* Tells the pod holding a throttling saga's call that the saga ended. */
+static void
+job_notify_done(struct job *j)
 {
 	char	 subject[WORK_SUBJECT_MAX], err[SAGAD_ERRLEN];
 	uint8_t	*buf;
 	size_t	 len;
 
-	if (j->d.s->mode == SAGA_MODE_THROTTLING && *job_pod(j) != '\0' &&
+	if (j->d.s->mode != SAGA_MODE_THROTTLING || *job_pod(j) == '\0' ||
 	    work_done_subject(subject, sizeof(subject),
-	    j->e->cfg->nats.subject_prefix, job_pod(j)) == 0) {
-		buf = work_done_pack(j->d.s->id, (int)j->d.s->state, &len);
-		/* Lost notices are fine: the holder polls Redis too. */
-		if (bus_notify(j->e->bus, subject, buf, len, err,
-		    sizeof(err)) == -1)
-			wengine_log(j->e, UTIL_DEBUG, j->d.s->id, "done notice to "
-			    "%s: %s", subject, err);
-		free(buf);
-	}
-	wengine_job_ack(j);
+	    j->e->cfg->nats.subject_prefix, job_pod(j)) == -1)
+		return;
+	buf = work_done_pack(j->d.s->id, (int)j->d.s->state, &len);
+	/* Lost notices are fine: the holder polls Redis too. */
+	if (bus_notify(j->e->bus, subject, buf, len, err, sizeof(err)) == -1)
+		wengine_log(j->e, UTIL_DEBUG, j->d.s->id, "done notice to %s: %s",
+		    subject, err);
+	free(buf);
 }
 
 /*
- * What a final saga needs besides its record: its callback made and the
- * throttling pod told, then the message acked. Run every time a message
- * finds the saga final, so a worker that died after the final write still
- * gets them done. The callback's first try is made here
- * (wengine_callback.c); only a failed one goes to the callbacks topic.
+ * What a final saga needs besides its record: the throttling pod told, its
+ * callback made, then the message acked. Run every time a message finds
+ * the saga final, so a worker that died after the final write still gets
+ * them done. The notice goes first, so that a held call never waits for a
+ * receiver; the callback's first try is made here (wengine_callback.c),
+ * and only a failed one goes to the callbacks topic.
  */
 static void
 job_end_effects(struct job *j)
 {
+	job_notify_done(j);
 	if (j->d.callback == NULL)
-		wengine_job_end_done(j);
+		wengine_job_ack(j);
 	else
 		wengine_callback_end(j);
 }

@@ -188,7 +188,7 @@ callback_queue(struct job *j)
 	saga_pb_view_free(&v);
 	(void)work_callback_subject(subject, sizeof(subject),
 	    j->e->cfg->nats.subject_prefix);
-	wengine_job_publish(j, subject, id, buf, len, wengine_job_end_done);
+	wengine_job_publish(j, subject, id, buf, len, wengine_job_ack);
 	free(buf);
 }
 
@@ -219,7 +219,7 @@ callback_end_posted(int status, const char *err, void *arg)
 		callback_queue(j);
 		return;
 	}
-	wengine_job_end_done(j);
+	wengine_job_ack(j);
 }
 
 void
@@ -240,6 +240,6 @@ wengine_callback_end(struct job *j)
 		j->busy = 0;
 		e->st.given_up++;
 		wengine_log(e, UTIL_WARN, j->d.s->id, "callback not sent: %s", perr);
-		wengine_job_end_done(j);
+		wengine_job_ack(j);
 	}
 }

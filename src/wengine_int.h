@@ -95,12 +95,10 @@ int	 wengine_job_closing(struct job *);
 void	 wengine_job_publish(struct job *, const char *subject,
 	    const char *msg_id, const uint8_t *buf, size_t len,
 	    void (*then)(struct job *));
-/* The end of a final saga's message: the throttling pod told, the ack. */
-void	 wengine_job_end_done(struct job *);
 /*
  * wengine_callback.c: a message of the callbacks topic; and the first try
  * of a final saga's callback by the worker that ended it, queued on the
- * callbacks topic if it failed, then wengine_job_end_done().
+ * callbacks topic if it failed, then the ack of the step's message.
  */
 void	 wengine_callback_start(struct job *);
 void	 wengine_callback_end(struct job *);
