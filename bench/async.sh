@@ -7,7 +7,8 @@
 #
 #   [QUEUE=nats|rabbitmq] [RATE=5000] [DUR=20s] [WORKERS=1]
 #   [CONCURRENCY=2000] [CONNS=8] [THROTTLING=0] [PROFILE=1] [REWRITE=1]
-#   [CALLBACK=1] bench/async.sh [BUILD_DIR]
+#   [CALLBACK=1] [CALLGRIND=1 [CALLGRIND_OUT=DIR]] [STRACE=1]
+#   bench/async.sh [BUILD_DIR]
 #
 # 1. throttling, closed loop: the held call returns at the saga's end, so its
 #    rate is the end-to-end rate of the worker path
@@ -22,8 +23,11 @@
 # under load, and 100 in flight caps a node near 3,000/s; and 8 client
 # connections, because one carries at most 1,000 Runs in flight (the
 # server's stream limit) and a Run waits for Redis and JetStream's ack.
-# PROFILE=1 adds CPU seconds per process and per saga, NATS message counts
-# and Redis command times for section 2.
+# PROFILE=1 adds CPU seconds per process (and their kernel part) and per
+# saga, NATS message counts and Redis command times for section 2.
+# STRACE=1 adds the system calls per saga of the master and each worker
+# (strace -c -f attached for section 2; it slows them, and inflates their
+# kernel time).
 # CALLGRIND=1 runs the master and every worker under valgrind's callgrind
 # (use a low RATE, say 100): its counters are zeroed before section 2 and
 # dumped after it, and the instructions each process ran per saga are
@@ -268,8 +272,11 @@ if [ -n "${CALLGRIND:-}" ]; then
 		[ "${ir:-0}" -gt 0 ] || continue
 		printf '%12.0f Ir/saga  %s\n' "$(echo "$ir / $total" | bc -l)" "$title"
 		[ -n "${CALLGRIND_OUT:-}" ] && mkdir -p "$CALLGRIND_OUT" && cp "$f" "$CALLGRIND_OUT/"
-		callgrind_annotate --auto=no "$f" 2>/dev/null |
-			awk '/^-+$/ { sep++ } sep >= 3 && /^ *[0-9,]+ / && !/PROGRAM TOTALS/ { print "      " $0; if (++n == 15) exit }'
+		# The functions on the stack at the dump show their callees' cost.
+		callgrind_annotate --auto=no --threshold=100 "$f" 2>/dev/null |
+			awk '/^-+$/ { sep++ } sep >= 3 && /^ *[0-9,]+ / &&
+			    !/PROGRAM TOTALS|event_base_dispatch|_run |:main |below main|libc_start|start_thread|clone|0x000000000001ab70/ {
+				print "      " $0; if (++n == 15) exit }'
 	done
 fi
 if [ -n "${STRACE:-}" ]; then
