@@ -276,7 +276,7 @@ if [ -n "${CALLGRIND:-}" ]; then
 		callgrind_annotate --auto=no --threshold=100 "$f" 2>/dev/null |
 			awk '/^-+$/ { sep++ } sep >= 3 && /^ *[0-9,]+ / &&
 			    !/PROGRAM TOTALS|event_base_dispatch|_run |:main |below main|libc_start|start_thread|clone|0x000000000001ab70/ {
-				print "      " $0; if (++n == 15) exit }'
+				if (++n <= 15) print "      " $0 }' || true
 	done
 fi
 if [ -n "${STRACE:-}" ]; then
