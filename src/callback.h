@@ -17,7 +17,12 @@ struct callback;
 
 #define CALLBACK_HOST_MAX	256
 #define CALLBACK_PATH_MAX	2048
-#define CALLBACK_POOL		8	/* connections per receiver */
+/*
+ * Connections per receiver, opened only as POSTs overlap: a fast receiver
+ * is served by a few; a slow one gets as many POSTs at once as the
+ * callbacks worker's concurrency gave it when each had its own connection.
+ */
+#define CALLBACK_POOL		64
 
 /*
  * The end of one POST: the HTTP status the receiver answered, or 0 when
