@@ -7,6 +7,7 @@
 #
 #   [QUEUE=nats|rabbitmq] [RATE=5000] [DUR=20s] [WORKERS=1]
 #   [CONCURRENCY=2000] [CONNS=8] [THROTTLING=0] [PROFILE=1] [REWRITE=1]
+#   [CALLBACK=1] [CALLGRIND=1 [CALLGRIND_OUT=DIR]] [STRACE=1]
 #   bench/async.sh [BUILD_DIR]
 #
 # 1. throttling, closed loop: the held call returns at the saga's end, so its
@@ -22,8 +23,19 @@
 # under load, and 100 in flight caps a node near 3,000/s; and 8 client
 # connections, because one carries at most 1,000 Runs in flight (the
 # server's stream limit) and a Run waits for Redis and JetStream's ack.
-# PROFILE=1 adds CPU seconds per process and per saga, NATS message counts
-# and Redis command times for section 2.
+# PROFILE=1 adds CPU seconds per process (and their kernel part) and per
+# saga, NATS message counts and Redis command times for section 2.
+# STRACE=1 adds the system calls per saga of the master and each worker
+# (strace -c -f attached for section 2; it slows them, and inflates their
+# kernel time).
+# CALLGRIND=1 runs the master and every worker under valgrind's callgrind
+# (use a low RATE, say 100): its counters are zeroed before section 2 and
+# dumped after it, and the instructions each process ran per saga are
+# printed, with the functions that ran most of them (CALLGRIND_OUT=DIR keeps
+# the dumps).
+# CALLBACK=1 gives every async saga a callback_url, to bench/cbsink.c (built
+# here with cc; it answers 200 on keep-alive connections): section 2 then
+# counts a saga complete when its callback has arrived.
 set -euo pipefail
 top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
 B=$(cd "${1:-$top_srcdir}" && pwd)
@@ -80,10 +92,20 @@ flows = {
                         max_queue = 100000; };
 };
 CONF
-SAGAD_WORKER="$B/sagad-worker" "$B/sagad" -d -c "$LIB_TMP/sagad.conf" \
+vg=()
+worker=$B/sagad-worker
+if [ -n "${CALLGRIND:-}" ]; then
+	vg=(valgrind --tool=callgrind --callgrind-out-file="$LIB_TMP/cg.%p.out")
+	worker=$LIB_TMP/worker.sh
+	printf '#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s/cg.%%p.out %s "$@"\n' \
+		"$LIB_TMP" "$B/sagad-worker" >"$worker"
+	chmod +x "$worker"
+fi
+SAGAD_WORKER="$worker" "${vg[@]}" "$B/sagad" -d -c "$LIB_TMP/sagad.conf" \
     -p "$LIB_TMP/sagad.pid" >"$LIB_TMP/sagad.log" 2>&1 &
 track $!
-wait_port "$sagad_port"
+wait_port "$sagad_port" 120
+[ -n "${CALLGRIND:-}" ] && sleep 20	# the workers, slowed down, to start
 sleep 1
 ctl="$B/sagactl -s 127.0.0.1:$sagad_port"
 rcli="redis-cli -p $REDIS_PORT"
@@ -108,15 +130,27 @@ states() {
 }
 $rcli --raw eval "for _, k in ipairs(redis.call('KEYS', 'saga:{bench-*}')) do redis.call('DEL', k) end return 0" 0 >/dev/null
 # Completions are read off the payment participant's counter of Creates
-# answered OK (the booking's last step), sampled every 0.5 s.
-GEN=$LIB_TMP/gen
-mkdir -p "$GEN"
-"${PROTOC:-protoc}" -I"$top_srcdir/examples/booking" --python_out="$GEN" \
-	"$top_srcdir/examples/booking/booking.proto"
-"${PYTHON_GRPC:-/usr/bin/python3}" "$top_srcdir/bench/completions.py" \
-	"$payment_port" "$GEN" >"$LIB_TMP/done.txt" 2>"$LIB_TMP/done.err" &
-sampler=$!
-track $sampler
+# answered OK (the booking's last step), sampled every 0.5 s; with
+# CALLBACK=1, off the callback receiver's count of POSTs.
+cbflag=()
+if [ -n "${CALLBACK:-}" ]; then
+	cc -O2 -o "$LIB_TMP/cbsink" "$top_srcdir/bench/cbsink.c" -levent
+	cb_port=$(free_port)
+	"$LIB_TMP/cbsink" "$cb_port" >"$LIB_TMP/done.txt" 2>"$LIB_TMP/done.err" &
+	sampler=$!
+	track $sampler
+	wait_port "$cb_port"
+	cbflag=(--callback "http://127.0.0.1:$cb_port/cb")
+else
+	GEN=$LIB_TMP/gen
+	mkdir -p "$GEN"
+	"${PROTOC:-protoc}" -I"$top_srcdir/examples/booking" --python_out="$GEN" \
+		"$top_srcdir/examples/booking/booking.proto"
+	"${PYTHON_GRPC:-/usr/bin/python3}" "$top_srcdir/bench/completions.py" \
+		"$payment_port" "$GEN" >"$LIB_TMP/done.txt" 2>"$LIB_TMP/done.err" &
+	sampler=$!
+	track $sampler
+fi
 base=""
 while [ -z "$base" ]; do sleep 0.1; base=$(awk 'NR == 1 { print $2 }' "$LIB_TMP/done.txt"); done
 # cpu_snap: "PID SECONDS COMMAND" of every process of the run (user and
@@ -132,7 +166,7 @@ cpu_snap() {
 		[ "$pid" = "$sampler" ] && continue
 		[ -r "/proc/$pid/stat" ] || continue
 		sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null |
-			awk -v hz="$hz" -v pid="$pid" '{ printf "%s %.2f ", pid, ($12 + $13) / hz }' || continue
+			awk -v hz="$hz" -v pid="$pid" '{ printf "%s %.2f %.2f ", pid, ($12 + $13) / hz, $13 / hz }' || continue
 		tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-70
 	done
 }
@@ -145,12 +179,29 @@ if [ -n "${PROFILE:-}" ]; then
 	[ "$QUEUE" = nats ] && nats_varz >"$LIB_TMP/varz0.txt"
 	$rcli config resetstat >/dev/null
 fi
+sagad_pids() {
+	cat "$LIB_TMP/sagad.pid"
+	pgrep -P "$(cat "$LIB_TMP/sagad.pid")"
+}
+if [ -n "${CALLGRIND:-}" ]; then
+	for pid in $(sagad_pids); do callgrind_control -z "$pid" >/dev/null; done
+fi
+# STRACE=1: the system calls of the master and the workers in section 2.
+straces=()
+if [ -n "${STRACE:-}" ]; then
+	for pid in $(sagad_pids); do
+		strace -f -c -p "$pid" -o "$LIB_TMP/strace.$pid" 2>/dev/null &
+		straces+=($!)
+	done
+	sleep 1
+fi
 echo "## 2. async, open loop at $RATE/s for $DUR"
 t0=$(awk 'END { print $1 }' "$LIB_TMP/done.txt")
 if [ -n "${REWRITE:-}" ]; then
 	( sleep "$(( ${DUR%s} / 2 ))"; $rcli bgrewriteaof >/dev/null ) &
 fi
-$ctl bench AsyncBooking -r "$RATE" -d "$DUR" -c "${CONNS:-8}" | tee "$LIB_TMP/async.txt"
+$ctl bench AsyncBooking -r "$RATE" -d "$DUR" -c "${CONNS:-8}" "${cbflag[@]}" |
+	tee "$LIB_TMP/async.txt"
 # The accepted Runs (OK): a refused one (UNAVAILABLE) never completes.
 total=$(awk '/^Status Codes/ { for (i = 1; i <= NF; i++) if ($i ~ /^OK:/) { sub(/^OK:/, "", $i); print $i } }' "$LIB_TMP/async.txt")
 total=${total:-0}
@@ -165,6 +216,7 @@ while :; do
 done
 kill "$sampler" 2>/dev/null || true
 echo "sagas by state: $(states)"
+[ -n "${CALLBACK:-}" ] && awk 'END { printf "callbacks received: %d, on %d connections\n", $2, $3 }' "$LIB_TMP/done.txt"
 # Completed per second in each whole second of the run, the steady state
 # (the middle of the attack, from its 5th second to 1 s before its end) and
 # the whole: from the first Run to the last completion.
@@ -192,10 +244,11 @@ if [ -n "${PROFILE:-}" ]; then
 	cpu_snap >"$LIB_TMP/cpu1.txt"
 	echo
 	echo "## CPU seconds by process, section 2"
-	awk -v n="$total" 'NR == FNR { t0[$1] = $2; next }
-		{ d = $2 - t0[$1]; sum += d; name = $0; sub(/^[^ ]+ [^ ]+ /, "", name)
-		  if (d > 0) printf "%8.2f s  %s\n", d, name }
-		END { printf "%8.2f s  in all: %.0f us of CPU per saga\n", sum, sum * 1e6 / n }' \
+	awk -v n="$total" 'NR == FNR { t0[$1] = $2; s0[$1] = $3; next }
+		{ d = $2 - t0[$1]; k = $3 - s0[$1]; sum += d; ksum += k
+		  name = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", name)
+		  if (d > 0) printf "%8.2f s  %s (system %.2f s)\n", d, name, k }
+		END { printf "%8.2f s  in all: %.0f us of CPU per saga, %.0f of it in the kernel\n", sum, sum * 1e6 / n, ksum * 1e6 / n }' \
 		"$LIB_TMP/cpu0.txt" "$LIB_TMP/cpu1.txt" | sort -rn
 	[ "$QUEUE" = nats ] && echo "## NATS messages, section 2" &&
 	nats_varz | awk -v n="$total" 'NR == FNR { v[$1] = $2; next }
@@ -204,4 +257,35 @@ if [ -n "${PROFILE:-}" ]; then
 	echo "## Redis commands, section 2"
 	$rcli info commandstats | grep -E '^cmdstat' | tr ':,=' '   ' |
 		awk '{ printf "%-24s calls %9d  usec %11d  per call %6.2f\n", $1, $3, $5, $7 }'
+fi
+if [ -n "${CALLGRIND:-}" ]; then
+	# Instructions (Ir) each process ran in section 2, per saga.
+	echo "## Instructions per saga, section 2 (callgrind)"
+	for pid in $(sagad_pids); do
+		title=$(tr '\0' ' ' <"/proc/$pid/cmdline" | sed -n 's/.*--topic \([^ ]*\).*/worker \1/p')
+		title=${title:-master}
+		rm -f "$LIB_TMP"/cg."$pid".out.*
+		callgrind_control -d "$pid" >/dev/null
+		f=$(ls -t "$LIB_TMP"/cg."$pid".out.* 2>/dev/null | head -n 1)
+		[ -n "$f" ] || continue
+		ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1; exit }')
+		[ "${ir:-0}" -gt 0 ] || continue
+		printf '%12.0f Ir/saga  %s\n' "$(echo "$ir / $total" | bc -l)" "$title"
+		[ -n "${CALLGRIND_OUT:-}" ] && mkdir -p "$CALLGRIND_OUT" && cp "$f" "$CALLGRIND_OUT/"
+		# The functions on the stack at the dump show their callees' cost.
+		callgrind_annotate --auto=no --threshold=100 "$f" 2>/dev/null |
+			awk '/^-+$/ { sep++ } sep >= 3 && /^ *[0-9,]+ / &&
+			    !/PROGRAM TOTALS|event_base_dispatch|_run |:main |below main|libc_start|start_thread|clone|0x000000000001ab70/ {
+				if (++n <= 15) print "      " $0 }' || true
+	done
+fi
+if [ -n "${STRACE:-}" ]; then
+	kill -INT "${straces[@]}" 2>/dev/null || true
+	wait "${straces[@]}" 2>/dev/null || true
+	echo "## System calls per saga, section 2 (strace -c)"
+	for f in "$LIB_TMP"/strace.*; do
+		pid=${f##*.}
+		echo "  $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)"
+		awk -v n="$total" '$1 ~ /^[0-9.]+$/ && NF >= 5 { c = ($4 ~ /^[0-9]+$/) ? $4 : $4; printf "    %-16s %8.2f per saga\n", $NF, c / n }' "$f" | sort -k2 -rn | head -8
+	done
 fi

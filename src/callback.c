@@ -1,8 +1,18 @@
 /*
- * callback.c - one HTTP POST of a saga's end to its callback URL (see
- * callback.h). Each POST gets its own evhttp connection, closed once the
- * answer is in: callbacks are one per saga, to URLs the Run named, so there
- * is nothing worth keeping alive between them.
+ * callback.c - HTTP POSTs of sagas' ends to their callback URLs (see
+ * callback.h), on keep-alive connections: a small pool of evhttp
+ * connections per origin (host and port), each carrying one request at a
+ * time (no pipelining: a receiver that answers out of order, or closes
+ * after any answer, would make pipelined POSTs ambiguous) with the rest
+ * queued behind it. libevent reconnects a connection the receiver closed
+ * (an answer with "Connection: close", a reset, its idle timeout) for the
+ * next request on it, and a connection idle for CALLBACK_IDLE_MS is closed
+ * here. A POST whose connection was closed before any answer (EOF: the
+ * receiver's idle close racing the request) is sent once more at once on a
+ * fresh connection; every other failure is the caller's to retry. Each
+ * POST has its own deadline, the timeout from callback_post(), time queued
+ * behind others included, so a slow receiver never holds one longer than
+ * a POST on a connection of its own would be held.
  */
 #include "autoconf.h"
 
@@ -22,9 +32,36 @@
 #include "callback.h"
 #include "util.h"
 
+#define CALLBACK_IDLE_MS	10000	/* an unused connection is closed */
+#define CALLBACK_SWEEP_MS	1000
+
+struct origin;
+
+struct conn {
+	struct evhttp_connection *evcon;	/* NULL: a free slot */
+	int			 inflight;	/* sent and queued on it */
+	int64_t			 idle_since;	/* util_mono_ms(), inflight 0 */
+};
+
+struct origin {
+	char			 host[CALLBACK_HOST_MAX];
+	int			 port;
+	char			 hosthdr[CALLBACK_HOST_MAX + 16];
+	struct conn		 conns[CALLBACK_POOL];
+	int			 nconns;
+	LIST_ENTRY(origin)	 entry;
+};
+
 struct post {
 	struct callback		*cb;
-	struct evhttp_connection *conn;
+	struct origin		*o;
+	struct conn		*conn;
+	struct evhttp_request	*req;		/* NULL once answered */
+	struct event		*deadline;
+	char			*path;
+	char			*body;
+	size_t			 len;
+	int			 resent;
 	callback_done_fn	*done;
 	void			*arg;
 	enum evhttp_request_error error;
@@ -35,10 +72,15 @@ struct post {
 struct callback {
 	struct event_base	*base;
 	struct evdns_base	*dns;	/* receivers' names, off the loop */
+	struct event		*sweep;
 	int			 timeout_ms;
 	int			 inflight;
+	unsigned long long	 connects;
 	LIST_HEAD(, post)	 posts;
+	LIST_HEAD(, origin)	 origins;
 };
+
+static void	sweep_cb(evutil_socket_t, short, void *);
 
 /* An IPv4 or IPv6 literal: nothing to look up. */
 static int
@@ -57,23 +99,44 @@ callback_new(struct event_base *base, int timeout_ms)
 
 	c->base = base;
 	c->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
+	c->sweep = evtimer_new(base, sweep_cb, c);
 	LIST_INIT(&c->posts);
+	LIST_INIT(&c->origins);
 	return c;
+}
+
+static void
+post_free(struct post *p)
+{
+	if (p->deadline != NULL)
+		event_free(p->deadline);
+	free(p->path);
+	free(p->body);
+	free(p);
 }
 
 void
 callback_free(struct callback *c)
 {
-	struct post *p;
+	struct post	*p;
+	struct origin	*o;
 
 	if (c == NULL)
 		return;
 	while ((p = LIST_FIRST(&c->posts)) != NULL) {
 		LIST_REMOVE(p, entry);
-		if (p->conn != NULL)
-			evhttp_connection_free(p->conn);	/* no callback */
-		free(p);
+		post_free(p);
 	}
+	/* Freeing a connection drops its requests without their callbacks. */
+	while ((o = LIST_FIRST(&c->origins)) != NULL) {
+		LIST_REMOVE(o, entry);
+		for (int i = 0; i < CALLBACK_POOL; i++)
+			if (o->conns[i].evcon != NULL)
+				evhttp_connection_free(o->conns[i].evcon);
+		free(o);
+	}
+	if (c->sweep != NULL)
+		event_free(c->sweep);
 	if (c->dns != NULL)
 		evdns_base_free(c->dns, 1);
 	free(c);
@@ -83,6 +146,23 @@ int
 callback_inflight(const struct callback *c)
 {
 	return c->inflight;
+}
+
+int
+callback_connections(const struct callback *c)
+{
+	const struct origin	*o;
+	int			 n = 0;
+
+	LIST_FOREACH(o, &c->origins, entry)
+		n += o->nconns;
+	return n;
+}
+
+unsigned long long
+callback_connects(const struct callback *c)
+{
+	return c->connects;
 }
 
 int
@@ -190,16 +270,111 @@ callback_host_allowed(const char *host, int port, char *const *allow,
 	return 0;
 }
 
-/* From the loop, after the request's callback has returned. */
+/* --- the pool --------------------------------------------------------------- */
+
 static void
-post_free_cb(evutil_socket_t fd SAGAD_UNUSED, short what SAGAD_UNUSED,
+sweep_arm(struct callback *c)
+{
+	struct timeval tv = { CALLBACK_SWEEP_MS / 1000,
+	    (CALLBACK_SWEEP_MS % 1000) * 1000 };
+
+	if (!evtimer_pending(c->sweep, NULL))
+		evtimer_add(c->sweep, &tv);
+}
+
+/* Closes the connections idle for CALLBACK_IDLE_MS, and empty origins. */
+static void
+sweep_cb(evutil_socket_t fd SAGAD_UNUSED, short what SAGAD_UNUSED,
     void *arg)
 {
-	struct post *p = arg;
+	struct callback	*c = arg;
+	struct origin	*o, *next;
+	int64_t		 now = util_mono_ms();
 
-	evhttp_connection_free(p->conn);
-	free(p);
+	for (o = LIST_FIRST(&c->origins); o != NULL; o = next) {
+		next = LIST_NEXT(o, entry);
+		for (int i = 0; i < CALLBACK_POOL; i++) {
+			struct conn *k = &o->conns[i];
+
+			if (k->evcon == NULL || k->inflight > 0 ||
+			    now - k->idle_since < CALLBACK_IDLE_MS)
+				continue;
+			evhttp_connection_free(k->evcon);
+			k->evcon = NULL;
+			o->nconns--;
+		}
+		if (o->nconns == 0) {
+			LIST_REMOVE(o, entry);
+			free(o);
+		}
+	}
+	if (!LIST_EMPTY(&c->origins))
+		sweep_arm(c);
 }
+
+static struct origin *
+origin_get(struct callback *c, const char *host, int port)
+{
+	struct origin *o;
+
+	LIST_FOREACH(o, &c->origins, entry)
+		if (o->port == port && strcasecmp(o->host, host) == 0)
+			return o;
+	o = util_xcalloc(1, sizeof(*o));
+	snprintf(o->host, sizeof(o->host), "%s", host);
+	o->port = port;
+	if (port != 80)
+		snprintf(o->hosthdr, sizeof(o->hosthdr), "%s:%d", host, port);
+	else
+		snprintf(o->hosthdr, sizeof(o->hosthdr), "%s", host);
+	LIST_INSERT_HEAD(&c->origins, o, entry);
+	sweep_arm(c);
+	return o;
+}
+
+/*
+ * The connection for the next POST to o: an idle one, else a new one while
+ * the pool has room, else the one with the fewest requests queued.
+ */
+static struct conn *
+conn_get(struct callback *c, struct origin *o)
+{
+	struct conn	*best = NULL, *slot = NULL;
+	struct timeval	 tv = { c->timeout_ms / 1000,
+			    (c->timeout_ms % 1000) * 1000 };
+
+	for (int i = 0; i < CALLBACK_POOL; i++) {
+		struct conn *k = &o->conns[i];
+
+		if (k->evcon == NULL) {
+			if (slot == NULL)
+				slot = k;
+			continue;
+		}
+		if (k->inflight == 0)
+			return k;
+		if (best == NULL || k->inflight < best->inflight)
+			best = k;
+	}
+	if (slot == NULL)
+		return best;
+	/* A name is looked up by evdns, not by a getaddrinfo on the loop. */
+	if (c->dns == NULL && !callback_is_address(o->host))
+		c->dns = evdns_base_new(c->base,
+		    EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	slot->evcon = evhttp_connection_base_new(c->base, c->dns, o->host,
+	    (unsigned short)o->port);
+	if (slot->evcon == NULL)
+		return best;
+	evhttp_connection_set_timeout_tv(slot->evcon, &tv);
+	evhttp_connection_set_retries(slot->evcon, 0);
+	slot->inflight = 0;
+	o->nconns++;
+	c->connects++;
+	return slot;
+}
+
+/* --- a POST ----------------------------------------------------------------- */
 
 static void
 post_error_cb(enum evhttp_request_error e, void *arg)
@@ -224,14 +399,13 @@ error_name(enum evhttp_request_error e)
 	return "failed";
 }
 
+static int	post_send(struct post *);
+
+/* The end of p: its caller told, p freed. */
 static void
-post_done_cb(struct evhttp_request *req, void *arg)
+post_finish(struct post *p, int status)
 {
-	struct post	*p = arg;
 	struct callback	*c = p->cb;
-	struct timeval	 now = { 0, 0 };
-	int		 status = req != NULL ?
-			    evhttp_request_get_response_code(req) : 0;
 	char		 err[128];
 
 	LIST_REMOVE(p, entry);
@@ -241,11 +415,82 @@ post_done_cb(struct evhttp_request *req, void *arg)
 		    error_name(p->error) : "connection failed");
 	else
 		snprintf(err, sizeof(err), "HTTP %d", status);
-	/* evhttp frees req after this returns; the connection comes next. */
-	if (event_base_once(c->base, -1, EV_TIMEOUT, post_free_cb, p,
-	    &now) == -1)
-		abort();
 	p->done(status, status >= 200 && status < 300 ? NULL : err, p->arg);
+	post_free(p);
+}
+
+static void
+post_unqueue(struct post *p)
+{
+	p->req = NULL;
+	if (--p->conn->inflight == 0)
+		p->conn->idle_since = util_mono_ms();
+}
+
+static void
+post_done_cb(struct evhttp_request *req, void *arg)
+{
+	struct post	*p = arg;
+	int		 status = req != NULL ?
+			    evhttp_request_get_response_code(req) : 0;
+
+	post_unqueue(p);
+	/* Closed under the request, as a receiver's idle close does. */
+	if (status == 0 && p->failed && p->error == EVREQ_HTTP_EOF &&
+	    !p->resent) {
+		p->resent = 1;
+		if (post_send(p) == 0)
+			return;
+	}
+	evtimer_del(p->deadline);
+	post_finish(p, status);
+}
+
+/* The deadline passed, queued or sent: the request is cancelled. */
+static void
+post_deadline_cb(evutil_socket_t fd SAGAD_UNUSED, short what SAGAD_UNUSED,
+    void *arg)
+{
+	struct post		*p = arg;
+	struct evhttp_request	*req = p->req;
+
+	/* Its callback is not run; a request being sent resets the connection. */
+	post_unqueue(p);
+	if (req != NULL)
+		evhttp_cancel_request(req);
+	p->failed = 1;
+	p->error = EVREQ_HTTP_TIMEOUT;
+	post_finish(p, 0);
+}
+
+/* Sends p on a connection of its origin; 0, or -1 (no request made). */
+static int
+post_send(struct post *p)
+{
+	struct evhttp_request	*req;
+	struct evkeyvalq	*h;
+	struct conn		*k;
+
+	if ((k = conn_get(p->cb, p->o)) == NULL)
+		return -1;
+	req = evhttp_request_new(post_done_cb, p);
+	evhttp_request_set_error_cb(req, post_error_cb);
+	h = evhttp_request_get_output_headers(req);
+	evhttp_add_header(h, "Host", p->o->hosthdr);
+	evhttp_add_header(h, "Content-Type", "application/json");
+	evhttp_add_header(h, "User-Agent", "sagad/" PACKAGE_VERSION);
+	evbuffer_add(evhttp_request_get_output_buffer(req), p->body, p->len);
+	p->failed = 0;
+	p->conn = k;
+	p->req = req;
+	k->inflight++;
+	if (evhttp_make_request(k->evcon, req, EVHTTP_REQ_POST,
+	    p->path) == -1) {
+		/* evhttp has freed req. */
+		post_unqueue(p);
+		return -1;
+	}
+	return 0;
 }
 
 int
@@ -253,14 +498,11 @@ callback_post(struct callback *c, const char *url, char *const *allow,
     size_t nallow, const char *body, size_t len, callback_done_fn *done,
     void *arg, char *err, size_t errlen)
 {
-	char			 host[CALLBACK_HOST_MAX], path[CALLBACK_PATH_MAX];
-	char			 hosthdr[CALLBACK_HOST_MAX + 16];
-	int			 port;
-	struct post		*p;
-	struct evhttp_request	*req;
-	struct evkeyvalq	*h;
-	struct timeval		 tv = { c->timeout_ms / 1000,
-				    (c->timeout_ms % 1000) * 1000 };
+	char		 host[CALLBACK_HOST_MAX], path[CALLBACK_PATH_MAX];
+	int		 port;
+	struct post	*p;
+	struct timeval	 tv = { c->timeout_ms / 1000,
+			    (c->timeout_ms % 1000) * 1000 };
 
 	if (callback_url_parse(url, host, sizeof(host), &port, path,
 	    sizeof(path), err, errlen) == -1)
@@ -273,45 +515,22 @@ callback_post(struct callback *c, const char *url, char *const *allow,
 	}
 	p = util_xcalloc(1, sizeof(*p));
 	p->cb = c;
+	p->o = origin_get(c, host, port);
+	p->path = util_xstrdup(path);
+	p->body = util_xcalloc(1, len + 1);
+	memcpy(p->body, body, len);
+	p->len = len;
 	p->done = done;
 	p->arg = arg;
-	/* A name is looked up by evdns, not by a getaddrinfo on the loop. */
-	if (c->dns == NULL && !callback_is_address(host))
-		c->dns = evdns_base_new(c->base,
-		    EVDNS_BASE_INITIALIZE_NAMESERVERS);
-	p->conn = evhttp_connection_base_new(c->base, c->dns, host,
-	    (unsigned short)port);
-	if (p->conn == NULL) {
-		snprintf(err, errlen, "callback to %s:%d: cannot make a "
-		    "connection", host, port);
-		free(p);
-		return -1;
-	}
-	evhttp_connection_set_timeout_tv(p->conn, &tv);
-	evhttp_connection_set_retries(p->conn, 0);
-	req = evhttp_request_new(post_done_cb, p);
-	evhttp_request_set_error_cb(req, post_error_cb);
-	h = evhttp_request_get_output_headers(req);
-	if (port != 80)
-		snprintf(hosthdr, sizeof(hosthdr), "%s:%d", host, port);
-	else
-		snprintf(hosthdr, sizeof(hosthdr), "%s", host);
-	evhttp_add_header(h, "Host", hosthdr);
-	evhttp_add_header(h, "Content-Type", "application/json");
-	evhttp_add_header(h, "User-Agent", "sagad/" PACKAGE_VERSION);
-	evhttp_add_header(h, "Connection", "close");
-	evbuffer_add(evhttp_request_get_output_buffer(req), body, len);
-	LIST_INSERT_HEAD(&c->posts, p, entry);
-	c->inflight++;
-	if (evhttp_make_request(p->conn, req, EVHTTP_REQ_POST, path) == -1) {
-		/* evhttp has freed req. */
-		LIST_REMOVE(p, entry);
-		c->inflight--;
+	p->deadline = evtimer_new(c->base, post_deadline_cb, p);
+	if (p->deadline == NULL || post_send(p) == -1) {
 		snprintf(err, errlen, "callback to %s:%d: cannot send", host,
 		    port);
-		evhttp_connection_free(p->conn);
-		free(p);
+		post_free(p);
 		return -1;
 	}
+	evtimer_add(p->deadline, &tv);
+	LIST_INSERT_HEAD(&c->posts, p, entry);
+	c->inflight++;
 	return 0;
 }

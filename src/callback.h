@@ -1,6 +1,7 @@
 /*
  * callback.h - delivering an async saga's end to its callback URL: one HTTP
- * POST of a JSON body with libevent's evhttp client, on the caller's loop.
+ * POST of a JSON body with libevent's evhttp client, on the caller's loop,
+ * over keep-alive connections (at most CALLBACK_POOL per host and port).
  * It checks the URL (http only, a host of the allow list) again at the
  * moment of sending, since the list may have changed by SIGHUP since the Run
  * that stored it. It makes one attempt per call: retrying, backing off and
@@ -16,6 +17,12 @@ struct callback;
 
 #define CALLBACK_HOST_MAX	256
 #define CALLBACK_PATH_MAX	2048
+/*
+ * Connections per receiver, opened only as POSTs overlap: a fast receiver
+ * is served by a few; a slow one gets as many POSTs at once as the
+ * callbacks worker's concurrency gave it when each had its own connection.
+ */
+#define CALLBACK_POOL		64
 
 /*
  * The end of one POST: the HTTP status the receiver answered, or 0 when
@@ -56,5 +63,8 @@ int		 callback_post(struct callback *, const char *url,
 
 /* POSTs in flight. */
 int		 callback_inflight(const struct callback *);
+/* Connections open now, and made since callback_new(). */
+int		 callback_connections(const struct callback *);
+unsigned long long callback_connects(const struct callback *);
 
 #endif

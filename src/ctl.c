@@ -53,7 +53,7 @@ usage(FILE *fp)
 "  resolve ID NOTE            FAILED: it was repaired by hand\n"
 "  health [SERVICE]           ask grpc.health.v1.Health\n"
 "  bench FLOW -r RATE -d DURATION [-c CONNECTIONS] [key=value ...]\n"
-"      [--max-inflight N] [--mode M] [--plot FILE.svg]\n"
+"      [--max-inflight N] [--mode M] [--callback URL] [--plot FILE.svg]\n"
 "                             drive load and print a report\n"
 "\n"
 "options:\n"

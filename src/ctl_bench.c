@@ -191,6 +191,7 @@ ctl_cmd_bench(struct ctl *c, int argc, char **argv, const char *host, int port)
 		{ "max-inflight", required_argument, NULL, 'n' },
 		{ "mode",	  required_argument, NULL, 'm' },
 		{ "plot",	  required_argument, NULL, 'p' },
+		{ "callback",	  required_argument, NULL, 'b' },
 		{ NULL, 0, NULL, 0 },
 	};
 	Saga__V1__RunRequest			 req;
@@ -256,6 +257,10 @@ ctl_cmd_bench(struct ctl *c, int argc, char **argv, const char *host, int port)
 			break;
 		case 'p':
 			plot = optarg;
+			break;
+		case 'b':
+			/* Every saga's callback_url: sagad checks it. */
+			req.callback_url = optarg;
 			break;
 		default:
 			return CTL_EXIT_USAGE;

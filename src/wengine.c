@@ -200,7 +200,9 @@ wengine_new(const struct wengine_params *p, char *err, size_t errlen)
 	e->defs = defs_new(p->store, p->cfg);
 	e->log = p->log;
 	e->log_arg = p->log_arg;
-	e->http = callback_new(p->base, WE_CALLBACK_TIMEOUT_MS);
+	/* A step worker's one try of a callback fits in its ack margin. */
+	e->http = callback_new(p->base, e->callbacks ? WE_CALLBACK_TIMEOUT_MS :
+	    WE_CALLBACK_FIRST_MS);
 	LIST_INIT(&e->jobs);
 	util_rng_seed(&e->rng);
 	return e;
@@ -405,8 +407,8 @@ job_published(struct bus *bus, const struct bus_pub_result *res, void *arg)
 	j->then(j);
 }
 
-static void
-job_publish(struct job *j, const char *subject, const char *msg_id,
+void
+wengine_job_publish(struct job *j, const char *subject, const char *msg_id,
     const uint8_t *buf, size_t len, void (*then)(struct job *))
 {
 	char	err[SAGAD_ERRLEN];
@@ -444,12 +446,14 @@ job_publish_call(struct job *j, const struct saga_action *a)
 		job_term(j);
 		return;
 	}
-	job_publish(j, dw.subject, dw.msg_id, dw.buf, dw.len, wengine_job_ack);
+	wengine_job_publish(j, dw.subject, dw.msg_id, dw.buf, dw.len,
+	    wengine_job_ack);
 	free(dw.buf);
 }
 
 /* --- the end of a saga ------------------------------------------------------------ */
 
+/* Tells the pod holding a throttling saga's call that the saga ended. */
 static void
 job_notify_done(struct job *j)
 {
@@ -457,49 +461,34 @@ job_notify_done(struct job *j)
 	uint8_t	*buf;
 	size_t	 len;
 
-	if (j->d.s->mode == SAGA_MODE_THROTTLING && *job_pod(j) != '\0' &&
+	if (j->d.s->mode != SAGA_MODE_THROTTLING || *job_pod(j) == '\0' ||
 	    work_done_subject(subject, sizeof(subject),
-	    j->e->cfg->nats.subject_prefix, job_pod(j)) == 0) {
-		buf = work_done_pack(j->d.s->id, (int)j->d.s->state, &len);
-		/* Lost notices are fine: the holder polls Redis too. */
-		if (bus_notify(j->e->bus, subject, buf, len, err,
-		    sizeof(err)) == -1)
-			wengine_log(j->e, UTIL_DEBUG, j->d.s->id, "done notice to "
-			    "%s: %s", subject, err);
-		free(buf);
-	}
-	wengine_job_ack(j);
+	    j->e->cfg->nats.subject_prefix, job_pod(j)) == -1)
+		return;
+	buf = work_done_pack(j->d.s->id, (int)j->d.s->state, &len);
+	/* Lost notices are fine: the holder polls Redis too. */
+	if (bus_notify(j->e->bus, subject, buf, len, err, sizeof(err)) == -1)
+		wengine_log(j->e, UTIL_DEBUG, j->d.s->id, "done notice to %s: %s",
+		    subject, err);
+	free(buf);
 }
 
 /*
- * What a final saga needs besides its record: its callback queued and the
- * throttling pod told. Run every time a message finds the saga final, so a
- * worker that died after the final write still gets them done.
+ * What a final saga needs besides its record: the throttling pod told, its
+ * callback made, then the message acked. Run every time a message finds
+ * the saga final, so a worker that died after the final write still gets
+ * them done. The notice goes first, so that a held call never waits for a
+ * receiver; the callback's first try is made here (wengine_callback.c),
+ * and only a failed one goes to the callbacks topic.
  */
 static void
 job_end_effects(struct job *j)
 {
-	char		 id[STORE_ID_MAX + 16], subject[WORK_SUBJECT_MAX];
-	struct work	 w;
-	uint8_t		*buf;
-	size_t		 len;
-
-	if (j->d.callback == NULL) {
-		job_notify_done(j);
-		return;
-	}
-	memset(&w, 0, sizeof(w));
-	w.saga_id = j->d.s->id;
-	w.flow = j->d.s->flow;
-	w.pod = (char *)(uintptr_t)job_pod(j);
-	w.mode = j->d.s->mode;
-	w.traceparent = j->w.traceparent;
-	snprintf(id, sizeof(id), "%s:callback", j->d.s->id);
-	buf = work_pack(&w, &len);
-	(void)work_callback_subject(subject, sizeof(subject),
-	    j->e->cfg->nats.subject_prefix);
-	job_publish(j, subject, id, buf, len, job_notify_done);
-	free(buf);
+	job_notify_done(j);
+	if (j->d.callback == NULL)
+		wengine_job_ack(j);
+	else
+		wengine_callback_end(j);
 }
 
 static void

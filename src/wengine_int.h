@@ -32,6 +32,7 @@ struct job;
 
 #define WE_LEGACY_TIMEOUT_MS	30000	/* the legacy topic's ack wait base */
 #define WE_DEF_TRIES		10	/* deliveries before a definition is lost */
+#define WE_CALLBACK_FIRST_MS	2000	/* a step worker's try of a callback */
 
 struct wengine {
 	struct event_base	*base;
@@ -91,7 +92,16 @@ void	 wengine_job_nak(struct job *, int delay_ms);
 /* A callback came after wengine_close(): frees the job and says 1. */
 int	 wengine_job_closing(struct job *);
 
-/* wengine_callback.c: a message of the callbacks topic. */
+/* Publishes buf, then runs then(j); a failure naks the message. */
+void	 wengine_job_publish(struct job *, const char *subject,
+	    const char *msg_id, const uint8_t *buf, size_t len,
+	    void (*then)(struct job *));
+/*
+ * wengine_callback.c: a message of the callbacks topic; and the first try
+ * of a final saga's callback by the worker that ended it, queued on the
+ * callbacks topic if it failed, then the ack of the step's message.
+ */
 void	 wengine_callback_start(struct job *);
+void	 wengine_callback_end(struct job *);
 
 #endif

@@ -137,6 +137,7 @@ work_pack(const struct work *w, size_t *len)
 		pb.trace_parent_span.len = sizeof(w->trace_parent);
 	}
 	pb.round = (uint32_t)(w->round > 0 ? w->round : 0);
+	pb.tries = (uint32_t)(w->tries > 0 ? w->tries : 0);
 	*len = sagad__v1__work__get_packed_size(&pb);
 	buf = util_xcalloc(1, *len + 1);
 	sagad__v1__work__pack(&pb, buf);
@@ -175,6 +176,7 @@ work_unpack(struct work *w, const uint8_t *buf, size_t len, char *err,
 		w->has_trace_parent = 1;
 	}
 	w->round = pb->round > 1000000 ? 1000000 : (int)pb->round;
+	w->tries = pb->tries > 1000 ? 1000 : (int)pb->tries;
 	if (pb->record == NULL || pb->record->saga == NULL ||
 	    pb->record->rev <= 0) {
 		sagad__v1__work__free_unpacked(pb, NULL);

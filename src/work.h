@@ -66,6 +66,7 @@ struct work {
 	uint8_t		 trace_parent[8];	/* the Run's span, with */
 	int		 has_trace_parent;	/* tracing on */
 	int		 round;		/* Retry rounds of the saga */
+	int		 tries;		/* a callback's tries made before */
 	/*
 	 * work_pack: the record to carry, or NULL. work_unpack: the record
 	 * carried, or NULL; valid until work_clear().

@@ -10,15 +10,7 @@
 . "$top_srcdir/t/lib.sh"
 lib_init
 
-ORDER=$top_builddir/examples/booking/order
-[ -x "$top_builddir/sagad" ] && [ -x "$ORDER" ] || fail "build first"
-[ -x "${PYTHON_GRPC:-}" ] || { echo "no python3 with grpcio: skipped"; exit 77; }
-[ -x "${PROTOC:-}" ] || { echo "no protoc: skipped"; exit 77; }
-command -v redis-server >/dev/null || { echo "no redis-server: skipped"; exit 77; }
-need_queue
-
-. "$top_srcdir/t/sync_lib.sh"
-sync_gen
+need_booking
 
 start_queue
 start_redis

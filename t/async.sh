@@ -10,18 +10,7 @@
 . "$top_srcdir/t/lib.sh"
 lib_init
 
-ORDER=$top_builddir/examples/booking/order
-PAYMENT=$top_builddir/examples/booking/payment
-[ -x "$top_builddir/sagad" ] && [ -x "$ORDER" ] && [ -x "$PAYMENT" ] ||
-	fail "build first"
-[ -x "${PYTHON_GRPC:-}" ] || { echo "no python3 with grpcio: skipped"; exit 77; }
-[ -x "${PROTOC:-}" ] || { echo "no protoc: skipped"; exit 77; }
-command -v redis-server >/dev/null || { echo "no redis-server: skipped"; exit 77; }
-need_queue
-
-. "$top_srcdir/t/sync_lib.sh"
-. "$top_srcdir/t/async_lib.sh"
-sync_gen
+need_booking
 
 start_queue
 start_redis
@@ -48,6 +37,33 @@ kill -HUP "$SAGAD_PID"
 sleep 1
 "$PYTHON_GRPC" "$top_srcdir/t/py/async_test.py" reload ||
 	fail "async_test.py reload"
+
+# The worker that ends a saga makes the callback's first try before it acks
+# the step's message: killed during that POST, the message comes back to
+# another worker, which finds the saga ended and POSTs again.
+top_srcdir=$top_srcdir "$PYTHON_GRPC" - <<'PY' || fail "start as-cb-kill"
+import os, sys
+sys.path.insert(0, os.path.join(os.environ["top_srcdir"], "t", "py"))
+from sync_lib import Orch
+o = Orch(int(os.environ["SAGAD_PORT"]))
+req = o.request("AsyncBooking", {"amount": "10"}, "as-cb-kill")
+req.callback_url = "http://127.0.0.1:%s/hang/x" % os.environ["RECEIVER_PORT"]
+o.run_rpc(req, timeout=10)
+PY
+for _ in $(seq 100); do
+	grep -qx as-cb-kill "$RECEIVER_LOG.started" 2>/dev/null && break
+	sleep 0.1
+done
+grep -qx as-cb-kill "$RECEIVER_LOG.started" || fail "the callback of as-cb-kill never came"
+ps -o pid=,args= --ppid "$SAGAD_PID" | awk '/CreatePayment/ { print $1 }' |
+	xargs -r kill -KILL
+for _ in $(seq 300); do
+	[ "$(grep -c '"id": "as-cb-kill"' "$RECEIVER_LOG")" -ge 2 ] && break
+	sleep 0.1
+done
+[ "$(grep -c '"id": "as-cb-kill"' "$RECEIVER_LOG")" -ge 2 ] ||
+	fail "no second try of a callback whose worker was killed during the POST"
+pass "a worker killed during a callback's POST: the callback is made again"
 
 # A worker told to stop finishes what it holds and exits 0; the master
 # starts another in its place.

@@ -146,6 +146,26 @@ need_queue() {
 	esac
 }
 
+# need_booking: what the booking suites need, or the suite is skipped (77):
+# sagad and the example participants built (ORDER and PAYMENT name them),
+# python3 with grpcio, protoc, redis-server and the QUEUE broker; then
+# t/sync_lib.sh and t/async_lib.sh are sourced and the stubs generated.
+need_booking() {
+	ORDER=$top_builddir/examples/booking/order
+	PAYMENT=$top_builddir/examples/booking/payment
+	[ -x "$top_builddir/sagad" ] && [ -x "$ORDER" ] && [ -x "$PAYMENT" ] ||
+		fail "build first"
+	[ -x "${PYTHON_GRPC:-}" ] ||
+		{ echo "no python3 with grpcio: skipped"; exit 77; }
+	[ -x "${PROTOC:-}" ] || { echo "no protoc: skipped"; exit 77; }
+	command -v redis-server >/dev/null ||
+		{ echo "no redis-server: skipped"; exit 77; }
+	need_queue
+	. "$top_srcdir/t/sync_lib.sh"
+	. "$top_srcdir/t/async_lib.sh"
+	sync_gen
+}
+
 # start_queue: the broker of QUEUE; sets QUEUE_URL and QUEUE_CONF, the
 # sagad.conf line that points sagad at it.
 start_queue() {

@@ -2,7 +2,8 @@
 a real sagad whose sagad-worker processes consume NATS JetStream and keep
 the sagas in Redis (t/async.sh starts everything): completion, rollback,
 retries delayed through the bus, business failures not retried, and
-callbacks (the JSON, retried on 5xx, given up on a dead receiver).
+callbacks (the JSON, retried on 5xx, given up on a dead receiver, sent on
+keep-alive connections).
 
 Usage: async_test.py main|reload
 """
@@ -217,6 +218,46 @@ def test_callbacks(o):
        "with a log line")
 
 
+def connections():
+    try:
+        with open(os.environ["RECEIVER_LOG"] + ".conns") as f:
+            return sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        return 0
+
+
+def test_keepalive(o):
+    """N callbacks to one receiver reuse their connections (keep-alive:
+    far fewer connections than callbacks; the workers of the last step make
+    each callback's first try); a receiver that closes after each answer
+    still gets every callback, once."""
+    port = int(os.environ["RECEIVER_PORT"])
+    n = 60
+    before = connections()
+    ids = ["as-ka-%d" % i for i in range(n)]
+    for i in ids:
+        start(o, i, callback="http://127.0.0.1:%d/ok/ka" % port)
+    for i in ids:
+        equal(len(callbacks_of(i, 20)), 1, "callback of %s" % i)
+    opened = connections() - before
+    check(1 <= opened <= n // 3, "%d callbacks came on %d connections, "
+          "expected reuse (at most %d)" % (n, opened, n // 3))
+    ok("%d callbacks to one receiver came on %d keep-alive connections"
+       % (n, opened))
+
+    ids = ["as-close-%d" % i for i in range(5)]
+    for i in ids:
+        start(o, i, callback="http://127.0.0.1:%d/close/x" % port)
+    for i in ids:
+        got = callbacks_of(i, 20)
+        equal(len(got), 1, "callback of %s" % i)
+        equal(got[0]["status"], 200, "status of %s" % i)
+    time.sleep(1)
+    for i in ids:
+        equal(len(callbacks_of(i, 0, 2)), 1, "one POST for %s" % i)
+    ok("a receiver answering Connection: close gets each callback once")
+
+
 def main():
     o = orch()
     order = Participant(int(os.environ["ORDER_PORT"]), "order")
@@ -225,6 +266,7 @@ def main():
     test_rollback(o, order, payment)
     test_retries(o, payment)
     test_callbacks(o)
+    test_keepalive(o)
 
 
 def reload():

@@ -88,6 +88,15 @@ START_TEST(work_without_record_round_trips)
 	ck_assert_int_eq(out.mode, SAGA_MODE_ASYNC);
 	ck_assert_str_eq(out.traceparent, "00-abc-def-01");
 	ck_assert_ptr_null(out.record);
+	ck_assert_int_eq(out.tries, 0);
+	work_clear(&out);
+	free(buf);
+
+	/* A callback queued after its first try says so. */
+	in.tries = 1;
+	buf = work_pack(&in, &len);
+	ck_assert_int_eq(work_unpack(&out, buf, len, err, sizeof(err)), 0);
+	ck_assert_int_eq(out.tries, 1);
 	work_clear(&out);
 	free(buf);
 }
