@@ -469,7 +469,8 @@ def settle(args, ids):
 
 def main():
     ap = argparse.ArgumentParser(
-        description="check issue 11's invariants on every saga id sent")
+        description=__doc__.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ids", required=True)
     ap.add_argument("--redis", required=True, help="HOST:PORT")
     ap.add_argument("--participant", action="append", default=[])
