@@ -469,7 +469,7 @@ def settle(args, ids):
 
 def main():
     ap = argparse.ArgumentParser(
-        description=__doc__.split("\n", 1)[1],
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ids", required=True)
     ap.add_argument("--redis", required=True, help="HOST:PORT")
