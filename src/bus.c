@@ -190,6 +190,13 @@ bus_stream_depth(struct bus *bus, uint64_t *msgs, char *err, size_t errlen)
 	return bus->drv->depth(bus, msgs, err, errlen);
 }
 
+int
+bus_consumer_backlog(struct bus *bus, const char *durable, const char *filter,
+    uint64_t *msgs, char *err, size_t errlen)
+{
+	return bus->drv->backlog(bus, durable, filter, msgs, err, errlen);
+}
+
 /* --- the hand-over to the loop ------------------------------------------- */
 
 void

@@ -96,6 +96,15 @@ int		 bus_is_connected(const struct bus *);
 int		 bus_declare_stream(struct bus *, const char *const *subjects,
 		    size_t nsubjects, char *err, size_t errlen);
 
+/*
+ * How many messages the durable consumer (of that filter) has not finished:
+ * waiting, or handed out and not acked (blocking: a master's cron asks it of
+ * an adopted pod's topics). A consumer that does not exist has none.
+ */
+int		 bus_consumer_backlog(struct bus *, const char *durable,
+		    const char *filter, uint64_t *msgs, char *err,
+		    size_t errlen);
+
 /* How many messages the stream holds now (blocking, for tests and stats). */
 int		 bus_stream_depth(struct bus *, uint64_t *msgs,
 		    char *err, size_t errlen);

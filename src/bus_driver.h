@@ -152,6 +152,9 @@ struct bus_driver {
 	int	(*declare)(struct bus *, const char *const *, size_t,
 		    char *, size_t);
 	int	(*depth)(struct bus *, uint64_t *, char *, size_t);
+	/* Messages a durable consumer has not finished (0 if it is unknown). */
+	int	(*backlog)(struct bus *, const char *durable, const char *filter,
+		    uint64_t *, char *, size_t);
 	int	(*consumer_open)(struct bus_consumer *, char *, size_t);
 	void	(*consumer_free)(struct bus_consumer *);
 	/* Fills up to max messages; returns their count, or -1 on error. */

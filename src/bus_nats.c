@@ -404,6 +404,30 @@ nats_depth(struct bus *bus, uint64_t *msgs, char *err, size_t errlen)
 	return 0;
 }
 
+static int
+nats_backlog(struct bus *bus, const char *durable, const char *filter,
+    uint64_t *msgs, char *err, size_t errlen)
+{
+	struct nats_bus	*nb = bus->drv_data;
+	jsConsumerInfo	*ci = NULL;
+	jsErrCode	 jerr = 0;
+	natsStatus	 s;
+
+	(void)filter;
+	s = js_GetConsumerInfo(&ci, nb->js, bus->stream, durable, NULL, &jerr);
+	if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr) {
+		*msgs = 0;
+		return 0;
+	}
+	if (s != NATS_OK) {
+		nats_error(err, errlen, durable, s, jerr);
+		return -1;
+	}
+	*msgs = ci->NumPending + (uint64_t)ci->NumAckPending;
+	jsConsumerInfo_Destroy(ci);
+	return 0;
+}
+
 /* --- consumers ------------------------------------------------------------------ */
 
 static int
@@ -693,6 +717,7 @@ const struct bus_driver bus_nats_driver = {
 	.close = nats_close,
 	.declare = nats_declare,
 	.depth = nats_depth,
+	.backlog = nats_backlog,
 	.consumer_open = nats_consumer_open,
 	.consumer_free = nats_consumer_free,
 	.fetch = nats_fetch,

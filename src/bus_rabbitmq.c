@@ -302,6 +302,18 @@ rmq_depth(struct bus *bus, uint64_t *msgs, char *err, size_t errlen)
 	    errlen);
 }
 
+/* The ready messages of the consumer's queue (named after its filter). */
+static int
+rmq_backlog(struct bus *bus, const char *durable, const char *filter,
+    uint64_t *msgs, char *err, size_t errlen)
+{
+	struct rmq_cmd *cmd = rmq_cmd_new(RC_DEPTH);
+
+	(void)durable;
+	cmd->subject = util_xstrdup(filter);
+	return rmq_call(bus->drv_data, cmd, msgs, err, errlen);
+}
+
 static int
 rmq_consumer_open(struct bus_consumer *c, char *err, size_t errlen)
 {
@@ -561,6 +573,7 @@ const struct bus_driver bus_rabbitmq_driver = {
 	.close = rmq_close,
 	.declare = rmq_declare,
 	.depth = rmq_depth,
+	.backlog = rmq_backlog,
 	.consumer_open = rmq_consumer_open,
 	.consumer_free = rmq_consumer_free,
 	.fetch = rmq_fetch,

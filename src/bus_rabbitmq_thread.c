@@ -476,8 +476,13 @@ rmq_run(struct rmq_bus *rb, struct rmq_cmd *cmd)
 			snprintf(cmd->err, sizeof(cmd->err), "rabbitmq: not "
 			    "connected to %s", rb->where);
 		for (k = 0; up && k <= rb->nknown; k++) {
-			snprintf(q, sizeof(q), "%s", k < rb->nknown ?
-			    rb->known[k] : rb->unrouted);
+			if (cmd->subject != NULL) {
+				/* One queue's (bus_consumer_backlog). */
+				snprintf(q, sizeof(q), "%s", cmd->subject);
+				k = rb->nknown;
+			} else
+				snprintf(q, sizeof(q), "%s", k < rb->nknown ?
+				    rb->known[k] : rb->unrouted);
 			ok = amqp_queue_declare(rb->conn, RMQ_CHANNEL,
 			    amqp_cstring_bytes(q), 1, 0, 0, 0,
 			    amqp_empty_table);

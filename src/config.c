@@ -25,6 +25,7 @@
 #include <libconfig.h>
 
 #include "config.h"
+#include "flowdef.h"
 #include "config_int.h"
 #include "util.h"
 #include "work.h"
@@ -761,8 +762,11 @@ config_load(const char *path, const char *pod_id, char *err, size_t errlen)
 		errors_flush(&l, err, errlen);
 		config_free(cfg);
 		cfg = NULL;
-	} else if (err != NULL && errlen > 0)
-		err[0] = '\0';
+	} else {
+		flowdef_version_all(cfg);
+		if (err != NULL && errlen > 0)
+			err[0] = '\0';
+	}
 	loader_free(&l);
 	return cfg;
 }
@@ -813,6 +817,20 @@ config_free(struct config *cfg)
 		return;
 	if (cfg->refs > 0) {
 		cfg->refs--;
+		return;
+	}
+	if (cfg->parent != NULL) {
+		/* A view (flowdef.c): its arrays and strings, then its base. */
+		for (size_t i = 0; i < cfg->nowned; i++)
+			free(cfg->owned[i]);
+		free(cfg->owned);
+		for (size_t i = 0; i < cfg->nflows; i++)
+			free(cfg->flows[i].steps);
+		free(cfg->services);
+		free(cfg->nodes);
+		free(cfg->flows);
+		config_free(cfg->parent);
+		free(cfg);
 		return;
 	}
 	for (size_t i = 0; i < cfg->nservices; i++) {
@@ -884,16 +902,18 @@ config_topics(const struct config *cfg, struct config_topic **out)
 {
 	struct config_topic	*t;
 	size_t			 n = 0;
-	int			 async = 0;
+	int			 async = 0, queued = 0;
 
 	for (size_t i = 0; i < cfg->nflows; i++) {
 		if (cfg->flows[i].mode == SAGA_MODE_ASYNC ||
-		    cfg->flows[i].mode == SAGA_MODE_THROTTLING)
+		    cfg->flows[i].mode == SAGA_MODE_THROTTLING) {
 			n += cfg->flows[i].nsteps;
+			queued = 1;
+		}
 		if (cfg->flows[i].mode == SAGA_MODE_ASYNC)
 			async = 1;
 	}
-	*out = t = util_xcalloc(n + (size_t)async, sizeof(*t));
+	*out = t = util_xcalloc(n + (size_t)async + (size_t)queued, sizeof(*t));
 	for (size_t i = 0; i < cfg->nflows; i++) {
 		const struct config_flow *f = &cfg->flows[i];
 
@@ -921,6 +941,20 @@ config_topics(const struct config *cfg, struct config_topic **out)
 		t->workers = CONFIG_CALLBACK_WORKERS;
 		t->concurrency = CONFIG_CALLBACK_CONCURRENCY;
 		t->callbacks = 1;
+		t++;
+		n++;
+	}
+	if (queued) {
+		/*
+		 * Work of sagas that run an older definition of their flow
+		 * (flowdef.h): any node, from the definition they started with.
+		 */
+		t->flow = t->step = t->node = CONFIG_TOPIC_NONE;
+		t->mode = SAGA_MODE_ASYNC;
+		snprintf(t->name, sizeof(t->name), "%s", WORK_LEGACY_TOPIC);
+		t->workers = CONFIG_LEGACY_WORKERS;
+		t->concurrency = CONFIG_LEGACY_CONCURRENCY;
+		t->legacy = 1;
 		n++;
 	}
 	return n;

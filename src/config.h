@@ -40,8 +40,11 @@ struct config_node {
 	char		*compensate_request; /* raw mode: key the undo sends */
 };
 
+#define CONFIG_VERSION_LEN	16	/* hex digits of a flow's version */
+
 struct config_flow {
 	char		*name;
+	char		 version[CONFIG_VERSION_LEN + 1]; /* of its definition */
 	enum saga_mode	 mode;
 	size_t		*steps;		/* indexes into config.nodes */
 	size_t		 nsteps;
@@ -50,6 +53,14 @@ struct config_flow {
 
 struct config {
 	unsigned	 refs;		/* extra holders: config_ref() */
+	/*
+	 * A view (flowdef_view): one flow as a saga started with it, on
+	 * parent's keys; it owns its nodes, services and flows arrays and
+	 * the strings of owned[], and holds a reference on parent.
+	 */
+	struct config	*parent;
+	char		**owned;
+	size_t		  nowned;
 	char		*path;		/* the file it came from */
 	char		*pod_id;
 	char		*listen;
@@ -135,7 +146,10 @@ const struct config_service *config_service_find(const struct config *,
 /*
  * A worker topic: one (flow, node) of an async or throttling flow, which the
  * supervisor runs `workers` processes for, each taking `concurrency` messages
- * at a time. One more topic delivers the callbacks of async sagas: named
+ * at a time. WORK_LEGACY_TOPIC ("legacy", `legacy` set) carries, whenever
+ * an async or throttling flow exists, the work of sagas that run an older
+ * definition of their flow than the config's (flowdef.h): its workers call
+ * any node. One more topic delivers the callbacks of async sagas: named
  * WORK_CALLBACK_TOPIC ("callbacks", see work.h), with `callbacks` set and
  * flow, step and node CONFIG_TOPIC_NONE; it exists whenever an async flow
  * does.
@@ -143,6 +157,8 @@ const struct config_service *config_service_find(const struct config *,
 #define CONFIG_TOPIC_NONE		((size_t)-1)
 #define CONFIG_CALLBACK_WORKERS		1
 #define CONFIG_CALLBACK_CONCURRENCY	64
+#define CONFIG_LEGACY_WORKERS		1
+#define CONFIG_LEGACY_CONCURRENCY	64
 
 struct config_topic {
 	size_t		 flow;		/* index into config.flows */
@@ -153,6 +169,7 @@ struct config_topic {
 	int		 workers;
 	int		 concurrency;
 	int		 callbacks;	/* the callback delivery topic */
+	int		 legacy;	/* older definitions' work (flowdef.h) */
 };
 
 /*

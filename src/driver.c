@@ -218,6 +218,18 @@ driver_result(struct driver *d, int status, const char *msg,
 }
 
 enum saga_action_kind
+driver_unreached(struct driver *d, int status, const char *msg,
+    int64_t now_ms)
+{
+	struct saga_action	prev = d->a;
+	enum saga_state		before = d->s->state;
+
+	d->a = saga_step_unreached(d->s, d->cfg, d->flow, &prev, status, msg,
+	    now_ms, d->rng);
+	return decided(d, &prev, before, now_ms);
+}
+
+enum saga_action_kind
 driver_unsent(struct driver *d, const char *why, int64_t now_ms)
 {
 	struct saga_action	prev = d->a;
@@ -478,6 +490,27 @@ driver_work(const struct driver *d, const struct saga_action *a,
 		snprintf(err, errlen, "the subject of step %s is too long",
 		    node);
 		return -1;
+	}
+	/*
+	 * A saga on an older definition of its flow (a view, flowdef.h): its
+	 * node's topic may be gone or another's; the legacy topic calls any.
+	 */
+	if (d->cfg->parent != NULL) {
+		char id[sizeof(out->msg_id)];
+
+		/*
+		 * Its own dedupe ids: the same call may have been published
+		 * on its node's topic, which must not swallow this one.
+		 */
+		snprintf(out->subject, sizeof(out->subject), "%s",
+		    WORK_LEGACY_SUBJECT);
+		snprintf(id, sizeof(id), "%s", out->msg_id);
+		if (snprintf(out->msg_id, sizeof(out->msg_id), "L:%s", id) >=
+		    (int)sizeof(out->msg_id)) {
+			snprintf(err, errlen, "the dedupe id of step %s is too "
+			    "long", node);
+			return -1;
+		}
 	}
 	memset(&w, 0, sizeof(w));
 	w.saga_id = d->s->id;

@@ -98,6 +98,9 @@ const struct config_node *driver_node(const struct driver *, size_t step);
  * driver_result: the call in d->a ended with status (a gRPC code), msg and
  *   the reply's bytes; a reply that is not a StepReply is INTERNAL. When
  *   another call follows, its start shares the result's write.
+ * driver_unreached: the call in d->a ended with status and msg without ever
+ *   leaving sagad (no connection carried it): an action none of whose
+ *   attempts left has nothing to undo.
  * driver_unsent: the call in d->a could not be built (raw mode, its context
  *   entry missing): nothing was sent.
  * Each returns d->a.kind.
@@ -108,6 +111,8 @@ void	 driver_requeue(struct driver *);
 void	 driver_begin(struct driver *, int64_t now_ms);
 enum saga_action_kind driver_result(struct driver *, int status,
 	    const char *msg, const uint8_t *reply, size_t len, int64_t now_ms);
+enum saga_action_kind driver_unreached(struct driver *, int status,
+	    const char *msg, int64_t now_ms);
 enum saga_action_kind driver_unsent(struct driver *, const char *why,
 	    int64_t now_ms);
 
@@ -186,7 +191,8 @@ uint8_t	*driver_request(const struct driver *, const char **path,
 	    size_t *len, struct grpc_metadata *md, char *err, size_t errlen);
 
 /*
- * The Work message of call a for the bus: its subject, its dedupe id and
+ * The Work message of call a for the bus: its subject (the legacy topic's
+ * for a saga driven on a view of an older definition), its dedupe id and
  * its packed bytes (malloc'd). It carries the record the last write made
  * when that write started a (d->carry) and the store took it, so the
  * worker that gets it needs no read. -1 with err when a name is too long.

@@ -98,24 +98,61 @@ master_sup_params(struct master *m, struct sup_params *p)
 	p->stop_timeout_ms = m->cfg->shutdown_timeout_ms;
 }
 
-/* Makes the process table match the config's topics. */
+/*
+ * Makes the process table match the config's topics, and the throttling
+ * topics of each adopted pod.
+ */
 static void
 master_apply_topics(struct master *m)
 {
 	struct config_topic	*ct;
 	struct sup_topic	*st;
-	size_t			 i, n;
+	char			**names;
+	size_t			 i, n, k, a, len;
 
 	n = config_topics(m->cfg, &ct);
-	st = util_xcalloc(n, sizeof(*st));
+	st = util_xcalloc(n * (1 + m->nadopted), sizeof(*st));
+	names = util_xcalloc(n * m->nadopted + 1, sizeof(*names));
 	for (i = 0; i < n; i++) {
 		st[i].name = ct[i].name;
 		st[i].workers = ct[i].workers;
 		st[i].concurrency = ct[i].concurrency;
 	}
-	sup_reconcile(m->sup, st, n);
+	/* One worker on each throttling topic of each adopted pod. */
+	k = n;
+	for (a = 0; a < m->nadopted; a++)
+		for (i = 0; i < n; i++) {
+			if (ct[i].callbacks || ct[i].mode != SAGA_MODE_THROTTLING)
+				continue;
+			len = strlen(ct[i].name) + strlen(m->adopted[a]) + 2;
+			names[k - n] = util_xcalloc(1, len);
+			snprintf(names[k - n], len, "%s%c%s", ct[i].name,
+			    SUP_POD_SEP, m->adopted[a]);
+			st[k].name = names[k - n];
+			st[k].workers = 1;
+			st[k].concurrency = ct[i].concurrency;
+			k++;
+		}
+	sup_reconcile(m->sup, st, k);
+	for (i = 0; i < k - n; i++)
+		free(names[i]);
+	free(names);
 	free(st);
 	free(ct);
+}
+
+void
+master_set_adopted(struct master *m, const char *const *pods, size_t n)
+{
+	for (size_t i = 0; i < m->nadopted; i++)
+		free(m->adopted[i]);
+	free(m->adopted);
+	m->adopted = n > 0 ? util_xcalloc(n, sizeof(*m->adopted)) : NULL;
+	for (size_t i = 0; i < n; i++)
+		m->adopted[i] = util_xstrdup(pods[i]);
+	m->nadopted = n;
+	if (!m->stopping)
+		master_apply_topics(m);
 }
 
 /* --- signals and the cron ---------------------------------------------------- */
@@ -328,6 +365,9 @@ master_free(struct master *m)
 	}
 	sup_free(m->sup);
 	m->sup = NULL;
+	for (size_t i = 0; i < m->nadopted; i++)
+		free(m->adopted[i]);
+	free(m->adopted);
 	config_free(m->cfg);
 	m->cfg = NULL;
 	if (m->base != NULL)

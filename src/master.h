@@ -57,6 +57,8 @@ struct master {
 	struct proc_signals	 sigs;		/* HUP TERM INT USR1 CHLD */
 	struct event		*ev_cron;
 	uint64_t		 cronloops;
+	char			**adopted;	/* dead pods whose topics run here */
+	size_t			 nadopted;
 	int			 stopping;
 	int64_t			 stop_deadline_ms;
 };
@@ -69,6 +71,15 @@ struct master {
 int		 master_init(struct master *, const struct options *opts,
 		    const char *config_path, struct config *cfg,
 		    const struct master_hooks *hooks, char *err, size_t errlen);
+
+/*
+ * The dead pods whose throttling topics this pod runs workers for besides
+ * its own (orch_pods.c decides): the supervisor starts one worker per such
+ * topic ("Flow/Node@POD", run with -P POD) and retires those of a pod no
+ * longer listed.
+ */
+void		 master_set_adopted(struct master *, const char *const *pods,
+		    size_t n);
 
 /* Runs the loop until a stop completed. Returns the exit status (0). */
 int		 master_run(struct master *);

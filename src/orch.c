@@ -18,6 +18,7 @@
 #include "callback.h"
 #include "grpc/grpc.h"
 #include "grpc/server.h"
+#include "flowdefs.h"
 #include "orch_int.h"
 #include "util.h"
 #include "work.h"
@@ -35,6 +36,22 @@ orch_log(struct orch *o, enum util_level lv, const char *id, const char *fmt,
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	o->log(lv, id, msg, o->log_arg);
+}
+
+enum util_level
+orch_burst_level(struct orch_burst *b, unsigned *held)
+{
+	int64_t now = util_mono_ms();
+
+	if (now - b->last_ms >= 1000) {
+		b->last_ms = now;
+		*held = b->held;
+		b->held = 0;
+		return UTIL_WARN;
+	}
+	b->held++;
+	*held = 0;
+	return UTIL_DEBUG;
 }
 
 void
@@ -310,6 +327,7 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 	o->srv = srv;
 	o->client = client;
 	o->store = store;
+	o->defs = store != NULL ? defs_new(store, cfg) : NULL;
 	o->owner = util_xstrdup(owner);
 	idtable_init(&o->runs_by_id, 1024);
 	TAILQ_INIT(&o->runs);
@@ -337,6 +355,8 @@ orch_set_config(struct orch *o, struct config *cfg)
 {
 	config_free(o->cfg);
 	o->cfg = config_ref(cfg);
+	if (o->defs != NULL)
+		defs_set_config(o->defs, cfg);
 	admit_configure(o);
 }
 
@@ -382,6 +402,34 @@ orch_cron(struct orch *o)
 		return;
 	launch_cron(o, now);
 	sweep_cron(o, now);
+	pods_cron(o, now);
+	if (o->defs != NULL)
+		defs_publish(o->defs);	/* until every flow's is stored */
+}
+
+static void
+def_fetched(int rc, int unknown, const char *err, void *arg)
+{
+	struct orch *o = arg;
+
+	if (rc == -1 && !o->closing)
+		orch_log(o, unknown ? UTIL_WARN : UTIL_DEBUG, NULL, "%s", err);
+}
+
+struct config *
+orch_saga_config(struct orch *o, const Saga__V1__Saga *pb,
+    const struct config_flow **flow)
+{
+	struct config *cfg;
+
+	if (o->defs == NULL || defs_is_lost(o->defs, pb->flow_version)) {
+		*flow = config_flow_find(o->cfg, pb->flow);
+		return o->cfg;
+	}
+	if ((cfg = defs_lookup(o->defs, pb->flow, pb->flow_version,
+	    flow)) == NULL)
+		defs_fetch(o->defs, pb->flow_version, def_fetched, o);
+	return cfg;
 }
 
 void
@@ -401,6 +449,8 @@ orch_free(struct orch *o)
 		orch_close(o);
 	sync_free(o);
 	launch_free_all(o);
+	pods_free(o);
+	defs_free(o->defs);
 	idtable_free(&o->holds_by_id);
 	idtable_free(&o->runs_by_id);
 	free(o->done_subject);

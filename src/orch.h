@@ -68,6 +68,13 @@ void		 orch_drain(struct orch *);
 size_t		 orch_running(const struct orch *);
 void		 orch_stats(const struct orch *, struct orch_stats *);
 /*
+ * The dead pods whose throttling work this master runs (orch_pods.c): their
+ * ids (free the array, not the strings, which live until the next cron),
+ * and a generation that changes whenever the list does.
+ */
+size_t		 orch_adopted(const struct orch *, const char ***pods,
+		    unsigned *gen);
+/*
  * Stopping: orch_close() cancels the calls in flight and answers the waiting
  * callers UNAVAILABLE; each saga stays in the store where it stands, its
  * lease runs out and another master's sweeper compensates it (async and

@@ -12,6 +12,8 @@
  *   orch_follow.c  callers of sagas run elsewhere (joins), Get and Watch
  *   orch_sweep.c   leases of the sagas in flight, and the sweeper that
  *                  claims those of a master that died
+ *   orch_pods.c    the pods' registry, and the adoption of a dead pod's
+ *                  throttling work
  *
  * The rules of a saga are saga.c's and the moves on one are driver.c's.
  */
@@ -39,6 +41,14 @@ struct grpc_client_call;
 #define ORCH_ID_MAX		128	/* longest saga id a caller may give */
 #define ORCH_SWEEP_MS		1000	/* sweeper period */
 #define ORCH_SWEEP_BATCH	64	/* sagas claimed at most per sweep */
+/*
+ * An async or throttling saga's launch lease: from its create to its first
+ * result. Long enough for its first work to wait its turn in a queue;
+ * when it runs out with the saga still PENDING, a sweeper queues the first
+ * work again (the dedupe id and the revision checks make that harmless if
+ * the first one was there after all).
+ */
+#define ORCH_LAUNCH_LEASE_MS(cfg)	(6 * (cfg)->redis.lease_ms)
 #define ORCH_RETRY_MIN_MS	50	/* first retry of a failed write */
 #define ORCH_RETRY_MAX_MS	2000
 #define ORCH_POLL_MS		1000	/* held sagas looked up in the store */
@@ -150,9 +160,26 @@ struct launch {
 	TAILQ_ENTRY(launch)	 all;
 };
 
+/*
+ * A warning that an outage repeats for every saga: the first of each second
+ * is logged as a warning (with how many were held back since), the rest at
+ * debug level (orch_burst_level).
+ */
+struct orch_burst {
+	int64_t		 last_ms;
+	unsigned	 held;
+};
+
+/* A dead pod this master adopted (orch_pods.c). */
+struct orch_adopted {
+	char		*pod;
+	int		 empty;		/* backlog checks found nothing, in a row */
+};
+
 struct orch {
 	struct event_base	*base;
 	struct config		*cfg;
+	struct defs		*defs;		/* flow definitions by version */
 	struct grpc_server	*srv;
 	struct grpc_client	*client;
 	struct store		*store;
@@ -181,6 +208,16 @@ struct orch {
 	int64_t			 last_poll_ms;
 	int64_t			 drain_ms;	/* when orch_drain ran */
 	int			 listen_failed;	/* logged once */
+	struct orch_adopted	*adopted;	/* dead pods whose work runs here */
+	size_t			 nadopted;
+	char			**releasing;	/* adoptions over, to let go */
+	size_t			 nreleasing;
+	unsigned		 adopt_gen;	/* bumped when adopted changes */
+	int			 pods_busy;
+	int64_t			 last_pods_ms;
+	int64_t			 last_adopt_check_ms;
+	struct orch_burst	 unconfirmed;	/* launches the bus left unknown */
+	struct orch_burst	 requeued;	/* launch leases run out */
 	struct orch_stats	 st;
 	util_log_fn		 log;
 	void			*log_arg;
@@ -188,6 +225,19 @@ struct orch {
 
 void	 orch_log(struct orch *, enum util_level, const char *id,
 	    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* UTIL_WARN once a second, else UTIL_DEBUG; *held: the warnings held back. */
+enum util_level orch_burst_level(struct orch_burst *, unsigned *held);
+
+/*
+ * The config and flow to drive a saga read back from the store with: the
+ * definition it started with (flowdefs.h). NULL while that is being
+ * fetched: the caller gives up for now (a sweep or the operator tries
+ * again). A definition the store does not have is the running config's
+ * flow (or none): the saga is one whose flow changed.
+ */
+struct config	*orch_saga_config(struct orch *, const Saga__V1__Saga *,
+		    const struct config_flow **);
 
 /* A saga id from a request: 1, or 0 with a sentence naming field. */
 int	 orch_valid_id(const char *field, const char *id, char *err,
@@ -218,6 +268,10 @@ int	 sync_retry(struct orch *, struct grpc_call *, struct store_saga *,
 void	 sync_close(struct orch *);
 void	 sync_free(struct orch *);
 
+/* orch_pods.c */
+void	 pods_cron(struct orch *, int64_t now_ms);
+void	 pods_free(struct orch *);
+
 /* orch_launch.c */
 struct hold *launch_find_hold(struct orch *, const char *id);
 void	 launch_wait(struct hold *, struct grpc_call *);
@@ -244,6 +298,7 @@ void	 operate_cancel_heard(struct bus_listener *, const char *subject,
 
 /* orch_launch.c (async and throttling) */
 void	 launch_retry(struct orch *, struct grpc_call *, struct store_saga *);
+void	 launch_requeue(struct orch *, struct store_saga *);
 
 /* orch_sweep.c */
 void	 sweep_cron(struct orch *, int64_t now_ms);

@@ -4,8 +4,13 @@
  * broker holds it (async); a throttling Run's callers are held in the
  * saga's hold until a worker reports its end on saga.done.<pod_id>, or the
  * poll of the store finds it ended (a notice lost while the bus was away).
- * A saga whose first work was never queued is written FAILED "never
- * queued", and a Run with the same id queues it again.
+ * The create takes a launch lease (ORCH_LAUNCH_LEASE_MS): a bus that does
+ * not confirm the first work (a timeout says "unknown", not "no") leaves
+ * the saga PENDING, accepted, and a sweeper queues its first work again
+ * once the lease runs out with the saga still PENDING (orch_sweep.c), as
+ * it does for a create that Redis applied after its caller gave up. Only a
+ * first work that cannot even be built is written FAILED "never queued";
+ * a Run with the same id queues such a saga again.
  */
 #include "autoconf.h"
 
@@ -290,7 +295,8 @@ launch_write(struct launch *l, int create, store_saga_cb *ccb,
 	dw.w.pod = l->d.pod;
 	dw.w.owner = l->o->owner;
 	dw.w.callback = l->d.callback;
-	dw.w.lease_ms = 0;	/* the bus drives it: no lease, no sweeper */
+	/* Until its first result: then the bus drives it (orch_sweep.c). */
+	dw.w.lease_ms = ORCH_LAUNCH_LEASE_MS(l->o->cfg);
 	dw.w.reopen = l->reopen;
 	if (create)
 		store_create(l->o->store, &dw.w, ccb, l);
@@ -320,9 +326,9 @@ launch_unqueued_written(enum store_result res, int64_t rev,
 }
 
 /*
- * The first work was not queued: nothing will ever run the saga. It is
- * written FAILED with a sentence saying so (and expires like any ended
- * saga); nothing of it ever ran, so a Run with the same id starts it again.
+ * The first work could not be made: nothing will ever run the saga. It is
+ * written FAILED with a sentence saying so; nothing of it ever ran, so a
+ * Run with the same id starts it again.
  */
 static void
 launch_unqueued(struct launch *l, const char *why)
@@ -344,24 +350,29 @@ launch_unqueued(struct launch *l, const char *why)
 	launch_write(l, 0, NULL, launch_unqueued_written);
 }
 
+/*
+ * The first work is queued, or may be: the saga is accepted either way.
+ * One the bus did not confirm (refused, timed out, or not connected) is
+ * queued again by a sweeper when its launch lease runs out with the saga
+ * still PENDING; its callers get it PENDING now (throttling ones stay held).
+ */
 static void
-launch_published(struct bus *bus, const struct bus_pub_result *res,
-    void *arg)
+launch_accepted(struct launch *l, const char *unconfirmed)
 {
-	struct launch	*l = arg;
 	struct orch	*o = l->o;
 	struct saga_pb	 v;
 
-	(void)bus;
-	if (o->closing) {
-		launch_free(l);
-		return;
-	}
-	if (res->error != NULL) {
-		launch_unqueued(l, res->error);
-		return;
-	}
-	o->st.queued++;
+	if (unconfirmed != NULL) {
+		unsigned	held;
+		enum util_level	lv = orch_burst_level(&o->unconfirmed, &held);
+
+		orch_log(o, lv, l->d.s->id, "the bus did not confirm the first "
+		    "work of this %s saga (%s): it is queued again within %d s "
+		    "if it was lost (%u more like it since the last warning)",
+		    config_mode_name(l->d.s->mode), unconfirmed,
+		    ORCH_LAUNCH_LEASE_MS(o->cfg) / 1000 + 1, held);
+	} else
+		o->st.queued++;
 	if (l->d.s->mode == SAGA_MODE_THROTTLING) {
 		/* Held: done_heard or the poll answers. */
 		launch_free(l);
@@ -370,6 +381,20 @@ launch_published(struct bus *bus, const struct bus_pub_result *res,
 	saga_pb_view(l->d.s, &v);
 	launch_answer(l, &v.pb, 0, NULL);
 	saga_pb_view_free(&v);
+}
+
+static void
+launch_published(struct bus *bus, const struct bus_pub_result *res,
+    void *arg)
+{
+	struct launch *l = arg;
+
+	(void)bus;
+	if (l->o->closing) {
+		launch_free(l);
+		return;
+	}
+	launch_accepted(l, res->error);
 }
 
 /*
@@ -388,11 +413,55 @@ launch_publish(struct launch *l)
 		return;
 	}
 	if (l->o->bus == NULL || !bus_is_connected(l->o->bus))
-		launch_unqueued(l, "not connected");
+		launch_accepted(l, "not connected");
 	else if (bus_publish(l->o->bus, dw.subject, dw.buf, dw.len,
 	    dw.msg_id, launch_published, l, err, sizeof(err)) == -1)
-		launch_unqueued(l, err);
+		launch_accepted(l, err);
 	free(dw.buf);
+}
+
+/*
+ * A sweeper claimed the launch lease of a saga still PENDING (orch_sweep.c):
+ * its first work may never have been queued, or its create was applied
+ * after its Run was answered. Queue that work again, nobody waiting; the
+ * dedupe id drops it if the first is still in the stream.
+ */
+void
+launch_requeue(struct orch *o, struct store_saga *rec)
+{
+	const Saga__V1__Saga		*pb = rec->saga;
+	const struct config_flow	*flow;
+	enum saga_mode			 mode = (enum saga_mode)pb->mode;
+	struct launch			*l;
+	struct config			*cfg;
+	enum util_level			 lv;
+	unsigned			 held;
+
+	if (pb->state != SAGA__V1__STATE__STATE_PENDING || o->closing)
+		return;
+	/* Its definition asked for: the next sweep finds it. */
+	if ((cfg = orch_saga_config(o, pb, &flow)) == NULL)
+		return;
+	if (flow == NULL || flow->nsteps != pb->n_steps) {
+		orch_log(o, UTIL_WARN, pb->id, "a PENDING saga of flow %s "
+		    "cannot be queued again: its flow changed", pb->flow);
+		return;
+	}
+	lv = orch_burst_level(&o->requeued, &held);
+	orch_log(o, lv, pb->id, "its launch lease ran out with the saga "
+	    "PENDING: queueing its first work again (%u more like it since "
+	    "the last warning)", held);
+	l = util_xcalloc(1, sizeof(*l));
+	l->o = o;
+	driver_init(&l->d, cfg, flow, saga_from_pb(pb), &o->rng);
+	driver_set(&l->d, mode == SAGA_MODE_THROTTLING && rec->pod[0] != '\0' ?
+	    rec->pod : o->cfg->pod_id, rec->callback, NULL);
+	l->d.rev = rec->rev;
+	l->d.round = rec->round;
+	TAILQ_INSERT_TAIL(&o->launches, l, all);
+	o->nlaunches++;
+	driver_requeue(&l->d);
+	launch_publish(l);
 }
 
 static int
@@ -448,11 +517,14 @@ launch_exists(struct launch *l, struct store_saga *rec)
 {
 	const Saga__V1__Saga		*pb = rec->saga;
 	const struct config_flow	*flow;
+	struct config			*cfg;
 	enum saga_mode			 mode = (enum saga_mode)pb->mode;
 	int				 fin = pb->state >=
 					    SAGA__V1__STATE__STATE_COMPLETED;
 
-	flow = config_flow_find(l->d.cfg, pb->flow);
+	cfg = orch_saga_config(l->o, pb, &flow);
+	if (cfg == NULL)
+		flow = NULL;
 	if (mode != SAGA_MODE_SYNC && never_started(pb) && flow != NULL &&
 	    flow->nsteps == pb->n_steps && (!fin ||
 	    pb->state == SAGA__V1__STATE__STATE_FAILED)) {
@@ -464,7 +536,7 @@ launch_exists(struct launch *l, struct store_saga *rec)
 		 */
 		struct driver	d;
 
-		driver_init(&d, l->d.cfg, flow, saga_from_pb(pb), &l->o->rng);
+		driver_init(&d, cfg, flow, saga_from_pb(pb), &l->o->rng);
 		driver_set(&d, mode == SAGA_MODE_THROTTLING ? (fin ||
 		    rec->pod[0] == '\0' ? l->d.cfg->pod_id : rec->pod) :
 		    l->d.pod, l->d.callback, l->d.traceparent);
@@ -694,8 +766,16 @@ launch_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec)
 	struct driver_write	 dw;
 	struct launch		*l;
 	struct saga		*s = saga_from_pb(rec->saga);
-	const struct config_flow *flow = config_flow_find(o->cfg, s->flow);
+	const struct config_flow *flow;
+	struct config		*cfg = orch_saga_config(o, rec->saga, &flow);
 
+	if (cfg == NULL) {
+		grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "the "
+		    "definition of the flow the saga started with is being "
+		    "read: try again");
+		saga_free(s);
+		return;
+	}
 	if (flow == NULL || flow->nsteps != s->nsteps) {
 		grpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
 		    "its flow is no longer configured as it was when the saga "
@@ -712,7 +792,7 @@ launch_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec)
 	l = util_xcalloc(1, sizeof(*l));
 	l->o = o;
 	l->failed = saga_dup(s);
-	driver_init(&l->d, o->cfg, flow, s, &o->rng);
+	driver_init(&l->d, cfg, flow, s, &o->rng);
 	l->d.rev = rec->rev;
 	l->d.round = rec->round;
 	driver_set(&l->d, o->cfg->pod_id, rec->callback, NULL);

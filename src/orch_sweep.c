@@ -6,8 +6,10 @@
  * sweeper claims expired leases, those of a master that died, and hands
  * each claimed saga to the sync engine, which compensates it from where
  * its record stands (or resumes its compensation). Async and throttling
- * sagas hold no lease: the bus redelivers their work. The same period
- * takes the sagas that expired out of the List index.
+ * sagas hold a lease from their launch to their first result only (the
+ * bus redelivers the rest of their work): one claimed still PENDING has its
+ * first work queued again (launch_requeue). The same period takes the
+ * sagas that expired out of the List index.
  */
 #include "autoconf.h"
 
@@ -67,8 +69,9 @@ recover_got(enum store_result res, struct store_saga *rec, const char *err,
 	if (o->closing || res != STORE_OK)
 		return;
 	if (rec->saga->mode != SAGA__V1__MODE__MODE_SYNC)
-		return;		/* the bus redelivers async work */
-	sync_recover(o, rec);
+		launch_requeue(o, rec);	/* its first work may be lost */
+	else
+		sync_recover(o, rec);
 }
 
 static void
@@ -126,6 +129,7 @@ sweep_cron(struct orch *o, int64_t now)
 			expire_index(o);
 		o->sweeping = 1;
 		store_lease_claim(o->store, o->owner, ORCH_SWEEP_BATCH,
-		    o->cfg->redis.lease_ms, claimed, o);
+		    o->cfg->redis.lease_ms, ORCH_LAUNCH_LEASE_MS(o->cfg),
+		    claimed, o);
 	}
 }

@@ -30,12 +30,13 @@ static void	run_next(struct run *);
 static void	run_write(struct run *, void (*)(struct run *));
 
 static struct run *
-run_new(struct orch *o, const struct config_flow *flow, struct saga *s)
+run_new(struct orch *o, struct config *cfg, const struct config_flow *flow,
+    struct saga *s)
 {
 	struct run *r = util_xcalloc(1, sizeof(*r));
 
 	r->o = o;
-	driver_init(&r->d, o->cfg, flow, s, &o->rng);
+	driver_init(&r->d, cfg, flow, s, &o->rng);
 	r->retry_ms = ORCH_RETRY_MIN_MS;
 	r->ent.id = s->id;
 	idtable_add(&o->runs_by_id, &r->ent);
@@ -338,8 +339,12 @@ run_call_done(void *arg, const struct grpc_client_result *res)
 	}
 	if (r->o->closing)
 		return;
-	driver_result(&r->d, res->status, res->message, res->data, res->len,
-	    util_now_ms());
+	if (res->unsent)
+		driver_unreached(&r->d, res->status, res->message,
+		    util_now_ms());
+	else
+		driver_result(&r->d, res->status, res->message, res->data,
+		    res->len, util_now_ms());
 	run_next(r);
 }
 
@@ -431,7 +436,7 @@ sync_start(struct orch *o, struct grpc_call *call,
 
 	s = saga_new(id, o->cfg, flow, SAGA_MODE_SYNC, util_now_ms());
 	orch_context_load(s, req);
-	r = run_new(o, flow, s);
+	r = run_new(o, o->cfg, flow, s);
 	md = grpc_md_get(grpc_call_metadata(call), "traceparent");
 	driver_set(&r->d, o->cfg->pod_id, NULL, md != NULL ?
 	    (const char *)md->value : NULL);
@@ -458,16 +463,21 @@ sync_start(struct orch *o, struct grpc_call *call,
 void
 sync_recover(struct orch *o, struct store_saga *rec)
 {
-	struct saga	*s = saga_from_pb(rec->saga);
-	struct run	*r;
+	struct saga			*s;
+	struct run			*r;
+	struct config			*cfg;
+	const struct config_flow	*flow;
 
-	if ((r = sync_find(o, s->id)) != NULL) {
+	if ((r = sync_find(o, rec->saga->id)) != NULL) {
 		/* Our own saga, claimed back after Redis was away. */
 		r->d.rev = rec->rev;
-		saga_free(s);
 		return;
 	}
-	r = run_new(o, config_flow_find(o->cfg, s->flow), s);
+	/* Its definition asked for: claimed again when the lease runs out. */
+	if ((cfg = orch_saga_config(o, rec->saga, &flow)) == NULL)
+		return;
+	s = saga_from_pb(rec->saga);
+	r = run_new(o, cfg, flow, s);
 	r->d.rev = rec->rev;
 	r->d.round = rec->round;
 	o->st.recovered++;
@@ -533,16 +543,23 @@ int
 sync_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec,
     char *err, size_t errlen)
 {
-	struct saga		*s = saga_from_pb(rec->saga);
-	struct driver_write	 dw;
-	struct run		*r;
+	struct saga			*s;
+	struct driver_write		 dw;
+	struct run			*r;
+	struct config			*cfg;
+	const struct config_flow	*flow;
 
-	if (sync_find(o, s->id) != NULL) {
+	if (sync_find(o, rec->saga->id) != NULL) {
 		snprintf(err, errlen, "the saga is being driven already");
-		saga_free(s);
 		return -1;
 	}
-	r = run_new(o, config_flow_find(o->cfg, s->flow), s);
+	if ((cfg = orch_saga_config(o, rec->saga, &flow)) == NULL) {
+		snprintf(err, errlen, "the definition of flow %s the saga "
+		    "started with is being read: try again", rec->saga->flow);
+		return -1;
+	}
+	s = saga_from_pb(rec->saga);
+	r = run_new(o, cfg, flow, s);
 	r->d.rev = rec->rev;
 	r->d.round = rec->round;
 	if (r->d.flow == NULL || r->d.flow->nsteps != s->nsteps) {

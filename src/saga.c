@@ -39,6 +39,7 @@ saga_new(const char *id, const struct config *cfg,
 
 	s->id = util_xstrdup(id);
 	s->flow = util_xstrdup(flow->name);
+	s->version = util_xstrdup(flow->version);
 	s->mode = mode != SAGA_MODE_UNSPECIFIED ? mode : flow->mode;
 	s->state = SAGA_STATE_PENDING;
 	s->nsteps = flow->nsteps;
@@ -69,6 +70,7 @@ saga_free(struct saga *s)
 	free(s->steps);
 	free(s->id);
 	free(s->flow);
+	free(s->version);
 	free(s->error);
 	free(s);
 }
@@ -83,6 +85,7 @@ saga_dup(const struct saga *s)
 	*d = *s;
 	d->id = util_xstrdup(s->id);
 	d->flow = util_xstrdup(s->flow);
+	d->version = s->version != NULL ? util_xstrdup(s->version) : NULL;
 	d->error = s->error != NULL ? util_xstrdup(s->error) : NULL;
 	d->ctx = util_xcalloc(s->nctx, sizeof(*d->ctx));
 	d->ctx_cap = s->nctx;
@@ -412,7 +415,30 @@ saga_step_end(struct saga *s, const struct config *cfg,
 	}
 	set_error(&s->error, "%s: %s", st->name, st->error);
 	s->state = SAGA_STATE_COMPENSATING;
+	if (st->unsent >= st->attempts) {
+		/* No attempt ever left sagad: nothing to undo here. */
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s (never reached the "
+		    "participant)", st->error);
+		set_error(&st->error, "%s", why);
+		set_error(&s->error, "%s: %s", st->name, st->error);
+		st->state = SAGA_STATE_COMPENSATED;
+		return next_compensation(s, cfg, flow, (long)a->step - 1,
+		    now_ms);
+	}
 	return next_compensation(s, cfg, flow, (long)a->step, now_ms);
+}
+
+struct saga_action
+saga_step_unreached(struct saga *s, const struct config *cfg,
+    const struct config_flow *flow, const struct saga_action *a, int status,
+    const char *message, int64_t now_ms, uint64_t *rng)
+{
+	if (!a->compensate)
+		s->steps[a->step].unsent++;
+	return saga_step_end(s, cfg, flow, a, status, message, NULL, 0, now_ms,
+	    rng);
 }
 
 struct saga_action
@@ -608,6 +634,7 @@ saga_pb_view(const struct saga *s, struct saga_pb *v)
 	saga__v1__saga__init(pb);
 	pb->id = s->id;
 	pb->flow = s->flow;
+	pb->flow_version = s->version != NULL ? s->version : (char *)"";
 	pb->mode = (Saga__V1__Mode)s->mode;
 	pb->state = (Saga__V1__State)s->state;
 	pb->error = s->error;	/* protobuf-c packs NULL as "" */
@@ -627,6 +654,7 @@ saga_pb_view(const struct saga *s, struct saga_pb *v)
 		v->sr[i].name = s->steps[i].name;
 		v->sr[i].state = (Saga__V1__State)s->steps[i].state;
 		v->sr[i].attempts = s->steps[i].attempts;
+		v->sr[i].unsent_attempts = s->steps[i].unsent;
 		v->sr[i].error = s->steps[i].error;
 		v->sr[i].started_unix_ms = s->steps[i].started_ms;
 		v->sr[i].finished_unix_ms = s->steps[i].finished_ms;
@@ -665,6 +693,8 @@ saga_from_pb(const Saga__V1__Saga *pb)
 	s = util_xcalloc(1, sizeof(*s));
 	s->id = util_xstrdup(pb->id);
 	s->flow = util_xstrdup(pb->flow);
+	s->version = pb->flow_version != NULL && *pb->flow_version ?
+	    util_xstrdup(pb->flow_version) : NULL;
 	s->mode = (enum saga_mode)pb->mode;
 	s->state = (enum saga_state)pb->state;
 	s->error = pb->error != NULL && *pb->error ?
@@ -682,6 +712,7 @@ saga_from_pb(const Saga__V1__Saga *pb)
 		s->steps[i].name = util_xstrdup(r->name);
 		s->steps[i].state = (enum saga_state)r->state;
 		s->steps[i].attempts = r->attempts;
+		s->steps[i].unsent = r->unsent_attempts;
 		s->steps[i].error = r->error != NULL && *r->error ?
 		    util_xstrdup(r->error) : NULL;
 		s->steps[i].started_ms = r->started_unix_ms;
@@ -741,8 +772,11 @@ saga_to_json(const struct saga *s, size_t *len)
 
 		fputs(i > 0 ? ",{\"name\":" : "{\"name\":", fp);
 		json_write_string(fp, st->name);
-		fprintf(fp, ",\"state\":\"STATE_%s\",\"attempts\":%d,\"error\":",
+		fprintf(fp, ",\"state\":\"STATE_%s\",\"attempts\":%d,",
 		    saga_state_name(st->state), st->attempts);
+		if (st->unsent > 0)
+			fprintf(fp, "\"unsentAttempts\":%d,", st->unsent);
+		fputs("\"error\":", fp);
 		json_write_string(fp, st->error);
 		fprintf(fp, ",\"startedUnixMs\":\"%lld\",\"finishedUnixMs\":"
 		    "\"%lld\"}", (long long)st->started_ms,
@@ -750,6 +784,10 @@ saga_to_json(const struct saga *s, size_t *len)
 	}
 	fputs("],\"error\":", fp);
 	json_write_string(fp, s->error);
+	if (s->version != NULL) {
+		fputs(",\"flowVersion\":", fp);
+		json_write_string(fp, s->version);
+	}
 	fprintf(fp, ",\"createdUnixMs\":\"%lld\",\"updatedUnixMs\":\"%lld\"}",
 	    (long long)s->created_ms, (long long)s->updated_ms);
 	fclose(fp);

@@ -39,6 +39,7 @@ struct saga_step {
 	char		*name;
 	enum saga_state	 state;
 	int		 attempts;	/* calls made, action and compensation */
+	int		 unsent;	/* action calls that never left sagad */
 	char		*error;
 	int64_t		 started_ms;
 	int64_t		 finished_ms;
@@ -47,6 +48,7 @@ struct saga_step {
 struct saga {
 	char		*id;
 	char		*flow;
+	char		*version;	/* its flow's definition (flowdef.h) */
 	enum saga_mode	 mode;
 	enum saga_state	 state;
 	struct saga_kv	*ctx;		/* in insertion order */
@@ -160,6 +162,17 @@ struct saga_action saga_step_end(struct saga *, const struct config *,
 		    int grpc_status, const char *message,
 		    const struct saga_kv *reply, size_t nreply,
 		    int64_t now_ms, uint64_t *rng);
+
+/*
+ * saga_step_end for a call that provably never left sagad (no connection
+ * carried it): an action's such attempts are counted, and an action whose
+ * every attempt was such a call reached nobody, so when it fails for good
+ * it has nothing to undo (its step ends COMPENSATED, "never reached").
+ */
+struct saga_action saga_step_unreached(struct saga *, const struct config *,
+		    const struct config_flow *, const struct saga_action *,
+		    int grpc_status, const char *message, int64_t now_ms,
+		    uint64_t *rng);
 
 /*
  * A call that could not even be built (a raw request whose context entry is

@@ -62,6 +62,7 @@ struct service {
 	uint64_t		 cron_ticks;
 	int			 redis_up;
 	int			 stopping;	/* health stays NOT_SERVING */
+	unsigned		 adopt_gen;	/* the adopted pods the sup has */
 };
 
 /* The server's side of the limits section. */
@@ -328,13 +329,25 @@ service_stop(struct master *m SAGAD_UNUSED, void *arg)
 }
 
 static void
-service_cron(struct master *m SAGAD_UNUSED, void *arg)
+service_cron(struct master *m, void *arg)
 {
-	struct service *sv = arg;
-	size_t mem;
+	struct service	*sv = arg;
+	size_t		 mem;
 
-	if (sv->orch != NULL)
+	if (sv->orch != NULL) {
+		const char	**pods;
+		unsigned	  gen;
+		size_t		  n;
+
 		orch_cron(sv->orch);
+		/* Workers on the topics of the pods it adopted, or no more. */
+		n = orch_adopted(sv->orch, &pods, &gen);
+		if (gen != sv->adopt_gen) {
+			sv->adopt_gen = gen;
+			master_set_adopted(m, pods, n);
+		}
+		free(pods);
+	}
 	if (sv->srv == NULL || ++sv->cron_ticks % MASTER_HZ != 0)
 		return;
 	/*

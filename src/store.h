@@ -171,13 +171,27 @@ void	 store_lease_renew(struct store *, const char *owner,
 	    const char *const *ids, size_t nids, int lease_ms,
 	    store_ids_cb *, void *);
 /*
- * Atomically takes up to max sagas whose lease expired, makes claimer their
- * owner with a lease of lease_ms, bumps their revision (so the old owner's
- * next update conflicts) and hands their ids to cb. No two claimers ever get
- * the same saga for one expiry.
+ * Atomically takes up to max sagas whose lease expired and hands their ids
+ * to cb; no two claimers ever get the same saga for one expiry. A sync saga
+ * gets claimer as its owner, a lease of lease_ms and a revision bump (so
+ * the old owner's next update conflicts). An async or throttling saga still
+ * PENDING (its first work may never have been queued) gets claimer and a
+ * lease of launch_lease_ms, no bump; one that moved on only leaves the set.
  */
 void	 store_lease_claim(struct store *, const char *claimer, int max,
-	    int lease_ms, store_ids_cb *, void *);
+	    int lease_ms, int launch_lease_ms, store_ids_cb *, void *);
+
+/*
+ * The pods' registry, saga:pods (pod id -> lease expiry): renews the lease
+ * of every pod of renew (the caller's own, and those it adopted) to Redis
+ * now + lease_ms, drops those of release (adoptions over), then takes up
+ * to max pods whose lease ran out, each by one caller only (its lease is
+ * then the caller's to renew), and hands their ids to cb.
+ */
+void	 store_pods(struct store *, const char *me, int lease_ms, int max,
+	    const char *const *renew, size_t nrenew,
+	    const char *const *release, size_t nrelease, store_ids_cb *,
+	    void *);
 
 /*
  * An operator's Cancel of a PENDING or RUNNING saga: marks it with reason
@@ -222,6 +236,16 @@ void	 store_list(struct store *, const struct store_list_query *,
 typedef void	store_count_cb(enum store_result, size_t n, const char *err,
 		    void *arg);
 void	 store_index_expire(struct store *, int max, store_count_cb *, void *);
+
+/*
+ * Flow definitions by version (flowdef.h), their bytes in hex: put writes
+ * saga:def:<version> unless it is there (cb gets n = 1); get hands cb the
+ * hex as the one id, or no id when Redis has none.
+ */
+void	 store_def_put(struct store *, const char *version, const char *hex,
+	    store_count_cb *, void *);
+void	 store_def_get(struct store *, const char *version, store_ids_cb *,
+	    void *);
 
 /*
  * Replays the saga's events from the start, then follows new ones until its

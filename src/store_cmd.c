@@ -16,6 +16,7 @@
 #include "util.h"
 
 #define LEASES_KEY	"saga:leases"
+#define PODS_KEY	"saga:pods"	/* the pods' registry (store_pods) */
 
 /* --- replies ----------------------------------------------------------------- */
 
@@ -474,7 +475,7 @@ store_lease_renew(struct store *st, const char *owner,
 
 void
 store_lease_claim(struct store *st, const char *claimer, int max,
-    int lease_ms, store_ids_cb *cb, void *arg)
+    int lease_ms, int launch_lease_ms, store_ids_cb *cb, void *arg)
 {
 	struct req *r;
 
@@ -482,7 +483,7 @@ store_lease_claim(struct store *st, const char *claimer, int max,
 	r->cb.ids = cb;
 	r->arg = arg;
 	if (claimer == NULL || claimer[0] == '\0' || max <= 0 ||
-	    lease_ms <= 0) {
+	    lease_ms <= 0 || launch_lease_ms <= 0) {
 		store_req_defer(r, STORE_ERROR, "claim needs a claimer, a count "
 		    "and a lease");
 		return;
@@ -492,6 +493,35 @@ store_lease_claim(struct store *st, const char *claimer, int max,
 	store_req_str(r, claimer);
 	store_req_int(r, lease_ms);
 	store_req_int(r, max);
+	store_req_int(r, launch_lease_ms);
+	store_req_submit(r);
+}
+
+void
+store_pods(struct store *st, const char *me, int lease_ms, int max,
+    const char *const *renew, size_t nrenew, const char *const *release,
+    size_t nrelease, store_ids_cb *cb, void *arg)
+{
+	struct req *r;
+
+	r = store_req_new(st, &st->main, REQ_CLAIM);
+	r->cb.ids = cb;
+	r->arg = arg;
+	if (me == NULL || me[0] == '\0' || lease_ms <= 0 || max < 0) {
+		store_req_defer(r, STORE_ERROR, "the pods' registry needs a pod "
+		    "and a lease");
+		return;
+	}
+	r->script = SCRIPT_PODS;
+	store_seg_arg(&r->keys, PODS_KEY, sizeof(PODS_KEY) - 1);
+	store_req_str(r, me);
+	store_req_int(r, lease_ms);
+	store_req_int(r, max);
+	store_req_int(r, (long long)nrenew);
+	for (size_t i = 0; i < nrenew; i++)
+		store_req_str(r, renew[i]);
+	for (size_t i = 0; i < nrelease; i++)
+		store_req_str(r, release[i]);
 	store_req_submit(r);
 }
 
@@ -584,5 +614,54 @@ store_index_expire(struct store *st, int max, store_count_cb *cb, void *arg)
 	for (size_t k = 0; k < sizeof(ended) / sizeof(ended[0]); k++)
 		store_req_str(r, store_enum_name(&saga__v1__state__descriptor,
 		    ended[k]));
+	store_req_submit(r);
+}
+
+/* saga:def:<version> */
+static void
+def_key(struct req *r, const char *version)
+{
+	char key[64];
+	int  n = snprintf(key, sizeof(key), "saga:def:%s", version);
+
+	store_seg_arg(&r->keys, key, (size_t)n);
+}
+
+void
+store_def_put(struct store *st, const char *version, const char *hex,
+    store_count_cb *cb, void *arg)
+{
+	struct req *r;
+
+	r = store_req_new(st, &st->main, REQ_EXPIRE);
+	r->cb.count = cb;
+	r->arg = arg;
+	if (version == NULL || strlen(version) > 32 || hex == NULL) {
+		store_req_defer(r, STORE_ERROR, "a flow definition needs its "
+		    "version");
+		return;
+	}
+	r->script = SCRIPT_DEFPUT;
+	def_key(r, version);
+	store_req_str(r, hex);
+	store_req_submit(r);
+}
+
+void
+store_def_get(struct store *st, const char *version, store_ids_cb *cb,
+    void *arg)
+{
+	struct req *r;
+
+	r = store_req_new(st, &st->main, REQ_CLAIM);
+	r->cb.ids = cb;
+	r->arg = arg;
+	if (version == NULL || strlen(version) > 32) {
+		store_req_defer(r, STORE_ERROR, "a flow definition needs its "
+		    "version");
+		return;
+	}
+	r->script = SCRIPT_DEFGET;
+	def_key(r, version);
 	store_req_submit(r);
 }

@@ -159,7 +159,12 @@ static const char script_renew[] =
 
 /*
  * Takes expired leases. Scripts run one at a time in Redis, so a lease moves
- * to exactly one claimer; the revision bump fences off the former owner.
+ * to exactly one claimer. A sync saga's master drives it: the revision bump
+ * fences that former owner off. An async or throttling saga holds a lease
+ * only from its launch to its first result (the launch lease, ARGV[4]): one
+ * still PENDING is claimed so that its first work is queued again, without
+ * a bump (a worker that has it goes on); one that moved on is the bus's,
+ * and leaves the set.
  */
 static const char script_claim[] =
 	"local t = redis.call('TIME')\n"
@@ -169,10 +174,15 @@ static const char script_claim[] =
 	"local out = {}\n"
 	"for _, id in ipairs(ids) do\n"
 	"  local h = 'saga:{' .. id .. '}'\n"
-	"  if redis.call('EXISTS', h) == 1 then\n"
+	"  local m = redis.call('HMGET', h, 'mode', 'state')\n"
+	"  if m[1] == 'MODE_SYNC' then\n"
 	"    redis.call('HSET', h, 'owner', ARGV[1])\n"
 	"    redis.call('HINCRBY', h, 'rev', 1)\n"
 	"    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)\n"
+	"    out[#out + 1] = id\n"
+	"  elseif m[2] == 'STATE_PENDING' then\n"
+	"    redis.call('HSET', h, 'owner', ARGV[1])\n"
+	"    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), id)\n"
 	"    out[#out + 1] = id\n"
 	"  else\n"
 	"    redis.call('ZREM', KEYS[1], id)\n"
@@ -278,7 +288,52 @@ static const char script_expire[] =
 	"end\n"
 	"return gone\n";
 
+/*
+ * The pods' registry (KEYS[1], saga:pods: pod id -> lease expiry, Redis
+ * clock). ARGV: the caller, the lease in ms, at most how many to claim, the
+ * count of pods to renew, those pods (the caller and those it adopted),
+ * then the pods to let go (adoptions over). Renews, lets go, then claims
+ * the pods whose lease ran out (one claimer each: the lease moves to it)
+ * and returns them.
+ */
+static const char script_pods[] =
+	"local t = redis.call('TIME')\n"
+	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"local exp = now + tonumber(ARGV[2])\n"
+	"local nrenew = tonumber(ARGV[4])\n"
+	"local mine = {}\n"
+	"for i = 5, 4 + nrenew do\n"
+	"  redis.call('ZADD', KEYS[1], exp, ARGV[i])\n"
+	"  mine[ARGV[i]] = true\n"
+	"end\n"
+	"for i = 5 + nrenew, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end\n"
+	"local out = {}\n"
+	"local max = tonumber(ARGV[3])\n"
+	"if max == 0 then return out end\n"
+	"for _, p in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf',\n"
+	"    '(' .. now, 'LIMIT', 0, max)) do\n"
+	"  if not mine[p] then\n"
+	"    redis.call('ZADD', KEYS[1], exp, p)\n"
+	"    out[#out + 1] = p\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
+
+/*
+ * A flow definition (flowdef.h) by its version: saga:def:<version>, its
+ * bytes in hex. Written once (never replaced: a version names its bytes),
+ * kept while sagas may name it (no expiry: a few hundred bytes a change of
+ * a flow); read as a list of one, or none.
+ */
+static const char script_defput[] =
+	"redis.call('SET', KEYS[1], ARGV[1], 'NX')\n"
+	"return 1\n";
+static const char script_defget[] =
+	"local v = redis.call('GET', KEYS[1])\n"
+	"if v then return {v} end\n"
+	"return {}\n";
+
 const char *const store_scripts[NSCRIPTS] = {
 	script_write, script_renew, script_claim, script_cancel, script_list,
-	script_expire,
+	script_expire, script_pods, script_defput, script_defget,
 };

@@ -105,6 +105,8 @@ slot_free(struct sup_slot *s)
 {
 	slot_close_ready(s);
 	free(s->topic);
+	free(s->wtopic);
+	free(s->pod);
 	free(s);
 }
 
@@ -112,9 +114,15 @@ static struct sup_slot *
 slot_add(struct sup *sup, const char *topic, int instance, int concurrency)
 {
 	struct sup_slot *s;
+	char		*at;
 
 	s = util_xcalloc(1, sizeof(*s));
 	s->topic = util_xstrdup(topic);
+	s->wtopic = util_xstrdup(topic);
+	if ((at = strchr(s->wtopic, SUP_POD_SEP)) != NULL) {
+		*at = '\0';
+		s->pod = util_xstrdup(at + 1);
+	}
 	s->instance = instance;
 	s->concurrency = concurrency;
 	s->state = SUP_WAITING;
@@ -242,10 +250,10 @@ slot_start(struct sup *sup, struct sup_slot *s)
 	int64_t			 now = util_mono_ms();
 
 	memset(&a, 0, sizeof(a));
-	a.topic = s->topic;
+	a.topic = s->wtopic;
 	a.instance = s->instance;
 	a.concurrency = s->concurrency;
-	a.pod_id = p->pod_id;
+	a.pod_id = s->pod != NULL ? s->pod : p->pod_id;
 	a.config_path = p->config_path;
 	a.foreground = p->foreground;
 	a.verbose = p->verbose;

@@ -18,8 +18,15 @@ struct event_base;
 #define SUP_STABLE_MS		10000	/* a run this long resets the backoff */
 
 /* What the supervisor runs: one topic, `workers` processes of it. */
+/*
+ * A topic of the table: "Flow/Node", or "Flow/Node@POD" for a topic of
+ * another pod this one adopted (its workers run with -P POD and drain
+ * that pod's subjects).
+ */
+#define SUP_POD_SEP	'@'
+
 struct sup_topic {
-	const char	*name;		/* "Flow/Node" */
+	const char	*name;		/* "Flow/Node" or "Flow/Node@POD" */
 	int		 workers;
 	int		 concurrency;
 };
@@ -43,7 +50,9 @@ enum sup_state {
 };
 
 struct sup_slot {
-	char		*topic;
+	char		*topic;		/* as the table names it */
+	char		*wtopic;	/* the worker's topic: "Flow/Node" */
+	char		*pod;		/* another pod's (adopted), or NULL */
 	int		 instance;	/* 1..workers */
 	int		 concurrency;
 	pid_t		 pid;		/* 0 when not running */

@@ -38,6 +38,7 @@
 #include "bus.h"
 #include "callback.h"
 #include "config.h"
+#include "flowdefs.h"
 #include "driver.h"
 #include "grpc/client.h"
 #include "grpc/grpc.h"
@@ -91,6 +92,18 @@ topic_load(struct wengine *e, struct config *cfg, const char *topic,
 		e->timeout_ms = WE_CALLBACK_TIMEOUT_MS;
 		return 0;
 	}
+	if (strcmp(topic, WORK_LEGACY_TOPIC) == 0) {
+		/* Any node: the definition each saga started with says which. */
+		snprintf(e->topic, sizeof(e->topic), "%s", topic);
+		snprintf(e->durable, sizeof(e->durable), "%s", topic);
+		snprintf(e->filter, sizeof(e->filter), "%s",
+		    WORK_LEGACY_SUBJECT);
+		e->node[0] = '\0';
+		e->mode = SAGA_MODE_ASYNC;
+		e->workers = CONFIG_LEGACY_WORKERS;
+		e->timeout_ms = WE_LEGACY_TIMEOUT_MS;
+		return 0;
+	}
 	n = config_topics(cfg, &t);
 	for (i = 0; i < n; i++) {
 		const struct config_flow *f = &cfg->flows[t[i].flow];
@@ -136,6 +149,7 @@ wengine_new(const struct wengine_params *p, char *err, size_t errlen)
 	e->store = p->store;
 	e->client = p->client;
 	e->cfg = config_ref(p->cfg);
+	e->defs = defs_new(p->store, p->cfg);
 	e->log = p->log;
 	e->log_arg = p->log_arg;
 	e->http = callback_new(p->base, WE_CALLBACK_TIMEOUT_MS);
@@ -175,6 +189,7 @@ wengine_set_config(struct wengine *e, struct config *cfg, char *err,
 	e->timeout_ms = tmp.timeout_ms;
 	config_free(e->cfg);
 	e->cfg = config_ref(cfg);
+	defs_set_config(e->defs, cfg);
 	return 0;
 }
 
@@ -497,8 +512,12 @@ job_call_done(void *arg, const struct grpc_client_result *res)
 		    j->d.s->steps[a->step].name, a->compensate ? " (undo)" :
 		    "", a->attempt, grpc_status_name(res->status),
 		    res->message != NULL ? res->message : "");
-	driver_result(&j->d, res->status, res->message, res->data, res->len,
-	    util_now_ms());
+	if (res->unsent)
+		driver_unreached(&j->d, res->status, res->message,
+		    util_now_ms());
+	else
+		driver_result(&j->d, res->status, res->message, res->data,
+		    res->len, util_now_ms());
 	job_after(j);
 }
 
@@ -603,6 +622,37 @@ wengine_cron(struct wengine *e)
 
 /* --- a step message --------------------------------------------------------------- */
 
+static void	job_got(enum store_result, struct store_saga *, const char *,
+		    void *);
+
+/*
+ * The saga's flow definition is fetched (flowdefs.h): read the saga again,
+ * which finds it now. One the store does not have may be on its way (a
+ * master not done storing it): the message comes back; after WE_DEF_TRIES
+ * deliveries it is lost, and the saga ends as one whose flow changed.
+ */
+static void
+job_def_fetched(int rc, int unknown, const char *err, void *arg)
+{
+	struct job	*j = arg;
+	struct wengine	*e = j->e;
+
+	if (wengine_job_closing(j))
+		return;
+	if (rc == -1 && (!unknown || bus_msg_delivered(j->msg) < WE_DEF_TRIES)) {
+		wengine_log(e, UTIL_WARN, j->w.saga_id, "%s: the message comes "
+		    "back in %d ms", err, 2 * WE_RETRY_MS);
+		wengine_job_nak(j, 2 * WE_RETRY_MS);
+		return;
+	}
+	if (rc == -1) {
+		wengine_log(e, UTIL_WARN, j->w.saga_id, "%s: nothing can be "
+		    "called for this saga", err);
+		j->def_lost = 1;
+	}
+	store_get(e->store, j->w.saga_id, job_got, j);
+}
+
 static void
 job_got(enum store_result res, struct store_saga *rec, const char *err,
     void *arg)
@@ -610,6 +660,8 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 	struct job		*j = arg;
 	struct wengine		*e = j->e;
 	const struct config_node *node;
+	const struct config_flow *flow;
+	struct config		*cfg;
 	int			 write;
 
 	if (wengine_job_closing(j))
@@ -627,8 +679,16 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 		wengine_job_nak(j, WE_RETRY_MS);
 		return;
 	}
-	driver_init(&j->d, e->cfg, config_flow_find(e->cfg, rec->saga->flow),
-	    saga_from_pb(rec->saga), &e->rng);
+	/* The definition the saga started with, not the config's now. */
+	if (j->def_lost) {
+		cfg = e->cfg;
+		flow = NULL;
+	} else if ((cfg = defs_lookup(e->defs, rec->saga->flow,
+	    rec->saga->flow_version, &flow)) == NULL) {
+		defs_fetch(e->defs, rec->saga->flow_version, job_def_fetched, j);
+		return;
+	}
+	driver_init(&j->d, cfg, flow, saga_from_pb(rec->saga), &e->rng);
 	j->d.rev = rec->rev;
 	j->d.round = rec->round > j->w.round ? rec->round : j->w.round;
 	driver_set(&j->d, *rec->pod != '\0' ? rec->pod : j->w.pod,
@@ -653,7 +713,14 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 		return;
 	case DRIVER_RESUME_CALL:
 		node = driver_node(&j->d, j->d.a.step);
-		if (strcmp(node->name, e->node) != 0) {
+		if (e->node[0] != '\0' && strcmp(node->name, e->node) != 0 &&
+		    j->d.cfg->parent != NULL) {
+			/* An older definition's call: the legacy topic's. */
+			e->st.republished++;
+			job_publish_call(j, &j->d.a);
+			return;
+		}
+		if (e->node[0] != '\0' && strcmp(node->name, e->node) != 0) {
 			wengine_log(e, UTIL_WARN, j->d.s->id, "work for step %u (%s) "
 			    "came to topic %s: dropping it", j->w.step,
 			    node->name, e->topic);
@@ -763,6 +830,7 @@ wengine_free(struct wengine *e)
 	callback_free(e->http);
 	while ((j = LIST_FIRST(&e->jobs)) != NULL)
 		job_free(j);
+	defs_free(e->defs);
 	config_free(e->cfg);
 	free(e);
 }

@@ -30,12 +30,16 @@ struct store;
 
 struct job;
 
+#define WE_LEGACY_TIMEOUT_MS	30000	/* the legacy topic's ack wait base */
+#define WE_DEF_TRIES		10	/* deliveries before a definition is lost */
+
 struct wengine {
 	struct event_base	*base;
 	struct bus		*bus;
 	struct store		*store;
 	struct grpc_client	*client;
 	struct config		*cfg;
+	struct defs		*defs;		/* older flow definitions */
 	struct callback		*http;
 	int			 callbacks;	/* the callbacks topic */
 	char			 topic[WE_NAME_MAX];
@@ -73,6 +77,7 @@ struct job {
 	int			 busy;		/* a store, bus or http callback
 						   is pending */
 	void			(*then)(struct job *);
+	int			 def_lost;	/* its flow definition is gone */
 	LIST_ENTRY(job)		 entry;
 };
 

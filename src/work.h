@@ -27,6 +27,9 @@
 #define WORK_CALLBACK_SUBJECT	"saga.work.callback"
 #define WORK_CANCEL_SUBJECT	"saga.cancel"	/* outside the stream */
 #define WORK_CALLBACK_TOPIC	"callbacks"	/* the supervisor's topic name */
+/* Work of sagas on an older definition of their flow (flowdef.h). */
+#define WORK_LEGACY_SUBJECT	"saga.work.legacy"
+#define WORK_LEGACY_TOPIC	"legacy"
 #define WORK_SUBJECT_MAX	512
 
 /*

@@ -151,12 +151,12 @@ need_queue() {
 start_queue() {
 	case $QUEUE in
 	nats)
-		start_nats
+		start_nats || fail "nats-server did not start (nats.log)"
 		QUEUE_URL=$NATS_URL
 		QUEUE_CONF="nats = { url = \"$NATS_URL\"; stream = \"SAGA\"; };"
 		;;
 	rabbitmq)
-		start_rabbitmq
+		start_rabbitmq || fail "rabbitmq-server did not start (rabbitmq.log)"
 		QUEUE_URL=$RABBITMQ_URL
 		QUEUE_CONF="queue = \"rabbitmq\"; rabbitmq = { url = \"$RABBITMQ_URL\"; queue_type = \"${RABBITMQ_QUEUE_TYPE:-quorum}\"; };"
 		;;

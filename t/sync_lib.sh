@@ -61,7 +61,7 @@ start_sagad() {
 	"$top_builddir/sagad" -t -c "$conf" >/dev/null 2>&1 ||
 		{ "$top_builddir/sagad" -t -c "$conf"; fail "bad $conf"; }
 	SAGAD_WORKER=$top_builddir/sagad-worker \
-		"$top_builddir/sagad" -d -c "$conf" -p "$LIB_TMP/$name.pid" \
+		"$top_builddir/sagad" -d ${SAGAD_ARGS:-} -c "$conf" -p "$LIB_TMP/$name.pid" \
 		>>"$LIB_TMP/$name.log" 2>&1 &
 	SAGAD_PID=$!
 	track "$SAGAD_PID"

@@ -54,6 +54,9 @@ struct grpc_client_result {
 	size_t				 len;
 	const struct grpc_metadata	*headers;	/* response headers */
 	const struct grpc_metadata	*trailers;	/* trailers (or Trailers-Only) */
+	int				 unsent;	/* 1: no connection ever carried
+							   the request: it cannot have
+							   reached the server */
 };
 
 typedef void (*grpc_client_cb)(void *arg, const struct grpc_client_result *);

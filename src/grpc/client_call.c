@@ -301,6 +301,7 @@ grpc_client_call_deliver(struct grpc_client_call *call)
 		r.len = call->resplen;
 		r.headers = &call->headers;
 		r.trailers = &call->trailers;
+		r.unsent = !call->submitted;
 		call->cb(call->arg, &r);
 	}
 	evtimer_del(call->timer);
@@ -401,6 +402,7 @@ grpc_client_call_submit(struct grpc_client_call *call, struct conn *c)
 		return;
 	}
 	call->state = CALL_ACTIVE;
+	call->submitted = 1;
 	call->conn = c;
 	call->sid = sid;
 	TAILQ_INSERT_TAIL(&c->calls, call, entry);

@@ -113,6 +113,7 @@ struct grpc_client_call {
 	int			 cancelled;
 	int			 streaming;
 	int			 retries;
+	int			 submitted;	/* a stream ever carried it */
 	int			 got_headers;
 	int			 got_trailers;
 	int			 have_status;

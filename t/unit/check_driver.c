@@ -298,6 +298,45 @@ START_TEST(a_raw_request_without_its_key_is_unsent_and_undoes_before_it)
 }
 END_TEST
 
+/* Issue 11, case 8: a participant never reached has nothing to undo. */
+START_TEST(an_action_that_never_reached_its_participant_is_not_compensated)
+{
+	driver_start(&d, 1000);
+	driver_result(&d, GRPC_STATUS_OK, NULL, NULL, 0, 1100);
+	/* Flight: connection refused on both attempts. */
+	ck_assert_int_eq(driver_unreached(&d, GRPC_STATUS_UNAVAILABLE,
+	    "connect: refused", 1200), SAGA_ACT_WAIT);
+	driver_begin(&d, 1300);
+	ck_assert_int_eq(driver_unreached(&d, GRPC_STATUS_UNAVAILABLE,
+	    "connect: refused", 1400), SAGA_ACT_CALL);
+	ck_assert_int_eq(d.s->steps[1].state, SAGA_STATE_COMPENSATED);
+	ck_assert_int_eq(d.s->steps[1].unsent, 2);
+	ck_assert_ptr_nonnull(strstr(d.s->steps[1].error, "never reached"));
+	/* Only Hotel, which did run, is undone. */
+	ck_assert_int_eq(d.a.step, 0);
+	ck_assert_int_eq(d.a.compensate, 1);
+	ck_assert_int_eq(driver_result(&d, GRPC_STATUS_OK, NULL, NULL, 0,
+	    1500), SAGA_ACT_END);
+	ck_assert_int_eq(d.s->state, SAGA_STATE_COMPENSATED);
+}
+END_TEST
+
+START_TEST(an_action_that_may_have_reached_once_is_compensated)
+{
+	driver_start(&d, 1000);
+	driver_result(&d, GRPC_STATUS_OK, NULL, NULL, 0, 1100);
+	/* Flight: a timeout (it may have run), then connection refused. */
+	ck_assert_int_eq(driver_result(&d, GRPC_STATUS_DEADLINE_EXCEEDED,
+	    "deadline", NULL, 0, 1200), SAGA_ACT_WAIT);
+	driver_begin(&d, 1300);
+	ck_assert_int_eq(driver_unreached(&d, GRPC_STATUS_UNAVAILABLE,
+	    "connect: refused", 1400), SAGA_ACT_CALL);
+	ck_assert_int_eq(d.a.step, 1);
+	ck_assert_int_eq(d.a.compensate, 1);
+	ck_assert_int_eq(d.s->steps[1].unsent, 1);
+}
+END_TEST
+
 START_TEST(recovery_of_a_running_saga_compensates_its_last_started_step)
 {
 	driver_start(&d, 1000);
@@ -560,6 +599,8 @@ driver_suite(void)
 	tcase_add_test(tc, a_compensation_that_keeps_failing_ends_the_saga_failed);
 	tcase_add_test(tc, a_reply_that_is_not_a_step_reply_is_internal);
 	tcase_add_test(tc, a_raw_request_without_its_key_is_unsent_and_undoes_before_it);
+	tcase_add_test(tc, an_action_that_never_reached_its_participant_is_not_compensated);
+	tcase_add_test(tc, an_action_that_may_have_reached_once_is_compensated);
 	tcase_add_test(tc, recovery_of_a_running_saga_compensates_its_last_started_step);
 	tcase_add_test(tc, a_queued_saga_first_delivery_makes_the_recorded_call);
 	tcase_add_test(tc, a_redelivery_counts_the_recorded_call_as_made);

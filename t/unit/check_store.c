@@ -1132,8 +1132,8 @@ START_TEST(expired_leases_are_claimed_exactly_once_across_stores)
 	memset(&ia, 0, sizeof(ia));
 	memset(&ib, 0, sizeof(ib));
 	/* Both ask at once, on two connections; each may take 15. */
-	store_lease_claim(a, "pod-a", 15, 30000, ids_cb, &ia);
-	store_lease_claim(b, "pod-b", 15, 30000, ids_cb, &ib);
+	store_lease_claim(a, "pod-a", 15, 30000, 30000, ids_cb, &ia);
+	store_lease_claim(b, "pod-b", 15, 30000, 30000, ids_cb, &ib);
 	wait_for(base, &ia.n, 3000, "claim a");
 	wait_for(base, &ib.n, 3000, "claim b");
 	ck_assert_int_eq(ia.r, STORE_OK);
@@ -1163,7 +1163,7 @@ START_TEST(expired_leases_are_claimed_exactly_once_across_stores)
 	ids_free(&ib);
 
 	/* Nothing is left to claim: the new leases run. */
-	store_lease_claim(b, "pod-b", 100, 30000, ids_cb, &ib);
+	store_lease_claim(b, "pod-b", 100, 30000, 30000, ids_cb, &ib);
 	wait_for(base, &ib.n, 3000, "claim again");
 	ck_assert_int_eq(ib.nids, 0);
 	store_free(a);

@@ -1,0 +1,97 @@
+#!/bin/bash
+# t/adopt.sh - issue 11, case 4: a pod that goes away for good leaves its
+# throttling work queued on its own subjects. Pod pa holds 12 throttling
+# Runs behind one slow consumer and gets SIGTERM (it drains what is in
+# flight, the rest stays queued); pod pb starts under another name (a
+# rollout). pa's lease in saga:pods runs out, pb adopts pa: it runs workers
+# on pa's throttling topics until they are empty, and every saga ends
+# COMPLETED with its order ACTIVE; then the adoption ends.
+
+. "$top_srcdir/t/lib.sh"
+lib_init
+
+ORDER=$top_builddir/examples/booking/order
+[ -x "$top_builddir/sagad" ] && [ -x "$ORDER" ] || fail "build first"
+[ -x "${PYTHON_GRPC:-}" ] || { echo "no python3 with grpcio: skipped"; exit 77; }
+[ -x "${PROTOC:-}" ] || { echo "no protoc: skipped"; exit 77; }
+command -v redis-server >/dev/null || { echo "no redis-server: skipped"; exit 77; }
+need_queue
+
+. "$top_srcdir/t/sync_lib.sh"
+sync_gen
+
+start_queue
+start_redis
+start_participant slow "$ORDER" --latency 400
+SLOW_PORT=$PORT
+
+pod_conf() {
+	cat <<EOC
+pod_id = "$1";
+listen = "127.0.0.1:$2";
+shutdown_timeout_ms = 1000;
+$QUEUE_CONF
+redis = { host = "127.0.0.1"; port = $REDIS_PORT; lease_ms = 1500; };
+services = { slow = { address = "127.0.0.1:$SLOW_PORT"; timeout_ms = 5000; }; };
+nodes = {
+  SlowOrder = { service = "slow"; action = "/booking.Order/Create";
+                compensate = "/booking.Order/Cancel";
+                workers = 1; concurrency = 1; };
+};
+flows = { Throttled = { mode = "throttling"; steps = [ "SlowOrder" ]; }; };
+EOC
+}
+
+PA_PORT=$(free_port)
+start_pod pa "$PA_PORT"
+PA_PID=$POD_PID
+export PA_PORT SLOW_PORT
+
+# 12 Runs held on pa; their callers give up after 2 s (pa is going away).
+"$PYTHON_GRPC" - "$top_srcdir/t/py" <<'PY' || fail "Runs on pa"
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from sync_lib import Orch
+o = Orch(int(os.environ["PA_PORT"]))
+fs = [o.run_future("Throttled", {"amount": "1"}, "ad-%d" % i, timeout=2)
+      for i in range(12)]
+for f in fs:
+    try:
+        f.result()
+    except Exception:
+        pass
+PY
+kill -TERM "$PA_PID"
+for _ in $(seq 100); do kill -0 "$PA_PID" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$PA_PID" 2>/dev/null && fail "pa did not stop"
+
+PB_PORT=$(free_port)
+start_pod pb "$PB_PORT"
+export PB_PORT
+
+"$PYTHON_GRPC" - "$top_srcdir/t/py" <<'PY' || fail "pa's sagas after pb adopted it"
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from sync_lib import Orch, Participant, R, S, equal, ok
+o = Orch(int(os.environ["PB_PORT"]))
+slow = Participant(int(os.environ["SLOW_PORT"]), "order")
+for i in range(12):
+    sid = "ad-%d" % i
+    s = o.wait_final(sid, 40)
+    equal(S.Name(s.state) if hasattr(s, "state") else str(s),
+          "STATE_COMPLETED", sid)
+    equal(R.Name(slow.record(sid).state), "RECORD_STATE_ACTIVE", sid + " order")
+ok("the 12 throttling sagas pa held all ended COMPLETED")
+PY
+grep -q 'pod pa stopped renewing its lease: adopting' "$LIB_TMP/pb.log" ||
+	fail "pb did not say it adopted pa"
+grep -q 'SlowOrder@pa\|Throttled/SlowOrder' "$LIB_TMP/pb.log" ||
+	fail "no worker of pb ran pa's topic"
+for _ in $(seq 150); do
+	grep -q 'pod pa: its throttling work is done here' "$LIB_TMP/pb.log" &&
+		break
+	sleep 0.1
+done
+grep -q 'pod pa: its throttling work is done here' "$LIB_TMP/pb.log" ||
+	fail "the adoption of pa never ended"
+pass "a dead pod's queued throttling work is adopted and run to its end"
