@@ -50,9 +50,9 @@ RATE=${RATE:-40}
 SETTLE=${SETTLE:-120}
 APPENDFSYNC=${CHAOS_APPENDFSYNC:-always}
 FAULTS=${CHAOS_FAULTS:-"kill9_worker kill9_master kill9_nats kill9_redis stop_nats stop_redis stop_master stop_worker sighup rename_pod"}
-RANDOM=${CHAOS_SEED:-$$}
-SEED=$RANDOM
-echo "chaos: ${DURATION}s at ${RATE} Runs/s, seed $SEED, appendfsync $APPENDFSYNC, faults: $FAULTS"
+SEED=${CHAOS_SEED:-$$}
+RANDOM=$SEED
+echo "chaos: ${DURATION}s at ${RATE} Runs/s, seed $SEED (CHAOS_SEED), appendfsync $APPENDFSYNC, faults: $FAULTS"
 
 # --- the servers, each restartable on the same port and store ---
 
