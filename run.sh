@@ -21,7 +21,7 @@ PACKAGES="build-essential autoconf automake libtool pkg-config
 libevent-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libnats-dev
 nats-server libhiredis-dev redis-server libconfig-dev check nghttp2-client
 nghttp2-server python3-grpcio protobuf-compiler libjansson-dev clang
-valgrind python3-h2 librabbitmq-dev rabbitmq-server"
+valgrind python3-h2 librabbitmq-dev rabbitmq-server chromium"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -40,8 +40,26 @@ deps() {
 	$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# The dashboard's browser test (t/dashboard.sh) drives chromium with
+# playwright-core from npm, installed into t/js (node_modules, not in git).
+js_deps() {
+	local sudo=
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	if ! command -v npm >/dev/null; then
+		say "installing nodejs npm"
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+			--no-install-recommends nodejs npm ||
+			{ say "no npm: t/dashboard.sh will be skipped"; return 0; }
+	fi
+	[ -d t/js/node_modules/playwright-core ] && return 0
+	say "npm ci in t/js (playwright-core)"
+	(cd t/js && npm ci --no-audit --no-fund) ||
+		say "npm ci failed: t/dashboard.sh will be skipped"
+}
+
 build() {
 	deps
+	js_deps
 	if [ ! -x configure ] || [ configure.ac -nt configure ] || [ Makefile.am -nt Makefile.in ]; then
 		say "autoreconf"
 		autoreconf -fi

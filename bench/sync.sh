@@ -3,8 +3,13 @@
 # booking (order, payment) with the example participants, everything on this
 # machine. Not a test: it prints figures to record in bench/RESULTS.md.
 #
-#   [QUICK=1] bench/sync.sh [BUILD_DIR]   (default: the source tree's build;
-#                                         QUICK: section 1 alone)
+#   [QUICK=1] [METRICS=1] [TRACING=1] bench/sync.sh [BUILD_DIR]
+#                           (default: the source tree's build; QUICK: section
+#                           1 alone; METRICS: with http.listen, so the pod
+#                           counts its metrics, scraped once at the end;
+#                           TRACING: every saga traced, spans exported to a
+#                           local OTLP receiver that accepts and discards
+#                           them, t/py/otlp_receiver.py)
 #
 # 1. closed loop, participants at 0 ms: sagas/s
 # 2. open loop at 5,000 sagas/s: latency percentiles
@@ -39,6 +44,9 @@ track $!
 wait_port "$REDIS_PORT"
 rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 order_port=$(free_port); payment_port=$(free_port); sagad_port=$(free_port)
+http_port=$(free_port)
+http_conf=""
+[ -n "${METRICS:-}" ] && http_conf="http = { listen = \"127.0.0.1:$http_port\"; };"
 
 start_participants() {	# latency_ms
 	"$B/examples/booking/order" --listen "127.0.0.1:$order_port" \
@@ -53,8 +61,18 @@ stop_participants() {
 	kill "$ORDER_PID" "$PAYMENT_PID"; wait "$ORDER_PID" "$PAYMENT_PID" 2>/dev/null || true
 }
 
+tracing=
+if [ -n "${TRACING:-}" ]; then
+	otlp_port=$(free_port)
+	/usr/bin/python3 "$top_srcdir/t/py/otlp_receiver.py" "$otlp_port" \
+	    "$LIB_TMP/spans" discard >"$LIB_TMP/otlp.log" 2>&1 &
+	track $!
+	wait_port "$otlp_port"
+	tracing="tracing = { otlp_endpoint = \"http://127.0.0.1:$otlp_port/v1/traces\"; sample_ratio = 1.0; };"
+fi
 cat >"$LIB_TMP/sagad.conf" <<CONF
 pod_id = "bench";
+$tracing
 listen = "127.0.0.1:$sagad_port";
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; saga_ttl = 600; };
 services = {
@@ -66,6 +84,7 @@ nodes = {
   CreatePayment = { service = "payment"; action = "/booking.Payment/Create"; compensate = "/booking.Payment/Cancel"; };
 };
 flows = { Booking = { mode = "sync"; steps = [ "CreateOrder", "CreatePayment" ]; }; };
+$http_conf
 CONF
 SAGAD_WORKER="$B/sagad-worker" "$B/sagad" -d -c "$LIB_TMP/sagad.conf" \
     -p "$LIB_TMP/sagad.pid" >"$LIB_TMP/sagad.log" 2>&1 &
@@ -75,13 +94,29 @@ ctl="$B/sagactl -s 127.0.0.1:$sagad_port"
 
 echo "# sagad sync benchmark, $(date -u +%Y-%m-%d), $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "redis $(redis-server --version | awk '{print $3}'): $redis_conf, save ''"
+if [ -n "${TRACING:-}" ]; then
+	echo "tracing: on, every saga, to a local OTLP receiver that discards"
+else
+	echo "tracing: off"
+fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 start_participants 0
 $ctl bench Booking -r 0 -d 2s --max-inflight 64 >/dev/null	# warm up
 echo "## 1. closed loop, 128 in flight, participants at 0 ms, $DUR"
+# The master's CPU time (utime + stime, in clock ticks) per saga: a figure
+# that other load on the machine disturbs far less than the rate.
+cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$SAGAD_PID/stat"; }
+ticks0=$(cpu_ticks)
 $ctl bench Booking -r 0 -d "$DUR" --max-inflight 128 -c 2 | tee "$LIB_TMP/closed.txt"
+ticks1=$(cpu_ticks)
 closed=$(awk -F'[ ,]+' '/^Requests/ {print $(NF)}' "$LIB_TMP/closed.txt")
+sagas=$(awk -F'[ ,]+' '/^Requests/ {print $(NF-2)}' "$LIB_TMP/closed.txt")
+echo "master CPU: $(( (ticks1 - ticks0) * 1000000 / $(getconf CLK_TCK) / (sagas > 0 ? sagas : 1) )) us per saga ($((ticks1 - ticks0)) ticks, $sagas sagas)"
+if [ -n "${METRICS:-}" ]; then
+	echo "metrics on: $(curl -s "http://127.0.0.1:$http_port/metrics" |
+	    grep '^sagad_sagas_ended_total{flow="Booking",mode="sync",state="completed"}')"
+fi
 if [ -n "${QUICK:-}" ]; then	# the closed loop alone, for A/B runs
 	echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 	exit 0

@@ -191,6 +191,15 @@ bus_stream_depth(struct bus *bus, uint64_t *msgs, char *err, size_t errlen)
 }
 
 int
+bus_consumers(struct bus *bus, bus_consumer_each *each, void *arg, char *err,
+    size_t errlen)
+{
+	if (bus->drv->consumers == NULL)
+		return 0;
+	return bus->drv->consumers(bus, each, arg, err, errlen);
+}
+
+int
 bus_consumer_backlog(struct bus *bus, const char *durable, const char *filter,
     uint64_t *msgs, char *err, size_t errlen)
 {

@@ -105,6 +105,17 @@ int		 bus_consumer_backlog(struct bus *, const char *durable,
 		    const char *filter, uint64_t *msgs, char *err,
 		    size_t errlen);
 
+/*
+ * Calls each for every durable consumer of the stream, with its filter and
+ * what it has not finished (blocking: a master asks it once at start, to
+ * find topics its config no longer has). 0 (and no call when the driver
+ * cannot list them: RabbitMQ), or -1 with err.
+ */
+typedef void	 bus_consumer_each(const char *durable, const char *filter,
+		    uint64_t backlog, void *arg);
+int		 bus_consumers(struct bus *, bus_consumer_each *, void *arg,
+		    char *err, size_t errlen);
+
 /* How many messages the stream holds now (blocking, for tests and stats). */
 int		 bus_stream_depth(struct bus *, uint64_t *msgs,
 		    char *err, size_t errlen);
@@ -171,6 +182,9 @@ int		 bus_in_progress(struct bus_msg *);
  */
 struct bus_pub_result {
 	const char	*error;		/* NULL: durably accepted */
+	int		 refused;	/* with error: the broker said no, so it
+					   is not stored; without: unknown
+					   (a timeout, a lost connection) */
 	int		 duplicate;	/* already stored under this msg_id */
 	uint64_t	 seq;		/* its position in the stream */
 };

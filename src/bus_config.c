@@ -2,8 +2,9 @@
  * bus_config.c - from a struct config to the bus it asks for (see
  * bus_config.h): `queue = "nats"` takes nats.url, nats.stream and
  * nats.replicas; `queue = "rabbitmq"` takes rabbitmq.url and
- * rabbitmq.queue_type, with "saga" as the prefix of its exchanges. No broker
- * library is called here and nothing is logged.
+ * rabbitmq.queue_type, with nats.subject_prefix ("saga") as the prefix of
+ * its exchanges, as of its routing keys. No broker library is called here
+ * and nothing is logged.
  */
 #include "autoconf.h"
 
@@ -13,8 +14,6 @@
 #include "bus_config.h"
 #include "config.h"
 #include "util.h"
-
-#define BUS_CONFIG_AMQP_PREFIX	"saga"	/* saga.work, saga.retry... */
 
 static int
 bus_config_rabbitmq(const struct config *cfg)
@@ -27,7 +26,7 @@ bus_config_opts(const struct config *cfg, struct bus_opts *o)
 {
 	if (bus_config_rabbitmq(cfg)) {
 		o->url = cfg->rabbitmq.url;
-		o->stream = BUS_CONFIG_AMQP_PREFIX;
+		o->stream = cfg->nats.subject_prefix;
 		o->replicas = 1;
 		o->queue_type = cfg->rabbitmq.queue_type;
 	} else {

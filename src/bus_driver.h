@@ -152,6 +152,9 @@ struct bus_driver {
 	int	(*declare)(struct bus *, const char *const *, size_t,
 		    char *, size_t);
 	int	(*depth)(struct bus *, uint64_t *, char *, size_t);
+	/* Every durable consumer of the stream; NULL: the driver cannot. */
+	int	(*consumers)(struct bus *, bus_consumer_each *, void *,
+		    char *, size_t);
 	/* Messages a durable consumer has not finished (0 if it is unknown). */
 	int	(*backlog)(struct bus *, const char *durable, const char *filter,
 		    uint64_t *, char *, size_t);

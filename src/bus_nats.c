@@ -183,6 +183,9 @@ nats_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
 			p->res.duplicate = pa->Duplicate;
 			p->res.seq = pa->Sequence;
 		} else {
+			/* No stream took it, or JetStream said no. */
+			p->res.refused = pae != NULL && (pae->Err ==
+			    NATS_NO_RESPONDERS || pae->ErrCode != 0);
 			snprintf(p->errbuf, sizeof(p->errbuf),
 			    "nats: publish %s: %s", natsMsg_GetSubject(msg),
 			    pae != NULL && pae->ErrText != NULL &&
@@ -348,6 +351,41 @@ nats_close(struct bus *bus)
 
 /* --- the stream ----------------------------------------------------------------- */
 
+/* Whether an existing stream holds exactly the subjects we declare. */
+static int
+nats_same_subjects(struct nats_bus *nb, const char *stream,
+    const char **subs, size_t n, char *err, size_t errlen)
+{
+	jsStreamInfo	*si = NULL;
+	jsErrCode	 jerr = 0;
+	natsStatus	 s;
+	size_t		 i;
+	int		 j, same;
+
+	s = js_GetStreamInfo(&si, nb->js, stream, NULL, &jerr);
+	if (s != NATS_OK) {
+		nats_error(err, errlen, stream, s, jerr);
+		return -1;
+	}
+	same = si->Config != NULL && (size_t)si->Config->SubjectsLen == n;
+	for (i = 0; same && i < n; i++) {
+		for (j = 0; j < si->Config->SubjectsLen; j++)
+			if (strcmp(si->Config->Subjects[j], subs[i]) == 0)
+				break;
+		same = j < si->Config->SubjectsLen;
+	}
+	if (!same)
+		snprintf(err, errlen, "nats: stream %s exists with subjects "
+		    "%s%s, not %s: another deployment's? give this one its own "
+		    "nats.stream and nats.subject_prefix", stream,
+		    si->Config != NULL && si->Config->SubjectsLen > 0 ?
+		    si->Config->Subjects[0] : "(none)",
+		    si->Config != NULL && si->Config->SubjectsLen > 1 ?
+		    ", ..." : "", n > 0 ? subs[0] : "(none)");
+	jsStreamInfo_Destroy(si);
+	return same ? 0 : -1;
+}
+
 static int
 nats_declare(struct bus *bus, const char *const *subjects, size_t n,
     char *err, size_t errlen)
@@ -373,14 +411,28 @@ nats_declare(struct bus *bus, const char *const *subjects, size_t n,
 	sc.Duplicates = NATS_MS_NS(bus->dedupe_window_ms);
 	s = js_AddStream(&si, nb->js, &sc, NULL, &jerr);
 	if (s != NATS_OK && jerr == JSStreamNameExistErr) {
-		/* It exists with another configuration: bring it to ours. */
+		/*
+		 * It exists with another configuration: bring it to ours,
+		 * unless it holds other subjects (another deployment's, or
+		 * this one's under an old subject_prefix): taking them over
+		 * would strand that deployment's work.
+		 */
 		jerr = 0;
+		if (nats_same_subjects(nb, bus->stream, subs, n, err,
+		    errlen) == -1) {
+			free(subs);
+			return -1;
+		}
 		s = js_UpdateStream(&si, nb->js, &sc, NULL, &jerr);
 	}
 	free(subs);
 	jsStreamInfo_Destroy(si);
 	if (s != NATS_OK) {
 		nats_error(err, errlen, bus->stream, s, jerr);
+		if (jerr == JSStreamSubjectOverlapErr)
+			snprintf(err + strlen(err), errlen - strlen(err),
+			    "; another stream takes these subjects: give "
+			    "this deployment its own nats.subject_prefix");
 		return -1;
 	}
 	return 0;
@@ -401,6 +453,35 @@ nats_depth(struct bus *bus, uint64_t *msgs, char *err, size_t errlen)
 	}
 	*msgs = si->State.Msgs;
 	jsStreamInfo_Destroy(si);
+	return 0;
+}
+
+static int
+nats_consumers(struct bus *bus, bus_consumer_each *each, void *arg,
+    char *err, size_t errlen)
+{
+	struct nats_bus		*nb = bus->drv_data;
+	jsConsumerInfoList	*list = NULL;
+	jsErrCode		 jerr = 0;
+	natsStatus		 s;
+
+	s = js_Consumers(&list, nb->js, bus->stream, NULL, &jerr);
+	if (s == NATS_NOT_FOUND)
+		return 0;
+	if (s != NATS_OK) {
+		nats_error(err, errlen, bus->stream, s, jerr);
+		return -1;
+	}
+	for (int i = 0; i < list->Count; i++) {
+		jsConsumerInfo *ci = list->List[i];
+
+		if (ci->Config == NULL || ci->Config->Durable == NULL ||
+		    ci->Config->FilterSubject == NULL)
+			continue;
+		each(ci->Config->Durable, ci->Config->FilterSubject,
+		    ci->NumPending + (uint64_t)ci->NumAckPending, arg);
+	}
+	jsConsumerInfoList_Destroy(list);
 	return 0;
 }
 
@@ -718,6 +799,7 @@ const struct bus_driver bus_nats_driver = {
 	.declare = nats_declare,
 	.depth = nats_depth,
 	.backlog = nats_backlog,
+	.consumers = nats_consumers,
 	.consumer_open = nats_consumer_open,
 	.consumer_free = nats_consumer_free,
 	.fetch = nats_fetch,

@@ -203,8 +203,9 @@ void		 bus_rmq_drop(struct rmq_bus *, const char *);
 void		 bus_rmq_reply_error(amqp_rpc_reply_t, const char *, char *,
 		    size_t);
 int		 bus_rmq_rpc_ok(struct rmq_bus *, const char *, char *, size_t);
+/* err NULL: confirmed; refused: the broker said no (nothing stored). */
 void		 bus_rmq_answer(struct rmq_bus *, struct bus_pub *,
-		    const char *, uint64_t);
+		    const char *, int refused, uint64_t);
 void		 bus_rmq_pend_free(struct rmq_pend *);
 
 /* bus_rabbitmq_topology.c */

@@ -154,7 +154,7 @@ rmq_confirmed(struct rmq_bus *rb, uint64_t tag, int multiple, int ok)
 				    pd->ack_tag, 0, 1);
 		} else
 			bus_rmq_answer(rb, pd->pub, ok && !pd->returned ? NULL :
-			    err, pd->seq);
+			    err, 1, pd->seq);
 		bus_rmq_pend_free(pd);
 	}
 }
@@ -435,7 +435,7 @@ bus_rmq_expire(struct rmq_bus *rb)
 			(void)amqp_basic_nack(rb->conn, RMQ_CHANNEL, pd->ack_tag,
 			    0, 1);
 		else
-			bus_rmq_answer(rb, pd->pub, err, pd->seq);
+			bus_rmq_answer(rb, pd->pub, err, 0, pd->seq);
 		bus_rmq_pend_free(pd);
 	}
 }

@@ -93,13 +93,14 @@ bus_rmq_pend_free(struct rmq_pend *pd)
 /* Answers a publish: with an error when err is not NULL. */
 void
 bus_rmq_answer(struct rmq_bus *rb, struct bus_pub *pub, const char *err,
-    uint64_t seq)
+    int refused, uint64_t seq)
 {
 	struct bus_pub	*p;
 
 	if (pub == NULL || (p = bus_pub_take(rb->bus, pub)) == NULL)
 		return;		/* bus_close answered it */
 	p->res.seq = seq;	/* its place on the channel, not a stream */
+	p->res.refused = err != NULL && refused;
 	if (err != NULL)
 		snprintf(p->errbuf, sizeof(p->errbuf), "%.*s",
 		    (int)sizeof(p->errbuf) - 1, err);
@@ -197,7 +198,7 @@ bus_rmq_drop(struct rmq_bus *rb, const char *why)
 	    why != NULL ? why : "");
 	while ((pd = TAILQ_FIRST(&rb->pends)) != NULL) {
 		TAILQ_REMOVE(&rb->pends, pd, entry);
-		bus_rmq_answer(rb, pd->pub, msg, pd->seq);
+		bus_rmq_answer(rb, pd->pub, msg, 0, pd->seq);
 		bus_rmq_pend_free(pd);
 	}
 	for (i = 0; i < rb->nqueues; i++)
@@ -331,7 +332,7 @@ rmq_run(struct rmq_bus *rb, struct rmq_cmd *cmd)
 		if (!up) {
 			snprintf(err, sizeof(err), "rabbitmq: publish %s: not "
 			    "connected to %s", cmd->subject, rb->where);
-			bus_rmq_answer(rb, cmd->pub, err, 0);
+			bus_rmq_answer(rb, cmd->pub, err, 1, 0);
 			break;
 		}
 		seq = rb->next_seq;
@@ -340,7 +341,7 @@ rmq_run(struct rmq_bus *rb, struct rmq_cmd *cmd)
 		if (st != AMQP_STATUS_OK) {
 			snprintf(err, sizeof(err), "rabbitmq: publish %s: %s",
 			    cmd->subject, amqp_error_string2(st));
-			bus_rmq_answer(rb, cmd->pub, err, 0);
+			bus_rmq_answer(rb, cmd->pub, err, 0, 0);
 			return -1;
 		}
 		rmq_pend_add(rb, seq, cmd->pub, cmd->subject);

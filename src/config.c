@@ -315,6 +315,9 @@ key_default(const struct config_key *k, void *base)
 		*(size_t **)p = NULL;
 		*(size_t *)((char *)base + k->off2) = 0;
 		break;
+	case KT_RATIO:
+		*(double *)p = 1.0;
+		break;
 	case KT_SECTION:
 	case KT_NAMED:
 		break;
@@ -569,6 +572,26 @@ parse_key(struct loader *l, const config_setting_t *s, const char *key,
 		break;
 	case KT_NAMED:
 		parse_named(l, s, key, k->sub);
+		break;
+	case KT_RATIO:
+		switch (config_setting_type(s)) {
+		case CONFIG_TYPE_FLOAT:
+			*(double *)p = config_setting_get_float(s);
+			break;
+		case CONFIG_TYPE_INT:
+		case CONFIG_TYPE_INT64:
+			*(double *)p = (double)config_setting_get_int64(s);
+			break;
+		default:
+			lerr(l, s, key, "expected a number from 0 to 1, got %s",
+			    describe(s, got, sizeof(got)));
+			return;
+		}
+		if (!(*(double *)p >= 0.0 && *(double *)p <= 1.0)) {
+			lerr(l, s, key, "expected a number from 0 to 1, got %s",
+			    describe(s, got, sizeof(got)));
+			*(double *)p = 1.0;
+		}
 		break;
 	}
 }

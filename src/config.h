@@ -69,10 +69,12 @@ struct config {
 	int		 shutdown_timeout_ms;
 	char		*log_file;	/* NULL: syslog (or stderr with -d) */
 	char		*queue;		/* the bus driver: "nats" or "rabbitmq" */
+	char		*log_format;	/* "text" or "json" (issue 14) */
 
 	struct {
 		char	*url;
 		char	*stream;
+		char	*subject_prefix;	/* "saga": <prefix>.work.... */
 		int	 replicas;
 	} nats;
 	struct {
@@ -99,6 +101,19 @@ struct config {
 		int	 max_context_entries;
 		int	 memory_mb;
 	} limits;
+	struct {
+		char	*otlp_endpoint;	/* NULL: no tracing */
+		double	 sample_ratio;	/* of the traces sagad starts */
+	} tracing;
+
+	struct {			/* the HTTP listener (issue 14) */
+		char	*listen;	/* NULL: none */
+		char	 listen_host[256];
+		int	 listen_port;
+		int	 max_connections;
+		int	 max_body_kb;
+		int	 timeout_ms;
+	} http;
 
 	struct config_service	*services;
 	size_t			 nservices;

@@ -22,6 +22,8 @@ enum key_scope {
 	KS_REDIS,		/* redis = { }: struct config */
 	KS_CALLBACKS,		/* callbacks = { }: struct config */
 	KS_LIMITS,		/* limits = { }: struct config */
+	KS_TRACING,		/* tracing = { }: struct config (issue 14) */
+	KS_HTTP,		/* http = { }: struct config (issue 14) */
 	KS_SERVICE,		/* services.NAME = { }: struct config_service */
 	KS_NODE,		/* nodes.NAME = { }: struct config_node */
 	KS_FLOW,		/* flows.NAME = { }: struct config_flow */
@@ -37,6 +39,7 @@ enum key_type {
 	KT_STEPS,		/* an array of node names; off2 is the count */
 	KT_SECTION,		/* a group of keys of scope sub */
 	KT_NAMED,		/* a group of named groups of scope sub */
+	KT_RATIO,		/* a number from 0 to 1, stored as a double */
 };
 
 #define KEY_RESTART	0x01	/* SIGHUP cannot change it */
@@ -63,9 +66,9 @@ struct config_key {
 #define HOSTLEN	256	/* the size of every host[] an address splits into */
 
 /* The rows of config_keys[]; config_keys.c fails to build if they differ. */
-#define CONFIG_NKEYS	49
+#define CONFIG_NKEYS	59
 
-extern const struct config_key config_keys[CONFIG_NKEYS];
+extern const struct config_key config_keys[];	/* CONFIG_NKEYS rows */
 
 /* One error, kept until the end so that they can go out in file order. */
 struct load_error {

@@ -29,6 +29,9 @@ static int	check_host(const char *, char *, size_t);
 static int	check_path(const char *, char *, size_t);
 static int	check_method(const char *, char *, size_t);
 static int	check_context_key(const char *, char *, size_t);
+static int	check_subject_prefix(const char *, char *, size_t);
+static int	check_log_format(const char *, char *, size_t);
+static int	check_otlp_endpoint(const char *, char *, size_t);
 
 static const char *const callbacks_allow_default[] = {
 	"127.0.0.1", "localhost", "::1", NULL
@@ -168,6 +171,42 @@ const struct config_key config_keys[] = {
 	    0, 0, 0, NULL, NULL, NULL, 0 },
 	{ "max_queue", KS_FLOW, KT_INT, 0, F(max_queue), 0, 0,
 	    1, 10000000, 1000, NULL, NULL, NULL, 0 },
+
+	/* Issue 14: structured logs and tracing. */
+	{ "log_format", KS_MAIN, KT_STRING, KEY_RESTART, C(log_format), 0, 0,
+	    0, 0, 0, "text", NULL, check_log_format, 0 },
+	{ "tracing", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_TRACING },
+	{ "otlp_endpoint", KS_TRACING, KT_STRING, KEY_RESTART,
+	    C(tracing.otlp_endpoint), 0, 0, 0, 0, 0, NULL, NULL,
+	    check_otlp_endpoint, 0 },
+	{ "sample_ratio", KS_TRACING, KT_RATIO, 0, C(tracing.sample_ratio),
+	    0, 0, 0, 0, 0, NULL, NULL, NULL, 0 },
+	/*
+	 * Issue 11: the first tokens of every bus subject (and, with RabbitMQ,
+	 * of its exchanges), so that deployments sharing a broker, each with
+	 * its own stream, never take each other's work.
+	 */
+	{ "subject_prefix", KS_NATS, KT_STRING, KEY_RESTART,
+	    C(nats.subject_prefix), 0, 0, 0, 0, 0, "saga", NULL,
+	    check_subject_prefix, 0 },
+
+	/*
+	 * Issue 14: the HTTP listener (metrics, probes, the JSON API). Unset
+	 * listen: no listener. Its address needs a restart; its bounds apply
+	 * on SIGHUP to the connections and requests that come next.
+	 */
+	{ "http", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_HTTP },
+	{ "listen", KS_HTTP, KT_ADDRESS, KEY_RESTART, C(http.listen),
+	    C(http.listen_host), C(http.listen_port), 0, 0, 0, NULL, NULL,
+	    NULL, 0 },
+	{ "max_connections", KS_HTTP, KT_INT, 0, C(http.max_connections),
+	    0, 0, 1, 100000, 256, NULL, NULL, NULL, 0 },
+	{ "max_body_kb", KS_HTTP, KT_INT, 0, C(http.max_body_kb), 0, 0,
+	    1, 65536, 1024, NULL, NULL, NULL, 0 },
+	{ "timeout_ms", KS_HTTP, KT_INT, 0, C(http.timeout_ms), 0, 0,
+	    100, 600000, 10000, NULL, NULL, NULL, 0 },
 };
 
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,
@@ -177,6 +216,8 @@ _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,
 static const char *const scope_prefix[] = {
 	[KS_MAIN] = "", [KS_NATS] = "nats", [KS_RABBITMQ] = "rabbitmq",
 	[KS_REDIS] = "redis", [KS_CALLBACKS] = "callbacks", [KS_LIMITS] = "limits",
+	[KS_TRACING] = "tracing",
+	[KS_HTTP] = "http",
 };
 
 /* --- value checks ---------------------------------------------------------- */
@@ -218,6 +259,36 @@ check_token(const char *s, char *why, size_t len)
 	return config_check_pod_id(s, why, len);
 }
 
+/*
+ * One or more subject tokens joined by '.': "saga", "acme.saga". No
+ * wildcard, no empty token, so "<prefix>.work.>" is a plain filter.
+ */
+static int
+check_subject_prefix(const char *s, char *why, size_t len)
+{
+	const char	*p = s;
+	size_t		 tok = 0;
+
+	if (strlen(s) > CONFIG_NAME_MAX)
+		goto bad;
+	for (; *p != '\0'; p++) {
+		if (*p == '.') {
+			if (tok == 0)
+				goto bad;
+			tok = 0;
+		} else if (config_is_token_char(*p))
+			tok++;
+		else
+			goto bad;
+	}
+	if (tok > 0)
+		return 0;
+bad:
+	snprintf(why, len, "expected up to %d characters: tokens of letters, "
+	    "digits, '-' or '_' joined by '.'", CONFIG_NAME_MAX);
+	return -1;
+}
+
 static int
 check_nats_url(const char *s, char *why, size_t len)
 {
@@ -234,6 +305,34 @@ check_queue(const char *s, char *why, size_t len)
 	if (strcmp(s, "nats") == 0 || strcmp(s, "rabbitmq") == 0)
 		return 0;
 	snprintf(why, len, "expected \"nats\" or \"rabbitmq\"");
+	return -1;
+}
+
+static int
+check_log_format(const char *s, char *why, size_t len)
+{
+	if (strcmp(s, "text") == 0 || strcmp(s, "json") == 0)
+		return 0;
+	snprintf(why, len, "expected \"text\" or \"json\"");
+	return -1;
+}
+
+/*
+ * OTLP/HTTP: http://host[:port][/path] (port 80 and /v1/traces when left
+ * out). https is not spoken: a collector on another host sits behind a
+ * local agent or sidecar.
+ */
+static int
+check_otlp_endpoint(const char *s, char *why, size_t len)
+{
+	const char *host = s + 7;
+
+	if (strncmp(s, "http://", 7) == 0 && strlen(s) < 1024 &&
+	    *host != '\0' && *host != '/' && *host != ':' &&
+	    strpbrk(s, " \t\r\n?#@") == NULL)
+		return 0;
+	snprintf(why, len, "expected an OTLP/HTTP URL "
+	    "\"http://host[:port][/path]\" (https is not supported)");
 	return -1;
 }
 

@@ -64,7 +64,8 @@ usage(FILE *fp)
 "  -V, --version              the version\n"
 "\n"
 "exit status: 0 completed or ok, 1 compensated, failed or refused,\n"
-"2 usage, 3 sagad unavailable\n");
+"2 usage, 3 sagad unavailable, 4 run: no answer within the deadline\n"
+"(the saga may still be running: sagactl get ID)\n");
 }
 
 int
@@ -365,6 +366,27 @@ ctl_parse_mode(const char *s)
 
 static int cmd_watch(struct ctl *, const char *id);
 
+/*
+ * A Run with no answer by its deadline: sagad answers a sync or throttling
+ * Run when the saga ends, and a saga's steps and compensations retry as
+ * their nodes say, beyond any caller's deadline (sagad(8), "How long a Run
+ * takes"). Say what is known and where to look, not "unreachable".
+ */
+static int
+run_no_answer(struct ctl *c, const struct sync_call *sc, const char *id)
+{
+	char msg[1024];
+
+	snprintf(msg, sizeof(msg), "no answer within %lld ms (-T); if sagad "
+	    "took the Run, saga %s is still running (its steps and "
+	    "compensations may retry past any deadline): `sagactl get %s` "
+	    "shows how it ends", (long long)c->timeout_ms, id, id);
+	if (c->json)
+		ctl_print_error_json(stdout, sc->status, msg);
+	fprintf(stderr, "sagactl: %s: %s\n", grpc_status_name(sc->status), msg);
+	return CTL_EXIT_UNKNOWN;
+}
+
 static int
 cmd_run(struct ctl *c, int argc, char **argv)
 {
@@ -377,7 +399,7 @@ cmd_run(struct ctl *c, int argc, char **argv)
 	};
 	Saga__V1__RunRequest			 req;
 	struct sync_call			 sc;
-	char					 err[SAGAD_ERRLEN];
+	char					 err[SAGAD_ERRLEN], idbuf[40];
 	int					 ch, wait = 0, rc, mode;
 
 	saga__v1__run_request__init(&req);
@@ -418,7 +440,25 @@ cmd_run(struct ctl *c, int argc, char **argv)
 		rc = CTL_EXIT_USAGE;
 		goto out;
 	}
+	/*
+	 * Name the saga here when the user did not, so that a Run that gets
+	 * no answer in time can still say which saga to look at.
+	 */
+	if (req.request_id == NULL || *req.request_id == '\0') {
+		uint64_t rng;
+
+		util_rng_seed(&rng);
+		snprintf(idbuf, sizeof(idbuf), "%016llx%016llx",
+		    (unsigned long long)util_rng_next(&rng),
+		    (unsigned long long)util_rng_next(&rng));
+		req.request_id = idbuf;
+	}
 	ctl_unary(c, "/saga.v1.Orchestrator/Run", &req.base, &sc);
+	if (sc.status == GRPC_STATUS_DEADLINE_EXCEEDED) {
+		rc = run_no_answer(c, &sc, req.request_id);
+		ctl_call_free(&sc);
+		goto out;
+	}
 	if (wait && sc.status == GRPC_STATUS_OK && !c->json) {
 		struct saga *s = saga_unpack(sc.data, sc.len, err, sizeof(err));
 		if (s != NULL && !SAGA_STATE_IS_FINAL(s->state)) {

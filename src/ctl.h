@@ -19,6 +19,8 @@ enum ctl_exit {
 	CTL_EXIT_FAILED = 1,		/* compensated, failed, or refused */
 	CTL_EXIT_USAGE = 2,
 	CTL_EXIT_UNAVAILABLE = 3,	/* sagad could not be reached in time */
+	CTL_EXIT_UNKNOWN = 4,		/* run: no answer in time, the saga's
+					   end is not known (sagactl get ID) */
 };
 
 int	ctl_main(int argc, char **argv);

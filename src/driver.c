@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "driver.h"
+#include "metrics.h"
 #include "step.h"
 #include "util.h"
 
@@ -51,6 +52,8 @@ driver_clear(struct driver *d)
 	free(d->pod);
 	free(d->callback);
 	free(d->traceparent);
+	free(d->tracestate);
+	free(d->baggage);
 	memset(d, 0, sizeof(*d));
 }
 
@@ -69,7 +72,37 @@ driver_set(struct driver *d, const char *pod, const char *callback,
 {
 	set_str(&d->pod, pod);
 	set_str(&d->callback, callback);
-	set_str(&d->traceparent, traceparent);
+	/* An invalid traceparent is never forwarded (W3C trace context). */
+	if (traceparent != NULL && trace_parse(traceparent, (uint8_t[16]){ 0 },
+	    (uint8_t[8]){ 0 }, &(uint8_t){ 0 }) == 0)
+		set_str(&d->traceparent, traceparent);
+}
+
+void
+driver_set_trace(struct driver *d, const char *tracestate,
+    const char *baggage, const uint8_t *parent)
+{
+	char tp[TRACE_PARENT_LEN + 1];
+
+	if (d->traceparent != NULL)
+		set_str(&d->tracestate, tracestate);
+	set_str(&d->baggage, baggage);
+	if (d->cfg == NULL || d->cfg->tracing.otlp_endpoint == NULL)
+		return;
+	if (trace_ctx_from(&d->tr, d->traceparent, parent,
+	    d->cfg->tracing.sample_ratio, d->s->id, d->rng)) {
+		trace_format(tp, d->tr.trace_id, d->tr.span_id, d->tr.flags);
+		free(d->traceparent);
+		d->traceparent = util_xstrdup(tp);
+	}
+}
+
+void
+driver_copy_trace(struct driver *d, const struct driver *from)
+{
+	set_str(&d->tracestate, from->tracestate);
+	set_str(&d->baggage, from->baggage);
+	d->tr = from->tr;
 }
 
 const struct config_node *
@@ -176,7 +209,13 @@ static enum saga_action_kind
 decided(struct driver *d, const struct saga_action *prev,
     enum saga_state before, int64_t now_ms)
 {
-	step_event(d, prev->step, prev->attempt, now_ms);
+	if (prev->compensate && d->s->steps[prev->step].state ==
+	    SAGA_STATE_COMPENSATED)
+		/* Undone: the step keeps its action's failure, not the event. */
+		event(d, d->s->steps[prev->step].name, SAGA_STATE_COMPENSATED,
+		    NULL, prev->attempt, now_ms);
+	else
+		step_event(d, prev->step, prev->attempt, now_ms);
 	d->carry = 0;
 	switch (d->a.kind) {
 	case SAGA_ACT_WAIT:
@@ -205,6 +244,11 @@ driver_result(struct driver *d, int status, const char *msg,
 	struct saga_kv		*kv = NULL;
 	size_t			 nkv = 0;
 
+	if (d->call_us != 0) {
+		metrics_step_call(driver_node(d, prev.step)->name,
+		    prev.compensate, status, metrics_now_us() - d->call_us);
+		d->call_us = 0;
+	}
 	if (status == GRPC_STATUS_OK && !prev.compensate &&
 	    step_reply(driver_node(d, prev.step), reply, len, &kv,
 	    &nkv) == -1) {
@@ -267,6 +311,7 @@ driver_retry(struct driver *d, int64_t now_ms)
 {
 	d->a = saga_retry(d->s, d->cfg, d->flow, now_ms);
 	d->round++;
+	d->retried = 1;
 	return operated(d, now_ms);
 }
 
@@ -450,15 +495,45 @@ driver_write_free(struct driver_write *dw)
 	}
 }
 
+/*
+ * Metrics of a write the store took: the saga's creation (the write of a
+ * driver that had no revision yet), its end (a saga event in a final
+ * state), a Retry. Counted here, where both engines and the operator's
+ * calls pass once per write, rather than in each of them.
+ */
+static void
+count_written(const struct driver *d)
+{
+	const char *flow = d->s->flow;
+
+	if (d->retried)
+		metrics_in_flight(flow, 1);
+	for (int i = 0; i < d->nevs; i++) {
+		const struct driver_event *ev = &d->evs[i];
+
+		if (ev->step[0] != '\0')
+			continue;
+		if (d->rev == 0 && (ev->state == SAGA_STATE_PENDING ||
+		    ev->state == SAGA_STATE_RUNNING))
+			metrics_saga_started(flow, (int)d->s->mode);
+		else if (SAGA_STATE_IS_FINAL(ev->state))
+			metrics_saga_ended(flow, (int)d->s->mode,
+			    (int)ev->state, ev->ms - d->s->created_ms);
+	}
+}
+
 void
 driver_written(struct driver *d, int64_t rev)
 {
+	if (metrics_on())
+		count_written(d);
+	d->retried = 0;
 	d->rev = rev;
 	driver_events_clear(d);
 }
 
 uint8_t *
-driver_request(const struct driver *d, const char **path, size_t *len,
+driver_request(struct driver *d, const char **path, size_t *len,
     struct grpc_metadata *md, char *err, size_t errlen)
 {
 	const struct config_node	*node = driver_node(d, d->a.step);
@@ -467,8 +542,22 @@ driver_request(const struct driver *d, const char **path, size_t *len,
 	req = step_request(d->s, node, &d->a, len, err, errlen);
 	if (req == NULL)
 		return NULL;
+	if (metrics_on())
+		d->call_us = metrics_now_us();
 	*path = d->a.compensate ? node->compensate : node->action;
-	step_metadata(md, d->s, d->traceparent);
+	if (d->tr.on) {
+		char tp[TRACE_PARENT_LEN + 1];
+
+		/* The participant's parent is this call's own span. */
+		trace_format(tp, d->tr.trace_id, d->tr.call_id, d->tr.flags);
+		step_metadata(md, d->s, tp);
+	} else
+		step_metadata(md, d->s, d->traceparent);
+	if (d->tracestate != NULL)
+		grpc_md_add(md, "tracestate", d->tracestate,
+		    strlen(d->tracestate));
+	if (d->baggage != NULL)
+		grpc_md_add(md, "baggage", d->baggage, strlen(d->baggage));
 	return req;
 }
 
@@ -483,8 +572,9 @@ driver_work(const struct driver *d, const struct saga_action *a,
 	struct work_record	 rec;
 	struct saga_pb		 v;
 
-	if (work_subject(out->subject, sizeof(out->subject), d->s->mode, pod,
-	    d->s->flow, node, a->compensate) == -1 ||
+	if (work_subject(out->subject, sizeof(out->subject),
+	    d->cfg->nats.subject_prefix, d->s->mode, pod, d->s->flow, node,
+	    a->compensate) == -1 ||
 	    work_msg_id(out->msg_id, sizeof(out->msg_id), d->s->id, node,
 	    a->compensate, d->round) == -1) {
 		snprintf(err, errlen, "the subject of step %s is too long",
@@ -502,8 +592,8 @@ driver_work(const struct driver *d, const struct saga_action *a,
 		 * Its own dedupe ids: the same call may have been published
 		 * on its node's topic, which must not swallow this one.
 		 */
-		snprintf(out->subject, sizeof(out->subject), "%s",
-		    WORK_LEGACY_SUBJECT);
+		(void)work_legacy_subject(out->subject, sizeof(out->subject),
+		    d->cfg->nats.subject_prefix);
 		snprintf(id, sizeof(id), "%s", out->msg_id);
 		if (snprintf(out->msg_id, sizeof(out->msg_id), "L:%s", id) >=
 		    (int)sizeof(out->msg_id)) {
@@ -520,6 +610,12 @@ driver_work(const struct driver *d, const struct saga_action *a,
 	w.pod = (char *)(uintptr_t)pod;
 	w.mode = d->s->mode;
 	w.traceparent = d->traceparent;
+	w.tracestate = d->tracestate;
+	w.baggage = d->baggage;
+	if (d->tr.on && d->tr.has_parent) {
+		memcpy(w.trace_parent, d->tr.parent_id, sizeof(w.trace_parent));
+		w.has_trace_parent = 1;
+	}
 	w.round = d->round;
 	if (d->carry && d->wrote.step == a->step &&
 	    d->wrote.compensate == a->compensate) {

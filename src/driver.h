@@ -28,6 +28,7 @@
 #include "grpc/grpc.h"
 #include "saga.h"
 #include "store.h"
+#include "trace.h"
 #include "work.h"
 
 /*
@@ -60,13 +61,20 @@ struct driver {
 						   Work may carry the record */
 	char			*pod;		/* throttling: whose subjects */
 	char			*callback;	/* async: the callback URL */
-	char			*traceparent;	/* the caller's, forwarded */
+	char			*traceparent;	/* the caller's, forwarded; with
+						   tracing, the saga span's */
+	char			*tracestate;	/* the caller's, forwarded */
+	char			*baggage;	/* the caller's, forwarded */
+	struct trace_ctx	 tr;		/* tracing: the saga's spans */
 	int			 round;		/* Retry rounds: part of the
 						   Work's dedupe id */
 	struct driver_event	*evs;		/* nevs of them */
 	int			 nevs;
 	int			 evcap;
 	uint64_t		*rng;		/* backoff jitter: the engine's */
+	int64_t			 call_us;	/* the call at hand was sent
+						   (metrics_now_us), or 0 */
+	int			 retried;	/* a Retry not yet written */
 };
 
 /*
@@ -79,6 +87,17 @@ void	 driver_clear(struct driver *);
 /* Copies of the strings; NULL or "" leaves the field unset. */
 void	 driver_set(struct driver *, const char *pod, const char *callback,
 	    const char *traceparent);
+
+/*
+ * The trace context a Work brought (a worker's saga), or another driver's
+ * (copied): tracestate and baggage forwarded as they came; with
+ * cfg->tracing on, d->tr from d->traceparent (the saga's span) and parent
+ * (the Run's span, NULL: unknown), a fresh trace when it is missing or
+ * invalid.
+ */
+void	 driver_set_trace(struct driver *, const char *tracestate,
+	    const char *baggage, const uint8_t *parent);
+void	 driver_copy_trace(struct driver *, const struct driver *from);
 
 /* The node of step i of the driver's flow. */
 const struct config_node *driver_node(const struct driver *, size_t step);
@@ -184,10 +203,11 @@ void	 driver_events_clear(struct driver *);
 
 /*
  * The call in d->a: its method's path, its request (malloc'd) and the
- * metadata every upstream call carries. NULL with err when it cannot be
+ * metadata every upstream call carries; the engine sends it at once (its
+ * duration, for metrics, counts from here). NULL with err when it cannot be
  * built: pass err to driver_unsent().
  */
-uint8_t	*driver_request(const struct driver *, const char **path,
+uint8_t	*driver_request(struct driver *, const char **path,
 	    size_t *len, struct grpc_metadata *md, char *err, size_t errlen);
 
 /*

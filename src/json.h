@@ -22,4 +22,43 @@ void	json_write_string(FILE *, const char *s);
 /* The same for the first len bytes of s, which may hold a NUL (as \u0000). */
 void	json_write_stringn(FILE *, const char *s, size_t len);
 
+/* --- the reader -------------------------------------------------------------- */
+
+enum json_type {
+	JSON_NULL, JSON_FALSE, JSON_TRUE, JSON_NUMBER, JSON_STRING,
+	JSON_ARRAY, JSON_OBJECT,
+};
+
+struct json_value {
+	enum json_type		 type;
+	char			*s;	/* string (decoded) or number (its text); NUL-ended */
+	size_t			 slen;
+	char			*key;	/* a member of an object: its name */
+	size_t			 keylen;
+	struct json_value	*items;	/* array elements, object members */
+	size_t			 n;
+};
+
+#define JSON_MAX_DEPTH	64
+
+/*
+ * Parses exactly one JSON text of len bytes (surrounding whitespace
+ * allowed). Returns the tree, to free with json_free(), or NULL with a
+ * sentence naming the byte offset in err. Strings may hold NUL (\u0000):
+ * use slen.
+ */
+struct json_value	*json_parse(const char *text, size_t len, char *err,
+			    size_t errlen);
+void			 json_free(struct json_value *);
+/* An object's member by name, or NULL. */
+const struct json_value	*json_member(const struct json_value *,
+			    const char *key);
+/*
+ * An integer from a number without fraction or exponent, or from a string
+ * holding one (protobuf's JSON writes 64-bit integers as strings). Returns
+ * 0, or -1 if v is neither or out of [min, max].
+ */
+int			 json_int(const struct json_value *, long long min,
+			    long long max, long long *out);
+
 #endif

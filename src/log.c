@@ -3,6 +3,12 @@
  * appends strerror(errno), log_warnx() does not; fatal() and fatalx() log and
  * exit(1). Messages go to stderr (-d), syslog (daemon) or an append-only file
  * reopened on SIGUSR1 for log rotation. Not for library code.
+ *
+ * Two formats (log_format): text, "TIME IDENT[PID] LEVEL: PREFIX: MSG", and
+ * JSON, one object a line, {"time","level","pod","process","pid","msg"}
+ * and the saga's fields ("id", and on the line of its end "flow", "mode",
+ * "state", "duration_ms", "error") when the line is about one saga. Either
+ * way a line is one write(2), so processes sharing a file never interleave.
  */
 #include "autoconf.h"
 
@@ -16,6 +22,7 @@
 #include <unistd.h>
 #include <sys/time.h>
 
+#include "json.h"
 #include "log.h"
 
 static enum log_dest	 dest = LOG_TO_STDERR;
@@ -24,6 +31,18 @@ static char		 ident[64] = "sagad";
 static char		 prefix[128];
 static char		*file_path;
 static int		 file_fd = -1;
+static int		 json;
+static char		 pod[128];
+
+/* A saga's fields on a JSON line; NULL members are left out. */
+struct fields {
+	const char			*id;
+	const struct util_saga_end	*end;
+};
+
+static void	vlogf(int, const char *, va_list, const char *,
+		    const struct fields *)
+		    __attribute__((format(printf, 2, 0)));
 
 void
 log_init(const char *id, enum log_dest d, int v)
@@ -35,6 +54,14 @@ log_init(const char *id, enum log_dest d, int v)
 	if (dest == LOG_TO_SYSLOG)
 		openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
 	tzset();
+	util_set_end_fn(log_saga_end);
+}
+
+void
+log_setformat(int j, const char *p)
+{
+	json = j;
+	snprintf(pod, sizeof(pod), "%s", p != NULL ? p : "");
 }
 
 int
@@ -82,8 +109,113 @@ log_setprefix(const char *p)
 	snprintf(prefix, sizeof(prefix), "%s", p != NULL ? p : "");
 }
 
+/* What the process is called on a JSON line: "master", "worker F/N #1". */
+static void
+process_name(char *buf, size_t len)
+{
+	if (*prefix == '\0')
+		snprintf(buf, len, "%s", strcmp(ident, "sagad") == 0 ?
+		    "master" : ident);
+	else if (strcmp(ident, "sagad-worker") == 0)
+		snprintf(buf, len, "worker %s", prefix);
+	else
+		snprintf(buf, len, "%s", prefix);
+}
+
+static const char *
+level_name(int pri)
+{
+	switch (pri) {
+	case LOG_CRIT:		return "fatal";
+	case LOG_ERR:
+	case LOG_WARNING:	return "warn";
+	case LOG_INFO:		return "info";
+	default:		return "debug";
+	}
+}
+
+static void
+emit(int pri, const char *line, size_t n)
+{
+	if (dest == LOG_TO_SYSLOG) {
+		syslog(pri, "%.*s", (int)n, line);
+		return;
+	}
+	/* One write() per line so concurrent processes do not interleave. */
+	(void)!write(dest == LOG_TO_FILE ? file_fd : STDERR_FILENO, line, n);
+}
+
+/* The line as one JSON object, written through json.c's string writer. */
+static void
+log_json(int pri, const char *msg, const char *errstr,
+    const struct fields *f)
+{
+	char		 line[4096], ts[40], proc[200];
+	struct timeval	 tv;
+	struct tm	 tm;
+	FILE		*fp;
+	long		 n;
+
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(ts + strlen(ts), sizeof(ts) - strlen(ts), ".%03ldZ",
+	    (long)tv.tv_usec / 1000);
+	process_name(proc, sizeof(proc));
+	if ((fp = fmemopen(line, sizeof(line) - 2, "w")) == NULL)
+		return;
+	fprintf(fp, "{\"time\":\"%s\",\"level\":\"%s\",\"pod\":", ts,
+	    level_name(pri));
+	json_write_string(fp, pod);
+	fputs(",\"process\":", fp);
+	json_write_string(fp, proc);
+	fprintf(fp, ",\"pid\":%ld,\"msg\":", (long)getpid());
+	if (errstr != NULL) {
+		char both[2600];
+
+		snprintf(both, sizeof(both), "%s: %s", msg, errstr);
+		json_write_string(fp, both);
+	} else
+		json_write_string(fp, msg);
+	if (f != NULL && f->id != NULL) {
+		fputs(",\"id\":", fp);
+		json_write_string(fp, f->id);
+	}
+	if (f != NULL && f->end != NULL) {
+		fputs(",\"flow\":", fp);
+		json_write_string(fp, f->end->flow);
+		fputs(",\"mode\":", fp);
+		json_write_string(fp, f->end->mode);
+		fputs(",\"state\":", fp);
+		json_write_string(fp, f->end->state);
+		fprintf(fp, ",\"duration_ms\":%lld,\"error\":",
+		    (long long)f->end->duration_ms);
+		json_write_string(fp, f->end->error);
+	}
+	fputc('}', fp);
+	n = ftell(fp);
+	fclose(fp);
+	if (n <= 0)
+		return;
+	if ((size_t)n >= sizeof(line) - 3 || line[n - 1] != '}') {
+		/* Cut short: say so in a line that still parses. */
+		n = snprintf(line, sizeof(line), "{\"time\":\"%s\",\"level\":"
+		    "\"%s\",\"msg\":\"(a line too long to log)\"}", ts,
+		    level_name(pri));
+	}
+	line[n++] = '\n';
+	emit(pri, line, (size_t)n);
+}
+
 static void
 vlog(int pri, const char *fmt, va_list ap, const char *errstr)
+{
+	vlogf(pri, fmt, ap, errstr, NULL);
+}
+
+static void
+vlogf(int pri, const char *fmt, va_list ap, const char *errstr,
+    const struct fields *f)
 {
 	char		 msg[2048];
 	char		 line[2304];
@@ -94,6 +226,10 @@ vlog(int pri, const char *fmt, va_list ap, const char *errstr)
 	const char	*lvl;
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (json) {
+		log_json(pri, msg, errstr, f);
+		return;
+	}
 	if (dest == LOG_TO_SYSLOG) {
 		if (errstr != NULL)
 			syslog(pri, "%s%s%s: %s", prefix, *prefix ? ": " : "",
@@ -205,13 +341,36 @@ fatalx(const char *fmt, ...)
 	exit(1);
 }
 
+static void
+logf_fields(int pri, const struct fields *f, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+logf_fields(int pri, const struct fields *f, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlogf(pri, fmt, ap, NULL, f);
+	va_end(ap);
+}
+
 void
 log_saga(enum util_level lv, const char *id, const char *msg,
     void *arg __attribute__((unused)))
 {
-	const char *pre = id != NULL ? "saga " : "", *sep = id != NULL ?
-	    ": " : "";
+	struct fields	 f = { id, NULL };
+	const char	*pre = id != NULL ? "saga " : "", *sep = id != NULL ?
+			    ": " : "";
 
+	if (lv == UTIL_DEBUG && verbose < 1)
+		return;
+	if (json) {
+		/* The id is a field of its own; the message stays bare. */
+		logf_fields(lv == UTIL_WARN ? LOG_ERR : lv == UTIL_INFO ?
+		    LOG_INFO : LOG_DEBUG, &f, "%s", msg);
+		return;
+	}
 	if (id == NULL)
 		id = "";
 	switch (lv) {
@@ -225,4 +384,27 @@ log_saga(enum util_level lv, const char *id, const char *msg,
 		log_debug("%s%s%s%s", pre, id, sep, msg);
 		break;
 	}
+}
+
+void
+log_saga_end(const struct util_saga_end *e)
+{
+	struct fields	 f = { e->id, e };
+	char		 err[1200];
+	FILE		*fp;
+
+	if (json) {
+		logf_fields(LOG_INFO, &f, "saga ended");
+		return;
+	}
+	/* Text: key=value, the error quoted as JSON quotes it. */
+	err[0] = '\0';
+	if ((fp = fmemopen(err, sizeof(err) - 1, "w")) != NULL) {
+		json_write_string(fp, e->error != NULL ? e->error : "");
+		fputc('\0', fp);
+		fclose(fp);
+	}
+	logf_fields(LOG_INFO, &f, "saga %s ended: flow=%s mode=%s state=%s "
+	    "duration_ms=%lld error=%s", e->id, e->flow, e->mode, e->state,
+	    (long long)e->duration_ms, err);
 }

@@ -19,6 +19,18 @@ int	log_reopen(void);			/* SIGUSR1 */
 void	log_setverbose(int);
 int	log_getverbose(void);
 void	log_setprefix(const char *);		/* e.g. "worker Flow/Node #1" */
+/*
+ * log_format (issue 14): 0 text, 1 JSON, one object a line with time,
+ * level, pod, process, pid, msg, and id (the saga's) on a line about a
+ * saga. pod names the pod in JSON lines.
+ */
+void	log_setformat(int json, const char *pod);
+
+/*
+ * The one line of an ended saga, at info in either format: id, flow, mode,
+ * state, duration_ms, error. log_init makes it util_saga_end's.
+ */
+void	log_saga_end(const struct util_saga_end *);
 
 /*
  * The one shape of a library's log line (util_log_fn): "saga ID: msg", or

@@ -33,6 +33,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "otlp.h"
 #include "master.h"
 #include "options.h"
 #include "proc.h"
@@ -98,59 +99,48 @@ master_sup_params(struct master *m, struct sup_params *p)
 	p->stop_timeout_ms = m->cfg->shutdown_timeout_ms;
 }
 
-/*
- * Makes the process table match the config's topics, and the throttling
- * topics of each adopted pod.
- */
+/* Makes the process table match the config's topics and the extra ones. */
 static void
 master_apply_topics(struct master *m)
 {
 	struct config_topic	*ct;
 	struct sup_topic	*st;
-	char			**names;
-	size_t			 i, n, k, a, len;
+	size_t			 i, n;
 
 	n = config_topics(m->cfg, &ct);
-	st = util_xcalloc(n * (1 + m->nadopted), sizeof(*st));
-	names = util_xcalloc(n * m->nadopted + 1, sizeof(*names));
+	st = util_xcalloc(n + m->nextra, sizeof(*st));
 	for (i = 0; i < n; i++) {
 		st[i].name = ct[i].name;
 		st[i].workers = ct[i].workers;
 		st[i].concurrency = ct[i].concurrency;
 	}
-	/* One worker on each throttling topic of each adopted pod. */
-	k = n;
-	for (a = 0; a < m->nadopted; a++)
-		for (i = 0; i < n; i++) {
-			if (ct[i].callbacks || ct[i].mode != SAGA_MODE_THROTTLING)
-				continue;
-			len = strlen(ct[i].name) + strlen(m->adopted[a]) + 2;
-			names[k - n] = util_xcalloc(1, len);
-			snprintf(names[k - n], len, "%s%c%s", ct[i].name,
-			    SUP_POD_SEP, m->adopted[a]);
-			st[k].name = names[k - n];
-			st[k].workers = 1;
-			st[k].concurrency = ct[i].concurrency;
-			k++;
-		}
-	sup_reconcile(m->sup, st, k);
-	for (i = 0; i < k - n; i++)
-		free(names[i]);
-	free(names);
+	for (i = 0; i < m->nextra; i++)
+		st[n + i] = m->extra[i];
+	sup_reconcile(m->sup, st, n + m->nextra);
 	free(st);
 	free(ct);
 }
 
-void
-master_set_adopted(struct master *m, const char *const *pods, size_t n)
+static void
+extra_free(struct master *m)
 {
-	for (size_t i = 0; i < m->nadopted; i++)
-		free(m->adopted[i]);
-	free(m->adopted);
-	m->adopted = n > 0 ? util_xcalloc(n, sizeof(*m->adopted)) : NULL;
-	for (size_t i = 0; i < n; i++)
-		m->adopted[i] = util_xstrdup(pods[i]);
-	m->nadopted = n;
+	for (size_t i = 0; i < m->nextra; i++)
+		free((char *)(uintptr_t)m->extra[i].name);
+	free(m->extra);
+	m->extra = NULL;
+	m->nextra = 0;
+}
+
+void
+master_set_extra(struct master *m, const struct sup_topic *t, size_t n)
+{
+	extra_free(m);
+	m->extra = n > 0 ? util_xcalloc(n, sizeof(*m->extra)) : NULL;
+	for (size_t i = 0; i < n; i++) {
+		m->extra[i] = t[i];
+		m->extra[i].name = util_xstrdup(t[i].name);
+	}
+	m->nextra = n;
 	if (!m->stopping)
 		master_apply_topics(m);
 }
@@ -250,6 +240,15 @@ master_signal_cb(int sig, void *arg)
 			log_info("SIGUSR1: log file reopened");
 		sup_signal(m->sup, SIGUSR1);
 		break;
+	case SIGUSR2:
+		/*
+		 * Its default action would kill the master with no drain and
+		 * leave the pidfile: a stray `kill -USR2` (tools send it to
+		 * ask for a binary upgrade) must not do that.
+		 */
+		log_warnx("SIGUSR2: ignored (SIGHUP reloads, SIGUSR1 reopens "
+		    "the log file, SIGTERM stops)");
+		break;
 	case SIGCHLD:
 		sup_reap(m->sup);
 		master_check_done(m);
@@ -299,7 +298,7 @@ master_init(struct master *m, const struct options *opts,
     const struct master_hooks *hooks, char *err, size_t errlen)
 {
 	static const int	 sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1,
-				    SIGCHLD };
+				    SIGUSR2, SIGCHLD };
 	struct sup_params	 p;
 	struct timeval		 tv;
 
@@ -319,6 +318,10 @@ master_init(struct master *m, const struct options *opts,
 	if (proc_signals_watch(&m->sigs, m->base, sigs,
 	    sizeof(sigs) / sizeof(sigs[0]), master_signal_cb, m, err,
 	    errlen) == -1)
+		return -1;
+	if (cfg->tracing.otlp_endpoint != NULL && otlp_start(m->base,
+	    cfg->tracing.otlp_endpoint, cfg->pod_id, "master", log_saga, NULL,
+	    err, errlen) == -1)
 		return -1;
 	m->ev_cron = event_new(m->base, -1, 0, master_cron, m);
 	tv.tv_sec = 0;
@@ -365,11 +368,10 @@ master_free(struct master *m)
 	}
 	sup_free(m->sup);
 	m->sup = NULL;
-	for (size_t i = 0; i < m->nadopted; i++)
-		free(m->adopted[i]);
-	free(m->adopted);
+	extra_free(m);
 	config_free(m->cfg);
 	m->cfg = NULL;
+	otlp_stop();
 	if (m->base != NULL)
 		event_base_free(m->base);
 	m->base = NULL;
@@ -399,6 +401,16 @@ master_pidfile_open(const char *path, char *err, size_t errlen)
 	pid_t	pid;
 
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd == -1 && errno == ENOENT) {
+		const char *slash = strrchr(path, '/');
+
+		snprintf(err, errlen, "pidfile %s: its directory %.*s does not "
+		    "exist: create it (make install does, for the default), "
+		    "or name another file with -p", path, slash != NULL &&
+		    slash != path ? (int)(slash - path) : 1,
+		    slash != NULL ? path : ".");
+		return -1;
+	}
 	if (fd == -1) {
 		snprintf(err, errlen, "pidfile %s: %s", path, strerror(errno));
 		return -1;

@@ -57,8 +57,8 @@ struct master {
 	struct proc_signals	 sigs;		/* HUP TERM INT USR1 CHLD */
 	struct event		*ev_cron;
 	uint64_t		 cronloops;
-	char			**adopted;	/* dead pods whose topics run here */
-	size_t			 nadopted;
+	struct sup_topic	*extra;		/* topics besides the config's */
+	size_t			 nextra;
 	int			 stopping;
 	int64_t			 stop_deadline_ms;
 };
@@ -73,12 +73,12 @@ int		 master_init(struct master *, const struct options *opts,
 		    const struct master_hooks *hooks, char *err, size_t errlen);
 
 /*
- * The dead pods whose throttling topics this pod runs workers for besides
- * its own (orch_pods.c decides): the supervisor starts one worker per such
- * topic ("Flow/Node@POD", run with -P POD) and retires those of a pod no
- * longer listed.
+ * Topics the supervisor runs besides the config's own (orch_pods.c decides
+ * which): a dead pod's throttling topics ("Flow/Node@POD", the worker run
+ * with -P POD) and the topics a reload removed while they still hold work
+ * ("Flow/Node~MODE"). Copied; those no longer listed are retired.
  */
-void		 master_set_adopted(struct master *, const char *const *pods,
+void		 master_set_extra(struct master *, const struct sup_topic *,
 		    size_t n);
 
 /* Runs the loop until a stop completed. Returns the exit status (0). */

@@ -86,13 +86,108 @@ orch_valid_id(const char *field, const char *id, char *err, size_t errlen)
 	}
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)id[i];
-		if (c <= 0x20 || c == 0x7f || c == '{' || c == '}') {
-			snprintf(err, errlen, "%s: expected printable "
-			    "characters without spaces or braces", field);
+		/* Printable ASCII: ids travel as gRPC metadata (x-request-id). */
+		if (c <= 0x20 || c >= 0x7f || c == '{' || c == '}') {
+			snprintf(err, errlen, "%s: expected printable ASCII "
+			    "characters without spaces or braces, got byte "
+			    "0x%02x at offset %zu", field, c, i);
 			return 0;
 		}
 	}
 	return 1;
+}
+
+int
+orch_same_flow(const char *id, const char *asked, const char *runs,
+    char *err, size_t errlen)
+{
+	if (runs == NULL || strcmp(asked, runs) == 0)
+		return 1;
+	snprintf(err, errlen, "request_id \"%s\" is a saga of flow %s, not %s: "
+	    "a new saga needs a new id", id, runs, asked);
+	return 0;
+}
+
+/*
+ * The Run's metadata: keys of lowercase letters, digits, '-', '_' and '.',
+ * values (other than -bin ones) of printable ASCII, as gRPC says; what a
+ * step call forwards must be sendable. Returns 1, or 0 with err.
+ */
+static int
+run_metadata_ok(const struct grpc_metadata *md, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < md->n; i++) {
+		const struct grpc_md	*m = &md->items[i];
+		size_t			 klen = strlen(m->key);
+
+		for (size_t j = 0; j < klen; j++) {
+			char c = m->key[j];
+
+			if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+			    c == '-' || c == '_' || c == '.')
+				continue;
+			snprintf(err, errlen, "metadata: a key with byte 0x%02x: "
+			    "expected lowercase letters, digits, '-', '_' or "
+			    "'.'", (unsigned char)c);
+			return 0;
+		}
+		if (grpc_md_is_bin(m->key, klen))
+			continue;
+		for (size_t j = 0; j < m->len; j++) {
+			if (m->value[j] >= 0x20 && m->value[j] <= 0x7e)
+				continue;
+			snprintf(err, errlen, "metadata %.64s: byte 0x%02x at "
+			    "offset %zu: expected printable ASCII (binary "
+			    "values go in a -bin key)", m->key, m->value[j], j);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/*
+ * A context key: UTF-8 (proto3's rule for a string, which a participant's
+ * StepRequest parser enforces) without control characters. Returns the
+ * offset of the first bad byte, or -1 if it is fine.
+ */
+static long
+context_key_bad(const char *k)
+{
+	const unsigned char	*p = (const unsigned char *)k;
+	size_t			 i = 0, n, j;
+	uint32_t		 cp;
+
+	while (p[i] != '\0') {
+		if (p[i] < 0x80) {
+			if (p[i] < 0x20 || p[i] == 0x7f)
+				return (long)i;
+			i++;
+			continue;
+		}
+		if ((p[i] & 0xe0) == 0xc0) {
+			n = 1;
+			cp = p[i] & 0x1f;
+		} else if ((p[i] & 0xf0) == 0xe0) {
+			n = 2;
+			cp = p[i] & 0x0f;
+		} else if ((p[i] & 0xf8) == 0xf0) {
+			n = 3;
+			cp = p[i] & 0x07;
+		} else
+			return (long)i;
+		for (j = 1; j <= n; j++) {
+			if ((p[i + j] & 0xc0) != 0x80)
+				return (long)i;
+			cp = cp << 6 | (p[i + j] & 0x3f);
+		}
+		/* Overlong forms, surrogates, beyond U+10FFFF, C1 controls. */
+		if ((n == 1 && cp < 0xa0) || (n == 2 && cp < 0x800) ||
+		    (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return (long)i;
+		i += n + 1;
+	}
+	return -1;
 }
 
 /*
@@ -156,7 +251,7 @@ handle_run(struct grpc_call *call, void *arg)
 	struct hold			*h;
 	enum saga_mode			 mode;
 	char				 idbuf[64], err[512];
-	const char			*id;
+	const char			*id, *idfield;
 
 	req = (const Saga__V1__RunRequest *)grpc_call_request(call);
 	if (o->draining) {
@@ -212,25 +307,53 @@ handle_run(struct grpc_call *call, void *arg)
 			return;
 		}
 	}
+	if (!run_metadata_ok(grpc_call_metadata(call), err, sizeof(err))) {
+		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err);
+		return;
+	}
+	for (size_t i = 0; i < req->n_context; i++) {
+		long bad = context_key_bad(req->context[i]->key);
+
+		if (bad < 0)
+			continue;
+		snprintf(err, sizeof(err), "context: key #%zu: byte 0x%02x at "
+		    "offset %ld: expected UTF-8 without control characters",
+		    i + 1, (unsigned char)req->context[i]->key[bad], bad);
+		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err);
+		return;
+	}
 	id = req->request_id;
+	idfield = "request_id";
 	if (id == NULL || *id == '\0') {
 		md = grpc_md_get(grpc_call_metadata(call), "x-request-id");
 		id = md != NULL ? (const char *)md->value : NULL;
+		idfield = "x-request-id";
 	}
 	if (id == NULL || *id == '\0') {
 		new_id(o, idbuf, sizeof(idbuf));
 		id = idbuf;
-	} else if (!orch_valid_id("request_id", id, err, sizeof(err))) {
+	} else if (!orch_valid_id(idfield, id, err, sizeof(err))) {
 		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err);
 		return;
 	}
-	/* A saga this master runs: wait for it as its first caller does. */
+	/*
+	 * A saga this master runs: wait for it as its first caller does, if
+	 * the Run asks for its flow (ALREADY_EXISTS if not).
+	 */
 	if ((r = sync_find(o, id)) != NULL) {
-		sync_wait(r, call);
+		if (!orch_same_flow(id, flow->name, r->d.s->flow, err,
+		    sizeof(err)))
+			grpc_call_finish(call, GRPC_STATUS_ALREADY_EXISTS, err);
+		else
+			sync_wait(r, call);
 		return;
 	}
 	if ((h = launch_find_hold(o, id)) != NULL) {
-		launch_wait(h, call);
+		if (!orch_same_flow(id, flow->name, h->fq->name, err,
+		    sizeof(err)))
+			grpc_call_finish(call, GRPC_STATUS_ALREADY_EXISTS, err);
+		else
+			launch_wait(h, call);
 		return;
 	}
 	if (!store_is_up(o->store)) {
@@ -337,8 +460,12 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 	{
 		char subj[WORK_SUBJECT_MAX];
 
-		(void)work_done_subject(subj, sizeof(subj), cfg->pod_id);
+		(void)work_done_subject(subj, sizeof(subj),
+		    cfg->nats.subject_prefix, cfg->pod_id);
 		o->done_subject = util_xstrdup(subj);
+		(void)work_cancel_subject(subj, sizeof(subj),
+		    cfg->nats.subject_prefix);
+		o->cancel_subject = util_xstrdup(subj);
 	}
 	util_rng_seed(&o->rng);
 	admit_configure(o);
@@ -353,6 +480,7 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 void
 orch_set_config(struct orch *o, struct config *cfg)
 {
+	pods_reload(o, o->cfg, cfg);
 	config_free(o->cfg);
 	o->cfg = config_ref(cfg);
 	if (o->defs != NULL)
@@ -454,6 +582,7 @@ orch_free(struct orch *o)
 	idtable_free(&o->holds_by_id);
 	idtable_free(&o->runs_by_id);
 	free(o->done_subject);
+	free(o->cancel_subject);
 	admit_free(o);
 	free(o->owner);
 	config_free(o->cfg);

@@ -68,11 +68,16 @@ void		 orch_drain(struct orch *);
 size_t		 orch_running(const struct orch *);
 void		 orch_stats(const struct orch *, struct orch_stats *);
 /*
- * The dead pods whose throttling work this master runs (orch_pods.c): their
- * ids (free the array, not the strings, which live until the next cron),
- * and a generation that changes whenever the list does.
+ * The topics this pod's supervisor runs besides the config's own
+ * (orch_pods.c): a dead pod's throttling topics and the topics a reload
+ * removed while they still hold work. Free the array (not the names, which
+ * live until the next cron); gen changes whenever the list does.
  */
-size_t		 orch_adopted(const struct orch *, const char ***pods,
+struct orch_topic {
+	const char	*name;		/* "Flow/Node@POD" or "Flow/Node~MODE" */
+	int		 concurrency;
+};
+size_t		 orch_extra_topics(const struct orch *, struct orch_topic **,
 		    unsigned *gen);
 /*
  * Stopping: orch_close() cancels the calls in flight and answers the waiting

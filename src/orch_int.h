@@ -30,6 +30,7 @@
 #include "orch.h"
 #include "saga/v1/saga.pb-c.h"
 #include "store.h"
+#include "work.h"
 
 struct bus;
 struct bus_listener;
@@ -173,8 +174,24 @@ struct orch_burst {
 /* A dead pod this master adopted (orch_pods.c). */
 struct orch_adopted {
 	char		*pod;
+	char		**topics;	/* "Flow/Node@POD" */
+	int		*conc;		/* each one's concurrency */
+	size_t		 ntopics;
 	int		 empty;		/* backlog checks found nothing, in a row */
 };
+
+/* A topic a reload removed, read until its queued work is done. */
+struct orch_linger {
+	char		*name;		/* "Flow/Node~MODE" */
+	char		 topic[2 * CONFIG_NAME_MAX + 2];	/* "Flow/Node" */
+	char		 durable[WORK_SUBJECT_MAX];
+	char		 filter[WORK_SUBJECT_MAX];
+	int		 concurrency;
+	int		 empty;
+};
+
+#define ORCH_POD_SEP	'@'	/* a topic of another pod: supervisor.h */
+#define ORCH_LINGER_SEP	'~'	/* a topic gone from the config */
 
 struct orch {
 	struct event_base	*base;
@@ -199,6 +216,7 @@ struct orch {
 	struct bus_listener	*done_l;
 	struct bus_listener	*cancel_l;	/* saga.cancel */
 	char			*done_subject;
+	char			*cancel_subject;	/* <prefix>.cancel */
 	struct idtable		 holds_by_id;
 	size_t			 nholders;	/* callers in all holds */
 	TAILQ_HEAD(, hold)	 holds;
@@ -210,6 +228,9 @@ struct orch {
 	int			 listen_failed;	/* logged once */
 	struct orch_adopted	*adopted;	/* dead pods whose work runs here */
 	size_t			 nadopted;
+	struct orch_linger	*lingers;	/* topics gone, still read */
+	int			 orphans_scanned; /* the stream's, at start */
+	size_t			 nlingers;
 	char			**releasing;	/* adoptions over, to let go */
 	size_t			 nreleasing;
 	unsigned		 adopt_gen;	/* bumped when adopted changes */
@@ -243,6 +264,13 @@ struct config	*orch_saga_config(struct orch *, const Saga__V1__Saga *,
 int	 orch_valid_id(const char *field, const char *id, char *err,
 	    size_t errlen);
 
+/*
+ * A Run of a known id: 1 if it asked for the flow the saga runs (it joins
+ * the saga), or 0 with the sentence of its ALREADY_EXISTS.
+ */
+int	 orch_same_flow(const char *id, const char *asked, const char *runs,
+	    char *err, size_t errlen);
+
 /* The Run's context into a new saga. */
 void	 orch_context_load(struct saga *, const Saga__V1__RunRequest *);
 
@@ -270,6 +298,8 @@ void	 sync_free(struct orch *);
 
 /* orch_pods.c */
 void	 pods_cron(struct orch *, int64_t now_ms);
+void	 pods_reload(struct orch *, const struct config *old,
+	    const struct config *cfg);
 void	 pods_free(struct orch *);
 
 /* orch_launch.c */

@@ -9,8 +9,8 @@
  * the saga PENDING, accepted, and a sweeper queues its first work again
  * once the lease runs out with the saga still PENDING (orch_sweep.c), as
  * it does for a create that Redis applied after its caller gave up. Only a
- * first work that cannot even be built is written FAILED "never queued";
- * a Run with the same id queues such a saga again.
+ * definite no (not sent, no stream for it, the broker refused it) writes
+ * the saga FAILED "never queued"; a Run with the same id queues it again.
  */
 #include "autoconf.h"
 
@@ -22,6 +22,7 @@
 #include "grpc/grpc.h"
 #include "grpc/server.h"
 #include "orch_int.h"
+#include "trace_saga.h"
 #include "util.h"
 #include "work.h"
 
@@ -326,9 +327,10 @@ launch_unqueued_written(enum store_result res, int64_t rev,
 }
 
 /*
- * The first work could not be made: nothing will ever run the saga. It is
- * written FAILED with a sentence saying so; nothing of it ever ran, so a
- * Run with the same id starts it again.
+ * The first work is not in the stream, for sure (not sent, or refused):
+ * nothing will ever run the saga. It is written FAILED with a sentence
+ * saying so; nothing of it ever ran, so a Run with the same id starts it
+ * again.
  */
 static void
 launch_unqueued(struct launch *l, const char *why)
@@ -394,7 +396,10 @@ launch_published(struct bus *bus, const struct bus_pub_result *res,
 		launch_free(l);
 		return;
 	}
-	launch_accepted(l, res->error);
+	if (res->error != NULL && res->refused)
+		launch_unqueued(l, res->error);		/* a definite no */
+	else
+		launch_accepted(l, res->error);		/* yes, or unknown */
 }
 
 /*
@@ -412,11 +417,12 @@ launch_publish(struct launch *l)
 		launch_unqueued(l, err);
 		return;
 	}
+	/* Not even sent: a definite no. */
 	if (l->o->bus == NULL || !bus_is_connected(l->o->bus))
-		launch_accepted(l, "not connected");
+		launch_unqueued(l, "not connected");
 	else if (bus_publish(l->o->bus, dw.subject, dw.buf, dw.len,
 	    dw.msg_id, launch_published, l, err, sizeof(err)) == -1)
-		launch_accepted(l, err);
+		launch_unqueued(l, err);
 	free(dw.buf);
 }
 
@@ -540,6 +546,7 @@ launch_exists(struct launch *l, struct store_saga *rec)
 		driver_set(&d, mode == SAGA_MODE_THROTTLING ? (fin ||
 		    rec->pod[0] == '\0' ? l->d.cfg->pod_id : rec->pod) :
 		    l->d.pod, l->d.callback, l->d.traceparent);
+		driver_copy_trace(&d, &l->d);
 		driver_clear(&l->d);
 		l->d = d;
 		l->d.rev = rec->rev;
@@ -592,7 +599,8 @@ static void
 launch_created(enum store_result res, struct store_saga *rec,
     const char *err, void *arg)
 {
-	struct launch *l = arg;
+	struct launch	*l = arg;
+	char		 why[512];
 
 	if (l->o->closing) {
 		launch_free(l);
@@ -605,7 +613,11 @@ launch_created(enum store_result res, struct store_saga *rec,
 		launch_publish(l);
 		break;
 	case STORE_EXISTS:
-		launch_exists(l, rec);
+		if (!orch_same_flow(l->d.s->id, l->d.s->flow, rec->saga->flow,
+		    why, sizeof(why)))
+			launch_answer(l, NULL, GRPC_STATUS_ALREADY_EXISTS, why);
+		else
+			launch_exists(l, rec);
 		break;
 	default:
 		launch_answer(l, NULL, GRPC_STATUS_UNAVAILABLE, err != NULL ?
@@ -623,7 +635,6 @@ launch_start(struct orch *o, struct grpc_call *call,
     const struct config_flow *flow, enum saga_mode mode, const char *id,
     const Saga__V1__RunRequest *req)
 {
-	const struct grpc_md	*md;
 	struct launch		*l;
 	struct flowq		*q;
 	char			 err[256];
@@ -652,9 +663,8 @@ launch_start(struct orch *o, struct grpc_call *call,
 	driver_init(&l->d, o->cfg, flow, saga_new(id, o->cfg, flow, mode,
 	    util_now_ms()), &o->rng);
 	orch_context_load(l->d.s, req);
-	md = grpc_md_get(grpc_call_metadata(call), "traceparent");
-	driver_set(&l->d, o->cfg->pod_id, req->callback_url, md != NULL ?
-	    (const char *)md->value : NULL);
+	driver_set(&l->d, o->cfg->pod_id, req->callback_url, NULL);
+	trace_run(call, &l->d, &o->rng);
 	TAILQ_INSERT_TAIL(&o->launches, l, all);
 	o->nlaunches++;
 	l->call = call;
@@ -796,6 +806,7 @@ launch_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec)
 	l->d.rev = rec->rev;
 	l->d.round = rec->round;
 	driver_set(&l->d, o->cfg->pod_id, rec->callback, NULL);
+	driver_set_trace(&l->d, NULL, NULL, NULL);	/* its saga-id trace */
 	TAILQ_INSERT_TAIL(&o->launches, l, all);
 	o->nlaunches++;
 	l->call = call;
@@ -832,7 +843,7 @@ launch_cron(struct orch *o, int64_t now)
 		}
 	}
 	if (o->bus != NULL && o->cancel_l == NULL && bus_is_connected(o->bus))
-		o->cancel_l = bus_listen(o->bus, WORK_CANCEL_SUBJECT,
+		o->cancel_l = bus_listen(o->bus, o->cancel_subject,
 		    operate_cancel_heard, o, err, sizeof(err));
 	if (now - o->last_poll_ms >= ORCH_POLL_MS) {
 		o->last_poll_ms = now;

@@ -19,6 +19,7 @@
 #include "grpc/grpc.h"
 #include "grpc/server.h"
 #include "orch_int.h"
+#include "trace_saga.h"
 #include "util.h"
 #include "work.h"
 
@@ -301,7 +302,7 @@ cancel_tell(struct orch *o, const char *id, const char *reason)
 	if (o->bus == NULL || !bus_is_connected(o->bus))
 		return;		/* the driver learns it at its next write */
 	buf = work_cancel_pack(id, reason, &len);
-	if (bus_notify(o->bus, WORK_CANCEL_SUBJECT, buf, len, err,
+	if (bus_notify(o->bus, o->cancel_subject, buf, len, err,
 	    sizeof(err)) == -1)
 		orch_log(o, UTIL_WARN, id, "cancel notice: %s", err);
 	free(buf);
@@ -424,7 +425,6 @@ resolve_written(enum store_result res, int64_t rev, const char *cancel,
 	struct op	*op = arg;
 	struct saga_pb	 v;
 
-	(void)rev;
 	(void)cancel;
 	if (res == STORE_CONFLICT) {
 		op_finish(op, NULL, GRPC_STATUS_ABORTED, "the saga changed "
@@ -435,8 +435,10 @@ resolve_written(enum store_result res, int64_t rev, const char *cancel,
 		op_store_failed(op, res, err);
 		return;
 	}
+	driver_written(&op->d, rev);	/* counts it RESOLVED (metrics) */
 	orch_log(op->o, UTIL_INFO, op->id, "RESOLVED by an operator: %s",
 	    op->text);
+	trace_saga_end(&op->d);		/* its line: it has ended RESOLVED */
 	saga_pb_view(op->d.s, &v);
 	op_finish(op, &v.pb, 0, NULL);
 	saga_pb_view_free(&v);

@@ -20,6 +20,7 @@
  */
 #include "autoconf.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +32,10 @@
 #define ADOPT_MAX		4	/* pods adopted at most per sweep */
 #define ADOPT_CHECK_MS		2000	/* backlog checks of adopted pods */
 #define ADOPT_EMPTY_CHECKS	3	/* empty checks in a row to let go */
+
+static void	adopted_clear(struct orch_adopted *);
+static void	lingers_check(struct orch *);
+static void	orphans_scan(struct orch *);
 
 static int
 has_throttling(const struct config *cfg)
@@ -53,12 +58,33 @@ adopted_find(const struct orch *o, const char *pod)
 static void
 adopt(struct orch *o, const char *pod)
 {
+	struct orch_adopted	*a;
+	struct config_topic	*t;
+	size_t			 n;
+
 	if (strcmp(pod, o->cfg->pod_id) == 0 || adopted_find(o, pod) != -1)
 		return;
 	o->adopted = util_xrealloc(o->adopted, (o->nadopted + 1) *
 	    sizeof(*o->adopted));
-	memset(&o->adopted[o->nadopted], 0, sizeof(*o->adopted));
-	o->adopted[o->nadopted].pod = util_xstrdup(pod);
+	a = &o->adopted[o->nadopted];
+	memset(a, 0, sizeof(*a));
+	a->pod = util_xstrdup(pod);
+	n = config_topics(o->cfg, &t);
+	a->topics = util_xcalloc(n + 1, sizeof(*a->topics));
+	a->conc = util_xcalloc(n + 1, sizeof(*a->conc));
+	for (size_t i = 0; i < n; i++) {
+		size_t len;
+
+		if (t[i].callbacks || t[i].legacy ||
+		    t[i].mode != SAGA_MODE_THROTTLING)
+			continue;
+		len = strlen(t[i].name) + strlen(pod) + 2;
+		a->topics[a->ntopics] = util_xcalloc(1, len);
+		snprintf(a->topics[a->ntopics], len, "%s%c%s", t[i].name,
+		    ORCH_POD_SEP, pod);
+		a->conc[a->ntopics++] = t[i].concurrency;
+	}
+	free(t);
 	o->nadopted++;
 	o->adopt_gen++;
 	orch_log(o, UTIL_WARN, NULL, "pod %s stopped renewing its lease: "
@@ -127,7 +153,8 @@ pod_backlog(struct orch *o, const char *pod)
 			if (work_durable(durable, sizeof(durable),
 			    SAGA_MODE_THROTTLING, pod, fl->name, node) == -1 ||
 			    work_filter(filter, sizeof(filter),
-			    SAGA_MODE_THROTTLING, pod, fl->name, node) == -1)
+			    o->cfg->nats.subject_prefix, SAGA_MODE_THROTTLING,
+			    pod, fl->name, node) == -1)
 				continue;
 			if (bus_consumer_backlog(o->bus, durable, filter, &n,
 			    err, sizeof(err)) == -1) {
@@ -168,6 +195,7 @@ adoptions_check(struct orch *o)
 		o->releasing = util_xrealloc(o->releasing, (o->nreleasing + 1) *
 		    sizeof(*o->releasing));
 		o->releasing[o->nreleasing++] = a->pod;
+		adopted_clear(a);
 		memmove(a, a + 1, (o->nadopted - i - 1) * sizeof(*a));
 		o->nadopted--;
 		o->adopt_gen++;
@@ -182,33 +210,261 @@ pods_cron(struct orch *o, int64_t now)
 		o->last_pods_ms = now;
 		pods_beat(o);
 	}
-	if (o->nadopted > 0 && now - o->last_adopt_check_ms >= ADOPT_CHECK_MS) {
+	if (!o->orphans_scanned && o->bus != NULL && bus_is_connected(o->bus) &&
+	    now - o->last_adopt_check_ms >= ADOPT_CHECK_MS) {
+		o->last_adopt_check_ms = now;
+		orphans_scan(o);
+	}
+	if (o->nadopted + o->nlingers > 0 &&
+	    now - o->last_adopt_check_ms >= ADOPT_CHECK_MS &&
+	    o->bus != NULL && bus_is_connected(o->bus)) {
 		o->last_adopt_check_ms = now;
 		adoptions_check(o);
+		lingers_check(o);
 	}
 }
 
-size_t
-orch_adopted(const struct orch *o, const char ***pods, unsigned *gen)
-{
-	const char **p = NULL;
+/* --- topics a reload removed while they hold work ------------------------------------ */
 
-	if (o->nadopted > 0) {
-		p = util_xcalloc(o->nadopted, sizeof(*p));
-		for (size_t i = 0; i < o->nadopted; i++)
-			p[i] = o->adopted[i].pod;
+/*
+ * A reload that removes a node from an async or throttling flow (or the
+ * flow) leaves the work already queued on that node's topic: nothing in
+ * the new config reads it. Such a topic lingers: one worker reads it
+ * ("Flow/Node~MODE"), each saga driven on the definition it started with
+ * (flowdef.h), until it has had nothing left for ADOPT_EMPTY_CHECKS checks
+ * in a row.
+ */
+static void
+linger_add(struct orch *o, const struct config *old,
+    const struct config_topic *t)
+{
+	const char		*flow = old->flows[t->flow].name;
+	const char		*node = old->nodes[t->node].name;
+	struct orch_linger	*g;
+	char			 name[2 * CONFIG_NAME_MAX + 16];
+
+	snprintf(name, sizeof(name), "%s/%s%c%s", flow, node, ORCH_LINGER_SEP,
+	    config_mode_name(t->mode));
+	for (size_t i = 0; i < o->nlingers; i++)
+		if (strcmp(o->lingers[i].name, name) == 0)
+			return;
+	o->lingers = util_xrealloc(o->lingers, (o->nlingers + 1) *
+	    sizeof(*o->lingers));
+	g = &o->lingers[o->nlingers];
+	memset(g, 0, sizeof(*g));
+	if (work_durable(g->durable, sizeof(g->durable), t->mode, old->pod_id,
+	    flow, node) == -1 || work_filter(g->filter, sizeof(g->filter),
+	    old->nats.subject_prefix, t->mode, old->pod_id, flow, node) == -1)
+		return;
+	g->name = util_xstrdup(name);
+	snprintf(g->topic, sizeof(g->topic), "%s", t->name);
+	g->concurrency = t->concurrency;
+	o->nlingers++;
+	o->adopt_gen++;
+	orch_log(o, UTIL_INFO, NULL, "topic %s is gone from the config: it "
+	    "is read until its queued work is done", t->name);
+}
+
+/*
+ * At start: the stream's consumers of topics this config does not have
+ * (removed while the pod was down), with work still queued, linger too.
+ * Their filters say what they were: <prefix>.work.async.F.N.* and this
+ * pod's <prefix>.work.pod.<pod>.F.N.* (another pod's are its own, or its
+ * adopter's).
+ */
+struct orphan_scan {
+	struct orch		*o;
+	struct config_topic	*t;
+	size_t			 n;
+};
+
+static void
+orphan_seen(const char *durable, const char *filter, uint64_t backlog,
+    void *arg)
+{
+	struct orphan_scan	*sc = arg;
+	struct orch		*o = sc->o;
+	const char		*prefix = o->cfg->nats.subject_prefix != NULL ?
+				    o->cfg->nats.subject_prefix : "saga";
+	char			 pod[CONFIG_NAME_MAX + 2], flow[CONFIG_NAME_MAX + 2];
+	char			 node[CONFIG_NAME_MAX + 2], topic[2 * CONFIG_NAME_MAX + 2];
+	const char		*rest;
+	struct config_topic	 ct;
+	struct config		 fake;
+	struct config_flow	 ff;
+	struct config_node	 fn;
+	size_t			 zero = 0, plen = strlen(prefix);
+	enum saga_mode		 mode;
+
+	if (backlog == 0 || strncmp(filter, prefix, plen) != 0 ||
+	    strncmp(filter + plen, ".work.", 6) != 0)
+		return;
+	rest = filter + plen + 6;
+	if (sscanf(rest, "async.%65[^.].%65[^.].*", flow, node) == 2)
+		mode = SAGA_MODE_ASYNC;
+	else if (sscanf(rest, "pod.%65[^.].%65[^.].%65[^.].*", pod, flow,
+	    node) == 3 && strcmp(pod, o->cfg->pod_id) == 0)
+		mode = SAGA_MODE_THROTTLING;
+	else
+		return;
+	if (strlen(flow) > CONFIG_NAME_MAX || strlen(node) > CONFIG_NAME_MAX)
+		return;
+	snprintf(topic, sizeof(topic), "%s/%s", flow, node);
+	for (size_t i = 0; i < sc->n; i++)
+		if (strcmp(sc->t[i].name, topic) == 0 && sc->t[i].mode == mode)
+			return;
+	/* A config of its own to name the topic by (linger_add's view). */
+	memset(&fake, 0, sizeof(fake));
+	memset(&ff, 0, sizeof(ff));
+	memset(&fn, 0, sizeof(fn));
+	ff.name = flow;
+	fn.name = node;
+	fake.flows = &ff;
+	fake.nodes = &fn;
+	fake.pod_id = o->cfg->pod_id;
+	fake.nats.subject_prefix = o->cfg->nats.subject_prefix;
+	memset(&ct, 0, sizeof(ct));
+	ct.flow = ct.node = zero;
+	ct.mode = mode;
+	snprintf(ct.name, sizeof(ct.name), "%s", topic);
+	ct.concurrency = 8;
+	orch_log(o, UTIL_INFO, NULL, "consumer %s holds %llu messages of a "
+	    "topic this config does not have", durable,
+	    (unsigned long long)backlog);
+	linger_add(o, &fake, &ct);
+}
+
+static void
+orphans_scan(struct orch *o)
+{
+	struct orphan_scan	sc;
+	char			err[SAGAD_ERRLEN];
+
+	sc.o = o;
+	sc.n = config_topics(o->cfg, &sc.t);
+	if (bus_consumers(o->bus, orphan_seen, &sc, err, sizeof(err)) == -1)
+		orch_log(o, UTIL_DEBUG, NULL, "listing the stream's consumers: "
+		    "%s (tried again)", err);
+	else
+		o->orphans_scanned = 1;
+	free(sc.t);
+}
+
+static void
+linger_remove(struct orch *o, size_t i)
+{
+	free(o->lingers[i].name);
+	memmove(&o->lingers[i], &o->lingers[i + 1], (o->nlingers - i - 1) *
+	    sizeof(*o->lingers));
+	o->nlingers--;
+	o->adopt_gen++;
+}
+
+void
+pods_reload(struct orch *o, const struct config *old,
+    const struct config *cfg)
+{
+	struct config_topic	*ot, *nt;
+	size_t			 on, nn, i, k;
+
+	on = config_topics(old, &ot);
+	nn = config_topics(cfg, &nt);
+	for (i = 0; i < on; i++) {
+		if (ot[i].callbacks || ot[i].legacy)
+			continue;
+		for (k = 0; k < nn; k++)
+			if (strcmp(ot[i].name, nt[k].name) == 0 &&
+			    ot[i].mode == nt[k].mode)
+				break;
+		if (k == nn)
+			linger_add(o, old, &ot[i]);
 	}
-	*pods = p;
+	/* A topic back in the config is read by its own workers again. */
+	for (i = 0; i < o->nlingers; ) {
+		for (k = 0; k < nn; k++)
+			if (strcmp(o->lingers[i].topic, nt[k].name) == 0)
+				break;
+		if (k < nn)
+			linger_remove(o, i);
+		else
+			i++;
+	}
+	free(ot);
+	free(nt);
+}
+
+static void
+lingers_check(struct orch *o)
+{
+	char		err[SAGAD_ERRLEN];
+	uint64_t	n;
+
+	for (size_t i = 0; i < o->nlingers; ) {
+		struct orch_linger *g = &o->lingers[i];
+
+		if (bus_consumer_backlog(o->bus, g->durable, g->filter, &n, err,
+		    sizeof(err)) == -1 || n > 0) {
+			g->empty = 0;
+			i++;
+			continue;
+		}
+		if (++g->empty < ADOPT_EMPTY_CHECKS) {
+			i++;
+			continue;
+		}
+		orch_log(o, UTIL_INFO, NULL, "topic %s: its queued work is "
+		    "done", g->topic);
+		linger_remove(o, i);
+	}
+}
+
+/* --- what the supervisor runs besides the config's topics -------------------------- */
+
+size_t
+orch_extra_topics(const struct orch *o, struct orch_topic **out,
+    unsigned *gen)
+{
+	struct orch_topic	*t;
+	size_t			 n = o->nlingers;
+
+	for (size_t i = 0; i < o->nadopted; i++)
+		n += o->adopted[i].ntopics;
+	*out = t = util_xcalloc(n + 1, sizeof(*t));
+	for (size_t i = 0; i < o->nadopted; i++)
+		for (size_t k = 0; k < o->adopted[i].ntopics; k++, t++) {
+			t->name = o->adopted[i].topics[k];
+			t->concurrency = o->adopted[i].conc[k];
+		}
+	for (size_t i = 0; i < o->nlingers; i++, t++) {
+		t->name = o->lingers[i].name;
+		t->concurrency = o->lingers[i].concurrency;
+	}
 	*gen = o->adopt_gen;
-	return o->nadopted;
+	return n;
+}
+
+static void
+adopted_clear(struct orch_adopted *a)
+{
+	for (size_t k = 0; k < a->ntopics; k++)
+		free(a->topics[k]);
+	free(a->topics);
+	free(a->conc);
 }
 
 void
 pods_free(struct orch *o)
 {
-	for (size_t i = 0; i < o->nadopted; i++)
+	for (size_t i = 0; i < o->nadopted; i++) {
+		adopted_clear(&o->adopted[i]);
 		free(o->adopted[i].pod);
+	}
 	free(o->adopted);
+	for (size_t i = 0; i < o->nlingers; i++)
+		free(o->lingers[i].name);
+	free(o->lingers);
+	o->lingers = NULL;
+	o->nlingers = 0;
 	for (size_t i = 0; i < o->nreleasing; i++)
 		free(o->releasing[i]);
 	free(o->releasing);

@@ -24,6 +24,7 @@
 #include "grpc/grpc.h"
 #include "grpc/server.h"
 #include "orch_int.h"
+#include "trace_saga.h"
 #include "util.h"
 
 static void	run_next(struct run *);
@@ -291,6 +292,7 @@ run_ended(struct run *r)
 	if (s->state == SAGA_STATE_FAILED)
 		orch_log(o, UTIL_WARN, s->id, "saga FAILED, an operator must "
 		    "look: %s", s->error != NULL ? s->error : "");
+	trace_saga_end(&r->d);
 	waiters_answer(r, NULL, 0, NULL, 0);
 	run_finish(r);
 }
@@ -339,6 +341,7 @@ run_call_done(void *arg, const struct grpc_client_result *res)
 	}
 	if (r->o->closing)
 		return;
+	trace_call_end(&r->d, res->status, res->message);
 	if (res->unsent)
 		driver_unreached(&r->d, res->status, res->message,
 		    util_now_ms());
@@ -369,6 +372,7 @@ sync_call(struct run *r)
 		r->svc = v;
 		return;
 	}
+	trace_call_start(&r->d, &r->o->rng);
 	req = driver_request(&r->d, &path, &len, &md, err, sizeof(err));
 	if (req == NULL) {
 		/* Nothing could be sent: no retry helps, nothing to undo. */
@@ -392,6 +396,7 @@ run_created(enum store_result res, struct store_saga *rec, const char *err,
 {
 	struct run	*r = arg;
 	struct orch	*o = r->o;
+	char		 why[512];
 
 	r->store_busy = 0;
 	r->creating = 0;
@@ -408,7 +413,11 @@ run_created(enum store_result res, struct store_saga *rec, const char *err,
 		return;
 	case STORE_EXISTS:
 		/* Known id: run nothing, answer with that saga. */
-		if (rec->saga->state >= SAGA__V1__STATE__STATE_COMPLETED)
+		if (!orch_same_flow(r->d.s->id, r->d.s->flow, rec->saga->flow,
+		    why, sizeof(why)))
+			waiters_answer(r, NULL, GRPC_STATUS_ALREADY_EXISTS, why,
+			    0);
+		else if (rec->saga->state >= SAGA__V1__STATE__STATE_COMPLETED)
 			waiters_answer(r, rec->saga, 0, NULL, 0);
 		else
 			waiters_answer(r, NULL, 0, NULL, 1);
@@ -429,7 +438,6 @@ sync_start(struct orch *o, struct grpc_call *call,
     const struct config_flow *flow, const char *id,
     const Saga__V1__RunRequest *req)
 {
-	const struct grpc_md	*md;
 	struct driver_write	 dw;
 	struct saga		*s;
 	struct run		*r;
@@ -437,9 +445,8 @@ sync_start(struct orch *o, struct grpc_call *call,
 	s = saga_new(id, o->cfg, flow, SAGA_MODE_SYNC, util_now_ms());
 	orch_context_load(s, req);
 	r = run_new(o, o->cfg, flow, s);
-	md = grpc_md_get(grpc_call_metadata(call), "traceparent");
-	driver_set(&r->d, o->cfg->pod_id, NULL, md != NULL ?
-	    (const char *)md->value : NULL);
+	driver_set(&r->d, o->cfg->pod_id, NULL, NULL);
+	trace_run(call, &r->d, &o->rng);
 	sync_wait(r, call);
 	r->first = admit_svc(o, &o->cfg->services[
 	    o->cfg->nodes[flow->steps[0]].service]);
@@ -487,6 +494,7 @@ sync_recover(struct orch *o, struct store_saga *rec)
 	else
 		orch_log(o, UTIL_INFO, s->id, "recovering a %s saga whose "
 		    "owner died", saga_state_name(s->state));
+	driver_set_trace(&r->d, NULL, NULL, NULL);	/* its saga-id trace */
 	driver_recover(&r->d, util_now_ms());
 	run_next(r);
 }
@@ -571,6 +579,7 @@ sync_retry(struct orch *o, struct grpc_call *call, struct store_saga *rec,
 	}
 	orch_log(o, UTIL_INFO, s->id, "retrying the compensations of a "
 	    "FAILED saga");
+	driver_set_trace(&r->d, NULL, NULL, NULL);	/* its saga-id trace */
 	if (driver_retry(&r->d, util_now_ms()) == SAGA_ACT_END) {
 		run_next(r);	/* nothing left to undo: it ends now */
 		sync_wait(r, call);

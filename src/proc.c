@@ -72,6 +72,8 @@ proc_worker_usage(FILE *fp)
 	    "  --ready-fd FD       write \"ready\\n\" here once initialised\n"
 	    "  --parent-fd FD      read end of the master's pipe: EOF = "
 	    "master gone\n"
+	    "  --metrics-fd FD     the pod's shared metrics segment "
+	    "(optional)\n"
 	    "  --foreground        log to stderr (the master runs with -d)\n"
 	    "  --verbose           more verbose logs (repeatable)\n"
 	    "  --version           print the version and exit\n"
@@ -97,6 +99,7 @@ proc_worker_argv(struct proc_argv *out, const char *path,
 	    a->concurrency);
 	snprintf(out->digits[2], sizeof(out->digits[2]), "%d", a->ready_fd);
 	snprintf(out->digits[3], sizeof(out->digits[3]), "%d", a->parent_fd);
+	snprintf(out->digits[4], sizeof(out->digits[4]), "%d", a->metrics_fd);
 	out->argv[argc++] = (char *)(uintptr_t)path;
 	out->argv[argc++] = (char *)(uintptr_t)"--topic";
 	out->argv[argc++] = (char *)(uintptr_t)a->topic;
@@ -112,6 +115,10 @@ proc_worker_argv(struct proc_argv *out, const char *path,
 	out->argv[argc++] = out->digits[2];
 	out->argv[argc++] = (char *)(uintptr_t)"--parent-fd";
 	out->argv[argc++] = out->digits[3];
+	if (a->metrics_fd > STDERR_FILENO) {
+		out->argv[argc++] = (char *)(uintptr_t)"--metrics-fd";
+		out->argv[argc++] = out->digits[4];
+	}
 	if (a->foreground)
 		out->argv[argc++] = (char *)(uintptr_t)"--foreground";
 	for (int v = 0; v < a->verbose && v < 2; v++)
@@ -152,6 +159,7 @@ proc_worker_parse(struct proc_worker_args *a, int argc, char *argv[],
 		{ "config",	 required_argument, NULL, 'f' },
 		{ "ready-fd",	 required_argument, NULL, 'r' },
 		{ "parent-fd",	 required_argument, NULL, 'p' },
+		{ "metrics-fd",	 required_argument, NULL, 'm' },
 		{ "foreground",	 no_argument,	    NULL, 'd' },
 		{ "verbose",	 no_argument,	    NULL, 'v' },
 		{ "version",	 no_argument,	    NULL, 'V' },
@@ -164,16 +172,18 @@ proc_worker_parse(struct proc_worker_args *a, int argc, char *argv[],
 
 	memset(a, 0, sizeof(*a));
 	a->instance = a->concurrency = a->ready_fd = a->parent_fd = -1;
+	a->metrics_fd = -1;
 	optind = 0;		/* GNU: start over, as if never called */
 	opterr = 0;		/* we word the messages ourselves */
 	while ((c = getopt_long(argc, argv, "+:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 't':
 			if (strcmp(optarg, WORK_CALLBACK_TOPIC) != 0 &&
+			    strcmp(optarg, WORK_LEGACY_TOPIC) != 0 &&
 			    (strchr(optarg, '/') == NULL || optarg[0] == '/')) {
 				snprintf(err, errlen, "--topic %s: expected "
-				    "FLOW/NODE or " WORK_CALLBACK_TOPIC,
-				    optarg);
+				    "FLOW/NODE, " WORK_CALLBACK_TOPIC " or "
+				    WORK_LEGACY_TOPIC, optarg);
 				return -1;
 			}
 			a->topic = optarg;
@@ -211,17 +221,21 @@ proc_worker_parse(struct proc_worker_args *a, int argc, char *argv[],
 			break;
 		case 'r':
 		case 'p':
+		case 'm':
 			if ((v = parse_num(optarg, 3, INT_MAX)) == -1 ||
 			    !fd_valid((int)v)) {
 				snprintf(err, errlen, "--%s-fd %s: not an "
-				    "open file descriptor",
-				    c == 'r' ? "ready" : "parent", optarg);
+				    "open file descriptor", c == 'r' ?
+				    "ready" : c == 'p' ? "parent" : "metrics",
+				    optarg);
 				return -1;
 			}
 			if (c == 'r')
 				a->ready_fd = (int)v;
-			else
+			else if (c == 'p')
 				a->parent_fd = (int)v;
+			else
+				a->metrics_fd = (int)v;
 			break;
 		case 'd':
 			a->foreground = 1;
@@ -321,9 +335,11 @@ proc_spawn_worker(const char *path, struct proc_worker_args *a,
 		for (sig = 1; sig < NSIG; sig++)
 			(void)sigaction(sig, &dfl, NULL);
 		sigprocmask(SIG_SETMASK, &old, NULL);
-		/* The two fds the worker keeps lose FD_CLOEXEC. */
+		/* The fds the worker keeps lose FD_CLOEXEC. */
 		if (fcntl(fds[1], F_SETFD, 0) == -1 ||
-		    fcntl(parent_rd, F_SETFD, 0) == -1)
+		    fcntl(parent_rd, F_SETFD, 0) == -1 ||
+		    (a->metrics_fd > STDERR_FILENO &&
+		    fcntl(a->metrics_fd, F_SETFD, 0) == -1))
 			_exit(PROC_EXIT_EXEC);
 #ifdef HAVE_SYS_PRCTL_H
 		(void)prctl(PR_SET_PDEATHSIG, SIGTERM);

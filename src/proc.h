@@ -47,6 +47,7 @@ struct proc_worker_args {
 	const char	*config_path;
 	int		 ready_fd;	/* the worker writes "ready\n" here */
 	int		 parent_fd;	/* EOF here: the master is gone */
+	int		 metrics_fd;	/* the pod's metrics segment; <= 2: none */
 	int		 foreground;	/* log to the inherited stderr */
 	int		 verbose;	/* 0..2 are passed on */
 	int		 help;		/* parsed --help: print usage, exit 0 */
@@ -60,7 +61,7 @@ struct proc_worker_args {
 /* An argv and the digits it points into: built before fork, no malloc. */
 struct proc_argv {
 	char	*argv[PROC_ARGV_MAX];
-	char	 digits[4][16];
+	char	 digits[5][16];
 };
 
 /* Builds path's argv from a (whose strings must outlive out). */

@@ -224,6 +224,32 @@ set_error(char **dst, const char *fmt, ...)
 	*dst = util_xstrdup(buf);
 }
 
+/*
+ * Issue 11: the step whose action failed the saga keeps that failure as its
+ * error once it is undone, so that steps[] tells it apart from the steps
+ * undone because of it (whose error is empty). It is read back from the
+ * saga's error, "<step>: <failure>[; compensation of ...]", which every
+ * record carries, and only for the last step that started: the one whose
+ * failure started the compensation.
+ */
+static void
+keep_action_error(struct saga *s, size_t i)
+{
+	const char	*name = s->steps[i].name, *e = s->error, *end;
+	size_t		 n = strlen(name);
+
+	for (size_t j = i + 1; j < s->nsteps; j++)
+		if (s->steps[j].started_ms != 0)
+			return;
+	if (e == NULL || strncmp(e, name, n) != 0 || e[n] != ':' ||
+	    e[n + 1] != ' ')
+		return;
+	e += n + 2;
+	end = strstr(e, "; compensation of ");
+	set_error(&s->steps[i].error, "%.*s", end != NULL ? (int)(end - e) :
+	    (int)strlen(e), e);
+}
+
 enum saga_verdict
 saga_classify(int status)
 {
@@ -358,6 +384,7 @@ saga_step_end(struct saga *s, const struct config *cfg,
 		st->error = NULL;
 		if (a->compensate) {
 			st->state = SAGA_STATE_COMPENSATED;
+			keep_action_error(s, a->step);
 			return next_compensation(s, cfg, flow,
 			    (long)a->step - 1, now_ms);
 		}

@@ -72,6 +72,7 @@ main(int argc, char *argv[])
 		return PROC_EXIT_OK;
 	}
 
+	log_setformat(strcmp(cfg->log_format, "json") == 0, cfg->pod_id);
 	/* A log_file wins over stderr and syslog, with -d too. */
 	if (cfg->log_file != NULL && log_open_file(cfg->log_file) == -1) {
 		fprintf(stderr, "sagad: log_file %s: %s\n", cfg->log_file,

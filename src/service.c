@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "bus.h"
@@ -31,11 +32,14 @@
 #include "grpc/client.h"
 #include "grpc/server.h"
 #include "health.h"
+#include "http.h"
 #include "log.h"
 #include "master.h"
+#include "metrics.h"
 #include "orch.h"
 #include "service.h"
 #include "store.h"
+#include "supervisor.h"
 #include "util.h"
 #include "work.h"
 
@@ -62,8 +66,14 @@ struct service {
 	uint64_t		 cron_ticks;
 	int			 redis_up;
 	int			 stopping;	/* health stays NOT_SERVING */
-	unsigned		 adopt_gen;	/* the adopted pods the sup has */
+	unsigned		 extra_gen;	/* the extra topics the sup has */
+	struct http_server	*http;		/* http.listen; NULL: none */
+	int			 probing;	/* a readiness probe is out */
+	int64_t			 probe_sent;	/* mono ms */
+	int			 probe_late;	/* Redis is slower than READY_MS */
 };
+
+#define SERVICE_READY_MS	700	/* a probe unanswered this long: not ready */
 
 /* The server's side of the limits section. */
 static void
@@ -143,10 +153,142 @@ ready_update(struct service *sv)
 
 	if (sv->health == NULL || sv->stopping)
 		return;
-	ready = sv->redis_up && (sv->bus == NULL || !needs_bus(sv->m->cfg) ||
-	    bus_is_connected(sv->bus));
+	ready = sv->redis_up && !sv->probe_late && (sv->bus == NULL ||
+	    !needs_bus(sv->m->cfg) || bus_is_connected(sv->bus));
 	health_set(sv->health, "", ready ? HEALTH_SERVING :
 	    HEALTH_NOT_SERVING);
+}
+
+/*
+ * The readiness probe: a read of a key that never exists, on the store's
+ * own connection, ten times a second. A connection that is up but whose
+ * Redis stopped answering (SIGSTOP, a partition) is only noticed by the
+ * store after its command timeout; the probe notices within READY_MS.
+ */
+static void
+probe_done(enum store_result res SAGAD_UNUSED, struct store_saga *rec,
+    const char *err SAGAD_UNUSED, void *arg)
+{
+	struct service *sv = arg;
+
+	(void)rec;
+	sv->probing = 0;
+	if (sv->probe_late) {
+		sv->probe_late = 0;
+		ready_update(sv);
+	}
+}
+
+static void
+probe_cron(struct service *sv)
+{
+	int64_t now = util_mono_ms();
+
+	if (sv->store == NULL || sv->stopping)
+		return;
+	if (sv->probing) {
+		if (!sv->probe_late && now - sv->probe_sent > SERVICE_READY_MS) {
+			sv->probe_late = 1;
+			ready_update(sv);
+		}
+		return;
+	}
+	if (!store_is_up(sv->store))
+		return;
+	sv->probing = 1;
+	sv->probe_sent = now;
+	store_get(sv->store, "sagad-readiness-probe", probe_done, sv);
+}
+
+/* /readyz: as the empty service name of grpc.health.v1.Health. */
+static int
+http_ready(void *arg, char *why, size_t whylen)
+{
+	struct service *sv = arg;
+
+	if (sv->stopping) {
+		snprintf(why, whylen, "shutting down");
+		return 0;
+	}
+	if (!sv->redis_up || sv->probe_late) {
+		snprintf(why, whylen, "redis is unreachable");
+		return 0;
+	}
+	if (sv->bus != NULL && needs_bus(sv->m->cfg) &&
+	    !bus_is_connected(sv->bus)) {
+		snprintf(why, whylen, "%s is unreachable",
+		    bus_config_name(sv->m->cfg));
+		return 0;
+	}
+	return 1;
+}
+
+/* /metrics: the shared segment, the dependencies, the processes. */
+static void
+http_metrics(struct evbuffer *out, void *arg)
+{
+	struct service		*sv = arg;
+	struct metrics_proc	 mp;
+	const char		*bus = bus_config_name(sv->m->cfg);
+	struct sup		*sup = sv->m->sup;
+	char			*buf = NULL;
+	size_t			 len = 0;
+	FILE			*fp = open_memstream(&buf, &len);
+
+	if (fp == NULL)
+		return;
+	metrics_render(fp);
+	fputs("# HELP sagad_dependency_up Whether the master reaches a "
+	    "server it needs (1) or not (0).\n"
+	    "# TYPE sagad_dependency_up gauge\n", fp);
+	fprintf(fp, "sagad_dependency_up{dep=\"redis\"} %d\n",
+	    sv->redis_up && !sv->probe_late);
+	fprintf(fp, "sagad_dependency_up{dep=\"%s\"} %d\n",
+	    strcmp(bus, "rabbitmq") == 0 ? "rabbitmq" : "nats",
+	    sv->bus != NULL && bus_is_connected(sv->bus));
+	memset(&mp, 0, sizeof(mp));
+	(void)metrics_proc_read(getpid(), &mp);
+	for (size_t i = 0; sup != NULL && i < sup->nslots; i++)
+		if (sup->slots[i]->pid > 0)
+			(void)metrics_proc_read(sup->slots[i]->pid, &mp);
+	metrics_proc_render(fp, &mp);
+	fclose(fp);
+	evbuffer_add(out, buf, len);
+	free(buf);
+}
+
+static void
+http_opts_of(const struct config *cfg, struct http_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->max_connections = cfg->http.max_connections;
+	o->max_body = (size_t)cfg->http.max_body_kb * 1024;
+	o->timeout_ms = cfg->http.timeout_ms;
+}
+
+static int
+http_start(struct service *sv, const struct config *cfg, char *err,
+    size_t errlen)
+{
+	struct http_hooks	hk;
+	struct http_opts	ho;
+
+	if (cfg->http.listen == NULL)
+		return 0;
+	memset(&hk, 0, sizeof(hk));
+	hk.ready = http_ready;
+	hk.metrics = http_metrics;
+	hk.arg = sv;
+	hk.grpc = sv->srv;
+	http_opts_of(cfg, &ho);
+	if ((sv->http = http_new(sv->m->base, &ho, &hk, err, errlen)) == NULL)
+		return -1;
+	if (http_listen(sv->http, cfg->http.listen_host, cfg->http.listen_port,
+	    err, errlen) == -1)
+		return -1;
+	log_info("listening on %s (HTTP: /metrics, /readyz, /api/v1/sagas)",
+	    cfg->http.listen);
+	return 0;
 }
 
 static void
@@ -166,19 +308,32 @@ store_status(int up, const char *why, void *arg)
 	ready_update(sv);
 }
 
-/* Creates or updates the stream; at start and at every (re)connection. */
-static void
-declare_stream(struct service *sv)
+/*
+ * Creates or updates the stream; at start and at every (re)connection.
+ * With err (at start) a failure is the caller's to report: sagad refuses to
+ * start rather than serve Runs that another deployment's workers might take
+ * or that nothing consumes. Without, it is logged.
+ */
+static int
+declare_stream(struct service *sv, char *err, size_t errlen)
 {
-	const char	*subjects[] = { WORK_STREAM_SUBJECTS };
-	char		 err[SAGAD_ERRLEN];
+	char		 subject[WORK_SUBJECT_MAX], why[SAGAD_ERRLEN];
+	const char	*subjects[] = { subject };
 
-	if (bus_declare_stream(sv->bus, subjects, 1, err, sizeof(err)) == -1)
+	(void)work_stream_subjects(subject, sizeof(subject),
+	    sv->m->cfg->nats.subject_prefix);
+	if (bus_declare_stream(sv->bus, subjects, 1, why, sizeof(why)) == 0) {
+		log_debug("%s: work stream ready", bus_config_name(sv->m->cfg));
+		return 0;
+	}
+	if (err != NULL)
+		snprintf(err, errlen, "%s: cannot make the work stream: %s",
+		    bus_config_name(sv->m->cfg), why);
+	else
 		log_warnx("%s: declare the work stream: %s; async and "
 		    "throttling Runs will fail until it exists",
-		    bus_config_name(sv->m->cfg), err);
-	else
-		log_debug("%s: work stream ready", bus_config_name(sv->m->cfg));
+		    bus_config_name(sv->m->cfg), why);
+	return -1;
 }
 
 static void
@@ -193,7 +348,7 @@ bus_status(struct bus *bus SAGAD_UNUSED, enum bus_state state, void *arg)
 	case BUS_RECONNECTED:
 		log_info("%s: %s to %s", name, state == BUS_CONNECTED ?
 		    "connected" : "reconnected", sv->where);
-		declare_stream(sv);
+		(void)declare_stream(sv, NULL, 0);
 		break;
 	case BUS_DISCONNECTED:
 		log_warnx("%s: disconnected from %s; async and throttling "
@@ -229,6 +384,12 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	 * would have decided.
 	 */
 	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+	/*
+	 * The pod's metrics segment, before any worker starts: they get its
+	 * descriptor. Only with an HTTP listener to serve it.
+	 */
+	if (cfg->http.listen != NULL && metrics_create(err, errlen) == -1)
+		return -1;
 	service_nofile(sv, cfg);
 	service_limits(sv, cfg, &so);
 	so.on_event = server_event;
@@ -269,7 +430,10 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	if (bus_is_connected(sv->bus)) {
 		log_info("%s: connected to %s", bus_config_name(cfg),
 		    sv->where);
-		declare_stream(sv);
+		if (needs_bus(cfg) && declare_stream(sv, err, errlen) == -1)
+			return -1;
+		if (!needs_bus(cfg))
+			(void)declare_stream(sv, NULL, 0);
 	} else
 		log_warnx("%s: %s is not reachable yet; async and throttling "
 		    "Runs are refused until it is", bus_config_name(cfg),
@@ -285,7 +449,7 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	    err, errlen) == -1)
 		return -1;
 	log_info("listening on %s (gRPC), pod %s", cfg->listen, cfg->pod_id);
-	return 0;
+	return http_start(sv, cfg, err, errlen);
 }
 
 static void
@@ -298,6 +462,12 @@ service_reload(struct master *m, void *arg,
 	orch_set_config(sv->orch, m->cfg);
 	service_limits(sv, m->cfg, &so);
 	grpc_server_set_limits(sv->srv, &so);
+	if (sv->http != NULL) {
+		struct http_opts ho;
+
+		http_opts_of(m->cfg, &ho);
+		http_set_limits(sv->http, &ho);
+	}
 	ready_update(sv);
 }
 
@@ -335,19 +505,28 @@ service_cron(struct master *m, void *arg)
 	size_t		 mem;
 
 	if (sv->orch != NULL) {
-		const char	**pods;
-		unsigned	  gen;
-		size_t		  n;
+		struct orch_topic	*t;
+		struct sup_topic	*st;
+		unsigned		 gen;
+		size_t			 n;
 
 		orch_cron(sv->orch);
-		/* Workers on the topics of the pods it adopted, or no more. */
-		n = orch_adopted(sv->orch, &pods, &gen);
-		if (gen != sv->adopt_gen) {
-			sv->adopt_gen = gen;
-			master_set_adopted(m, pods, n);
+		/* Workers on adopted pods' and removed topics, or no more. */
+		n = orch_extra_topics(sv->orch, &t, &gen);
+		if (gen != sv->extra_gen) {
+			sv->extra_gen = gen;
+			st = util_xcalloc(n + 1, sizeof(*st));
+			for (size_t i = 0; i < n; i++) {
+				st[i].name = t[i].name;
+				st[i].workers = 1;
+				st[i].concurrency = t[i].concurrency;
+			}
+			master_set_extra(m, st, n);
+			free(st);
 		}
-		free(pods);
+		free(t);
 	}
+	probe_cron(sv);
 	if (sv->srv == NULL || ++sv->cron_ticks % MASTER_HZ != 0)
 		return;
 	/*
@@ -398,6 +577,7 @@ service_free(struct service *sv)
 		log_warnx("%zu sagas still in flight at exit: their leases "
 		    "run out and another master compensates them",
 		    orch_running(sv->orch));
+	http_free(sv->http);		/* its calls end before the orch's */
 	if (sv->orch != NULL)
 		orch_close(sv->orch);
 	bus_close(sv->bus);

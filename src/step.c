@@ -111,12 +111,47 @@ step_request(const struct saga *s, const struct config_node *node,
 }
 
 
+/* n lowercase hex digits at s, not all '0' if nonzero is set. */
+static int
+lowhex(const char *s, size_t n, int nonzero)
+{
+	int any = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!((s[i] >= '0' && s[i] <= '9') ||
+		    (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+		any |= s[i] != '0';
+	}
+	return !nonzero || any;
+}
+
+int
+step_traceparent_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 55 || !lowhex(s, 2, 0) || strncmp(s, "ff", 2) == 0 ||
+	    s[2] != '-' || !lowhex(s + 3, 32, 1) || s[35] != '-' ||
+	    !lowhex(s + 36, 16, 1) || s[52] != '-' || !lowhex(s + 53, 2, 0))
+		return 0;
+	if (strncmp(s, "00", 2) == 0)
+		return n == 55;
+	/* A later version: more fields may follow, printable ASCII. */
+	if (n > 55 && s[55] != '-')
+		return 0;
+	for (size_t i = 55; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
 void
 step_metadata(struct grpc_metadata *md, const struct saga *s,
     const char *traceparent)
 {
 	grpc_md_add(md, "x-request-id", s->id, strlen(s->id));
-	if (traceparent != NULL)
+	if (traceparent != NULL && step_traceparent_valid(traceparent))
 		grpc_md_add(md, "traceparent", traceparent,
 		    strlen(traceparent));
 }

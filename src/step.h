@@ -31,7 +31,17 @@ int	 step_reply(const struct config_node *, const uint8_t *, size_t,
 	    struct saga_kv **out, size_t *nout);
 void	 step_kv_free(struct saga_kv *, size_t);
 
-/* x-request-id = the saga id, and traceparent when the caller sent one. */
+/*
+ * Whether s is a W3C traceparent: version-traceid-parentid-flags in
+ * lowercase hex (2-32-16-2), version not ff, ids not all zero; a version
+ * after 00 may carry more fields after a '-'.
+ */
+int	 step_traceparent_valid(const char *s);
+
+/*
+ * x-request-id = the saga id, and traceparent when the caller sent one and
+ * it is valid: an invalid one is dropped, never forwarded.
+ */
 void	 step_metadata(struct grpc_metadata *, const struct saga *,
 	    const char *traceparent);
 

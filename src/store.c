@@ -63,6 +63,7 @@
 static void	 conn_ping(struct conn *);
 static void	 conn_ready(struct conn *);
 static void	 conn_lost(struct conn *, const char *);
+static void	 set_status(struct store *, int, const char *);
 
 const char *
 store_result_name(enum store_result r)
@@ -605,8 +606,18 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 			return;
 		if (rep->type == REDIS_REPLY_STATUS)
 			conn_ready(c);
-		else
+		else {
+			/* NOAUTH, LOADING...: say it once, try again. */
+			if (!c->watch) {
+				snprintf(why, sizeof(why), "redis %s:%d: "
+				    "answers PING with: %.*s", st->host,
+				    st->port, rep->type == REDIS_REPLY_ERROR ?
+				    (int)rep->len : 1, rep->type ==
+				    REDIS_REPLY_ERROR ? rep->str : "?");
+				set_status(st, 0, why);
+			}
 			c->ping_at = util_mono_ms() + CRON_MS;
+		}
 		return;
 	case REQ_CLIENTID:
 		if (rep->type == REDIS_REPLY_INTEGER)
@@ -628,11 +639,25 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 
 /* --- connections ------------------------------------------------------- */
 
+/*
+ * Tells the owner: every up, and every down with a reason other than the
+ * last one said (so a Redis that is unreachable, or refuses us, from the
+ * start is reported once, not at every attempt).
+ */
 static void
 set_status(struct store *st, int up, const char *why)
 {
-	if (st->status_cb != NULL && !st->closing)
-		st->status_cb(up, why, st->status_arg);
+	if (st->status_cb == NULL || st->closing)
+		return;
+	if (!up) {
+		if (why == NULL || *why == '\0')
+			why = "unavailable";
+		if (strcmp(st->down_said, why) == 0)
+			return;
+		snprintf(st->down_said, sizeof(st->down_said), "%s", why);
+	} else
+		st->down_said[0] = '\0';
+	st->status_cb(up, why, st->status_arg);
 }
 
 /*
@@ -643,7 +668,6 @@ static void
 conn_lost(struct conn *c, const char *why)
 {
 	struct store *st = c->st;
-	int was_up = c->state == CONN_UP;
 
 	c->ac = NULL;
 	c->state = CONN_DOWN;
@@ -657,7 +681,7 @@ conn_lost(struct conn *c, const char *why)
 	if (c->watch) {
 		st->xreading = 0;
 		store_watches_fail(st, WATCH_FOLLOW, STORE_UNAVAILABLE, why);
-	} else if (was_up)
+	} else
 		set_status(st, 0, why);
 }
 

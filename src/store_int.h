@@ -15,6 +15,7 @@
 #include <hiredis/async.h>
 
 #include "store.h"
+#include "util.h"
 
 #define XREAD_COUNT	256	/* entries per stream per XREAD */
 
@@ -152,6 +153,7 @@ struct store {
 
 	store_status_cb		*status_cb;
 	void			*status_arg;
+	char			 down_said[SAGAD_ERRLEN]; /* "": up */
 };
 
 

@@ -31,6 +31,7 @@
 #include <event2/event.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "proc.h"
 #include "supervisor.h"
 #include "util.h"
@@ -257,6 +258,7 @@ slot_start(struct sup *sup, struct sup_slot *s)
 	a.config_path = p->config_path;
 	a.foreground = p->foreground;
 	a.verbose = p->verbose;
+	a.metrics_fd = metrics_fd();
 	pid = proc_spawn_worker(p->worker_path, &a, sup->parent_rd, &ready_rd,
 	    err, sizeof(err));
 	if (pid == -1) {
@@ -465,6 +467,7 @@ sup_reap(struct sup *sup)
 			continue;
 		}
 		slot_backoff(s, now, ran);
+		metrics_worker_restart(s->topic);
 		log_warnx("worker %s #%d (pid %d) %s after %d ms; restarting "
 		    "in %d ms", s->topic, s->instance, (int)pid, how, ran,
 		    s->backoff_ms);

@@ -194,3 +194,20 @@ util_edit_distance(const char *a, const char *b)
 	free(cur);
 	return d;
 }
+
+/* --- a saga's end, for the log ----------------------------------------------- */
+
+static util_end_fn end_fn;
+
+void
+util_set_end_fn(util_end_fn fn)
+{
+	end_fn = fn;
+}
+
+void
+util_saga_end(const struct util_saga_end *e)
+{
+	if (end_fn != NULL)
+		end_fn(e);
+}

@@ -40,6 +40,23 @@ typedef void (*util_log_fn)(enum util_level, const char *saga_id,
     const char *msg, void *arg);
 
 /*
+ * A saga has ended: the one line per ended saga (issue 14), said by the
+ * process that ends it. Library code calls util_saga_end(); the process
+ * layer hands the function that logs it (log_saga_end in log.c).
+ */
+struct util_saga_end {
+	const char	*id;
+	const char	*flow;
+	const char	*mode;		/* "sync", ... */
+	const char	*state;		/* "COMPLETED", ... */
+	const char	*error;		/* "" or NULL: none */
+	int64_t		 duration_ms;
+};
+typedef void (*util_end_fn)(const struct util_saga_end *);
+void	 util_set_end_fn(util_end_fn);
+void	 util_saga_end(const struct util_saga_end *);
+
+/*
  * The one PRNG of the project (splitmix64): saga ids, backoff jitter and
  * load generation need spread, not secrecy. Any state works, 0 included;
  * util_rng_seed fills it from getrandom(2), or from the clock without it.

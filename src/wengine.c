@@ -48,6 +48,7 @@
 #include "store.h"
 #include "util.h"
 #include "wengine_int.h"
+#include "trace_saga.h"
 #include "work.h"
 
 #define WE_CONFLICT_MS		200	/* another worker moved the saga on */
@@ -73,6 +74,47 @@ wengine_log(struct wengine *e, enum util_level lv, const char *id,
 
 /* --- topics --------------------------------------------------------------------- */
 
+/*
+ * "Flow/Node~MODE": a topic gone from the config. Its node is checked
+ * against each saga's own definition (flowdef.h), not the config.
+ */
+static int
+topic_linger(struct wengine *e, struct config *cfg, const char *topic,
+    const char *sep, char *err, size_t errlen)
+{
+	const char	*slash = strchr(topic, '/');
+	size_t		 fl, nl;
+
+	if (slash == NULL || slash > sep || (fl = (size_t)(slash - topic)) == 0 ||
+	    fl > CONFIG_NAME_MAX || (nl = (size_t)(sep - slash - 1)) == 0 ||
+	    nl > CONFIG_NAME_MAX) {
+		snprintf(err, errlen, "topic %s: not Flow/Node~MODE", topic);
+		return -1;
+	}
+	if (strcmp(sep + 1, "async") == 0)
+		e->mode = SAGA_MODE_ASYNC;
+	else if (strcmp(sep + 1, "throttling") == 0)
+		e->mode = SAGA_MODE_THROTTLING;
+	else {
+		snprintf(err, errlen, "topic %s: mode %s is not async or "
+		    "throttling", topic, sep + 1);
+		return -1;
+	}
+	snprintf(e->topic, sizeof(e->topic), "%.*s", (int)(sep - topic), topic);
+	snprintf(e->flow, sizeof(e->flow), "%.*s", (int)fl, topic);
+	snprintf(e->node, sizeof(e->node), "%.*s", (int)nl, slash + 1);
+	e->workers = 1;
+	e->timeout_ms = WE_LEGACY_TIMEOUT_MS;
+	if (work_durable(e->durable, sizeof(e->durable), e->mode, cfg->pod_id,
+	    e->flow, e->node) == -1 || work_filter(e->filter, sizeof(e->filter),
+	    cfg->nats.subject_prefix, e->mode, cfg->pod_id, e->flow,
+	    e->node) == -1) {
+		snprintf(err, errlen, "topic %s: its subject is too long", topic);
+		return -1;
+	}
+	return 0;
+}
+
 /* Finds topic in cfg and fills the engine's view of it; -1 if absent. */
 static int
 topic_load(struct wengine *e, struct config *cfg, const char *topic,
@@ -81,13 +123,14 @@ topic_load(struct wengine *e, struct config *cfg, const char *topic,
 	struct config_topic	*t;
 	size_t			 i, n;
 	int			 rc = -1;
+	const char		*sep;
 
 	if (strcmp(topic, WORK_CALLBACK_TOPIC) == 0) {
 		e->callbacks = 1;
 		snprintf(e->topic, sizeof(e->topic), "%s", topic);
 		snprintf(e->durable, sizeof(e->durable), "%s", topic);
-		snprintf(e->filter, sizeof(e->filter), "%s",
-		    WORK_CALLBACK_SUBJECT);
+		(void)work_callback_subject(e->filter, sizeof(e->filter),
+		    cfg->nats.subject_prefix);
 		e->workers = 1;
 		e->timeout_ms = WE_CALLBACK_TIMEOUT_MS;
 		return 0;
@@ -96,14 +139,16 @@ topic_load(struct wengine *e, struct config *cfg, const char *topic,
 		/* Any node: the definition each saga started with says which. */
 		snprintf(e->topic, sizeof(e->topic), "%s", topic);
 		snprintf(e->durable, sizeof(e->durable), "%s", topic);
-		snprintf(e->filter, sizeof(e->filter), "%s",
-		    WORK_LEGACY_SUBJECT);
+		(void)work_legacy_subject(e->filter, sizeof(e->filter),
+		    cfg->nats.subject_prefix);
 		e->node[0] = '\0';
 		e->mode = SAGA_MODE_ASYNC;
 		e->workers = CONFIG_LEGACY_WORKERS;
 		e->timeout_ms = WE_LEGACY_TIMEOUT_MS;
 		return 0;
 	}
+	if ((sep = strchr(topic, WENGINE_LINGER_SEP)) != NULL)
+		return topic_linger(e, cfg, topic, sep, err, errlen);
 	n = config_topics(cfg, &t);
 	for (i = 0; i < n; i++) {
 		const struct config_flow *f = &cfg->flows[t[i].flow];
@@ -119,8 +164,9 @@ topic_load(struct wengine *e, struct config *cfg, const char *topic,
 		e->timeout_ms = nd->timeout_ms;
 		if (work_durable(e->durable, sizeof(e->durable), e->mode,
 		    cfg->pod_id, f->name, nd->name) == -1 ||
-		    work_filter(e->filter, sizeof(e->filter), e->mode,
-		    cfg->pod_id, f->name, nd->name) == -1) {
+		    work_filter(e->filter, sizeof(e->filter),
+		    cfg->nats.subject_prefix, e->mode, cfg->pod_id, f->name,
+		    nd->name) == -1) {
 			snprintf(err, errlen, "topic %s: its subject is too "
 			    "long", topic);
 			break;
@@ -406,7 +452,8 @@ job_notify_done(struct job *j)
 	size_t	 len;
 
 	if (j->d.s->mode == SAGA_MODE_THROTTLING && *job_pod(j) != '\0' &&
-	    work_done_subject(subject, sizeof(subject), job_pod(j)) == 0) {
+	    work_done_subject(subject, sizeof(subject),
+	    j->e->cfg->nats.subject_prefix, job_pod(j)) == 0) {
 		buf = work_done_pack(j->d.s->id, (int)j->d.s->state, &len);
 		/* Lost notices are fine: the holder polls Redis too. */
 		if (bus_notify(j->e->bus, subject, buf, len, err,
@@ -426,7 +473,7 @@ job_notify_done(struct job *j)
 static void
 job_end_effects(struct job *j)
 {
-	char		 id[STORE_ID_MAX + 16];
+	char		 id[STORE_ID_MAX + 16], subject[WORK_SUBJECT_MAX];
 	struct work	 w;
 	uint8_t		*buf;
 	size_t		 len;
@@ -443,7 +490,9 @@ job_end_effects(struct job *j)
 	w.traceparent = j->w.traceparent;
 	snprintf(id, sizeof(id), "%s:callback", j->d.s->id);
 	buf = work_pack(&w, &len);
-	job_publish(j, WORK_CALLBACK_SUBJECT, id, buf, len, job_notify_done);
+	(void)work_callback_subject(subject, sizeof(subject),
+	    j->e->cfg->nats.subject_prefix);
+	job_publish(j, subject, id, buf, len, job_notify_done);
 	free(buf);
 }
 
@@ -459,6 +508,7 @@ job_ended(struct job *j)
 	else
 		wengine_log(j->e, UTIL_DEBUG, s->id, "saga %s",
 		    saga_state_name(s->state));
+	trace_saga_end(&j->d);
 	job_end_effects(j);
 }
 
@@ -512,6 +562,7 @@ job_call_done(void *arg, const struct grpc_client_result *res)
 		    j->d.s->steps[a->step].name, a->compensate ? " (undo)" :
 		    "", a->attempt, grpc_status_name(res->status),
 		    res->message != NULL ? res->message : "");
+	trace_call_end(&j->d, res->status, res->message);
 	if (res->unsent)
 		driver_unreached(&j->d, res->status, res->message,
 		    util_now_ms());
@@ -533,6 +584,7 @@ job_call(struct job *j)
 	size_t				 len;
 	char				 err[SAGAD_ERRLEN];
 
+	trace_call_start(&j->d, &j->e->rng);
 	req = driver_request(&j->d, &path, &len, &md, err, sizeof(err));
 	if (req == NULL) {
 		/* Nothing could be sent: no retry helps, nothing to undo. */
@@ -608,16 +660,18 @@ cancel_heard(struct bus_listener *l, const char *subject, const void *data,
 void
 wengine_cron(struct wengine *e)
 {
-	char err[SAGAD_ERRLEN];
+	char err[SAGAD_ERRLEN], subject[WORK_SUBJECT_MAX];
 
 	if (e->callbacks || e->cancel_l != NULL || e->closing ||
 	    !bus_is_connected(e->bus))
 		return;
-	e->cancel_l = bus_listen(e->bus, WORK_CANCEL_SUBJECT, cancel_heard, e,
-	    err, sizeof(err));
+	(void)work_cancel_subject(subject, sizeof(subject),
+	    e->cfg->nats.subject_prefix);
+	e->cancel_l = bus_listen(e->bus, subject, cancel_heard, e, err,
+	    sizeof(err));
 	if (e->cancel_l == NULL)
 		wengine_log(e, UTIL_WARN, NULL, "cannot listen on %s, "
-		    "retrying: %s", WORK_CANCEL_SUBJECT, err);
+		    "retrying: %s", subject, err);
 }
 
 /* --- a step message --------------------------------------------------------------- */
@@ -693,6 +747,8 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 	j->d.round = rec->round > j->w.round ? rec->round : j->w.round;
 	driver_set(&j->d, *rec->pod != '\0' ? rec->pod : j->w.pod,
 	    rec->callback, j->w.traceparent);
+	driver_set_trace(&j->d, j->w.tracestate, j->w.baggage,
+	    j->w.has_trace_parent ? j->w.trace_parent : NULL);
 	switch (driver_resume(&j->d, (size_t)rec->step, rec->compensate,
 	    rec->attempt, j->w.step, j->w.compensate,
 	    bus_msg_delivered(j->msg) > 1, *rec->cancel != '\0' ? rec->cancel :
@@ -713,18 +769,18 @@ job_got(enum store_result res, struct store_saga *rec, const char *err,
 		return;
 	case DRIVER_RESUME_CALL:
 		node = driver_node(&j->d, j->d.a.step);
-		if (e->node[0] != '\0' && strcmp(node->name, e->node) != 0 &&
-		    j->d.cfg->parent != NULL) {
-			/* An older definition's call: the legacy topic's. */
+		if (e->node[0] != '\0' && strcmp(node->name, e->node) != 0) {
+			/*
+			 * Not this topic's call (its saga runs an older
+			 * definition, or a reload moved the node): passed on
+			 * to the topic that makes it, the legacy one for an
+			 * older definition's.
+			 */
+			wengine_log(e, UTIL_INFO, j->d.s->id, "work for step %u "
+			    "(%s) came to topic %s: passing it on", j->w.step,
+			    node->name, e->topic);
 			e->st.republished++;
 			job_publish_call(j, &j->d.a);
-			return;
-		}
-		if (e->node[0] != '\0' && strcmp(node->name, e->node) != 0) {
-			wengine_log(e, UTIL_WARN, j->d.s->id, "work for step %u (%s) "
-			    "came to topic %s: dropping it", j->w.step,
-			    node->name, e->topic);
-			job_term(j);
 			return;
 		}
 		if (write)

@@ -59,6 +59,12 @@ struct wengine_stats {
 	uint64_t	 cancelled;	/* sagas an operator's Cancel stopped */
 };
 
+/*
+ * A topic a reload removed, read until its queued work is done (the master
+ * decides): "Flow/Node~MODE" (MODE async or throttling).
+ */
+#define WENGINE_LINGER_SEP	'~'
+
 /* NULL with err when the topic is not in the config. */
 struct wengine	*wengine_new(const struct wengine_params *, char *err,
 		    size_t errlen);

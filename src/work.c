@@ -17,28 +17,55 @@ fits(int n, size_t len)
 	return n >= 0 && (size_t)n < len ? 0 : -1;
 }
 
+/* A config built in memory (tests) may leave the prefix unset. */
+#define PFX(p)	((p) != NULL ? (p) : WORK_PREFIX_DEFAULT)
+
 int
-work_subject(char *buf, size_t len, enum saga_mode mode, const char *pod,
-    const char *flow, const char *node, int compensate)
+work_subject(char *buf, size_t len, const char *prefix, enum saga_mode mode,
+    const char *pod, const char *flow, const char *node, int compensate)
 {
 	const char *way = compensate ? "undo" : "do";
 
 	if (mode == SAGA_MODE_THROTTLING)
-		return fits(snprintf(buf, len, "saga.work.pod.%s.%s.%s.%s",
-		    pod, flow, node, way), len);
-	return fits(snprintf(buf, len, "saga.work.async.%s.%s.%s", flow,
-	    node, way), len);
+		return fits(snprintf(buf, len, "%s.work.pod.%s.%s.%s.%s",
+		    PFX(prefix), pod, flow, node, way), len);
+	return fits(snprintf(buf, len, "%s.work.async.%s.%s.%s", PFX(prefix),
+	    flow, node, way), len);
 }
 
 int
-work_filter(char *buf, size_t len, enum saga_mode mode, const char *pod,
-    const char *flow, const char *node)
+work_filter(char *buf, size_t len, const char *prefix, enum saga_mode mode,
+    const char *pod, const char *flow, const char *node)
 {
 	if (mode == SAGA_MODE_THROTTLING)
-		return fits(snprintf(buf, len, "saga.work.pod.%s.%s.%s.*",
-		    pod, flow, node), len);
-	return fits(snprintf(buf, len, "saga.work.async.%s.%s.*", flow,
-	    node), len);
+		return fits(snprintf(buf, len, "%s.work.pod.%s.%s.%s.*",
+		    PFX(prefix), pod, flow, node), len);
+	return fits(snprintf(buf, len, "%s.work.async.%s.%s.*", PFX(prefix),
+	    flow, node), len);
+}
+
+int
+work_stream_subjects(char *buf, size_t len, const char *prefix)
+{
+	return fits(snprintf(buf, len, "%s.work.>", PFX(prefix)), len);
+}
+
+int
+work_callback_subject(char *buf, size_t len, const char *prefix)
+{
+	return fits(snprintf(buf, len, "%s.work.callback", PFX(prefix)), len);
+}
+
+int
+work_legacy_subject(char *buf, size_t len, const char *prefix)
+{
+	return fits(snprintf(buf, len, "%s.work.legacy", PFX(prefix)), len);
+}
+
+int
+work_cancel_subject(char *buf, size_t len, const char *prefix)
+{
+	return fits(snprintf(buf, len, "%s.cancel", PFX(prefix)), len);
 }
 
 int
@@ -67,9 +94,10 @@ work_msg_id(char *buf, size_t len, const char *saga_id, const char *node,
 }
 
 int
-work_done_subject(char *buf, size_t len, const char *pod)
+work_done_subject(char *buf, size_t len, const char *prefix, const char *pod)
 {
-	return fits(snprintf(buf, len, "saga.done.%s", pod), len);
+	return fits(snprintf(buf, len, "%s.done.%s", PFX(prefix),
+	    pod), len);
 }
 
 uint8_t *
@@ -101,6 +129,13 @@ work_pack(const struct work *w, size_t *len)
 	pb.pod = w->pod;
 	pb.mode = (int32_t)w->mode;
 	pb.traceparent = w->traceparent;
+	pb.tracestate = w->tracestate;
+	pb.baggage = w->baggage;
+	if (w->has_trace_parent) {
+		pb.trace_parent_span.data = (uint8_t *)(uintptr_t)
+		    w->trace_parent;
+		pb.trace_parent_span.len = sizeof(w->trace_parent);
+	}
 	pb.round = (uint32_t)(w->round > 0 ? w->round : 0);
 	*len = sagad__v1__work__get_packed_size(&pb);
 	buf = util_xcalloc(1, *len + 1);
@@ -130,6 +165,15 @@ work_unpack(struct work *w, const uint8_t *buf, size_t len, char *err,
 	w->mode = (enum saga_mode)pb->mode;
 	w->traceparent = pb->traceparent != NULL && *pb->traceparent ?
 	    util_xstrdup(pb->traceparent) : NULL;
+	w->tracestate = pb->tracestate != NULL && *pb->tracestate ?
+	    util_xstrdup(pb->tracestate) : NULL;
+	w->baggage = pb->baggage != NULL && *pb->baggage ?
+	    util_xstrdup(pb->baggage) : NULL;
+	if (pb->trace_parent_span.len == sizeof(w->trace_parent)) {
+		memcpy(w->trace_parent, pb->trace_parent_span.data,
+		    sizeof(w->trace_parent));
+		w->has_trace_parent = 1;
+	}
 	w->round = pb->round > 1000000 ? 1000000 : (int)pb->round;
 	if (pb->record == NULL || pb->record->saga == NULL ||
 	    pb->record->rev <= 0) {
@@ -156,6 +200,8 @@ work_clear(struct work *w)
 	free(w->flow);
 	free(w->pod);
 	free(w->traceparent);
+	free(w->tracestate);
+	free(w->baggage);
 	if (w->pb_ != NULL)
 		sagad__v1__work__free_unpacked(w->pb_, NULL);
 	memset(w, 0, sizeof(*w));

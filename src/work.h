@@ -6,11 +6,14 @@
  * envelopes (proto/sagad/v1/work.proto). No I/O.
  *
  * Subjects, in the stream (work-queue retention, so no two consumers'
- * filters overlap):
+ * filters overlap), shown with the default nats.subject_prefix "saga": every
+ * subject starts with the prefix, so deployments that share a NATS (each
+ * with its own stream and prefix) never see each other's work:
  *   saga.work.async.<flow>.<node>.<do|undo>          async sagas
  *   saga.work.pod.<pod>.<flow>.<node>.<do|undo>      throttling sagas of a pod
  *   saga.work.callback                               callback deliveries
- * Outside the stream (core NATS): saga.done.<pod> wakes held calls.
+ * Outside the stream (core NATS): saga.done.<pod> wakes held calls and
+ * saga.cancel carries Cancel notices.
  * A message's Nats-Msg-Id is <saga>:<node>:<do|undo> (":callback" for a
  * callback), so publishing the same work again is deduplicated.
  */
@@ -23,12 +26,9 @@
 #include "saga_mode.h"
 #include "saga/v1/saga.pb-c.h"
 
-#define WORK_STREAM_SUBJECTS	"saga.work.>"
-#define WORK_CALLBACK_SUBJECT	"saga.work.callback"
-#define WORK_CANCEL_SUBJECT	"saga.cancel"	/* outside the stream */
+#define WORK_PREFIX_DEFAULT	"saga"	/* nats.subject_prefix; NULL means it */
 #define WORK_CALLBACK_TOPIC	"callbacks"	/* the supervisor's topic name */
 /* Work of sagas on an older definition of their flow (flowdef.h). */
-#define WORK_LEGACY_SUBJECT	"saga.work.legacy"
 #define WORK_LEGACY_TOPIC	"legacy"
 #define WORK_SUBJECT_MAX	512
 
@@ -61,6 +61,10 @@ struct work {
 	char		*pod;		/* "" for async */
 	enum saga_mode	 mode;
 	char		*traceparent;	/* NULL if none */
+	char		*tracestate;	/* NULL if none */
+	char		*baggage;	/* NULL if none */
+	uint8_t		 trace_parent[8];	/* the Run's span, with */
+	int		 has_trace_parent;	/* tracing on */
 	int		 round;		/* Retry rounds of the saga */
 	/*
 	 * work_pack: the record to carry, or NULL. work_unpack: the record
@@ -71,18 +75,29 @@ struct work {
 	void			*pb_;	/* the unpacked message behind it */
 };
 
-/* The subject of a step's work; -1 if it does not fit. */
-int	 work_subject(char *buf, size_t len, enum saga_mode, const char *pod,
-	    const char *flow, const char *node, int compensate);
+/*
+ * Subjects under a prefix (nats.subject_prefix, NULL for the default); each
+ * returns -1 if it does not fit in buf. The subject of a step's work:
+ */
+int	 work_subject(char *buf, size_t len, const char *prefix,
+	    enum saga_mode, const char *pod, const char *flow,
+	    const char *node, int compensate);
 /* The filter of the consumer of (flow, node): both do and undo. */
-int	 work_filter(char *buf, size_t len, enum saga_mode, const char *pod,
-	    const char *flow, const char *node);
+int	 work_filter(char *buf, size_t len, const char *prefix,
+	    enum saga_mode, const char *pod, const char *flow,
+	    const char *node);
+/* The stream's subjects, callback deliveries, Cancel notices. */
+int	 work_stream_subjects(char *buf, size_t len, const char *prefix);
+int	 work_callback_subject(char *buf, size_t len, const char *prefix);
+int	 work_legacy_subject(char *buf, size_t len, const char *prefix);
+int	 work_cancel_subject(char *buf, size_t len, const char *prefix);
 /* A durable consumer name (letters, digits, '-', '_' only). */
 int	 work_durable(char *buf, size_t len, enum saga_mode, const char *pod,
 	    const char *flow, const char *node);
 int	 work_msg_id(char *buf, size_t len, const char *saga_id,
 	    const char *node, int compensate, int round);
-int	 work_done_subject(char *buf, size_t len, const char *pod);
+int	 work_done_subject(char *buf, size_t len, const char *prefix,
+	    const char *pod);
 
 uint8_t	*work_pack(const struct work *, size_t *len);
 /* Returns 0, or -1 with a sentence in err. Free with work_clear(). */

@@ -33,6 +33,8 @@
 #include "config.h"
 #include "grpc/client.h"
 #include "log.h"
+#include "metrics.h"
+#include "otlp.h"
 #include "proc.h"
 #include "store.h"
 #include "util.h"
@@ -74,6 +76,9 @@ topic_exists(const struct config *cfg, const char *topic)
 	int			 found = 0;
 
 	if (strcmp(topic, WORK_CALLBACK_TOPIC) == 0)
+		return 1;
+	/* A topic gone from the config, read until it is empty. */
+	if (strchr(topic, WENGINE_LINGER_SEP) != NULL)
 		return 1;
 	n = config_topics(cfg, &t);
 	for (i = 0; i < n && !found; i++)
@@ -317,6 +322,9 @@ signal_cb(int sig, void *arg)
 		else
 			log_info("SIGUSR1: log file reopened");
 		break;
+	case SIGUSR2:
+		log_warnx("SIGUSR2: ignored");
+		break;
 	}
 }
 
@@ -398,7 +406,8 @@ struct wproc *
 wproc_new(const struct proc_worker_args *a, pid_t ppid, int *exit_code,
     char *err, size_t errlen)
 {
-	static const int	 sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+	static const int	 sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1,
+				    SIGUSR2 };
 	struct wproc		*w = util_xcalloc(1, sizeof(*w));
 	struct timeval		 tv = { WPROC_CRON_MS / 1000, 0 };
 	char			 e[WPROC_CFG_ERRLEN];
@@ -413,10 +422,16 @@ wproc_new(const struct proc_worker_args *a, pid_t ppid, int *exit_code,
 	}
 	if (topic_check(w, w->cfg, err, errlen) == -1)
 		goto fail;
+	log_setformat(strcmp(w->cfg->log_format, "json") == 0,
+	    w->cfg->pod_id);
 	if (w->cfg->log_file != NULL && log_open_file(w->cfg->log_file) == -1)
 		log_warn("log_file %s", w->cfg->log_file);
 
 	*exit_code = PROC_EXIT_ERROR;
+	/* The pod's metrics (issue 14): the master's segment, if any. */
+	if (a->metrics_fd >= 0 && metrics_attach(a->metrics_fd, err,
+	    errlen) == -1)
+		goto fail;
 	/* cnats hands messages over from its threads: before the base. */
 	if (bus_init(err, errlen) == -1)
 		goto fail;
@@ -430,6 +445,15 @@ wproc_new(const struct proc_worker_args *a, pid_t ppid, int *exit_code,
 	    proc_parent_watch(&w->parent, w->base, ppid, a->parent_fd,
 	    orphaned, w, err, errlen) == -1)
 		goto fail;
+	if (w->cfg->tracing.otlp_endpoint != NULL) {
+		char proc[300];
+
+		snprintf(proc, sizeof(proc), "worker %s #%d", a->topic,
+		    a->instance);
+		if (otlp_start(w->base, w->cfg->tracing.otlp_endpoint,
+		    w->cfg->pod_id, proc, log_saga, NULL, err, errlen) == -1)
+			goto fail;
+	}
 	w->ev_cron = event_new(w->base, -1, EV_PERSIST, cron_cb, w);
 	if (w->ev_cron == NULL || event_add(w->ev_cron, &tv) == -1) {
 		snprintf(err, errlen, "cannot add an event");
@@ -503,6 +527,7 @@ wproc_free(struct wproc *w)
 		event_free(w->ev_cron);
 	if (w->ev_drain != NULL)
 		event_free(w->ev_drain);
+	otlp_stop();
 	if (w->base != NULL)
 		event_base_free(w->base);
 	config_free(w->cfg);

@@ -35,7 +35,7 @@ SAGAD_PORT=$(free_port)
 async_conf pod-a "$SAGAD_PORT" 2 20 >"$LIB_TMP/sagad.conf"
 start_sagad "$LIB_TMP/sagad.conf" sagad
 # Two topics of two workers each, and the callbacks worker.
-wait_workers 5
+wait_workers 6
 export ORDER_PORT PAYMENT_PORT SAGAD_PORT DEAD_PORT LIB_TMP
 
 "$PYTHON_GRPC" "$top_srcdir/t/py/async_test.py" main || fail "async_test.py"

@@ -35,7 +35,7 @@ PAYMENT_PORT=$PORT
 SAGAD_PORT=$(free_port)
 async_conf pod-a "$SAGAD_PORT" 2 50 >"$LIB_TMP/sagad.conf"
 start_sagad "$LIB_TMP/sagad.conf" sagad
-wait_workers 5
+wait_workers 6
 export ORDER_PORT PAYMENT_PORT SAGAD_PORT
 
 "$PYTHON_GRPC" "$top_srcdir/t/py/async_load.py" load "$SECS" "$RATE" crash \

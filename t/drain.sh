@@ -61,7 +61,7 @@ stop_sagad() {
 
 # 1. A call in flight longer than the drain.
 start_sagad "$LIB_TMP/sagad.conf" sagad
-wait_workers 3
+wait_workers 4
 out=$(ctl run AsyncBooking amount=7 --id d1) || fail "Run d1: $out"
 echo "$out" | grep -q PENDING || fail "Run d1 did not answer PENDING: $out"
 sleep 1	# the order call is under way: it answers at 3 s
@@ -73,7 +73,7 @@ pass "a worker whose call outlasts shutdown_timeout_ms exits at the deadline; sa
 # The message was never acknowledged: the next sagad gets it once its ack
 # wait (the node's timeout + 5 s) has passed, and the saga completes.
 start_sagad "$LIB_TMP/sagad.conf" sagad
-wait_workers 6
+wait_workers 8
 state=""
 for _ in $(seq 300); do
 	state=$(ctl --json get d1 2>/dev/null) || true

@@ -67,7 +67,7 @@ initd start || fail "start: rc $?: $(cat "$T/out")"
 pid=$(cat "$PIDFILE")
 track "$pid"
 alive "$pid" || fail "start: pid $pid not running"
-wait_for 5 grep -q "all 2 workers ready" "$T/sagad.log" || fail "start: workers not ready"
+wait_for 5 grep -q "all 3 workers ready" "$T/sagad.log" || fail "start: workers not ready"
 grep -q "pod pod-initd" "$T/sagad.log" || fail "DAEMON_OPTS from the defaults file not used"
 pass "start: daemon $pid, pidfile in the run dir it made, DAEMON_OPTS honoured"
 
@@ -80,7 +80,7 @@ pass "start of a running sagad is a no-op; status: 0, with its pid"
 
 conf "$T/sagad.conf" 4
 initd reload || fail "reload: rc $?: $(cat "$T/out")"
-wait_for 5 eval '[ "$(nworkers "$pid")" -eq 4 ]' || fail "reload: $(nworkers "$pid") workers, want 4"
+wait_for 5 eval '[ "$(nworkers "$pid")" -eq 5 ]' || fail "reload: $(nworkers "$pid") workers, want 5"
 [ "$(cat "$PIDFILE")" = "$pid" ] || fail "reload changed the pid"
 pass "reload: SIGHUP applied, 4 workers, same pid"
 
@@ -104,7 +104,7 @@ track "$npid"
 [ "$npid" != "$pid" ] || fail "restart kept pid $pid"
 alive "$pid" && fail "restart left the old daemon $pid"
 for k in $kids; do alive "$k" && fail "restart left worker $k"; done
-wait_for 5 eval '[ "$(nworkers "$npid")" -eq 1 ]' || fail "restart: $(nworkers "$npid") workers, want 1"
+wait_for 5 eval '[ "$(nworkers "$npid")" -eq 2 ]' || fail "restart: $(nworkers "$npid") workers, want 2"
 pass "restart: new daemon $npid, old one and its workers gone"
 
 kids=$(ps -o pid= --ppid "$npid")

@@ -36,7 +36,7 @@ async_conf pod-a "$SAGAD_PORT" 2 50 |
 	sed 's/saga_ttl = 3600;/saga_ttl = 3600; lease_ms = 2000;/' \
 	>"$LIB_TMP/sagad.conf"
 start_sagad "$LIB_TMP/sagad.conf" sagad
-wait_workers 5
+wait_workers 6
 export ORDER_PORT PAYMENT_PORT SAGAD_PORT
 
 stall() {	# stall NAME PID: SIGSTOP for 8 s, 3 s into a 16 s load

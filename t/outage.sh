@@ -31,7 +31,7 @@ PAYMENT_PORT=$PORT
 SAGAD_PORT=$(free_port)
 async_conf pod-a "$SAGAD_PORT" 2 50 >"$LIB_TMP/sagad.conf"
 start_sagad "$LIB_TMP/sagad.conf" sagad
-wait_workers 5
+wait_workers 6
 export ORDER_PORT PAYMENT_PORT SAGAD_PORT
 
 load() {

@@ -46,7 +46,7 @@ write_conf 6379 1000
 "$SAGAD" -d -v -c "$T/sagad.conf" -p "$T/sagad.pid" >"$T/sagad.log" 2>&1 &
 MPID=$!
 track "$MPID"
-wait_log "all 2 workers ready in" || fail "the workers did not start"
+wait_log "all 3 workers ready in" || fail "the workers did not start"
 
 write_conf 6390 2000
 kill -HUP "$MPID"

@@ -29,7 +29,7 @@ PAYMENT_PORT=$(free_port)	# nobody listens there
 SAGAD_PORT=$(free_port)
 async_conf pod-a "$SAGAD_PORT" 1 8 >"$LIB_TMP/sagad.conf"
 start_sagad "$LIB_TMP/sagad.conf" sagad
-wait_workers 3
+wait_workers 4
 export ORDER_PORT PAYMENT_PORT SAGAD_PORT
 
 "$PYTHON_GRPC" - "$top_srcdir/t/py" <<'PY' || fail "unreached participant"

@@ -167,6 +167,44 @@ int	grpc_call_reply(struct grpc_call *, const ProtobufCMessage *);
 int	grpc_call_reply_raw(struct grpc_call *, const void *, size_t);
 
 void	grpc_call_on_cancel(struct grpc_call *, grpc_call_cb, void *arg);
+/*
+ * fn hears the call end once, with the status it was answered (CANCELLED
+ * when it never was): the Run's span (issue 14). NULL clears it.
+ */
+typedef void (*grpc_call_done_cb)(struct grpc_call *, int status, void *arg);
+void	grpc_call_on_done(struct grpc_call *, grpc_call_done_cb, void *arg);
+
+/*
+ * In-process calls (server_local.c): another front end of the same methods
+ * (the HTTP listener's JSON API) calls a registered handler exactly as a
+ * gRPC client would, so both share one implementation of every method. The
+ * handler sees a grpc_call like any other; what it sends and how it
+ * finishes go to these callbacks instead of a stream. on_message returns
+ * GRPC_CALL_OK, or GRPC_CALL_EAGAIN when the front end's reader is too slow
+ * (the handler then behaves as with a slow gRPC reader). on_finish runs
+ * once; the call is freed after it returns, and the front end must forget
+ * it then. Both may run before grpc_server_call_local() returns.
+ */
+struct grpc_local_ops {
+	int	(*on_message)(const ProtobufCMessage *, void *arg);
+	void	(*on_finish)(int status, const char *message, void *arg);
+};
+/*
+ * Calls the method at path with req, which the call then owns (it is freed
+ * with protobuf_c_message_free_unpacked and the default allocator). md (may
+ * be NULL) is copied; peer names the caller. *callp is set before the
+ * handler runs. Returns 0, or -1 when no method of that path takes req's
+ * type (req is freed then too).
+ */
+int	grpc_server_call_local(struct grpc_server *, const char *path,
+	    ProtobufCMessage *req, const struct grpc_metadata *md,
+	    const char *peer, const struct grpc_local_ops *, void *arg,
+	    struct grpc_call **callp);
+/*
+ * The front end's caller went away: the handler's cancel callback runs (if
+ * the call is not finished) and the call is freed; on_finish does not run.
+ */
+void	grpc_server_call_local_cancel(struct grpc_call *);
 /* Called once the queue has drained to half its cap after an EAGAIN. */
 void	grpc_call_on_writable(struct grpc_call *, grpc_call_cb, void *arg);
 size_t	grpc_call_queued(const struct grpc_call *);

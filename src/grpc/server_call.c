@@ -32,6 +32,7 @@
 #include "grpc/h2.h"
 #include "grpc/server.h"
 #include "grpc/server_int.h"
+#include "metrics.h"
 #include "util.h"
 
 #define STREAM_SMALL_MSG	4096	/* always queued on an empty stream */
@@ -248,6 +249,8 @@ call_fail(struct grpc_call *c, int status, const char *msg)
 	c->state = CALL_DONE;
 	if (c->finished)
 		return;
+	metrics_grpc_request(c->method != NULL ? c->method->path : "unknown",
+	    status);
 	if (nghttp2_session_get_stream_remote_close(c->conn->h2, c->id) == 0)
 		c->rst_after = 1;
 	if (!c->headers_sent && evbuffer_get_length(c->out) == 0) {
@@ -303,12 +306,16 @@ grpc_call_deadline(const struct grpc_call *c)
 const char *
 grpc_call_peer(const struct grpc_call *c)
 {
+	if (c->conn == NULL)
+		return c->lpeer != NULL ? c->lpeer : "local";
 	return c->conn->peer;
 }
 
 struct grpc_server *
 grpc_call_server(const struct grpc_call *c)
 {
+	if (c->conn == NULL)
+		return c->lsrv;
 	return c->conn->srv;
 }
 
@@ -335,6 +342,23 @@ grpc_call_on_cancel(struct grpc_call *c, grpc_call_cb fn, void *arg)
 {
 	c->cancel_cb = fn;
 	c->cancel_arg = arg;
+}
+
+void
+grpc_call_on_done(struct grpc_call *c, grpc_call_done_cb fn, void *arg)
+{
+	c->done_cb = fn;
+	c->done_arg = arg;
+}
+
+void
+grpc_server_call_done(struct grpc_call *c, int status)
+{
+	grpc_call_done_cb fn = c->done_cb;
+
+	c->done_cb = NULL;
+	if (fn != NULL)
+		fn(c, status, c->done_arg);
 }
 
 void
@@ -403,6 +427,8 @@ grpc_call_send_raw(struct grpc_call *c, const void *data, size_t len)
 	uint8_t pfx[5];
 	int rv;
 
+	if (c->conn == NULL)
+		return GRPC_CALL_EINVAL;	/* in-process calls carry messages */
 	if ((rv = call_queue_check(c, len)) != GRPC_CALL_OK)
 		return rv;
 	grpc_frame_prefix(pfx, len);
@@ -424,6 +450,8 @@ grpc_call_send(struct grpc_call *c, const ProtobufCMessage *msg)
 		return GRPC_CALL_EINVAL;
 	if (c->state != CALL_ACTIVE || c->finished)
 		return GRPC_CALL_EDONE;
+	if (c->conn == NULL)
+		return grpc_server_local_send(c, msg);
 	len = protobuf_c_message_get_packed_size(msg);
 	if ((rv = call_queue_check(c, len)) != GRPC_CALL_OK)
 		return rv;
@@ -450,6 +478,10 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message)
 		return GRPC_CALL_EDONE;
 	if (status < 0 || status > GRPC_STATUS_MAX)
 		status = GRPC_STATUS_UNKNOWN;
+	grpc_server_call_done(c, status);
+	if (c->conn == NULL)
+		return grpc_server_local_finish(c, status, message);
+	metrics_grpc_request(c->method->path, status);
 	if (c->has_timer) {
 		evtimer_del(&c->timer);
 		c->has_timer = 0;
@@ -542,6 +574,7 @@ grpc_server_stream_free(struct grpc_call *c)
 	struct conn *conn = c->conn;
 
 	call_cancel(c);
+	grpc_server_call_done(c, GRPC_STATUS_CANCELLED);
 	if (c->has_timer)
 		evtimer_del(&c->timer);
 	TAILQ_REMOVE(&conn->calls, c, entry);

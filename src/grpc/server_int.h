@@ -88,7 +88,14 @@ struct grpc_call {
 	void			*cancel_arg;
 	grpc_call_cb		 writable_cb;
 	void			*writable_arg;
+	grpc_call_done_cb	 done_cb;
+	void			*done_arg;
 	struct event		 timer;
+	/* An in-process call (server_local.c): conn is NULL. */
+	struct grpc_server	*lsrv;
+	const struct grpc_local_ops *local;
+	void			*local_arg;
+	char			*lpeer;
 };
 
 struct conn {
@@ -167,6 +174,11 @@ int	 grpc_server_on_header(nghttp2_session *, const nghttp2_frame *,
 int	 grpc_server_on_data_chunk_recv(nghttp2_session *, uint8_t flags,
 	    int32_t id, const uint8_t *data, size_t len, void *user);
 
+/* server_local.c: in-process calls */
+int	 grpc_server_local_send(struct grpc_call *, const ProtobufCMessage *);
+int	 grpc_server_local_finish(struct grpc_call *, int status,
+	    const char *message);
+
 /* server_limits.c: accounting, admission, timeouts */
 int	 grpc_server_mem_over(const struct conn *, size_t more);
 void	 grpc_server_mem_add(struct conn *, size_t *what, size_t n);
@@ -180,5 +192,8 @@ void	 grpc_server_accept_cb(struct evconnlistener *, evutil_socket_t,
 void	 grpc_server_accept_error_cb(struct evconnlistener *, void *arg);
 void	 grpc_server_accept_resume_cb(evutil_socket_t, short, void *arg);
 void	 grpc_server_sweep_cb(evutil_socket_t, short, void *arg);
+
+/* The call's done callback (grpc_call_on_done), once: its final status. */
+void	grpc_server_call_done(struct grpc_call *, int status);
 
 #endif

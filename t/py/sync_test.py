@@ -245,6 +245,9 @@ class T:
               "steps")
         equal(s.steps[0].error, "UNAVAILABLE: injected undo failure 3",
               "CreateOrder step error")
+        # Issue 11: the step that failed keeps its failure once undone.
+        equal(s.steps[1].error, "ABORTED: injected fault",
+              "CreatePayment step error")
         r = self.order.record(s.id)
         equal((r.state, r.creates, r.cancels), (R.RECORD_STATE_ACTIVE, 1, 3),
               "order record")

@@ -260,6 +260,7 @@ START_TEST(defaults_applied)
 	ck_assert_ptr_null(cfg->log_file);
 	ck_assert_str_eq(cfg->nats.url, "nats://127.0.0.1:4222");
 	ck_assert_str_eq(cfg->nats.stream, "SAGA");
+	ck_assert_str_eq(cfg->nats.subject_prefix, "saga");
 	ck_assert_int_eq(cfg->nats.replicas, 1);
 	ck_assert_str_eq(cfg->queue, "nats");
 	ck_assert_str_eq(cfg->rabbitmq.url, "amqp://127.0.0.1:5672");
@@ -326,6 +327,45 @@ START_TEST(log_file_accepted)
 }
 END_TEST
 
+/* Issue 14: log_format and tracing. */
+START_TEST(log_format_and_tracing_read)
+{
+	struct config *cfg = load("log_format = \"json\";\n"
+	    "tracing = { otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\";"
+	    " sample_ratio = 0.25; };\n", NULL);
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->log_format, "json");
+	ck_assert_str_eq(cfg->tracing.otlp_endpoint,
+	    "http://127.0.0.1:4318/v1/traces");
+	ck_assert(cfg->tracing.sample_ratio == 0.25);
+	config_free(cfg);
+	cfg = load("tracing = { sample_ratio = 0; };\n", NULL);
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert(cfg->tracing.sample_ratio == 0.0);
+	ck_assert_ptr_null(cfg->tracing.otlp_endpoint);
+	ck_assert_str_eq(cfg->log_format, "text");
+	config_free(cfg);
+	cfg = load("", NULL);
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert(cfg->tracing.sample_ratio == 1.0);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(log_format_and_tracing_refused)
+{
+	refused("log_format = \"xml\";\n", 1, "log_format: expected "
+	    "\"text\" or \"json\", got \"xml\"");
+	refused("tracing = { otlp_endpoint = \"https://c:4318\"; };\n", 1,
+	    "tracing.otlp_endpoint: expected an OTLP/HTTP URL");
+	refused("tracing = { sample_ratio = 1.5; };\n", 1,
+	    "tracing.sample_ratio: expected a number from 0 to 1, got 1.5");
+	refused("tracing = { sample_ratio = \"all\"; };\n", 1,
+	    "tracing.sample_ratio: expected a number from 0 to 1");
+}
+END_TEST
+
 START_TEST(int64_literal_in_range_accepted)
 {
 	struct config *cfg = load("redis = { saga_ttl = 3600L; };\n", NULL);
@@ -386,6 +426,29 @@ START_TEST(pod_id_invalid_rejected)
 {
 	refused("pod_id = \"pod a\";\n", 1, "pod_id: expected 1 to 64 "
 	    "letters, digits, '-' or '_', got \"pod a\"");
+}
+END_TEST
+
+/* Issue 11: the bus subjects' prefix, one or more tokens joined by '.'. */
+START_TEST(subject_prefix_checked)
+{
+	struct config *cfg = load("nats = { subject_prefix = \"acme.saga-2\"; "
+	    "};\n", "pod-t");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->nats.subject_prefix, "acme.saga-2");
+	config_free(cfg);
+	refused("nats = { subject_prefix = \"saga.>\"; };\n", 1,
+	    "nats.subject_prefix: expected up to 64 characters: tokens of "
+	    "letters, digits, '-' or '_' joined by '.', got \"saga.>\"");
+	refused("nats = { subject_prefix = \"a..b\"; };\n", 1,
+	    "nats.subject_prefix: expected");
+	refused("nats = { subject_prefix = \"a.\"; };\n", 1,
+	    "nats.subject_prefix: expected");
+	refused("nats = { subject_prefix = \"\"; };\n", 1,
+	    "nats.subject_prefix: expected");
+	refused("nats = { subject_prefix = \"caf\xc3\xa9\"; };\n", 1,
+	    "nats.subject_prefix: expected");
 }
 END_TEST
 
@@ -1003,6 +1066,66 @@ START_TEST(limits_unknown_key_suggests)
 }
 END_TEST
 
+/* --- http (issue 14) ----------------------------------------------------- */
+
+START_TEST(http_unset_means_no_listener)
+{
+	struct config *cfg = load("", "pod-t");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_ptr_null(cfg->http.listen);
+	ck_assert_int_eq(cfg->http.max_connections, 256);
+	ck_assert_int_eq(cfg->http.max_body_kb, 1024);
+	ck_assert_int_eq(cfg->http.timeout_ms, 10000);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(http_keys_read_and_checked)
+{
+	struct config *cfg = load("http = { listen = \"127.0.0.1:10080\";\n"
+	    "  max_connections = 5; max_body_kb = 64; timeout_ms = 500; };\n",
+	    "pod-t");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->http.listen, "127.0.0.1:10080");
+	ck_assert_str_eq(cfg->http.listen_host, "127.0.0.1");
+	ck_assert_int_eq(cfg->http.listen_port, 10080);
+	ck_assert_int_eq(cfg->http.max_connections, 5);
+	ck_assert_int_eq(cfg->http.max_body_kb, 64);
+	ck_assert_int_eq(cfg->http.timeout_ms, 500);
+	config_free(cfg);
+	refused("http = { listen = \"nope\"; };\n", 1, "http.listen: ");
+	refused("http = { timeout_ms = 99; };\n", 1, "http.timeout_ms: "
+	    "expected an integer from 100 to 600000, got 99");
+	refused("http = { max_body_kb = 0; };\n", 1, "http.max_body_kb: "
+	    "expected an integer from 1 to 65536, got 0");
+	refused("http = { listn = \"x\"; };\n", 1, "http.listn: unknown key");
+}
+END_TEST
+
+START_TEST(http_listen_needs_a_restart)
+{
+	struct config	*old, *new;
+	char		 rerr[CONFIG_ERRLEN];
+
+	old = load("http = { listen = \"127.0.0.1:1\"; };\n", "pod-t");
+	new = load("http = { listen = \"127.0.0.1:2\"; timeout_ms = 700; };\n",
+	    "pod-t");
+	ck_assert_ptr_nonnull(old);
+	ck_assert_ptr_nonnull(new);
+	ck_assert_int_eq(config_reload_check(old, new, rerr, sizeof(rerr)), 1);
+	ck_assert_msg(strstr(rerr, "http.listen: changed from") != NULL, "%s",
+	    rerr);
+	config_keep_restart_keys(new, old);
+	ck_assert_str_eq(new->http.listen, "127.0.0.1:1");
+	ck_assert_int_eq(new->http.listen_port, 1);
+	ck_assert_int_eq(new->http.timeout_ms, 700);
+	config_free(old);
+	config_free(new);
+}
+END_TEST
+
 START_TEST(limits_reload)
 {
 	struct config	*old, *new;
@@ -1117,12 +1240,15 @@ config_suite(void)
 	tcase_add_test(tc, empty_file_is_all_defaults);
 	tcase_add_test(tc, node_timeout_inherits_service);
 	tcase_add_test(tc, log_file_accepted);
+	tcase_add_test(tc, log_format_and_tracing_read);
+	tcase_add_test(tc, log_format_and_tracing_refused);
 	tcase_add_test(tc, int64_literal_in_range_accepted);
 	tcase_add_test(tc, pod_id_defaults_to_hostname);
 	tcase_add_test(tc, pod_id_from_file);
 	tcase_add_test(tc, pod_id_override_wins);
 	tcase_add_test(tc, pod_id_override_invalid_rejected);
 	tcase_add_test(tc, pod_id_invalid_rejected);
+	tcase_add_test(tc, subject_prefix_checked);
 	tcase_add_test(tc, syntax_error_names_file_and_line);
 	tcase_add_test(tc, missing_file_rejected);
 	tcase_add_test(tc, duplicate_key_rejected);
@@ -1184,6 +1310,9 @@ config_suite(void)
 	tcase_add_test(tc, url_redaction);
 	tcase_add_test(tc, mode_names);
 	tcase_add_test(tc, config_lives_while_referenced);
+	tcase_add_test(tc, http_unset_means_no_listener);
+	tcase_add_test(tc, http_keys_read_and_checked);
+	tcase_add_test(tc, http_listen_needs_a_restart);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -549,7 +549,9 @@ START_TEST(work_carries_the_record_only_of_the_call_its_write_started)
 	struct work		 w;
 	char			 err[256];
 
-	driver_set(&d, "pod-a", "http://127.0.0.1/cb", "00-tp");
+	driver_set(&d, "pod-a", "http://127.0.0.1/cb",
+	    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+	driver_set_trace(&d, "k=v", "user=1", NULL);
 	driver_start(&d, 1000);
 	driver_result(&d, GRPC_STATUS_OK, NULL, NULL, 0, 1100);
 	driver_written(&d, 7);
@@ -564,7 +566,10 @@ START_TEST(work_carries_the_record_only_of_the_call_its_write_started)
 	ck_assert_int_eq(w.record->step, 1);
 	ck_assert_int_eq(w.record->attempt, 1);
 	ck_assert_str_eq(w.record->callback, "http://127.0.0.1/cb");
-	ck_assert_str_eq(w.traceparent, "00-tp");
+	ck_assert_str_eq(w.traceparent,
+	    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+	ck_assert_str_eq(w.tracestate, "k=v");
+	ck_assert_str_eq(w.baggage, "user=1");
 	work_clear(&w);
 	/* Work of another call than the one written carries none. */
 	{

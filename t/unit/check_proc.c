@@ -85,6 +85,11 @@ START_TEST(worker_argv_round_trips)
 	ck_assert_int_eq(b.verbose, 2);		/* at most -vv is passed */
 	ck_assert_int_eq(b.help, 0);
 	ck_assert_int_eq(b.version, 0);
+	ck_assert_int_eq(b.metrics_fd, -1);	/* none given */
+	/* The metrics segment's descriptor, when there is one (issue 14). */
+	a.metrics_fd = q[1];
+	ck_assert_int_eq(round_trip(&a, &b, &av), 0);
+	ck_assert_int_eq(b.metrics_fd, q[1]);
 	close(p[0]); close(p[1]); close(q[0]); close(q[1]);
 }
 END_TEST

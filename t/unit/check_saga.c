@@ -149,6 +149,57 @@ START_TEST(business_failure_compensates_in_reverse_including_failed_step)
 }
 END_TEST
 
+/*
+ * Issue 11: once undone, the step that failed keeps its failure as its
+ * error; the steps undone because of it have none; a compensation's own
+ * failures do not stay on it once it succeeds.
+ */
+START_TEST(failed_step_keeps_its_error_once_undone)
+{
+	struct saga		*s = saga_new("id2b", &cfg, &flow, 0, 1);
+	struct saga_action	 a = saga_first(s);
+	uint8_t			*buf;
+	size_t			 len;
+	char			 err[256];
+	struct saga		*u;
+
+	a = call(s, a, GRPC_STATUS_OK);			/* Hotel */
+	a = call(s, a, GRPC_STATUS_ABORTED);		/* Flight fails */
+	a = call(s, a, GRPC_STATUS_UNAVAILABLE);	/* its undo, again */
+	ck_assert_int_eq(a.kind, SAGA_ACT_WAIT);
+	/* The saga travels through a record between the two attempts. */
+	buf = saga_pack(s, &len);
+	u = saga_unpack(buf, len, err, sizeof(err));
+	ck_assert_ptr_nonnull(u);
+	free(buf);
+	saga_free(s);
+	s = u;
+	a = call(s, a, GRPC_STATUS_OK);			/* Flight undone */
+	a = call(s, a, GRPC_STATUS_OK);			/* Hotel undone */
+	ck_assert_int_eq(a.kind, SAGA_ACT_END);
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATED);
+	ck_assert_int_eq(s->steps[1].state, SAGA_STATE_COMPENSATED);
+	ck_assert_str_eq(s->steps[1].error, "ABORTED: msg");
+	ck_assert_int_eq(s->steps[0].state, SAGA_STATE_COMPENSATED);
+	ck_assert_ptr_null(s->steps[0].error);
+	ck_assert_ptr_null(s->steps[2].error);
+	saga_free(s);
+
+	/* A cancelled saga has no failed step: every undone one is clean. */
+	s = saga_new("id2c", &cfg, &flow, 0, 1);
+	a = saga_first(s);
+	a = call(s, a, GRPC_STATUS_OK);
+	saga_step_begin(s, &a, 1000);
+	a = saga_cancel(s, &cfg, &flow, "no", 1500);
+	while (a.kind != SAGA_ACT_END)
+		a = call(s, a, GRPC_STATUS_OK);
+	ck_assert_int_eq(s->state, SAGA_STATE_COMPENSATED);
+	ck_assert_ptr_null(s->steps[0].error);
+	ck_assert_ptr_null(s->steps[1].error);
+	saga_free(s);
+}
+END_TEST
+
 START_TEST(transient_failure_is_retried_then_compensated)
 {
 	struct saga		*s = saga_new("id3", &cfg, &flow, 0, 1);
@@ -686,6 +737,7 @@ main(void)
 	tcase_add_test(tc, all_steps_complete_in_order_and_pass_context);
 	tcase_add_test(tc,
 	    business_failure_compensates_in_reverse_including_failed_step);
+	tcase_add_test(tc, failed_step_keeps_its_error_once_undone);
 	tcase_add_test(tc, transient_failure_is_retried_then_compensated);
 	tcase_add_test(tc, retry_then_success_continues);
 	tcase_add_test(tc,

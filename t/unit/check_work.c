@@ -27,14 +27,14 @@ START_TEST(names_follow_the_layout)
 {
 	char	b[WORK_SUBJECT_MAX];
 
-	ck_assert_int_eq(work_subject(b, sizeof(b), SAGA_MODE_ASYNC, "",
-	    "Booking", "CreateOrder", 0), 0);
+	ck_assert_int_eq(work_subject(b, sizeof(b), "saga", SAGA_MODE_ASYNC,
+	    "", "Booking", "CreateOrder", 0), 0);
 	ck_assert_str_eq(b, "saga.work.async.Booking.CreateOrder.do");
-	ck_assert_int_eq(work_subject(b, sizeof(b), SAGA_MODE_THROTTLING,
-	    "pod-1", "Booking", "CreateOrder", 1), 0);
+	ck_assert_int_eq(work_subject(b, sizeof(b), "saga",
+	    SAGA_MODE_THROTTLING, "pod-1", "Booking", "CreateOrder", 1), 0);
 	ck_assert_str_eq(b, "saga.work.pod.pod-1.Booking.CreateOrder.undo");
-	ck_assert_int_eq(work_filter(b, sizeof(b), SAGA_MODE_ASYNC, "",
-	    "Booking", "CreateOrder"), 0);
+	ck_assert_int_eq(work_filter(b, sizeof(b), "saga", SAGA_MODE_ASYNC,
+	    "", "Booking", "CreateOrder"), 0);
 	ck_assert_str_eq(b, "saga.work.async.Booking.CreateOrder.*");
 	ck_assert_int_eq(work_msg_id(b, sizeof(b), "s-1", "CreateOrder", 1, 0),
 	    0);
@@ -43,8 +43,22 @@ START_TEST(names_follow_the_layout)
 	ck_assert_int_eq(work_msg_id(b, sizeof(b), "s-1", "CreateOrder", 1, 2),
 	    0);
 	ck_assert_str_eq(b, "s-1:CreateOrder:undo:r2");
-	ck_assert_int_eq(work_done_subject(b, sizeof(b), "pod-1"), 0);
+	ck_assert_int_eq(work_done_subject(b, sizeof(b), "saga", "pod-1"), 0);
 	ck_assert_str_eq(b, "saga.done.pod-1");
+	ck_assert_int_eq(work_cancel_subject(b, sizeof(b), "saga"), 0);
+	ck_assert_str_eq(b, "saga.cancel");
+	/* Another prefix moves every subject (nats.subject_prefix). */
+	ck_assert_int_eq(work_subject(b, sizeof(b), "acme.b", SAGA_MODE_ASYNC,
+	    "", "Booking", "CreateOrder", 0), 0);
+	ck_assert_str_eq(b, "acme.b.work.async.Booking.CreateOrder.do");
+	ck_assert_int_eq(work_stream_subjects(b, sizeof(b), "acme.b"), 0);
+	ck_assert_str_eq(b, "acme.b.work.>");
+	ck_assert_int_eq(work_callback_subject(b, sizeof(b), "acme.b"), 0);
+	ck_assert_str_eq(b, "acme.b.work.callback");
+	ck_assert_int_eq(work_done_subject(b, sizeof(b), "acme.b", "p"), 0);
+	ck_assert_str_eq(b, "acme.b.done.p");
+	ck_assert_int_eq(work_cancel_subject(b, sizeof(b), "acme.b"), 0);
+	ck_assert_str_eq(b, "acme.b.cancel");
 	/* A name that does not fit is refused, not cut. */
 	ck_assert_int_eq(work_msg_id(b, 8, "s-1", "CreateOrder", 0, 0), -1);
 }
