@@ -84,6 +84,7 @@ protoc on PATH) from the source tree into a temp dir.
 import argparse
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -294,19 +295,20 @@ def work_saga_id(data):
         return "?"
 
 
-def js_messages(nc, stream, seqs, filt, limit=3):
-    """The saga ids of up to limit messages among seqs on filt."""
+def js_messages(nc, stream, lo, hi, filt, limit=5):
+    """The work (saga:step:do|undo) of up to limit messages the stream
+    still stores on filt with a sequence in [lo, hi]."""
     import base64
     out = []
-    for q in seqs:
+    q = lo
+    while q <= hi and len(out) < limit:
         m = nc.request("$JS.API.STREAM.MSG.GET." + stream,
-                       json.dumps({"seq": q}))
+                       json.dumps({"seq": q, "next_by_subj": filt or ">"}))
         msg = m.get("message")
-        if not msg or (filt and not subject_match(filt, msg["subject"])):
-            continue
-        out.append(work_saga_id(base64.b64decode(msg.get("data") or "")))
-        if len(out) >= limit:
+        if not msg or msg.get("seq", hi + 1) > hi:
             break
+        out.append(work_saga_id(base64.b64decode(msg.get("data") or "")))
+        q = msg["seq"] + 1
     return out
 
 
@@ -355,13 +357,13 @@ def nats_state(url, streams):
                 if pend or ackp:
                     lo = c.get("ack_floor", {}).get("stream_seq", 0) + 1
                     hi = c.get("delivered", {}).get("stream_seq", 0)
-                    ex = js_messages(nc, st, range(lo, min(hi, lo + 200) + 1),
-                                     filt) if ackp else []
+                    ex = js_messages(nc, st, lo, hi, filt) if ackp else []
                     left.append(("stream_pending", "consumer %s/%s" % (
                         st, c.get("name")), "num_pending %d num_ack_pending "
                         "%d (filter %s)%s" % (pend, ackp, filt,
-                                              (", ack pending: " + " ".join(ex))
-                                              if ex else "")))
+                                              (", stored in its ack window: "
+                                               + " ".join(ex)) if ex else
+                                              ", none of them stored")))
             if cfg.get("retention") != "workqueue" or \
                     not state.get("messages", 0):
                 continue
@@ -383,7 +385,8 @@ def nats_state(url, streams):
                                  ", ".join("%s=%d" % kv for kv in top))))
             if stale:
                 top = sorted(stale.items(), key=lambda kv: -kv[1])[:5]
-                ex = js_messages(nc, st, range(first, first + 50), "")
+                ex = js_messages(nc, st, first, state.get("last_seq", 0),
+                                 "")
                 left.append(("stream_stale", "stream %s" % st,
                              "%d messages stored (acked but not deleted, or "
                              "ack pending): %s; first: %s" % (
@@ -629,6 +632,8 @@ def main():
         if err:
             violation("bus_unreachable", "-", err)
         for kind, where, what in left:
+            what = re.sub(r"(\S+?):(\d+):(do|undo)", lambda m: "%s(%s)" % (
+                m.group(0), record_state(recs, m.group(1))), what)
             if kind == "stream_pending":
                 violation(kind, where, what)
             else:
@@ -774,6 +779,14 @@ def main():
                        "settle_seconds": round(waited, 1),
                        "settle_open": still}, f, indent=1, sort_keys=True)
     sys.exit(1 if total else 0)
+
+
+def record_state(recs, i):
+    """The state of saga i as read from Redis, short."""
+    r = recs.get(i) if recs else None
+    if r is None:
+        return "no record" if i in recs else "not sent"
+    return r[1].replace("STATE_", "") if r[0] == "ok" else "?"
 
 
 def saga_state_name(v):
