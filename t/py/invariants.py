@@ -55,8 +55,9 @@ The invariants, on every id:
                      ALREADY_EXISTS, RESOURCE_EXHAUSTED) are held to the same
                      rule: a stored saga must at least end cleanly.
   stream_pending     no work left in the bus: every JetStream consumer has
-                     num_pending and num_ack_pending 0 (the ack-pending
-                     messages' saga ids are shown), and a work-queue stream
+                     num_pending and num_ack_pending 0, or else no message
+                     stored behind those counts (the stored messages' saga
+                     ids and states are shown), and a work-queue stream
                      holds no message on a subject that no consumer reads
                      (RabbitMQ: every queue has 0 ready and 0 unacked).
   participant_unreachable, redis_unreachable, bus_unreachable: the state
@@ -67,7 +68,9 @@ for a step than the saga records attempts (possible when a Redis restart
 loses the last writes), records of ids never sent, and messages a
 work-queue stream still stores below its consumers' delivered sequence and
 not pending an ack (acked, but the delete was lost: nats-server killed -9
-loses what it had not synced; no consumer will deliver them again).
+loses what it had not synced; no consumer will deliver them again), and a
+consumer's pending or ack-pending count with no stored message behind it
+(stream_phantom: nothing is left to deliver).
 
 It prints the counts (sent, accepted, refused by code, each final state,
 violations by kind with example ids) and exits 0 when there is no
@@ -357,13 +360,26 @@ def nats_state(url, streams):
                 if pend or ackp:
                     lo = c.get("ack_floor", {}).get("stream_seq", 0) + 1
                     hi = c.get("delivered", {}).get("stream_seq", 0)
-                    ex = js_messages(nc, st, lo, hi, filt) if ackp else []
-                    left.append(("stream_pending", "consumer %s/%s" % (
-                        st, c.get("name")), "num_pending %d num_ack_pending "
-                        "%d (filter %s)%s" % (pend, ackp, filt,
-                                              (", stored in its ack window: "
-                                               + " ".join(ex)) if ex else
-                                              ", none of them stored")))
+                    last = state.get("last_seq", 0)
+                    acked = js_messages(nc, st, lo, hi, filt) if ackp else []
+                    ahead = js_messages(nc, st, hi + 1, last, filt) \
+                        if pend else []
+                    what = "num_pending %d num_ack_pending %d (filter %s)" % (
+                        pend, ackp, filt)
+                    if ackp:
+                        what += (", stored in its ack window: " + " ".join(
+                            acked)) if acked else ", none stored in its ack " \
+                            "window"
+                    if pend:
+                        what += (", stored beyond it: " + " ".join(ahead)) \
+                            if ahead else ", none stored beyond it"
+                    # Counts with no stored message behind them are no work:
+                    # nothing is left to deliver (what a nats-server killed
+                    # -9 can leave in a consumer's state). Any stored message
+                    # they could mean is work, whatever its saga's state.
+                    left.append(("stream_pending" if acked or ahead else
+                                 "stream_phantom", "consumer %s/%s" % (
+                                     st, c.get("name")), what))
             if cfg.get("retention") != "workqueue" or \
                     not state.get("messages", 0):
                 continue
