@@ -114,7 +114,7 @@ closed=$(awk -F'[ ,]+' '/^Requests/ {print $(NF)}' "$LIB_TMP/closed.txt")
 sagas=$(awk -F'[ ,]+' '/^Requests/ {print $(NF-2)}' "$LIB_TMP/closed.txt")
 echo "master CPU: $(( (ticks1 - ticks0) * 1000000 / $(getconf CLK_TCK) / (sagas > 0 ? sagas : 1) )) us per saga ($((ticks1 - ticks0)) ticks, $sagas sagas)"
 if [ -n "${METRICS:-}" ]; then
-	echo "metrics on: $(curl -s "http://127.0.0.1:$http_port/metrics" |
+	echo "metrics on: $(/usr/bin/python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$http_port/metrics" |
 	    grep '^sagad_sagas_ended_total{flow="Booking",mode="sync",state="completed"}')"
 fi
 if [ -n "${QUICK:-}" ]; then	# the closed loop alone, for A/B runs

@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "auth.h"
 #include "bus.h"
 #include "bus_driver.h"
 #include "util.h"
@@ -80,6 +81,18 @@ bus_driver_for(const char *url)
 		    strncmp(url, drivers[i]->scheme, n) == 0)
 			return drivers[i];
 	return NULL;
+}
+
+static void
+bus_free_creds(struct bus *bus)
+{
+	if (bus->password != NULL)
+		auth_wipe(bus->password, strlen(bus->password));
+	free(bus->password);
+	free(bus->creds);
+	free(bus->user);
+	free(bus->password_file);
+	bus->password = bus->creds = bus->user = bus->password_file = NULL;
 }
 
 struct bus *
@@ -143,6 +156,11 @@ bus_open(struct event_base *base, const struct bus_opts *o, char *err,
 		bus->reconnect_max_ms = bus->reconnect_wait_ms;
 	bus->dedupe_window_ms = o->dedupe_window_ms > 0 ?
 	    o->dedupe_window_ms : 120000;
+	bus->creds = o->creds != NULL ? util_xstrdup(o->creds) : NULL;
+	bus->user = o->user != NULL ? util_xstrdup(o->user) : NULL;
+	bus->password = o->password != NULL ? util_xstrdup(o->password) : NULL;
+	bus->password_file = o->password_file != NULL ?
+	    util_xstrdup(o->password_file) : NULL;
 	if ((bus->wake = event_new(base, -1, 0, bus_wake, bus)) == NULL) {
 		snprintf(err, errlen, "bus: event_new failed");
 		goto fail;
@@ -156,6 +174,7 @@ fail:
 	pthread_mutex_destroy(&bus->mu);
 	free(bus->stream);
 	free(bus->queue_type);
+	bus_free_creds(bus);
 	free(bus);
 	return NULL;
 }
@@ -221,12 +240,26 @@ bus_post(struct bus *bus, struct bus_item *it)
 void
 bus_post_state(struct bus *bus, enum bus_state state)
 {
+	bus_post_state_why(bus, state, NULL);
+}
+
+void
+bus_post_state_why(struct bus *bus, enum bus_state state, const char *why)
+{
 	struct bus_state_item	*si;
 
 	si = util_xcalloc(1, sizeof(*si));
 	si->item.kind = BUS_IT_STATE;
 	si->state = state;
+	if (why != NULL)
+		snprintf(si->why, sizeof(si->why), "%s", why);
 	bus_post(bus, &si->item);
+}
+
+const char *
+bus_state_why(const struct bus *bus)
+{
+	return bus->why;
 }
 
 void
@@ -309,6 +342,7 @@ bus_dispatch(struct bus *bus, struct bus_item *it)
 	case BUS_IT_STATE:
 		si = (struct bus_state_item *)it;
 		bus->state = si->state;
+		memcpy(bus->why, si->why, sizeof(bus->why));
 		free(si);
 		if (bus->state_cb != NULL)
 			bus->state_cb(bus, bus->state, bus->state_arg);
@@ -800,5 +834,6 @@ bus_close(struct bus *bus)
 	pthread_mutex_destroy(&bus->mu);
 	free(bus->stream);
 	free(bus->queue_type);
+	bus_free_creds(bus);
 	free(bus);
 }

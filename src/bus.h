@@ -54,6 +54,11 @@ struct bus_opts {
 	int		 dedupe_window_ms;  /* same message id dropped within; 0: 120000 */
 	bus_state_cb	 state_cb;	/* may be NULL */
 	void		*state_arg;
+	/* NATS credentials (issue 15); never logged. RabbitMQ's are in url. */
+	const char	*creds;		/* a .creds file: JWT and nkey seed */
+	const char	*user;
+	const char	*password;
+	const char	*password_file;	/* read at bus_open, if no password */
 };
 
 /*
@@ -86,6 +91,8 @@ struct bus	*bus_open(struct event_base *, const struct bus_opts *,
 void		 bus_close(struct bus *);
 
 enum bus_state	 bus_state(const struct bus *);
+/* Why the last state change happened, as the broker said ("" if unsaid). */
+const char	*bus_state_why(const struct bus *);
 int		 bus_is_connected(const struct bus *);
 
 /*

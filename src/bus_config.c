@@ -34,6 +34,10 @@ bus_config_opts(const struct config *cfg, struct bus_opts *o)
 		o->stream = cfg->nats.stream;
 		o->replicas = cfg->nats.replicas;
 		o->queue_type = NULL;
+		o->creds = cfg->nats.creds;
+		o->user = cfg->nats.user;
+		o->password = cfg->nats.password;
+		o->password_file = cfg->nats.password_file;
 	}
 }
 

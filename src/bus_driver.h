@@ -37,6 +37,7 @@ TAILQ_HEAD(bus_items, bus_item);
 struct bus_state_item {
 	struct bus_item		 item;
 	enum bus_state		 state;
+	char			 why[256];	/* the broker's reason, or "" */
 };
 
 struct bus_msg {
@@ -133,6 +134,11 @@ struct bus {
 	int			 reconnect_wait_ms;
 	int			 reconnect_max_ms;
 	int			 dedupe_window_ms;
+	char			*creds;		/* NATS: see bus_opts */
+	char			*user;
+	char			*password;	/* wiped at close */
+	char			*password_file;
+	char			 why[256];	/* of the last state change */
 };
 
 enum bus_finish { BUS_ACK, BUS_NAK, BUS_TERM, BUS_PROGRESS };
@@ -181,6 +187,8 @@ extern const struct bus_driver bus_rabbitmq_driver;
 /* For drivers, from any thread: hand an item to the loop. */
 void	bus_post(struct bus *, struct bus_item *);
 void	bus_post_state(struct bus *, enum bus_state);
+/* The same with the reason the broker gave (an auth refusal...). */
+void	bus_post_state_why(struct bus *, enum bus_state, const char *why);
 /* Any thread: a publish got its answer; finds it by the driver's key. */
 struct bus_pub *bus_pub_take(struct bus *, void *drv);
 void	bus_post_note(struct bus_listener *, const char *, const void *,

@@ -24,6 +24,7 @@
 
 #include <nats/nats.h>
 
+#include "auth.h"
 #include "bus.h"
 #include "bus_driver.h"
 #include "util.h"
@@ -141,11 +142,17 @@ nats_closed(natsConnection *nc, void *arg)
 	struct nats_bus	*nb = bus->drv_data;
 	int		 ours;
 
-	(void)nc;
 	pthread_mutex_lock(&nb->mu);
 	ours = nb->closing;
-	if (!ours)
-		bus_post_state(bus, BUS_CLOSED);
+	if (!ours) {
+		const char	*text = NULL;
+		natsStatus	 s = natsConnection_GetLastError(nc, &text);
+
+		/* An auth refusal says "Authorization Violation". */
+		bus_post_state_why(bus, BUS_CLOSED, s == NATS_OK ? NULL :
+		    text != NULL && *text != '\0' ? text :
+		    natsStatus_GetText(s));
+	}
 	nb->closed = 1;
 	pthread_cond_broadcast(&nb->cv);
 	pthread_mutex_unlock(&nb->mu);
@@ -200,6 +207,57 @@ nats_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
 
 /* --- open and close --------------------------------------------------------- */
 
+/*
+ * With credentials: one plain connection attempt, without callbacks or
+ * retries, so that a server refusing them fails the open with its reason
+ * (sagad stops at start, saying why) rather than leaving a connection that
+ * retries in silence. A server not reachable is not an error here.
+ */
+static int
+nats_auth_probe(struct bus *bus, const char *url, const char **urls, int n,
+    const char *pw, char *err, size_t errlen)
+{
+	natsOptions	*o = NULL;
+	natsConnection	*nc = NULL;
+	natsStatus	 s, last = NATS_OK;
+	const char	*text;
+	char		 shown[1100];
+
+	s = natsOptions_Create(&o);
+	if (s == NATS_OK)
+		s = natsOptions_SetServers(o, urls, n);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(o, bus->timeout_ms);
+	if (s == NATS_OK)
+		s = natsOptions_SetNoRandomize(o, true);
+	if (s == NATS_OK)
+		s = natsOptions_SetAllowReconnect(o, false);
+	if (s == NATS_OK && bus->user != NULL)
+		s = natsOptions_SetUserInfo(o, bus->user, pw);
+	if (s == NATS_OK && bus->creds != NULL)
+		s = natsOptions_SetUserCredentialsFromFiles(o, bus->creds,
+		    NULL);
+	if (s == NATS_OK)
+		s = natsConnection_Connect(&nc, o);
+	text = nats_GetLastError(&last);
+	natsConnection_Destroy(nc);
+	natsOptions_Destroy(o);
+	if (s == NATS_OK || text == NULL)
+		return 0;
+	if (s != NATS_NOT_PERMITTED && strcasestr(text, "authoriz") == NULL &&
+	    strcasestr(text, "authentic") == NULL &&
+	    strcasestr(text, "creds") == NULL)
+		return 0;
+	/* cnats prefixes "(conn.c:1905): ". */
+	if (text[0] == '(' && strstr(text, "): ") != NULL)
+		text = strstr(text, "): ") + 3;
+	snprintf(err, errlen, "nats: %s refused the credentials (%s): %s",
+	    util_url_redact(url, shown, sizeof(shown)),
+	    bus->creds != NULL ? "nats.creds" : bus->user != NULL ?
+	    "nats.user and password" : "in nats.url", text);
+	return -1;
+}
+
 static int
 nats_open(struct bus *bus, const char *url, const char *name, char *err,
     size_t errlen)
@@ -209,7 +267,7 @@ nats_open(struct bus *bus, const char *url, const char *name, char *err,
 	jsOptions	 jo;
 	natsStatus	 s;
 	const char	*urls[NATS_MAX_URLS];
-	char		*list, *p, *save = NULL;
+	char		*list, *p, *save = NULL, shown[1100], pw[1100];
 	int		 n = 0;
 
 	if (bus->reconnect_max_ms > 0xfffff)
@@ -221,14 +279,30 @@ nats_open(struct bus *bus, const char *url, const char *name, char *err,
 	    p = strtok_r(NULL, ", ", &save)) {
 		if (n == NATS_MAX_URLS) {
 			snprintf(err, errlen, "nats: more than %d URLs in %s",
-			    NATS_MAX_URLS, url);
+			    NATS_MAX_URLS, util_url_redact(url, shown,
+			    sizeof(shown)));
 			free(list);
 			return -1;
 		}
 		urls[n++] = p;
 	}
 	if (n == 0) {
-		snprintf(err, errlen, "nats: no URL in \"%s\"", url);
+		snprintf(err, errlen, "nats: no URL in \"%s\"",
+		    util_url_redact(url, shown, sizeof(shown)));
+		free(list);
+		return -1;
+	}
+	pw[0] = '\0';
+	if (bus->password != NULL)
+		snprintf(pw, sizeof(pw), "%s", bus->password);
+	else if (bus->password_file != NULL && auth_read_secret(
+	    bus->password_file, pw, sizeof(pw), err, errlen) == -1) {
+		free(list);
+		return -1;
+	}
+	if ((bus->user != NULL || bus->creds != NULL ||
+	    strchr(url, '@') != NULL) && nats_auth_probe(bus, url, urls, n, pw, err, errlen) == -1) {
+		auth_wipe(pw, sizeof(pw));
 		free(list);
 		return -1;
 	}
@@ -263,6 +337,13 @@ nats_open(struct bus *bus, const char *url, const char *name, char *err,
 	if (s == NATS_OK)
 		s = natsOptions_SetClosedCB(opts, nats_closed, bus);
 	/* A server that vanished without closing TCP is noticed in ~6 s. */
+	/* Credentials (cnats keeps them for every reconnection). */
+	if (s == NATS_OK && bus->user != NULL)
+		s = natsOptions_SetUserInfo(opts, bus->user, pw);
+	if (s == NATS_OK && bus->creds != NULL)
+		s = natsOptions_SetUserCredentialsFromFiles(opts, bus->creds,
+		    NULL);
+	auth_wipe(pw, sizeof(pw));
 	if (s == NATS_OK)
 		s = natsOptions_SetPingInterval(opts, 2000);
 	if (s == NATS_OK)
@@ -275,7 +356,8 @@ nats_open(struct bus *bus, const char *url, const char *name, char *err,
 	if (s == NATS_OK)
 		bus->state = BUS_CONNECTED;
 	else if (s != NATS_NOT_YET_CONNECTED) {
-		nats_error(err, errlen, url, s, 0);
+		nats_error(err, errlen, util_url_redact(url, shown,
+		    sizeof(shown)), s, 0);
 		goto fail;
 	}
 	natsOptions_Destroy(opts);

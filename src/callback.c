@@ -125,12 +125,68 @@ callback_url_parse(const char *url, char *host, size_t hostlen, int *port,
 	return rc;
 }
 
-int
-callback_host_allowed(const char *host, char *const *allow, size_t nallow)
+/*
+ * An allow entry split: its host (without brackets) into h, and its port,
+ * 0 when it names none. -1 when it does not parse.
+ */
+static int
+allow_split(const char *e, char *h, size_t hlen, int *port)
 {
-	for (size_t i = 0; i < nallow; i++)
-		if (strcasecmp(allow[i], host) == 0)
+	const char	*end, *colon;
+	char		*p;
+	long		 v;
+
+	*port = 0;
+	if (e[0] == '[') {
+		if ((end = strchr(e, ']')) == NULL || end == e + 1 ||
+		    (size_t)(end - e - 1) >= hlen)
+			return -1;
+		snprintf(h, hlen, "%.*s", (int)(end - e - 1), e + 1);
+		if (end[1] == '\0')
+			return 0;
+		if (end[1] != ':')
+			return -1;
+		colon = end + 1;
+	} else {
+		colon = strchr(e, ':');
+		/* Two colons or more: a bare IPv6 address, no port. */
+		if (colon == NULL || strchr(colon + 1, ':') != NULL) {
+			if (strlen(e) >= hlen || e[0] == '\0')
+				return -1;
+			snprintf(h, hlen, "%s", e);
+			return 0;
+		}
+		if (colon == e || (size_t)(colon - e) >= hlen)
+			return -1;
+		snprintf(h, hlen, "%.*s", (int)(colon - e), e);
+	}
+	v = strtol(colon + 1, &p, 10);
+	if (colon[1] == '\0' || *p != '\0' || v < 1 || v > 65535)
+		return -1;
+	*port = (int)v;
+	return 0;
+}
+
+int
+callback_host_allowed(const char *host, int port, char *const *allow,
+    size_t nallow)
+{
+	char	h[CALLBACK_HOST_MAX], want[CALLBACK_HOST_MAX];
+	size_t	n = strlen(host);
+	int	p;
+
+	/* evhttp keeps an IPv6 literal's brackets. */
+	if (n >= 2 && host[0] == '[' && host[n - 1] == ']')
+		snprintf(want, sizeof(want), "%.*s", (int)(n - 2), host + 1);
+	else
+		snprintf(want, sizeof(want), "%s", host);
+	for (size_t i = 0; i < nallow; i++) {
+		if (allow_split(allow[i], h, sizeof(h), &p) == -1 ||
+		    strcasecmp(h, want) != 0)
+			continue;
+		if (p == 0 ? (port == 80 || port == 443) : p == port)
 			return 1;
+	}
 	return 0;
 }
 
@@ -209,9 +265,10 @@ callback_post(struct callback *c, const char *url, char *const *allow,
 	if (callback_url_parse(url, host, sizeof(host), &port, path,
 	    sizeof(path), err, errlen) == -1)
 		return -1;
-	if (!callback_host_allowed(host, allow, nallow)) {
-		snprintf(err, errlen, "callback URL \"%s\": host %s is not in "
-		    "callbacks.allow", url, host);
+	if (!callback_host_allowed(host, port, allow, nallow)) {
+		snprintf(err, errlen, "callback URL \"%s\": %s:%d is not in "
+		    "callbacks.allow (an entry without a port allows 80 and "
+		    "443 only)", url, host, port);
 		return -1;
 	}
 	p = util_xcalloc(1, sizeof(*p));

@@ -34,9 +34,14 @@ void		 callback_free(struct callback *);
 int		 callback_url_parse(const char *url, char *host, size_t hostlen,
 		    int *port, char *path, size_t pathlen, char *err,
 		    size_t errlen);
-/* 1 when host is one of allow[] (names compare without case). */
-int		 callback_host_allowed(const char *host, char *const *allow,
-		    size_t nallow);
+/*
+ * 1 when host:port is allowed by allow[] (names compare without case): an
+ * entry "host" allows ports 80 and 443 only; "host:port" and "[v6]:port"
+ * that port; a bare IPv6 address ("::1") ports 80 and 443. host may come
+ * bracketed from a URL ("[::1]").
+ */
+int		 callback_host_allowed(const char *host, int port,
+		    char *const *allow, size_t nallow);
 
 /*
  * POSTs body as application/json to url. Returns 0 and calls done exactly

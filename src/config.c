@@ -525,7 +525,8 @@ parse_key(struct loader *l, const config_setting_t *s, const char *key,
 			char	shown[1100];
 
 			if (k->flags & KEY_SECRET)
-				v = util_url_redact(v, shown, sizeof(shown));
+				v = config_secret_shown(k, v, shown,
+				    sizeof(shown));
 			lerr(l, s, key, "%s, got \"%s\"", why, v);
 		} else
 			config_strset((char **)p, v);
@@ -694,6 +695,25 @@ resolve(struct loader *l, const char *pod_id)
 	char		 host[256], why[128];
 	char		*dot;
 
+	if (cfg->redis.password != NULL && cfg->redis.password_file != NULL)
+		lerr_at(l, l->path, 0, "redis: password and password_file: "
+		    "expected one of them");
+	if (cfg->redis.username != NULL && cfg->redis.password == NULL &&
+	    cfg->redis.password_file == NULL)
+		lerr_at(l, l->path, 0, "redis.username: expected a password "
+		    "or password_file with it");
+	if (cfg->nats.password != NULL && cfg->nats.password_file != NULL)
+		lerr_at(l, l->path, 0, "nats: password and password_file: "
+		    "expected one of them");
+	if ((cfg->nats.password != NULL || cfg->nats.password_file != NULL) !=
+	    (cfg->nats.user != NULL))
+		lerr_at(l, l->path, 0, "nats: user and password (or "
+		    "password_file) go together");
+	if (cfg->nats.creds != NULL && cfg->nats.user != NULL)
+		lerr_at(l, l->path, 0, "nats: creds and user: expected one of "
+		    "them");
+	if (cfg->group != NULL && cfg->user == NULL)
+		lerr_at(l, l->path, 0, "group: expected a user with it");
 	for (size_t i = 0; i < cfg->nnodes; i++) {
 		struct config_node *n = &cfg->nodes[i];
 

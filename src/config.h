@@ -69,6 +69,8 @@ struct config {
 	int		 shutdown_timeout_ms;
 	char		*log_file;	/* NULL: syslog (or stderr with -d) */
 	char		*queue;		/* the bus driver: "nats" or "rabbitmq" */
+	char		*user;		/* drop to them after binding (root) */
+	char		*group;
 	char		*log_format;	/* "text" or "json" (issue 14) */
 
 	struct {
@@ -76,6 +78,10 @@ struct config {
 		char	*stream;
 		char	*subject_prefix;	/* "saga": <prefix>.work.... */
 		int	 replicas;
+		char	*creds;		/* a .creds file (JWT and nkey seed) */
+		char	*user;
+		char	*password;	/* never logged */
+		char	*password_file;
 	} nats;
 	struct {
 		char	*url;		/* may hold a password: never log it */
@@ -85,8 +91,16 @@ struct config {
 		char	*host;
 		int	 port;
 		int	 saga_ttl;
+		int	 completed_ttl;	/* s a COMPLETED saga is kept; 0: saga_ttl */
 		int	 lease_ms;	/* owner's hold on a running saga */
+		int	 db;		/* SELECT */
+		char	*username;	/* AUTH with an ACL user */
+		char	*password;	/* never logged */
+		char	*password_file;
 	} redis;
+	struct {
+		char	*tokens_file;	/* NULL: no auth (auth.h) */
+	} auth;
 	struct {
 		char	**allow;
 		size_t	  nallow;

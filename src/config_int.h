@@ -24,6 +24,7 @@ enum key_scope {
 	KS_LIMITS,		/* limits = { }: struct config */
 	KS_TRACING,		/* tracing = { }: struct config (issue 14) */
 	KS_HTTP,		/* http = { }: struct config (issue 14) */
+	KS_AUTH,		/* auth = { }: struct config (issue 15) */
 	KS_SERVICE,		/* services.NAME = { }: struct config_service */
 	KS_NODE,		/* nodes.NAME = { }: struct config_node */
 	KS_FLOW,		/* flows.NAME = { }: struct config_flow */
@@ -45,7 +46,8 @@ enum key_type {
 #define KEY_RESTART	0x01	/* SIGHUP cannot change it */
 #define KEY_REQUIRED	0x02	/* no default: the file must say */
 #define KEY_INHERIT	0x04	/* absent: the node's service's value */
-#define KEY_SECRET	0x08	/* a URL whose password is never shown */
+#define KEY_SECRET	0x08	/* a URL whose password is never shown, or a
+				   password never shown at all */
 
 struct config_key {
 	const char		 *name;
@@ -66,9 +68,13 @@ struct config_key {
 #define HOSTLEN	256	/* the size of every host[] an address splits into */
 
 /* The rows of config_keys[]; config_keys.c fails to build if they differ. */
-#define CONFIG_NKEYS	59
+#define CONFIG_NKEYS	72
 
 extern const struct config_key config_keys[];	/* CONFIG_NKEYS rows */
+
+/* config_keys.c: a KEY_SECRET value fit to show. */
+const char	*config_secret_shown(const struct config_key *, const char *,
+		    char *, size_t);
 
 /* One error, kept until the end so that they can go out in file order. */
 struct load_error {

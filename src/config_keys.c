@@ -32,6 +32,9 @@ static int	check_context_key(const char *, char *, size_t);
 static int	check_subject_prefix(const char *, char *, size_t);
 static int	check_log_format(const char *, char *, size_t);
 static int	check_otlp_endpoint(const char *, char *, size_t);
+static int	check_account(const char *, char *, size_t);
+static int	check_allow(const char *, char *, size_t);
+static int	check_password(const char *, char *, size_t);
 
 static const char *const callbacks_allow_default[] = {
 	"127.0.0.1", "localhost", "::1", NULL
@@ -81,8 +84,8 @@ const struct config_key config_keys[] = {
 	{ "flows", KS_MAIN, KT_NAMED, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
 	    NULL, KS_FLOW },
 
-	{ "url", KS_NATS, KT_STRING, KEY_RESTART, C(nats.url), 0, 0,
-	    0, 0, 0, "nats://127.0.0.1:4222", NULL, check_nats_url, 0 },
+	{ "url", KS_NATS, KT_STRING, KEY_RESTART | KEY_SECRET, C(nats.url),
+	    0, 0, 0, 0, 0, "nats://127.0.0.1:4222", NULL, check_nats_url, 0 },
 	{ "stream", KS_NATS, KT_STRING, KEY_RESTART, C(nats.stream), 0, 0,
 	    0, 0, 0, "SAGA", NULL, check_token, 0 },
 	{ "replicas", KS_NATS, KT_INT, KEY_RESTART, C(nats.replicas), 0, 0,
@@ -106,7 +109,7 @@ const struct config_key config_keys[] = {
 
 	{ "allow", KS_CALLBACKS, KT_STRLIST, 0, C(callbacks.allow),
 	    C(callbacks.nallow), 0, 0, 0, 0, NULL, callbacks_allow_default,
-	    check_host, 0 },
+	    check_allow, 0 },
 	{ "retries", KS_CALLBACKS, KT_INT, 0, C(callbacks.retries), 0, 0,
 	    0, 100, 5, NULL, NULL, NULL, 0 },
 
@@ -207,6 +210,38 @@ const struct config_key config_keys[] = {
 	    1, 65536, 1024, NULL, NULL, NULL, 0 },
 	{ "timeout_ms", KS_HTTP, KT_INT, 0, C(http.timeout_ms), 0, 0,
 	    100, 600000, 10000, NULL, NULL, NULL, 0 },
+	/*
+	 * Issue 15 (secure by configuration): least privilege, tokens,
+	 * credentials of Redis and NATS. Secrets are KEY_SECRET: neither a
+	 * reload warning nor an error shows them.
+	 */
+	{ "user", KS_MAIN, KT_STRING, KEY_RESTART, C(user), 0, 0,
+	    0, 0, 0, NULL, NULL, check_account, 0 },
+	{ "group", KS_MAIN, KT_STRING, KEY_RESTART, C(group), 0, 0,
+	    0, 0, 0, NULL, NULL, check_account, 0 },
+	{ "auth", KS_MAIN, KT_SECTION, 0, 0, 0, 0, 0, 0, 0, NULL, NULL,
+	    NULL, KS_AUTH },
+	{ "tokens_file", KS_AUTH, KT_STRING, 0, C(auth.tokens_file), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "db", KS_REDIS, KT_INT, KEY_RESTART, C(redis.db), 0, 0,
+	    0, 65535, 0, NULL, NULL, NULL, 0 },
+	{ "username", KS_REDIS, KT_STRING, KEY_RESTART, C(redis.username),
+	    0, 0, 0, 0, 0, NULL, NULL, check_account, 0 },
+	{ "password", KS_REDIS, KT_STRING, KEY_RESTART | KEY_SECRET,
+	    C(redis.password), 0, 0, 0, 0, 0, NULL, NULL, check_password, 0 },
+	{ "password_file", KS_REDIS, KT_STRING, KEY_RESTART,
+	    C(redis.password_file), 0, 0, 0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "creds", KS_NATS, KT_STRING, KEY_RESTART, C(nats.creds), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "user", KS_NATS, KT_STRING, KEY_RESTART, C(nats.user), 0, 0,
+	    0, 0, 0, NULL, NULL, check_account, 0 },
+	{ "password", KS_NATS, KT_STRING, KEY_RESTART | KEY_SECRET,
+	    C(nats.password), 0, 0, 0, 0, 0, NULL, NULL, check_password, 0 },
+	{ "password_file", KS_NATS, KT_STRING, KEY_RESTART,
+	    C(nats.password_file), 0, 0, 0, 0, 0, NULL, NULL, check_path, 0 },
+	/* Issue 18: retention by state. */
+	{ "completed_ttl", KS_REDIS, KT_INT, KEY_RESTART,
+	    C(redis.completed_ttl), 0, 0, 0, 31536000, 0, NULL, NULL, NULL, 0 },
 };
 
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,
@@ -218,6 +253,7 @@ static const char *const scope_prefix[] = {
 	[KS_REDIS] = "redis", [KS_CALLBACKS] = "callbacks", [KS_LIMITS] = "limits",
 	[KS_TRACING] = "tracing",
 	[KS_HTTP] = "http",
+	[KS_AUTH] = "auth",
 };
 
 /* --- value checks ---------------------------------------------------------- */
@@ -408,6 +444,66 @@ check_context_key(const char *s, char *why, size_t len)
 	return -1;
 }
 
+/* A callbacks.allow entry: host, host:port, [v6]:port or a bare v6. */
+static int
+check_allow(const char *s, char *why, size_t len)
+{
+	const char	*colon = strchr(s, ':');
+	char		 host[HOSTLEN];
+	int		 port;
+
+	/* A name, an IPv4 address or a bare IPv6 one: ports 80 and 443. */
+	if (check_host(s, why, len) == 0 && (colon == NULL ||
+	    (strchr(colon + 1, ':') != NULL &&
+	    strspn(s, "0123456789abcdefABCDEF:.") == strlen(s))))
+		return 0;
+	if (util_parse_hostport(s, host, sizeof(host), &port, why,
+	    len) == 0 && host[0] != '\0' && check_host(host, why, len) == 0)
+		return 0;
+	snprintf(why, len, "expected a host name or address, with a port "
+	    "as \"host:port\" or \"[v6]:port\" if not 80 or 443");
+	return -1;
+}
+
+/* A user, group or ACL user name: no spaces, no control bytes. */
+static int
+check_account(const char *s, char *why, size_t len)
+{
+	size_t n = strlen(s);
+
+	if (n > 0 && n <= 256 && strpbrk(s, " \t\r\n:") == NULL)
+		return 0;
+	snprintf(why, len, "expected a name of 1 to 256 bytes without "
+	    "spaces or ':'");
+	return -1;
+}
+
+/* Says nothing of the value: the error is shown, the password is not. */
+static int
+check_password(const char *s, char *why, size_t len)
+{
+	size_t n = strlen(s);
+
+	if (n > 0 && n <= 1024 && strpbrk(s, "\r\n") == NULL)
+		return 0;
+	snprintf(why, len, "expected 1 to 1024 bytes on one line");
+	return -1;
+}
+
+/*
+ * A KEY_SECRET value fit to show: a password as "***", a URL without its
+ * password.
+ */
+const char *
+config_secret_shown(const struct config_key *k, const char *v, char *buf,
+    size_t len)
+{
+	if (k->check != check_password)
+		return util_url_redact(v, buf, len);
+	snprintf(buf, len, "***");
+	return buf;
+}
+
 /* --- SIGHUP ---------------------------------------------------------------- */
 
 static const char *
@@ -425,7 +521,7 @@ config_reload_check(const struct config *old, const struct config *new,
 {
 	size_t	used = 0;
 	int	changed = 0;
-	char	key[64], a[300], b[300];
+	char	key[64], a[1200], b[1200];
 
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
@@ -452,9 +548,9 @@ config_reload_check(const struct config *old, const struct config *new,
 			    sn != NULL && strcmp(so, sn) == 0))
 				continue;
 			if ((k->flags & KEY_SECRET) && so != NULL)
-				so = util_url_redact(so, sa, sizeof(sa));
+				so = config_secret_shown(k, so, sa, sizeof(sa));
 			if ((k->flags & KEY_SECRET) && sn != NULL)
-				sn = util_url_redact(sn, sb, sizeof(sb));
+				sn = config_secret_shown(k, sn, sb, sizeof(sb));
 			snprintf(a, sizeof(a), so ? "\"%s\"" : "(none)", so);
 			snprintf(b, sizeof(b), sn ? "\"%s\"" : "(none)", sn);
 		}

@@ -36,7 +36,7 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-"usage: sagactl [-s host:port] [--json] [-T ms] COMMAND [ARGS]\n"
+"usage: sagactl [-s host:port] [--token T] [--json] [-T ms] COMMAND [ARGS]\n"
 "\n"
 "commands:\n"
 "  run FLOW [key=value ...]   start a saga and print it when Run returns\n"
@@ -60,6 +60,9 @@ usage(FILE *fp)
     CTL_DEFAULT_SERVER ")\n"
 "  -j, --json                 print JSON for scripts\n"
 "  -T, --timeout ms           deadline of each call (default 30000)\n"
+"  -t, --token TOKEN          send \"authorization: Bearer TOKEN\" (default\n"
+"                             $SAGAD_TOKEN); prefer the variable: a flag\n"
+"                             shows in ps\n"
 "  -h, --help                 this text\n"
 "  -V, --version              the version\n"
 "\n"
@@ -236,7 +239,7 @@ ctl_unary(struct ctl *c, const char *path, const ProtobufCMessage *req,
 
 	protobuf_c_message_pack(req, buf);
 	memset(sc, 0, sizeof(*sc));
-	grpc_client_call_start(c->ch, path, buf, len, NULL, c->timeout_ms,
+	grpc_client_call_start(c->ch, path, buf, len, CTL_MD(c), c->timeout_ms,
 	    sync_call_cb, sc);
 	free(buf);
 	while (!sc->done)
@@ -266,7 +269,23 @@ ctl_call_error(struct ctl *c, const struct sync_call *sc)
 		ctl_print_error_json(stdout, sc->status, sc->message);
 	fprintf(stderr, "sagactl: %s: %s\n", grpc_status_name(sc->status),
 	    sc->message);
+	ctl_auth_hint(c, sc->status);
 	return exit_for_status(sc->status);
+}
+
+void
+ctl_auth_hint(const struct ctl *c, int status)
+{
+	if (status == GRPC_STATUS_UNAUTHENTICATED && !c->has_token)
+		fprintf(stderr, "sagactl: sagad asks for a token: pass "
+		    "--token TOKEN or set SAGAD_TOKEN\n");
+	else if (status == GRPC_STATUS_UNAUTHENTICATED)
+		fprintf(stderr, "sagactl: sagad does not know the token given "
+		    "(--token or SAGAD_TOKEN): check it against its "
+		    "auth.tokens_file\n");
+	else if (status == GRPC_STATUS_PERMISSION_DENIED && c->has_token)
+		fprintf(stderr, "sagactl: the token given is valid but its "
+		    "role may not do this: use a token with a stronger role\n");
 }
 
 /*
@@ -581,13 +600,14 @@ cmd_watch(struct ctl *c, const char *id)
 	saga__v1__get_request__pack(&req, buf);
 	/* A watch lasts as long as the saga: no deadline but the user's. */
 	grpc_client_stream_start(c->ch, "/saga.v1.Orchestrator/Watch", buf,
-	    len, NULL, 0, watch_msg, watch_end, &w);
+	    len, CTL_MD(c), 0, watch_msg, watch_end, &w);
 	free(buf);
 	while (!w.done)
 		event_base_loop(c->base, EVLOOP_ONCE);
 	if (w.status != GRPC_STATUS_OK) {
 		fprintf(stderr, "sagactl: watch: %s: %s\n",
 		    grpc_status_name(w.status), w.message);
+		ctl_auth_hint(c, w.status);
 		rc = exit_for_status(w.status);
 	} else
 		rc = w.final_state == SAGA_STATE_COMPENSATED ||
@@ -701,12 +721,14 @@ ctl_main(int argc, char **argv)
 		{ "server",	required_argument, NULL, 's' },
 		{ "json",	no_argument,	   NULL, 'j' },
 		{ "timeout",	required_argument, NULL, 'T' },
+		{ "token",	required_argument, NULL, 't' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ "version",	no_argument,	   NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ctl	 c;
 	const char	*server = getenv("SAGAD_SERVER");
+	const char	*token = getenv("SAGAD_TOKEN");
 	const char	*cmd;
 	char		 host[256], err[SAGAD_ERRLEN], *end;
 	int		 port, ch, rc;
@@ -716,13 +738,17 @@ ctl_main(int argc, char **argv)
 	if (server == NULL || *server == '\0')
 		server = CTL_DEFAULT_SERVER;
 	/* '+': stop at the command; its own flags come after it. */
-	while ((ch = getopt_long(argc, argv, "+s:jT:hV", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+s:jt:T:hV", opts, NULL)) !=
+	    -1) {
 		switch (ch) {
 		case 's':
 			server = optarg;
 			break;
 		case 'j':
 			c.json = 1;
+			break;
+		case 't':
+			token = optarg;
 			break;
 		case 'T':
 			c.timeout_ms = strtoll(optarg, &end, 10);
@@ -746,6 +772,23 @@ ctl_main(int argc, char **argv)
 	if (optind >= argc) {
 		usage(stderr);
 		return CTL_EXIT_USAGE;
+	}
+	if (token != NULL && *token != '\0') {
+		char	*v;
+		size_t	 n = strlen(token);
+
+		if (strspn(token, "!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJ"
+		    "KLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~") != n
+		    || n > 4096) {
+			fprintf(stderr, "sagactl: --token: expected printable "
+			    "characters without spaces\n");
+			return CTL_EXIT_USAGE;
+		}
+		v = util_xcalloc(1, n + 8);
+		snprintf(v, n + 8, "Bearer %s", token);
+		grpc_md_add(&c.md, "authorization", v, n + 7);
+		free(v);
+		c.has_token = 1;
 	}
 	if (util_parse_hostport(server, host, sizeof(host), &port, err,
 	    sizeof(err)) == -1) {
@@ -796,5 +839,6 @@ ctl_main(int argc, char **argv)
 		rc = ctl_cmd_bench(&c, argc, argv, host, port);
 	grpc_client_free(c.client);
 	event_base_free(c.base);
+	grpc_md_clear(&c.md);
 	return rc;
 }

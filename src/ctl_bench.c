@@ -128,7 +128,8 @@ bench_send(struct bench *b)
 	b->last_sent_us = q->sent_us;
 	b->inflight++;
 	grpc_client_call_start(b->c->ch,
-	    "/saga.v1.Orchestrator/Run", buf, len, NULL, b->c->timeout_ms,
+	    "/saga.v1.Orchestrator/Run", buf, len, CTL_MD(b->c),
+	    b->c->timeout_ms,
 	    bench_done, q);
 	b->seq++;
 	free(buf);

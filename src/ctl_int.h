@@ -11,6 +11,8 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "grpc/grpc.h"
+
 struct event_base;
 struct grpc_client;
 struct grpc_channel;
@@ -22,7 +24,14 @@ struct ctl {
 	int			 json;
 	int64_t			 timeout_ms;
 	int			 rc;
+	struct grpc_metadata	 md;	/* authorization: Bearer (--token) */
+	int			 has_token;
 };
+
+/* The metadata every call sends: the token, or NULL. */
+#define CTL_MD(c)	((c)->has_token ? &(c)->md : NULL)
+/* After an error: what to do about UNAUTHENTICATED or PERMISSION_DENIED. */
+void	 ctl_auth_hint(const struct ctl *, int status);
 
 /* One unary call, run to completion on the loop. */
 struct sync_call {

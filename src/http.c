@@ -227,16 +227,45 @@ enum route {
 
 /*
  * Whether the request may use a route that needs role. Every request
- * passes here once, with its route's role known (http_route below); auth
- * (src/auth.c, `auth.tokens_file`) plugs in here. Without auth configured
- * everyone may do everything, as with gRPC. Returns 1, or answers the
- * request itself (401, 403) and returns 0.
+ * passes here once, with its route's role known (http_route below); the
+ * authorize hook (service.c: auth.tokens_file, the same tokens, roles and
+ * refusal log as gRPC's) judges its Authorization header. Without auth
+ * configured everyone may do everything, as with gRPC. Returns 1, or
+ * answers the request itself (401 with WWW-Authenticate: Bearer, 403) and
+ * returns 0.
  */
 static int
-http_authorize(struct http_server *h SAGAD_UNUSED,
-    struct evhttp_request *req SAGAD_UNUSED, enum http_role role SAGAD_UNUSED)
+http_authorize(struct http_server *h, struct evhttp_request *req,
+    enum http_role role)
 {
-	return 1;
+	struct evhttp_connection	*evcon;
+	const char			*v, *m;
+	char				*addr = NULL;
+	ev_uint16_t			 port = 0;
+	char				 peer[96], what[300], msg[256];
+	int				 status = 401;
+
+	if (h->hooks.authorize == NULL || role == HTTP_ROLE_NONE)
+		return 1;
+	v = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "Authorization");
+	if ((evcon = evhttp_request_get_connection(req)) != NULL)
+		evhttp_connection_get_peer(evcon, &addr, &port);
+	snprintf(peer, sizeof(peer), "%s:%u", addr != NULL ? addr : "?",
+	    (unsigned)port);
+	m = evhttp_request_get_command(req) == EVHTTP_REQ_POST ? "POST" :
+	    "GET";
+	snprintf(what, sizeof(what), "%s %.200s", m,
+	    evhttp_request_get_uri(req));
+	if (h->hooks.authorize(h->hooks.arg, v, (int)role, peer, what,
+	    &status, msg, sizeof(msg)))
+		return 1;
+	if (status == 401)
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "WWW-Authenticate", "Bearer");
+	http_reply_error(h, req, status == 403 ?
+	    GRPC_STATUS_PERMISSION_DENIED : GRPC_STATUS_UNAUTHENTICATED, msg);
+	return 0;
 }
 
 /*
@@ -470,6 +499,7 @@ sweep_cb(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED, void *arg)
 	int64_t			 now = util_mono_ms();
 
 	reap(h);
+	http_api_keepalive(h, now);
 	TAILQ_FOREACH(c, &h->conns, entry)
 		if (c->killed || (!c->busy && now - c->since >
 		    h->opts.timeout_ms)) {

@@ -30,6 +30,15 @@ struct http_hooks {
 	int	(*ready)(void *arg, char *why, size_t whylen);
 	/* Appends the Prometheus text of the whole pod. */
 	void	(*metrics)(struct evbuffer *, void *arg);
+	/*
+	 * The token check (service.c, auth.h): authorization is the header's
+	 * value (NULL: none), role an enum http_role, peer and what (the
+	 * request line) for the log. 1 serves the request; 0 refuses it with
+	 * *status (401 or 403) and a sentence in msg. NULL: no auth.
+	 */
+	int	(*authorize)(void *arg, const char *authorization, int role,
+		    const char *peer, const char *what, int *status, char *msg,
+		    size_t msglen);
 	void	 *arg;
 	struct grpc_server *grpc;	/* the JSON API calls its methods */
 };

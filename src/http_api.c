@@ -132,6 +132,34 @@ sse_start(struct api_req *r)
 	evhttp_add_header(hd, "X-Accel-Buffering", "no");
 	evhttp_send_reply_start(r->hr.req, 200, "OK");
 	r->hr.started = 1;
+	r->hr.last_sent = util_mono_ms();
+}
+
+/*
+ * Proxies end a response that says nothing for a minute or so (nginx's
+ * proxy_read_timeout), and a peer gone without a word is only noticed when
+ * something is written: a comment line, which EventSource ignores, on
+ * every stream quiet for timeout_ms (HTTP_SSE_KEEPALIVE_MS at most).
+ */
+void
+http_api_keepalive(struct http_server *h, int64_t now)
+{
+	struct http_req	*hr;
+	int64_t		 quiet = h->opts.timeout_ms < HTTP_SSE_KEEPALIVE_MS ?
+	    h->opts.timeout_ms : HTTP_SSE_KEEPALIVE_MS;
+
+	TAILQ_FOREACH(hr, &h->reqs, entry) {
+		struct evbuffer *b;
+
+		if (!hr->sse || !hr->started || hr->call == NULL ||
+		    now - hr->last_sent < quiet)
+			continue;
+		b = evbuffer_new();
+		evbuffer_add(b, ": keepalive\n\n", 13);
+		hr->last_sent = now;
+		evhttp_send_reply_chunk(hr->req, b);
+		evbuffer_free(b);
+	}
 }
 
 /* Bytes the client has not read yet. */
@@ -165,6 +193,7 @@ sse_message(const ProtobufCMessage *m, void *arg)
 	evbuffer_add(b, "data: ", 6);
 	evbuffer_add(b, json, len);
 	evbuffer_add(b, "\n\n", 2);
+	r->hr.last_sent = util_mono_ms();
 	evhttp_send_reply_chunk(r->hr.req, b);
 	evbuffer_free(b);
 	free(json);

@@ -21,6 +21,7 @@ struct bufferevent;
 struct grpc_call;
 
 #define HTTP_SSE_OUT_MAX	(1024 * 1024)	/* unsent event bytes per reader */
+#define HTTP_SSE_KEEPALIVE_MS	15000	/* a comment on a quiet stream */
 #define HTTP_CONN_BUCKETS	256
 
 struct http_req;
@@ -45,6 +46,7 @@ struct http_req {
 	int			 sse;		/* Watch: an event stream */
 	int			 started;	/* the stream's headers are out */
 	int			 gone;		/* the client went away */
+	int64_t			 last_sent;	/* mono ms, an event stream's */
 	TAILQ_ENTRY(http_req)	 entry;
 };
 
@@ -79,6 +81,8 @@ void	 http_api_events(struct http_server *, struct evhttp_request *,
 	    const char *id);
 void	 http_api_operate(struct http_server *, struct evhttp_request *,
 	    const char *id, const char *verb);
+/* From the sweep: a comment on event streams quiet for a while. */
+void	 http_api_keepalive(struct http_server *, int64_t now_ms);
 /* The connection of r closed: cancel its call. */
 void	 http_api_conn_closed(struct http_req *);
 void	 http_api_free_all(struct http_server *);

@@ -340,6 +340,30 @@ master_init(struct master *m, const struct options *opts,
 	    m->hooks.start(m, m->hooks.arg, err, errlen) == -1)
 		return -1;
 
+	/*
+	 * Then root is dropped for good, before any worker is forked: they
+	 * inherit the user. Redis, NATS and the tokens are read already;
+	 * a reload reads the config and tokens files as that user.
+	 */
+	if (m->cfg->user != NULL) {
+		char	why[SAGAD_ERRLEN];
+		int	rc = proc_drop_privileges(m->cfg->user, m->cfg->group,
+			    why, sizeof(why));
+
+		if (rc == -1) {
+			snprintf(err, errlen, "user = \"%s\": %s",
+			    m->cfg->user, why);
+			return -1;
+		}
+		if (rc == 0)
+			log_info("running as user %s%s%s", m->cfg->user,
+			    m->cfg->group != NULL ? ", group " : "",
+			    m->cfg->group != NULL ? m->cfg->group : "");
+		else
+			log_debug("user = \"%s\" ignored: not started as root",
+			    m->cfg->user);
+	}
+
 	master_apply_topics(m);
 	log_info("sagad %s started: pod %s, config %s, %zu workers", 
 	    PACKAGE_VERSION, m->cfg->pod_id, m->config_path,

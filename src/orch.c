@@ -231,10 +231,11 @@ callback_url_ok(const struct config *cfg, const char *url, char *err,
 		    "http://host[:port]/path", why);
 		return 0;
 	}
-	if (!callback_host_allowed(host, cfg->callbacks.allow,
+	if (!callback_host_allowed(host, port, cfg->callbacks.allow,
 	    cfg->callbacks.nallow)) {
-		snprintf(err, errlen, "callback_url: host %s is not in "
-		    "callbacks.allow", host);
+		snprintf(err, errlen, "callback_url: %s:%d is not in "
+		    "callbacks.allow (an entry without a port allows 80 and "
+		    "443 only)", host, port);
 		return 0;
 	}
 	return 1;
@@ -456,6 +457,7 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 	TAILQ_INIT(&o->runs);
 	idtable_init(&o->holds_by_id, 1024);
 	TAILQ_INIT(&o->holds);
+	TAILQ_INIT(&o->republish);
 	TAILQ_INIT(&o->launches);
 	{
 		char subj[WORK_SUBJECT_MAX];

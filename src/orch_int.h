@@ -171,6 +171,26 @@ struct orch_burst {
 	unsigned	 held;
 };
 
+/*
+ * A first work the bus did not confirm (orch_launch.c): published again
+ * with its dedupe id, with a growing delay, a few times, while this master
+ * runs; the sweeper's requeue is the backstop.
+ */
+struct unconfirmed {
+	TAILQ_ENTRY(unconfirmed) all;
+	struct orch		*o;
+	char			*subject;
+	char			*msg_id;
+	uint8_t			*buf;
+	size_t			 len;
+	int			 tries;
+	int			 busy;		/* a publish in flight */
+	int64_t			 next_ms;	/* monotonic */
+};
+
+#define ORCH_REPUBLISH_TRIES	6
+#define ORCH_REPUBLISH_MAX	10000	/* kept at most; then the sweeper's */
+
 /* A dead pod this master adopted (orch_pods.c). */
 struct orch_adopted {
 	char		*pod;
@@ -238,6 +258,8 @@ struct orch {
 	int64_t			 last_pods_ms;
 	int64_t			 last_adopt_check_ms;
 	struct orch_burst	 unconfirmed;	/* launches the bus left unknown */
+	TAILQ_HEAD(, unconfirmed) republish;	/* their work, sent again */
+	size_t			 nrepublish;
 	struct orch_burst	 requeued;	/* launch leases run out */
 	struct orch_stats	 st;
 	util_log_fn		 log;

@@ -352,6 +352,80 @@ launch_unqueued(struct launch *l, const char *why)
 	launch_write(l, 0, NULL, launch_unqueued_written);
 }
 
+/* --- first works the bus did not confirm ------------------------------------------ */
+
+static void
+unconfirmed_free(struct unconfirmed *u)
+{
+	if (u->o != NULL) {
+		TAILQ_REMOVE(&u->o->republish, u, all);
+		u->o->nrepublish--;
+	}
+	free(u->subject);
+	free(u->msg_id);
+	free(u->buf);
+	free(u);
+}
+
+static void
+republished(struct bus *bus, const struct bus_pub_result *res, void *arg)
+{
+	struct unconfirmed *u = arg;
+
+	(void)bus;
+	u->busy = 0;
+	if (u->o == NULL || u->o->closing || res->error == NULL ||
+	    res->refused || ++u->tries >= ORCH_REPUBLISH_TRIES) {
+		unconfirmed_free(u);	/* stored, or the sweeper's now */
+		return;
+	}
+	u->next_ms = util_mono_ms() + (1000LL << u->tries);
+}
+
+/* Keeps the first work of l to publish again until the bus confirms it. */
+static void
+unconfirmed_add(struct launch *l)
+{
+	struct orch		*o = l->o;
+	struct driver_work	 dw;
+	struct unconfirmed	*u;
+	char			 err[SAGAD_ERRLEN];
+
+	if (o->nrepublish >= ORCH_REPUBLISH_MAX ||
+	    driver_work(&l->d, &l->d.a, &dw, err, sizeof(err)) == -1)
+		return;
+	u = util_xcalloc(1, sizeof(*u));
+	u->o = o;
+	u->subject = util_xstrdup(dw.subject);
+	u->msg_id = util_xstrdup(dw.msg_id);
+	u->buf = dw.buf;
+	u->len = dw.len;
+	u->next_ms = util_mono_ms() + 1000;
+	TAILQ_INSERT_TAIL(&o->republish, u, all);
+	o->nrepublish++;
+}
+
+static void
+republish_due(struct orch *o, int64_t now)
+{
+	struct unconfirmed	*u, *next;
+	char			 err[SAGAD_ERRLEN];
+
+	if (o->bus == NULL || !bus_is_connected(o->bus))
+		return;
+	for (u = TAILQ_FIRST(&o->republish); u != NULL; u = next) {
+		next = TAILQ_NEXT(u, all);
+		if (u->busy || now < u->next_ms)
+			continue;
+		u->busy = 1;
+		if (bus_publish(o->bus, u->subject, u->buf, u->len, u->msg_id,
+		    republished, u, err, sizeof(err)) == -1) {
+			u->busy = 0;
+			u->next_ms = now + 1000;
+		}
+	}
+}
+
 /*
  * The first work is queued, or may be: the saga is accepted either way.
  * One the bus did not confirm (refused, timed out, or not connected) is
@@ -368,9 +442,11 @@ launch_accepted(struct launch *l, const char *unconfirmed)
 		unsigned	held;
 		enum util_level	lv = orch_burst_level(&o->unconfirmed, &held);
 
+		unconfirmed_add(l);
 		orch_log(o, lv, l->d.s->id, "the bus did not confirm the first "
-		    "work of this %s saga (%s): it is queued again within %d s "
-		    "if it was lost (%u more like it since the last warning)",
+		    "work of this %s saga (%s): it is published again, and "
+		    "queued again within %d s if it was lost (%u more like it "
+		    "since the last warning)",
 		    config_mode_name(l->d.s->mode), unconfirmed,
 		    ORCH_LAUNCH_LEASE_MS(o->cfg) / 1000 + 1, held);
 	} else
@@ -849,6 +925,7 @@ launch_cron(struct orch *o, int64_t now)
 		o->last_poll_ms = now;
 		holds_poll(o);
 	}
+	republish_due(o, now);
 	if (o->draining && (o->nholders > 0 || o->nlaunches > 0) &&
 	    now - o->drain_ms >= o->cfg->shutdown_timeout_ms)
 		launch_give_up(o);
@@ -891,12 +968,20 @@ launch_close(struct orch *o)
 void
 launch_free_all(struct orch *o)
 {
+	struct unconfirmed *u;
 	struct launch	*l;
 	struct hold	*h;
 	struct flowq	*q;
 
 	while ((l = TAILQ_FIRST(&o->launches)) != NULL)
 		launch_free(l);
+	while ((u = TAILQ_FIRST(&o->republish)) != NULL) {
+		TAILQ_REMOVE(&o->republish, u, all);
+		o->nrepublish--;
+		u->o = NULL;
+		if (!u->busy)
+			unconfirmed_free(u);	/* else its answer frees it */
+	}
 	while ((h = TAILQ_FIRST(&o->holds)) != NULL) {
 		h->launching = 0;
 		hold_free(h);

@@ -33,6 +33,7 @@ struct op {
 	struct grpc_call	*call;		/* NULL once the caller left */
 	char			*id;
 	char			*text;		/* Cancel's reason, Resolve's note */
+	char			*who;		/* the caller, for the log */
 	struct driver		 d;		/* Resolve: the saga resolved */
 };
 
@@ -55,6 +56,8 @@ op_new(struct orch *o, struct grpc_call *call, const char *id,
 	op->call = call;
 	op->id = util_xstrdup(id);
 	op->text = util_xstrdup(text);
+	op->who = util_xstrdup(grpc_call_caller(call) != NULL ?
+	    grpc_call_caller(call) : grpc_call_peer(call));
 	grpc_call_on_cancel(call, op_cancelled, op);
 	return op;
 }
@@ -75,6 +78,7 @@ op_finish(struct op *op, const Saga__V1__Saga *pb, int status,
 		driver_clear(&op->d);
 	free(op->id);
 	free(op->text);
+	free(op->who);
 	free(op);
 }
 
@@ -331,8 +335,8 @@ cancel_done(enum store_result res, struct store_saga *rec, const char *err,
 
 	switch (res) {
 	case STORE_OK:
-		orch_log(op->o, UTIL_INFO, op->id, "cancel asked: %s",
-		    op->text);
+		orch_log(op->o, UTIL_INFO, op->id, "cancel asked by %s: %s",
+		    op->who, op->text);
 		cancel_tell(op->o, op->id, op->text);
 		/* FALLTHROUGH */
 	case STORE_UNCHANGED:
@@ -436,8 +440,8 @@ resolve_written(enum store_result res, int64_t rev, const char *cancel,
 		return;
 	}
 	driver_written(&op->d, rev);	/* counts it RESOLVED (metrics) */
-	orch_log(op->o, UTIL_INFO, op->id, "RESOLVED by an operator: %s",
-	    op->text);
+	orch_log(op->o, UTIL_INFO, op->id, "RESOLVED by an operator (%s): %s",
+	    op->who, op->text);
 	trace_saga_end(&op->d);		/* its line: it has ended RESOLVED */
 	saga_pb_view(op->d.s, &v);
 	op_finish(op, &v.pb, 0, NULL);

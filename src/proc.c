@@ -17,6 +17,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -514,4 +516,80 @@ proc_config_reload(const struct config *running, const char *path,
 	if (config_reload_check(running, cfg, notes, noteslen) > 0)
 		config_keep_restart_keys(cfg, running);
 	return cfg;
+}
+
+/* --- least privilege ------------------------------------------------------- */
+
+int
+proc_user_lookup(const char *user, const char *group, uid_t *uid, gid_t *gid,
+    char *err, size_t errlen)
+{
+	struct passwd	*pw;
+	struct group	*gr;
+
+	errno = 0;
+	if ((pw = getpwnam(user)) == NULL) {
+		snprintf(err, errlen, "user \"%s\": %s", user, errno != 0 ?
+		    strerror(errno) : "no such user");
+		return -1;
+	}
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	if (group != NULL) {
+		errno = 0;
+		if ((gr = getgrnam(group)) == NULL) {
+			snprintf(err, errlen, "group \"%s\": %s", group,
+			    errno != 0 ? strerror(errno) : "no such group");
+			return -1;
+		}
+		*gid = gr->gr_gid;
+	}
+	return 0;
+}
+
+int
+proc_drop_privileges(const char *user, const char *group, char *err,
+    size_t errlen)
+{
+	uid_t	uid;
+	gid_t	gid;
+
+	if (geteuid() != 0)
+		return 1;
+	if (proc_user_lookup(user, group, &uid, &gid, err, errlen) == -1)
+		return -1;
+	if (uid == 0) {
+		snprintf(err, errlen, "user \"%s\" is root: name an "
+		    "unprivileged user", user);
+		return -1;
+	}
+	if (setgroups(1, &gid) == -1 || setresgid(gid, gid, gid) == -1) {
+		snprintf(err, errlen, "cannot switch to group %u: %s",
+		    (unsigned)gid, strerror(errno));
+		return -1;
+	}
+	if (setresuid(uid, uid, uid) == -1) {
+		snprintf(err, errlen, "cannot switch to user %s: %s", user,
+		    strerror(errno));
+		return -1;
+	}
+	if (setuid(0) != -1 || geteuid() == 0) {
+		snprintf(err, errlen, "still able to become root after "
+		    "switching to user %s", user);
+		return -1;
+	}
+	/* setuid clears it; a core or ptrace by the user stays possible. */
+	(void)prctl(PR_SET_DUMPABLE, 1);
+	return 0;
+}
+
+int
+proc_refuse_root(const struct config *cfg, char *err, size_t errlen)
+{
+	if (cfg->user == NULL || (geteuid() != 0 && getuid() != 0))
+		return 0;
+	snprintf(err, errlen, "running as root although user = \"%s\" is "
+	    "set: the master did not drop its privileges; refusing to run",
+	    cfg->user);
+	return -1;
 }

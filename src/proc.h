@@ -167,4 +167,25 @@ struct config	*proc_config_reload(const struct config *running,
 		    const char *path, const char *pod_id, char *err,
 		    size_t errlen, char *notes, size_t noteslen);
 
+/* --- least privilege (`user`, `group`) ------------------------------------ */
+
+/*
+ * The uid and gid of user (and group, else user's primary group). Returns
+ * 0, or -1 with err naming what is unknown.
+ */
+int	proc_user_lookup(const char *user, const char *group, uid_t *uid,
+	    gid_t *gid, char *err, size_t errlen);
+/*
+ * Drops root for user and group for good: supplementary groups, gid, uid,
+ * then checks that root cannot be regained. 0 when done, 1 when the
+ * process was not root (nothing done; it runs as what it is), -1 with err.
+ */
+int	proc_drop_privileges(const char *user, const char *group, char *err,
+	    size_t errlen);
+/*
+ * For a worker: -1 with err when cfg sets a user and the process is still
+ * root (the master's drop failed or was skipped): it must not run.
+ */
+int	proc_refuse_root(const struct config *, char *err, size_t errlen);
+
 #endif

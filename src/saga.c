@@ -782,6 +782,10 @@ saga_to_json(const struct saga *s, size_t *len)
 	json_write_string(fp, s->id);
 	fputs(",\"flow\":", fp);
 	json_write_string(fp, s->flow);
+	if (s->version != NULL && *s->version != '\0') {
+		fputs(",\"flowVersion\":", fp);
+		json_write_string(fp, s->version);
+	}
 	fprintf(fp, ",\"mode\":\"%s\",\"state\":\"STATE_%s\",\"context\":{",
 	    (unsigned)s->mode <= SAGA_MODE_THROTTLING ? mode_names[s->mode] :
 	    mode_names[0], saga_state_name(s->state));
@@ -811,10 +815,6 @@ saga_to_json(const struct saga *s, size_t *len)
 	}
 	fputs("],\"error\":", fp);
 	json_write_string(fp, s->error);
-	if (s->version != NULL) {
-		fputs(",\"flowVersion\":", fp);
-		json_write_string(fp, s->version);
-	}
 	fprintf(fp, ",\"createdUnixMs\":\"%lld\",\"updatedUnixMs\":\"%lld\"}",
 	    (long long)s->created_ms, (long long)s->updated_ms);
 	fclose(fp);

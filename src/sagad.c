@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "bus.h"
 #include "config.h"
 #include "log.h"
@@ -22,6 +23,49 @@
 #include "proctitle.h"
 #include "service.h"
 #include "util.h"
+
+/*
+ * The files the config names that config_load does not read: the tokens
+ * and the password files. `sagad -t` reports them; the start reads them
+ * again where they are used.
+ */
+static int
+check_secret_files(const struct config *cfg, char *err, size_t errlen)
+{
+	const char	*pw[] = { cfg->redis.password_file,
+			    cfg->nats.password_file };
+	char		 buf[1100];
+	struct auth	*a;
+
+	if (cfg->auth.tokens_file != NULL) {
+		if ((a = auth_load(cfg->auth.tokens_file, NULL, 0, err,
+		    errlen)) == NULL)
+			return -1;
+		auth_free(a);
+	}
+	for (size_t i = 0; i < sizeof(pw) / sizeof(pw[0]); i++) {
+		if (pw[i] == NULL)
+			continue;
+		if (auth_read_secret(pw[i], buf, sizeof(buf), err,
+		    errlen) == -1)
+			return -1;
+		auth_wipe(buf, sizeof(buf));
+	}
+	if (cfg->user != NULL) {
+		uid_t	uid;
+		gid_t	gid;
+
+		if (proc_user_lookup(cfg->user, cfg->group, &uid, &gid, err,
+		    errlen) == -1)
+			return -1;
+	}
+	if (cfg->nats.creds != NULL && access(cfg->nats.creds, R_OK) == -1) {
+		snprintf(err, errlen, "%s: %s", cfg->nats.creds,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
+}
 
 int
 main(int argc, char *argv[])
@@ -66,6 +110,13 @@ main(int argc, char *argv[])
 		    config_path);
 		return PROC_EXIT_ERROR;
 	}
+	if (check_secret_files(cfg, err, sizeof(err)) == -1) {
+		fprintf(stderr, "sagad: %s\n", err);
+		fprintf(stderr, "sagad: %s: configuration has errors\n",
+		    config_path);
+		config_free(cfg);
+		return PROC_EXIT_ERROR;
+	}
 	if (opts.test) {
 		printf("configuration OK\n");
 		config_free(cfg);
@@ -84,6 +135,27 @@ main(int argc, char *argv[])
 		fprintf(stderr, "sagad: %s\n", err);
 		config_free(cfg);
 		return PROC_EXIT_ERROR;
+	}
+	/*
+	 * With `user` and started as root, the pidfile and the log file go
+	 * to that user now: the master drops root once its listeners are
+	 * bound (master_init), and reopens the log as that user.
+	 */
+	if (cfg->user != NULL && geteuid() == 0) {
+		uid_t	uid;
+		gid_t	gid;
+
+		err[0] = '\0';
+		if (proc_user_lookup(cfg->user, cfg->group, &uid, &gid, err,
+		    sizeof(err)) == -1 || fchown(pidfd, uid, gid) == -1 ||
+		    (cfg->log_file != NULL && chown(cfg->log_file, uid,
+		    gid) == -1)) {
+			fprintf(stderr, "sagad: %s\n", err[0] ? err :
+			    strerror(errno));
+			master_pidfile_remove(pidfile, pidfd);
+			config_free(cfg);
+			return PROC_EXIT_ERROR;
+		}
 	}
 	if (!opts.foreground) {
 		if (master_daemonize(&notify, err, sizeof(err)) == -1) {

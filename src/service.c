@@ -26,6 +26,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "auth.h"
 #include "bus.h"
 #include "bus_config.h"
 #include "config.h"
@@ -71,6 +72,9 @@ struct service {
 	int			 probing;	/* a readiness probe is out */
 	int64_t			 probe_sent;	/* mono ms */
 	int			 probe_late;	/* Redis is slower than READY_MS */
+	struct auth		*auth;		/* NULL: no auth.tokens_file */
+	int64_t			 authlog_ms;	/* the last refusal logged */
+	unsigned long		 authlog_held;	/* refusals not logged since */
 };
 
 #define SERVICE_READY_MS	700	/* a probe unanswered this long: not ready */
@@ -130,6 +134,124 @@ service_nofile(struct service *sv, const struct config *cfg)
 	    "at most (raise LimitNOFILE or ulimit -n)",
 	    (unsigned long long)rl.rlim_cur, (unsigned long long)need,
 	    cfg->limits.max_connections, sv->max_conns);
+}
+
+/*
+ * A refused call, for the log: with the peer's address and what it asked
+ * (a gRPC path, an HTTP request line), never the token; at most one line
+ * a second, with the count of those held back. Both listeners come here.
+ */
+static void
+auth_refused(struct service *sv, const char *peer, const char *what,
+    enum auth_result r, const char *name, enum auth_role need)
+{
+	int64_t now = util_mono_ms();
+
+	if (now - sv->authlog_ms < 1000) {
+		sv->authlog_held++;
+		return;
+	}
+	if (r == AUTH_FORBIDDEN)
+		log_warnx("auth: %s from %s: %s refused: the %s role is needed"
+		    " (%lu more refusals not logged)", name, peer, what,
+		    auth_role_name(need), sv->authlog_held);
+	else
+		log_warnx("auth: %s from %s: %s refused (%lu more refusals not "
+		    "logged)", r == AUTH_MISSING ? "no token" : "a wrong token",
+		    peer, what, sv->authlog_held);
+	sv->authlog_ms = now;
+	sv->authlog_held = 0;
+}
+
+/*
+ * The gRPC server's authorize hook: the token of `authorization: Bearer`
+ * against auth.tokens_file; the token's name becomes the caller's name.
+ */
+static int
+service_authorize(struct grpc_call *c, void *arg, char *msg, size_t msglen)
+{
+	struct service			*sv = arg;
+	const struct grpc_metadata	*md = grpc_call_metadata(c);
+	const struct grpc_md		*hdr = NULL;
+	enum auth_role			 need;
+	enum auth_result		 r;
+	const char			*name;
+
+	if (sv->auth == NULL)
+		return GRPC_STATUS_OK;
+	need = auth_role_for_grpc(grpc_call_path(c));
+	for (size_t i = 0; i < md->n && hdr == NULL; i++)
+		if (strcmp(md->items[i].key, "authorization") == 0)
+			hdr = &md->items[i];
+	r = auth_check(sv->auth, hdr != NULL ? (const char *)hdr->value : NULL,
+	    hdr != NULL ? hdr->len : 0, need, &name);
+	if (name != NULL)
+		grpc_call_set_caller(c, name);
+	if (r == AUTH_OK)
+		return GRPC_STATUS_OK;
+	snprintf(msg, msglen, "%s", auth_result_text(r, need));
+	auth_refused(sv, grpc_call_peer(c), grpc_call_path(c), r, name, need);
+	return auth_grpc_status(r);
+}
+
+_Static_assert((int)HTTP_ROLE_NONE == (int)AUTH_ROLE_NONE &&
+    (int)HTTP_ROLE_READ == (int)AUTH_ROLE_READ &&
+    (int)HTTP_ROLE_RUN == (int)AUTH_ROLE_RUN &&
+    (int)HTTP_ROLE_OPERATE == (int)AUTH_ROLE_OPERATE,
+    "http.h's roles are auth.h's, value for value");
+
+int
+service_http_authorize(void *arg, const char *authorization, int role,
+    const char *peer, const char *what, int *status, char *msg, size_t msglen)
+{
+	struct service		*sv = arg;
+	enum auth_role		 need = (enum auth_role)role;
+	enum auth_result	 r;
+	const char		*name;
+
+	r = auth_check(sv->auth, authorization, authorization != NULL ?
+	    strlen(authorization) : 0, need, &name);
+	if (r == AUTH_OK)
+		return 1;
+	*status = auth_http_status(r);
+	snprintf(msg, msglen, "%s", auth_result_text(r, need));
+	auth_refused(sv, peer, what, r, name, need);
+	return 0;
+}
+
+/*
+ * Loads auth.tokens_file (at start, on SIGHUP). A file that cannot be
+ * used keeps the tokens already loaded on SIGHUP, and stops the start.
+ */
+static int
+service_auth_load(struct service *sv, const struct config *cfg, int reload,
+    char *err, size_t errlen)
+{
+	struct auth	*a;
+	char		 warn[SAGAD_ERRLEN];
+
+	if (cfg->auth.tokens_file == NULL) {
+		if (sv->auth != NULL)
+			log_warnx("auth: auth.tokens_file is unset now: every "
+			    "client may call every method");
+		auth_free(sv->auth);
+		sv->auth = NULL;
+		return 0;
+	}
+	if ((a = auth_load(cfg->auth.tokens_file, warn, sizeof(warn), err,
+	    errlen)) == NULL) {
+		if (reload)
+			log_warnx("auth: %s; keeping the %zu tokens loaded "
+			    "before", err, auth_count(sv->auth));
+		return -1;
+	}
+	if (warn[0] != '\0')
+		log_warnx("auth: %s", warn);
+	auth_free(sv->auth);
+	sv->auth = a;
+	log_info("auth: %zu tokens from %s", auth_count(a),
+	    cfg->auth.tokens_file);
+	return 0;
 }
 
 /* Whether a flow of the running config travels on the bus. */
@@ -278,6 +400,7 @@ http_start(struct service *sv, const struct config *cfg, char *err,
 	memset(&hk, 0, sizeof(hk));
 	hk.ready = http_ready;
 	hk.metrics = http_metrics;
+	hk.authorize = service_http_authorize;
 	hk.arg = sv;
 	hk.grpc = sv->srv;
 	http_opts_of(cfg, &ho);
@@ -337,7 +460,7 @@ declare_stream(struct service *sv, char *err, size_t errlen)
 }
 
 static void
-bus_status(struct bus *bus SAGAD_UNUSED, enum bus_state state, void *arg)
+bus_status(struct bus *bus, enum bus_state state, void *arg)
 {
 	struct service *sv = arg;
 
@@ -355,9 +478,10 @@ bus_status(struct bus *bus SAGAD_UNUSED, enum bus_state state, void *arg)
 		    "Runs are refused until it is back", name, sv->where);
 		break;
 	case BUS_CLOSED:
-		log_warnx("%s: connection to %s closed for good; async and "
-		    "throttling Runs are refused until sagad restarts", name,
-		    sv->where);
+		log_warnx("%s: connection to %s closed for good (%s); async "
+		    "and throttling Runs are refused until sagad restarts",
+		    name, sv->where, bus_state_why(bus)[0] != '\0' ?
+		    bus_state_why(bus) : "no reason given");
 		break;
 	}
 	ready_update(sv);
@@ -394,6 +518,10 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	service_limits(sv, cfg, &so);
 	so.on_event = server_event;
 	so.event_arg = sv;
+	if (service_auth_load(sv, cfg, 0, err, errlen) == -1)
+		return -1;
+	so.authorize = service_authorize;
+	so.authorize_arg = sv;
 	if ((sv->srv = grpc_server_new(m->base, &so, err, errlen)) == NULL)
 		return -1;
 	if ((sv->health = health_new(sv->srv, err, errlen)) == NULL)
@@ -413,6 +541,14 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	sp.host = cfg->redis.host;
 	sp.port = cfg->redis.port;
 	sp.saga_ttl = cfg->redis.saga_ttl;
+	sp.db = cfg->redis.db;
+	sp.username = cfg->redis.username;
+	sp.password = cfg->redis.password;
+	sp.password_file = cfg->redis.password_file;
+	/* Credentials Redis refuses stop the start, loudly. */
+	if (store_probe(&sp, 2000, err, errlen) == -1)
+		return -1;
+	sp.completed_ttl = cfg->redis.completed_ttl;
 	if ((sv->store = store_new(m->base, &sp, err, errlen)) == NULL)
 		return -1;
 	sv->redis_up = store_is_up(sv->store);
@@ -458,7 +594,9 @@ service_reload(struct master *m, void *arg,
 {
 	struct service *sv = arg;
 	struct grpc_server_opts so;
+	char err[SAGAD_ERRLEN];
 
+	(void)service_auth_load(sv, m->cfg, 1, err, sizeof(err));
 	orch_set_config(sv->orch, m->cfg);
 	service_limits(sv, m->cfg, &so);
 	grpc_server_set_limits(sv->srv, &so);
@@ -586,5 +724,6 @@ service_free(struct service *sv)
 	grpc_server_free(sv->srv);
 	health_free(sv->health);
 	grpc_client_free(sv->client);
+	auth_free(sv->auth);
 	free(sv);
 }

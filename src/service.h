@@ -7,6 +7,8 @@
 #ifndef SAGAD_SERVICE_H
 #define SAGAD_SERVICE_H
 
+#include <stddef.h>
+
 struct master_hooks;
 struct service;
 
@@ -14,5 +16,16 @@ struct service;
 struct service	*service_new(struct master_hooks *);
 /* After the master's loop has ended: close and free everything. */
 void		 service_free(struct service *);
+/*
+ * The HTTP listener's token check (the same tokens, roles and refusal log
+ * as gRPC's), shaped as a hook whose arg is the struct service:
+ * authorization is the Authorization header's value (NULL: none), role an
+ * enum auth_role (http.h's enum http_role has the same values), peer and
+ * what (the request line) name the request in the log. Returns 1 to serve
+ * it, else 0 with *status 401 or 403 and a sentence for the body in msg.
+ */
+int		 service_http_authorize(void *service,
+		    const char *authorization, int role, const char *peer,
+		    const char *what, int *status, char *msg, size_t msglen);
 
 #endif

@@ -31,9 +31,9 @@
  * lost connection. The same timer drives reconnects with exponential backoff.
  *
  * Not here: logging (errors go to the callbacks), flows and steps (the saga
- * engine), Redis Cluster (the scripts that touch saga:leases also touch saga
- * hashes, so they need one node; the {ID} hash tag keeps a saga's own keys
- * in one slot for later).
+ * engine), Redis Cluster (a write script touches the saga's own keys, under
+ * its {ID} hash tag, and its lease and index buckets, under theirs: on a
+ * Cluster it would be split in two calls, see HACKING.md).
  */
 #include "autoconf.h"
 
@@ -51,11 +51,11 @@
 #include <hiredis/async.h>
 #include <hiredis/adapters/libevent.h>
 
+#include "auth.h"
 #include "store_int.h"
 #include "util.h"
 
 #define CRON_MS		100	/* period of the store's one timer */
-#define LEASES_KEY	"saga:leases"
 #define BATCH_MAX	64	/* writes in one EVALSHA at most */
 #define SPARE_MAX	256	/* requests kept for reuse */
 #define SEG_KEEP	65536	/* a reused request keeps buffers this big */
@@ -63,7 +63,18 @@
 static void	 conn_ping(struct conn *);
 static void	 conn_ready(struct conn *);
 static void	 conn_lost(struct conn *, const char *);
+static void	 conn_refused(struct conn *, const char *);
+static void	 conn_auth(struct conn *);
+static void	 conn_kill(struct conn *);
 static void	 set_status(struct store *, int, const char *);
+
+/* What a refusal's sentence names: never the password. */
+struct store_params_view {
+	const char	*host;
+	int		 port;
+	const char	*username;
+	int		 db;
+};
 
 const char *
 store_result_name(enum store_result r)
@@ -80,6 +91,20 @@ store_result_name(enum store_result r)
 	case STORE_ERROR:	return "ERROR";
 	}
 	return "?";
+}
+
+/*
+ * The bucket of a saga id: the same hash as bucket() in the scripts, kept
+ * below 2^20 so that Lua's doubles compute it exactly.
+ */
+unsigned
+store_bucket(const char *id)
+{
+	unsigned h = 0;
+
+	for (; *id != '\0'; id++)
+		h = (h * 33 + (unsigned char)*id) % 1048576;
+	return h % STORE_BUCKETS;
 }
 
 int
@@ -480,6 +505,7 @@ store_req_fail(struct req *r, enum store_result res, const char *err)
 		break;
 	case REQ_CLIENTID:
 	case REQ_LOAD:
+	case REQ_AUTH:
 		break;
 	}
 	store_req_free(r);
@@ -507,7 +533,6 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	struct conn *c = r->conn;
 	struct store *st = r->st;
 	const redisReply *rep = reply;
-	struct store_watch *w;
 	char why[SAGAD_ERRLEN];
 
 	TAILQ_REMOVE(&c->inflight, r, entry);
@@ -573,31 +598,17 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		}
 		return;
 	case REQ_WCHECK:
-		w = r->w;
-		if (rep->type != REDIS_REPLY_INTEGER) {
-			store_req_fail(r, rep->type == REDIS_REPLY_ERROR ?
-			    store_error_result(rep->str) : STORE_ERROR, rep->type ==
-			    REDIS_REPLY_ERROR ? rep->str : "EXISTS: bad reply");
-			return;
-		}
-		w->busy = 0;
-		if (rep->integer == 0) {
-			store_req_fail(r, STORE_NOT_FOUND, "no such saga");
-			return;
-		}
-		store_req_free(r);
-		if (w->cancelled) {
-			store_watch_sweep(st);
-			return;
-		}
-		w->state = WATCH_FOLLOW;
-		st->wdirty = 1;
-		store_watch_kick(st);
+		store_reply_watch(r, rep);
 		return;
 	case REQ_XREAD:
 		store_reply_xread(st, rep);
 		store_req_free(r);
 		store_watch_kick(st);
+		return;
+	case REQ_AUTH:
+		store_req_free(r);
+		if (rep->type == REDIS_REPLY_ERROR && c->ac == ac)
+			conn_refused(c, rep->str);
 		return;
 	case REQ_PING:
 		c->pinging = 0;
@@ -606,6 +617,9 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 			return;
 		if (rep->type == REDIS_REPLY_STATUS)
 			conn_ready(c);
+		else if (rep->type == REDIS_REPLY_ERROR &&
+		    strncmp(rep->str, "NOAUTH", 6) == 0 && c->ac == ac)
+			conn_refused(c, rep->str);
 		else {
 			/* NOAUTH, LOADING...: say it once, try again. */
 			if (!c->watch) {
@@ -702,7 +716,84 @@ on_connect(const redisAsyncContext *ac, int status)
 	}
 	c->state = CONN_HELLO;
 	c->ping_at = 0;
+	c->refused = 0;
+	conn_auth(c);
 	conn_ping(c);
+}
+
+/*
+ * The credentials, on every new connection, ahead of its PING: Redis
+ * answers in order, so a refusal arrives before the PING's reply.
+ */
+static void
+conn_auth(struct conn *c)
+{
+	struct store *st = c->st;
+	struct req *r;
+	char db[16];
+
+	if (st->password != NULL) {
+		r = store_req_new(st, c, REQ_AUTH);
+		store_req_str(r, "AUTH");
+		if (st->username != NULL)
+			store_req_str(r, st->username);
+		store_req_str(r, st->password);
+		if (store_req_send(r) == -1)
+			store_req_free(r);
+	}
+	if (st->db != 0) {
+		snprintf(db, sizeof(db), "%d", st->db);
+		r = store_req_new(st, c, REQ_AUTH);
+		store_req_str(r, "SELECT");
+		store_req_str(r, db);
+		if (store_req_send(r) == -1)
+			store_req_free(r);
+	}
+}
+
+/* A sentence for Redis refusing the credentials or the database. */
+static void
+refusal_text(const struct store_params_view *v, const char *reply, char *buf,
+    size_t len)
+{
+	if (strncmp(reply, "NOAUTH", 6) == 0)
+		snprintf(buf, len, "redis %s:%d refused sagad: it wants a "
+		    "password (%s); set redis.password_file", v->host,
+		    v->port, reply);
+	else if (strncmp(reply, "WRONGPASS", 9) == 0 ||
+	    strstr(reply, "invalid password") != NULL ||
+	    strstr(reply, "AUTH") != NULL)
+		snprintf(buf, len, "redis %s:%d refused AUTH as user %s: %s",
+		    v->host, v->port, v->username != NULL ? v->username :
+		    "default", reply);
+	else
+		snprintf(buf, len, "redis %s:%d refused the connection's "
+		    "setup (AUTH, SELECT %d): %s", v->host, v->port, v->db,
+		    reply);
+}
+
+/*
+ * Redis refused the credentials: say so once per change of reason (the
+ * status callback), and drop the connection; the backoff retries it.
+ */
+static void
+conn_refused(struct conn *c, const char *reply)
+{
+	struct store *st = c->st;
+	struct store_params_view v = { st->host, st->port, st->username,
+	    st->db };
+	char why[SAGAD_ERRLEN];
+
+	/* AUTH refused: the PING after it says NOAUTH, the same story. */
+	if (c->refused)
+		return;
+	c->refused = 1;
+	refusal_text(&v, reply, why, sizeof(why));
+	if (strcmp(why, st->refusal) != 0) {
+		snprintf(st->refusal, sizeof(st->refusal), "%s", why);
+		set_status(st, 0, why);
+	}
+	conn_kill(c);
 }
 
 /* Sends the PING that brings a new connection up. */
@@ -731,6 +822,7 @@ conn_ready(struct conn *c)
 
 	c->state = CONN_UP;
 	c->backoff = st->backoff_min;
+	st->refusal[0] = '\0';
 	if (c->watch) {
 		r = store_req_new(st, c, REQ_CLIENTID);
 		store_req_str(r, "CLIENT");
@@ -832,6 +924,7 @@ cron(evutil_socket_t fd, short what, void *arg)
 	}
 	if (st->main.state == CONN_DOWN && now >= st->main.retry_at)
 		store_conn_connect(&st->main);
+	store_watch_refresh(st);
 	store_watch_kick(st);
 }
 
@@ -859,7 +952,8 @@ store_new(struct event_base *base, const struct store_params *p, char *err,
 	st->host = util_xstrdup(p->host);
 	st->port = p->port;
 	st->saga_ttl = p->saga_ttl;
-	st->events_max = p->events_max > 0 ? p->events_max : 1000;
+	st->completed_ttl = p->completed_ttl;
+	st->events_max = p->events_max > 0 ? p->events_max : 256;
 	st->backoff_min = p->backoff_min_ms > 0 ? p->backoff_min_ms : 100;
 	st->backoff_max = p->backoff_max_ms > 0 ? p->backoff_max_ms : 5000;
 	if (st->backoff_max < st->backoff_min)
@@ -867,6 +961,23 @@ store_new(struct event_base *base, const struct store_params *p, char *err,
 	st->cmd_timeout = p->cmd_timeout_ms > 0 ? p->cmd_timeout_ms : 5000;
 	st->max_watches = p->max_watches > 0 ? p->max_watches : 1024;
 	st->block_ms = p->watch_block_ms > 0 ? p->watch_block_ms : 2000;
+	st->db = p->db;
+	st->username = p->username != NULL ? util_xstrdup(p->username) : NULL;
+	if (p->password != NULL)
+		st->password = util_xstrdup(p->password);
+	else if (p->password_file != NULL) {
+		char pw[1100];
+
+		if (auth_read_secret(p->password_file, pw, sizeof(pw), err,
+		    errlen) == -1) {
+			free(st->username);
+			free(st->host);
+			free(st);
+			return NULL;
+		}
+		st->password = util_xstrdup(pw);
+		auth_wipe(pw, sizeof(pw));
+	}
 	TAILQ_INIT(&st->deferred);
 	TAILQ_INIT(&st->queued);
 	TAILQ_INIT(&st->spare);
@@ -893,6 +1004,10 @@ store_new(struct event_base *base, const struct store_params *p, char *err,
 		if (st->flush != NULL)
 			event_free(st->flush);
 		free(st->host);
+		free(st->username);
+		if (st->password != NULL)
+			auth_wipe(st->password, strlen(st->password));
+		free(st->password);
 		free(st);
 		return NULL;
 	}
@@ -959,7 +1074,88 @@ store_free(struct store *st)
 	event_free(st->defer);
 	event_free(st->flush);
 	free(st->host);
+	free(st->username);
+	if (st->password != NULL)
+		auth_wipe(st->password, strlen(st->password));
+	free(st->password);
+	if (st->out.p != NULL)
+		auth_wipe(st->out.p, st->out.cap);
 	free(st);
+}
+
+int
+store_probe(const struct store_params *p, int timeout_ms, char *err,
+    size_t errlen)
+{
+	struct timeval		 tv = { timeout_ms / 1000,
+				    (timeout_ms % 1000) * 1000 };
+	struct store_params_view v = { p->host, p->port, p->username, p->db };
+	redisContext		*rc;
+	redisReply		*rep = NULL;
+	char			 pw[1100], db[16], why[SAGAD_ERRLEN];
+	const char		*argv[3];
+	size_t			 argl[3];
+	int			 argc = 0, refused = 0;
+
+	pw[0] = '\0';
+	if (p->password != NULL)
+		snprintf(pw, sizeof(pw), "%s", p->password);
+	else if (p->password_file != NULL && auth_read_secret(p->password_file,
+	    pw, sizeof(pw), err, errlen) == -1)
+		return -1;
+	rc = redisConnectWithTimeout(p->host, p->port, tv);
+	if (rc == NULL || rc->err) {
+		if (rc != NULL)
+			redisFree(rc);
+		auth_wipe(pw, sizeof(pw));
+		return 0;	/* not there yet: not a refusal */
+	}
+	redisSetTimeout(rc, tv);
+	if (pw[0] != '\0') {
+		argv[argc] = "AUTH";
+		argl[argc++] = 4;
+		if (p->username != NULL) {
+			argv[argc] = p->username;
+			argl[argc++] = strlen(p->username);
+		}
+		argv[argc] = pw;
+		argl[argc++] = strlen(pw);
+		rep = redisCommandArgv(rc, argc, argv, argl);
+		auth_wipe(pw, sizeof(pw));
+		if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
+			refusal_text(&v, rep->str, why, sizeof(why));
+			refused = 1;
+		}
+		freeReplyObject(rep);
+	}
+	if (!refused && p->db != 0) {
+		snprintf(db, sizeof(db), "%d", p->db);
+		argv[0] = "SELECT";
+		argl[0] = 6;
+		argv[1] = db;
+		argl[1] = strlen(db);
+		rep = redisCommandArgv(rc, 2, argv, argl);
+		if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
+			refusal_text(&v, rep->str, why, sizeof(why));
+			refused = 1;
+		}
+		freeReplyObject(rep);
+	}
+	if (!refused) {
+		rep = redisCommand(rc, "PING");
+		if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+		    strncmp(rep->str, "NOAUTH", 6) == 0) {
+			refusal_text(&v, rep->str, why, sizeof(why));
+			refused = 1;
+		}
+		freeReplyObject(rep);
+	}
+	redisFree(rc);
+	if (refused) {
+		snprintf(err, errlen, "%s", why);
+		return -1;
+	}
+	return 0;
 }
 
 void

@@ -27,11 +27,15 @@
  *   store_update: the engine sets steps[i] to RUNNING, bumps its attempts and
  *   passes the matching SagaEvent; the revision check makes it a claim too.
  *
- * Redis layout (see DESIGN.md): the hash saga:{ID} (flow, mode, state, step,
- * undo, attempt, pod, owner, callback, error, created, updated, rev, pb), the stream
- * saga:{ID}:events (fields step, state, pb) and the zset saga:leases (member
- * saga id, score lease expiry in ms of the Redis clock). Lease times come from
- * Redis' own clock so that masters with skewed clocks agree on expiry.
+ * Redis layout (store_lua.c has it whole, the README says why): the hash
+ * saga:{ID} holds the saga, its packed record and its events, in fields of
+ * at most 64 bytes; the zsets saga:leases:{bN} (member saga id, score lease
+ * expiry in ms of the Redis clock) and the List index saga:idx:{bN}:... are
+ * cut in STORE_BUCKETS buckets by a hash of the id; saga:{ID}:w and the
+ * stream saga:{ID}:events live only while a Watch follows the saga. Lease
+ * times come from Redis' own clock so that masters with skewed clocks
+ * agree on expiry. Sagas written by the previous layout are read and
+ * finished: their first write converts them.
  */
 #ifndef SAGAD_STORE_H
 #define SAGAD_STORE_H
@@ -63,13 +67,25 @@ struct store_params {
 	const char	*host;
 	int		 port;
 	int		 saga_ttl;	/* s an ended saga is kept; <= 0: forever */
-	int		 events_max;	/* ~bound of one event stream; 0: 1000 */
+	int		 completed_ttl;	/* s a COMPLETED one is; 0: saga_ttl */
+	int		 events_max;	/* writes whose events a saga keeps at
+					   most (the latest); 0: 256 */
 	int		 backoff_min_ms;	/* first reconnect delay; 0: 100 */
 	int		 backoff_max_ms;	/* longest reconnect delay; 0: 5000 */
 	int		 cmd_timeout_ms;	/* a reply later than this drops the
 					   connection; 0: 5000 */
 	int		 max_watches;	/* open watches at most; 0: 1024 */
 	int		 watch_block_ms;	/* XREAD BLOCK of the watcher; 0: 2000 */
+	/*
+	 * Sent on every (re)connection, the watcher's too, before the PING
+	 * that brings it up: AUTH [username] password, then SELECT db. A
+	 * refusal reaches the status callback once per change of reason,
+	 * and never holds the password.
+	 */
+	const char	*username;	/* an ACL user; NULL: "default" */
+	const char	*password;	/* NULL: no AUTH */
+	const char	*password_file;	/* read at store_new, if no password */
+	int		 db;
 };
 
 /*
@@ -93,8 +109,9 @@ struct store_saga {
 
 /*
  * One write: the whole new saga plus what goes with it. The saga's state
- * decides the rest: a terminal state (COMPLETED, COMPENSATED, FAILED) drops
- * the lease and sets saga_ttl on the hash and the event stream.
+ * decides the rest: a terminal state (COMPLETED, COMPENSATED, FAILED,
+ * RESOLVED) drops the lease and sets the expiry: completed_ttl (or
+ * saga_ttl) for COMPLETED, saga_ttl for the others, none for FAILED.
  */
 struct store_write {
 	const Saga__V1__Saga		*saga;	/* id, flow, state... required */
@@ -108,7 +125,7 @@ struct store_write {
 	int				 lease_ms; /* >0: lease until Redis now +
 						     lease_ms; 0: unchanged;
 						     <0: drop the lease */
-	Saga__V1__SagaEvent *const	*events; /* appended to the stream */
+	Saga__V1__SagaEvent *const	*events; /* appended to its events */
 	size_t				 nevents;
 	int				 round;	/* >0: Retry rounds so far;
 						   0: unchanged */
@@ -142,6 +159,14 @@ typedef void	store_status_cb(int up, const char *why, void *arg);
 struct store	*store_new(struct event_base *, const struct store_params *,
 		    char *err, size_t errlen);
 void		 store_free(struct store *);
+/*
+ * At start, blocking up to timeout_ms: connects once with p's credentials
+ * and says whether Redis refuses them (wrong password, unknown user, a db
+ * out of range, a password missing): -1 with the reason in err. Redis
+ * not reachable is 0 (store_new keeps trying).
+ */
+int		 store_probe(const struct store_params *, int timeout_ms,
+		    char *err, size_t errlen);
 
 /* Called on every change between connected and not. */
 void		 store_set_status_cb(struct store *, store_status_cb *, void *);

@@ -15,10 +15,21 @@
 #include "store_int.h"
 #include "util.h"
 
-#define LEASES_KEY	"saga:leases"
+#define LEGACY_LEASES	"saga:leases"	/* the previous layout's one zset */
 #define PODS_KEY	"saga:pods"	/* the pods' registry (store_pods) */
 
 /* --- replies ----------------------------------------------------------------- */
+
+/* "STEP UNDO ATTEMPT", the at field. */
+static void
+parse_at(const char *s, struct store_saga *rec)
+{
+	char *end;
+
+	rec->step = (int)strtol(s, &end, 10);
+	rec->compensate = (int)strtol(end, &end, 10) == 1;
+	rec->attempt = (int)strtol(end, NULL, 10);
+}
 
 /*
  * Fills rec from a flat HGETALL array. Strings point into the reply. Returns
@@ -29,8 +40,11 @@ store_parse_hash(const struct redisReply *h, struct store_saga *rec,
     char *err, size_t errlen)
 {
 	const redisReply *k, *v;
-	const redisReply *pb = NULL;
-	size_t i;
+	const redisReply *pb = NULL, *p0 = NULL, **pieces;
+	unsigned char *buf;
+	size_t i, len;
+	long pn = 0, j;
+	char *end;
 
 	memset(rec, 0, sizeof(*rec));
 	rec->pod = rec->owner = rec->callback = rec->cancel = "";
@@ -45,11 +59,17 @@ store_parse_hash(const struct redisReply *h, struct store_saga *rec,
 		if (k->type != REDIS_REPLY_STRING ||
 		    v->type != REDIS_REPLY_STRING)
 			continue;
-		if (strcmp(k->str, "pb") == 0)
-			pb = v;
+		if (strcmp(k->str, "p") == 0)
+			p0 = v;
+		else if (strcmp(k->str, "pn") == 0)
+			pn = strtol(v->str, NULL, 10);
+		else if (strcmp(k->str, "pb") == 0)
+			pb = v;		/* the previous layout: whole */
 		else if (strcmp(k->str, "rev") == 0)
 			rec->rev = strtoll(v->str, NULL, 10);
-		else if (strcmp(k->str, "step") == 0)
+		else if (strcmp(k->str, "at") == 0)
+			parse_at(v->str, rec);
+		else if (strcmp(k->str, "step") == 0)	/* previous layout */
 			rec->step = (int)strtol(v->str, NULL, 10);
 		else if (strcmp(k->str, "undo") == 0)
 			rec->compensate = strcmp(v->str, "1") == 0;
@@ -66,12 +86,53 @@ store_parse_hash(const struct redisReply *h, struct store_saga *rec,
 		else if (strcmp(k->str, "round") == 0)
 			rec->round = (int)strtol(v->str, NULL, 10);
 	}
-	if (pb == NULL) {
+	if (pb == NULL && p0 != NULL && pn <= 1)
+		pb = p0;
+	if (pb != NULL) {
+		rec->saga = saga__v1__saga__unpack(NULL, pb->len,
+		    (const uint8_t *)pb->str);
+	} else if (p0 != NULL) {
+		/* The pieces p, p.1, p.2... in any order: put together. */
+		if ((size_t)pn > h->elements / 2) {
+			snprintf(err, errlen, "saga hash: pn %ld is more than "
+			    "its fields", pn);
+			return -1;
+		}
+		pieces = util_xcalloc((size_t)pn, sizeof(*pieces));
+		pieces[0] = p0;
+		for (i = 0; i + 1 < h->elements; i += 2) {
+			k = h->element[i];
+			v = h->element[i + 1];
+			if (k->type != REDIS_REPLY_STRING ||
+			    v->type != REDIS_REPLY_STRING ||
+			    strncmp(k->str, "p.", 2) != 0)
+				continue;
+			j = strtol(k->str + 2, &end, 10);
+			if (*end == '\0' && j >= 1 && j < pn)
+				pieces[j] = v;
+		}
+		len = 0;
+		for (j = 0; j < pn && pieces[j] != NULL; j++)
+			len += pieces[j]->len;
+		if (j < pn) {
+			free(pieces);
+			snprintf(err, errlen, "saga hash: piece %ld of its pb "
+			    "is missing", j);
+			return -1;
+		}
+		buf = util_xcalloc(1, len + 1);
+		len = 0;
+		for (j = 0; j < pn; j++) {
+			memcpy(buf + len, pieces[j]->str, pieces[j]->len);
+			len += pieces[j]->len;
+		}
+		rec->saga = saga__v1__saga__unpack(NULL, len, buf);
+		free(buf);
+		free(pieces);
+	} else {
 		snprintf(err, errlen, "saga hash has no pb field");
 		return -1;
 	}
-	rec->saga = saga__v1__saga__unpack(NULL, pb->len,
-	    (const uint8_t *)pb->str);
 	if (rec->saga == NULL) {
 		snprintf(err, errlen, "saga hash: pb does not decode as "
 		    "saga.v1.Saga");
@@ -123,6 +184,9 @@ reply_write(struct req *r, const redisReply *rep)
 	what = rep->element[0]->str;
 	if (rep->elements > 1 && rep->element[1]->type == REDIS_REPLY_INTEGER)
 		n = rep->element[1]->integer;
+	else if (rep->elements > 1 &&
+	    rep->element[1]->type == REDIS_REPLY_STRING)
+		n = strtoll(rep->element[1]->str, NULL, 10);	/* OK's rev */
 	if (strcmp(what, "ERR") == 0) {
 		/* A Redis error inside this write (OOM, wrong type...). */
 		what = rep->elements > 1 &&
@@ -278,22 +342,34 @@ store_reply_ids(struct req *r, const redisReply *rep)
 
 /* --- the calls --------------------------------------------------------------- */
 
-/* The write script's three keys for the saga id, into r->keys. */
+/* "saga:{ID}" and what follows it, as one argument of seg. */
 static void
-req_keys(struct req *r, const char *id)
+seg_saga_key(struct seg *g, const char *id, size_t len, const char *suffix)
 {
-	size_t len = strlen(id);
-	char *p;
+	size_t	 slen = strlen(suffix);
+	char	*p = store_seg_open(g, len + sizeof("saga:{}") - 1 + slen);
 
-	p = store_seg_open(&r->keys, len + sizeof("saga:{}") - 1);
 	memcpy(p, "saga:{", 6);
 	memcpy(p + 6, id, len);
 	p[6 + len] = '}';
-	p = store_seg_open(&r->keys, len + sizeof("saga:{}:events") - 1);
-	memcpy(p, "saga:{", 6);
-	memcpy(p + 6, id, len);
-	memcpy(p + 6 + len, "}:events", 8);
-	store_seg_arg(&r->keys, LEASES_KEY, sizeof(LEASES_KEY) - 1);
+	memcpy(p + 7 + len, suffix, slen);
+}
+
+/*
+ * The write script's four keys for the saga id, into r->keys: its hash,
+ * its watch stream and flag, its lease bucket.
+ */
+static void
+req_keys(struct req *r, const char *id)
+{
+	size_t	len = strlen(id);
+	char	lk[32];
+
+	seg_saga_key(&r->keys, id, len, "");
+	seg_saga_key(&r->keys, id, len, ":events");
+	seg_saga_key(&r->keys, id, len, ":w");
+	snprintf(lk, sizeof(lk), "saga:leases:{b%u}", store_bucket(id));
+	store_seg_arg(&r->keys, lk, strlen(lk));
 }
 
 static int
@@ -321,70 +397,102 @@ field_int(struct req *r, const char *k, long long v)
 	store_req_int(r, v);
 }
 
+/* Appends v as a protobuf varint at p; returns its length. */
+static size_t
+put_varint(uint8_t *p, size_t v)
+{
+	size_t n = 0;
+
+	while (v >= 0x80) {
+		p[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (uint8_t)v;
+	return n;
+}
+
 /* Builds the write script's call for w into r (see script_write). */
 static void
 write_args(struct store *st, struct req *r, const struct store_write *w,
     int64_t rev)
 {
+	static char noid[1];
 	const Saga__V1__Saga *s = w->saga;
-	const Saga__V1__SagaEvent *ev;
-	size_t len, i;
-	int nf = rev == 0 ? 11 : 7;
+	Saga__V1__SagaEvent ev;
+	uint8_t vb[10], *p;
+	char pre[32], at[48];
+	size_t len, i, total;
+	int nf = 2, ttl;
 
 	r->script = SCRIPT_WRITE;
 	req_keys(r, s->id);
 	store_req_str(r, s->id);
 	store_req_int(r, rev);
+	store_req_int(r, rev + 1);	/* the revision it writes */
 	store_req_int(r, w->lease_ms);
 	store_req_str(r, w->owner != NULL ? w->owner : "");
-	store_req_int(r, st->saga_ttl);
+	ttl = st->saga_ttl;
+	if (s->state == SAGA__V1__STATE__STATE_COMPLETED &&
+	    st->completed_ttl > 0)
+		ttl = st->completed_ttl;
+	store_req_int(r, ttl > 0 ? ttl : 0);
 	store_req_str(r, store_state_terminal(s->state) ? "1" : w->reopen ? "2" : "0");
 	store_req_int(r, st->events_max);
 	/* The index's keys and score, and the state it files the saga under. */
 	store_req_str(r, s->flow);
 	store_req_int(r, s->created_unix_ms);
 	store_req_str(r, store_enum_name(&saga__v1__state__descriptor, s->state));
+	snprintf(pre, sizeof(pre), "saga:idx:{b%u}:", store_bucket(s->id));
+	store_req_str(r, pre);
+	/* Packed straight into the request: no buffer of its own. */
+	len = saga__v1__saga__get_packed_size(s);
+	saga__v1__saga__pack(s, (uint8_t *)store_seg_open(&r->args, len));
 	if (w->pod != NULL)
 		nf++;
 	if (w->callback != NULL)
 		nf++;
 	if (w->round > 0)
 		nf++;
+	if (rev == 0)
+		nf++;
 	store_req_int(r, nf);
-	/* flow, mode, created and id never change after the create. */
-	if (rev == 0) {
-		field(r, "flow", s->flow);
+	/*
+	 * Only what the scripts and a read need apart from the packed saga,
+	 * which has the rest (flow, mode, created, error...): few fields, as
+	 * each costs a scan of the hash's listpack.
+	 */
+	field(r, "state", store_enum_name(&saga__v1__state__descriptor, s->state));
+	snprintf(at, sizeof(at), "%d %d %d", w->step, w->compensate ? 1 : 0,
+	    w->attempt);
+	field(r, "at", at);
+	if (rev == 0)	/* the claim script tells sync sagas by it */
 		field(r, "mode", store_enum_name(&saga__v1__mode__descriptor,
 		    s->mode));
-		field_int(r, "created", s->created_unix_ms);
-		field(r, "id", s->id);
-	}
-	field(r, "state", store_enum_name(&saga__v1__state__descriptor, s->state));
-	field_int(r, "step", w->step);
-	field_int(r, "undo", w->compensate ? 1 : 0);
-	field_int(r, "attempt", w->attempt);
-	field(r, "error", s->error);
-	field_int(r, "updated", s->updated_unix_ms);
 	if (w->pod != NULL)
 		field(r, "pod", w->pod);
 	if (w->callback != NULL)
 		field(r, "callback", w->callback);
 	if (w->round > 0)
 		field_int(r, "round", w->round);
-	/* Packed straight into the request: no buffer of its own. */
-	store_req_str(r, "pb");
-	len = saga__v1__saga__get_packed_size(s);
-	saga__v1__saga__pack(s, (uint8_t *)store_seg_open(&r->args, len));
 
-	store_req_int(r, (long long)w->nevents);
+	/*
+	 * The write's events as one value: each a varint length and the
+	 * packed event, without its saga id (the key says it: store_watch).
+	 */
+	total = 0;
 	for (i = 0; i < w->nevents; i++) {
-		ev = w->events[i];
-		store_req_str(r, ev->step != NULL ? ev->step : "");
-		store_req_str(r, store_enum_name(&saga__v1__state__descriptor,
-		    ev->state));
-		len = saga__v1__saga_event__get_packed_size(ev);
-		saga__v1__saga_event__pack(ev,
-		    (uint8_t *)store_seg_open(&r->args, len));
+		ev = *w->events[i];
+		ev.saga_id = noid;
+		len = saga__v1__saga_event__get_packed_size(&ev);
+		total += put_varint(vb, len) + len;
+	}
+	p = (uint8_t *)store_seg_open(&r->args, total);
+	for (i = 0; i < w->nevents; i++) {
+		ev = *w->events[i];
+		ev.saga_id = noid;
+		len = saga__v1__saga_event__get_packed_size(&ev);
+		p += put_varint(p, len);
+		p += saga__v1__saga_event__pack(&ev, p);
 	}
 }
 
@@ -464,8 +572,8 @@ store_lease_renew(struct store *st, const char *owner,
 		store_req_defer(r, STORE_ERROR, "renew needs an owner and a lease");
 		return;
 	}
+	/* Each id's bucket is found by the script (bucket()). */
 	r->script = SCRIPT_RENEW;
-	store_seg_arg(&r->keys, LEASES_KEY, sizeof(LEASES_KEY) - 1);
 	store_req_str(r, owner);
 	store_req_int(r, lease_ms);
 	for (i = 0; i < nids; i++)
@@ -488,8 +596,15 @@ store_lease_claim(struct store *st, const char *claimer, int max,
 		    "and a lease");
 		return;
 	}
+	/* Every bucket, then the previous layout's one zset. */
 	r->script = SCRIPT_CLAIM;
-	store_seg_arg(&r->keys, LEASES_KEY, sizeof(LEASES_KEY) - 1);
+	for (unsigned b = 0; b < STORE_BUCKETS; b++) {
+		char lk[32];
+
+		snprintf(lk, sizeof(lk), "saga:leases:{b%u}", b);
+		store_seg_arg(&r->keys, lk, strlen(lk));
+	}
+	store_seg_arg(&r->keys, LEGACY_LEASES, sizeof(LEGACY_LEASES) - 1);
 	store_req_str(r, claimer);
 	store_req_int(r, lease_ms);
 	store_req_int(r, max);
@@ -529,12 +644,7 @@ store_pods(struct store *st, const char *me, int lease_ms, int max,
 static void
 hash_key(struct req *r, const char *id)
 {
-	size_t	 len = strlen(id);
-	char	*p = store_seg_open(&r->keys, len + sizeof("saga:{}") - 1);
-
-	memcpy(p, "saga:{", 6);
-	memcpy(p + 6, id, len);
-	p[6 + len] = '}';
+	seg_saga_key(&r->keys, id, strlen(id), "");
 }
 
 void
@@ -604,16 +714,18 @@ store_index_expire(struct store *st, int max, store_count_cb *cb, void *arg)
 	r = store_req_new(st, &st->main, REQ_EXPIRE);
 	r->cb.count = cb;
 	r->arg = arg;
-	if (st->saga_ttl <= 0) {
+	if (st->saga_ttl <= 0 && st->completed_ttl <= 0) {
 		store_req_defer(r, STORE_OK, "sagas never expire");
 		return;
 	}
 	r->script = SCRIPT_EXPIRE;
-	store_req_int(r, st->saga_ttl);
 	store_req_int(r, max > 0 ? max : 256);
-	for (size_t k = 0; k < sizeof(ended) / sizeof(ended[0]); k++)
+	for (size_t k = 0; k < sizeof(ended) / sizeof(ended[0]); k++) {
+		store_req_int(r, ended[k] == SAGA__V1__STATE__STATE_COMPLETED &&
+		    st->completed_ttl > 0 ? st->completed_ttl : st->saga_ttl);
 		store_req_str(r, store_enum_name(&saga__v1__state__descriptor,
 		    ended[k]));
+	}
 	store_req_submit(r);
 }
 

@@ -19,9 +19,20 @@
 
 #define XREAD_COUNT	256	/* entries per stream per XREAD */
 
+/*
+ * The lease and List index keys are cut in this many buckets by a hash of
+ * the saga id (store_bucket, and bucket() in the scripts), each bucket
+ * with its own hash tag. Part of the layout: changing it strands the
+ * entries of the buckets that go away.
+ */
+#define STORE_BUCKETS	8
+#define WATCH_FLAG_MS	10000	/* a watch's mark on its saga lasts this */
+#define WATCH_REFRESH_MS 3000	/* and is renewed (and read) this often */
+
 enum {
 	SCRIPT_WRITE, SCRIPT_RENEW, SCRIPT_CLAIM, SCRIPT_CANCEL, SCRIPT_LIST,
-	SCRIPT_EXPIRE, SCRIPT_PODS, SCRIPT_DEFPUT, SCRIPT_DEFGET, NSCRIPTS
+	SCRIPT_EXPIRE, SCRIPT_PODS, SCRIPT_DEFPUT, SCRIPT_DEFGET, SCRIPT_WATCH,
+	NSCRIPTS
 };
 extern const char *const store_scripts[NSCRIPTS];
 
@@ -35,10 +46,11 @@ enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_HELLO, CONN_UP };
 
 enum req_kind {
 	REQ_CREATE, REQ_UPDATE, REQ_GET, REQ_RENEW, REQ_CLAIM,
-	REQ_WCHECK,	/* does the watched saga exist */
+	REQ_WCHECK,	/* the watch script: the saga's events */
 	REQ_XREAD, REQ_CLIENTID, REQ_UNBLOCK, REQ_LOAD, REQ_PING,
 	REQ_BATCH,	/* carries REQ_CREATE and REQ_UPDATE requests */
 	REQ_CANCEL, REQ_LIST, REQ_EXPIRE,
+	REQ_AUTH,	/* AUTH or SELECT before the PING of a new connection */
 };
 
 /*
@@ -68,6 +80,7 @@ struct conn {
 	int			 killed;	/* we shut its socket down */
 	long long		 client_id;	/* watch: for CLIENT UNBLOCK */
 	int			 pinging;	/* HELLO: a PING is in flight */
+	int			 refused;	/* this connection's setup was refused */
 	int64_t			 ping_at;	/* HELLO: mono ms of the next */
 };
 
@@ -105,8 +118,13 @@ struct store_watch {
 	enum watch_state	 state;
 	char			*id;
 	char			*key;		/* saga:{ID}:events */
-	uint64_t		 last_ms;	/* last entry delivered */
+	uint64_t		 last_ms;	/* last stream entry seen */
 	uint64_t		 last_seq;
+	int64_t			 seq;		/* last event delivered: its
+						   write's rev << 16 | its
+						   place in it; -1: none */
+	int64_t			 fetched;	/* mono ms of the last read */
+	int			 refetch;	/* woken during a read */
 	store_event_cb		*cb;
 	void			*arg;
 	int			 cancelled;	/* by the caller */
@@ -123,12 +141,17 @@ struct store {
 	char			*host;
 	int			 port;
 	int			 saga_ttl;
+	int			 completed_ttl;
 	int			 events_max;
 	int			 backoff_min;
 	int			 backoff_max;
 	int			 cmd_timeout;
 	int			 max_watches;
 	int			 block_ms;
+	char			*username;	/* AUTH username password */
+	char			*password;	/* NULL: no AUTH; never shown */
+	int			 db;		/* SELECT, when not 0 */
+	char			 refusal[SAGAD_ERRLEN]; /* the last one said */
 
 	struct conn		 main;
 	struct conn		 wconn;
@@ -183,9 +206,12 @@ int		 store_req_send(struct req *);
 void		 store_req_fail(struct req *, enum store_result, const char *);
 void		 store_conn_connect(struct conn *);
 int		 store_state_terminal(int state);
+unsigned	 store_bucket(const char *id);
 
 /* store_watch.c */
 void		 store_reply_xread(struct store *, const redisReply *);
+void		 store_reply_watch(struct req *, const redisReply *);
+void		 store_watch_refresh(struct store *);
 void		 store_watch_kick(struct store *);
 void		 store_watch_end(struct store_watch *, enum store_result,
 		    const char *);

@@ -159,7 +159,11 @@ util_url_redact(const char *url, char *buf, size_t len)
 	/* The last '@' ends the user info; a password may hold anything. */
 	at = strrchr(auth, '@');
 	colon = at != NULL ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-	if (colon == NULL)
+	/* NATS takes a token as the whole user info: nats://TOKEN@host. */
+	if (colon == NULL && at != NULL && (strncmp(url, "nats://", 7) == 0 ||
+	    strncmp(url, "tls://", 6) == 0))
+		snprintf(buf, len, "%.*s***%s", (int)(auth - url), url, at);
+	else if (colon == NULL)
 		snprintf(buf, len, "%s", url);
 	else
 		snprintf(buf, len, "%.*s***%s", (int)(colon + 1 - url), url, at);

@@ -66,7 +66,8 @@ uint64_t util_rng_next(uint64_t *state);
 
 /*
  * A URL fit to show: "scheme://user:password@host..." with the password
- * replaced by "***" (and nothing else changed). Returns buf.
+ * replaced by "***" (and nothing else changed); in a NATS URL with a
+ * token ("nats://TOKEN@host") the token is replaced. Returns buf.
  */
 const char *util_url_redact(const char *url, char *buf, size_t len);
 

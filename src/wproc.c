@@ -211,7 +211,7 @@ wproc_consume(struct wproc *w)
 }
 
 static void
-bus_state_changed(struct bus *bus SAGAD_UNUSED, enum bus_state st, void *arg)
+bus_state_changed(struct bus *bus, enum bus_state st, void *arg)
 {
 	struct wproc *w = arg;
 
@@ -227,7 +227,9 @@ bus_state_changed(struct bus *bus SAGAD_UNUSED, enum bus_state st, void *arg)
 		log_warnx("NATS connection lost: reconnecting");
 		break;
 	case BUS_CLOSED:
-		log_warnx("NATS connection closed for good");
+		log_warnx("NATS connection closed for good (%s)",
+		    bus_state_why(bus)[0] != '\0' ? bus_state_why(bus) :
+		    "no reason given");
 		break;
 	}
 }
@@ -237,7 +239,9 @@ store_status(int up, const char *why, void *arg)
 {
 	struct wproc *w = arg;
 
-	if (up == w->store_up)
+	/* A refusal of the credentials is said even while down (once each). */
+	if (up == w->store_up && (up || why == NULL ||
+	    strstr(why, " refused ") == NULL))
 		return;
 	w->store_up = up;
 	if (up)
@@ -365,6 +369,11 @@ wproc_open(struct wproc *w, int *exit_code, char *err, size_t errlen)
 	sp.host = w->cfg->redis.host;
 	sp.port = w->cfg->redis.port;
 	sp.saga_ttl = w->cfg->redis.saga_ttl;
+	sp.db = w->cfg->redis.db;
+	sp.username = w->cfg->redis.username;
+	sp.password = w->cfg->redis.password;
+	sp.password_file = w->cfg->redis.password_file;
+	sp.completed_ttl = w->cfg->redis.completed_ttl;
 	if ((w->store = store_new(w->base, &sp, e, sizeof(e))) == NULL) {
 		snprintf(err, errlen, "redis: %s", e);
 		return -1;
@@ -421,6 +430,8 @@ wproc_new(const struct proc_worker_args *a, pid_t ppid, int *exit_code,
 		goto fail;
 	}
 	if (topic_check(w, w->cfg, err, errlen) == -1)
+		goto fail;
+	if (proc_refuse_root(w->cfg, err, errlen) == -1)
 		goto fail;
 	log_setformat(strcmp(w->cfg->log_format, "json") == 0,
 	    w->cfg->pod_id);

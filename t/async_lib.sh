@@ -12,6 +12,8 @@ async_conf() {
 	    -e "s|@ORDER@|127.0.0.1:${ORDER_PORT:-1}|" \
 	    -e "s|@PAYMENT@|127.0.0.1:${PAYMENT_PORT:-1}|" \
 	    -e "s|@WORKERS@|$3|" -e "s|@CONCURRENCY@|$4|" \
+	    -e "s|@RECEIVER_PORT@|${RECEIVER_PORT:-1}|g" \
+	    -e "s|@DEAD_PORT@|${DEAD_PORT:-1}|" \
 	    "$top_srcdir/t/conf/async.conf.in"
 }
 

@@ -73,7 +73,7 @@ listen = "127.0.0.1:$SAGAD_PORT";
 shutdown_timeout_ms = 3000;
 nats  = { url = "nats://127.0.0.1:$NATS_PORT"; stream = "SAGA"; };
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; lease_ms = 2000; };
-callbacks = { allow = [ "127.0.0.1", "hooks.example" ]; };
+callbacks = { allow = [ "127.0.0.1:9", "hooks.example", "[::1]:8080" ]; };
 services = {
   order   = { address = "127.0.0.1:$ORDER_PORT"; };
   payment = { address = "127.0.0.1:$PAYMENT_PORT"; };

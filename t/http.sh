@@ -6,7 +6,8 @@
 # status mapping, Server-Sent Events of a saga until its end, bad JSON
 # refused with nothing changed, a huge body and a slowloris refused, the
 # connection cap; then /readyz flipping to 503 within a second of
-# SIGSTOP of redis-server, and back after SIGCONT.
+# SIGSTOP of redis-server, and back after SIGCONT; 503 while nats-server
+# is down (a flow needs the bus) and 200 once it is back.
 
 . "$top_srcdir/t/lib.sh"
 lib_init
@@ -67,5 +68,41 @@ export HTTP_PORT REDIS_PID
 	fail "http_test.py hostile"
 /usr/bin/python3 "$top_srcdir/t/py/http_test.py" readyz ||
 	fail "http_test.py readyz"
+
+# readyz: "CODE BODY" of GET /readyz (python: no curl on a fresh machine).
+readyz() {
+	/usr/bin/python3 - "$HTTP_PORT" <<'PY'
+import sys, urllib.request, urllib.error
+try:
+    r = urllib.request.urlopen("http://127.0.0.1:%s/readyz" % sys.argv[1],
+                               timeout=5)
+    print(r.status, r.read().decode().strip())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode().strip())
+PY
+}
+# readyz_is CODE SECONDS: until /readyz answers CODE.
+readyz_is() {
+	local i
+	for i in $(seq $(($2 * 10))); do
+		case "$(readyz)" in "$1 "*) return 0 ;; esac
+		sleep 0.1
+	done
+	return 1
+}
+# A flow needs the bus: /readyz follows nats-server too.
+if [ "$QUEUE" = nats ]; then
+	kill -TERM "$NATS_PID"
+	wait "$NATS_PID" 2>/dev/null
+	readyz_is 503 10 || fail "/readyz not 503 with nats-server down"
+	readyz | grep -q "nats is unreachable" ||
+		fail "/readyz does not name nats: $(readyz)"
+	nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$LIB_TMP/nats" \
+		>>"$LIB_TMP/nats.log" 2>&1 &
+	NATS_PID=$!
+	track "$NATS_PID"
+	readyz_is 200 30 || fail "/readyz not 200 once nats-server is back"
+	pass "/readyz: 503 while nats-server is down, 200 once it is back"
+fi
 kill -0 "$POD_PID" || fail "sagad died"
 pass "HTTP listener"

@@ -118,3 +118,31 @@ initd stop || fail "stop of a stopped sagad: rc $?"
 grep -q "not running" "$T/out" || fail "second stop said: $(cat "$T/out")"
 pass "stop: daemon, workers and pidfile gone; status 3; a second stop is a no-op"
 
+
+# RUN_AS: start-stop-daemon --chuid starts sagad as that user (as root only).
+if [ "$(id -u)" = 0 ] && getent passwd nobody >/dev/null &&
+    getent group nogroup >/dev/null; then
+	chmod 755 "$T"
+	rm -rf "$T/run"
+	conf "$T/sagad.conf" 1
+	chmod 644 "$T/sagad.conf"
+	: >"$T/sagad.log"; chown nobody "$T/sagad.log"
+	echo "RUN_AS=nobody:nogroup" >>"$T/default"
+	initd start || fail "start as nobody: rc $?: $(cat "$T/out")"
+	pid=$(cat "$PIDFILE")
+	track "$pid"
+	wait_for 5 grep -q "all [0-9]* workers ready" "$T/sagad.log" ||
+		fail "start as nobody: workers not ready"
+	[ "$(ps -o user= -p "$pid")" = nobody ] ||
+		fail "RUN_AS=nobody: the master runs as $(ps -o user= -p "$pid")"
+	for k in $(ps -o pid= --ppid "$pid"); do
+		[ "$(ps -o user= -p "$k")" = nobody ] || fail "worker $k is not nobody"
+	done
+	[ "$(stat -c %U "$T/run")" = nobody ] || fail "the pidfile's directory is not nobody's"
+	initd stop || fail "stop of the nobody daemon: rc $?"
+	alive "$pid" && fail "stop: $pid still running"
+	[ ! -e "$PIDFILE" ] || fail "stop: the nobody daemon left its pidfile"
+	pass "RUN_AS=nobody:nogroup: start-stop-daemon --chuid; master and worker run as nobody, pidfile removed at stop"
+else
+	echo "# not root: RUN_AS (--chuid) not tested"
+fi

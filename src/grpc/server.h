@@ -61,6 +61,15 @@ struct grpc_server_opts {
 	void		(*on_event)(int kind, const char *what, unsigned long n,
 			    void *arg);
 	void		*event_arg;
+	/*
+	 * Checks a call once its headers are in and its method is known,
+	 * before its request is read (sagad's tokens, auth.h): returns 0, or
+	 * a gRPC status with a sentence in msg, and the call ends with it.
+	 * It may name the caller (grpc_call_set_caller). NULL: every call.
+	 */
+	int		(*authorize)(struct grpc_call *, void *arg, char *msg,
+			    size_t msglen);
+	void		*authorize_arg;
 };
 
 /* Kinds of on_event. */
@@ -143,6 +152,9 @@ const uint8_t	*grpc_call_request_raw(const struct grpc_call *, size_t *len);
 const struct grpc_metadata *grpc_call_metadata(const struct grpc_call *);
 int64_t		 grpc_call_deadline(const struct grpc_call *); /* util_mono_ms; 0 none */
 const char	*grpc_call_peer(const struct grpc_call *);	/* "ipv4:1.2.3.4:5" */
+/* Who the caller is for the logs (a token's name); NULL: nobody said. */
+void		 grpc_call_set_caller(struct grpc_call *, const char *);
+const char	*grpc_call_caller(const struct grpc_call *);
 struct grpc_server *grpc_call_server(const struct grpc_call *);
 
 /* Metadata out. Headers only before the first message; -bin values are raw. */

@@ -311,6 +311,19 @@ grpc_call_peer(const struct grpc_call *c)
 	return c->conn->peer;
 }
 
+void
+grpc_call_set_caller(struct grpc_call *c, const char *name)
+{
+	free(c->caller);
+	c->caller = name != NULL ? util_xstrdup(name) : NULL;
+}
+
+const char *
+grpc_call_caller(const struct grpc_call *c)
+{
+	return c->caller;
+}
+
 struct grpc_server *
 grpc_call_server(const struct grpc_call *c)
 {
@@ -596,6 +609,7 @@ grpc_server_stream_free(struct grpc_call *c)
 	free(c->req);
 	free(c->path);
 	free(c->message);
+	free(c->caller);
 	free(c);
 }
 
@@ -665,6 +679,15 @@ grpc_server_call_headers_done(struct grpc_call *c)
 			    (int)(slash - p - 1), p + 1);
 		call_fail(c, GRPC_STATUS_UNIMPLEMENTED, buf);
 		return;
+	}
+	if (srv->opts.authorize != NULL) {
+		int st = srv->opts.authorize(c, srv->opts.authorize_arg, buf,
+		    sizeof(buf));
+
+		if (st != GRPC_STATUS_OK) {
+			call_fail(c, st, buf);
+			return;
+		}
 	}
 	if (c->bad_encoding) {
 		grpc_md_add(&c->trls_out, "grpc-accept-encoding", "identity",

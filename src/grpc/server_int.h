@@ -91,6 +91,7 @@ struct grpc_call {
 	grpc_call_done_cb	 done_cb;
 	void			*done_arg;
 	struct event		 timer;
+	char			*caller;	/* grpc_call_set_caller */
 	/* An in-process call (server_local.c): conn is NULL. */
 	struct grpc_server	*lsrv;
 	const struct grpc_local_ops *local;

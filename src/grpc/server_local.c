@@ -40,6 +40,7 @@ local_free_cb(evutil_socket_t fd SAGAD_UNUSED, short ev SAGAD_UNUSED,
 	free(c->path);
 	free(c->lpeer);
 	free(c->message);
+	free(c->caller);
 	free(c);
 }
 
@@ -84,6 +85,21 @@ grpc_server_call_local(struct grpc_server *srv, const char *path,
 			    md->items[i].value, md->items[i].len);
 	c->state = CALL_ACTIVE;
 	*callp = c;
+	/*
+	 * The same check as a call from the network: it names the caller
+	 * from a forwarded authorization (the HTTP listener has checked it
+	 * already with the same tokens and roles).
+	 */
+	if (srv->opts.authorize != NULL) {
+		char	msg[256];
+		int	st = srv->opts.authorize(c, srv->opts.authorize_arg, msg,
+			    sizeof(msg));
+
+		if (st != GRPC_STATUS_OK) {
+			grpc_call_finish(c, st, msg);
+			return 0;
+		}
+	}
 	m->handler(c, m->arg);
 	return 0;
 }

@@ -81,8 +81,19 @@ def accepted(o):
                 callback="http://HOOKS.example/x?y=1")
     equal(s.state, S.STATE_PENDING, "allowed host, other case")
     wait_msgs(base + 23)
+    s = run_req(o, "AsyncBooking", "a-cb3",
+                callback="http://[::1]:8080/h")
+    equal(s.state, S.STATE_PENDING, "allowed [v6]:port")
+    s = run_req(o, "AsyncBooking", "a-cb4",
+                callback="http://hooks.example:443/h")
+    equal(s.state, S.STATE_PENDING, "allowed host, port 443")
+    wait_msgs(base + 25)
     for url, words in (("http://evil.example/h", "not in callbacks.allow"),
                        ("http://127.0.0.2:80/h", "not in callbacks.allow"),
+                       ("http://127.0.0.1:10/h", "not in callbacks.allow"),
+                       ("http://127.0.0.1/h", "not in callbacks.allow"),
+                       ("http://hooks.example:8080/h", "80 and 443 only"),
+                       ("http://[::1]:8081/h", "not in callbacks.allow"),
                        ("https://127.0.0.1/h", "https is not supported"),
                        ("ftp://127.0.0.1/h", "http://host"),
                        ("http:///nohost", "http://host"),
@@ -95,8 +106,9 @@ def accepted(o):
                      callback="http://127.0.0.1/h")
     check("only async" in d, "callback_url of a sync Run: %r" % d)
     expect_error(SC.NOT_FOUND, o.get, "a-badcb")
-    wait_msgs(base + 23)
-    ok("callback_url: allowed hosts accepted; other hosts, https, other "
+    wait_msgs(base + 25)
+    ok("callback_url: allowed hosts and host:port entries accepted; other "
+       "hosts, other ports (80/443 only without one), https, other "
        "schemes, bad ports and sync Runs refused with INVALID_ARGUMENT")
 
     # Mode overrides.
@@ -115,7 +127,7 @@ def accepted(o):
           is not None, "the order participant saw m4")
     s = run_req(o, "AsyncBooking", "m5", mode=ASYNC)
     equal(s.state, S.STATE_PENDING, "async flow with mode ASYNC")
-    wait_msgs(base + 24)
+    wait_msgs(base + 26)
     ok("mode override: to sync runs it on the master; to a mode the flow "
        "has no workers for is FAILED_PRECONDITION")
 

@@ -81,6 +81,9 @@ def expect(code, want, body, what):
                                                          body))
 
 
+KEEPALIVES = []
+
+
 def sse(path, timeout=30):
     """The data lines of an event stream, read until the server closes."""
     req = urllib.request.Request(BASE + path)
@@ -94,6 +97,8 @@ def sse(path, timeout=30):
                 events.append(json.loads(line[6:]))
             elif line.startswith("event: error"):
                 events.append("error")
+            elif line.startswith(": keepalive"):
+                KEEPALIVES.append(path)
     return events
 
 
@@ -396,7 +401,10 @@ def t_hostile():
     t.join(10)
     check(events.get("got") and events["got"][-1]["state"] ==
           "STATE_COMPLETED", "the slow saga's stream: %r" % events)
-    ok("a Run held and an event stream open past timeout_ms are not cut")
+    check("/api/v1/sagas/h-long-1/events" in KEEPALIVES,
+          "a comment on the stream quiet for timeout_ms")
+    ok("a Run held and an event stream open past timeout_ms are not cut; "
+       "the quiet stream got a keep-alive comment")
 
 
 def t_readyz():

@@ -187,8 +187,11 @@ START_TEST(sample_config_topics)
 	size_t			 n;
 
 	n = config_topics(cfg, &t);
-	/* 2 nodes of AsyncBooking, 2 of Throttling, then the callbacks. */
-	ck_assert_uint_eq(n, 5);
+	/*
+	 * 2 nodes of AsyncBooking, 2 of Throttling, then the callbacks, then
+	 * the legacy topic (older flow definitions' work).
+	 */
+	ck_assert_uint_eq(n, 6);
 	ck_assert_str_eq(t[0].name, "AsyncBooking/CreateOrder");
 	ck_assert_int_eq(t[0].mode, SAGA_MODE_ASYNC);
 	ck_assert_int_eq(t[0].workers, 2);
@@ -206,6 +209,9 @@ START_TEST(sample_config_topics)
 	ck_assert_int_eq(t[4].workers, 1);
 	ck_assert_int_eq(t[4].concurrency, 64);
 	ck_assert(t[4].flow == CONFIG_TOPIC_NONE);
+	ck_assert_str_eq(t[5].name, "legacy");
+	ck_assert_int_eq(t[5].legacy, 1);
+	ck_assert_int_eq(t[5].callbacks, 0);
 	free(t);
 	config_free(cfg);
 }
@@ -222,9 +228,12 @@ START_TEST(topics_callbacks_only_with_an_async_flow)
 	    "pod-t");
 	ck_assert_msg(cfg != NULL, "%s", err);
 	n = config_topics(cfg, &t);
-	ck_assert_uint_eq(n, 1);
+	/* No callbacks topic; the legacy one, as a queued flow exists. */
+	ck_assert_uint_eq(n, 2);
 	ck_assert_str_eq(t[0].name, "T/A");
 	ck_assert_int_eq(t[0].callbacks, 0);
+	ck_assert_str_eq(t[1].name, "legacy");
+	ck_assert_int_eq(t[1].callbacks, 0);
 	free(t);
 	config_free(cfg);
 
@@ -240,8 +249,9 @@ START_TEST(topics_callbacks_only_with_an_async_flow)
 	    "steps = [ \"A\" ]; }; };\n", "pod-t");
 	ck_assert_msg(cfg != NULL, "%s", err);
 	n = config_topics(cfg, &t);
-	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(n, 3);
 	ck_assert_str_eq(t[1].name, "callbacks");
+	ck_assert_str_eq(t[2].name, "legacy");
 	free(t);
 	config_free(cfg);
 }
@@ -770,6 +780,10 @@ START_TEST(url_redaction)
 	    sizeof(buf)), "amqp://u:***@h/v");
 	ck_assert_str_eq(util_url_redact("nats://h:4222", buf, sizeof(buf)),
 	    "nats://h:4222");
+	ck_assert_str_eq(util_url_redact("nats://s3cret@h:4222", buf,
+	    sizeof(buf)), "nats://***@h:4222");
+	ck_assert_str_eq(util_url_redact("nats://u:p@h:4222", buf,
+	    sizeof(buf)), "nats://u:***@h:4222");
 }
 END_TEST
 
@@ -801,6 +815,23 @@ START_TEST(redis_saga_ttl_positive)
 }
 END_TEST
 
+START_TEST(redis_completed_ttl_bounds_and_default)
+{
+	struct config *cfg = load("redis = { completed_ttl = 3600; };\n", NULL);
+
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(cfg->redis.completed_ttl, 3600);
+	ck_assert_int_eq(cfg->redis.saga_ttl, 86400);
+	config_free(cfg);
+	cfg = load("redis = { saga_ttl = 600; };\n", NULL);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(cfg->redis.completed_ttl, 0);	/* saga_ttl's */
+	config_free(cfg);
+	refused("redis = { completed_ttl = -1; };\n", 1, "redis.completed_ttl: "
+	    "expected an integer from 0 to 31536000, got -1");
+}
+END_TEST
+
 START_TEST(redis_host_checked)
 {
 	refused("redis = { host = \"\"; };\n", 1, "redis.host: expected a host "
@@ -826,7 +857,99 @@ END_TEST
 START_TEST(callbacks_allow_bad_host_rejected)
 {
 	refused("callbacks = { allow = [ \"127.0.0.1\", \"a b\" ]; };\n", 1,
-	    "callbacks.allow[1]: expected a host name or address, got \"a b\"");
+	    "callbacks.allow[1]: expected a host name or address, with a port "
+	    "as \"host:port\" or \"[v6]:port\" if not 80 or 443, got \"a b\"");
+}
+END_TEST
+
+START_TEST(callbacks_allow_ports)
+{
+	struct config *cfg = load("callbacks = { allow = [ \"127.0.0.1:8080\", "
+	    "\"[::1]:8080\", \"::1\", \"hooks.example\" ]; };\n", "p");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_uint_eq(cfg->callbacks.nallow, 4);
+	ck_assert_str_eq(cfg->callbacks.allow[1], "[::1]:8080");
+	config_free(cfg);
+	refused("callbacks = { allow = [ \"127.0.0.1:0\" ]; };\n", 1,
+	    "callbacks.allow[0]: expected a host name or address, with a port");
+	refused("callbacks = { allow = [ \"[::1]\" ]; };\n", 1,
+	    "callbacks.allow[0]: expected a host name or address, with a port");
+	refused("callbacks = { allow = [ \"h:80:80\" ]; };\n", 1,
+	    "callbacks.allow[0]: expected a host name or address, with a port");
+}
+END_TEST
+
+/* Issue 15: least privilege, tokens, credentials. */
+START_TEST(security_keys_read)
+{
+	struct config *cfg = load(
+	    "user = \"sagad\"; group = \"daemon\";\n"
+	    "auth = { tokens_file = \"/etc/sagad/tokens\"; };\n"
+	    "redis = { db = 3; username = \"sagad\"; "
+	    "password_file = \"/etc/sagad/redis.pw\"; };\n"
+	    "nats = { user = \"sagad\"; password = \"pw\"; };\n", "p");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->user, "sagad");
+	ck_assert_str_eq(cfg->group, "daemon");
+	ck_assert_str_eq(cfg->auth.tokens_file, "/etc/sagad/tokens");
+	ck_assert_int_eq(cfg->redis.db, 3);
+	ck_assert_str_eq(cfg->redis.username, "sagad");
+	ck_assert_ptr_null(cfg->redis.password);
+	ck_assert_str_eq(cfg->redis.password_file, "/etc/sagad/redis.pw");
+	ck_assert_str_eq(cfg->nats.user, "sagad");
+	ck_assert_str_eq(cfg->nats.password, "pw");
+	ck_assert_ptr_null(cfg->nats.creds);
+	config_free(cfg);
+	cfg = load("", "p");
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_ptr_null(cfg->user);
+	ck_assert_ptr_null(cfg->auth.tokens_file);
+	ck_assert_int_eq(cfg->redis.db, 0);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(security_keys_rejected_without_showing_secrets)
+{
+	refused("redis = { password = \"a\"; password_file = \"/p\"; };\n",
+	    0, "redis: password and password_file: expected one of them");
+	refused("redis = { username = \"u\"; };\n", 0,
+	    "redis.username: expected a password or password_file with it");
+	refused("nats = { user = \"u\"; };\n", 0,
+	    "nats: user and password (or password_file) go together");
+	refused("nats = { creds = \"/c\"; user = \"u\"; password = \"p\"; };\n",
+	    0, "nats: creds and user: expected one of them");
+	refused("group = \"g\";\n", 0, "group: expected a user with it");
+	refused("auth = { tokens_file = \"tokens\"; };\n", 1,
+	    "auth.tokens_file: expected an absolute path");
+	refused("redis = { db = 70000; };\n", 1, "redis.db");
+	refused("user = \"a b\";\n", 1, "user: expected a name");
+	refused("redis = { password = \"S3cret\\nline\"; };\n", 1,
+	    "redis.password: expected 1 to 1024 bytes on one line, got \"***\"");
+	ck_assert_msg(strstr(err, "S3cret") == NULL, "%s", err);
+}
+END_TEST
+
+START_TEST(security_keys_reload_hides_passwords)
+{
+	struct config	*a = load("redis = { password = \"old-S3cret\"; };\n",
+			    "p");
+	struct config	*b;
+	char		 notes[2048];
+
+	ck_assert_ptr_nonnull(a);
+	b = load("redis = { password = \"new-S3cret\"; };\n", "p");
+	ck_assert_ptr_nonnull(b);
+	ck_assert_int_eq(config_reload_check(a, b, notes, sizeof(notes)), 1);
+	ck_assert_msg(strstr(notes, "redis.password: changed from \"***\" to "
+	    "\"***\"") != NULL, "%s", notes);
+	ck_assert_msg(strstr(notes, "S3cret") == NULL, "%s", notes);
+	config_keep_restart_keys(b, a);
+	ck_assert_str_eq(b->redis.password, "old-S3cret");
+	config_free(a);
+	config_free(b);
 }
 END_TEST
 
@@ -1278,10 +1401,15 @@ config_suite(void)
 	tcase_add_test(tc, nats_stream_name_checked);
 	tcase_add_test(tc, redis_port_bounds);
 	tcase_add_test(tc, redis_saga_ttl_positive);
+	tcase_add_test(tc, redis_completed_ttl_bounds_and_default);
 	tcase_add_test(tc, redis_host_checked);
 	tcase_add_test(tc, section_not_a_group_rejected);
 	tcase_add_test(tc, callbacks_allow_not_array_rejected);
 	tcase_add_test(tc, callbacks_allow_bad_host_rejected);
+	tcase_add_test(tc, callbacks_allow_ports);
+	tcase_add_test(tc, security_keys_read);
+	tcase_add_test(tc, security_keys_rejected_without_showing_secrets);
+	tcase_add_test(tc, security_keys_reload_hides_passwords);
 	tcase_add_test(tc, log_file_relative_rejected);
 	tcase_add_test(tc, bad_listen_rejected);
 	tcase_add_test(tc, service_bad_address_rejected);

@@ -143,7 +143,8 @@ START_TEST(worker_flags_refused_with_a_sentence)
 	ck_assert_int_eq(parse(&a, "--topic", "A/B", NULL), -1);
 	ck_assert_str_eq(err, "--instance is required");
 	ck_assert_int_eq(parse(&a, "--topic", "AB", NULL), -1);
-	ck_assert_str_eq(err, "--topic AB: expected FLOW/NODE or callbacks");
+	ck_assert_str_eq(err, "--topic AB: expected FLOW/NODE, callbacks or "
+	    "legacy");
 	ck_assert_int_eq(parse(&a, "--topic", "/B", NULL), -1);
 	ck_assert_int_eq(parse(&a, "--instance", "0", NULL), -1);
 	ck_assert_str_eq(err, "--instance 0: expected a number from 1 to "

@@ -20,9 +20,11 @@
 
 #include "check_run.h"
 #include "store.h"
+#include "store_int.h"
 #include "util.h"
 
 static int redis_port;
+static int completed_ttl;	/* open_store's, 0 unless a test sets it */
 
 /* --- helpers ----------------------------------------------------------- */
 
@@ -52,6 +54,16 @@ rint_cmd(redisContext *rc, const char *fmt, const char *arg)
 	return v;
 }
 
+/* The lease bucket of a saga (store_lua.c). */
+static const char *
+lease_key(const char *id)
+{
+	static char k[32];
+
+	snprintf(k, sizeof(k), "saga:leases:{b%u}", store_bucket(id));
+	return k;
+}
+
 static void
 setup(void)
 {
@@ -62,6 +74,7 @@ setup(void)
 	ck_assert_ptr_nonnull(rep);
 	freeReplyObject(rep);
 	redisFree(rc);
+	completed_ttl = 0;
 }
 
 /* Runs the loop until *flag or ms pass; fails the test on the latter. */
@@ -118,6 +131,7 @@ open_store(struct event_base *base, struct up *u, int cmd_timeout)
 	p.host = "127.0.0.1";
 	p.port = redis_port;
 	p.saga_ttl = 600;
+	p.completed_ttl = completed_ttl;
 	p.backoff_min_ms = 50;
 	p.backoff_max_ms = 400;
 	p.cmd_timeout_ms = cmd_timeout;
@@ -541,6 +555,8 @@ struct evs {
 	int			 final;
 	struct store_watch	*w;
 	int			 cancel_at;	/* cancel after this many */
+	char			 error[256];	/* of the last event */
+	char			 saga_id[64];
 };
 
 static void
@@ -560,6 +576,8 @@ ev_cb(enum store_result r, const Saga__V1__SagaEvent *ev, int final,
 		snprintf(x->steps[x->n], sizeof(x->steps[0]), "%s", ev->step);
 		x->states[x->n] = ev->state;
 	}
+	snprintf(x->error, sizeof(x->error), "%s", ev->error);
+	snprintf(x->saga_id, sizeof(x->saga_id), "%s", ev->saga_id);
 	x->n++;
 	if (final) {
 		x->final = 1;
@@ -587,7 +605,6 @@ START_TEST(events_are_appended_in_order_and_readable_from_the_start)
 	struct res x;
 	struct evs e;
 	redisContext *rc;
-	redisReply *rep;
 	int64_t rev = 1;
 
 	tsaga_init(&t, "s-ev", "v");
@@ -599,11 +616,13 @@ START_TEST(events_are_appended_in_order_and_readable_from_the_start)
 	update(base, st, &t, rev++, &x);
 	ck_assert_int_eq(x.r, STORE_OK);
 
+	/* The events are fields of the saga's hash: no stream unwatched. */
 	rc = rsync();
-	rep = redisCommand(rc, "XRANGE saga:{s-ev}:events - +");
-	ck_assert_int_eq(rep->type, REDIS_REPLY_ARRAY);
-	ck_assert_int_eq(rep->elements, 3);
-	freeReplyObject(rep);
+	ck_assert_int_eq(rint_cmd(rc, "HLEN %s", "saga:{s-ev}") > 0, 1);
+	/* One value a write: e1 (the create), e2, e3. */
+	ck_assert_int_eq(rint_cmd(rc, "HEXISTS %s e1", "saga:{s-ev}"), 1);
+	ck_assert_int_eq(rint_cmd(rc, "HEXISTS %s e3", "saga:{s-ev}"), 1);
+	ck_assert_int_eq(rint_cmd(rc, "EXISTS %s", "saga:{s-ev}:events"), 0);
 	redisFree(rc);
 
 	/* A watch replays the three, then follows. */
@@ -788,7 +807,7 @@ START_TEST(terminal_state_sets_ttl_and_drops_the_lease)
 
 	tsaga_init(&t, "s-end", "v");
 	create_ok(base, st, &t);
-	rep = redisCommand(rc, "ZSCORE saga:leases s-end");
+	rep = redisCommand(rc, "ZSCORE %s s-end", lease_key("s-end"));
 	ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
 	freeReplyObject(rep);
 	ck_assert_int_eq(rint_cmd(rc, "TTL %s", "saga:{s-end}"), -1);
@@ -800,15 +819,19 @@ START_TEST(terminal_state_sets_ttl_and_drops_the_lease)
 	ck_assert_int_eq(x.r, STORE_OK);
 	ttl = rint_cmd(rc, "TTL %s", "saga:{s-end}");
 	ck_assert_msg(ttl > 590 && ttl <= 600, "hash ttl %lld", ttl);
-	ttl = rint_cmd(rc, "TTL %s", "saga:{s-end}:events");
-	ck_assert_msg(ttl > 590 && ttl <= 600, "stream ttl %lld", ttl);
-	rep = redisCommand(rc, "ZSCORE saga:leases s-end");
+	ck_assert_int_eq(rint_cmd(rc, "EXISTS %s", "saga:{s-end}:events"), 0);
+	rep = redisCommand(rc, "ZSCORE %s s-end", lease_key("s-end"));
 	ck_assert_int_eq(rep->type, REDIS_REPLY_NIL);
 	freeReplyObject(rep);
-	rep = redisCommand(rc, "HGET saga:{s-end} error");
-	ck_assert_str_eq(rep->str, "CreatePayment: ABORTED: no");
+	/* Every value fits a listpack: the hash stays compact. */
+	rep = redisCommand(rc, "OBJECT ENCODING saga:{s-end}");
+	ck_assert_str_eq(rep->str, "listpack");
 	freeReplyObject(rep);
 	redisFree(rc);
+	get_one(base, st, "s-end", &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_str_eq(x.saga->error, "CreatePayment: ABORTED: no");
+	res_free(&x);
 	store_free(st);
 	event_base_free(base);
 }
@@ -1064,7 +1087,6 @@ START_TEST(reopening_an_ended_saga_drops_its_expiry_and_old_events)
 	ck_assert_int_eq(x.r, STORE_OK);
 	/* FAILED waits for an operator: it never expires. */
 	ck_assert_int_eq(rint_cmd(rc, "TTL %s", "saga:{s-re}"), -1);
-	ck_assert_int_eq(rint_cmd(rc, "TTL %s", "saga:{s-re}:events"), -1);
 
 	/* Queued again: running, so no expiry, and a history of this run. */
 	t.s.state = SAGA__V1__STATE__STATE_PENDING;
@@ -1074,9 +1096,12 @@ START_TEST(reopening_an_ended_saga_drops_its_expiry_and_old_events)
 	update(base, st, &t, 2, &x);
 	ck_assert_int_eq(x.r, STORE_OK);
 	ck_assert_int_eq(rint_cmd(rc, "TTL %s", "saga:{s-re}"), -1);
-	ck_assert_int_eq(rint_cmd(rc, "TTL %s", "saga:{s-re}:events"), -1);
-	rep = redisCommand(rc, "XLEN saga:{s-re}:events");
-	ck_assert_int_eq(rep->integer, 1);
+	/* This run's events: e3 (e1 and e2 were the old run's). */
+	ck_assert_int_eq(rint_cmd(rc, "HEXISTS %s e1", "saga:{s-re}"), 0);
+	ck_assert_int_eq(rint_cmd(rc, "HEXISTS %s e2", "saga:{s-re}"), 0);
+	ck_assert_int_eq(rint_cmd(rc, "HEXISTS %s e3", "saga:{s-re}"), 1);
+	rep = redisCommand(rc, "HGET saga:{s-re} eb");
+	ck_assert_str_eq(rep->str, "3");
 	freeReplyObject(rep);
 
 	/* A watch replays the new run and keeps following it. */
@@ -1187,7 +1212,7 @@ START_TEST(only_the_owner_renews_a_lease)
 	tsaga_init(&t, "s-lease", "v");
 	t.w.lease_ms = 1000;
 	create_ok(base, st, &t);
-	rep = redisCommand(rc, "ZSCORE saga:leases s-lease");
+	rep = redisCommand(rc, "ZSCORE %s s-lease", lease_key("s-lease"));
 	before = atof(rep->str);
 	freeReplyObject(rep);
 
@@ -1198,7 +1223,7 @@ START_TEST(only_the_owner_renews_a_lease)
 	ck_assert_int_eq(r.nids, 1);
 	ck_assert_str_eq(r.ids[0], "s-gone");
 	ids_free(&r);
-	rep = redisCommand(rc, "ZSCORE saga:leases s-lease");
+	rep = redisCommand(rc, "ZSCORE %s s-lease", lease_key("s-lease"));
 	after = atof(rep->str);
 	freeReplyObject(rep);
 	ck_assert_msg(after >= before + 58000, "%f -> %f", before, after);
@@ -1363,7 +1388,7 @@ START_TEST(writes_of_one_turn_share_a_batch_but_keep_their_own_results)
 	ck_assert(memcmp(xg.saga->context[1]->value.data, ids[NBATCH - 1],
 	    strlen(ids[NBATCH - 1])) == 0);
 	res_free(&xg);
-	ck_assert_int_eq(rint_cmd(rc, "XLEN %s", "saga:{s-batch-42}:events"),
+	ck_assert_int_eq(rint_cmd(rc, "HEXISTS %s e1", "saga:{s-batch-42}"),
 	    1);
 	redisFree(rc);
 	store_free(st);
@@ -1609,6 +1634,338 @@ START_TEST(redis_restart_fails_calls_then_the_store_reconnects)
 }
 END_TEST
 
+/* --- the layout of issue 18 ---------------------------------------------- */
+
+START_TEST(long_values_keep_the_hash_a_listpack_and_read_back_whole)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t;
+	struct res x;
+	struct evs e;
+	redisContext *rc = rsync();
+	redisReply *rep;
+	static char big[1025], err[201];
+
+	memset(big, 'k', sizeof(big) - 1);
+	memset(err, 'e', sizeof(err) - 1);
+	memcpy(err, "CreatePayment: ", 15);
+	tsaga_init(&t, "s-long", big);
+	create_ok(base, st, &t);
+	t.s.state = SAGA__V1__STATE__STATE_COMPENSATED;
+	t.s.error = err;
+	step_event(&t, "", SAGA__V1__STATE__STATE_COMPENSATED);
+	t.ev.error = err;
+	update(base, st, &t, 1, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	/* Every value is 64 bytes at most: a listpack, not a hashtable. */
+	rep = redisCommand(rc, "OBJECT ENCODING saga:{s-long}");
+	ck_assert_str_eq(rep->str, "listpack");
+	freeReplyObject(rep);
+	get_one(base, st, "s-long", &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_str_eq(x.saga->error, err);
+	ck_assert_int_eq(x.saga->context[1]->value.len, 1024);
+	ck_assert(memcmp(x.saga->context[1]->value.data, big, 1024) == 0);
+	res_free(&x);
+
+	/* A shorter record leaves no stale piece behind. */
+	tsaga_init(&t, "s-long", "v");
+	t.s.state = SAGA__V1__STATE__STATE_COMPENSATED;
+	t.w.nevents = 0;
+	update(base, st, &t, 2, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_int_eq(rint_cmd(rc, "HEXISTS %s p.2", "saga:{s-long}"), 0);
+	get_one(base, st, "s-long", &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_str_eq(x.saga->context[1]->key, "val");
+	res_free(&x);
+
+	/* A big record goes whole, and back to pieces when it shrinks. */
+	{
+		static char huge[300001];
+
+		memset(huge, 'h', sizeof(huge) - 1);
+		tsaga_init(&t, "s-long", huge);
+		t.s.state = SAGA__V1__STATE__STATE_COMPENSATED;
+		t.w.nevents = 0;
+		update(base, st, &t, 3, &x);
+		ck_assert_int_eq(x.r, STORE_OK);
+		get_one(base, st, "s-long", &x);
+		ck_assert_int_eq(x.r, STORE_OK);
+		ck_assert_int_eq(x.saga->context[1]->value.len, 300000);
+		res_free(&x);
+		ck_assert_int_eq(rint_cmd(rc, "HEXISTS %s p.1", "saga:{s-long}"),
+		    0);
+		tsaga_init(&t, "s-long", big);
+		t.s.state = SAGA__V1__STATE__STATE_COMPENSATED;
+		t.w.nevents = 0;
+		update(base, st, &t, 4, &x);
+		ck_assert_int_eq(x.r, STORE_OK);
+		get_one(base, st, "s-long", &x);
+		ck_assert_int_eq(x.r, STORE_OK);
+		ck_assert_int_eq(x.saga->context[1]->value.len, 1024);
+		res_free(&x);
+	}
+
+	/* Watch gives the long event back whole, with its saga id. */
+	memset(&e, 0, sizeof(e));
+	e.w = store_watch(st, "s-long", ev_cb, &e);
+	wait_for(base, &e.ended, 3000, "the replay");
+	ck_assert(e.final);
+	ck_assert_int_eq(e.n, 2);
+	ck_assert_str_eq(e.error, err);
+	ck_assert_str_eq(e.saga_id, "s-long");
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(completed_ttl_applies_to_completed_sagas_only)
+{
+	struct event_base *base;
+	struct up u;
+	struct store *st;
+	struct tsaga t;
+	struct res x;
+	redisContext *rc = rsync();
+	long long ttl;
+
+	completed_ttl = 60;
+	base = event_base_new();
+	st = open_store(base, &u, 0);
+	tsaga_init(&t, "s-ok", "v");
+	create_ok(base, st, &t);
+	t.s.state = SAGA__V1__STATE__STATE_COMPLETED;
+	step_event(&t, "", SAGA__V1__STATE__STATE_COMPLETED);
+	update(base, st, &t, 1, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	tsaga_init(&t, "s-undone", "v");
+	create_ok(base, st, &t);
+	t.s.state = SAGA__V1__STATE__STATE_COMPENSATED;
+	step_event(&t, "", SAGA__V1__STATE__STATE_COMPENSATED);
+	update(base, st, &t, 1, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ttl = rint_cmd(rc, "TTL %s", "saga:{s-ok}");
+	ck_assert_msg(ttl > 50 && ttl <= 60, "completed ttl %lld", ttl);
+	ttl = rint_cmd(rc, "TTL %s", "saga:{s-undone}");
+	ck_assert_msg(ttl > 590 && ttl <= 600, "compensated ttl %lld", ttl);
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(leases_land_in_the_bucket_the_scripts_compute)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t;
+	struct ids r;
+	static char idv[40][16];
+	const char *ids[40];
+	redisContext *rc = rsync();
+	redisReply *rep;
+	int used[STORE_BUCKETS] = { 0 }, nused = 0;
+
+	for (int i = 0; i < 40; i++) {
+		snprintf(idv[i], sizeof(idv[i]), "s-b-%d", i);
+		ids[i] = idv[i];
+		tsaga_init(&t, idv[i], "v");
+		create_ok(base, st, &t);
+		rep = redisCommand(rc, "ZSCORE %s %s", lease_key(idv[i]),
+		    idv[i]);
+		ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+		freeReplyObject(rep);
+		if (!used[store_bucket(idv[i])]++)
+			nused++;
+	}
+	ck_assert_int_ge(nused, 4);	/* spread, not one key */
+	/* The renew script finds each lease where the write put it. */
+	memset(&r, 0, sizeof(r));
+	store_lease_renew(st, "pod-a", ids, 40, 60000, ids_cb, &r);
+	wait_for(base, &r.n, 3000, "renew");
+	ck_assert_int_eq(r.r, STORE_OK);
+	ck_assert_int_eq(r.nids, 0);
+	ids_free(&r);
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(an_async_saga_pending_past_its_launch_lease_is_claimed_unbumped)
+{
+	struct event_base *base = event_base_new();
+	struct up u;
+	struct store *st = open_store(base, &u, 0);
+	struct tsaga t, t2;
+	struct res x;
+	struct ids r;
+	redisContext *rc = rsync();
+	redisReply *rep;
+
+	tsaga_init(&t, "s-launch", "v");
+	t.s.mode = SAGA__V1__MODE__MODE_ASYNC;
+	t.s.state = SAGA__V1__STATE__STATE_PENDING;
+	t.w.lease_ms = 1000;
+	create_ok(base, st, &t);
+	/* One that moved on: its lease only leaves the set. */
+	tsaga_init(&t2, "s-moved", "v");
+	t2.s.mode = SAGA__V1__MODE__MODE_ASYNC;
+	t2.w.lease_ms = 1000;
+	create_ok(base, st, &t2);
+	run_ms(base, 1200);
+	memset(&r, 0, sizeof(r));
+	store_lease_claim(st, "pod-b", 10, 30000, 60000, ids_cb, &r);
+	wait_for(base, &r.n, 3000, "claim");
+	ck_assert_int_eq(r.r, STORE_OK);
+	ck_assert_int_eq(r.nids, 1);
+	ck_assert_str_eq(r.ids[0], "s-launch");
+	ids_free(&r);
+	get_one(base, st, "s-launch", &x);
+	ck_assert_int_eq(x.rev, 1);		/* no bump */
+	ck_assert_str_eq(x.owner, "pod-b");
+	res_free(&x);
+	rep = redisCommand(rc, "ZSCORE %s s-launch", lease_key("s-launch"));
+	ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+	freeReplyObject(rep);
+	rep = redisCommand(rc, "ZSCORE %s s-moved", lease_key("s-moved"));
+	ck_assert_int_eq(rep->type, REDIS_REPLY_NIL);
+	freeReplyObject(rep);
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
+/* A saga as the previous layout stored it, written by hand. */
+static void
+legacy_saga(redisContext *rc, struct tsaga *t, int64_t lease_at)
+{
+	uint8_t		 pb[4096], ev[256];
+	size_t		 n, m;
+	redisReply	*rep;
+	char		 h[64], k[64];
+
+	n = saga__v1__saga__pack(&t->s, pb);
+	snprintf(h, sizeof(h), "saga:{%s}", t->s.id);
+	rep = redisCommand(rc, "HSET %s flow %s mode MODE_SYNC created "
+	    "1700000000123 id %s state STATE_RUNNING step 1 undo 0 attempt 1 "
+	    "error %s updated 1700000000456 pod pod-a owner pod-a rev 3 pb %b",
+	    h, t->s.flow, t->s.id, "", pb, n);
+	ck_assert_int_eq(rep->type, REDIS_REPLY_INTEGER);
+	freeReplyObject(rep);
+	snprintf(k, sizeof(k), "saga:{%s}:events", t->s.id);
+	t->ev.saga_id = t->s.id;
+	t->ev.step = "";
+	t->ev.state = SAGA__V1__STATE__STATE_RUNNING;
+	m = saga__v1__saga_event__pack(&t->ev, ev);
+	freeReplyObject(redisCommand(rc, "XADD %s * step %s state "
+	    "STATE_RUNNING pb %b", k, "", ev, m));
+	t->ev.step = "CreateOrder";
+	m = saga__v1__saga_event__pack(&t->ev, ev);
+	/* Two events in one entry, as one write of the old script made. */
+	freeReplyObject(redisCommand(rc, "XADD %s * step CreateOrder state "
+	    "STATE_RUNNING pb %b step CreateOrder state STATE_RUNNING pb %b",
+	    k, ev, m, ev, m));
+	freeReplyObject(redisCommand(rc, "ZADD saga:leases %lld %s",
+	    (long long)lease_at, t->s.id));
+	freeReplyObject(redisCommand(rc, "ZADD saga:idx:%s:STATE_RUNNING "
+	    "1700000000123 %s", t->s.flow, t->s.id));
+	freeReplyObject(redisCommand(rc, "SADD saga:idx:flows %s", t->s.flow));
+}
+
+START_TEST(a_saga_of_the_previous_layout_is_read_and_converted)
+{
+	struct event_base	*base = event_base_new();
+	struct up		 u;
+	struct store		*st = open_store(base, &u, 0);
+	struct tsaga		 t, t2;
+	struct res		 x;
+	struct evs		 e;
+	struct ids		 r;
+	struct store_list_query	 q;
+	const char		*running[] = { "STATE_RUNNING" },
+				*completed[] = { "STATE_COMPLETED" };
+	redisContext		*rc = rsync();
+	redisReply		*rep;
+	char			 got[256];
+
+	tsaga_init(&t, "s-old", "v");
+	legacy_saga(rc, &t, 4102444800000LL);	/* a lease far ahead */
+	tsaga_init(&t2, "s-old-dead", "v");
+	legacy_saga(rc, &t2, 1000);		/* its master died */
+
+	/* Get, List and Watch read it as it is. */
+	get_one(base, st, "s-old", &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_int_eq(x.rev, 3);
+	ck_assert_str_eq(x.saga->id, "s-old");
+	res_free(&x);
+	memset(&q, 0, sizeof(q));
+	q.limit = 10;
+	q.states = running;
+	q.nstates = 1;
+	list_all(base, st, &q, got, sizeof(got));
+	ck_assert_str_eq(got, "s-old-dead,s-old");
+	memset(&e, 0, sizeof(e));
+	e.w = store_watch(st, "s-old", ev_cb, &e);
+	WAIT_UNTIL(base, e.n >= 3 || e.ended, 3000, "the old events");
+	ck_assert_int_eq(e.n, 3);
+	ck_assert_str_eq(e.steps[1], "CreateOrder");
+	ck_assert(!e.ended);
+
+	/* The sweeper claims the old lease that ran out, into its bucket. */
+	memset(&r, 0, sizeof(r));
+	store_lease_claim(st, "pod-b", 10, 30000, 30000, ids_cb, &r);
+	wait_for(base, &r.n, 3000, "claim");
+	ck_assert_int_eq(r.nids, 1);
+	ck_assert_str_eq(r.ids[0], "s-old-dead");
+	ids_free(&r);
+	rep = redisCommand(rc, "ZSCORE %s s-old-dead", lease_key("s-old-dead"));
+	ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+	freeReplyObject(rep);
+
+	/* Its first write converts it; the watch goes on to its end. */
+	t.s.state = SAGA__V1__STATE__STATE_COMPLETED;
+	step_event(&t, "", SAGA__V1__STATE__STATE_COMPLETED);
+	t.ev.saga_id = "s-old";
+	update(base, st, &t, 3, &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	wait_for(base, &e.ended, 5000, "the final event");
+	ck_assert(e.final);
+	ck_assert_int_eq(e.n, 4);
+	ck_assert_int_eq(rint_cmd(rc, "HEXISTS %s pb", "saga:{s-old}"), 0);
+	ck_assert_int_eq(rint_cmd(rc, "HEXISTS %s flow", "saga:{s-old}"), 0);
+	ck_assert_int_eq(rint_cmd(rc, "HEXISTS %s e0", "saga:{s-old}"), 1);
+	ck_assert_int_eq(rint_cmd(rc, "HEXISTS %s e4", "saga:{s-old}"), 1);
+	ck_assert_int_eq(rint_cmd(rc, "EXISTS %s", "saga:{s-old}:events") == 0 ||
+	    rint_cmd(rc, "EXISTS %s", "saga:{s-old}:w") == 1, 1);
+	rep = redisCommand(rc, "ZSCORE saga:leases s-old");
+	ck_assert_int_eq(rep->type, REDIS_REPLY_NIL);
+	freeReplyObject(rep);
+	ck_assert_int_eq(rint_cmd(rc, "ZCARD %s",
+	    "saga:idx:Booking:STATE_RUNNING"), 1);	/* s-old-dead's */
+	q.states = completed;
+	list_all(base, st, &q, got, sizeof(got));
+	ck_assert_str_eq(got, "s-old");
+	q.states = running;
+	list_all(base, st, &q, got, sizeof(got));
+	ck_assert_str_eq(got, "s-old-dead");
+	get_one(base, st, "s-old", &x);
+	ck_assert_int_eq(x.r, STORE_OK);
+	ck_assert_int_eq(x.saga->state, SAGA__V1__STATE__STATE_COMPLETED);
+	res_free(&x);
+	redisFree(rc);
+	store_free(st);
+	event_base_free(base);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -1660,6 +2017,14 @@ main(void)
 	tcase_add_test(tc, store_free_fails_queued_writes_once);
 	tcase_add_test(tc,
 	    redis_restart_fails_calls_then_the_store_reconnects);
+	tcase_add_test(tc,
+	    long_values_keep_the_hash_a_listpack_and_read_back_whole);
+	tcase_add_test(tc, completed_ttl_applies_to_completed_sagas_only);
+	tcase_add_test(tc, leases_land_in_the_bucket_the_scripts_compute);
+	tcase_add_test(tc,
+	    a_saga_of_the_previous_layout_is_read_and_converted);
+	tcase_add_test(tc,
+	    an_async_saga_pending_past_its_launch_lease_is_claimed_unbumped);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
