@@ -122,7 +122,7 @@ shutdown_timeout_ms = 3000;
 nats = { url = "$NATS_URL"; stream = "SAGA"; };
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; saga_ttl = 86400;
           lease_ms = 3000; };
-callbacks = { allow = [ "127.0.0.1" ]; retries = 3; };
+callbacks = { allow = [ "127.0.0.1:$RECEIVER_PORT" ]; retries = 3; };
 services = {
   order   = { address = "127.0.0.1:$ORDER_PORT";   timeout_ms = 1000; };
   payment = { address = "127.0.0.1:$PAYMENT_PORT"; timeout_ms = 1000; };

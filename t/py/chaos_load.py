@@ -33,6 +33,11 @@ import grpc
 sys.path.insert(0, os.environ["SYNC_GEN"])
 from saga.v1 import saga_pb2  # noqa: E402
 
+# The answers a Run may get while faults are injected: accepted, refused
+# because Redis or NATS (or the pod) is away, past its deadline, shed.
+EXPECTED = ("OK", "UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+odd_example = []
+
 # flow, share of the load, the Run's deadline (s)
 FLOWS = (("Booking", 35, 20), ("AsyncBooking", 35, 10),
          ("ThrottlingBooking", 30, 30))
@@ -105,6 +110,9 @@ def main():
             out.write(json.dumps(d) + "\n")
             out.flush()
             codes[d["code"]] = codes.get(d["code"], 0) + 1
+            if d["code"] not in EXPECTED and not odd_example:
+                odd_example.append("%s %s: %s" % (d["id"], d["code"],
+                                                  d.get("details", "")))
             if d["state"]:
                 states[d["state"]] = states.get(d["state"], 0) + 1
         slots.release()
@@ -148,6 +156,14 @@ def main():
               n, sending, n / max(sending, 0.001),
               time.time() - t0 - sending, json.dumps(by_flow),
               json.dumps(codes), json.dumps(states)), flush=True)
+    # Every Run is well formed: any other refusal is the test's mistake
+    # (or sagad's), never a fault injected.
+    odd = {k: v for k, v in codes.items() if k not in EXPECTED}
+    if odd:
+        print("FAIL: chaos_load.py: Runs refused %s, e.g. %s" % (
+            json.dumps(odd), odd_example[0] if odd_example else ""),
+            file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

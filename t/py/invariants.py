@@ -30,7 +30,8 @@ The invariants, on every id:
   missing            an accepted Run (code OK) has a record in Redis.
   not_final          the record is final: COMPLETED, COMPENSATED, FAILED or
                      RESOLVED (so never PENDING, RUNNING or COMPENSATING).
-  undecodable        the record's pb field decodes as saga.v1.Saga.
+  undecodable        the record's packed saga (field pb, or p, p.1... in
+                     issue 18's layout) decodes as saga.v1.Saga.
   completed_not_active  a COMPLETED saga has an ACTIVE record at the
                      participant of every step it ran.
   active_not_completed  a saga that is not COMPLETED (or has no record) has
@@ -524,6 +525,35 @@ def inject_targets(ctx, key):
 
 # --- the check ---
 
+def packed_saga(fields):
+    """The saga.v1.Saga a record's hash holds, packed, or None. Two layouts:
+    the first one's field pb; issue 18's p, p.1, p.2... (pn pieces)."""
+    if "pb" in fields:
+        return fields["pb"]
+    if "p" not in fields:
+        return None
+    try:
+        n = int(fields.get("pn") or 1)
+    except ValueError:
+        return None
+    parts = [fields["p"]]
+    for j in range(1, n):
+        if "p.%d" % j not in fields:
+            return None
+        parts.append(fields["p.%d" % j])
+    return b"".join(parts)
+
+
+def where_at(fields):
+    """The step and phase a record is at: "step N undo U attempt A"."""
+    d = {k: fields.get(k, b"").decode(errors="replace")
+         for k in ("at", "step", "undo", "attempt", "updated")}
+    if d["at"]:
+        p = (d["at"].split() + ["", "", ""])[:3]
+        return "step %s undo %s attempt %s" % tuple(p)
+    return "step %s undo %s attempt %s" % (d["step"], d["undo"], d["attempt"])
+
+
 def load_records(r, ids):
     from saga.v1 import saga_pb2
     S = saga_pb2.State
@@ -540,9 +570,10 @@ def load_records(r, ids):
                   for k in range(0, len(h) - 1, 2)}
         state = (fields.get("state") or b"").decode(errors="replace")
         saga = None
-        if "pb" in fields:
+        pb = packed_saga(fields)
+        if pb is not None:
             try:
-                saga = saga_pb2.Saga.FromString(fields["pb"])
+                saga = saga_pb2.Saga.FromString(pb)
             except Exception:  # google.protobuf.message.DecodeError
                 saga = None
         if saga is not None and not state:
@@ -690,12 +721,9 @@ def main():
             violation("undecodable", i, "pb field missing or not a Saga")
         if state not in FINAL:
             violation("not_final" if s["accepted"] else "refused_not_final",
-                      i, "%s (Run %s), step %s undo %s, updated %s" % (
-                          state, "/".join(s["codes"]),
-                          fields.get("step", b"").decode(errors="replace"),
-                          fields.get("undo", b"").decode(errors="replace"),
-                          fields.get("updated", b"").decode(
-                              errors="replace")))
+                      i, "%s (Run %s), %s, updated %s" % (
+                          state, "/".join(s["codes"]), where_at(fields),
+                          saga.updated_unix_ms if saga is not None else "?"))
         err = saga.error if saga is not None else \
             fields.get("error", b"").decode(errors="replace")
         if state == "STATE_FAILED" and not err:
