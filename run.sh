@@ -2,6 +2,7 @@
 # run.sh - the two commands of the README's Quick start, and their helpers.
 #   ./run.sh demo    install what is missing, build, start the stack, run sagas
 #                    (QUEUE=rabbitmq ./run.sh demo: on RabbitMQ, not NATS)
+#                    (TLS=1 ./run.sh demo: TLS end to end, a throwaway CA)
 #   ./run.sh test    install what is missing, build, run every test
 #                    (SANITIZE=1: the same under ASan+UBSan, as test-asan)
 #   ./run.sh test-asan  every test of a build with --enable-sanitizers, in
@@ -21,7 +22,7 @@ PACKAGES="build-essential autoconf automake libtool pkg-config
 libevent-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libnats-dev
 nats-server libhiredis-dev redis-server libconfig-dev check nghttp2-client
 nghttp2-server python3-grpcio protobuf-compiler libjansson-dev clang
-valgrind python3-h2 librabbitmq-dev rabbitmq-server chromium"
+valgrind python3-h2 librabbitmq-dev rabbitmq-server chromium libssl-dev openssl"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -285,9 +286,28 @@ demo() {
 	say "starting redis-server on 127.0.0.1:$redis_port"
 	spawn redis-server redis-server --bind 127.0.0.1 --port "$redis_port" \
 		--dir "$DEMO_DIR/redis" --save '' --daemonize no
-	say "starting the example services: order on :$order_port, payment on :$payment_port (5 ms per call)"
-	spawn order examples/booking/order --listen "127.0.0.1:$order_port" --latency 5
-	spawn payment examples/booking/payment --listen "127.0.0.1:$payment_port" --latency 5
+	# TLS=1: TLS end to end (issue 15), certificates of a throwaway CA.
+	local part_tls=() tls_sed=() ctl_tls=""
+	if [ -n "${TLS:-}" ]; then
+		local pki=$DEMO_DIR/pki
+		mkdir -p "$pki"
+		say "TLS: a throwaway CA and a certificate for 127.0.0.1 in $pki (openssl)"
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		    -keyout "$pki/ca.key" -out "$pki/ca.pem" -days 2 -subj /CN=demo-ca 2>/dev/null
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		    -keyout "$pki/s.key" -out "$pki/s.csr" -subj /CN=demo 2>/dev/null
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$pki/s.ext"
+		openssl x509 -req -in "$pki/s.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+		    -CAcreateserial -out "$pki/s.pem" -days 2 -extfile "$pki/s.ext" 2>/dev/null
+		part_tls=(--tls-cert "$pki/s.pem" --tls-key "$pki/s.key")
+		tls_sed=(-e "s|\"127.0.0.1:$order_port\";|& tls = { ca = \"$pki/ca.pem\"; };|"
+		    -e "s|\"127.0.0.1:$payment_port\";|& tls = { ca = \"$pki/ca.pem\"; };|"
+		    -e "\$a tls = { cert = \"$pki/s.pem\"; key = \"$pki/s.key\"; };")
+		ctl_tls="--ca $pki/ca.pem"
+	fi
+	say "starting the example services: order on :$order_port, payment on :$payment_port (5 ms per call)${TLS:+, over TLS}"
+	spawn order examples/booking/order --listen "127.0.0.1:$order_port" --latency 5 "${part_tls[@]}"
+	spawn payment examples/booking/payment --listen "127.0.0.1:$payment_port" --latency 5 "${part_tls[@]}"
 	say "starting a receiver for the callbacks of async sagas (t/py/demo_receiver.py)"
 	spawn receiver /usr/bin/python3 "$TOP/t/py/demo_receiver.py" \
 		"$DEMO_DIR/receiver.port" "$DEMO_DIR/callbacks"
@@ -305,7 +325,7 @@ demo() {
 	    -e "s|port = 6379;|port = $redis_port;|" \
 	    -e "s|127.0.0.1:50051|127.0.0.1:$order_port|" \
 	    -e "s|127.0.0.1:50052|127.0.0.1:$payment_port|" \
-	    etc/sagad.conf >"$DEMO_DIR/sagad.conf"
+	    "${tls_sed[@]}" etc/sagad.conf >"$DEMO_DIR/sagad.conf"
 	say "checking the configuration: sagad -t -c $DEMO_DIR/sagad.conf"
 	./sagad -t -c "$DEMO_DIR/sagad.conf"
 	say "starting sagad on 127.0.0.1:$sagad_port"
@@ -313,7 +333,7 @@ demo() {
 	spawn sagad ./sagad -d \
 		-c "$DEMO_DIR/sagad.conf" -p "$DEMO_DIR/sagad.pidfile" -P demo
 	wait_port "$sagad_port"
-	CTL="./sagactl -s 127.0.0.1:$sagad_port"
+	CTL="./sagactl -s 127.0.0.1:$sagad_port $ctl_tls"
 	for i in $(seq 50); do
 		[ "$($CTL health 2>/dev/null)" = SERVING ] && break
 		sleep 0.2
@@ -384,6 +404,7 @@ The stack keeps running. Try it yourself:
 Callbacks land in $DEMO_DIR/callbacks, logs in $DEMO_DIR.
 ./run.sh stop stops everything.
 EOF
+	[ -z "$ctl_tls" ] || echo "TLS: sagad and the services speak TLS only; give sagactl $ctl_tls"
 }
 
 case "${1:-}" in

@@ -3,13 +3,14 @@
 # booking (order, payment) with the example participants, everything on this
 # machine. Not a test: it prints figures to record in bench/RESULTS.md.
 #
-#   [QUICK=1] [METRICS=1] [TRACING=1] bench/sync.sh [BUILD_DIR]
+#   [QUICK=1] [METRICS=1] [TRACING=1] [TLS=1] bench/sync.sh [BUILD_DIR]
 #                           (default: the source tree's build; QUICK: section
 #                           1 alone; METRICS: with http.listen, so the pod
 #                           counts its metrics, scraped once at the end;
 #                           TRACING: every saga traced, spans exported to a
 #                           local OTLP receiver that accepts and discards
-#                           them, t/py/otlp_receiver.py)
+#                           them, t/py/otlp_receiver.py; TLS: TLS on sagad's
+#                           listener and to the participants, a throwaway CA)
 #
 # 1. closed loop, participants at 0 ms: sagas/s
 # 2. open loop at 5,000 sagas/s: latency percentiles
@@ -47,13 +48,29 @@ order_port=$(free_port); payment_port=$(free_port); sagad_port=$(free_port)
 http_port=$(free_port)
 http_conf=""
 [ -n "${METRICS:-}" ] && http_conf="http = { listen = \"127.0.0.1:$http_port\"; };"
+# TLS=1 (issue 15): one CA and one certificate (127.0.0.1) for everyone.
+part_tls=(); conf_tls=""; svc_tls=""; ctl_tls=""
+if [ -n "${TLS:-}" ]; then
+	pki=$LIB_TMP/pki; mkdir -p "$pki"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	    -keyout "$pki/ca.key" -out "$pki/ca.pem" -days 2 -subj /CN=bench-ca 2>/dev/null
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	    -keyout "$pki/s.key" -out "$pki/s.csr" -subj /CN=bench 2>/dev/null
+	printf 'subjectAltName=IP:127.0.0.1\n' >"$pki/s.ext"
+	openssl x509 -req -in "$pki/s.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+	    -CAcreateserial -out "$pki/s.pem" -days 2 -extfile "$pki/s.ext" 2>/dev/null
+	part_tls=(--tls-cert "$pki/s.pem" --tls-key "$pki/s.key")
+	conf_tls="tls = { cert = \"$pki/s.pem\"; key = \"$pki/s.key\"; };"
+	svc_tls="tls = { ca = \"$pki/ca.pem\"; };"
+	ctl_tls="--ca $pki/ca.pem"
+fi
 
 start_participants() {	# latency_ms
 	"$B/examples/booking/order" --listen "127.0.0.1:$order_port" \
-	    --latency "$1" --max-records 2000000 >"$LIB_TMP/order.log" 2>&1 &
+	    --latency "$1" --max-records 2000000 "${part_tls[@]}" >"$LIB_TMP/order.log" 2>&1 &
 	ORDER_PID=$!; track $ORDER_PID
 	"$B/examples/booking/payment" --listen "127.0.0.1:$payment_port" \
-	    --latency "$1" --max-records 2000000 >"$LIB_TMP/payment.log" 2>&1 &
+	    --latency "$1" --max-records 2000000 "${part_tls[@]}" >"$LIB_TMP/payment.log" 2>&1 &
 	PAYMENT_PID=$!; track $PAYMENT_PID
 	wait_port "$order_port"; wait_port "$payment_port"
 }
@@ -75,9 +92,10 @@ pod_id = "bench";
 $tracing
 listen = "127.0.0.1:$sagad_port";
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; saga_ttl = 600; };
+$conf_tls
 services = {
-  order   = { address = "127.0.0.1:$order_port";   timeout_ms = 5000; max_inflight = 20000; max_queue = 100000; };
-  payment = { address = "127.0.0.1:$payment_port"; timeout_ms = 5000; max_inflight = 20000; max_queue = 100000; };
+  order   = { address = "127.0.0.1:$order_port";   timeout_ms = 5000; max_inflight = 20000; max_queue = 100000; $svc_tls };
+  payment = { address = "127.0.0.1:$payment_port"; timeout_ms = 5000; max_inflight = 20000; max_queue = 100000; $svc_tls };
 };
 nodes = {
   CreateOrder   = { service = "order";   action = "/booking.Order/Create";   compensate = "/booking.Order/Cancel"; };
@@ -90,7 +108,7 @@ SAGAD_WORKER="$B/sagad-worker" "$B/sagad" -d -c "$LIB_TMP/sagad.conf" \
     -p "$LIB_TMP/sagad.pid" >"$LIB_TMP/sagad.log" 2>&1 &
 SAGAD_PID=$!; track $SAGAD_PID
 wait_port "$sagad_port"
-ctl="$B/sagactl -s 127.0.0.1:$sagad_port"
+ctl="$B/sagactl -s 127.0.0.1:$sagad_port $ctl_tls"
 
 echo "# sagad sync benchmark, $(date -u +%Y-%m-%d), $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "redis $(redis-server --version | awk '{print $3}'): $redis_conf, save ''"
@@ -99,20 +117,23 @@ if [ -n "${TRACING:-}" ]; then
 else
 	echo "tracing: off"
 fi
+echo "TLS: $([ -n "${TLS:-}" ] && echo "on (listener and participants, ECDSA P-256)" || echo off)"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 start_participants 0
 $ctl bench Booking -r 0 -d 2s --max-inflight 64 >/dev/null	# warm up
 echo "## 1. closed loop, 128 in flight, participants at 0 ms, $DUR"
 # The master's CPU time (utime + stime, in clock ticks) per saga: a figure
-# that other load on the machine disturbs far less than the rate.
-cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$SAGAD_PID/stat"; }
-ticks0=$(cpu_ticks)
+# that other load on the machine disturbs far less than the rate; the
+# participants' too (the TLS comparison relies on both).
+cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/${1:-$SAGAD_PID}/stat"; }
+ticks0=$(cpu_ticks); pticks0=$(( $(cpu_ticks "$ORDER_PID") + $(cpu_ticks "$PAYMENT_PID") ))
 $ctl bench Booking -r 0 -d "$DUR" --max-inflight 128 -c 2 | tee "$LIB_TMP/closed.txt"
-ticks1=$(cpu_ticks)
+ticks1=$(cpu_ticks); pticks1=$(( $(cpu_ticks "$ORDER_PID") + $(cpu_ticks "$PAYMENT_PID") ))
 closed=$(awk -F'[ ,]+' '/^Requests/ {print $(NF)}' "$LIB_TMP/closed.txt")
 sagas=$(awk -F'[ ,]+' '/^Requests/ {print $(NF-2)}' "$LIB_TMP/closed.txt")
 echo "master CPU: $(( (ticks1 - ticks0) * 1000000 / $(getconf CLK_TCK) / (sagas > 0 ? sagas : 1) )) us per saga ($((ticks1 - ticks0)) ticks, $sagas sagas)"
+echo "participants CPU: $(( (pticks1 - pticks0) * 1000000 / $(getconf CLK_TCK) / (sagas > 0 ? sagas : 1) )) us per saga (the two together)"
 if [ -n "${METRICS:-}" ]; then
 	echo "metrics on: $(/usr/bin/python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$http_port/metrics" |
 	    grep '^sagad_sagas_ended_total{flow="Booking",mode="sync",state="completed"}')"
@@ -154,7 +175,7 @@ body=$LIB_TMP/check.bin
 printf '\0\0\0\0\0' >"$body"	# an empty HealthCheckRequest
 raw=$(h2load -n 300000 -c 4 -m 100 -t 1 -d "$body" \
     -H 'te: trailers' -H 'content-type: application/grpc' \
-    "http://127.0.0.1:$sagad_port/grpc.health.v1.Health/Check" |
+    "http${TLS:+s}://127.0.0.1:$sagad_port/grpc.health.v1.Health/Check" |
     awk '/^finished in/ {gsub(",","",$4); print $4}')
 echo "raw calls/s: $raw"
 if [ -n "$closed" ] && [ -n "$raw" ]; then

@@ -161,6 +161,10 @@ bus_open(struct event_base *base, const struct bus_opts *o, char *err,
 	bus->password = o->password != NULL ? util_xstrdup(o->password) : NULL;
 	bus->password_file = o->password_file != NULL ?
 	    util_xstrdup(o->password_file) : NULL;
+	bus->tls = o->tls;
+	bus->tls_ca = o->tls_ca != NULL ? util_xstrdup(o->tls_ca) : NULL;
+	bus->tls_cert = o->tls_cert != NULL ? util_xstrdup(o->tls_cert) : NULL;
+	bus->tls_key = o->tls_key != NULL ? util_xstrdup(o->tls_key) : NULL;
 	if ((bus->wake = event_new(base, -1, 0, bus_wake, bus)) == NULL) {
 		snprintf(err, errlen, "bus: event_new failed");
 		goto fail;
@@ -172,6 +176,9 @@ fail:
 	if (bus->wake != NULL)
 		event_free(bus->wake);
 	pthread_mutex_destroy(&bus->mu);
+	free(bus->tls_ca);
+	free(bus->tls_cert);
+	free(bus->tls_key);
 	free(bus->stream);
 	free(bus->queue_type);
 	bus_free_creds(bus);
@@ -832,6 +839,9 @@ bus_close(struct bus *bus)
 	}
 	event_free(bus->wake);
 	pthread_mutex_destroy(&bus->mu);
+	free(bus->tls_ca);
+	free(bus->tls_cert);
+	free(bus->tls_key);
 	free(bus->stream);
 	free(bus->queue_type);
 	bus_free_creds(bus);

@@ -52,6 +52,11 @@ struct bus_opts {
 	int		 reconnect_wait_ms; /* first reconnect delay; 0: 100 */
 	int		 reconnect_max_ms;  /* the delay doubles up to this; 0: 2000 */
 	int		 dedupe_window_ms;  /* same message id dropped within; 0: 120000 */
+	/* NATS over TLS (issue 15): also with tls:// URLs. */
+	int		 tls;		/* 1: TLS, the server's certificate verified */
+	const char	*tls_ca;	/* PEM CAs; NULL: the system's */
+	const char	*tls_cert;	/* with tls_key: a client certificate */
+	const char	*tls_key;
 	bus_state_cb	 state_cb;	/* may be NULL */
 	void		*state_arg;
 	/* NATS credentials (issue 15); never logged. RabbitMQ's are in url. */

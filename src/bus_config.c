@@ -38,6 +38,10 @@ bus_config_opts(const struct config *cfg, struct bus_opts *o)
 		o->user = cfg->nats.user;
 		o->password = cfg->nats.password;
 		o->password_file = cfg->nats.password_file;
+		o->tls = cfg->nats.tls.on;
+		o->tls_ca = cfg->nats.tls.ca;
+		o->tls_cert = cfg->nats.tls.cert;
+		o->tls_key = cfg->nats.tls.key;
 	}
 }
 

@@ -139,6 +139,8 @@ struct bus {
 	char			*password;	/* wiped at close */
 	char			*password_file;
 	char			 why[256];	/* of the last state change */
+	int			 tls;		/* bus_opts' TLS (NATS) */
+	char			*tls_ca, *tls_cert, *tls_key;
 };
 
 enum bus_finish { BUS_ACK, BUS_NAK, BUS_TERM, BUS_PROGRESS };

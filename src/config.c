@@ -319,6 +319,9 @@ key_default(const struct config_key *k, void *base)
 		*(double *)p = 1.0;
 		break;
 	case KT_SECTION:
+		if (k->flags & KEY_PRESENCE)
+			*(int *)p = 0;
+		break;
 	case KT_NAMED:
 		break;
 	}
@@ -568,8 +571,11 @@ parse_key(struct loader *l, const config_setting_t *s, const char *key,
 			lerr(l, s, key, "expected a group { ... }, got %s",
 			    describe(s, got, sizeof(got)));
 			parse_scope(l, NULL, k->sub, base, key);
-		} else
+		} else {
+			if (k->flags & KEY_PRESENCE)
+				*(int *)((char *)base + k->off) = 1;
 			parse_scope(l, s, k->sub, base, key);
+		}
 		break;
 	case KT_NAMED:
 		parse_named(l, s, key, k->sub);
@@ -721,6 +727,24 @@ resolve(struct loader *l, const char *pod_id)
 			n->timeout_ms = n->service < cfg->nservices ?
 			    cfg->services[n->service].timeout_ms : 5000;
 	}
+	if (cfg->nats.nurls > 0) {
+		size_t	 len = 1, at = 0, n;
+		char	*list;
+
+		/* One comma list, as the bus takes it (see bus_nats.c). */
+		for (size_t i = 0; i < cfg->nats.nurls; i++)
+			len += strlen(cfg->nats.urls[i]) + 1;
+		list = util_xcalloc(1, len);
+		for (size_t i = 0; i < cfg->nats.nurls; i++) {
+			if (i > 0)
+				list[at++] = ',';
+			n = strlen(cfg->nats.urls[i]);
+			memcpy(list + at, cfg->nats.urls[i], n);
+			at += n;
+		}
+		free(cfg->nats.url);
+		cfg->nats.url = list;
+	}
 	if (pod_id != NULL) {
 		if (config_check_pod_id(pod_id, why, sizeof(why)) == -1)
 			lerr_at(l, l->path, 0, "pod_id (from -P or POD_ID): "
@@ -737,6 +761,30 @@ resolve(struct loader *l, const char *pod_id)
 			    "cannot be the default: %s; set pod_id", host,
 			    why);
 		cfg->pod_id = util_xstrdup(host);
+	}
+}
+
+/*
+ * Issue 15: a certificate goes with its key. Both given or neither, for
+ * the bus and for each service's client certificate.
+ */
+static void
+check_tls_pairs(struct loader *l, config_t *lc)
+{
+	const struct config	*cfg = l->cfg;
+	char			 path[600];
+
+	if ((cfg->nats.tls.cert == NULL) != (cfg->nats.tls.key == NULL))
+		lerr(l, config_lookup(lc, "nats.tls"), "nats.tls",
+		    "cert and key go together: give both or neither");
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		const struct config_service *cs = &cfg->services[i];
+
+		if ((cs->tls.cert == NULL) == (cs->tls.key == NULL))
+			continue;
+		snprintf(path, sizeof(path), "services.%s.tls", cs->name);
+		lerr(l, config_lookup(lc, path), path, "cert and key go "
+		    "together: give both or neither");
 	}
 }
 
@@ -799,6 +847,7 @@ config_load(const char *path, const char *pod_id, char *err, size_t errlen)
 	cfg->path = util_xstrdup(path);
 	parse_scope(&l, config_root_setting(&lc), KS_MAIN, cfg, "");
 	resolve(&l, pod_id);
+	check_tls_pairs(&l, &lc);
 	config_destroy(&lc);
 
 	if (l.nerrs > 0) {

@@ -22,6 +22,13 @@ struct config_service {
 	int		 timeout_ms;
 	int		 max_inflight;
 	int		 max_queue;	/* calls waiting for a free slot */
+	struct {			/* issue 15: TLS to the participant */
+		int	 on;		/* the group tls = { } is there */
+		char	*ca;		/* NULL: the system's CAs */
+		char	*cert;		/* with key: a client certificate */
+		char	*key;
+		char	*server_name;	/* NULL: the address's host */
+	} tls;
 };
 
 struct config_node {
@@ -78,10 +85,19 @@ struct config {
 		char	*stream;
 		char	*subject_prefix;	/* "saga": <prefix>.work.... */
 		int	 replicas;
+		char	**urls;		/* nats.urls; on load url becomes
+					   their comma list */
+		size_t	  nurls;
 		char	*creds;		/* a .creds file (JWT and nkey seed) */
 		char	*user;
 		char	*password;	/* never logged */
 		char	*password_file;
+		struct {		/* issue 15 */
+			int	 on;	/* nats.tls = { } is there */
+			char	*ca;
+			char	*cert;
+			char	*key;
+		} tls;
 	} nats;
 	struct {
 		char	*url;		/* may hold a password: never log it */
@@ -93,6 +109,11 @@ struct config {
 		int	 saga_ttl;
 		int	 completed_ttl;	/* s a COMPLETED saga is kept; 0: saga_ttl */
 		int	 lease_ms;	/* owner's hold on a running saga */
+		char	**sentinels;	/* "host:port"; none: host and port */
+		size_t	  nsentinels;
+		char	*master_name;	/* the primary's name at the sentinels */
+		int	 min_replicas_ack; /* WAIT for this many; 0: no WAIT */
+		int	 ack_timeout_ms;
 		int	 db;		/* SELECT */
 		char	*username;	/* AUTH with an ACL user */
 		char	*password;	/* never logged */
@@ -128,6 +149,13 @@ struct config {
 		int	 max_body_kb;
 		int	 timeout_ms;
 	} http;
+
+	struct {			/* issue 15: the listeners' TLS */
+		int	 on;		/* tls = { } is there */
+		char	*cert;
+		char	*key;
+		char	*client_ca;	/* client certificates required */
+	} tls;
 
 	struct config_service	*services;
 	size_t			 nservices;

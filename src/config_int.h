@@ -28,6 +28,9 @@ enum key_scope {
 	KS_SERVICE,		/* services.NAME = { }: struct config_service */
 	KS_NODE,		/* nodes.NAME = { }: struct config_node */
 	KS_FLOW,		/* flows.NAME = { }: struct config_flow */
+	KS_TLS,			/* tls = { }: struct config */
+	KS_NATS_TLS,		/* nats.tls = { }: struct config */
+	KS_SERVICE_TLS,		/* services.NAME.tls = { }: struct config_service */
 };
 
 enum key_type {
@@ -48,6 +51,7 @@ enum key_type {
 #define KEY_INHERIT	0x04	/* absent: the node's service's value */
 #define KEY_SECRET	0x08	/* a URL whose password is never shown, or a
 				   password never shown at all */
+#define KEY_PRESENCE	0x10	/* KT_SECTION: an int at off says it is there */
 
 struct config_key {
 	const char		 *name;
@@ -68,7 +72,7 @@ struct config_key {
 #define HOSTLEN	256	/* the size of every host[] an address splits into */
 
 /* The rows of config_keys[]; config_keys.c fails to build if they differ. */
-#define CONFIG_NKEYS	72
+#define CONFIG_NKEYS	90
 
 extern const struct config_key config_keys[];	/* CONFIG_NKEYS rows */
 

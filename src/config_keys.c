@@ -14,6 +14,7 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
@@ -29,6 +30,7 @@ static int	check_host(const char *, char *, size_t);
 static int	check_path(const char *, char *, size_t);
 static int	check_method(const char *, char *, size_t);
 static int	check_context_key(const char *, char *, size_t);
+static int	check_hostport(const char *, char *, size_t);
 static int	check_subject_prefix(const char *, char *, size_t);
 static int	check_log_format(const char *, char *, size_t);
 static int	check_otlp_endpoint(const char *, char *, size_t);
@@ -175,6 +177,20 @@ const struct config_key config_keys[] = {
 	{ "max_queue", KS_FLOW, KT_INT, 0, F(max_queue), 0, 0,
 	    1, 10000000, 1000, NULL, NULL, NULL, 0 },
 
+	/*
+	 * Issue 17: a NATS cluster, Redis behind Sentinel, writes that count
+	 * once replicas have them (WAIT).
+	 */
+	{ "urls", KS_NATS, KT_STRLIST, KEY_RESTART, C(nats.urls),
+	    C(nats.nurls), 0, 0, 0, 0, NULL, NULL, check_nats_url, 0 },
+	{ "sentinels", KS_REDIS, KT_STRLIST, KEY_RESTART, C(redis.sentinels),
+	    C(redis.nsentinels), 0, 0, 0, 0, NULL, NULL, check_hostport, 0 },
+	{ "master_name", KS_REDIS, KT_STRING, KEY_RESTART,
+	    C(redis.master_name), 0, 0, 0, 0, 0, "sagad", NULL, check_token, 0 },
+	{ "min_replicas_ack", KS_REDIS, KT_INT, KEY_RESTART,
+	    C(redis.min_replicas_ack), 0, 0, 0, 16, 0, NULL, NULL, NULL, 0 },
+	{ "ack_timeout_ms", KS_REDIS, KT_INT, KEY_RESTART,
+	    C(redis.ack_timeout_ms), 0, 0, 1, 60000, 200, NULL, NULL, NULL, 0 },
 	/* Issue 14: structured logs and tracing. */
 	{ "log_format", KS_MAIN, KT_STRING, KEY_RESTART, C(log_format), 0, 0,
 	    0, 0, 0, "text", NULL, check_log_format, 0 },
@@ -242,6 +258,39 @@ const struct config_key config_keys[] = {
 	/* Issue 18: retention by state. */
 	{ "completed_ttl", KS_REDIS, KT_INT, KEY_RESTART,
 	    C(redis.completed_ttl), 0, 0, 0, 31536000, 0, NULL, NULL, NULL, 0 },
+
+	/*
+	 * Issue 15, TLS: the listeners' (tls), the participants' per service
+	 * (services.NAME.tls) and the bus's (nats.tls). A group that is there
+	 * turns TLS on, even empty for a service (the system's CAs). The
+	 * listeners' files are read again on SIGHUP; NATS's at a restart.
+	 */
+	{ "tls", KS_MAIN, KT_SECTION, KEY_PRESENCE, C(tls.on), 0, 0, 0, 0, 0,
+	    NULL, NULL, NULL, KS_TLS },
+	{ "cert", KS_TLS, KT_STRING, KEY_REQUIRED, C(tls.cert), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "key", KS_TLS, KT_STRING, KEY_REQUIRED, C(tls.key), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "client_ca", KS_TLS, KT_STRING, 0, C(tls.client_ca), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "tls", KS_NATS, KT_SECTION, KEY_PRESENCE, C(nats.tls.on), 0, 0,
+	    0, 0, 0, NULL, NULL, NULL, KS_NATS_TLS },
+	{ "ca", KS_NATS_TLS, KT_STRING, KEY_RESTART, C(nats.tls.ca), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "cert", KS_NATS_TLS, KT_STRING, KEY_RESTART, C(nats.tls.cert), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "key", KS_NATS_TLS, KT_STRING, KEY_RESTART, C(nats.tls.key), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "tls", KS_SERVICE, KT_SECTION, KEY_PRESENCE, S(tls.on), 0, 0,
+	    0, 0, 0, NULL, NULL, NULL, KS_SERVICE_TLS },
+	{ "ca", KS_SERVICE_TLS, KT_STRING, 0, S(tls.ca), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "cert", KS_SERVICE_TLS, KT_STRING, 0, S(tls.cert), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "key", KS_SERVICE_TLS, KT_STRING, 0, S(tls.key), 0, 0,
+	    0, 0, 0, NULL, NULL, check_path, 0 },
+	{ "server_name", KS_SERVICE_TLS, KT_STRING, 0, S(tls.server_name),
+	    0, 0, 0, 0, 0, NULL, NULL, check_host, 0 },
 };
 
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,
@@ -254,6 +303,7 @@ static const char *const scope_prefix[] = {
 	[KS_TRACING] = "tracing",
 	[KS_HTTP] = "http",
 	[KS_AUTH] = "auth",
+	[KS_TLS] = "tls", [KS_NATS_TLS] = "nats.tls",
 };
 
 /* --- value checks ---------------------------------------------------------- */
@@ -328,10 +378,12 @@ bad:
 static int
 check_nats_url(const char *s, char *why, size_t len)
 {
-	if (strncmp(s, "nats://", 7) == 0 && s[7] != '\0' &&
+	size_t n = strncmp(s, "tls://", 6) == 0 ? 6 : 7;
+
+	if ((strncmp(s, "nats://", 7) == 0 || n == 6) && s[n] != '\0' &&
 	    strpbrk(s, " \t\r\n") == NULL)
 		return 0;
-	snprintf(why, len, "expected a URL starting with nats://");
+	snprintf(why, len, "expected a URL starting with nats:// or tls://");
 	return -1;
 }
 
@@ -444,6 +496,26 @@ check_context_key(const char *s, char *why, size_t len)
 	return -1;
 }
 
+/* "host:port" with a port from 1 to 65535: a Sentinel's address. */
+static int
+check_hostport(const char *s, char *why, size_t len)
+{
+	const char	*colon = strrchr(s, ':');
+	char		*end;
+	long		 port;
+
+	if (colon != NULL && colon > s && (size_t)(colon - s) < 256 &&
+	    strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789.-_:") == strlen(s)) {
+		port = strtol(colon + 1, &end, 10);
+		if (colon[1] != '\0' && *end == '\0' && port >= 1 &&
+		    port <= 65535)
+			return 0;
+	}
+	snprintf(why, len, "expected \"host:port\"");
+	return -1;
+}
+
 /* A callbacks.allow entry: host, host:port, [v6]:port or a bare v6. */
 static int
 check_allow(const char *s, char *why, size_t len)
@@ -515,6 +587,39 @@ restart_key_name(const struct config_key *k, char *buf, size_t len)
 	return buf;
 }
 
+/* A list of strings as a reload's message shows it: [ "a", "b" ]. */
+static void
+strlist_text(char *const *l, char *buf, size_t len)
+{
+	size_t	used;
+
+	snprintf(buf, len, "[");
+	for (size_t i = 0; l != NULL && l[i] != NULL; i++) {
+		used = strlen(buf);
+		snprintf(buf + used, len - used, "%s \"%s\"", i ? "," : "",
+		    l[i]);
+	}
+	used = strlen(buf);
+	snprintf(buf + used, len - used, " ]");
+}
+
+static void
+strlist_copy(char ***dst, size_t *count, char *const *src)
+{
+	size_t n = 0;
+
+	if (*dst != NULL)
+		for (size_t i = 0; (*dst)[i] != NULL; i++)
+			free((*dst)[i]);
+	free(*dst);
+	while (src != NULL && src[n] != NULL)
+		n++;
+	*dst = util_xcalloc(n + 1, sizeof(char *));
+	for (size_t i = 0; i < n; i++)
+		(*dst)[i] = util_xstrdup(src[i]);
+	*count = n;
+}
+
 int
 config_reload_check(const struct config *old, const struct config *new,
     char *err, size_t errlen)
@@ -538,6 +643,11 @@ config_reload_check(const struct config *old, const struct config *new,
 				continue;
 			snprintf(a, sizeof(a), "%d", *(const int *)po);
 			snprintf(b, sizeof(b), "%d", *(const int *)pn);
+		} else if (k->type == KT_STRLIST) {
+			strlist_text(*(char **const *)po, a, sizeof(a));
+			strlist_text(*(char **const *)pn, b, sizeof(b));
+			if (strcmp(a, b) == 0)
+				continue;
 		} else {
 			const char *so = *(char *const *)po;
 			const char *sn = *(char *const *)pn;
@@ -590,6 +700,10 @@ config_keep_restart_keys(struct config *new, const struct config *old)
 			/* FALLTHROUGH */
 		case KT_STRING:
 			config_strset((char **)pn, *(char *const *)po);
+			break;
+		case KT_STRLIST:
+			strlist_copy((char ***)pn, (size_t *)((char *)new +
+			    k->off2), *(char **const *)po);
 			break;
 		default:
 			break;

@@ -27,6 +27,7 @@
 #include "report.h"
 #include "saga.h"
 #include "saga/v1/saga.pb-c.h"
+#include "tls.h"
 #include "util.h"
 
 #define CTL_DEFAULT_SERVER	"127.0.0.1:10000"
@@ -63,6 +64,14 @@ usage(FILE *fp)
 "  -t, --token TOKEN          send \"authorization: Bearer TOKEN\" (default\n"
 "                             $SAGAD_TOKEN); prefer the variable: a flag\n"
 "                             shows in ps\n"
+"      --tls                  talk TLS to sagad, checking its certificate\n"
+"                             against the system's CAs\n"
+"      --ca FILE              ... against the CA certificates in FILE (PEM);\n"
+"                             implies --tls\n"
+"      --cert FILE --key FILE a client certificate, for a sagad whose\n"
+"                             tls.client_ca requires one; implies --tls\n"
+"      --server-name NAME     the name sagad's certificate must carry\n"
+"                             (default: the host of -s)\n"
 "  -h, --help                 this text\n"
 "  -V, --version              the version\n"
 "\n"
@@ -724,11 +733,18 @@ ctl_main(int argc, char **argv)
 		{ "token",	required_argument, NULL, 't' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ "version",	no_argument,	   NULL, 'V' },
+		{ "tls",	no_argument,	   NULL, 1000 },
+		{ "ca",		required_argument, NULL, 1001 },
+		{ "cert",	required_argument, NULL, 1002 },
+		{ "key",	required_argument, NULL, 1003 },
+		{ "server-name", required_argument, NULL, 1004 },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ctl	 c;
 	const char	*server = getenv("SAGAD_SERVER");
 	const char	*token = getenv("SAGAD_TOKEN");
+	const char	*ca = NULL, *cert = NULL, *key = NULL;
+	int		 tls = 0;
 	const char	*cmd;
 	char		 host[256], err[SAGAD_ERRLEN], *end;
 	int		 port, ch, rc;
@@ -764,6 +780,24 @@ ctl_main(int argc, char **argv)
 		case 'V':
 			printf("sagactl %s\n", PACKAGE_VERSION);
 			return CTL_EXIT_OK;
+		case 1000:
+			tls = 1;
+			break;
+		case 1001:
+			ca = optarg;
+			tls = 1;
+			break;
+		case 1002:
+			cert = optarg;
+			tls = 1;
+			break;
+		case 1003:
+			key = optarg;
+			tls = 1;
+			break;
+		case 1004:
+			c.server_name = optarg;
+			break;
 		default:
 			usage(stderr);
 			return CTL_EXIT_USAGE;
@@ -807,6 +841,11 @@ ctl_main(int argc, char **argv)
 		usage(stderr);
 		return CTL_EXIT_USAGE;
 	}
+	if (tls && (c.tls = tls_client_new(ca, cert, key, err,
+	    sizeof(err))) == NULL) {
+		fprintf(stderr, "sagactl: %s\n", err);
+		return CTL_EXIT_USAGE;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	c.base = event_base_new();
 	c.client = grpc_client_new(c.base, NULL, err, sizeof(err));
@@ -814,7 +853,8 @@ ctl_main(int argc, char **argv)
 		fprintf(stderr, "sagactl: %s\n", err);
 		return CTL_EXIT_FAILED;
 	}
-	c.ch = grpc_client_channel(c.client, host, port);
+	c.ch = grpc_client_channel_tls(c.client, host, port, c.tls,
+	    c.server_name);
 	if (strcmp(cmd, "run") == 0)
 		rc = cmd_run(&c, argc, argv);
 	else if (strcmp(cmd, "get") == 0)
@@ -838,6 +878,7 @@ ctl_main(int argc, char **argv)
 	else
 		rc = ctl_cmd_bench(&c, argc, argv, host, port);
 	grpc_client_free(c.client);
+	tls_free(c.tls);
 	event_base_free(c.base);
 	grpc_md_clear(&c.md);
 	return rc;

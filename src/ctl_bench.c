@@ -298,7 +298,8 @@ ctl_cmd_bench(struct ctl *c, int argc, char **argv, const char *host, int port)
 		}
 		grpc_client_free(c->client);
 		c->client = cl;
-		c->ch = grpc_client_channel(cl, host, port);
+		c->ch = grpc_client_channel_tls(cl, host, port, c->tls,
+		    c->server_name);
 	}
 	report_init(&b.rep, "");
 	{

@@ -16,11 +16,14 @@
 struct event_base;
 struct grpc_client;
 struct grpc_channel;
+struct tls;
 
 struct ctl {
 	struct event_base	*base;
 	struct grpc_client	*client;
 	struct grpc_channel	*ch;
+	struct tls		*tls;		/* --tls: sagad over TLS; else NULL */
+	const char		*server_name;	/* --server-name; NULL: the host */
 	int			 json;
 	int64_t			 timeout_ms;
 	int			 rc;

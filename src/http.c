@@ -37,6 +37,7 @@
 #include "http.h"
 #include "http_int.h"
 #include "json.h"
+#include "tls.h"
 #include "util.h"
 
 #define DEF_MAX_CONNS		256
@@ -439,7 +440,11 @@ make_bev(struct event_base *base, void *arg)
 	struct http_conn	*c;
 	struct bufferevent	*bev;
 
-	bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	/* TLS: the handshake runs in the bufferevent, before any request. */
+	if (h->hooks.tls != NULL)
+		bev = tls_accept_bev(h->hooks.tls, base, -1, 0);
+	else
+		bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL)
 		return NULL;
 	bufferevent_incref(bev);
@@ -534,6 +539,7 @@ http_new(struct event_base *base, const struct http_opts *o,
 
 	h->base = base;
 	h->hooks = *hooks;
+	h->hooks.tls = tls_ref(hooks->tls);
 	h->opts.max_connections = DEF_MAX_CONNS;
 	h->opts.max_body = DEF_MAX_BODY;
 	h->opts.timeout_ms = DEF_TIMEOUT_MS;
@@ -594,5 +600,6 @@ http_free(struct http_server *h)
 		free(c);
 	}
 	event_free(h->sweep);
+	tls_free(h->hooks.tls);
 	free(h);
 }

@@ -17,6 +17,7 @@ struct evbuffer;
 struct event_base;
 struct grpc_server;
 struct http_server;
+struct tls;
 
 /* Every field 0 means its default. */
 struct http_opts {
@@ -41,6 +42,8 @@ struct http_hooks {
 		    size_t msglen);
 	void	 *arg;
 	struct grpc_server *grpc;	/* the JSON API calls its methods */
+	struct tls	*tls;		/* issue 15: TLS (tls.h), the gRPC
+					   listener's context; NULL: cleartext */
 };
 
 /*

@@ -20,6 +20,7 @@
 #include "grpc/server.h"
 #include "flowdefs.h"
 #include "orch_int.h"
+#include "tls.h"
 #include "util.h"
 #include "work.h"
 
@@ -453,6 +454,7 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 	o->store = store;
 	o->defs = store != NULL ? defs_new(store, cfg) : NULL;
 	o->owner = util_xstrdup(owner);
+	o->tls = tls_cache_new();
 	idtable_init(&o->runs_by_id, 1024);
 	TAILQ_INIT(&o->runs);
 	idtable_init(&o->holds_by_id, 1024);
@@ -482,11 +484,17 @@ orch_new(struct event_base *base, struct config *cfg, struct grpc_server *srv,
 void
 orch_set_config(struct orch *o, struct config *cfg)
 {
+	char err[SAGAD_ERRLEN];
+
 	pods_reload(o, o->cfg, cfg);
 	config_free(o->cfg);
 	o->cfg = config_ref(cfg);
 	if (o->defs != NULL)
 		defs_set_config(o->defs, cfg);
+	/* SIGHUP: the services' certificates are read again. */
+	if (tls_cache_reload(o->tls, err, sizeof(err)) == -1)
+		orch_log(o, UTIL_WARN, NULL, "reload: services' TLS: %s; "
+		    "keeping what was loaded before", err);
 	admit_configure(o);
 }
 
@@ -587,6 +595,7 @@ orch_free(struct orch *o)
 	free(o->cancel_subject);
 	admit_free(o);
 	free(o->owner);
+	tls_cache_free(o->tls);
 	config_free(o->cfg);
 	free(o);
 }

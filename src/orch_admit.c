@@ -13,8 +13,16 @@
 #include <string.h>
 
 #include "grpc/client.h"
+#include "grpc/grpc.h"
 #include "orch_int.h"
+#include "tls.h"
 #include "util.h"
+
+static int
+same_str(const char *a, const char *b)
+{
+	return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
 
 struct svc *
 admit_svc(struct orch *o, const struct config_service *cs)
@@ -31,12 +39,42 @@ admit_svc(struct orch *o, const struct config_service *cs)
 		v->next = o->svcs;
 		o->svcs = v;
 	}
-	/* Limits follow the newest config; a moved service gets a channel. */
+	/*
+	 * Limits follow the newest config; a moved service gets a channel,
+	 * as one whose TLS changed (the cache gives the same context for the
+	 * same files, so an unchanged service keeps its channel).
+	 */
 	if (v->ch == NULL || strcmp(v->host, cs->host) != 0 ||
-	    v->port != cs->port) {
+	    v->port != cs->port || (v->tls != NULL) != cs->tls.on ||
+	    (cs->tls.on && !same_str(v->tls_sn, cs->tls.server_name))) {
+		struct tls *tls = NULL;
+
 		snprintf(v->host, sizeof(v->host), "%s", cs->host);
 		v->port = cs->port;
-		v->ch = grpc_client_channel(o->client, cs->host, cs->port);
+		free(v->tls_sn);
+		v->tls_sn = cs->tls.server_name != NULL ?
+		    util_xstrdup(cs->tls.server_name) : NULL;
+		v->ch = NULL;
+		v->tls = NULL;
+		if (cs->tls.on && (tls = tls_cache_client(o->tls, cs->tls.ca,
+		    cs->tls.cert, cs->tls.key, v->tls_err,
+		    sizeof(v->tls_err))) == NULL)
+			return v;
+		v->tls = tls;
+		v->ch = grpc_client_channel_tls(o->client, cs->host, cs->port,
+		    tls, cs->tls.server_name);
+	} else if (cs->tls.on && v->tls != NULL) {
+		struct tls *tls = tls_cache_client(o->tls, cs->tls.ca,
+		    cs->tls.cert, cs->tls.key, v->tls_err,
+		    sizeof(v->tls_err));
+
+		/* Other files: another context, another channel. */
+		if (tls != v->tls) {
+			v->tls = tls;
+			v->ch = tls == NULL ? NULL : grpc_client_channel_tls(
+			    o->client, cs->host, cs->port, tls,
+			    cs->tls.server_name);
+		}
 	}
 	return v;
 }
@@ -50,6 +88,10 @@ admit_configure(struct orch *o)
 
 		v->max_inflight = cs->max_inflight;
 		v->max_queue = cs->max_queue;
+		if (v->ch == NULL)
+			orch_log(o, UTIL_WARN, NULL, "services.%s.tls: %s; its "
+			    "calls fail until a reload fixes it", cs->name,
+			    v->tls_err);
 	}
 }
 
@@ -112,6 +154,7 @@ admit_free(struct orch *o)
 	while ((v = o->svcs) != NULL) {
 		o->svcs = v->next;
 		free(v->name);
+		free(v->tls_sn);
 		free(v);
 	}
 }

@@ -67,9 +67,12 @@ struct svc {
 	int			 inflight;
 	int			 queued;
 	int			 starting;	/* admitted, first call not made */
-	struct grpc_channel	*ch;
+	struct grpc_channel	*ch;	/* NULL: its TLS files did not load */
 	char			 host[256];
 	int			 port;
+	struct tls		*tls;		/* from o->tls; NULL: h2c */
+	char			*tls_sn;	/* its services.NAME.tls.server_name */
+	char			 tls_err[SAGAD_ERRLEN]; /* why ch is NULL */
 	struct runq		 waiting;
 	struct svc		*next;
 };
@@ -222,6 +225,7 @@ struct orch {
 	struct store		*store;
 	char			*owner;
 	struct svc		*svcs;
+	struct tls_cache	*tls;		/* the services' TLS contexts */
 	struct idtable		 runs_by_id;
 	TAILQ_HEAD(, run)	 runs;
 	uint64_t		 rng;

@@ -56,8 +56,13 @@ op_new(struct orch *o, struct grpc_call *call, const char *id,
 	op->call = call;
 	op->id = util_xstrdup(id);
 	op->text = util_xstrdup(text);
+	/*
+	 * The caller: its token's name, else its TLS client certificate's
+	 * subject, else its address.
+	 */
 	op->who = util_xstrdup(grpc_call_caller(call) != NULL ?
-	    grpc_call_caller(call) : grpc_call_peer(call));
+	    grpc_call_caller(call) : grpc_call_peer_name(call) != NULL ?
+	    grpc_call_peer_name(call) : grpc_call_peer(call));
 	grpc_call_on_cancel(call, op_cancelled, op);
 	return op;
 }

@@ -373,6 +373,17 @@ sync_call(struct run *r)
 		return;
 	}
 	trace_call_start(&r->d, &r->o->rng);
+	if (v->ch == NULL) {
+		char why[SAGAD_ERRLEN + 2 * CONFIG_NAME_MAX];
+
+		/* Its TLS files did not load: nothing can reach it. */
+		snprintf(why, sizeof(why), "services.%s.tls: %s", v->name,
+		    v->tls_err);
+		driver_unreached(&r->d, GRPC_STATUS_UNAVAILABLE, why,
+		    util_now_ms());
+		run_next(r);
+		return;
+	}
 	req = driver_request(&r->d, &path, &len, &md, err, sizeof(err));
 	if (req == NULL) {
 		/* Nothing could be sent: no retry helps, nothing to undo. */

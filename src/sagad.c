@@ -117,6 +117,13 @@ main(int argc, char *argv[])
 		config_free(cfg);
 		return PROC_EXIT_ERROR;
 	}
+	/* The TLS files too: a bad certificate stops a reload's check. */
+	if (opts.test && service_tls_check(cfg, err, sizeof(err)) == -1) {
+		fprintf(stderr, "%s: %s\nsagad: %s: configuration has errors\n",
+		    config_path, err, config_path);
+		config_free(cfg);
+		return PROC_EXIT_ERROR;
+	}
 	if (opts.test) {
 		printf("configuration OK\n");
 		config_free(cfg);

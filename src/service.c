@@ -11,7 +11,10 @@
  * or shutdown_timeout_ms has passed. It also applies the `limits` section to
  * the server (and on SIGHUP), sizes RLIMIT_NOFILE for max_connections, logs
  * what the server reports (accept failures, refused connections) and hands
- * freed heap back to the system once a burst is over.
+ * freed heap back to the system once a burst is over. With a `tls` group
+ * the listener speaks TLS (tls.h), its certificate read again on SIGHUP (a
+ * bad one keeps the running one); the services' TLS files are checked at
+ * start, so a typo stops sagad rather than every saga.
  */
 #include "autoconf.h"
 
@@ -41,6 +44,7 @@
 #include "service.h"
 #include "store.h"
 #include "supervisor.h"
+#include "tls.h"
 #include "util.h"
 #include "work.h"
 
@@ -59,6 +63,7 @@ struct service {
 	struct store		*store;
 	struct bus		*bus;
 	struct orch		*orch;
+	struct tls		*tls;		/* the listener's; NULL: h2c */
 	char			 owner[192];
 	char			 where[1100];	/* the bus URL, no password */
 	int			 shut;		/* GOAWAY done */
@@ -403,14 +408,16 @@ http_start(struct service *sv, const struct config *cfg, char *err,
 	hk.authorize = service_http_authorize;
 	hk.arg = sv;
 	hk.grpc = sv->srv;
+	hk.tls = sv->tls;	/* the same certificate, reloaded with it */
 	http_opts_of(cfg, &ho);
 	if ((sv->http = http_new(sv->m->base, &ho, &hk, err, errlen)) == NULL)
 		return -1;
 	if (http_listen(sv->http, cfg->http.listen_host, cfg->http.listen_port,
 	    err, errlen) == -1)
 		return -1;
-	log_info("listening on %s (HTTP: /metrics, /readyz, /api/v1/sagas)",
-	    cfg->http.listen);
+	log_info("listening on %s (HTTP%s: /metrics, /readyz, /api/v1/sagas)",
+	    cfg->http.listen, sv->tls == NULL ? "" : tls_mtls(sv->tls) ?
+	    "S, client certificates required" : "S");
 	return 0;
 }
 
@@ -487,6 +494,69 @@ bus_status(struct bus *bus, enum bus_state state, void *arg)
 	ready_update(sv);
 }
 
+int
+service_tls_check(const struct config *cfg, char *err, size_t errlen)
+{
+	struct tls	*t;
+	char		 why[SAGAD_ERRLEN];
+
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		const struct config_service *cs = &cfg->services[i];
+
+		if (!cs->tls.on)
+			continue;
+		if ((t = tls_client_new(cs->tls.ca, cs->tls.cert, cs->tls.key,
+		    why, sizeof(why))) == NULL) {
+			snprintf(err, errlen, "services.%s.tls: %s", cs->name,
+			    why);
+			return -1;
+		}
+		tls_free(t);
+	}
+	/* cnats reads the same PEM files: OpenSSL's verdict is its. */
+	if (cfg->nats.tls.on && (cfg->nats.tls.ca != NULL ||
+	    cfg->nats.tls.cert != NULL)) {
+		if ((t = tls_client_new(cfg->nats.tls.ca, cfg->nats.tls.cert,
+		    cfg->nats.tls.key, why, sizeof(why))) == NULL) {
+			snprintf(err, errlen, "nats.tls: %s", why);
+			return -1;
+		}
+		tls_free(t);
+	}
+	if (cfg->tls.on) {
+		if ((t = tls_server_new(cfg->tls.cert, cfg->tls.key,
+		    cfg->tls.client_ca, why, sizeof(why))) == NULL) {
+			snprintf(err, errlen, "tls: %s", why);
+			return -1;
+		}
+		tls_free(t);
+	}
+	return 0;
+}
+
+/*
+ * The listener's TLS context (issue 15), after a check of every TLS file:
+ * one that does not load stops the start with its reason.
+ */
+static int
+service_tls(struct service *sv, const struct config *cfg, char *err,
+    size_t errlen)
+{
+	char why[SAGAD_ERRLEN];
+
+	if (service_tls_check(cfg, err, errlen) == -1)
+		return -1;
+	if (!cfg->tls.on)
+		return 0;
+	if ((sv->tls = tls_server_new(cfg->tls.cert, cfg->tls.key,
+	    cfg->tls.client_ca, why, sizeof(why))) == NULL) {
+		snprintf(err, errlen, "tls: %s", why);
+		return -1;
+	}
+	grpc_server_set_tls(sv->srv, sv->tls);
+	return 0;
+}
+
 static int
 service_start(struct master *m, void *arg, char *err, size_t errlen)
 {
@@ -526,6 +596,8 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 		return -1;
 	if ((sv->health = health_new(sv->srv, err, errlen)) == NULL)
 		return -1;
+	if (service_tls(sv, cfg, err, errlen) == -1)
+		return -1;
 	/*
 	 * The step client: a participant's server takes ~1000 streams per
 	 * connection, and sync sagas may hold far more calls open (10,000 at 1 s
@@ -545,6 +617,10 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	sp.username = cfg->redis.username;
 	sp.password = cfg->redis.password;
 	sp.password_file = cfg->redis.password_file;
+	sp.sentinels = (const char *const *)cfg->redis.sentinels;
+	sp.master_name = cfg->redis.master_name;
+	sp.min_replicas_ack = cfg->redis.min_replicas_ack;
+	sp.ack_timeout_ms = cfg->redis.ack_timeout_ms;
 	/* Credentials Redis refuses stop the start, loudly. */
 	if (store_probe(&sp, 2000, err, errlen) == -1)
 		return -1;
@@ -584,7 +660,9 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	if (grpc_server_listen(sv->srv, cfg->listen_host, cfg->listen_port,
 	    err, errlen) == -1)
 		return -1;
-	log_info("listening on %s (gRPC), pod %s", cfg->listen, cfg->pod_id);
+	log_info("listening on %s (gRPC%s), pod %s", cfg->listen,
+	    sv->tls == NULL ? "" : tls_mtls(sv->tls) ? " over TLS, client "
+	    "certificates required" : " over TLS", cfg->pod_id);
 	return http_start(sv, cfg, err, errlen);
 }
 
@@ -594,7 +672,28 @@ service_reload(struct master *m, void *arg,
 {
 	struct service *sv = arg;
 	struct grpc_server_opts so;
+	const struct config *cfg = m->cfg;
 	char err[SAGAD_ERRLEN];
+
+	/*
+	 * The listener's certificate: new connections get the new one; a
+	 * file that does not load keeps the running one. Turning TLS on or
+	 * off takes a restart: clients would fail either way.
+	 */
+	if (cfg->tls.on != (sv->tls != NULL))
+		log_warnx("reload: %s: tls: only a restart can turn TLS %s; "
+		    "keeping it %s", cfg->path, cfg->tls.on ? "on" : "off",
+		    cfg->tls.on ? "off" : "on");
+	else if (sv->tls != NULL) {
+		if (tls_reload(sv->tls, cfg->tls.client_ca, cfg->tls.cert,
+		    cfg->tls.key, err, sizeof(err)) == -1)
+			log_warnx("reload: tls: %s; keeping the running "
+			    "certificate", err);
+		else
+			log_info("reload: tls: certificate %s loaded%s",
+			    cfg->tls.cert, cfg->tls.client_ca != NULL ?
+			    ", client certificates required" : "");
+	}
 
 	(void)service_auth_load(sv, m->cfg, 1, err, sizeof(err));
 	orch_set_config(sv->orch, m->cfg);
@@ -724,6 +823,7 @@ service_free(struct service *sv)
 	grpc_server_free(sv->srv);
 	health_free(sv->health);
 	grpc_client_free(sv->client);
+	tls_free(sv->tls);
 	auth_free(sv->auth);
 	free(sv);
 }

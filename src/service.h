@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 
+struct config;
 struct master_hooks;
 struct service;
 
@@ -27,5 +28,12 @@ void		 service_free(struct service *);
 int		 service_http_authorize(void *service,
 		    const char *authorization, int role, const char *peer,
 		    const char *what, int *status, char *msg, size_t msglen);
+/*
+ * Loads every TLS file cfg names (tls, services.NAME.tls, nats.tls) as
+ * sagad would, for `sagad -t` and the start: -1 with the first that does
+ * not load and why.
+ */
+int		 service_tls_check(const struct config *, char *err,
+		    size_t errlen);
 
 #endif

@@ -30,6 +30,10 @@
  * shuts the socket down when it is overdue, which hiredis then handles as any
  * lost connection. The same timer drives reconnects with exponential backoff.
  *
+ * Sentinel, WAIT and writes sent again after a failover are
+ * store_failover.c's; this file calls it at a few points (connect, reply,
+ * a lost batch, the timer).
+ *
  * Not here: logging (errors go to the callbacks), flows and steps (the saga
  * engine), Redis Cluster (a write script touches the saga's own keys, under
  * its {ID} hash tag, and its lease and index buckets, under theirs: on a
@@ -65,7 +69,6 @@ static void	 conn_ready(struct conn *);
 static void	 conn_lost(struct conn *, const char *);
 static void	 conn_refused(struct conn *, const char *);
 static void	 conn_auth(struct conn *);
-static void	 conn_kill(struct conn *);
 static void	 set_status(struct store *, int, const char *);
 
 /* What a refusal's sentence names: never the password. */
@@ -300,6 +303,8 @@ store_req_free(struct req *r)
 
 	free(r->failerr);
 	r->failerr = NULL;
+	if (r->peer != NULL || r->held != NULL)
+		store_req_unlink(r);
 	if (!st->closing && st->nspare < SPARE_MAX &&
 	    r->keys.cap <= SEG_KEEP && r->args.cap <= SEG_KEEP) {
 		TAILQ_INSERT_HEAD(&st->spare, r, entry);
@@ -411,13 +416,15 @@ store_req_send(struct req *r)
  * Sends the queued writes as one batch. Called from the loop once the turn
  * that queued them is over, or at once when a batch is full.
  */
-static void
-batch_flush(struct store *st)
+void
+store_batch_flush(struct store *st)
 {
 	struct req *r, *w;
 
 	if (st->nqueued == 0)
 		return;
+	if (st->waits > 0 && st->main.state == CONN_UP)
+		return;		/* leaves when that WAIT answers */
 	r = store_req_new(st, &st->main, REQ_BATCH);
 	r->script = SCRIPT_WRITE;
 	while ((w = TAILQ_FIRST(&st->queued)) != NULL) {
@@ -427,6 +434,8 @@ batch_flush(struct store *st)
 	}
 	st->nqueued = 0;
 	store_req_submit(r);
+	if (r->sent != 0 && st->min_acks > 0)
+		store_wait_send(r);	/* one WAIT for the whole batch */
 }
 
 static void
@@ -434,7 +443,7 @@ flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	batch_flush(arg);
+	store_batch_flush(arg);
 }
 
 /* Queues the write r for the batch this turn of the loop sends. */
@@ -449,7 +458,7 @@ store_batch_add(struct req *r)
 	}
 	TAILQ_INSERT_TAIL(&st->queued, r, entry);
 	if (++st->nqueued >= BATCH_MAX)
-		batch_flush(st);
+		store_batch_flush(st);
 	else
 		event_active(st->flush, EV_TIMEOUT, 1);
 }
@@ -464,6 +473,8 @@ store_req_fail(struct req *r, enum store_result res, const char *err)
 
 	switch (r->kind) {
 	case REQ_BATCH:
+		if (res == STORE_UNAVAILABLE && store_batch_lost(r, err))
+			break;		/* its writes go again */
 		while ((b = TAILQ_FIRST(&r->batch)) != NULL) {
 			TAILQ_REMOVE(&r->batch, b, entry);
 			store_req_fail(b, res, err);
@@ -502,6 +513,10 @@ store_req_fail(struct req *r, enum store_result res, const char *err)
 		break;
 	case REQ_PING:
 		r->conn->pinging = 0;
+		break;
+	case REQ_WAIT:
+	case REQ_VERIFY:
+		store_failover_fail(r, err);
 		break;
 	case REQ_CLIENTID:
 	case REQ_LOAD:
@@ -554,13 +569,26 @@ store_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		if (store_req_send(r) == 0)
 			return;
 	}
+	/* Not the primary (a PING may meet -LOADING: HELLO retries it). */
+	if (rep->type == REDIS_REPLY_ERROR && c->ac == ac &&
+	    r->kind != REQ_PING)
+		store_failover_error(c, rep);
 
 	switch (r->kind) {
 	case REQ_BATCH:
 		if (rep->type == REDIS_REPLY_ERROR)
 			store_req_fail(r, store_error_result(rep->str), rep->str);
-		else
+		else if (!store_batch_held(r, rep))
 			store_reply_batch(r, rep);
+		return;
+	case REQ_WAIT:
+		store_reply_wait(r, rep);
+		return;
+	case REQ_VERIFY:
+		if (rep->type == REDIS_REPLY_ERROR)
+			store_req_fail(r, store_error_result(rep->str), rep->str);
+		else
+			store_reply_verify(r, rep);
 		return;
 	case REQ_CREATE:
 	case REQ_UPDATE:
@@ -793,7 +821,7 @@ conn_refused(struct conn *c, const char *reply)
 		snprintf(st->refusal, sizeof(st->refusal), "%s", why);
 		set_status(st, 0, why);
 	}
-	conn_kill(c);
+	store_conn_kill(c);
 }
 
 /* Sends the PING that brings a new connection up. */
@@ -843,6 +871,7 @@ conn_ready(struct conn *c)
 			store_req_free(r);
 	}
 	set_status(st, 1, NULL);
+	store_failover_ready(st);
 }
 
 static void
@@ -866,6 +895,12 @@ store_conn_connect(struct conn *c)
 		return;
 	c->since = util_mono_ms();
 	c->killed = 0;
+	if (st->nsentinels > 0 && store_sentinel_resolve(st, why,
+	    sizeof(why)) == -1) {
+		c->state = CONN_CONNECTING;	/* so conn_lost reports it */
+		conn_lost(c, why);
+		return;
+	}
 	ac = redisAsyncConnect(st->host, st->port);
 	if (ac == NULL || ac->err) {
 		snprintf(why, sizeof(why), "redis %s:%d: %s", st->host,
@@ -890,8 +925,8 @@ store_conn_connect(struct conn *c)
 }
 
 /* Shuts the socket down; hiredis sees EOF and fails what is pending. */
-static void
-conn_kill(struct conn *c)
+void
+store_conn_kill(struct conn *c)
 {
 	if (c->ac == NULL || c->killed)
 		return;
@@ -914,16 +949,17 @@ cron(evutil_socket_t fd, short what, void *arg)
 		c = i == 0 ? &st->main : &st->wconn;
 		if (c->state == CONN_CONNECTING &&
 		    now - c->since > st->cmd_timeout)
-			conn_kill(c);
+			store_conn_kill(c);
 		r = TAILQ_FIRST(&c->inflight);
 		if ((c->state == CONN_UP || c->state == CONN_HELLO) &&
 		    r != NULL && now - r->sent > r->timeout)
-			conn_kill(c);
+			store_conn_kill(c);
 		if (c->state == CONN_HELLO)
 			conn_ping(c);
 	}
 	if (st->main.state == CONN_DOWN && now >= st->main.retry_at)
 		store_conn_connect(&st->main);
+	store_failover_cron(st);
 	store_watch_refresh(st);
 	store_watch_kick(st);
 }
@@ -982,6 +1018,16 @@ store_new(struct event_base *base, const struct store_params *p, char *err,
 	TAILQ_INIT(&st->queued);
 	TAILQ_INIT(&st->spare);
 	TAILQ_INIT(&st->watches);
+	if (store_failover_init(st, p, err, errlen) == -1) {
+		store_failover_free(st);
+		free(st->host);
+		free(st->username);
+		if (st->password != NULL)
+			auth_wipe(st->password, strlen(st->password));
+		free(st->password);
+		free(st);
+		return NULL;
+	}
 	for (i = 0; i < 2; i++) {
 		struct conn *c = i == 0 ? &st->main : &st->wconn;
 
@@ -1039,6 +1085,7 @@ store_free(struct store *st)
 		store_req_defer(r, STORE_UNAVAILABLE, "store closed");
 	}
 	st->nqueued = 0;
+	store_failover_free(st);
 	for (i = 0; i < 2; i++) {
 		c = i == 0 ? &st->main : &st->wconn;
 		ac = c->ac;
@@ -1097,6 +1144,9 @@ store_probe(const struct store_params *p, int timeout_ms, char *err,
 	size_t			 argl[3];
 	int			 argc = 0, refused = 0;
 
+	/* Behind Sentinel host:port is a guess: the store reports refusals. */
+	if (p->sentinels != NULL && p->sentinels[0] != NULL)
+		return 0;
 	pw[0] = '\0';
 	if (p->password != NULL)
 		snprintf(pw, sizeof(pw), "%s", p->password);

@@ -23,6 +23,12 @@
  *   together, as one call of the write script (at most 64 a call), once
  *   the turn is over. Each keeps its own revision check, its own result and
  *   its own callback; a lost connection fails each of them once.
+ * - With sentinels or min_replicas_ack (store_failover.c), a write whose
+ *   outcome a lost connection or a short WAIT left unknown is not failed
+ *   at once: it is sent again, under the same expected revision, until it
+ *   is settled or twice cmd_timeout has passed (then STORE_UNAVAILABLE).
+ *   Its callback still runs exactly once, and STORE_OK means the replicas
+ *   asked for have it.
  * - Recording a step as started before calling its action is an ordinary
  *   store_update: the engine sets steps[i] to RUNNING, bumps its attempts and
  *   passes the matching SagaEvent; the revision check makes it a claim too.
@@ -76,6 +82,16 @@ struct store_params {
 					   connection; 0: 5000 */
 	int		 max_watches;	/* open watches at most; 0: 1024 */
 	int		 watch_block_ms;	/* XREAD BLOCK of the watcher; 0: 2000 */
+	/*
+	 * Redis behind Sentinel (store_failover.c): with sentinels, host and
+	 * port are only the first guess; the primary named master_name is
+	 * asked of them at every connect.
+	 */
+	const char *const *sentinels;	/* "host:port", NULL-ended; NULL: none */
+	const char	*master_name;	/* NULL: "sagad" */
+	int		 min_replicas_ack; /* a write counts once WAIT says this
+					   many replicas have it; 0: no WAIT */
+	int		 ack_timeout_ms;	/* WAIT's timeout; 0: 200 */
 	/*
 	 * Sent on every (re)connection, the watcher's too, before the PING
 	 * that brings it up: AUTH [username] password, then SELECT db. A

@@ -240,6 +240,11 @@ store_reply_batch(struct req *r, const redisReply *rep)
 	}
 	while ((w = TAILQ_FIRST(&r->batch)) != NULL) {
 		TAILQ_REMOVE(&r->batch, w, entry);
+		if (store_failover_on(r->st) &&
+		    store_write_retried(w, rep->element[i])) {
+			i++;
+			continue;
+		}
 		reply_write(w, rep->element[i++]);
 	}
 	store_req_free(r);
@@ -446,7 +451,12 @@ write_args(struct store *st, struct req *r, const struct store_write *w,
 	store_req_str(r, pre);
 	/* Packed straight into the request: no buffer of its own. */
 	len = saga__v1__saga__get_packed_size(s);
-	saga__v1__saga__pack(s, (uint8_t *)store_seg_open(&r->args, len));
+	p = (uint8_t *)store_seg_open(&r->args, len);
+	saga__v1__saga__pack(s, p);
+	/* What a write sent again compares (store_failover.c). */
+	r->exp_rev = rev;
+	r->pb_off = (size_t)((char *)p - r->args.p);
+	r->pb_len = len;
 	if (w->pod != NULL)
 		nf++;
 	if (w->callback != NULL)

@@ -50,6 +50,8 @@ enum req_kind {
 	REQ_XREAD, REQ_CLIENTID, REQ_UNBLOCK, REQ_LOAD, REQ_PING,
 	REQ_BATCH,	/* carries REQ_CREATE and REQ_UPDATE requests */
 	REQ_CANCEL, REQ_LIST, REQ_EXPIRE,
+	REQ_WAIT,	/* WAIT after a batch (store_failover.c) */
+	REQ_VERIFY,	/* did a retried write land before (ditto) */
 	REQ_AUTH,	/* AUTH or SELECT before the PING of a new connection */
 };
 
@@ -108,6 +110,16 @@ struct req {
 	struct store_watch	*w;
 	enum store_result	 fail;		/* deferred failure */
 	char			*failerr;
+	/* store_failover.c */
+	int64_t			 exp_rev;	/* write: the expected revision */
+	size_t			 pb_off;	/* write: its pb within args */
+	size_t			 pb_len;
+	int			 again;		/* write: sent before, outcome
+						   unknown */
+	int64_t			 deadline;	/* write: retried until */
+	struct req		*peer;		/* a batch's WAIT, and back */
+	redisReply		*held;		/* batch: its reply, until WAIT */
+	struct req		*orig;		/* REQ_VERIFY: the write */
 };
 
 enum watch_state { WATCH_CHECK, WATCH_FOLLOW, WATCH_FAIL };
@@ -176,6 +188,19 @@ struct store {
 
 	store_status_cb		*status_cb;
 	void			*status_arg;
+
+	/* store_failover.c: Sentinel, WAIT, writes sent again */
+	char			**sentinels;	/* NULL-ended */
+	int			 nsentinels;
+	int			 scur;		/* the one asked first */
+	char			*master_name;
+	int			 min_acks;
+	int			 ack_timeout;
+	redisAsyncContext	*sub;		/* SUBSCRIBE +switch-master */
+	int64_t			 sub_retry_at;
+	struct reqlist		 retryq;	/* writes to send again */
+	uint64_t		 failovers;	/* primary changes followed */
+	int			 waits;		/* WAITs in flight on main */
 	char			 down_said[SAGAD_ERRLEN]; /* "": up */
 };
 
@@ -207,6 +232,28 @@ void		 store_req_fail(struct req *, enum store_result, const char *);
 void		 store_conn_connect(struct conn *);
 int		 store_state_terminal(int state);
 unsigned	 store_bucket(const char *id);
+
+/* store.c, for store_failover.c */
+void		 store_conn_kill(struct conn *);
+void		 store_batch_flush(struct store *);
+
+/* store_failover.c */
+int		 store_failover_init(struct store *, const struct store_params *,
+		    char *, size_t);
+void		 store_failover_free(struct store *);
+int		 store_failover_on(const struct store *);
+int		 store_sentinel_resolve(struct store *, char *, size_t);
+void		 store_failover_cron(struct store *);
+void		 store_failover_ready(struct store *);
+int		 store_failover_error(struct conn *, const redisReply *);
+void		 store_wait_send(struct req *);
+void		 store_reply_wait(struct req *, const redisReply *);
+int		 store_batch_held(struct req *, const redisReply *);
+int		 store_batch_lost(struct req *, const char *);
+int		 store_write_retried(struct req *, const redisReply *);
+void		 store_reply_verify(struct req *, const redisReply *);
+void		 store_failover_fail(struct req *, const char *);
+void		 store_req_unlink(struct req *);
 
 /* store_watch.c */
 void		 store_reply_xread(struct store *, const redisReply *);

@@ -46,6 +46,7 @@
 #include "saga/v1/saga.pb-c.h"
 #include "step.h"
 #include "store.h"
+#include "tls.h"
 #include "util.h"
 #include "wengine_int.h"
 #include "trace_saga.h"
@@ -194,6 +195,7 @@ wengine_new(const struct wengine_params *p, char *err, size_t errlen)
 	e->bus = p->bus;
 	e->store = p->store;
 	e->client = p->client;
+	e->tls = tls_cache_new();
 	e->cfg = config_ref(p->cfg);
 	e->defs = defs_new(p->store, p->cfg);
 	e->log = p->log;
@@ -236,6 +238,10 @@ wengine_set_config(struct wengine *e, struct config *cfg, char *err,
 	config_free(e->cfg);
 	e->cfg = config_ref(cfg);
 	defs_set_config(e->defs, cfg);
+	/* SIGHUP: the services' certificates are read again. */
+	if (tls_cache_reload(e->tls, err, errlen) == -1)
+		wengine_log(e, UTIL_WARN, NULL, "reload: services' TLS: %s; "
+		    "keeping what was loaded before", err);
 	return 0;
 }
 
@@ -578,6 +584,8 @@ job_call(struct job *j)
 	const struct config_node	*node = driver_node(&j->d, j->d.a.step);
 	const struct config_service	*cs = &j->d.cfg->services[node->service];
 	struct grpc_channel		*ch;
+	struct tls			*tls = NULL;
+	char				 why[SAGAD_ERRLEN];
 	struct grpc_metadata		 md = { 0 };
 	const char			*path;
 	uint8_t				*req;
@@ -592,8 +600,23 @@ job_call(struct job *j)
 		job_after(j);
 		return;
 	}
+	if (cs->tls.on && (tls = tls_cache_client(j->e->tls, cs->tls.ca,
+	    cs->tls.cert, cs->tls.key, why, sizeof(why))) == NULL) {
+		char msg[SAGAD_ERRLEN + 2 * CONFIG_NAME_MAX];
+
+		/* Its TLS files did not load: nothing can reach it. */
+		free(req);
+		grpc_md_clear(&md);
+		snprintf(msg, sizeof(msg), "services.%s.tls: %s", cs->name,
+		    why);
+		driver_unreached(&j->d, GRPC_STATUS_UNAVAILABLE, msg,
+		    util_now_ms());
+		job_after(j);
+		return;
+	}
 	j->e->st.calls++;
-	ch = grpc_client_channel(j->e->client, cs->host, cs->port);
+	ch = grpc_client_channel_tls(j->e->client, cs->host, cs->port, tls,
+	    cs->tls.server_name);
 	j->call = grpc_client_call_start(ch, path, req, len, &md,
 	    node->timeout_ms, job_call_done, j);
 	grpc_md_clear(&md);
@@ -887,6 +910,7 @@ wengine_free(struct wengine *e)
 	while ((j = LIST_FIRST(&e->jobs)) != NULL)
 		job_free(j);
 	defs_free(e->defs);
+	tls_cache_free(e->tls);
 	config_free(e->cfg);
 	free(e);
 }

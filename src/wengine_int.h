@@ -38,6 +38,7 @@ struct wengine {
 	struct bus		*bus;
 	struct store		*store;
 	struct grpc_client	*client;
+	struct tls_cache	*tls;		/* the services' TLS contexts */
 	struct config		*cfg;
 	struct defs		*defs;		/* older flow definitions */
 	struct callback		*http;

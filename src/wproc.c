@@ -374,6 +374,10 @@ wproc_open(struct wproc *w, int *exit_code, char *err, size_t errlen)
 	sp.password = w->cfg->redis.password;
 	sp.password_file = w->cfg->redis.password_file;
 	sp.completed_ttl = w->cfg->redis.completed_ttl;
+	sp.sentinels = (const char *const *)w->cfg->redis.sentinels;
+	sp.master_name = w->cfg->redis.master_name;
+	sp.min_replicas_ack = w->cfg->redis.min_replicas_ack;
+	sp.ack_timeout_ms = w->cfg->redis.ack_timeout_ms;
 	if ((w->store = store_new(w->base, &sp, e, sizeof(e))) == NULL) {
 		snprintf(err, errlen, "redis: %s", e);
 		return -1;

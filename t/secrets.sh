@@ -277,7 +277,7 @@ conf bad-url 1 "url = \"nats://sagad:$NATS_PW@127.0.0.1:$NATS_PORT x\";" "" \
 	>"$LIB_TMP/bad-url.conf"
 ! "$SAGAD" -t -c "$LIB_TMP/bad-url.conf" >"$LIB_TMP/bad-url.out" 2>&1 ||
 	fail "sagad -t took a NATS URL with a space"
-grep -q "nats.url: expected a URL starting with nats://, got \"nats://sagad:\*\*\*@127.0.0.1" \
+grep -q "nats.url: expected a URL starting with nats:// or tls://, got \"nats://sagad:\*\*\*@127.0.0.1" \
 	"$LIB_TMP/bad-url.out" || fail "sagad -t on a bad NATS URL: $(cat "$LIB_TMP/bad-url.out")"
 printf 'x\n' >"$LIB_TMP/open.pw"; chmod 644 "$LIB_TMP/open.pw"
 conf open-pw 1 "$NATS_OK" "password_file = \"$LIB_TMP/open.pw\";" >"$LIB_TMP/open-pw.conf"

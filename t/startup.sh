@@ -98,7 +98,7 @@ redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$LIB_TMP/redis" \
 REDIS_PID=$!
 track "$REDIS_PID"
 wait_port "$REDIS_PORT"
-wait_log "redis: unavailable: redis 127.0.0.1:$REDIS_PORT: answers PING with: NOAUTH"
+wait_log "redis: unavailable: redis 127.0.0.1:$REDIS_PORT refused sagad: it wants a password (NOAUTH"
 [ "$(grep -c "Connection refused" "$LIB_TMP/sagad.log")" -eq 1 ] ||
 	fail "(a) the refused connection was logged more than once"
 wait_health NOT_SERVING

@@ -34,6 +34,7 @@
 
 #include "grpc/server.h"
 #include "log.h"
+#include "tls.h"
 #include "util.h"
 
 #include "saga/v1/saga.pb-c.h"
@@ -820,7 +821,7 @@ usage(FILE *f, const struct participant_kind *k)
 {
 	fprintf(f,
 "usage: %s [-v] [-l host:port] [-L ms] [-j ms] [-m n] [-o reject|crash]\n"
-"       [-r n]\n"
+"       [-r n] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
 "The %s service of the sagad booking example: a saga participant with\n"
 "/%s/Create, /%s/Cancel and /%s/List.\n"
 "\n"
@@ -833,6 +834,9 @@ usage(FILE *f, const struct participant_kind *k)
 "                           the default) or crash (die on SIGKILL)\n"
 "  -r, --max-records N      keep at most N records, evicting the least\n"
 "                           recently used (default %d)\n"
+"  --tls-cert FILE, --tls-key FILE\n"
+"                           serve gRPC over TLS with this certificate (PEM)\n"
+"  --tls-client-ca FILE     and require client certificates signed by it\n"
 "  -v, --verbose            log one line per call\n"
 "  -h, --help               show this help\n"
 "\n"
@@ -904,8 +908,13 @@ on_signal(evutil_socket_t sig, short ev SAGAD_UNUSED, void *arg)
 	grpc_server_shutdown(p->srv, on_shutdown_done, p);
 }
 
+/* The example serves TLS when given a certificate: sagad's services.X.tls. */
+struct serve_tls {
+	const char	*cert, *key, *client_ca;
+};
+
 static int
-serve(struct participant *p, const char *listen)
+serve(struct participant *p, const char *listen, const struct serve_tls *st)
 {
 	struct grpc_method	 gm;
 	struct event_config	*cfg;
@@ -946,6 +955,19 @@ serve(struct participant *p, const char *listen)
 		if (grpc_server_register(p->srv, &gm, err, sizeof(err)) == -1)
 			fatalx("%s: %s", p->kind->name, err);
 	}
+	if (st->cert != NULL) {
+		struct tls *t = tls_server_new(st->cert, st->key,
+		    st->client_ca, err, sizeof(err));
+
+		if (t == NULL) {
+			log_warnx("%s: %s", p->kind->name, err);
+			grpc_server_free(p->srv);
+			event_base_free(p->base);
+			return EXIT_USAGE;
+		}
+		grpc_server_set_tls(p->srv, t);
+		tls_free(t);
+	}
 	if (grpc_server_listen(p->srv, host, port, err, sizeof(err)) == -1) {
 		log_warnx("%s: listen %s: %s", p->kind->name, listen, err);
 		grpc_server_free(p->srv);
@@ -960,9 +982,11 @@ serve(struct participant *p, const char *listen)
 	evsignal_add(sigint, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	log_info("%s: listening on %s:%d (latency %" PRId64 "+%" PRId64
+	log_info("%s: listening on %s:%d%s (latency %" PRId64 "+%" PRId64
 	    " ms, max-inflight %u%s)", p->kind->name, host,
-	    grpc_server_port(p->srv), p->latency_ms, p->jitter_ms,
+	    grpc_server_port(p->srv), st->cert == NULL ? "" :
+	    st->client_ca != NULL ? " over mTLS" : " over TLS",
+	    p->latency_ms, p->jitter_ms,
 	    p->max_inflight, p->max_inflight == 0 ? "" :
 	    p->overload_crash ? " crash" : " reject");
 	event_base_dispatch(p->base);
@@ -993,9 +1017,13 @@ participant_main(int argc, char *argv[], const struct participant_kind *k)
 		{ "max-records",	required_argument,	NULL, 'r' },
 		{ "verbose",		no_argument,		NULL, 'v' },
 		{ "help",		no_argument,		NULL, 'h' },
+		{ "tls-cert",		required_argument,	NULL, 1000 },
+		{ "tls-key",		required_argument,	NULL, 1001 },
+		{ "tls-client-ca",	required_argument,	NULL, 1002 },
 		{ NULL,			0,			NULL, 0 }
 	};
 	struct participant	 p;
+	struct serve_tls	 st = { NULL, NULL, NULL };
 	const char		*listen = k->default_listen;
 	long long		 n;
 	int			 ch, verbose = 0, rc, i;
@@ -1051,10 +1079,25 @@ participant_main(int argc, char *argv[], const struct participant_kind *k)
 		case 'h':
 			usage(stdout, k);
 			return 0;
+		case 1000:
+			st.cert = optarg;
+			break;
+		case 1001:
+			st.key = optarg;
+			break;
+		case 1002:
+			st.client_ca = optarg;
+			break;
 		default:
 			usage(stderr, k);
 			return EXIT_USAGE;
 		}
+	}
+	if ((st.cert == NULL) != (st.key == NULL) ||
+	    (st.client_ca != NULL && st.cert == NULL)) {
+		fprintf(stderr, "%s: --tls-cert and --tls-key go together "
+		    "(and --tls-client-ca needs them)\n", k->name);
+		return EXIT_USAGE;
 	}
 	if (optind != argc) {
 		fprintf(stderr, "%s: unexpected argument \"%s\"\n", k->name,
@@ -1073,7 +1116,7 @@ participant_main(int argc, char *argv[], const struct participant_kind *k)
 	}
 	table_init(&p.records);
 	p.started_ms = p.reset_ms = util_now_ms();
-	rc = serve(&p, listen);
+	rc = serve(&p, listen, &st);
 	table_free(&p.records);
 	return rc;
 }

@@ -22,9 +22,12 @@
  * resolv.conf and hosts file, read once when the first name is looked up),
  * never with a getaddrinfo that would stop the loop: a slow DNS server
  * delays the connections that need it and nothing else. Each (re)connect
- * looks the name up again, so a service that moves is found. What it is
- * not: no TLS yet (the transport is a bufferevent so that a TLS one can
- * slot in), no compression, no client streaming.
+ * looks the name up again, so a service that moves is found. A channel
+ * made with a TLS context (tls.h) connects through bufferevent_openssl:
+ * the server's certificate and name are verified and it must agree to
+ * ALPN h2; a handshake that fails fails the calls that waited for it
+ * (unsent: no connection carried them) with OpenSSL's reason. What it is
+ * not: no compression, no client streaming.
  */
 #include "autoconf.h"
 
@@ -42,6 +45,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
@@ -49,6 +53,7 @@
 
 #include "grpc/client.h"
 #include "grpc/client_int.h"
+#include "tls.h"
 #include "util.h"
 
 #define CLIENT_STREAM_WINDOW	(1024 * 1024)
@@ -361,12 +366,18 @@ conn_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn	*c = arg;
 	int		 err = EVUTIL_SOCKET_ERROR();
+	char		 why[SAGAD_ERRLEN];
 
 	if (what & BEV_EVENT_CONNECTED) {
 		struct grpc_client	*cli = c->ch->cli;
 		nghttp2_settings_entry	 iv[3];
 		int			 one = 1;
 
+		if (c->ch->tls != NULL && !tls_alpn_h2(bev)) {
+			conn_fail(c, "tls %s: the server did not agree to "
+			    "HTTP/2 (ALPN h2)", c->ch->authority);
+			return;
+		}
 		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY,
 		    &one, sizeof(one));
 		if (nghttp2_session_client_new2(&c->h2, cli->cbs, c,
@@ -388,6 +399,12 @@ conn_event(struct bufferevent *bev, short what, void *arg)
 		c->last_rx = util_mono_ms();
 		bufferevent_enable(bev, EV_READ | EV_WRITE);
 		conn_mark_dirty(c);
+		return;
+	}
+	/* Before HTTP/2 is up, an OpenSSL error is the handshake's. */
+	if (c->ch->tls != NULL && c->state != CONN_READY &&
+	    tls_bev_error(bev, why, sizeof(why)) != NULL) {
+		conn_fail(c, "tls %s: %s", c->ch->authority, why);
 		return;
 	}
 	if (c->state == CONN_CONNECTING) {
@@ -414,8 +431,19 @@ conn_connect(struct conn *c)
 	struct sockaddr_storage	 ss;
 	int			 sslen = sizeof(ss), rc;
 	struct timeval		 tv;
+	char			 err[SAGAD_ERRLEN];
 
-	c->bev = bufferevent_socket_new(cli->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (ch->tls != NULL) {
+		c->bev = tls_connect_bev(ch->tls, cli->base, ch->server_name !=
+		    NULL ? ch->server_name : ch->host, err, sizeof(err));
+		if (c->bev == NULL) {
+			c->state = CONN_CONNECTING;
+			conn_fail(c, "tls %s: %s", ch->authority, err);
+			return;
+		}
+	} else
+		c->bev = bufferevent_socket_new(cli->base, -1,
+		    BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
 		c->state = CONN_CONNECTING;
 		conn_fail(c, "connect %s: cannot make a socket buffer",
@@ -668,6 +696,8 @@ channel_free(struct grpc_channel *ch)
 	free(ch->slots);
 	free(ch->host);
 	free(ch->authority);
+	free(ch->server_name);
+	tls_free(ch->tls);
 	free(ch);
 }
 
@@ -703,16 +733,31 @@ grpc_client_free(struct grpc_client *cli)
 struct grpc_channel *
 grpc_client_channel(struct grpc_client *cli, const char *host, int port)
 {
+	return grpc_client_channel_tls(cli, host, port, NULL, NULL);
+}
+
+struct grpc_channel *
+grpc_client_channel_tls(struct grpc_client *cli, const char *host, int port,
+    struct tls *tls, const char *server_name)
+{
 	struct grpc_channel	*ch;
 	size_t			 len;
 
+	if (tls == NULL)
+		server_name = NULL;
 	TAILQ_FOREACH(ch, &cli->channels, entry)
-		if (ch->port == port && strcmp(ch->host, host) == 0)
+		if (ch->port == port && strcmp(ch->host, host) == 0 &&
+		    ch->tls == tls && (ch->server_name == NULL ?
+		    server_name == NULL : server_name != NULL &&
+		    strcmp(ch->server_name, server_name) == 0))
 			return ch;
 	ch = util_xcalloc(1, sizeof(*ch));
 	ch->cli = cli;
 	ch->host = util_xstrdup(host);
 	ch->port = port;
+	ch->tls = tls_ref(tls);
+	ch->server_name = server_name != NULL ? util_xstrdup(server_name) :
+	    NULL;
 	len = strlen(host) + 16;
 	ch->authority = util_xcalloc(1, len);
 	if (strchr(host, ':') != NULL)

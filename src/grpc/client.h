@@ -31,6 +31,7 @@
 #include "grpc/grpc.h"
 
 struct event_base;
+struct tls;
 struct grpc_client;
 struct grpc_channel;
 struct grpc_client_call;
@@ -76,6 +77,15 @@ void			 grpc_client_free(struct grpc_client *);
  */
 struct grpc_channel	*grpc_client_channel(struct grpc_client *,
 			    const char *host, int port);
+/*
+ * The same over TLS (tls.h, a client context; NULL: cleartext h2c): the
+ * server's certificate must name server_name (NULL: host). The channel is
+ * the one of (host, port, tls, server_name); it holds a reference to tls,
+ * whose reloads its new connections follow.
+ */
+struct grpc_channel	*grpc_client_channel_tls(struct grpc_client *,
+			    const char *host, int port, struct tls *tls,
+			    const char *server_name);
 
 /*
  * Starts a unary call: path is "/package.Service/Method", req the serialized

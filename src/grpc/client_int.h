@@ -80,6 +80,8 @@ struct grpc_channel {
 	char			*host;
 	int			 port;
 	char			*authority;
+	struct tls		*tls;		/* NULL: h2c */
+	char			*server_name;	/* TLS: the name to check; NULL: host */
 	struct conn		**slots;
 	int			 nslots;
 	int			 rr;

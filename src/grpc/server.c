@@ -41,12 +41,14 @@
 #include <event2/event_struct.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
 #include <nghttp2/nghttp2.h>
 
 #include "grpc/grpc.h"
 #include "grpc/server.h"
 #include "grpc/server_int.h"
+#include "tls.h"
 #include "util.h"
 
 #define DEF_MAX_STREAMS		1000
@@ -219,6 +221,7 @@ grpc_server_conn_free(struct conn *conn)
 		grpc_server_peer_release(srv, conn->addr);
 	}
 	srv->nconns--;
+	free(conn->subject);
 	free(conn);
 	server_check_done(srv);
 }
@@ -373,10 +376,28 @@ conn_write_cb(struct bufferevent *bev SAGAD_UNUSED, void *arg)
 }
 
 static void
-conn_event_cb(struct bufferevent *bev SAGAD_UNUSED, short what, void *arg)
+conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
+	struct conn	*conn = arg;
+	char		 subject[256];
+
+	/* TLS handshaken: the client's certificate names the caller. */
+	if ((what & BEV_EVENT_CONNECTED) && conn->tls &&
+	    tls_peer_subject(bev, subject, sizeof(subject)) == 0) {
+		free(conn->subject);
+		conn->subject = util_xstrdup(subject);
+	}
+	/* A refused client (no certificate, no h2...): say why, rarely. */
+	if ((what & BEV_EVENT_ERROR) && conn->tls && !conn->handshaken &&
+	    tls_bev_error(bev, subject, sizeof(subject)) != NULL) {
+		char msg[400];
+
+		snprintf(msg, sizeof(msg), "TLS handshake with %s failed: %s",
+		    conn->peer, subject);
+		grpc_server_event(conn->srv, GRPC_SERVER_EV_TLS, msg);
+	}
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
-		grpc_server_conn_free(arg);
+		grpc_server_conn_free(conn);
 }
 
 static void
@@ -418,6 +439,7 @@ grpc_server_conn_new(struct grpc_server *srv, struct bufferevent *bev,
 	conn->srv = srv;
 	conn->bev = bev;
 	conn->fd = fd;
+	conn->tls = bufferevent_openssl_get_ssl(bev) != NULL;
 	conn->born = conn->last_active = util_mono_ms();
 	TAILQ_INIT(&conn->calls);
 	format_peer(conn->peer, sizeof(conn->peer), sa, salen);
@@ -739,6 +761,16 @@ grpc_server_free(struct grpc_server *srv)
 		nghttp2_session_callbacks_del(srv->cbs);
 	if (srv->h2opt != NULL)
 		nghttp2_option_del(srv->h2opt);
+	tls_free(srv->tls);
 	free(srv->methods);
 	free(srv);
+}
+
+void
+grpc_server_set_tls(struct grpc_server *srv, struct tls *tls)
+{
+	struct tls *old = srv->tls;
+
+	srv->tls = tls_ref(tls);
+	tls_free(old);
 }

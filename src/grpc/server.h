@@ -1,9 +1,10 @@
 /*
  * server.h - a gRPC server on libevent and nghttp2: cleartext HTTP/2 with
  * prior knowledge (h2c), one bufferevent per connection, unary and
- * server-streaming methods from a method table. It does not speak TLS yet
- * (grpc_server_adopt takes any bufferevent, so bufferevent_openssl fits), nor
- * client streaming, nor compression.
+ * server-streaming methods from a method table; or, once
+ * grpc_server_set_tls() gave it a context, HTTP/2 over TLS (ALPN h2 required,
+ * client certificates when the context asks for them). It does not do client
+ * streaming nor compression.
  *
  * Ownership of a call: the server owns every struct grpc_call. A handler may
  * use the call it was given, now or later from the event loop, until either
@@ -30,6 +31,7 @@
 
 struct event_base;
 struct bufferevent;
+struct tls;
 struct grpc_server;
 struct grpc_call;
 
@@ -76,6 +78,7 @@ struct grpc_server_opts {
 enum grpc_server_event {
 	GRPC_SERVER_EV_ACCEPT,		/* accept() failed (EMFILE...): paused */
 	GRPC_SERVER_EV_REFUSED,		/* a connection refused by a cap */
+	GRPC_SERVER_EV_TLS,		/* a client's TLS handshake failed */
 };
 
 typedef void (*grpc_handler_fn)(struct grpc_call *, void *arg);
@@ -143,6 +146,12 @@ size_t	grpc_server_memory(const struct grpc_server *);
 void	grpc_server_set_limits(struct grpc_server *,
 	    const struct grpc_server_opts *);
 struct event_base *grpc_server_base(const struct grpc_server *);
+/*
+ * TLS (tls.h): connections accepted from now on speak TLS over tls (a
+ * reference is taken; reloading tls changes the certificate of the next
+ * ones); NULL: cleartext h2c again. Connections up keep what they have.
+ */
+void	grpc_server_set_tls(struct grpc_server *, struct tls *);
 
 /* The request. */
 const char	*grpc_call_path(const struct grpc_call *);
@@ -155,6 +164,8 @@ const char	*grpc_call_peer(const struct grpc_call *);	/* "ipv4:1.2.3.4:5" */
 /* Who the caller is for the logs (a token's name); NULL: nobody said. */
 void		 grpc_call_set_caller(struct grpc_call *, const char *);
 const char	*grpc_call_caller(const struct grpc_call *);
+/* The subject of the client's certificate ("CN=ops,O=Example"), or NULL. */
+const char	*grpc_call_peer_name(const struct grpc_call *);
 struct grpc_server *grpc_call_server(const struct grpc_call *);
 
 /* Metadata out. Headers only before the first message; -bin values are raw. */

@@ -324,6 +324,15 @@ grpc_call_caller(const struct grpc_call *c)
 	return c->caller;
 }
 
+const char *
+grpc_call_peer_name(const struct grpc_call *c)
+{
+	/* A local call (the HTTP listener's JSON API) has no TLS of its own. */
+	if (c->conn == NULL)
+		return NULL;
+	return c->conn->subject;
+}
+
 struct grpc_server *
 grpc_call_server(const struct grpc_call *c)
 {

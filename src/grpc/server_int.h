@@ -108,6 +108,8 @@ struct conn {
 	nghttp2_session		*h2;
 	TAILQ_HEAD(, grpc_call)	 calls;
 	char			 peer[64];
+	char			*subject;	/* TLS: the client's certificate's; or NULL */
+	int			 tls;		/* the bufferevent is TLS */
 	size_t			 in_buffered;
 	int			 in_io;		/* inside nghttp2: do not send or free */
 	int			 read_paused;
@@ -135,6 +137,7 @@ struct grpc_server {
 	size_t			 nmethods;
 	struct evconnlistener	*lev;
 	int			 port;
+	struct tls		*tls;		/* NULL: h2c */
 	TAILQ_HEAD(, conn)	 conns;
 	TAILQ_HEAD(, conn)	 handshaking;	/* oldest first */
 	size_t			 nconns;
@@ -150,8 +153,8 @@ struct grpc_server {
 	struct event		*sweep_ev;	/* timeouts, once a second */
 	struct event		*accept_ev;	/* resumes a paused listener */
 	int			 accept_paused;
-	unsigned long		 ev_count[2];	/* on_event: since the last report */
-	int64_t			 ev_last[2];
+	unsigned long		 ev_count[3];	/* on_event: since the last report */
+	int64_t			 ev_last[3];
 };
 
 /* server.c: connections */
@@ -181,6 +184,7 @@ int	 grpc_server_local_finish(struct grpc_call *, int status,
 	    const char *message);
 
 /* server_limits.c: accounting, admission, timeouts */
+void	 grpc_server_event(struct grpc_server *, int kind, const char *what);
 int	 grpc_server_mem_over(const struct conn *, size_t more);
 void	 grpc_server_mem_add(struct conn *, size_t *what, size_t n);
 void	 grpc_server_mem_sub(struct conn *, size_t *what, size_t n);

@@ -38,6 +38,7 @@
 #include "grpc/grpc.h"
 #include "grpc/server.h"
 #include "grpc/server_int.h"
+#include "tls.h"
 #include "util.h"
 
 #define ACCEPT_PAUSE_MS		100	/* after EMFILE/ENFILE with nothing to evict */
@@ -46,8 +47,8 @@
 /* --- resource accounting ---------------------------------------------------- */
 
 /* Tells the process layer, at most once a second per kind. */
-static void
-server_event(struct grpc_server *srv, int kind, const char *what)
+void
+grpc_server_event(struct grpc_server *srv, int kind, const char *what)
 {
 	int64_t now = util_mono_ms();
 
@@ -206,7 +207,7 @@ grpc_server_accept_cb(struct evconnlistener *lev SAGAD_UNUSED,
 	    p->nconns >= srv->opts.max_connections_per_ip) {
 		close(fd);
 		grpc_server_peer_release(srv, p);
-		server_event(srv, GRPC_SERVER_EV_REFUSED,
+		grpc_server_event(srv, GRPC_SERVER_EV_REFUSED,
 		    "a connection refused: max_connections_per_ip reached");
 		return;
 	}
@@ -217,20 +218,31 @@ grpc_server_accept_cb(struct evconnlistener *lev SAGAD_UNUSED,
 		if (old == NULL) {
 			close(fd);
 			grpc_server_peer_release(srv, p);
-			server_event(srv, GRPC_SERVER_EV_REFUSED,
+			grpc_server_event(srv, GRPC_SERVER_EV_REFUSED,
 			    "a connection refused: max_connections reached");
 			return;
 		}
 		grpc_server_conn_free(old);
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	/*
+	 * TLS: the handshake runs inside the bufferevent; the connection
+	 * counts as handshaking (handshake_timeout_ms) until the client's
+	 * SETTINGS, so a peer stuck in TLS is swept like one stuck before
+	 * its preface. Its output cannot bypass OpenSSL: no direct writes.
+	 */
+	if (srv->tls != NULL)
+		bev = tls_accept_bev(srv->tls, srv->base, fd, 1);
+	else
+		bev = bufferevent_socket_new(srv->base, fd,
+		    BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
 		close(fd);
 		grpc_server_peer_release(srv, p);
 		return;
 	}
-	if (grpc_server_conn_new(srv, bev, sa, (socklen_t)salen, fd) == -1)
+	if (grpc_server_conn_new(srv, bev, sa, (socklen_t)salen,
+	    srv->tls != NULL ? -1 : fd) == -1)
 		grpc_server_peer_release(srv, p);
 }
 
@@ -252,7 +264,7 @@ grpc_server_accept_error_cb(struct evconnlistener *lev, void *arg)
 	if (err != EMFILE && err != ENFILE && err != ENOBUFS &&
 	    err != ENOMEM) {
 		snprintf(what, sizeof(what), "accept: %s", strerror(err));
-		server_event(srv, GRPC_SERVER_EV_ACCEPT, what);
+		grpc_server_event(srv, GRPC_SERVER_EV_ACCEPT, what);
 		return;
 	}
 	while (n < EVICT_ON_EMFILE &&
@@ -270,7 +282,7 @@ grpc_server_accept_error_cb(struct evconnlistener *lev, void *arg)
 		srv->accept_paused = 1;
 		evtimer_add(srv->accept_ev, &tv);
 	}
-	server_event(srv, GRPC_SERVER_EV_ACCEPT, what);
+	grpc_server_event(srv, GRPC_SERVER_EV_ACCEPT, what);
 }
 
 void

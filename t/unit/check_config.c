@@ -680,7 +680,67 @@ END_TEST
 START_TEST(nats_url_needs_scheme)
 {
 	refused("nats = { url = \"127.0.0.1:4222\"; };\n", 1, "nats.url: "
-	    "expected a URL starting with nats://, got \"127.0.0.1:4222\"");
+	    "expected a URL starting with nats:// or tls://, got "
+	    "\"127.0.0.1:4222\"");
+}
+END_TEST
+
+/* --- TLS (issue 15) ------------------------------------------------------------ */
+
+START_TEST(tls_keys_accepted)
+{
+	struct config	*cfg = load("tls = { cert = \"/etc/s.pem\"; "
+	    "key = \"/etc/s.key\"; client_ca = \"/etc/ca.pem\"; };\n"
+	    "nats = { url = \"tls://127.0.0.1:4222\"; tls = { ca = "
+	    "\"/etc/n.pem\"; cert = \"/etc/c.pem\"; key = \"/etc/c.key\"; "
+	    "}; };\n"
+	    "services = { s = { address = \"127.0.0.1:5000\"; tls = { "
+	    "ca = \"/etc/p.pem\"; server_name = \"order.internal\"; }; };\n"
+	    "             t = { address = \"127.0.0.1:5001\"; tls = { }; };\n"
+	    "             u = { address = \"127.0.0.1:5002\"; }; };\n",
+	    "pod-t");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->tls.on, 1);
+	ck_assert_str_eq(cfg->tls.cert, "/etc/s.pem");
+	ck_assert_str_eq(cfg->tls.key, "/etc/s.key");
+	ck_assert_str_eq(cfg->tls.client_ca, "/etc/ca.pem");
+	ck_assert_int_eq(cfg->nats.tls.on, 1);
+	ck_assert_str_eq(cfg->nats.tls.ca, "/etc/n.pem");
+	ck_assert_str_eq(cfg->nats.tls.key, "/etc/c.key");
+	ck_assert_str_eq(cfg->nats.url, "tls://127.0.0.1:4222");
+	ck_assert_int_eq(cfg->services[0].tls.on, 1);
+	ck_assert_str_eq(cfg->services[0].tls.server_name, "order.internal");
+	ck_assert_ptr_null(cfg->services[0].tls.cert);
+	/* An empty group: TLS with the system's CAs. */
+	ck_assert_int_eq(cfg->services[1].tls.on, 1);
+	ck_assert_ptr_null(cfg->services[1].tls.ca);
+	ck_assert_int_eq(cfg->services[2].tls.on, 0);
+	config_free(cfg);
+	cfg = load("listen = \"127.0.0.1:1\";\n", "pod-t");
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->tls.on, 0);
+	ck_assert_int_eq(cfg->nats.tls.on, 0);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(tls_needs_cert_and_key)
+{
+	refused("tls = { cert = \"/etc/s.pem\"; };\n", 1,
+	    "tls.key: missing: expected an absolute path");
+	refused("tls = { cert = \"s.pem\"; key = \"/etc/s.key\"; };\n", 1,
+	    "tls.cert: expected an absolute path");
+	refused("services = { s = { address = \"127.0.0.1:5000\";\n"
+	    "  tls = { cert = \"/etc/c.pem\"; }; }; };\n", 2,
+	    "services.s.tls: cert and key go together");
+	refused("nats = { tls = { key = \"/etc/c.key\"; }; };\n", 1,
+	    "nats.tls: cert and key go together");
+	refused("services = { s = { address = \"127.0.0.1:5000\";\n"
+	    "  tls = { server_name = \"a b\"; }; }; };\n", 2,
+	    "services.s.tls.server_name: expected a host name");
+	refused("tls = { cert = \"/a\"; key = \"/b\"; ca = \"/c\"; };\n", 1,
+	    "tls.ca: unknown key");
 }
 END_TEST
 
@@ -798,6 +858,83 @@ START_TEST(nats_stream_name_checked)
 {
 	refused("nats = { stream = \"SA.GA\"; };\n", 1, "nats.stream: expected "
 	    "1 to 64 letters, digits, '-' or '_', got \"SA.GA\"");
+}
+END_TEST
+
+/* Issue 17: a NATS cluster and Redis behind Sentinel. */
+START_TEST(cluster_keys_accepted)
+{
+	struct config	*cfg = load("nats = { urls = [ \"nats://a:4222\", "
+	    "\"nats://b:4223\" ]; replicas = 3; };\n"
+	    "redis = { sentinels = [ \"127.0.0.1:26379\", \"s2:26380\" ];\n"
+	    "  master_name = \"prod\"; min_replicas_ack = 1;\n"
+	    "  ack_timeout_ms = 250; };\n", "pod-t");
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->nats.url, "nats://a:4222,nats://b:4223");
+	ck_assert_int_eq(cfg->nats.replicas, 3);
+	ck_assert_int_eq(cfg->redis.nsentinels, 2);
+	ck_assert_str_eq(cfg->redis.sentinels[1], "s2:26380");
+	ck_assert_str_eq(cfg->redis.master_name, "prod");
+	ck_assert_int_eq(cfg->redis.min_replicas_ack, 1);
+	ck_assert_int_eq(cfg->redis.ack_timeout_ms, 250);
+	config_free(cfg);
+	cfg = load("redis = { port = 6380; };\n", "pod-t");
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->redis.nsentinels, 0);
+	ck_assert_str_eq(cfg->redis.master_name, "sagad");
+	ck_assert_int_eq(cfg->redis.min_replicas_ack, 0);
+	ck_assert_int_eq(cfg->redis.ack_timeout_ms, 200);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(reload_keeps_the_sentinels_and_nats_urls)
+{
+	struct config	*old, *new;
+	char		 rerr[CONFIG_ERRLEN];
+
+	old = load("nats = { urls = [ \"nats://a:1\", \"nats://b:2\" ]; };\n"
+	    "redis = { sentinels = [ \"s1:26379\" ]; };\n", "pod-t");
+	ck_assert_msg(old != NULL, "%s", err);
+	new = load("nats = { urls = [ \"nats://a:1\", \"nats://c:3\" ]; };\n"
+	    "redis = { sentinels = [ \"s1:26379\", \"s2:26379\" ];\n"
+	    "  min_replicas_ack = 2; };\n", "pod-t");
+	ck_assert_msg(new != NULL, "%s", err);
+	ck_assert_int_eq(config_reload_check(old, new, rerr, sizeof(rerr)), 4);
+	ck_assert_msg(strstr(rerr, ": redis.sentinels: changed from "
+	    "[ \"s1:26379\" ] to [ \"s1:26379\", \"s2:26379\" ], but only a "
+	    "restart can change it") != NULL, "%s", rerr);
+	ck_assert_msg(strstr(rerr, ": nats.urls: changed from [ \"nats://a:1\", "
+	    "\"nats://b:2\" ] to [ \"nats://a:1\", \"nats://c:3\" ]") != NULL,
+	    "%s", rerr);
+	ck_assert_msg(strstr(rerr, ": redis.min_replicas_ack: changed from 0 "
+	    "to 2") != NULL, "%s", rerr);
+	config_keep_restart_keys(new, old);
+	ck_assert_int_eq(new->redis.nsentinels, 1);
+	ck_assert_str_eq(new->redis.sentinels[0], "s1:26379");
+	ck_assert_ptr_null(new->redis.sentinels[1]);
+	ck_assert_str_eq(new->nats.url, "nats://a:1,nats://b:2");
+	ck_assert_int_eq(new->redis.min_replicas_ack, 0);
+	ck_assert_int_eq(config_reload_check(old, new, NULL, 0), 0);
+	config_free(old);
+	config_free(new);
+}
+END_TEST
+
+START_TEST(cluster_keys_checked)
+{
+	refused("redis = { sentinels = [ \"s1\" ]; };\n", 1,
+	    "redis.sentinels[0]: expected \"host:port\", got \"s1\"");
+	refused("redis = { sentinels = [ \"s1:0\" ]; };\n", 1,
+	    "redis.sentinels[0]: expected \"host:port\", got \"s1:0\"");
+	refused("nats = { urls = [ \"tcp://a:1\" ]; };\n", 1,
+	    "nats.urls[0]: expected a URL starting with nats://, got "
+	    "\"tcp://a:1\"");
+	refused("redis = { min_replicas_ack = -1; };\n", 1,
+	    "redis.min_replicas_ack: expected an integer from 0 to 16, got -1");
+	refused("redis = { ack_timeout_ms = 0; };\n", 1,
+	    "redis.ack_timeout_ms: expected an integer from 1 to 60000, got 0");
 }
 END_TEST
 
@@ -1397,6 +1534,8 @@ config_suite(void)
 	tcase_add_test(tc, max_queue_nonpositive_rejected);
 	tcase_add_test(tc, shutdown_timeout_bounds);
 	tcase_add_test(tc, nats_url_needs_scheme);
+	tcase_add_test(tc, tls_keys_accepted);
+	tcase_add_test(tc, tls_needs_cert_and_key);
 	tcase_add_test(tc, nats_replicas_bounds);
 	tcase_add_test(tc, nats_stream_name_checked);
 	tcase_add_test(tc, redis_port_bounds);
@@ -1436,6 +1575,9 @@ config_suite(void)
 	tcase_add_test(tc, rabbitmq_bad_url_hides_its_password);
 	tcase_add_test(tc, reload_keeps_the_queue_and_hides_the_password);
 	tcase_add_test(tc, url_redaction);
+	tcase_add_test(tc, cluster_keys_accepted);
+	tcase_add_test(tc, cluster_keys_checked);
+	tcase_add_test(tc, reload_keeps_the_sentinels_and_nats_urls);
 	tcase_add_test(tc, mode_names);
 	tcase_add_test(tc, config_lives_while_referenced);
 	tcase_add_test(tc, http_unset_means_no_listener);
