@@ -9,6 +9,9 @@
 #                    .asan/ (a copy of the tree), with zero reports allowed
 #   ./run.sh fuzz [SECONDS]  each libFuzzer target (t/fuzz/) for SECONDS
 #                    (default 60), its corpus in t/fuzz-corpus/TARGET
+#   ./run.sh chaos [SECONDS]  the chaos test (t/chaos.sh) for SECONDS (default
+#                    600) at RATE Runs/s (default 80): two pods, a mixed
+#                    load, faults at random, then every saga's invariants
 #   ./run.sh build   install and build only
 #   ./run.sh stop    stop what demo started
 set -euo pipefail
@@ -150,6 +153,21 @@ fuzz_all() {
 		    "$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2 " executions"}')" \
 		    "$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | grep -o 'cov: [0-9]* ft: [0-9]* corp: [0-9/a-zA-Z]*' | tail -1)"
 	done
+}
+
+# t/chaos.sh for $1 seconds (default 600) at RATE (default 80) Runs a
+# second, with the environment make check gives it; its temp dir (logs, the
+# ids sent, invariants.json) is kept in .chaos/ (KEEP_TMP= drops it).
+chaos() {
+	local secs=${1:-600}
+	build
+	say "t/chaos.sh for ${secs} s at ${RATE:-80} Runs/s"
+	rm -rf "$TOP/.chaos"
+	mkdir -p "$TOP/.chaos"
+	top_srcdir=$TOP top_builddir=$TOP PYTHON_GRPC=/usr/bin/python3 \
+	    PROTOC=$(command -v protoc) DURATION=$secs RATE=${RATE:-80} \
+	    SETTLE=${SETTLE:-300} CHAOS_REPORT=$TOP/.chaos/report.json \
+	    TMPDIR=$TOP/.chaos KEEP_TMP=${KEEP_TMP-1} bash t/chaos.sh
 }
 
 DEMO_DIR=$TOP/.demo
@@ -394,8 +412,9 @@ demo)	demo ;;
 test)	if [ "${SANITIZE:-0}" = 1 ]; then test_asan; else test_all; fi ;;
 test-asan) test_asan ;;
 fuzz)	shift; fuzz_all "${1:-60}" ;;
+chaos)	shift; chaos "${1:-600}" ;;
 build)	build ;;
 stop)	stop_demo ;;
 deps)	deps ;;
-*)	echo "usage: $0 demo|test|test-asan|fuzz [SECONDS]|build|stop" >&2; exit 2 ;;
+*)	echo "usage: $0 demo|test|test-asan|fuzz [SECONDS]|chaos [SECONDS]|build|stop" >&2; exit 2 ;;
 esac
