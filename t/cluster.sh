@@ -207,6 +207,14 @@ echo "pods' log: $(cat "$LIB_TMP"/pod-*.log | grep -c 'NATS reconnected\|nats: r
 "$PYTHON_GRPC" "$top_srcdir/t/py/cluster_load.py" phases "$LIB_TMP/sent" "$MARKS"
 "$PYTHON_GRPC" "$top_srcdir/t/py/cluster_load.py" check "$LIB_TMP/sent" 60 "$PB" ||
 	fail "sagas lost or wrong across the failures"
+# And issue 11's invariant checker, on the new primary and the stream.
+awk '{ print $1, ($3 == "ok" ? "OK" : $3) }' "$LIB_TMP/sent" >"$LIB_TMP/ids"
+"$PYTHON_GRPC" "$top_srcdir/t/py/invariants.py" --ids "$LIB_TMP/ids" \
+	--redis "127.0.0.1:$NEW" \
+	--participant "order@127.0.0.1:$ORDER_PORT" \
+	--participant "payment@127.0.0.1:$PAYMENT_PORT" \
+	--nats "nats://127.0.0.1:${NP[$K]}" --stream SAGA --wait 60 ||
+	fail "the invariant checker found violations"
 # The old primary came back as a replica of the new one.
 for _ in $(seq 50); do
 	redis-cli -p "${RP[0]}" info replication | grep -q '^role:slave' && break
