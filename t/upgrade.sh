@@ -30,8 +30,10 @@ if [ ! -x "$OLD/sagad" ] || [ "$(cat "$OLD/.commit" 2>/dev/null)" != "$OLD_COMMI
 		{ echo "no git history with $OLD_COMMIT: skipped"; exit 77; }
 	echo "building the previous layout's sagad ($OLD_COMMIT) in $OLD"
 	rm -rf "$OLD"; mkdir -p "$OLD"
-	git -C "$top_srcdir" archive "$OLD_COMMIT" | tar -x -C "$OLD" ||
-		fail "git archive"
+	# From the repository's top: a copy of the tree inside it (run.sh
+	# test-asan's .asan) is untracked there, and git archive refuses it.
+	git -C "$(git -C "$top_srcdir" rev-parse --show-toplevel)" archive \
+	    "$OLD_COMMIT" | tar -x -C "$OLD" || fail "git archive"
 	(cd "$OLD" && autoreconf -fi && ./configure && make -j2) \
 	    >"$LIB_TMP/old-build.log" 2>&1 ||
 		{ tail -20 "$LIB_TMP/old-build.log"; fail "old build"; }
