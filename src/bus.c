@@ -217,15 +217,6 @@ bus_stream_depth(struct bus *bus, uint64_t *msgs, char *err, size_t errlen)
 }
 
 int
-bus_consumer_delete(struct bus *bus, const char *durable, char *err,
-    size_t errlen)
-{
-	if (bus->drv->consumer_delete == NULL)
-		return 0;
-	return bus->drv->consumer_delete(bus, durable, err, errlen);
-}
-
-int
 bus_consumers(struct bus *bus, bus_consumer_each *each, void *arg, char *err,
     size_t errlen)
 {

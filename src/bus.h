@@ -123,14 +123,6 @@ int		 bus_consumer_backlog(struct bus *, const char *durable,
  * find topics its config no longer has). 0 (and no call when the driver
  * cannot list them: RabbitMQ), or -1 with err.
  */
-/*
- * Deletes a durable consumer nobody reads any more (an adopted pod's, once
- * drained); 0 when it is gone or the driver keeps them (RabbitMQ), -1
- * with err. Blocking.
- */
-int		 bus_consumer_delete(struct bus *, const char *durable,
-		    char *err, size_t errlen);
-
 typedef void	 bus_consumer_each(const char *durable, const char *filter,
 		    uint64_t backlog, void *arg);
 int		 bus_consumers(struct bus *, bus_consumer_each *, void *arg,

@@ -160,9 +160,6 @@ struct bus_driver {
 	int	(*declare)(struct bus *, const char *const *, size_t,
 		    char *, size_t);
 	int	(*depth)(struct bus *, uint64_t *, char *, size_t);
-	/* Deletes a durable consumer; NULL: the driver keeps them. */
-	int	(*consumer_delete)(struct bus *, const char *durable, char *,
-		    size_t);
 	/* Every durable consumer of the stream; NULL: the driver cannot. */
 	int	(*consumers)(struct bus *, bus_consumer_each *, void *,
 		    char *, size_t);

@@ -576,22 +576,6 @@ nats_depth(struct bus *bus, uint64_t *msgs, char *err, size_t errlen)
 }
 
 static int
-nats_consumer_delete(struct bus *bus, const char *durable, char *err,
-    size_t errlen)
-{
-	struct nats_bus	*nb = bus->drv_data;
-	jsErrCode	 jerr = 0;
-	natsStatus	 s;
-
-	s = js_DeleteConsumer(nb->js, bus->stream, durable, NULL, &jerr);
-	if (s == NATS_OK || s == NATS_NOT_FOUND ||
-	    jerr == JSConsumerNotFoundErr)
-		return 0;
-	nats_error(err, errlen, durable, s, jerr);
-	return -1;
-}
-
-static int
 nats_consumers(struct bus *bus, bus_consumer_each *each, void *arg,
     char *err, size_t errlen)
 {
@@ -935,7 +919,6 @@ const struct bus_driver bus_nats_driver = {
 	.depth = nats_depth,
 	.backlog = nats_backlog,
 	.consumers = nats_consumers,
-	.consumer_delete = nats_consumer_delete,
 	.consumer_open = nats_consumer_open,
 	.consumer_free = nats_consumer_free,
 	.fetch = nats_fetch,

@@ -34,7 +34,6 @@
 #define ADOPT_EMPTY_CHECKS	3	/* empty checks in a row to let go */
 
 static void	adopted_clear(struct orch_adopted *);
-static void	pod_consumers_delete(struct orch *, const char *);
 static void	lingers_check(struct orch *);
 static void	orphans_scan(struct orch *);
 
@@ -107,15 +106,9 @@ pods_answered(enum store_result res, char *const *ids, size_t n,
 		    err : store_result_name(res));
 		return;
 	}
-	/*
-	 * Let go for good: the script dropped them; their workers are retired
-	 * by now, and their consumers, empty, would be kept by JetStream for
-	 * ever: deleted (a pod back under that id makes its own again).
-	 */
-	for (size_t i = 0; i < o->nreleasing; i++) {
-		pod_consumers_delete(o, o->releasing[i]);
+	/* Let go for good: the script dropped them. */
+	for (size_t i = 0; i < o->nreleasing; i++)
 		free(o->releasing[i]);
-	}
 	o->nreleasing = 0;
 	for (size_t i = 0; i < n; i++)
 		adopt(o, ids[i]);
@@ -174,29 +167,6 @@ pod_backlog(struct orch *o, const char *pod)
 		}
 	}
 	return 0;
-}
-
-static void
-pod_consumers_delete(struct orch *o, const char *pod)
-{
-	char durable[WORK_SUBJECT_MAX], err[SAGAD_ERRLEN];
-
-	if (o->bus == NULL || !bus_is_connected(o->bus))
-		return;
-	for (size_t f = 0; f < o->cfg->nflows; f++) {
-		const struct config_flow *fl = &o->cfg->flows[f];
-
-		if (fl->mode != SAGA_MODE_THROTTLING)
-			continue;
-		for (size_t s = 0; s < fl->nsteps; s++)
-			if (work_durable(durable, sizeof(durable),
-			    SAGA_MODE_THROTTLING, pod, fl->name,
-			    o->cfg->nodes[fl->steps[s]].name) == 0 &&
-			    bus_consumer_delete(o->bus, durable, err,
-			    sizeof(err)) == -1)
-				orch_log(o, UTIL_DEBUG, NULL, "pod %s: %s", pod,
-				    err);
-	}
 }
 
 static void
