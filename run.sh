@@ -325,6 +325,7 @@ demo() {
 	    -e "s|port = 6379;|port = $redis_port;|" \
 	    -e "s|127.0.0.1:50051|127.0.0.1:$order_port|" \
 	    -e "s|127.0.0.1:50052|127.0.0.1:$payment_port|" \
+	    -e "s|allow = \[ \"127.0.0.1\",|allow = [ \"127.0.0.1:$cb_port\",|" \
 	    "${tls_sed[@]}" etc/sagad.conf >"$DEMO_DIR/sagad.conf"
 	say "checking the configuration: sagad -t -c $DEMO_DIR/sagad.conf"
 	./sagad -t -c "$DEMO_DIR/sagad.conf"
