@@ -111,7 +111,9 @@ int		 bus_declare_stream(struct bus *, const char *const *subjects,
 /*
  * How many messages the durable consumer (of that filter) has not finished:
  * waiting, or handed out and not acked (blocking: a master's cron asks it of
- * an adopted pod's topics). A consumer that does not exist has none.
+ * an adopted or gone pod's topics). A consumer that does not exist has none;
+ * messages handed out that the stream no longer stores are not counted
+ * (what a nats-server killed -9 can leave in a consumer's state).
  */
 int		 bus_consumer_backlog(struct bus *, const char *durable,
 		    const char *filter, uint64_t *msgs, char *err,

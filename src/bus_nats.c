@@ -604,6 +604,43 @@ nats_consumers(struct bus *bus, bus_consumer_each *each, void *arg,
 	return 0;
 }
 
+/*
+ * Whether the stream still stores a message on filter's subjects past seq
+ * (1), none (0), or cannot say (-1). A consumer's messages handed out and
+ * not acked that the stream no longer stores are no work: nats-server 2.9
+ * killed -9 can restart with a consumer counting messages its stream lost
+ * (or deleted when acked), and never redelivers them.
+ */
+static int
+nats_stored_after(struct nats_bus *nb, const char *stream, const char *filter,
+    uint64_t seq)
+{
+	jsStreamInfo	*si = NULL;
+	jsOptions	 jo;
+	jsErrCode	 jerr = 0;
+	int		 found = 0;
+
+	jsOptions_Init(&jo);
+	jo.Stream.Info.SubjectsFilter = filter;
+	if (js_GetStreamInfo(&si, nb->js, stream, &jo, &jerr) != NATS_OK)
+		return -1;
+	for (int i = 0; !found && si->State.Subjects != NULL &&
+	    i < si->State.Subjects->Count; i++) {
+		natsMsg *m = NULL;
+
+		if (js_GetLastMsg(&m, nb->js, stream,
+		    si->State.Subjects->List[i].Subject, NULL, &jerr) !=
+		    NATS_OK) {
+			found = -1;
+			break;
+		}
+		found = natsMsg_GetSequence(m) > seq;
+		natsMsg_Destroy(m);
+	}
+	jsStreamInfo_Destroy(si);
+	return found;
+}
+
 static int
 nats_backlog(struct bus *bus, const char *durable, const char *filter,
     uint64_t *msgs, char *err, size_t errlen)
@@ -613,7 +650,6 @@ nats_backlog(struct bus *bus, const char *durable, const char *filter,
 	jsErrCode	 jerr = 0;
 	natsStatus	 s;
 
-	(void)filter;
 	s = js_GetConsumerInfo(&ci, nb->js, bus->stream, durable, NULL, &jerr);
 	if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr) {
 		*msgs = 0;
@@ -624,6 +660,10 @@ nats_backlog(struct bus *bus, const char *durable, const char *filter,
 		return -1;
 	}
 	*msgs = ci->NumPending + (uint64_t)ci->NumAckPending;
+	if (ci->NumPending == 0 && ci->NumAckPending > 0 && filter != NULL &&
+	    nats_stored_after(nb, bus->stream, filter,
+	    ci->AckFloor.Stream) == 0)
+		*msgs = 0;	/* counts of lost messages only */
 	jsConsumerInfo_Destroy(ci);
 	return 0;
 }

@@ -257,6 +257,12 @@ struct orch {
 	size_t			 nlingers;
 	char			**releasing;	/* adoptions over, to let go */
 	size_t			 nreleasing;
+	char			**gone;		/* pods whose adoption ended */
+	size_t			 ngone;
+	size_t			 gone_next;	/* the next one to look at */
+	char			**reclaim;	/* gone pods with work again */
+	size_t			 nreclaim;
+	int64_t			 last_gone_check_ms;
 	unsigned		 adopt_gen;	/* bumped when adopted changes */
 	int			 pods_busy;
 	int64_t			 last_pods_ms;

@@ -10,9 +10,18 @@
  * topics (sup's "Flow/Node@POD", with -P POD) and renews the dead pod's
  * lease while they drain. When every one of those topics has had nothing
  * left to do for ADOPT_EMPTY_CHECKS checks in a row, the adoption is over:
- * the workers are retired and the lease let go. The held callers of the
- * dead pod are gone: its sagas just run to their end. An adopter that dies
- * in turn stops renewing, and another master adopts the pod again.
+ * the workers are retired and the lease let go: the pod is gone
+ * (saga:pods:gone). The held callers of the dead pod are gone: its sagas
+ * just run to their end. An adopter that dies in turn stops renewing, and
+ * another master adopts the pod again.
+ *
+ * Work can still land on a gone pod's subjects: its sagas' next steps are
+ * published where the saga lives, and a worker outside it may drive one (a
+ * saga on an older flow definition, on the legacy topic; the sweeper's
+ * launch lease; a publish the bus confirmed late). So every master looks,
+ * every GONE_CHECK_MS, at a few gone pods' topics for work waiting there,
+ * and takes such a pod back (one taker, by the script): adopted again. A
+ * pod is remembered as gone for GONE_KEEP_MS.
  *
  * It is not: Run's admission (the adopted work does not count against this
  * pod's max_queue), nor sync sagas (their own leases, orch_sweep.c), nor
@@ -32,6 +41,9 @@
 #define ADOPT_MAX		4	/* pods adopted at most per sweep */
 #define ADOPT_CHECK_MS		2000	/* backlog checks of adopted pods */
 #define ADOPT_EMPTY_CHECKS	3	/* empty checks in a row to let go */
+#define GONE_CHECK_MS		5000	/* looks at gone pods' topics */
+#define GONE_PER_CHECK		8	/* gone pods looked at per check */
+#define GONE_KEEP_MS		(7LL * 24 * 3600 * 1000)	/* a week */
 
 static void	adopted_clear(struct orch_adopted *);
 static void	lingers_check(struct orch *);
@@ -44,6 +56,25 @@ has_throttling(const struct config *cfg)
 		if (cfg->flows[i].mode == SAGA_MODE_THROTTLING)
 			return 1;
 	return 0;
+}
+
+static int
+in_list(char *const *list, size_t n, const char *pod)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i], pod) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+list_free(char ***list, size_t *n)
+{
+	for (size_t i = 0; i < *n; i++)
+		free((*list)[i]);
+	free(*list);
+	*list = NULL;
+	*n = 0;
 }
 
 static int
@@ -87,9 +118,14 @@ adopt(struct orch *o, const char *pod)
 	free(t);
 	o->nadopted++;
 	o->adopt_gen++;
-	orch_log(o, UTIL_WARN, NULL, "pod %s stopped renewing its lease: "
-	    "adopting its throttling work (its held callers are gone; its "
-	    "sagas run to their end here)", pod);
+	if (in_list(o->reclaim, o->nreclaim, pod))
+		orch_log(o, UTIL_WARN, NULL, "pod %s: work was queued on its "
+		    "subjects after its adoption ended: adopting it again",
+		    pod);
+	else
+		orch_log(o, UTIL_WARN, NULL, "pod %s stopped renewing its "
+		    "lease: adopting its throttling work (its held callers are "
+		    "gone; its sagas run to their end here)", pod);
 }
 
 static void
@@ -106,28 +142,54 @@ pods_answered(enum store_result res, char *const *ids, size_t n,
 		    err : store_result_name(res));
 		return;
 	}
-	/* Let go for good: the script dropped them. */
+	/* Let go: the script moved them to the gone. */
 	for (size_t i = 0; i < o->nreleasing; i++)
 		free(o->releasing[i]);
 	o->nreleasing = 0;
-	for (size_t i = 0; i < n; i++)
-		adopt(o, ids[i]);
+	/* The pods taken, an empty id, then the pods gone. */
+	list_free(&o->gone, &o->ngone);
+	for (size_t i = 0, taken = 1; i < n; i++) {
+		if (ids[i][0] == '\0')
+			taken = 0;
+		else if (taken)
+			adopt(o, ids[i]);
+		else {
+			o->gone = util_xrealloc(o->gone, (o->ngone + 1) *
+			    sizeof(*o->gone));
+			o->gone[o->ngone++] = util_xstrdup(ids[i]);
+		}
+	}
+	list_free(&o->reclaim, &o->nreclaim);
 }
 
 static void
 pods_beat(struct orch *o)
 {
-	const char	**renew;
-	size_t		  n = 0;
+	struct store_pods_beat	  b;
+	const char		**renew;
+	size_t			  n = 0;
+	int			  adopting;
 
+	adopting = !o->draining && has_throttling(o->cfg);
 	renew = util_xcalloc(o->nadopted + 1, sizeof(*renew));
 	renew[n++] = o->cfg->pod_id;
 	for (size_t i = 0; i < o->nadopted; i++)
 		renew[n++] = o->adopted[i].pod;
+	memset(&b, 0, sizeof(b));
+	b.me = o->cfg->pod_id;
+	b.lease_ms = o->cfg->redis.lease_ms;
+	b.max = adopting ? ADOPT_MAX : 0;
+	b.gone_keep_ms = GONE_KEEP_MS;
+	b.renew = renew;
+	b.nrenew = n;
+	b.release = (const char *const *)o->releasing;
+	b.nrelease = o->nreleasing;
+	if (adopting) {
+		b.reclaim = (const char *const *)o->reclaim;
+		b.nreclaim = o->nreclaim;
+	}
 	o->pods_busy = 1;
-	store_pods(o->store, o->cfg->pod_id, o->cfg->redis.lease_ms,
-	    !o->draining && has_throttling(o->cfg) ? ADOPT_MAX : 0, renew, n,
-	    (const char *const *)o->releasing, o->nreleasing, pods_answered, o);
+	store_pods(o->store, &b, pods_answered, o);
 	free(renew);
 }
 
@@ -202,6 +264,38 @@ adoptions_check(struct orch *o)
 	}
 }
 
+/*
+ * A few gone pods' topics: one with work left (nobody reads a gone pod's
+ * consumers, so it came since its adoption ended: waiting, or handed to a
+ * pull its retired worker had left open) is to be taken back at the next
+ * beat.
+ */
+static void
+gone_check(struct orch *o)
+{
+	size_t k;
+
+	if (o->draining || !has_throttling(o->cfg))
+		return;
+	for (k = 0; k < GONE_PER_CHECK && k < o->ngone; k++) {
+		const char *pod;
+
+		if (o->gone_next >= o->ngone)
+			o->gone_next = 0;
+		pod = o->gone[o->gone_next++];
+		if (strcmp(pod, o->cfg->pod_id) == 0 ||
+		    adopted_find(o, pod) != -1 ||
+		    in_list(o->reclaim, o->nreclaim, pod))
+			continue;
+		if (pod_backlog(o, pod) != 1)
+			continue;
+		o->reclaim = util_xrealloc(o->reclaim, (o->nreclaim + 1) *
+		    sizeof(*o->reclaim));
+		o->reclaim[o->nreclaim++] = util_xstrdup(pod);
+		o->last_pods_ms = 0;	/* take it at the next turn */
+	}
+}
+
 void
 pods_cron(struct orch *o, int64_t now)
 {
@@ -221,6 +315,11 @@ pods_cron(struct orch *o, int64_t now)
 		o->last_adopt_check_ms = now;
 		adoptions_check(o);
 		lingers_check(o);
+	}
+	if (o->ngone > 0 && now - o->last_gone_check_ms >= GONE_CHECK_MS &&
+	    o->bus != NULL && bus_is_connected(o->bus)) {
+		o->last_gone_check_ms = now;
+		gone_check(o);
 	}
 }
 
@@ -471,4 +570,6 @@ pods_free(struct orch *o)
 	o->adopted = NULL;
 	o->releasing = NULL;
 	o->nadopted = o->nreleasing = 0;
+	list_free(&o->gone, &o->ngone);
+	list_free(&o->reclaim, &o->nreclaim);
 }

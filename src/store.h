@@ -223,16 +223,32 @@ void	 store_lease_claim(struct store *, const char *claimer, int max,
 	    int lease_ms, int launch_lease_ms, store_ids_cb *, void *);
 
 /*
- * The pods' registry, saga:pods (pod id -> lease expiry): renews the lease
- * of every pod of renew (the caller's own, and those it adopted) to Redis
- * now + lease_ms, drops those of release (adoptions over), then takes up
- * to max pods whose lease ran out, each by one caller only (its lease is
- * then the caller's to renew), and hands their ids to cb.
+ * The pods' registry, saga:pods (pod id -> lease expiry), and the pods gone
+ * from it, saga:pods:gone (pod id -> when its adoption ended). One beat:
+ * renews the lease of every pod of renew (the caller's own, and those it
+ * adopted) to Redis now + lease_ms, and takes them off the gone; moves
+ * those of release (adoptions over) to the gone; takes back each pod of
+ * reclaim that is still gone (work landed on its subjects after its
+ * adoption ended); takes up to max pods whose lease ran out; forgets the
+ * pods gone for more than gone_keep_ms. Each pod taken is taken by one
+ * caller only (its lease is then the caller's to renew). cb gets the ids
+ * taken, then an empty string, then the ids gone (at most 256, oldest
+ * first).
  */
-void	 store_pods(struct store *, const char *me, int lease_ms, int max,
-	    const char *const *renew, size_t nrenew,
-	    const char *const *release, size_t nrelease, store_ids_cb *,
-	    void *);
+struct store_pods_beat {
+	const char		*me;
+	int			 lease_ms;
+	int			 max;		/* lapsed pods to take, at most */
+	int64_t			 gone_keep_ms;
+	const char *const	*renew;
+	size_t			 nrenew;
+	const char *const	*release;
+	size_t			 nrelease;
+	const char *const	*reclaim;
+	size_t			 nreclaim;
+};
+void	 store_pods(struct store *, const struct store_pods_beat *,
+	    store_ids_cb *, void *);
 
 /*
  * An operator's Cancel of a PENDING or RUNNING saga: marks it with reason

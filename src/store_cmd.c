@@ -17,6 +17,7 @@
 
 #define LEGACY_LEASES	"saga:leases"	/* the previous layout's one zset */
 #define PODS_KEY	"saga:pods"	/* the pods' registry (store_pods) */
+#define PODS_GONE_KEY	"saga:pods:gone" /* adoptions over (store_pods) */
 
 /* --- replies ----------------------------------------------------------------- */
 
@@ -623,30 +624,35 @@ store_lease_claim(struct store *st, const char *claimer, int max,
 }
 
 void
-store_pods(struct store *st, const char *me, int lease_ms, int max,
-    const char *const *renew, size_t nrenew, const char *const *release,
-    size_t nrelease, store_ids_cb *cb, void *arg)
+store_pods(struct store *st, const struct store_pods_beat *b,
+    store_ids_cb *cb, void *arg)
 {
 	struct req *r;
 
 	r = store_req_new(st, &st->main, REQ_CLAIM);
 	r->cb.ids = cb;
 	r->arg = arg;
-	if (me == NULL || me[0] == '\0' || lease_ms <= 0 || max < 0) {
+	if (b->me == NULL || b->me[0] == '\0' || b->lease_ms <= 0 ||
+	    b->max < 0 || b->gone_keep_ms <= 0) {
 		store_req_defer(r, STORE_ERROR, "the pods' registry needs a pod "
 		    "and a lease");
 		return;
 	}
 	r->script = SCRIPT_PODS;
 	store_seg_arg(&r->keys, PODS_KEY, sizeof(PODS_KEY) - 1);
-	store_req_str(r, me);
-	store_req_int(r, lease_ms);
-	store_req_int(r, max);
-	store_req_int(r, (long long)nrenew);
-	for (size_t i = 0; i < nrenew; i++)
-		store_req_str(r, renew[i]);
-	for (size_t i = 0; i < nrelease; i++)
-		store_req_str(r, release[i]);
+	store_seg_arg(&r->keys, PODS_GONE_KEY, sizeof(PODS_GONE_KEY) - 1);
+	store_req_str(r, b->me);
+	store_req_int(r, b->lease_ms);
+	store_req_int(r, b->max);
+	store_req_int(r, (long long)b->nrenew);
+	store_req_int(r, (long long)b->nrelease);
+	store_req_int(r, b->gone_keep_ms);
+	for (size_t i = 0; i < b->nrenew; i++)
+		store_req_str(r, b->renew[i]);
+	for (size_t i = 0; i < b->nrelease; i++)
+		store_req_str(r, b->release[i]);
+	for (size_t i = 0; i < b->nreclaim; i++)
+		store_req_str(r, b->reclaim[i]);
 	store_req_submit(r);
 }
 

@@ -473,32 +473,55 @@ static const char script_expire[] =
 
 /*
  * The pods' registry (KEYS[1], saga:pods: pod id -> lease expiry, Redis
- * clock). ARGV: the caller, the lease in ms, at most how many to claim, the
- * count of pods to renew, those pods (the caller and those it adopted),
- * then the pods to let go (adoptions over). Renews, lets go, then claims
- * the pods whose lease ran out (one claimer each: the lease moves to it)
- * and returns them.
+ * clock) and the pods gone from it (KEYS[2], saga:pods:gone: pod id -> when
+ * its adoption ended). ARGV: the caller, the lease in ms, at most how many
+ * lapsed pods to claim, the count of pods to renew, the count of pods to
+ * let go, how long a gone pod is remembered in ms; then the pods to renew
+ * (the caller and those it adopted), those to let go (adoptions over), and
+ * those to take back from the gone (work landed on their subjects since).
+ * Renews, lets go, takes back, claims the pods whose lease ran out (one
+ * claimer each: the lease moves to it); returns the pods taken, an empty
+ * string, and the pods gone.
  */
 static const char script_pods[] =
 	"local t = redis.call('TIME')\n"
 	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 	"local exp = now + tonumber(ARGV[2])\n"
-	"local nrenew = tonumber(ARGV[4])\n"
-	"local mine = {}\n"
-	"for i = 5, 4 + nrenew do\n"
+	"local nrenew, nrel = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+	"local mine, out = {}, {}\n"
+	"for i = 7, 6 + nrenew do\n"
 	"  redis.call('ZADD', KEYS[1], exp, ARGV[i])\n"
+	"  redis.call('ZREM', KEYS[2], ARGV[i])\n"
 	"  mine[ARGV[i]] = true\n"
 	"end\n"
-	"for i = 5 + nrenew, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end\n"
-	"local out = {}\n"
-	"local max = tonumber(ARGV[3])\n"
-	"if max == 0 then return out end\n"
-	"for _, p in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf',\n"
-	"    '(' .. now, 'LIMIT', 0, max)) do\n"
-	"  if not mine[p] then\n"
+	"for i = 7 + nrenew, 6 + nrenew + nrel do\n"
+	"  redis.call('ZREM', KEYS[1], ARGV[i])\n"
+	"  redis.call('ZADD', KEYS[2], now, ARGV[i])\n"
+	"end\n"
+	"for i = 7 + nrenew + nrel, #ARGV do\n"
+	"  local p = ARGV[i]\n"
+	"  if not mine[p] and redis.call('ZREM', KEYS[2], p) == 1 and\n"
+	"      not redis.call('ZSCORE', KEYS[1], p) then\n"
 	"    redis.call('ZADD', KEYS[1], exp, p)\n"
+	"    mine[p] = true\n"
 	"    out[#out + 1] = p\n"
 	"  end\n"
+	"end\n"
+	"local max = tonumber(ARGV[3])\n"
+	"if max > 0 then\n"
+	"  for _, p in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf',\n"
+	"      '(' .. now, 'LIMIT', 0, max)) do\n"
+	"    if not mine[p] then\n"
+	"      redis.call('ZADD', KEYS[1], exp, p)\n"
+	"      out[#out + 1] = p\n"
+	"    end\n"
+	"  end\n"
+	"end\n"
+	"redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf',\n"
+	"    '(' .. (now - tonumber(ARGV[6])))\n"
+	"out[#out + 1] = ''\n"
+	"for _, p in ipairs(redis.call('ZRANGE', KEYS[2], 0, 255)) do\n"
+	"  out[#out + 1] = p\n"
 	"end\n"
 	"return out\n";
 

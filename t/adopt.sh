@@ -6,6 +6,12 @@
 # rollout). pa's lease in saga:pods runs out, pb adopts pa: it runs workers
 # on pa's throttling topics until they are empty, and every saga ends
 # COMPLETED with its order ACTIVE; then the adoption ends.
+#
+# Then work lands on pa's subjects after its adoption ended (what the
+# legacy topic's worker, the launch sweeper or a late confirmed publish can
+# do: a saga's next step goes where the saga lives): pb finds it waiting on
+# the gone pod's consumer, adopts pa again, runs it and lets go again.
+# (NATS only: the test publishes the late work itself.)
 
 . "$top_srcdir/t/lib.sh"
 lib_init
@@ -87,3 +93,53 @@ done
 grep -q 'pod pa: its throttling work is done here' "$LIB_TMP/pb.log" ||
 	fail "the adoption of pa never ended"
 pass "a dead pod's queued throttling work is adopted and run to its end"
+
+[ "$QUEUE" = nats ] || exit 0
+
+# A late work message for one of pa's ended sagas, on pa's subject: a
+# JetStream publish of a sagad.v1.Work without a record (the worker reads
+# Redis, finds the saga ended, and acks it).
+export NATS_URL
+"$PYTHON_GRPC" - "$top_srcdir/t/py" "$top_srcdir/proto" <<'PY' ||
+import os, subprocess, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+import invariants as I
+gen = tempfile.mkdtemp(prefix="adopt-gen.")
+subprocess.run([os.environ.get("PROTOC") or "protoc", "-I" + sys.argv[2],
+                "--python_out=" + gen, "sagad/v1/work.proto",
+                "saga/v1/saga.proto"], check=True, cwd=sys.argv[2])
+sys.path.insert(0, gen)
+from sagad.v1 import work_pb2
+w = work_pb2.Work(saga_id="ad-3", flow="Throttled", step=0, pod="pa", mode=3)
+nc = I.Nats(os.environ["NATS_URL"])
+ack = nc.request("saga.work.pod.pa.Throttled.SlowOrder.do",
+                 w.SerializeToString())
+if "error" in ack or ack.get("seq", 0) == 0:
+    sys.exit("publish: %r" % ack)
+print("late work published: stream seq %d" % ack["seq"])
+PY
+	fail "publishing late work on pa's subject"
+for _ in $(seq 300); do
+	grep -q 'pod pa: work was queued on its subjects after its adoption ended: adopting it again' \
+		"$LIB_TMP/pb.log" && break
+	sleep 0.1
+done
+grep -q 'pod pa: work was queued on its subjects after its adoption ended' \
+	"$LIB_TMP/pb.log" || fail "pb did not take pa back for its late work"
+for _ in $(seq 200); do
+	[ "$(grep -c 'pod pa: its throttling work is done here' "$LIB_TMP/pb.log")" -ge 2 ] &&
+		break
+	sleep 0.1
+done
+[ "$(grep -c 'pod pa: its throttling work is done here' "$LIB_TMP/pb.log")" -ge 2 ] ||
+	fail "the second adoption of pa never ended"
+"$PYTHON_GRPC" - "$top_srcdir/t/py" <<'PY' || fail "pa's consumer after the second adoption"
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import invariants as I
+nc = I.Nats(os.environ["NATS_URL"])
+c = nc.request("$JS.API.CONSUMER.INFO.SAGA.pod_pa_Throttled_SlowOrder", "")
+if c.get("num_pending") or c.get("num_ack_pending"):
+    sys.exit("pa's consumer still holds work: %s" % json.dumps(c))
+PY
+pass "work queued on a gone pod's subjects after its adoption ended is adopted again"

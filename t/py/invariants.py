@@ -56,9 +56,11 @@ The invariants, on every id:
                      ALREADY_EXISTS, RESOURCE_EXHAUSTED) are held to the same
                      rule: a stored saga must at least end cleanly.
   stream_pending     no work left in the bus: every JetStream consumer has
-                     num_pending and num_ack_pending 0, or else no message
-                     stored behind those counts (the stored messages' saga
-                     ids and states are shown), and a work-queue stream
+                     num_pending and num_ack_pending 0, or else nothing to
+                     deliver behind those counts (no message stored behind
+                     a num_pending; for a num_ack_pending, a pull of the
+                     consumer gets nothing: each message it does get is
+                     given back at once and named), and a work-queue stream
                      holds no message on a subject that no consumer reads
                      (RabbitMQ: every queue has 0 ready and 0 unacked).
   participant_unreachable, redis_unreachable, bus_unreachable: the state
@@ -70,8 +72,9 @@ loses the last writes), records of ids never sent, and messages a
 work-queue stream still stores below its consumers' delivered sequence and
 not pending an ack (acked, but the delete was lost: nats-server killed -9
 loses what it had not synced; no consumer will deliver them again), and a
-consumer's pending or ack-pending count with no stored message behind it
-(stream_phantom: nothing is left to deliver).
+consumer's pending or ack-pending count that delivers nothing to a pull
+(stream_phantom: nothing is left to deliver; nats-server 2.9 killed -9 can
+restart with consumers counting messages it lost or had deleted).
 
 It prints the counts (sent, accepted, refused by code, each final state,
 violations by kind with example ids) and exits 0 when there is no
@@ -204,7 +207,8 @@ class Nats:
             raise ConnectionError("not a NATS server: %r" % line[:80])
         self.s.sendall(b'CONNECT {"verbose":false,"pedantic":false,'
                        b'"name":"invariants.py","lang":"python",'
-                       b'"protocol":1}\r\nPING\r\n')
+                       b'"protocol":1,"headers":true,"no_responders":true}'
+                       b'\r\nPING\r\n')
         self._wait_pong()
         self.inbox = "_INBOX.invariants.%d" % os.getpid()
         self.s.sendall(("SUB %s.* 1\r\n" % self.inbox).encode())
@@ -251,6 +255,46 @@ class Nats:
                     continue
                 return json.loads(data.decode() or "{}")
         raise TimeoutError("no answer to %s" % subject)
+
+    def probe(self, stream, consumer, batch, wait=1.0):
+        """What a reader of the durable pull consumer would get now: pulls
+        up to batch messages (waiting at most wait seconds), gives each
+        back at once (-NAK: redelivered to the stack's own readers) and
+        returns their payloads. Nothing back means the consumer has nothing
+        to deliver, whatever its counts say."""
+        self.n += 1
+        inbox = "%s.p%d" % (self.inbox, self.n)
+        body = json.dumps({"batch": batch, "expires": int(wait * 1e9)})
+        self.s.sendall(b"PUB $JS.API.CONSUMER.MSG.NEXT.%s.%s %s %d\r\n%s\r\n"
+                       % (stream.encode(), consumer.encode(), inbox.encode(),
+                          len(body), body.encode()))
+        got = []
+        deadline = time.time() + wait + self.timeout
+        while time.time() < deadline and len(got) < batch:
+            line = self.f.readline()
+            if not line:
+                raise ConnectionError("NATS closed the connection")
+            if line.startswith(b"PING"):
+                self.s.sendall(b"PONG\r\n")
+                continue
+            if line.startswith(b"-ERR"):
+                raise ConnectionError(line.decode().strip())
+            if not (line.startswith(b"MSG") or line.startswith(b"HMSG")):
+                continue
+            parts = line.split()
+            size = int(parts[-1])
+            data = self.f.read(size + 2)[:-2]
+            if parts[1].decode() != inbox:
+                continue
+            reply = parts[3].decode() if len(parts) >= (6 if line.startswith(
+                b"HMSG") else 5) else ""
+            if not reply.startswith("$JS.ACK."):
+                break           # a status (404 no messages, 408 expired)
+            if line.startswith(b"HMSG"):
+                data = data[int(parts[-2]):]
+            got.append(data)
+            self.s.sendall(b"PUB %s 4\r\n-NAK\r\n" % reply.encode())
+        return got
 
     def close(self):
         try:
@@ -374,13 +418,27 @@ def nats_state(url, streams):
                     if pend:
                         what += (", stored beyond it: " + " ".join(ahead)) \
                             if ahead else ", none stored beyond it"
-                    # Counts with no stored message behind them are no work:
-                    # nothing is left to deliver (what a nats-server killed
-                    # -9 can leave in a consumer's state). Any stored message
-                    # they could mean is work, whatever its saga's state.
-                    left.append(("stream_pending" if acked or ahead else
-                                 "stream_phantom", "consumer %s/%s" % (
-                                     st, c.get("name")), what))
+                    # Work is what a reader would get: a message still
+                    # waiting is work; for counts of messages handed out and
+                    # not acked, the consumer is asked (a pull, each message
+                    # given back at once). Counts that deliver nothing are no
+                    # work: nats-server killed -9 can restart with a consumer
+                    # counting messages its stream lost, or deleted when they
+                    # were acked (the stored ones shown are then stale).
+                    kind = "stream_pending" if ahead else "stream_phantom"
+                    if kind == "stream_phantom" and acked:
+                        got = nc.probe(st, c.get("name"),
+                                       min(ackp + pend, 256))
+                        if got:
+                            kind = "stream_pending"
+                            what += ", delivered to a pull now: " + " ".join(
+                                work_saga_id(g) for g in got)
+                        else:
+                            what += ", delivered to a pull now: none " \
+                                "(the counts are of messages the server " \
+                                "will not deliver again)"
+                    left.append((kind, "consumer %s/%s" % (
+                        st, c.get("name")), what))
             if cfg.get("retention") != "workqueue" or \
                     not state.get("messages", 0):
                 continue
