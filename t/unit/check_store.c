@@ -1197,6 +1197,101 @@ START_TEST(expired_leases_are_claimed_exactly_once_across_stores)
 }
 END_TEST
 
+/* One beat of the pods' registry; its reply split at the empty id. */
+static void
+pods_beat_ok(struct event_base *base, struct store *st, const char *me,
+    int lease_ms, int max, const char *const *release, size_t nrelease,
+    const char *const *reclaim, size_t nreclaim, struct ids *taken,
+    struct ids *gone)
+{
+	struct store_pods_beat	b;
+	struct ids		x;
+	size_t			i = 0;
+
+	memset(&b, 0, sizeof(b));
+	memset(&x, 0, sizeof(x));
+	b.me = me;
+	b.lease_ms = lease_ms;
+	b.max = max;
+	b.gone_keep_ms = 60000;
+	b.renew = &me;
+	b.nrenew = 1;
+	b.release = release;
+	b.nrelease = nrelease;
+	b.reclaim = reclaim;
+	b.nreclaim = nreclaim;
+	store_pods(st, &b, ids_cb, &x);
+	wait_for(base, &x.n, 3000, "a beat of the pods' registry");
+	ck_assert_int_eq(x.r, STORE_OK);
+	memset(taken, 0, sizeof(*taken));
+	memset(gone, 0, sizeof(*gone));
+	for (; i < x.nids && x.ids[i][0] != '\0'; i++)
+		taken->ids[taken->nids++] = util_xstrdup(x.ids[i]);
+	ck_assert_msg(i < x.nids, "no empty id between taken and gone");
+	for (i++; i < x.nids; i++)
+		gone->ids[gone->nids++] = util_xstrdup(x.ids[i]);
+	ids_free(&x);
+}
+
+START_TEST(a_gone_pod_is_taken_back_once_and_forgotten_when_it_renews)
+{
+	struct event_base *base = event_base_new();
+	struct up u1, u2, u3;
+	struct store *a = open_store(base, &u1, 0);
+	struct store *b = open_store(base, &u2, 0);
+	struct store *c = open_store(base, &u3, 0);
+	redisContext *rc = rsync();
+	redisReply *rep;
+	const char *pa = "pa";
+	struct ids t1, g1, t2, g2;
+
+	freeReplyObject(redisCommand(rc, "DEL saga:pods saga:pods:gone"));
+	/* pa registers with a short lease and dies; pb takes it. */
+	pods_beat_ok(base, a, "pa", 50, 4, NULL, 0, NULL, 0, &t1, &g1);
+	ck_assert_int_eq(t1.nids + g1.nids, 0);
+	run_ms(base, 120);
+	pods_beat_ok(base, b, "pb", 5000, 4, NULL, 0, NULL, 0, &t1, &g1);
+	ck_assert_int_eq(t1.nids, 1);
+	ck_assert_str_eq(t1.ids[0], "pa");
+	ids_free(&t1);
+
+	/* Its adoption over, pb lets it go: pa is gone, for every pod. */
+	pods_beat_ok(base, b, "pb", 5000, 4, &pa, 1, NULL, 0, &t1, &g1);
+	ck_assert_int_eq(t1.nids, 0);
+	ck_assert_int_eq(g1.nids, 1);
+	ck_assert_str_eq(g1.ids[0], "pa");
+	ids_free(&g1);
+	rep = redisCommand(rc, "ZSCORE saga:pods pa");
+	ck_assert_int_eq(rep->type, REDIS_REPLY_NIL);
+	freeReplyObject(rep);
+
+	/* Two pods find work on it: one takes it back, the other nothing. */
+	pods_beat_ok(base, b, "pb", 5000, 4, NULL, 0, &pa, 1, &t1, &g1);
+	pods_beat_ok(base, c, "pc", 5000, 4, NULL, 0, &pa, 1, &t2, &g2);
+	ck_assert_int_eq(t1.nids, 1);
+	ck_assert_str_eq(t1.ids[0], "pa");
+	ck_assert_int_eq(t2.nids, 0);
+	ck_assert_int_eq(g1.nids + g2.nids, 0);
+	ids_free(&t1);
+
+	/* Let go again, then pa comes back under its own id: not gone. */
+	pods_beat_ok(base, b, "pb", 5000, 4, &pa, 1, NULL, 0, &t1, &g1);
+	ck_assert_int_eq(g1.nids, 1);
+	ids_free(&g1);
+	pods_beat_ok(base, a, "pa", 5000, 4, NULL, 0, NULL, 0, &t1, &g1);
+	ck_assert_int_eq(t1.nids + g1.nids, 0);
+	pods_beat_ok(base, c, "pc", 5000, 4, NULL, 0, &pa, 1, &t2, &g2);
+	ck_assert_int_eq(t2.nids + g2.nids, 0);
+
+	freeReplyObject(redisCommand(rc, "DEL saga:pods saga:pods:gone"));
+	redisFree(rc);
+	store_free(a);
+	store_free(b);
+	store_free(c);
+	event_base_free(base);
+}
+END_TEST
+
 START_TEST(only_the_owner_renews_a_lease)
 {
 	struct event_base *base = event_base_new();
@@ -2021,6 +2116,8 @@ main(void)
 	    long_values_keep_the_hash_a_listpack_and_read_back_whole);
 	tcase_add_test(tc, completed_ttl_applies_to_completed_sagas_only);
 	tcase_add_test(tc, leases_land_in_the_bucket_the_scripts_compute);
+	tcase_add_test(tc,
+	    a_gone_pod_is_taken_back_once_and_forgotten_when_it_renews);
 	tcase_add_test(tc,
 	    a_saga_of_the_previous_layout_is_read_and_converted);
 	tcase_add_test(tc,
