@@ -13,28 +13,90 @@
 #include "json.h"
 #include "util.h"
 
+static void
+json_buf_grow(struct json_buf *b, size_t more)
+{
+	size_t cap = b->cap > 0 ? b->cap : 256;
+
+	if (b->len + more < b->cap)
+		return;
+	while (cap <= b->len + more)
+		cap *= 2;
+	b->p = util_xrealloc(b->p, cap);
+	b->cap = cap;
+}
+
 void
-json_write_stringn(FILE *fp, const char *s, size_t len)
+json_buf_put(struct json_buf *b, const char *s, size_t len)
+{
+	json_buf_grow(b, len);
+	memcpy(b->p + b->len, s, len);
+	b->len += len;
+	b->p[b->len] = '\0';
+}
+
+void
+json_buf_puts(struct json_buf *b, const char *s)
+{
+	json_buf_put(b, s, strlen(s));
+}
+
+void
+json_buf_int(struct json_buf *b, long long v)
+{
+	char			 tmp[24], *q = tmp + sizeof(tmp);
+	unsigned long long	 u = v < 0 ? 0ULL - (unsigned long long)v :
+				    (unsigned long long)v;
+
+	do
+		*--q = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (v < 0)
+		*--q = '-';
+	json_buf_put(b, q, (size_t)(tmp + sizeof(tmp) - q));
+}
+
+void
+json_buf_string(struct json_buf *b, const char *s, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
+	char *q;
 
-	fputc('"', fp);
+	if (s == NULL)
+		len = 0;
+	json_buf_grow(b, 6 * len + 2);	/* at worst \u00XX a byte */
+	q = b->p + b->len;
+	*q++ = '"';
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 
 		if (c == '"' || c == '\\') {
-			fputc('\\', fp);
-			fputc(c, fp);
-		} else if (c == '\n')
-			fputs("\\n", fp);
-		else if (c < 0x20) {
-			fputs("\\u00", fp);
-			fputc(hex[c >> 4], fp);
-			fputc(hex[c & 0xf], fp);
+			*q++ = '\\';
+			*q++ = (char)c;
+		} else if (c == '\n') {
+			*q++ = '\\';
+			*q++ = 'n';
+		} else if (c < 0x20) {
+			memcpy(q, "\\u00", 4);
+			q[4] = hex[c >> 4];
+			q[5] = hex[c & 0xf];
+			q += 6;
 		} else
-			fputc(c, fp);	/* UTF-8 passes through */
+			*q++ = (char)c;	/* UTF-8 passes through */
 	}
-	fputc('"', fp);
+	*q++ = '"';
+	b->len = (size_t)(q - b->p);
+	b->p[b->len] = '\0';
+}
+
+void
+json_write_stringn(FILE *fp, const char *s, size_t len)
+{
+	struct json_buf b = { NULL, 0, 0 };
+
+	json_buf_string(&b, s, len);
+	fwrite(b.p, 1, b.len, fp);
+	free(b.p);
 }
 
 void

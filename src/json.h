@@ -22,6 +22,23 @@ void	json_write_string(FILE *, const char *s);
 /* The same for the first len bytes of s, which may hold a NUL (as \u0000). */
 void	json_write_stringn(FILE *, const char *s, size_t len);
 
+/*
+ * A growing buffer to write a JSON text into, for the hot path (a callback's
+ * body, written once per saga): no stdio stream, no lock per byte. Start it
+ * zeroed; p is NUL-ended after any write and is the caller's to free.
+ */
+struct json_buf {
+	char	*p;
+	size_t	 len;
+	size_t	 cap;
+};
+
+void	json_buf_put(struct json_buf *, const char *s, size_t len);
+void	json_buf_puts(struct json_buf *, const char *s);
+void	json_buf_int(struct json_buf *, long long);
+/* s as json_write_stringn writes it (NULL: ""). */
+void	json_buf_string(struct json_buf *, const char *s, size_t len);
+
 /* --- the reader -------------------------------------------------------------- */
 
 enum json_type {

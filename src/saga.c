@@ -769,56 +769,75 @@ static const char *mode_names[] = {
 	"MODE_UNSPECIFIED", "MODE_SYNC", "MODE_ASYNC", "MODE_THROTTLING",
 };
 
+static void
+json_str(struct json_buf *b, const char *s)
+{
+	json_buf_string(b, s, s != NULL ? strlen(s) : 0);
+}
+
+/* Written into a growing buffer: it is a callback's body, once per saga. */
 char *
 saga_to_json(const struct saga *s, size_t *len)
 {
-	char	*buf = NULL, *b64;
-	size_t	 blen = 0;
-	FILE	*fp = open_memstream(&buf, &blen);
+	struct json_buf	 b = { NULL, 0, 0 };
+	char		*b64;
 
-	if (fp == NULL)
-		abort();
-	fputs("{\"id\":", fp);
-	json_write_string(fp, s->id);
-	fputs(",\"flow\":", fp);
-	json_write_string(fp, s->flow);
+	json_buf_puts(&b, "{\"id\":");
+	json_str(&b, s->id);
+	json_buf_puts(&b, ",\"flow\":");
+	json_str(&b, s->flow);
 	if (s->version != NULL && *s->version != '\0') {
-		fputs(",\"flowVersion\":", fp);
-		json_write_string(fp, s->version);
+		json_buf_puts(&b, ",\"flowVersion\":");
+		json_str(&b, s->version);
 	}
-	fprintf(fp, ",\"mode\":\"%s\",\"state\":\"STATE_%s\",\"context\":{",
-	    (unsigned)s->mode <= SAGA_MODE_THROTTLING ? mode_names[s->mode] :
-	    mode_names[0], saga_state_name(s->state));
+	json_buf_puts(&b, ",\"mode\":\"");
+	json_buf_puts(&b, (unsigned)s->mode <= SAGA_MODE_THROTTLING ?
+	    mode_names[s->mode] : mode_names[0]);
+	json_buf_puts(&b, "\",\"state\":\"STATE_");
+	json_buf_puts(&b, saga_state_name(s->state));
+	json_buf_puts(&b, "\",\"context\":{");
 	for (size_t i = 0; i < s->nctx; i++) {
 		if (i > 0)
-			fputc(',', fp);
-		json_write_string(fp, s->ctx[i].key);
+			json_buf_put(&b, ",", 1);
+		json_str(&b, s->ctx[i].key);
 		b64 = grpc_b64_encode(s->ctx[i].value, s->ctx[i].len, NULL);
-		fprintf(fp, ":\"%s\"", b64);
+		json_buf_put(&b, ":\"", 2);
+		json_buf_puts(&b, b64);
+		json_buf_put(&b, "\"", 1);
 		free(b64);
 	}
-	fputs("},\"steps\":[", fp);
+	json_buf_puts(&b, "},\"steps\":[");
 	for (size_t i = 0; i < s->nsteps; i++) {
 		const struct saga_step *st = &s->steps[i];
 
-		fputs(i > 0 ? ",{\"name\":" : "{\"name\":", fp);
-		json_write_string(fp, st->name);
-		fprintf(fp, ",\"state\":\"STATE_%s\",\"attempts\":%d,",
-		    saga_state_name(st->state), st->attempts);
-		if (st->unsent > 0)
-			fprintf(fp, "\"unsentAttempts\":%d,", st->unsent);
-		fputs("\"error\":", fp);
-		json_write_string(fp, st->error);
-		fprintf(fp, ",\"startedUnixMs\":\"%lld\",\"finishedUnixMs\":"
-		    "\"%lld\"}", (long long)st->started_ms,
-		    (long long)st->finished_ms);
+		json_buf_puts(&b, i > 0 ? ",{\"name\":" : "{\"name\":");
+		json_str(&b, st->name);
+		json_buf_puts(&b, ",\"state\":\"STATE_");
+		json_buf_puts(&b, saga_state_name(st->state));
+		json_buf_puts(&b, "\",\"attempts\":");
+		json_buf_int(&b, st->attempts);
+		json_buf_put(&b, ",", 1);
+		if (st->unsent > 0) {
+			json_buf_puts(&b, "\"unsentAttempts\":");
+			json_buf_int(&b, st->unsent);
+			json_buf_put(&b, ",", 1);
+		}
+		json_buf_puts(&b, "\"error\":");
+		json_str(&b, st->error);
+		json_buf_puts(&b, ",\"startedUnixMs\":\"");
+		json_buf_int(&b, st->started_ms);
+		json_buf_puts(&b, "\",\"finishedUnixMs\":\"");
+		json_buf_int(&b, st->finished_ms);
+		json_buf_puts(&b, "\"}");
 	}
-	fputs("],\"error\":", fp);
-	json_write_string(fp, s->error);
-	fprintf(fp, ",\"createdUnixMs\":\"%lld\",\"updatedUnixMs\":\"%lld\"}",
-	    (long long)s->created_ms, (long long)s->updated_ms);
-	fclose(fp);
+	json_buf_puts(&b, "],\"error\":");
+	json_str(&b, s->error);
+	json_buf_puts(&b, ",\"createdUnixMs\":\"");
+	json_buf_int(&b, s->created_ms);
+	json_buf_puts(&b, "\",\"updatedUnixMs\":\"");
+	json_buf_int(&b, s->updated_ms);
+	json_buf_puts(&b, "\"}");
 	if (len != NULL)
-		*len = blen;
-	return buf;
+		*len = b.len;
+	return b.p;
 }

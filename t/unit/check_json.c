@@ -8,6 +8,8 @@
  */
 #include "autoconf.h"
 
+#include <limits.h>
+
 #include <check.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -198,6 +200,33 @@ START_TEST(saga_json_is_byte_identical)
 	    "\"createdUnixMs\":\"7\",\"updatedUnixMs\":\"10\"}");
 	free(j);
 	saga_free(s);
+}
+END_TEST
+
+START_TEST(json_buf_writes_integers_and_grows)
+{
+	struct json_buf	 b = { NULL, 0, 0 };
+	char		 big[1000], want[64];
+
+	json_buf_int(&b, 0);
+	json_buf_put(&b, " ", 1);
+	json_buf_int(&b, -42);
+	json_buf_put(&b, " ", 1);
+	json_buf_int(&b, LLONG_MAX);
+	json_buf_put(&b, " ", 1);
+	json_buf_int(&b, LLONG_MIN);
+	snprintf(want, sizeof(want), "0 -42 %lld %lld", LLONG_MAX, LLONG_MIN);
+	ck_assert_str_eq(b.p, want);
+	free(b.p);
+
+	/* 1000 control bytes: six each, past every earlier capacity. */
+	memset(big, 1, sizeof(big));
+	memset(&b, 0, sizeof(b));
+	json_buf_string(&b, big, sizeof(big));
+	ck_assert_uint_eq(b.len, 6 * sizeof(big) + 2);
+	ck_assert_int_eq(memcmp(b.p, "\"\\u0001\\u0001", 13), 0);
+	ck_assert_str_eq(b.p + b.len - 7, "\\u0001\"");
+	free(b.p);
 }
 END_TEST
 
@@ -470,6 +499,7 @@ json_suite(void)
 	tcase_add_test(tc, counted_strings_escape_nul);
 	tcase_add_test(tc, every_byte_is_written_as_saga_json_always_did);
 	tcase_add_test(tc, saga_json_is_byte_identical);
+	tcase_add_test(tc, json_buf_writes_integers_and_grows);
 	tcase_add_test(tc, watch_json_escapes_the_error);
 	tcase_add_test(tc, error_json_escapes_the_message);
 	tcase_add_test(tc, reader_reads_every_kind_of_value);
