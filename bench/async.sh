@@ -61,6 +61,7 @@ redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$LIB_TMP/redis" \
 track $!
 wait_port "$REDIS_PORT"
 order_port=$(free_port); payment_port=$(free_port); sagad_port=$(free_port)
+cb_port=$(free_port)	# CALLBACK=1's receiver, allowed in callbacks.allow
 "$B/examples/booking/order" --listen "127.0.0.1:$order_port" \
     --max-records 2000000 >"$LIB_TMP/order.log" 2>&1 &
 track $!
@@ -74,6 +75,7 @@ pod_id = "bench";
 listen = "127.0.0.1:$sagad_port";
 $QUEUE_CONF
 redis = { host = "127.0.0.1"; port = $REDIS_PORT; saga_ttl = 600; };
+callbacks = { allow = [ "127.0.0.1:$cb_port" ]; };
 services = {
   order   = { address = "127.0.0.1:$order_port"; };
   payment = { address = "127.0.0.1:$payment_port"; };
@@ -135,7 +137,6 @@ $rcli --raw eval "for _, k in ipairs(redis.call('KEYS', 'saga:{bench-*}')) do re
 cbflag=()
 if [ -n "${CALLBACK:-}" ]; then
 	cc -O2 -o "$LIB_TMP/cbsink" "$top_srcdir/bench/cbsink.c" -levent
-	cb_port=$(free_port)
 	"$LIB_TMP/cbsink" "$cb_port" >"$LIB_TMP/done.txt" 2>"$LIB_TMP/done.err" &
 	sampler=$!
 	track $sampler
