@@ -77,6 +77,31 @@ def nats_pub(port, subject):
     s.close()
 
 
+def nats_held(port):
+    """A message handed to a reader that never acks it: ack-pending on a
+    consumer of its own, its ack wait (1 s) run out. Work, which a pull
+    gets again."""
+    import invariants as I
+    nc = I.Nats("nats://127.0.0.1:%d" % port)
+    r = nc.request("$JS.API.CONSUMER.DURABLE.CREATE.SAGA.selftest_held",
+                   json.dumps({"stream_name": "SAGA", "config": {
+                       "durable_name": "selftest_held",
+                       "ack_policy": "explicit", "ack_wait": 1000000000,
+                       "filter_subject": "saga.work.async.SelfTest.Held.*"}}))
+    if "error" in r:
+        fail("consumer selftest_held: %s" % r["error"])
+    if "error" in nc.request("saga.work.async.SelfTest.Held.do", b"held"):
+        fail("publishing the held message")
+    body = b'{"batch":1,"expires":2000000000}'
+    nc.s.sendall(b"PUB $JS.API.CONSUMER.MSG.NEXT.SAGA.selftest_held "
+                 b"%s.held %d\r\n%s\r\n" % (nc.inbox.encode(), len(body),
+                                               body))
+    while not nc._next_msg()[1].startswith("$JS.ACK."):
+        pass
+    nc.close()
+    time.sleep(1.5)
+
+
 def main():
     rp, op, pp, np, tmp = sys.argv[1:6]
     rp, op, pp, np = int(rp), int(op), int(pp), int(np)
@@ -113,6 +138,7 @@ def main():
     create(op, "Order", P + "refused")
     sent("refused", code="UNAVAILABLE")
     nats_pub(np, "saga.work.async.SelfTest.Nope.do")
+    nats_held(np)
 
     ids = os.path.join(tmp, "selftest.jsonl")
     out = os.path.join(tmp, "selftest.json")
@@ -141,6 +167,9 @@ def main():
             fail("%s: checker named %s, planted %s" % (kind, seen, ex))
     if not got["violations"].get("stream_pending"):
         fail("the message left in the stream was not seen")
+    if "consumer SAGA/selftest_held" not in got["ids"].get("stream_pending",
+                                                           []):
+        fail("the message handed out and never acked was not seen")
     extra = set(got["violations"]) - set(want) - {"stream_pending"}
     if extra:
         fail("violations nobody planted: %s" % sorted(extra))

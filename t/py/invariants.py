@@ -224,6 +224,29 @@ class Nats:
             if line.startswith(b"-ERR"):
                 raise ConnectionError(line.decode().strip())
 
+    def _next_msg(self):
+        """The next MSG or HMSG as (subject, reply, headers, payload),
+        answering PINGs on the way."""
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise ConnectionError("NATS closed the connection")
+            if line.startswith(b"PING"):
+                self.s.sendall(b"PONG\r\n")
+                continue
+            if line.startswith(b"-ERR"):
+                raise ConnectionError(line.decode().strip())
+            if not (line.startswith(b"MSG") or line.startswith(b"HMSG")):
+                continue
+            parts = line.split()
+            data = self.f.read(int(parts[-1]) + 2)[:-2]
+            hdr, nparts = b"", 5
+            if line.startswith(b"HMSG"):
+                hlen = int(parts[-2])
+                hdr, data, nparts = data[:hlen], data[hlen:], 6
+            reply = parts[3].decode() if len(parts) >= nparts else ""
+            return parts[1].decode(), reply, hdr, data
+
     def request(self, subject, payload=b""):
         if isinstance(payload, str):
             payload = payload.encode()
@@ -233,26 +256,11 @@ class Nats:
             subject.encode(), reply.encode(), len(payload), payload))
         deadline = time.time() + self.timeout
         while time.time() < deadline:
-            line = self.f.readline()
-            if not line:
-                raise ConnectionError("NATS closed the connection")
-            if line.startswith(b"PING"):
-                self.s.sendall(b"PONG\r\n")
-                continue
-            if line.startswith(b"-ERR"):
-                raise ConnectionError(line.decode().strip())
-            if line.startswith(b"MSG") or line.startswith(b"HMSG"):
-                parts = line.split()
-                size = int(parts[-1])
-                data = self.f.read(size + 2)[:-2]
-                if line.startswith(b"HMSG"):
-                    hlen = int(parts[-2])
-                    hdr, data = data[:hlen], data[hlen:]
-                    if b" 503" in hdr.split(b"\r\n")[0]:
-                        raise ConnectionError(
-                            "no responders for %s (JetStream off?)" % subject)
-                if parts[1].decode() != reply:
-                    continue
+            subj, _, hdr, data = self._next_msg()
+            if b" 503" in hdr.split(b"\r\n")[0]:
+                raise ConnectionError(
+                    "no responders for %s (JetStream off?)" % subject)
+            if subj == reply:
                 return json.loads(data.decode() or "{}")
         raise TimeoutError("no answer to %s" % subject)
 
@@ -268,32 +276,23 @@ class Nats:
         self.s.sendall(b"PUB $JS.API.CONSUMER.MSG.NEXT.%s.%s %s %d\r\n%s\r\n"
                        % (stream.encode(), consumer.encode(), inbox.encode(),
                           len(body), body.encode()))
+        # A message delivered keeps its own subject; its ack subject names
+        # the consumer. A status (404 no messages, 408 expired) comes on
+        # the inbox.
+        ack = "$JS.ACK.%s.%s." % (stream, consumer)
         got = []
         deadline = time.time() + wait + self.timeout
-        while time.time() < deadline and len(got) < batch:
-            line = self.f.readline()
-            if not line:
-                raise ConnectionError("NATS closed the connection")
-            if line.startswith(b"PING"):
-                self.s.sendall(b"PONG\r\n")
-                continue
-            if line.startswith(b"-ERR"):
-                raise ConnectionError(line.decode().strip())
-            if not (line.startswith(b"MSG") or line.startswith(b"HMSG")):
-                continue
-            parts = line.split()
-            size = int(parts[-1])
-            data = self.f.read(size + 2)[:-2]
-            if parts[1].decode() != inbox:
-                continue
-            reply = parts[3].decode() if len(parts) >= (6 if line.startswith(
-                b"HMSG") else 5) else ""
-            if not reply.startswith("$JS.ACK."):
-                break           # a status (404 no messages, 408 expired)
-            if line.startswith(b"HMSG"):
-                data = data[int(parts[-2]):]
-            got.append(data)
-            self.s.sendall(b"PUB %s 4\r\n-NAK\r\n" % reply.encode())
+        try:
+            while time.time() < deadline and len(got) < batch:
+                subj, reply, _, data = self._next_msg()
+                if reply.startswith(ack):
+                    got.append(data)
+                    self.s.sendall(b"PUB %s 4\r\n-NAK\r\n" %
+                                   reply.encode())
+                elif subj == inbox:
+                    break
+        except socket.timeout:
+            pass
         return got
 
     def close(self):
