@@ -19,7 +19,8 @@
  * published where the saga lives, and a worker outside it may drive one (a
  * saga on an older flow definition, on the legacy topic; the sweeper's
  * launch lease; a publish the bus confirmed late). So every master looks,
- * every GONE_CHECK_MS, at a few gone pods' topics for work waiting there,
+ * every GONE_CHECK_MS, at GONE_PER_CHECK gone pods' topics (in turn: with
+ * 40 gone pods each is seen every 100 s by each master) for work there,
  * and takes such a pod back (one taker, by the script): adopted again. A
  * pod is remembered as gone for GONE_KEEP_MS.
  *
@@ -42,7 +43,8 @@
 #define ADOPT_CHECK_MS		2000	/* backlog checks of adopted pods */
 #define ADOPT_EMPTY_CHECKS	3	/* empty checks in a row to let go */
 #define GONE_CHECK_MS		5000	/* looks at gone pods' topics */
-#define GONE_PER_CHECK		8	/* gone pods looked at per check */
+#define GONE_PER_CHECK		2	/* gone pods looked at per check (its
+					   requests block the loop: a few) */
 #define GONE_KEEP_MS		(7LL * 24 * 3600 * 1000)	/* a week */
 
 static void	adopted_clear(struct orch_adopted *);
