@@ -7,7 +7,7 @@
 #
 #   [QUEUE=nats|rabbitmq] [RATE=5000] [DUR=20s] [WORKERS=1]
 #   [CONCURRENCY=2000] [CONNS=8] [THROTTLING=0] [PROFILE=1] [REWRITE=1]
-#   [CALLBACK=1] [CALLGRIND=1 [CALLGRIND_OUT=DIR]] [STRACE=1]
+#   [CALLBACK=1] [CALLGRIND=1 [CALLGRIND_OUT=DIR]] [STRACE=1] [PERF=1]
 #   bench/async.sh [BUILD_DIR]
 #
 # 1. throttling, closed loop: the held call returns at the saga's end, so its
@@ -25,6 +25,10 @@
 # server's stream limit) and a Run waits for Redis and JetStream's ack.
 # PROFILE=1 adds CPU seconds per process (and their kernel part) and per
 # saga, NATS message counts and Redis command times for section 2.
+# PERF=1 samples every CPU (perf record -a, cpu-clock at 999 Hz) during
+# section 2, at full speed unlike the two below, and prints the share of the
+# samples of each process and, per process, its top symbols (kernel ones
+# included): where the CPU of a saturated run goes.
 # STRACE=1 adds the system calls per saga of the master and each worker
 # (strace -c -f attached for section 2; it slows them, and inflates their
 # kernel time).
@@ -196,6 +200,11 @@ if [ -n "${STRACE:-}" ]; then
 	done
 	sleep 1
 fi
+if [ -n "${PERF:-}" ]; then
+	perf record -a -F 999 -e cpu-clock -o "$LIB_TMP/perf.data" \
+	    -- sleep "${DUR%s}" >/dev/null 2>&1 &
+	perfpid=$!
+fi
 echo "## 2. async, open loop at $RATE/s for $DUR"
 t0=$(awk 'END { print $1 }' "$LIB_TMP/done.txt")
 if [ -n "${REWRITE:-}" ]; then
@@ -279,6 +288,14 @@ if [ -n "${CALLGRIND:-}" ]; then
 			    !/PROGRAM TOTALS|event_base_dispatch|_run |:main |below main|libc_start|start_thread|clone|0x000000000001ab70/ {
 				if (++n <= 15) print "      " $0 }' || true
 	done
+fi
+if [ -n "${PERF:-}" ]; then
+	wait "$perfpid" 2>/dev/null || true
+	echo "## Where the CPU went in section 2 (perf, share of all samples)"
+	perf report -i "$LIB_TMP/perf.data" --sort comm --stdio 2>/dev/null |
+		awk '/^ +[0-9.]+%/ { print "  " $0 }' | head -12
+	perf report -i "$LIB_TMP/perf.data" --sort comm,dso,sym --stdio \
+	    2>/dev/null | awk '/^ +[0-9.]+%/ { print "  " $0 }' | head -60
 fi
 if [ -n "${STRACE:-}" ]; then
 	kill -INT "${straces[@]}" 2>/dev/null || true
