@@ -90,6 +90,12 @@ json_buf_string(struct json_buf *b, const char *s, size_t len)
 }
 
 void
+json_buf_str(struct json_buf *b, const char *s)
+{
+	json_buf_string(b, s, s != NULL ? strlen(s) : 0);
+}
+
+void
 json_write_stringn(FILE *fp, const char *s, size_t len)
 {
 	struct json_buf b = { NULL, 0, 0 };

@@ -38,6 +38,8 @@ void	json_buf_puts(struct json_buf *, const char *s);
 void	json_buf_int(struct json_buf *, long long);
 /* s as json_write_stringn writes it (NULL: ""). */
 void	json_buf_string(struct json_buf *, const char *s, size_t len);
+/* The same for a NUL-ended s, as json_write_string writes it. */
+void	json_buf_str(struct json_buf *, const char *s);
 
 /* --- the reader -------------------------------------------------------------- */
 

@@ -145,16 +145,22 @@ emit(int pri, const char *line, size_t n)
 	(void)!write(dest == LOG_TO_FILE ? file_fd : STDERR_FILENO, line, n);
 }
 
-/* The line as one JSON object, written through json.c's string writer. */
+#define LOG_JSON_MAX	4096	/* a longer line is logged as too long */
+
+/*
+ * The line as one JSON object, written through json.c's string writer into
+ * a growing buffer (no stdio stream per line: a saga's end is logged once
+ * per saga).
+ */
 static void
 log_json(int pri, const char *msg, const char *errstr,
     const struct fields *f)
 {
-	char		 line[4096], ts[40], proc[200];
+	struct json_buf	 b = { NULL, 0, 0 };
+	char		 ts[40], proc[200], line[256];
 	struct timeval	 tv;
 	struct tm	 tm;
-	FILE		*fp;
-	long		 n;
+	int		 n;
 
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
@@ -162,49 +168,50 @@ log_json(int pri, const char *msg, const char *errstr,
 	snprintf(ts + strlen(ts), sizeof(ts) - strlen(ts), ".%03ldZ",
 	    (long)tv.tv_usec / 1000);
 	process_name(proc, sizeof(proc));
-	if ((fp = fmemopen(line, sizeof(line) - 2, "w")) == NULL)
-		return;
-	fprintf(fp, "{\"time\":\"%s\",\"level\":\"%s\",\"pod\":", ts,
-	    level_name(pri));
-	json_write_string(fp, pod);
-	fputs(",\"process\":", fp);
-	json_write_string(fp, proc);
-	fprintf(fp, ",\"pid\":%ld,\"msg\":", (long)getpid());
+	json_buf_puts(&b, "{\"time\":\"");
+	json_buf_puts(&b, ts);
+	json_buf_puts(&b, "\",\"level\":\"");
+	json_buf_puts(&b, level_name(pri));
+	json_buf_puts(&b, "\",\"pod\":");
+	json_buf_str(&b, pod);
+	json_buf_puts(&b, ",\"process\":");
+	json_buf_str(&b, proc);
+	json_buf_puts(&b, ",\"pid\":");
+	json_buf_int(&b, (long long)getpid());
+	json_buf_puts(&b, ",\"msg\":");
 	if (errstr != NULL) {
 		char both[2600];
 
 		snprintf(both, sizeof(both), "%s: %s", msg, errstr);
-		json_write_string(fp, both);
+		json_buf_str(&b, both);
 	} else
-		json_write_string(fp, msg);
+		json_buf_str(&b, msg);
 	if (f != NULL && f->id != NULL) {
-		fputs(",\"id\":", fp);
-		json_write_string(fp, f->id);
+		json_buf_puts(&b, ",\"id\":");
+		json_buf_str(&b, f->id);
 	}
 	if (f != NULL && f->end != NULL) {
-		fputs(",\"flow\":", fp);
-		json_write_string(fp, f->end->flow);
-		fputs(",\"mode\":", fp);
-		json_write_string(fp, f->end->mode);
-		fputs(",\"state\":", fp);
-		json_write_string(fp, f->end->state);
-		fprintf(fp, ",\"duration_ms\":%lld,\"error\":",
-		    (long long)f->end->duration_ms);
-		json_write_string(fp, f->end->error);
+		json_buf_puts(&b, ",\"flow\":");
+		json_buf_str(&b, f->end->flow);
+		json_buf_puts(&b, ",\"mode\":");
+		json_buf_str(&b, f->end->mode);
+		json_buf_puts(&b, ",\"state\":");
+		json_buf_str(&b, f->end->state);
+		json_buf_puts(&b, ",\"duration_ms\":");
+		json_buf_int(&b, (long long)f->end->duration_ms);
+		json_buf_puts(&b, ",\"error\":");
+		json_buf_str(&b, f->end->error);
 	}
-	fputc('}', fp);
-	n = ftell(fp);
-	fclose(fp);
-	if (n <= 0)
-		return;
-	if ((size_t)n >= sizeof(line) - 3 || line[n - 1] != '}') {
+	json_buf_put(&b, "}\n", 2);
+	if (b.len - 1 >= LOG_JSON_MAX - 3) {
 		/* Cut short: say so in a line that still parses. */
 		n = snprintf(line, sizeof(line), "{\"time\":\"%s\",\"level\":"
-		    "\"%s\",\"msg\":\"(a line too long to log)\"}", ts,
+		    "\"%s\",\"msg\":\"(a line too long to log)\"}\n", ts,
 		    level_name(pri));
-	}
-	line[n++] = '\n';
-	emit(pri, line, (size_t)n);
+		emit(pri, line, (size_t)n);
+	} else
+		emit(pri, b.p, b.len);
+	free(b.p);
 }
 
 static void
@@ -390,21 +397,16 @@ void
 log_saga_end(const struct util_saga_end *e)
 {
 	struct fields	 f = { e->id, e };
-	char		 err[1200];
-	FILE		*fp;
+	struct json_buf	 err = { NULL, 0, 0 };
 
 	if (json) {
 		logf_fields(LOG_INFO, &f, "saga ended");
 		return;
 	}
-	/* Text: key=value, the error quoted as JSON quotes it. */
-	err[0] = '\0';
-	if ((fp = fmemopen(err, sizeof(err) - 1, "w")) != NULL) {
-		json_write_string(fp, e->error != NULL ? e->error : "");
-		fputc('\0', fp);
-		fclose(fp);
-	}
+	/* Text: key=value, the error quoted as JSON quotes it (1,200 bytes). */
+	json_buf_str(&err, e->error);
 	logf_fields(LOG_INFO, &f, "saga %s ended: flow=%s mode=%s state=%s "
-	    "duration_ms=%lld error=%s", e->id, e->flow, e->mode, e->state,
-	    (long long)e->duration_ms, err);
+	    "duration_ms=%lld error=%.1199s", e->id, e->flow, e->mode, e->state,
+	    (long long)e->duration_ms, err.p);
+	free(err.p);
 }

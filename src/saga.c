@@ -769,12 +769,6 @@ static const char *mode_names[] = {
 	"MODE_UNSPECIFIED", "MODE_SYNC", "MODE_ASYNC", "MODE_THROTTLING",
 };
 
-static void
-json_str(struct json_buf *b, const char *s)
-{
-	json_buf_string(b, s, s != NULL ? strlen(s) : 0);
-}
-
 /* Written into a growing buffer: it is a callback's body, once per saga. */
 char *
 saga_to_json(const struct saga *s, size_t *len)
@@ -783,12 +777,12 @@ saga_to_json(const struct saga *s, size_t *len)
 	char		*b64;
 
 	json_buf_puts(&b, "{\"id\":");
-	json_str(&b, s->id);
+	json_buf_str(&b, s->id);
 	json_buf_puts(&b, ",\"flow\":");
-	json_str(&b, s->flow);
+	json_buf_str(&b, s->flow);
 	if (s->version != NULL && *s->version != '\0') {
 		json_buf_puts(&b, ",\"flowVersion\":");
-		json_str(&b, s->version);
+		json_buf_str(&b, s->version);
 	}
 	json_buf_puts(&b, ",\"mode\":\"");
 	json_buf_puts(&b, (unsigned)s->mode <= SAGA_MODE_THROTTLING ?
@@ -799,7 +793,7 @@ saga_to_json(const struct saga *s, size_t *len)
 	for (size_t i = 0; i < s->nctx; i++) {
 		if (i > 0)
 			json_buf_put(&b, ",", 1);
-		json_str(&b, s->ctx[i].key);
+		json_buf_str(&b, s->ctx[i].key);
 		b64 = grpc_b64_encode(s->ctx[i].value, s->ctx[i].len, NULL);
 		json_buf_put(&b, ":\"", 2);
 		json_buf_puts(&b, b64);
@@ -811,7 +805,7 @@ saga_to_json(const struct saga *s, size_t *len)
 		const struct saga_step *st = &s->steps[i];
 
 		json_buf_puts(&b, i > 0 ? ",{\"name\":" : "{\"name\":");
-		json_str(&b, st->name);
+		json_buf_str(&b, st->name);
 		json_buf_puts(&b, ",\"state\":\"STATE_");
 		json_buf_puts(&b, saga_state_name(st->state));
 		json_buf_puts(&b, "\",\"attempts\":");
@@ -823,7 +817,7 @@ saga_to_json(const struct saga *s, size_t *len)
 			json_buf_put(&b, ",", 1);
 		}
 		json_buf_puts(&b, "\"error\":");
-		json_str(&b, st->error);
+		json_buf_str(&b, st->error);
 		json_buf_puts(&b, ",\"startedUnixMs\":\"");
 		json_buf_int(&b, st->started_ms);
 		json_buf_puts(&b, "\",\"finishedUnixMs\":\"");
@@ -831,7 +825,7 @@ saga_to_json(const struct saga *s, size_t *len)
 		json_buf_puts(&b, "\"}");
 	}
 	json_buf_puts(&b, "],\"error\":");
-	json_str(&b, s->error);
+	json_buf_str(&b, s->error);
 	json_buf_puts(&b, ",\"createdUnixMs\":\"");
 	json_buf_int(&b, s->created_ms);
 	json_buf_puts(&b, "\",\"updatedUnixMs\":\"");
