@@ -22,7 +22,8 @@ PACKAGES="build-essential autoconf automake libtool pkg-config
 libevent-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libnats-dev
 nats-server libhiredis-dev redis-server libconfig-dev check nghttp2-client
 nghttp2-server python3-grpcio protobuf-compiler libjansson-dev clang
-valgrind python3-h2 librabbitmq-dev rabbitmq-server chromium libssl-dev openssl curl"
+valgrind python3-h2 python3-pika librabbitmq-dev rabbitmq-server chromium libssl-dev
+openssl curl"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 

@@ -10,8 +10,8 @@
 # Then work lands on pa's subjects after its adoption ended (what the
 # legacy topic's worker, the launch sweeper or a late confirmed publish can
 # do: a saga's next step goes where the saga lives): pb finds it waiting on
-# the gone pod's consumer, adopts pa again, runs it and lets go again.
-# (NATS only: the test publishes the late work itself.)
+# the gone pod's consumer, adopts pa again, runs it and lets go again. The
+# test publishes the late work itself (RabbitMQ: with python3-pika).
 
 . "$top_srcdir/t/lib.sh"
 lib_init
@@ -94,16 +94,14 @@ grep -q 'pod pa: its throttling work is done here' "$LIB_TMP/pb.log" ||
 	fail "the adoption of pa never ended"
 pass "a dead pod's queued throttling work is adopted and run to its end"
 
-[ "$QUEUE" = nats ] || exit 0
-
 # A late work message for one of pa's ended sagas, on pa's subject: a
-# JetStream publish of a sagad.v1.Work without a record (the worker reads
-# Redis, finds the saga ended, and acks it).
-export NATS_URL
+# sagad.v1.Work without a record (the worker reads Redis, finds the saga
+# ended, and acks it), published as sagad does: a JetStream publish, or a
+# persistent message to the work exchange with the subject as its key.
+export NATS_URL RABBITMQ_URL QUEUE
 "$PYTHON_GRPC" - "$top_srcdir/t/py" "$top_srcdir/proto" <<'PY' ||
 import os, subprocess, sys, tempfile
 sys.path.insert(0, sys.argv[1])
-import invariants as I
 gen = tempfile.mkdtemp(prefix="adopt-gen.")
 subprocess.run([os.environ.get("PROTOC") or "protoc", "-I" + sys.argv[2],
                 "--python_out=" + gen, "sagad/v1/work.proto",
@@ -111,12 +109,22 @@ subprocess.run([os.environ.get("PROTOC") or "protoc", "-I" + sys.argv[2],
 sys.path.insert(0, gen)
 from sagad.v1 import work_pb2
 w = work_pb2.Work(saga_id="ad-3", flow="Throttled", step=0, pod="pa", mode=3)
-nc = I.Nats(os.environ["NATS_URL"])
-ack = nc.request("saga.work.pod.pa.Throttled.SlowOrder.do",
-                 w.SerializeToString())
-if "error" in ack or ack.get("seq", 0) == 0:
-    sys.exit("publish: %r" % ack)
-print("late work published: stream seq %d" % ack["seq"])
+subject = "saga.work.pod.pa.Throttled.SlowOrder.do"
+if os.environ["QUEUE"] == "nats":
+    import invariants as I
+    ack = I.Nats(os.environ["NATS_URL"]).request(subject,
+                                                  w.SerializeToString())
+    if "error" in ack or ack.get("seq", 0) == 0:
+        sys.exit("publish: %r" % ack)
+else:
+    import pika
+    conn = pika.BlockingConnection(pika.URLParameters(os.environ["RABBITMQ_URL"]))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("saga.work", subject, w.SerializeToString(),
+                     pika.BasicProperties(delivery_mode=2), mandatory=True)
+    conn.close()
+print("late work published on " + subject)
 PY
 	fail "publishing late work on pa's subject"
 for _ in $(seq 300); do
@@ -136,10 +144,19 @@ done
 "$PYTHON_GRPC" - "$top_srcdir/t/py" <<'PY' || fail "pa's consumer after the second adoption"
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
-import invariants as I
-nc = I.Nats(os.environ["NATS_URL"])
-c = nc.request("$JS.API.CONSUMER.INFO.SAGA.pod_pa_Throttled_SlowOrder", "")
-if c.get("num_pending") or c.get("num_ack_pending"):
-    sys.exit("pa's consumer still holds work: %s" % json.dumps(c))
+if os.environ["QUEUE"] == "nats":
+    import invariants as I
+    nc = I.Nats(os.environ["NATS_URL"])
+    c = nc.request("$JS.API.CONSUMER.INFO.SAGA.pod_pa_Throttled_SlowOrder", "")
+    if c.get("num_pending") or c.get("num_ack_pending"):
+        sys.exit("pa's consumer still holds work: %s" % json.dumps(c))
+else:
+    import pika
+    conn = pika.BlockingConnection(pika.URLParameters(os.environ["RABBITMQ_URL"]))
+    q = conn.channel().queue_declare("saga.work.pod.pa.Throttled.SlowOrder.*",
+                                     passive=True)
+    if q.method.message_count:
+        sys.exit("pa's queue still holds %d messages" % q.method.message_count)
+    conn.close()
 PY
 pass "work queued on a gone pod's subjects after its adoption ended is adopted again"
