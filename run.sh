@@ -80,8 +80,9 @@ test_all() {
 	if ! make -j"$(nproc)" check; then
 		for f in t/*.log; do
 			[ -f "$f" ] || continue
-			grep -q '^FAIL\|^ERROR' "${f%.log}.trs" 2>/dev/null || continue
-			echo "--- $f"; tail -n 60 "$f"
+			grep -q '^:test-result: \(FAIL\|ERROR\)' "${f%.log}.trs" 2>/dev/null ||
+				continue
+			echo "--- $f (last 150 lines)"; tail -n 150 "$f"
 		done
 		exit 1
 	fi
@@ -122,8 +123,9 @@ test_asan() {
 	if [ "$rc" -ne 0 ]; then
 		for f in t/*.log; do
 			[ -f "$f" ] || continue
-			grep -q '^FAIL\|^ERROR' "${f%.log}.trs" 2>/dev/null || continue
-			echo "--- $f"; tail -n 60 "$f"
+			grep -q '^:test-result: \(FAIL\|ERROR\)' "${f%.log}.trs" 2>/dev/null ||
+				continue
+			echo "--- $f (last 150 lines)"; tail -n 150 "$f"
 		done
 		exit 1
 	fi

@@ -257,11 +257,13 @@ struct orch {
 	size_t			 nlingers;
 	char			**releasing;	/* adoptions over, to let go */
 	size_t			 nreleasing;
+	size_t			 releasing_sent; /* the first ones, in the beat */
 	char			**gone;		/* pods whose adoption ended */
 	size_t			 ngone;
 	size_t			 gone_next;	/* the next one to look at */
 	char			**reclaim;	/* gone pods with work again */
 	size_t			 nreclaim;
+	size_t			 reclaim_sent;	/* the first ones, in the beat */
 	int64_t			 last_gone_check_ms;
 	unsigned		 adopt_gen;	/* bumped when adopted changes */
 	int			 pods_busy;

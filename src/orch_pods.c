@@ -79,6 +79,16 @@ list_free(char ***list, size_t *n)
 	*n = 0;
 }
 
+/* Drops the first k of the list: those a beat carried. */
+static void
+list_drop(char **list, size_t *n, size_t k)
+{
+	for (size_t i = 0; i < k; i++)
+		free(list[i]);
+	memmove(list, list + k, (*n - k) * sizeof(*list));
+	*n -= k;
+}
+
 static int
 adopted_find(const struct orch *o, const char *pod)
 {
@@ -144,10 +154,14 @@ pods_answered(enum store_result res, char *const *ids, size_t n,
 		    err : store_result_name(res));
 		return;
 	}
-	/* Let go: the script moved them to the gone. */
-	for (size_t i = 0; i < o->nreleasing; i++)
-		free(o->releasing[i]);
-	o->nreleasing = 0;
+	/*
+	 * Let go: the script moved them to the gone. Only those the beat
+	 * carried: an adoption that ended while it was on its way is let go
+	 * at the next one (forgotten here, its lease would lapse and it would
+	 * be taken again as a dead pod).
+	 */
+	list_drop(o->releasing, &o->nreleasing, o->releasing_sent);
+	o->releasing_sent = 0;
 	/* The pods taken, an empty id, then the pods gone. */
 	list_free(&o->gone, &o->ngone);
 	for (size_t i = 0, taken = 1; i < n; i++) {
@@ -161,7 +175,9 @@ pods_answered(enum store_result res, char *const *ids, size_t n,
 			o->gone[o->ngone++] = util_xstrdup(ids[i]);
 		}
 	}
-	list_free(&o->reclaim, &o->nreclaim);
+	/* Asked for; one found since waits for the next beat. */
+	list_drop(o->reclaim, &o->nreclaim, o->reclaim_sent);
+	o->reclaim_sent = 0;
 }
 
 static void
@@ -185,10 +201,11 @@ pods_beat(struct orch *o)
 	b.renew = renew;
 	b.nrenew = n;
 	b.release = (const char *const *)o->releasing;
-	b.nrelease = o->nreleasing;
+	b.nrelease = o->releasing_sent = o->nreleasing;
+	o->reclaim_sent = 0;
 	if (adopting) {
 		b.reclaim = (const char *const *)o->reclaim;
-		b.nreclaim = o->nreclaim;
+		b.nreclaim = o->reclaim_sent = o->nreclaim;
 	}
 	o->pods_busy = 1;
 	store_pods(o->store, &b, pods_answered, o);

@@ -141,6 +141,11 @@ for _ in $(seq 200); do
 done
 [ "$(grep -c 'pod pa: its throttling work is done here' "$LIB_TMP/pb.log")" -ge 2 ] ||
 	fail "the second adoption of pa never ended"
+# Taken back for its late work, never as a dead pod again: a release that
+# was lost (an adoption ending while a beat was on its way to Redis) leaves
+# pa unrenewed, and its lapsed lease gets it adopted anew.
+[ "$(grep -c 'pod pa stopped renewing its lease' "$LIB_TMP/pb.log")" -eq 1 ] ||
+	fail "pa was adopted as a dead pod again after its adoption ended"
 "$PYTHON_GRPC" - "$top_srcdir/t/py" <<'PY' || fail "pa's consumer after the second adoption"
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
