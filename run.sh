@@ -78,7 +78,7 @@ test_all() {
 	build
 	say "make check"
 	if ! make -j"$(nproc)" check; then
-		for f in t/*.log; do
+		for f in t/*.log t/*/*.log; do
 			[ -f "$f" ] || continue
 			grep -q '^:test-result: \(FAIL\|ERROR\)' "${f%.log}.trs" 2>/dev/null ||
 				continue
@@ -121,7 +121,7 @@ test_asan() {
 		rc=1
 	fi
 	if [ "$rc" -ne 0 ]; then
-		for f in t/*.log; do
+		for f in t/*.log t/*/*.log; do
 			[ -f "$f" ] || continue
 			grep -q '^:test-result: \(FAIL\|ERROR\)' "${f%.log}.trs" 2>/dev/null ||
 				continue

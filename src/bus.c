@@ -12,6 +12,7 @@
 #include <sys/queue.h>
 
 #include <errno.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +149,7 @@ bus_open(struct event_base *base, const struct bus_opts *o, char *err,
 	LIST_INIT(&bus->listeners);
 	bus->state = BUS_DISCONNECTED;
 	bus->state_cb = o->state_cb;
+	bus->warn_cb = o->warn_cb;
 	bus->state_arg = o->state_arg;
 	bus->stream = util_xstrdup(o->stream);
 	bus->queue_type = util_xstrdup(o->queue_type != NULL ? o->queue_type :
@@ -271,6 +273,20 @@ bus_post_state_why(struct bus *bus, enum bus_state state, const char *why)
 	bus_post(bus, &si->item);
 }
 
+void
+bus_post_warn(struct bus *bus, const char *fmt, ...)
+{
+	struct bus_warn_item	*wi;
+	va_list			 ap;
+
+	wi = util_xcalloc(1, sizeof(*wi));
+	wi->item.kind = BUS_IT_WARN;
+	va_start(ap, fmt);
+	vsnprintf(wi->msg, sizeof(wi->msg), fmt, ap);
+	va_end(ap);
+	bus_post(bus, &wi->item);
+}
+
 const char *
 bus_state_why(const struct bus *bus)
 {
@@ -391,6 +407,12 @@ bus_dispatch(struct bus *bus, struct bus_item *it)
 		c->started = 0;
 		c->exited = 1;
 		bus_consumer_check_drained(c);
+		break;
+	case BUS_IT_WARN:
+		if (bus->warn_cb != NULL)
+			bus->warn_cb(bus, ((struct bus_warn_item *)it)->msg,
+			    bus->state_arg);
+		free(it);
 		break;
 	case BUS_IT_DRAINED:
 		c = (struct bus_consumer *)((char *)it -
@@ -838,7 +860,7 @@ bus_close(struct bus *bus)
 			p->res.error = p->errbuf[0] != '\0' ? p->errbuf : NULL;
 			p->cb(bus, &p->res, p->arg);
 		}
-		free(it);	/* state items and answered publishes */
+		free(it);	/* state items, warnings, answered publishes */
 	}
 	while ((p = TAILQ_FIRST(&bus->pubs)) != NULL) {
 		TAILQ_REMOVE(&bus->pubs, p, pending);

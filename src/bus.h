@@ -38,6 +38,8 @@ enum bus_state {
 };
 
 typedef void	(*bus_state_cb)(struct bus *, enum bus_state, void *arg);
+/* Something the broker did that the process should log (on the loop). */
+typedef void	(*bus_warn_cb)(struct bus *, const char *msg, void *arg);
 
 struct bus_opts {
 	const char	*url;		/* "nats://host:port", a comma list allowed,
@@ -58,6 +60,7 @@ struct bus_opts {
 	const char	*tls_cert;	/* with tls_key: a client certificate */
 	const char	*tls_key;
 	bus_state_cb	 state_cb;	/* may be NULL */
+	bus_warn_cb	 warn_cb;	/* may be NULL; given state_arg too */
 	void		*state_arg;
 	/* NATS credentials (issue 15); never logged. RabbitMQ's are in url. */
 	const char	*creds;		/* a .creds file: JWT and nkey seed */

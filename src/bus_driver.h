@@ -23,7 +23,8 @@ enum bus_item_kind {
 	BUS_IT_PUB,		/* a publish got its answer */
 	BUS_IT_NOTE,		/* a core notification for a listener */
 	BUS_IT_EXITED,		/* a consumer's fetch thread has ended */
-	BUS_IT_DRAINED		/* a stopped consumer has nothing in flight */
+	BUS_IT_DRAINED,		/* a stopped consumer has nothing in flight */
+	BUS_IT_WARN		/* a driver's warning, for the process's log */
 };
 
 /* Something a driver thread hands to the loop; embedded first in each. */
@@ -38,6 +39,11 @@ struct bus_state_item {
 	struct bus_item		 item;
 	enum bus_state		 state;
 	char			 why[256];	/* the broker's reason, or "" */
+};
+
+struct bus_warn_item {
+	struct bus_item		 item;
+	char			 msg[384];
 };
 
 struct bus_msg {
@@ -122,6 +128,7 @@ struct bus {
 	enum bus_state		 state;		/* as the loop saw it */
 	int			 closing;
 	bus_state_cb		 state_cb;
+	bus_warn_cb		 warn_cb;
 	void			*state_arg;
 	LIST_HEAD(, bus_consumer) consumers;
 	LIST_HEAD(, bus_listener) listeners;
@@ -195,5 +202,8 @@ void	bus_post_state_why(struct bus *, enum bus_state, const char *why);
 struct bus_pub *bus_pub_take(struct bus *, void *drv);
 void	bus_post_note(struct bus_listener *, const char *, const void *,
 	    size_t);
+/* Any thread: a warning, logged by the process through its warn_cb. */
+void	bus_post_warn(struct bus *, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -33,6 +33,12 @@
 #define NATS_MS_NS(ms)	((int64_t)(ms) * 1000000)
 #define NATS_MAX_URLS	16
 #define NATS_CLOSE_WAIT_MS 5000	/* for cnats to confirm a close */
+/*
+ * A pull on a consumer that no longer exists (deleted by hand, or the
+ * server restarted without its store) just times out: a consumer that
+ * fetched nothing for this long asks whether it still exists.
+ */
+#define NATS_CONSUMER_CHECK_MS 5000
 
 struct nats_bus {
 	natsConnection	*nc;
@@ -42,6 +48,18 @@ struct nats_bus {
 	int		 closing;	/* (mu) bus_close asked for it */
 	int		 closed;	/* (mu) cnats said it is closed */
 	int		 published;	/* an async publish went out */
+};
+
+/*
+ * A consumer's pull subscription. One remade keeps the ones before: messages
+ * they fetched may still be in flight (their acks go nowhere, harmlessly).
+ */
+struct nats_consumer {
+	natsSubscription	 *sub;
+	natsSubscription	**old;
+	int			  nold;
+	int64_t			  checked_ms;	/* the fetch thread's */
+	int			  lost;		/* remaking it failed: said */
 };
 
 struct nats_listener {
@@ -670,15 +688,16 @@ nats_backlog(struct bus *bus, const char *durable, const char *filter,
 
 /* --- consumers ------------------------------------------------------------------ */
 
+/* Creates (or updates) the durable consumer and binds a pull to it. */
 static int
-nats_consumer_open(struct bus_consumer *c, char *err, size_t errlen)
+nats_consumer_make(struct bus_consumer *c, natsSubscription **subp, char *err,
+    size_t errlen)
 {
 	struct bus		*bus = c->bus;
 	struct nats_bus		*nb = bus->drv_data;
 	jsConsumerConfig	 cc;
 	jsConsumerInfo		*ci = NULL;
 	jsSubOptions		 so;
-	natsSubscription	*sub = NULL;
 	jsErrCode		 jerr = 0;
 	natsStatus		 s;
 
@@ -706,22 +725,92 @@ nats_consumer_open(struct bus_consumer *c, char *err, size_t errlen)
 	jsSubOptions_Init(&so);
 	so.Stream = bus->stream;
 	so.Consumer = c->durable;	/* bind: never create or delete it */
-	s = js_PullSubscribe(&sub, nb->js, c->filter, c->durable, NULL, &so,
+	s = js_PullSubscribe(subp, nb->js, c->filter, c->durable, NULL, &so,
 	    &jerr);
 	if (s != NATS_OK) {
 		nats_error(err, errlen, c->durable, s, jerr);
 		return -1;
 	}
-	c->drv = sub;
+	return 0;
+}
+
+static int
+nats_consumer_open(struct bus_consumer *c, char *err, size_t errlen)
+{
+	struct nats_consumer	*nc;
+	natsSubscription	*sub = NULL;
+
+	if (nats_consumer_make(c, &sub, err, errlen) == -1)
+		return -1;
+	nc = util_xcalloc(1, sizeof(*nc));
+	nc->sub = sub;
+	nc->checked_ms = util_mono_ms();
+	c->drv = nc;
 	return 0;
 }
 
 static void
 nats_consumer_free(struct bus_consumer *c)
 {
+	struct nats_consumer *nc = c->drv;
+
+	if (nc == NULL)		/* it never opened */
+		return;
 	/* Destroy, not Unsubscribe: the durable consumer stays. */
-	natsSubscription_Destroy(c->drv);
+	natsSubscription_Destroy(nc->sub);
+	for (int i = 0; i < nc->nold; i++)
+		natsSubscription_Destroy(nc->old[i]);
+	free(nc->old);
+	free(nc);
 	c->drv = NULL;
+}
+
+/*
+ * On the consumer's thread, when it has fetched nothing for a while: a
+ * consumer the stream no longer has is made again (the messages its
+ * filter still finds in the stream are delivered from the start). One the
+ * stream cannot have yet (the stream itself is gone, until the master
+ * declares it again) is tried again at the next check.
+ */
+static void
+nats_consumer_check(struct bus_consumer *c)
+{
+	struct bus		*bus = c->bus;
+	struct nats_bus		*nb = bus->drv_data;
+	struct nats_consumer	*nc = c->drv;
+	jsConsumerInfo		*ci = NULL;
+	natsSubscription	*sub = NULL;
+	jsErrCode		 jerr = 0;
+	natsStatus		 s;
+	char			 err[256];
+
+	s = js_GetConsumerInfo(&ci, nb->js, bus->stream, c->durable, NULL,
+	    &jerr);
+	jsConsumerInfo_Destroy(ci);
+	if (s == NATS_OK) {
+		nc->lost = 0;
+		return;
+	}
+	if (s != NATS_NOT_FOUND && jerr != JSConsumerNotFoundErr &&
+	    jerr != JSStreamNotFoundErr)
+		return;		/* the server cannot say now */
+	if (nats_consumer_make(c, &sub, err, sizeof(err)) == -1) {
+		if (!nc->lost)
+			bus_post_warn(bus, "consumer %s is gone from stream %s "
+			    "and cannot be made again yet: %s (tried every "
+			    "%d s)", c->durable, bus->stream, err,
+			    NATS_CONSUMER_CHECK_MS / 1000);
+		nc->lost = 1;
+		return;
+	}
+	nc->old = util_xrealloc(nc->old, (size_t)(nc->nold + 1) *
+	    sizeof(*nc->old));
+	nc->old[nc->nold++] = nc->sub;
+	nc->sub = sub;
+	nc->lost = 0;
+	bus_post_warn(bus, "consumer %s was gone from stream %s (deleted, or "
+	    "the server lost its store): made again; what its subjects still "
+	    "hold is delivered", c->durable, bus->stream);
 }
 
 /*
@@ -732,7 +821,8 @@ nats_consumer_free(struct bus_consumer *c)
 static int
 nats_fetch(struct bus_consumer *c, struct bus_msg **out, int max, int wait_ms)
 {
-	natsSubscription	*sub = c->drv;
+	struct nats_consumer	*nc = c->drv;
+	natsSubscription	*sub = nc->sub;
 	jsFetchRequest		 req;
 	natsMsgList		 list;
 	jsMsgMetaData		*meta;
@@ -751,8 +841,14 @@ nats_fetch(struct bus_consumer *c, struct bus_msg **out, int max, int wait_ms)
 		req.Expires = NATS_MS_NS(wait_ms);
 		s = natsSubscription_FetchRequest(&list, sub, &req);
 	}
-	if (s != NATS_OK)
+	if (s != NATS_OK) {
+		if (util_mono_ms() - nc->checked_ms >= NATS_CONSUMER_CHECK_MS) {
+			nc->checked_ms = util_mono_ms();
+			nats_consumer_check(c);
+		}
 		return s == NATS_TIMEOUT || s == NATS_NOT_FOUND ? 0 : -1;
+	}
+	nc->checked_ms = util_mono_ms();
 	for (i = 0; i < list.Count && i < max; i++) {
 		m = util_xcalloc(1, sizeof(*m));
 		m->drv = list.Msgs[i];

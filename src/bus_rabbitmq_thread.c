@@ -113,7 +113,7 @@ int
 bus_rmq_connect(struct rmq_bus *rb, char *err, size_t errlen)
 {
 	amqp_socket_t		*sock;
-	amqp_table_entry_t	 pe[1];
+	amqp_table_entry_t	 pe[2], ce[2];
 	amqp_table_t		 props;
 	amqp_rpc_reply_t	 r;
 	struct timeval		 tv;
@@ -137,7 +137,22 @@ bus_rmq_connect(struct rmq_bus *rb, char *err, size_t errlen)
 	pe[0].key = amqp_cstring_bytes("connection_name");
 	pe[0].value.kind = AMQP_FIELD_KIND_UTF8;
 	pe[0].value.value.bytes = amqp_cstring_bytes(rb->name);
-	props.num_entries = 1;
+	/*
+	 * The broker tells a consumer whose queue was deleted only a client
+	 * that says it can hear it: without, the consumer just stops getting
+	 * messages. Told, the thread reconnects and declares it again.
+	 */
+	ce[0].key = amqp_cstring_bytes("consumer_cancel_notify");
+	ce[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+	ce[0].value.value.boolean = 1;
+	ce[1].key = amqp_cstring_bytes("authentication_failure_close");
+	ce[1].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+	ce[1].value.value.boolean = 1;
+	pe[1].key = amqp_cstring_bytes("capabilities");
+	pe[1].value.kind = AMQP_FIELD_KIND_TABLE;
+	pe[1].value.value.table.num_entries = 2;
+	pe[1].value.value.table.entries = ce;
+	props.num_entries = 2;
 	props.entries = pe;
 	r = amqp_login_with_properties(rb->conn, rb->vhost, 0, RMQ_FRAME_MAX,
 	    RMQ_HEARTBEAT_S, &props, AMQP_SASL_METHOD_PLAIN, rb->user,
@@ -668,7 +683,8 @@ bus_rmq_main(void *arg)
 		continue;
 lost:
 		bus_rmq_drop(rb, why[0] != '\0' ? why : NULL);
-		bus_post_state(rb->bus, BUS_DISCONNECTED);
+		bus_post_state_why(rb->bus, BUS_DISCONNECTED,
+		    why[0] != '\0' ? why : NULL);
 	}
 	if (rb->conn != NULL) {
 		rmq_flush(rb);

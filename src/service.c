@@ -494,6 +494,15 @@ bus_status(struct bus *bus, enum bus_state state, void *arg)
 	ready_update(sv);
 }
 
+static void
+bus_warned(struct bus *bus, const char *msg, void *arg)
+{
+	struct service *sv = arg;
+
+	(void)bus;
+	log_warnx("%s: %s", bus_config_name(sv->m->cfg), msg);
+}
+
 int
 service_tls_check(const struct config *cfg, char *err, size_t errlen)
 {
@@ -636,6 +645,7 @@ service_start(struct master *m, void *arg, char *err, size_t errlen)
 	bus_config_where(cfg, sv->where, sizeof(sv->where));
 	bo.name = sv->owner;
 	bo.state_cb = bus_status;
+	bo.warn_cb = bus_warned;
 	bo.state_arg = sv;
 	if ((sv->bus = bus_open(m->base, &bo, err, errlen)) == NULL)
 		return -1;

@@ -219,19 +219,29 @@ bus_state_changed(struct bus *bus, enum bus_state st, void *arg)
 	case BUS_CONNECTED:
 	case BUS_RECONNECTED:
 		w->nats_warned = 1;
-		log_info("NATS %s", st == BUS_CONNECTED ? "connected" :
-		    "reconnected");
+		log_info("%s: %s", bus_config_name(w->cfg),
+		    st == BUS_CONNECTED ? "connected" : "reconnected");
 		wproc_consume(w);
 		break;
 	case BUS_DISCONNECTED:
-		log_warnx("NATS connection lost: reconnecting");
+		log_warnx("%s: connection lost%s%s: reconnecting",
+		    bus_config_name(w->cfg), bus_state_why(bus)[0] != '\0' ?
+		    ": " : "", bus_state_why(bus));
 		break;
 	case BUS_CLOSED:
-		log_warnx("NATS connection closed for good (%s)",
-		    bus_state_why(bus)[0] != '\0' ? bus_state_why(bus) :
-		    "no reason given");
+		log_warnx("%s: connection closed for good (%s)",
+		    bus_config_name(w->cfg), bus_state_why(bus)[0] != '\0' ?
+		    bus_state_why(bus) : "no reason given");
 		break;
 	}
+}
+
+static void
+bus_warned(struct bus *bus, const char *msg, void *arg)
+{
+	(void)bus;
+	(void)arg;
+	log_warnx("%s", msg);
 }
 
 static void
@@ -394,6 +404,7 @@ wproc_open(struct wproc *w, int *exit_code, char *err, size_t errlen)
 	    w->args.pod_id, w->args.topic, w->args.instance);
 	bo.name = name;
 	bo.state_cb = bus_state_changed;
+	bo.warn_cb = bus_warned;
 	bo.state_arg = w;
 	if ((w->bus = bus_open(w->base, &bo, e, sizeof(e))) == NULL) {
 		snprintf(err, errlen, "nats: %s", e);
