@@ -166,6 +166,7 @@ bus_open(struct event_base *base, const struct bus_opts *o, char *err,
 		bus->reconnect_max_ms = bus->reconnect_wait_ms;
 	bus->dedupe_window_ms = o->dedupe_window_ms > 0 ?
 	    o->dedupe_window_ms : 120000;
+	bus->consumer_ttl_s = o->consumer_ttl_s;
 	bus->creds = o->creds != NULL ? util_xstrdup(o->creds) : NULL;
 	bus->user = o->user != NULL ? util_xstrdup(o->user) : NULL;
 	bus->password = o->password != NULL ? util_xstrdup(o->password) : NULL;

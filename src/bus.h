@@ -54,6 +54,8 @@ struct bus_opts {
 	int		 reconnect_wait_ms; /* first reconnect delay; 0: 100 */
 	int		 reconnect_max_ms;  /* the delay doubles up to this; 0: 2000 */
 	int		 dedupe_window_ms;  /* same message id dropped within; 0: 120000 */
+	int		 consumer_ttl_s;    /* NATS: a durable consumer nobody reads
+					       this long is deleted; 0: never */
 	/* NATS over TLS (issue 15): also with tls:// URLs. */
 	int		 tls;		/* 1: TLS, the server's certificate verified */
 	const char	*tls_ca;	/* PEM CAs; NULL: the system's */

@@ -33,6 +33,7 @@ bus_config_opts(const struct config *cfg, struct bus_opts *o)
 		o->url = cfg->nats.url;
 		o->stream = cfg->nats.stream;
 		o->replicas = cfg->nats.replicas;
+		o->consumer_ttl_s = cfg->nats.consumer_ttl;
 		o->queue_type = NULL;
 		o->creds = cfg->nats.creds;
 		o->user = cfg->nats.user;

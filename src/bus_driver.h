@@ -141,6 +141,7 @@ struct bus {
 	int			 reconnect_wait_ms;
 	int			 reconnect_max_ms;
 	int			 dedupe_window_ms;
+	int			 consumer_ttl_s;
 	char			*creds;		/* NATS: see bus_opts */
 	char			*user;
 	char			*password;	/* wiped at close */

@@ -659,6 +659,30 @@ nats_stored_after(struct nats_bus *nb, const char *stream, const char *filter,
 	return found;
 }
 
+/* How many messages the stream stores on filter's subjects, or -1. */
+static int64_t
+nats_stored(struct nats_bus *nb, const char *stream, const char *filter)
+{
+	jsStreamInfo	*si = NULL;
+	jsOptions	 jo;
+	jsErrCode	 jerr = 0;
+	int64_t		 n = 0;
+	natsStatus	 s;
+
+	jsOptions_Init(&jo);
+	jo.Stream.Info.SubjectsFilter = filter;
+	s = js_GetStreamInfo(&si, nb->js, stream, &jo, &jerr);
+	if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
+		return 0;
+	if (s != NATS_OK)
+		return -1;
+	for (int i = 0; si->State.Subjects != NULL &&
+	    i < si->State.Subjects->Count; i++)
+		n += (int64_t)si->State.Subjects->List[i].Msgs;
+	jsStreamInfo_Destroy(si);
+	return n;
+}
+
 static int
 nats_backlog(struct bus *bus, const char *durable, const char *filter,
     uint64_t *msgs, char *err, size_t errlen)
@@ -669,8 +693,22 @@ nats_backlog(struct bus *bus, const char *durable, const char *filter,
 	natsStatus	 s;
 
 	s = js_GetConsumerInfo(&ci, nb->js, bus->stream, durable, NULL, &jerr);
-	if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr) {
-		*msgs = 0;
+	if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr ||
+	    jerr == JSStreamNotFoundErr) {
+		/*
+		 * Gone (its consumer_ttl ran out, or deleted): what the stream
+		 * still stores on its subjects is work for the next consumer
+		 * made there.
+		 */
+		int64_t n = filter != NULL ? nats_stored(nb, bus->stream,
+		    filter) : 0;
+
+		if (n < 0) {
+			snprintf(err, errlen, "%s: stream %s: cannot count what "
+			    "it stores", durable, bus->stream);
+			return -1;
+		}
+		*msgs = (uint64_t)n;
 		return 0;
 	}
 	if (s != NATS_OK) {
@@ -709,6 +747,13 @@ nats_consumer_make(struct bus_consumer *c, natsSubscription **subp, char *err,
 	cc.MaxDeliver = c->max_deliver > 0 ? c->max_deliver : -1;
 	cc.FilterSubject = c->filter;
 	cc.MaxAckPending = c->max_ack_pending;
+	/*
+	 * Nobody reading it this long (a renamed pod's, a removed topic's),
+	 * nats-server deletes it; what its subjects still hold stays in the
+	 * stream for the next consumer made on them (bus_consumer_backlog
+	 * looks there when the consumer is gone).
+	 */
+	cc.InactiveThreshold = (int64_t)bus->consumer_ttl_s * 1000000000;
 	s = js_AddConsumer(&ci, nb->js, bus->stream, &cc, NULL, &jerr);
 	if (s != NATS_OK && (jerr == JSConsumerNameExistErr ||
 	    jerr == JSConsumerExistingActiveErr)) {

@@ -85,6 +85,8 @@ struct config {
 		char	*stream;
 		char	*subject_prefix;	/* "saga": <prefix>.work.... */
 		int	 replicas;
+		int	 consumer_ttl;	/* s a durable consumer nobody reads
+					   is kept; 0: for ever */
 		char	**urls;		/* nats.urls; on load url becomes
 					   their comma list */
 		size_t	  nurls;

@@ -72,7 +72,7 @@ struct config_key {
 #define HOSTLEN	256	/* the size of every host[] an address splits into */
 
 /* The rows of config_keys[]; config_keys.c fails to build if they differ. */
-#define CONFIG_NKEYS	90
+#define CONFIG_NKEYS	91
 
 extern const struct config_key config_keys[];	/* CONFIG_NKEYS rows */
 

@@ -92,6 +92,9 @@ const struct config_key config_keys[] = {
 	    0, 0, 0, "SAGA", NULL, check_token, 0 },
 	{ "replicas", KS_NATS, KT_INT, KEY_RESTART, C(nats.replicas), 0, 0,
 	    1, 5, 1, NULL, NULL, NULL, 0 },
+	/* A renamed pod's consumers are deleted by nats-server (issue 11). */
+	{ "consumer_ttl", KS_NATS, KT_INT, KEY_RESTART, C(nats.consumer_ttl),
+	    0, 0, 0, 31536000, 86400, NULL, NULL, NULL, 0 },
 
 	{ "url", KS_RABBITMQ, KT_STRING, KEY_RESTART | KEY_SECRET,
 	    C(rabbitmq.url), 0, 0, 0, 0, 0, "amqp://127.0.0.1:5672", NULL,

@@ -40,6 +40,11 @@ flows = { Throttled = { mode = "throttling"; steps = [ "SlowOrder" ]; }; };
 EOC
 }
 
+# NATS: a consumer unread for 2 s is deleted by nats-server (consumer_ttl):
+# pa's, once its adoption ends; its late work is then found in the stream.
+[ "$QUEUE" = nats ] &&
+	QUEUE_CONF=${QUEUE_CONF/stream = \"SAGA\";/stream = \"SAGA\"; consumer_ttl = 2;}
+
 PA_PORT=$(free_port)
 start_pod pa "$PA_PORT"
 PA_PID=$POD_PID
@@ -93,6 +98,24 @@ done
 grep -q 'pod pa: its throttling work is done here' "$LIB_TMP/pb.log" ||
 	fail "the adoption of pa never ended"
 pass "a dead pod's queued throttling work is adopted and run to its end"
+
+export NATS_URL RABBITMQ_URL QUEUE
+if [ "$QUEUE" = nats ]; then
+	"$PYTHON_GRPC" - "$top_srcdir/t/py" <<'PY' || fail "pa's consumer after its adoption ended"
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import invariants as I
+nc = I.Nats(os.environ["NATS_URL"])
+for _ in range(150):
+    c = nc.request("$JS.API.CONSUMER.INFO.SAGA.pod_pa_Throttled_SlowOrder", "")
+    if c.get("error", {}).get("err_code") == 10014:
+        break
+    time.sleep(0.1)
+else:
+    sys.exit("pa's consumer is still there 15 s after its adoption ended: %r" % c)
+PY
+	pass "nats-server deleted the released pod's consumer after its consumer_ttl"
+fi
 
 # A late work message for one of pa's ended sagas, on pa's subject: a
 # sagad.v1.Work without a record (the worker reads Redis, finds the saga
@@ -155,6 +178,11 @@ if os.environ["QUEUE"] == "nats":
     c = nc.request("$JS.API.CONSUMER.INFO.SAGA.pod_pa_Throttled_SlowOrder", "")
     if c.get("num_pending") or c.get("num_ack_pending"):
         sys.exit("pa's consumer still holds work: %s" % json.dumps(c))
+    st = nc.request("$JS.API.STREAM.INFO.SAGA",
+                    json.dumps({"subjects_filter": "saga.work.pod.pa.>"}))
+    left = sum((st.get("state", {}).get("subjects") or {}).values())
+    if left:
+        sys.exit("the stream still stores %d messages on pa's subjects" % left)
 else:
     import pika
     conn = pika.BlockingConnection(pika.URLParameters(os.environ["RABBITMQ_URL"]))
