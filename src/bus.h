@@ -127,7 +127,9 @@ int		 bus_consumer_backlog(struct bus *, const char *durable,
 /*
  * Calls each for every durable consumer of the stream, with its filter and
  * what it has not finished (blocking: a master asks it once at start, to
- * find topics its config no longer has). 0 (and no call when the driver
+ * find topics its config no longer has); then, with an empty durable, for
+ * each subject that stores messages no consumer reads (its consumer gone),
+ * with the filter that would read it. 0 (and no call when the driver
  * cannot list them: RabbitMQ), or -1 with err.
  */
 typedef void	 bus_consumer_each(const char *durable, const char *filter,

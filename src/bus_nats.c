@@ -593,6 +593,50 @@ nats_depth(struct bus *bus, uint64_t *msgs, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * The subjects that store messages no consumer reads (its consumer_ttl ran
+ * out, or it was deleted), each as the filter of the consumer that would:
+ * each with an empty durable. A subject's last token is the verb (do,
+ * undo...); the filters end in '*'.
+ */
+static void
+nats_consumerless(struct nats_bus *nb, const char *stream,
+    const jsConsumerInfoList *list, bus_consumer_each *each, void *arg)
+{
+	jsStreamInfo	*si = NULL;
+	jsOptions	 jo;
+	jsErrCode	 jerr = 0;
+	char		 filter[512];
+
+	jsOptions_Init(&jo);
+	jo.Stream.Info.SubjectsFilter = ">";
+	if (js_GetStreamInfo(&si, nb->js, stream, &jo, &jerr) != NATS_OK)
+		return;
+	for (int i = 0; si->State.Subjects != NULL &&
+	    i < si->State.Subjects->Count; i++) {
+		const jsStreamStateSubject	*ss = &si->State.Subjects->List[i];
+		const char			*dot = strrchr(ss->Subject, '.');
+		int				 read = 0;
+
+		if (ss->Msgs == 0 || dot == NULL || (size_t)(dot -
+		    ss->Subject) + 3 > sizeof(filter))
+			continue;
+		snprintf(filter, sizeof(filter), "%.*s.*",
+		    (int)(dot - ss->Subject), ss->Subject);
+		for (int k = 0; list != NULL && k < list->Count && !read; k++) {
+			const jsConsumerInfo *ci = list->List[k];
+
+			read = ci->Config != NULL &&
+			    ci->Config->FilterSubject != NULL &&
+			    (strcmp(ci->Config->FilterSubject, filter) == 0 ||
+			    strcmp(ci->Config->FilterSubject, ss->Subject) == 0);
+		}
+		if (!read)
+			each("", filter, ss->Msgs, arg);
+	}
+	jsStreamInfo_Destroy(si);
+}
+
 static int
 nats_consumers(struct bus *bus, bus_consumer_each *each, void *arg,
     char *err, size_t errlen)
@@ -603,8 +647,10 @@ nats_consumers(struct bus *bus, bus_consumer_each *each, void *arg,
 	natsStatus		 s;
 
 	s = js_Consumers(&list, nb->js, bus->stream, NULL, &jerr);
-	if (s == NATS_NOT_FOUND)
+	if (s == NATS_NOT_FOUND) {	/* none at all */
+		nats_consumerless(nb, bus->stream, NULL, each, arg);
 		return 0;
+	}
 	if (s != NATS_OK) {
 		nats_error(err, errlen, bus->stream, s, jerr);
 		return -1;
@@ -618,6 +664,7 @@ nats_consumers(struct bus *bus, bus_consumer_each *each, void *arg,
 		each(ci->Config->Durable, ci->Config->FilterSubject,
 		    ci->NumPending + (uint64_t)ci->NumAckPending, arg);
 	}
+	nats_consumerless(nb, bus->stream, list, each, arg);
 	jsConsumerInfoList_Destroy(list);
 	return 0;
 }

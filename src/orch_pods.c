@@ -446,9 +446,14 @@ orphan_seen(const char *durable, const char *filter, uint64_t backlog,
 	ct.mode = mode;
 	snprintf(ct.name, sizeof(ct.name), "%s", topic);
 	ct.concurrency = 8;
-	orch_log(o, UTIL_INFO, NULL, "consumer %s holds %llu messages of a "
-	    "topic this config does not have", durable,
-	    (unsigned long long)backlog);
+	if (*durable != '\0')
+		orch_log(o, UTIL_INFO, NULL, "consumer %s holds %llu messages "
+		    "of a topic this config does not have", durable,
+		    (unsigned long long)backlog);
+	else
+		orch_log(o, UTIL_INFO, NULL, "the stream holds %llu messages "
+		    "on %s, of a topic this config does not have (its "
+		    "consumer is gone)", (unsigned long long)backlog, filter);
 	linger_add(o, &fake, &ct);
 }
 

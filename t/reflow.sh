@@ -96,3 +96,33 @@ run_py check2
 grep -q 'holds [0-9]* messages of a topic this config does not have' \
 	"$LIB_TMP/pa.log" || fail "the restarted pod did not find the old topic's work"
 pass "across a restart too: a topic gone from the config is read until its work is done"
+
+# NATS: the same, with the removed topic's consumer gone too while the pod
+# was down (its consumer_ttl ran out): its work is found in the stream.
+[ "$QUEUE" = nats ] || exit 0
+PA_PID=$POD_PID
+STEPS='"CreateOrder", "CreatePayment"'
+pod_conf pa "$P_PORT" >"$LIB_TMP/pa.conf"
+kill -HUP "$PA_PID"
+sleep 1
+RF_PREFIX=rf-t run_py before2
+sleep 0.5
+kill -TERM "$PA_PID"
+for _ in $(seq 100); do kill -0 "$PA_PID" 2>/dev/null || break; sleep 0.1; done
+mv "$LIB_TMP/pa.log" "$LIB_TMP/pa2.log"
+export NATS_URL
+"$PYTHON_GRPC" - "$top_srcdir/t/py" <<'PY' || fail "deleting CreatePayment's consumer"
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import invariants as I
+r = I.Nats(os.environ["NATS_URL"]).request(
+    "$JS.API.CONSUMER.DELETE.SAGA.async_AsyncBooking_CreatePayment", "")
+if not r.get("success"):
+    sys.exit("consumer delete: %r" % r)
+PY
+STEPS='"Md"'
+start_pod pa "$P_PORT"
+RF_PREFIX=rf-t run_py check2
+grep -q 'the stream holds [0-9]* messages on saga.work.async.AsyncBooking.CreatePayment.\*, of a topic this config does not have' \
+	"$LIB_TMP/pa.log" || fail "the restarted pod did not find the old topic's work in the stream"
+pass "a removed topic whose consumer is gone too: its work is found in the stream and done"

@@ -7,6 +7,9 @@
   reflow.py after    Runs rf-new on the second definition [CreateOrder, Md].
   reflow.py check    Every saga ended as its own definition says, with the
                      participants' records to match.
+  reflow.py before2  Runs $RF_PREFIX-0..5 (default rf-r) on the first
+                     definition, queued behind the slow payment.
+  reflow.py check2   They all ended COMPLETED on it.
 """
 
 import os
@@ -17,6 +20,7 @@ from sync_lib import Orch, Participant, R, S, check, equal, fail, ok  # noqa
 
 o = Orch(int(os.environ["P_PORT"]))
 FIRST = ["rf-slow"] + ["rf-q-%d" % i for i in range(6)]
+PREFIX2 = os.environ.get("RF_PREFIX", "rf-r")   # before2's and check2's ids
 
 
 def run(sid, ctx):
@@ -66,11 +70,11 @@ elif sys.argv[1] == "check":
        "their own definitions say")
 elif sys.argv[1] == "before2":
     for i in range(6):
-        run("rf-r-%d" % i, {})
+        run("%s-%d" % (PREFIX2, i), {})
     ok("6 sagas queued on [CreateOrder, CreatePayment] before a restart")
 elif sys.argv[1] == "check2":
     for i in range(6):
-        sid = "rf-r-%d" % i
+        sid = "%s-%d" % (PREFIX2, i)
         s = o.wait_final(sid, 60)
         if not hasattr(s, "state"):
             fail("%s: %s" % (sid, s))
