@@ -223,11 +223,19 @@ bus_state_changed(struct bus *bus, enum bus_state st, void *arg)
 		    st == BUS_CONNECTED ? "connected" : "reconnected");
 		wproc_consume(w);
 		break;
-	case BUS_DISCONNECTED:
-		log_warnx("%s: connection lost%s%s: reconnecting",
-		    bus_config_name(w->cfg), bus_state_why(bus)[0] != '\0' ?
-		    ": " : "", bus_state_why(bus));
+	case BUS_DISCONNECTED: {
+		const char	*name = bus_config_name(w->cfg);
+		const char	*why = bus_state_why(bus);
+		size_t		 len = strlen(name);
+
+		/* The driver's reasons may start with its name already. */
+		if (strncmp(why, name, len) == 0 && strncmp(why + len, ": ",
+		    2) == 0)
+			why += len + 2;
+		log_warnx("%s: connection lost%s%s: reconnecting", name,
+		    *why != '\0' ? ": " : "", why);
 		break;
+	}
 	case BUS_CLOSED:
 		log_warnx("%s: connection closed for good (%s)",
 		    bus_config_name(w->cfg), bus_state_why(bus)[0] != '\0' ?
