@@ -167,6 +167,7 @@ bus_open(struct event_base *base, const struct bus_opts *o, char *err,
 	bus->dedupe_window_ms = o->dedupe_window_ms > 0 ?
 	    o->dedupe_window_ms : 120000;
 	bus->consumer_ttl_s = o->consumer_ttl_s;
+	bus->stream_subject = util_xstrdup(o->stream_subject);
 	bus->creds = o->creds != NULL ? util_xstrdup(o->creds) : NULL;
 	bus->user = o->user != NULL ? util_xstrdup(o->user) : NULL;
 	bus->password = o->password != NULL ? util_xstrdup(o->password) : NULL;
@@ -191,6 +192,7 @@ fail:
 	free(bus->tls_cert);
 	free(bus->tls_key);
 	free(bus->stream);
+	free(bus->stream_subject);
 	free(bus->queue_type);
 	bus_free_creds(bus);
 	free(bus);
@@ -876,6 +878,7 @@ bus_close(struct bus *bus)
 	free(bus->tls_cert);
 	free(bus->tls_key);
 	free(bus->stream);
+	free(bus->stream_subject);
 	free(bus->queue_type);
 	bus_free_creds(bus);
 	free(bus);

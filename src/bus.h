@@ -56,6 +56,9 @@ struct bus_opts {
 	int		 dedupe_window_ms;  /* same message id dropped within; 0: 120000 */
 	int		 consumer_ttl_s;    /* NATS: a durable consumer nobody reads
 					       this long is deleted; 0: never */
+	/* NATS: the stream's subject, for a worker that finds the stream gone
+	   to declare it again; "": it does not. */
+	char		 stream_subject[128];
 	/* NATS over TLS (issue 15): also with tls:// URLs. */
 	int		 tls;		/* 1: TLS, the server's certificate verified */
 	const char	*tls_ca;	/* PEM CAs; NULL: the system's */

@@ -14,6 +14,7 @@
 #include "bus_config.h"
 #include "config.h"
 #include "util.h"
+#include "work.h"
 
 static int
 bus_config_rabbitmq(const struct config *cfg)
@@ -34,6 +35,8 @@ bus_config_opts(const struct config *cfg, struct bus_opts *o)
 		o->stream = cfg->nats.stream;
 		o->replicas = cfg->nats.replicas;
 		o->consumer_ttl_s = cfg->nats.consumer_ttl;
+		(void)work_stream_subjects(o->stream_subject,
+		    sizeof(o->stream_subject), cfg->nats.subject_prefix);
 		o->queue_type = NULL;
 		o->creds = cfg->nats.creds;
 		o->user = cfg->nats.user;

@@ -142,6 +142,7 @@ struct bus {
 	int			 reconnect_max_ms;
 	int			 dedupe_window_ms;
 	int			 consumer_ttl_s;
+	char			*stream_subject; /* "" unknown */
 	char			*creds;		/* NATS: see bus_opts */
 	char			*user;
 	char			*password;	/* wiped at close */

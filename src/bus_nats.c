@@ -886,6 +886,17 @@ nats_consumer_check(struct bus_consumer *c)
 	if (s != NATS_NOT_FOUND && jerr != JSConsumerNotFoundErr &&
 	    jerr != JSStreamNotFoundErr)
 		return;		/* the server cannot say now */
+	if (jerr == JSStreamNotFoundErr && *bus->stream_subject != '\0') {
+		/*
+		 * The stream too (deleted by hand: the master declares it at
+		 * each connection only). Declared here, off any loop.
+		 */
+		const char *subjects[] = { bus->stream_subject };
+
+		if (nats_declare(bus, subjects, 1, err, sizeof(err)) == 0)
+			bus_post_warn(bus, "stream %s was gone: declared it "
+			    "again (%s)", bus->stream, bus->stream_subject);
+	}
 	if (nats_consumer_make(c, &sub, err, sizeof(err)) == -1) {
 		if (!nc->lost)
 			bus_post_warn(bus, "consumer %s is gone from stream %s "
