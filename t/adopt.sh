@@ -23,22 +23,7 @@ start_redis
 start_participant slow "$ORDER" --latency 400
 SLOW_PORT=$PORT
 
-pod_conf() {
-	cat <<EOC
-pod_id = "$1";
-listen = "127.0.0.1:$2";
-shutdown_timeout_ms = 1000;
-$QUEUE_CONF
-redis = { host = "127.0.0.1"; port = $REDIS_PORT; lease_ms = 1500; };
-services = { slow = { address = "127.0.0.1:$SLOW_PORT"; timeout_ms = 5000; }; };
-nodes = {
-  SlowOrder = { service = "slow"; action = "/booking.Order/Create";
-                compensate = "/booking.Order/Cancel";
-                workers = 1; concurrency = 1; };
-};
-flows = { Throttled = { mode = "throttling"; steps = [ "SlowOrder" ]; }; };
-EOC
-}
+pod_conf() { throttled_pod_conf "$@"; }
 
 # NATS: a consumer unread for 2 s is deleted by nats-server (consumer_ttl):
 # pa's, once its adoption ends; its late work is then found in the stream.

@@ -46,15 +46,45 @@ wait_workers() {
 	fail "fewer than $n workers consuming after ${secs}s"
 }
 
-# restart_nats: stops nats-server and starts it again on the same port with
-# the same JetStream store directory (its streams and consumers survive).
+# restart_nats [PAUSE]: stops nats-server and starts it again on the same
+# port with the same JetStream store directory (its streams and consumers
+# survive). nats_halt and nats_start_again are its halves, for a test that
+# does something to the store in between.
 restart_nats() {
+	nats_halt
+	sleep "${1:-1}"
+	nats_start_again
+}
+
+nats_halt() {
 	kill -TERM "$NATS_PID"
 	wait "$NATS_PID" 2>/dev/null
-	sleep "${1:-1}"
+}
+
+nats_start_again() {
 	nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$LIB_TMP/nats" \
 		>>"$LIB_TMP/nats.log" 2>&1 &
 	NATS_PID=$!
 	track "$NATS_PID"
 	wait_port "$NATS_PORT"
+}
+
+# throttled_pod_conf POD PORT: pod POD on PORT with one throttling flow,
+# Throttled = [SlowOrder] on $SLOW_PORT, one worker of concurrency 1, and
+# a 1.5 s lease (t/adopt.sh, t/phantom.sh: pods that adopt each other).
+throttled_pod_conf() {
+	cat <<EOC
+pod_id = "$1";
+listen = "127.0.0.1:$2";
+shutdown_timeout_ms = 1000;
+$QUEUE_CONF
+redis = { host = "127.0.0.1"; port = $REDIS_PORT; lease_ms = 1500; };
+services = { slow = { address = "127.0.0.1:$SLOW_PORT"; timeout_ms = 5000; }; };
+nodes = {
+  SlowOrder = { service = "slow"; action = "/booking.Order/Create";
+                compensate = "/booking.Order/Cancel";
+                workers = 1; concurrency = 1; };
+};
+flows = { Throttled = { mode = "throttling"; steps = [ "SlowOrder" ]; }; };
+EOC
 }

@@ -120,15 +120,10 @@ for c in async_AsyncBooking_CreateOrder async_AsyncBooking_CreatePayment callbac
 done
 case $QUEUE in
 nats)
-	kill -TERM "$NATS_PID"
-	wait "$NATS_PID" 2>/dev/null
+	nats_halt
 	rm -rf "$LIB_TMP/nats"
 	mkdir -p "$LIB_TMP/nats"
-	nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$LIB_TMP/nats" \
-		>>"$LIB_TMP/nats.log" 2>&1 &
-	NATS_PID=$!
-	track "$NATS_PID"
-	wait_port "$NATS_PORT"
+	nats_start_again
 	;;
 rabbitmq)
 	stop_rabbitmq TERM

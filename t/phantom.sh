@@ -20,22 +20,7 @@ start_redis
 start_participant slow "$ORDER" --latency 100
 SLOW_PORT=$PORT
 
-pod_conf() {
-	cat <<EOC
-pod_id = "$1";
-listen = "127.0.0.1:$2";
-shutdown_timeout_ms = 1000;
-$QUEUE_CONF
-redis = { host = "127.0.0.1"; port = $REDIS_PORT; lease_ms = 1500; };
-services = { slow = { address = "127.0.0.1:$SLOW_PORT"; timeout_ms = 5000; }; };
-nodes = {
-  SlowOrder = { service = "slow"; action = "/booking.Order/Create";
-                compensate = "/booking.Order/Cancel";
-                workers = 1; concurrency = 1; };
-};
-flows = { Throttled = { mode = "throttling"; steps = [ "SlowOrder" ]; }; };
-EOC
-}
+pod_conf() { throttled_pod_conf "$@"; }
 
 PA_PORT=$(free_port)
 start_pod pa "$PA_PORT"
@@ -73,14 +58,9 @@ print("pulled one of pa's messages and kept it unacked")
 PY
 
 # The stream loses its messages; the consumer's state stays.
-kill -TERM "$NATS_PID"
-wait "$NATS_PID" 2>/dev/null
+nats_halt
 rm -f "$LIB_TMP"/nats/jetstream/*/streams/SAGA/msgs/*
-nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$LIB_TMP/nats" \
-	>>"$LIB_TMP/nats.log" 2>&1 &
-NATS_PID=$!
-track "$NATS_PID"
-wait_port "$NATS_PORT"
+nats_start_again
 
 phantom() {	# the consumer's ack-pending count, and what the stream holds
 	"$PYTHON_GRPC" - "$top_srcdir/t/py" <<'PY'
