@@ -860,9 +860,9 @@ nats_consumer_free(struct bus_consumer *c)
 /*
  * On the consumer's thread, when it has fetched nothing for a while: a
  * consumer the stream no longer has is made again (the messages its
- * filter still finds in the stream are delivered from the start). One the
- * stream cannot have yet (the stream itself is gone, until the master
- * declares it again) is tried again at the next check.
+ * filter still finds in the stream are delivered from the start), and the
+ * stream first if it is gone too. One that cannot be made now is tried
+ * again at the next check.
  */
 static void
 nats_consumer_check(struct bus_consumer *c)
@@ -875,6 +875,7 @@ nats_consumer_check(struct bus_consumer *c)
 	jsErrCode		 jerr = 0;
 	natsStatus		 s;
 	char			 err[256];
+	int			 idle;
 
 	s = js_GetConsumerInfo(&ci, nb->js, bus->stream, c->durable, NULL,
 	    &jerr);
@@ -906,9 +907,23 @@ nats_consumer_check(struct bus_consumer *c)
 		nc->lost = 1;
 		return;
 	}
-	nc->old = util_xrealloc(nc->old, (size_t)(nc->nold + 1) *
-	    sizeof(*nc->old));
-	nc->old[nc->nold++] = nc->sub;
+	/*
+	 * Only this thread adds to inflight: with none in flight no message
+	 * of the subscriptions before is alive, and they can go.
+	 */
+	pthread_mutex_lock(&bus->mu);
+	idle = c->inflight == 0;
+	pthread_mutex_unlock(&bus->mu);
+	if (idle) {
+		natsSubscription_Destroy(nc->sub);
+		for (int i = 0; i < nc->nold; i++)
+			natsSubscription_Destroy(nc->old[i]);
+		nc->nold = 0;
+	} else {
+		nc->old = util_xrealloc(nc->old, (size_t)(nc->nold + 1) *
+		    sizeof(*nc->old));
+		nc->old[nc->nold++] = nc->sub;
+	}
 	nc->sub = sub;
 	nc->lost = 0;
 	bus_post_warn(bus, "consumer %s was gone from stream %s (deleted, or "
