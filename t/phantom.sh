@@ -51,10 +51,13 @@ deadline = time.time() + 5
 while time.time() < deadline:
     subj, reply, _, _ = n._next_msg()
     if reply.startswith("$JS.ACK.SAGA.pod_pa_Throttled_SlowOrder."):
+        print("pulled one of pa's messages and kept it unacked")
         break
-else:
-    sys.exit("the pull got nothing")
-print("pulled one of pa's messages and kept it unacked")
+    if subj == inbox:       # a status: a pull pa's worker left open got it
+        break
+c = n.request("$JS.API.CONSUMER.INFO.SAGA.pod_pa_Throttled_SlowOrder", "")
+if c.get("num_ack_pending", 0) < 1:
+    sys.exit("nothing ack-pending on pa's consumer: %r" % c)
 PY
 
 # The stream loses its messages; the consumer's state stays.
