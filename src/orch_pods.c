@@ -83,6 +83,8 @@ list_free(char ***list, size_t *n)
 static void
 list_drop(char **list, size_t *n, size_t k)
 {
+	if (k == 0)
+		return;		/* list may be NULL then */
 	for (size_t i = 0; i < k; i++)
 		free(list[i]);
 	memmove(list, list + k, (*n - k) * sizeof(*list));
