@@ -94,12 +94,16 @@ test_all() {
 # test that triggered it: ASan aborts, UBSan does not recover.
 test_asan() {
 	deps
+	js_deps
 	local dir=$TOP/.asan
 	say "copying the tree to $dir for a sanitized build"
 	mkdir -p "$dir"
 	git ls-files -z | rsync -a --files-from=- --from0 ./ "$dir/" 2>/dev/null ||
 		{ git ls-files -z | tar --null -T - -cf - | tar -C "$dir" -xf -; }
 	cd "$dir"
+	# The dashboard's browser driver, installed once in the tree.
+	[ -d "$TOP/t/js/node_modules" ] && [ ! -e t/js/node_modules ] &&
+		ln -s "$TOP/t/js/node_modules" t/js/node_modules
 	if [ ! -f Makefile ] || [ configure.ac -nt configure ] || [ Makefile.am -nt Makefile.in ]; then
 		autoreconf -fi
 		./configure --prefix=/usr/local --enable-sanitizers
